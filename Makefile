@@ -1,0 +1,157 @@
+# cnode_bridge: the one front door. `make` builds everything, `make test` runs every
+# suite, `make demo` runs the demo. See README.md and docs/ARCHITECTURE.md.
+
+ERL      ?= erl
+CC       ?= cc
+BUILD    ?= build
+PRIV     := erlang_side/priv
+
+# Ask the installed OTP where erl_interface and the NIF headers live (never a
+# hard-coded version). Evaluated lazily so `make deps` works before OTP exists.
+EI_DIR   = $(shell $(ERL) -noshell -eval 'io:format("~s",[code:lib_dir(erl_interface)]),halt().' 2>/dev/null)
+ERTS_INC = $(shell $(ERL) -noshell -eval 'io:format("~s/erts-~s/include",[code:root_dir(),erlang:system_info(version)]),halt().' 2>/dev/null)
+
+OPT      ?= -O2
+CSTD     := -std=gnu11
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS   ?= $(OPT) -g
+ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(SAN) -fPIC -pthread -D_GNU_SOURCE \
+             -Icore/include -Icnode/include -I$(EI_DIR)/include
+LDLIBS_EI  = -L$(EI_DIR)/lib -lei
+LDLIBS_SYS = -lssl -lcrypto -lz -lpthread -lm -lrt
+
+CORE_SRC  := $(wildcard core/*.c)
+CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
+CNODE_MAIN := cnode/main.c
+CNODE_SRC := $(filter-out $(CNODE_MAIN),$(wildcard cnode/*.c))
+CNODE_OBJ := $(CNODE_SRC:%.c=$(BUILD)/%.o)
+NIF_SRC   := $(wildcard nif/*.c)
+NIF_OBJ   := $(NIF_SRC:%.c=$(BUILD)/nifobj/%.o)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+LIBCORE   := $(BUILD)/libcnb_core.a
+LIBCNODE  := $(BUILD)/libcnode_bridge.a
+LIBCNODE_SO := $(BUILD)/libcnode_bridge.so
+CNODE_BIN := $(PRIV)/cnode
+NIF_SO    := $(PRIV)/cnode_registry_nif.so
+
+.PHONY: all c erlang deps test unit itest exunit asan lint fuzz bench demo shell clean
+.DEFAULT_GOAL := all
+
+all: c erlang
+
+TOOL_SRC  := $(wildcard tests/tools/*.c)
+TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
+
+C_TARGETS := $(LIBCORE) $(LIBCNODE) $(LIBCNODE_SO) $(TOOL_BIN)
+ifneq ($(wildcard $(CNODE_MAIN)),)
+C_TARGETS += $(CNODE_BIN)
+endif
+ifneq ($(NIF_SRC),)
+C_TARGETS += $(NIF_SO)
+endif
+
+c: $(C_TARGETS)
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# The NIF's objects get the NIF headers and hidden visibility.
+$(BUILD)/nifobj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fvisibility=hidden -I$(ERTS_INC) -MMD -MP -c $< -o $@
+
+$(LIBCORE): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBCNODE): $(CNODE_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBCNODE_SO): $(CNODE_OBJ) $(CORE_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS_EI) $(LDLIBS_SYS) $(SAN)
+
+$(CNODE_BIN): $(BUILD)/$(CNODE_MAIN:.c=.o) $(LIBCNODE)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS_EI) $(LDLIBS_SYS) $(SAN)
+
+$(NIF_SO): $(NIF_OBJ) $(LIBCORE)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fvisibility=hidden -o $@ $(NIF_OBJ) $(LIBCORE) -lz -lpthread -lrt $(SAN)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBCNODE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIBCNODE) $(LDLIBS_EI) $$(pkg-config --libs check) $(LDLIBS_SYS)
+
+# Helper programs that integration tests drive (e.g. the term property checker).
+$(BUILD)/tests/tools/%: tests/tools/%.c $(LIBCNODE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBCNODE) $(LDLIBS_EI) $(LDLIBS_SYS)
+
+$(BUILD)/bench/%: bench/%.c $(LIBCNODE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBCNODE) $(LDLIBS_EI) $(LDLIBS_SYS)
+
+erlang: c
+	scripts/build-erlang
+
+# ---- tests -------------------------------------------------------------------
+# make test: every suite (Check units, Erlang integration, ExUnit); one summary
+# line per runner at the end; non-zero exit on any failure.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit-bins
+	@scripts/run-tests all
+
+.PHONY: unit-bins
+unit-bins: $(UNIT_BIN)
+
+unit: deps
+	@$(MAKE) --no-print-directory all unit-bins
+	@scripts/run-tests unit
+
+itest: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run-tests itest
+
+exunit: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run-tests exunit
+
+# C unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, in a build
+# tree of their own.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  PRIV=build-asan/priv unit-bins
+	@BUILD=build-asan scripts/run-tests unit
+
+lint: all
+	scripts/lint
+
+fuzz:
+	scripts/run-fuzz
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	scripts/run-bench
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo
+
+shell:
+	@scripts/demo-shell
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz $(PRIV)/cnode $(PRIV)/*.so erlang_side/ebin _build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

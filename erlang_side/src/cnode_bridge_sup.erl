@@ -1,0 +1,14 @@
+%% @doc Top supervisor of the cnode_bridge application. Supervised C nodes are
+%% added here as they land (see docs/ARCHITECTURE.md).
+-module(cnode_bridge_sup).
+-behaviour(supervisor).
+
+-export([start_link/0, init/1]).
+
+-spec start_link() -> {ok, pid()} | ignore | {error, term()}.
+start_link() ->
+    supervisor:start_link({local, ?MODULE}, ?MODULE, []).
+
+-spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init([]) ->
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, []}}.
