@@ -13,7 +13,8 @@ ERTS_INC = $(shell $(ERL) -noshell -eval 'io:format("~s/erts-~s/include",[code:r
 
 OPT      ?= -O2
 CSTD     := -std=gnu11
-WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+# -Wno-format-truncation: snprintf truncating log text and names is deliberate.
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 CFLAGS   ?= $(OPT) -g
 ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(SAN) -fPIC -pthread -D_GNU_SOURCE \
              -Icore/include -Icnode/include -I$(EI_DIR)/include

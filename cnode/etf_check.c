@@ -1,0 +1,199 @@
+/* etf_check.c: see etf_check.h. Tests: tests/unit/test_frame.c. */
+#include "etf_check.h"
+
+#include "buf.h"
+
+/* Skips an atom term at p[*i]; 0 or a negative code. */
+static int skip_atom(const uint8_t *p, size_t len, size_t *i)
+{
+    if (*i >= len)
+        return CNB_ETRUNC;
+    uint8_t tag = p[(*i)++];
+    size_t n;
+    if (tag == 100 || tag == 118) {
+        if (len - *i < 2)
+            return CNB_ETRUNC;
+        n = cnb__get16(p + *i);
+        *i += 2;
+    } else if (tag == 115 || tag == 119) {
+        if (len - *i < 1)
+            return CNB_ETRUNC;
+        n = p[(*i)++];
+    } else {
+        return CNB_EMALFORMED;
+    }
+    if (len - *i < n)
+        return CNB_ETRUNC;
+    *i += n;
+    return 0;
+}
+
+#define NEED(k)                     \
+    do {                            \
+        if (len - i < (size_t)(k))  \
+            return CNB_ETRUNC;      \
+    } while (0)
+
+long cnb__etf_skip(const uint8_t *p, size_t len)
+{
+    size_t i = 0;
+    uint64_t pending = 1; /* terms still to skip */
+    while (pending > 0) {
+        if (pending > len - i) /* every term takes at least one byte */
+            return i >= len ? CNB_ETRUNC : CNB_EMALFORMED;
+        pending--;
+        NEED(1);
+        uint8_t tag = p[i++];
+        int rc;
+        switch (tag) {
+        case 97: /* SMALL_INTEGER */
+            NEED(1);
+            i += 1;
+            break;
+        case 98: /* INTEGER */
+            NEED(4);
+            i += 4;
+            break;
+        case 70: /* NEW_FLOAT */
+            NEED(8);
+            i += 8;
+            break;
+        case 99: /* FLOAT */
+            NEED(31);
+            i += 31;
+            break;
+        case 100:
+        case 115:
+        case 118:
+        case 119:
+            i--;
+            if ((rc = skip_atom(p, len, &i)))
+                return rc;
+            break;
+        case 88: /* NEW_PID: node, id, serial, creation */
+        case 103: /* PID: node, id, serial, creation(1) */
+            if ((rc = skip_atom(p, len, &i)))
+                return rc;
+            NEED(tag == 88 ? 12 : 9);
+            i += tag == 88 ? 12 : 9;
+            break;
+        case 89:  /* NEW_PORT */
+        case 102: /* PORT */
+        case 120: /* V4_PORT */
+            if ((rc = skip_atom(p, len, &i)))
+                return rc;
+            {
+                size_t k = tag == 89 ? 8 : tag == 102 ? 5 : 12;
+                NEED(k);
+                i += k;
+            }
+            break;
+        case 101: /* REFERENCE: node, id(4), creation(1) */
+            if ((rc = skip_atom(p, len, &i)))
+                return rc;
+            NEED(5);
+            i += 5;
+            break;
+        case 90:  /* NEWER_REFERENCE: Len(2) node creation(4) ids */
+        case 114: /* NEW_REFERENCE: Len(2) node creation(1) ids */
+        {
+            NEED(2);
+            size_t words = cnb__get16(p + i);
+            i += 2;
+            if (words > 5)
+                return CNB_EMALFORMED;
+            if ((rc = skip_atom(p, len, &i)))
+                return rc;
+            size_t k = (tag == 90 ? 4 : 1) + 4 * words;
+            NEED(k);
+            i += k;
+            break;
+        }
+        case 104: /* SMALL_TUPLE */
+            NEED(1);
+            pending += p[i++];
+            break;
+        case 105: /* LARGE_TUPLE */
+            NEED(4);
+            pending += cnb__get32(p + i);
+            i += 4;
+            break;
+        case 116: /* MAP */
+            NEED(4);
+            pending += 2 * (uint64_t)cnb__get32(p + i);
+            i += 4;
+            break;
+        case 106: /* NIL */
+            break;
+        case 107: /* STRING */
+        {
+            NEED(2);
+            size_t n = cnb__get16(p + i);
+            i += 2;
+            NEED(n);
+            i += n;
+            break;
+        }
+        case 108: /* LIST: elements and tail */
+            NEED(4);
+            pending += (uint64_t)cnb__get32(p + i) + 1;
+            i += 4;
+            break;
+        case 109: /* BINARY */
+        {
+            NEED(4);
+            size_t n = cnb__get32(p + i);
+            i += 4;
+            NEED(n);
+            i += n;
+            break;
+        }
+        case 77: /* BIT_BINARY */
+        {
+            NEED(5);
+            size_t n = cnb__get32(p + i);
+            uint8_t bits = p[i + 4];
+            i += 5;
+            if (bits < 1 || bits > 8 || n == 0)
+                return CNB_EMALFORMED;
+            NEED(n);
+            i += n;
+            break;
+        }
+        case 110: /* SMALL_BIG */
+        {
+            NEED(2);
+            size_t n = p[i];
+            i += 2;
+            NEED(n);
+            i += n;
+            break;
+        }
+        case 111: /* LARGE_BIG */
+        {
+            NEED(5);
+            size_t n = cnb__get32(p + i);
+            i += 5;
+            NEED(n);
+            i += n;
+            break;
+        }
+        case 112: /* NEW_FUN: Size counts itself and everything after */
+        {
+            NEED(4);
+            size_t n = cnb__get32(p + i);
+            if (n < 4 + 1 + 16 + 4 + 4)
+                return CNB_EMALFORMED;
+            NEED(n);
+            i += n;
+            break;
+        }
+        case 113: /* EXPORT: module, function, arity */
+            pending += 3;
+            break;
+        default: /* 82 atom cache ref, 80 compressed, 131 version, unknown */
+            return CNB_EMALFORMED;
+        }
+    }
+    return (long)i;
+}

@@ -1,0 +1,153 @@
+/* frame.c: connected-mode framing, distribution headers and fragment
+ * reassembly (see frame.h). Tests: tests/unit/test_frame.c. */
+#include "frame.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+long cnb__frame_next(const uint8_t *buf, size_t len, size_t max, const uint8_t **pkt,
+                     size_t *pkt_len)
+{
+    if (len < 4)
+        return 0;
+    uint32_t n = cnb__get32(buf);
+    if (n > max)
+        return CNB_ETOOBIG;
+    if (len - 4 < n)
+        return 0;
+    *pkt = buf + 4;
+    *pkt_len = n;
+    return (long)n + 4;
+}
+
+int cnb__dist_parse(const uint8_t *p, size_t n, cnb_dist_pkt_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (n < 1)
+        return CNB_EPROTO;
+    if (p[0] == 112) {
+        out->kind = CNB_PKT_PASS;
+        out->body = p + 1;
+        out->body_len = n - 1;
+        return 0;
+    }
+    if (p[0] != 131 || n < 2)
+        return CNB_EPROTO;
+    size_t off;
+    switch (p[1]) {
+    case 68:
+        if (n < 3)
+            return CNB_EPROTO;
+        out->kind = CNB_PKT_HDR;
+        off = 2;
+        break;
+    case 69:
+        if (n < 19)
+            return CNB_EPROTO;
+        out->kind = CNB_PKT_FRAG_START;
+        out->seq = cnb__get64(p + 2);
+        out->frag = cnb__get64(p + 10);
+        off = 18;
+        break;
+    case 70:
+        if (n < 18)
+            return CNB_EPROTO;
+        out->kind = CNB_PKT_FRAG_CONT;
+        out->seq = cnb__get64(p + 2);
+        out->frag = cnb__get64(p + 10);
+        out->body = p + 18;
+        out->body_len = n - 18;
+        return out->frag == 0 ? CNB_EPROTO : 0;
+    default:
+        return CNB_EPROTO;
+    }
+    /* NumberOfAtomCacheRefs: must be 0, since we never offer the atom cache. */
+    if (p[off] != 0)
+        return CNB_EPROTO;
+    off++;
+    if (out->kind == CNB_PKT_FRAG_START && out->frag == 0)
+        return CNB_EPROTO;
+    out->body = p + off;
+    out->body_len = n - off;
+    return 0;
+}
+
+static cnb_frag_t **find(cnb_frags_t *t, uint64_t seq)
+{
+    cnb_frag_t **pp = &t->head;
+    while (*pp && (*pp)->seq != seq)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void drop(cnb_frags_t *t, cnb_frag_t **pp)
+{
+    cnb_frag_t *f = *pp;
+    *pp = f->next;
+    cnb__buf_free(&f->data);
+    free(f);
+    t->count--;
+}
+
+int cnb__frag_add(cnb_frags_t *t, const cnb_dist_pkt_t *pkt, size_t max, uint8_t **msg,
+                  size_t *msg_len)
+{
+    cnb_frag_t **pp = find(t, pkt->seq);
+    cnb_frag_t *f = *pp;
+    if (pkt->kind == CNB_PKT_FRAG_START) {
+        if (f) /* a restarted sequence replaces the old partial one */
+            drop(t, pp);
+        if (pkt->frag == 1) { /* a one-fragment message */
+            uint8_t *m = malloc(pkt->body_len ? pkt->body_len : 1);
+            if (!m)
+                return CNB_ENOMEM;
+            memcpy(m, pkt->body, pkt->body_len);
+            *msg = m;
+            *msg_len = pkt->body_len;
+            return 1;
+        }
+        if (t->count >= CNB_FRAG_MAX_SEQUENCES)
+            return CNB_ETOOBIG;
+        if (pkt->body_len > max)
+            return CNB_ETOOBIG;
+        f = calloc(1, sizeof(*f));
+        if (!f)
+            return CNB_ENOMEM;
+        f->seq = pkt->seq;
+        f->expect = pkt->frag - 1;
+        if (cnb__buf_put(&f->data, pkt->body, pkt->body_len)) {
+            free(f);
+            return CNB_ENOMEM;
+        }
+        f->next = t->head;
+        t->head = f;
+        t->count++;
+        return 0;
+    }
+    if (!f || pkt->frag != f->expect) {
+        if (f)
+            drop(t, pp);
+        return CNB_EPROTO;
+    }
+    if (f->data.len + pkt->body_len > max) {
+        drop(t, pp);
+        return CNB_ETOOBIG;
+    }
+    if (cnb__buf_put(&f->data, pkt->body, pkt->body_len)) {
+        drop(t, pp);
+        return CNB_ENOMEM;
+    }
+    if (--f->expect > 0)
+        return 0;
+    *msg = f->data.data;
+    *msg_len = f->data.len;
+    f->data.data = NULL;
+    drop(t, pp);
+    return 1;
+}
+
+void cnb__frag_clear(cnb_frags_t *t)
+{
+    while (t->head)
+        drop(t, &t->head);
+}

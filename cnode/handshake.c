@@ -1,0 +1,298 @@
+/* handshake.c: the version 6 distribution handshake as a byte-driven state
+ * machine (see handshake.h). Tests: tests/unit/test_handshake.c and the
+ * integration suites in tests/integration/dist_*_tests.erl. */
+#include "handshake.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+
+enum {
+    ST_I_START,
+    ST_I_WAIT_STATUS,
+    ST_I_WAIT_CHALLENGE,
+    ST_I_WAIT_ACK,
+    ST_A_WAIT_NAME,
+    ST_A_NAME_RECEIVED,
+    ST_A_WAIT_ALIVE_ANSWER,
+    ST_A_WAIT_REPLY,
+    ST_DONE,
+    ST_FAILED
+};
+
+void cnb__hs_init(cnb_hs_t *hs, int role, unsigned hdr, const char *our_name,
+                  uint64_t our_flags, uint32_t our_creation, const char *cookie,
+                  uint32_t our_challenge, const char *expect_peer)
+{
+    memset(hs, 0, sizeof(*hs));
+    hs->role = role;
+    hs->state = role == CNB_HS_INITIATOR ? ST_I_START : ST_A_WAIT_NAME;
+    hs->hdr = hdr == 4 ? 4 : 2;
+    snprintf(hs->our_name, sizeof(hs->our_name), "%s", our_name);
+    hs->our_flags = our_flags;
+    hs->our_creation = our_creation;
+    hs->cookie = cookie;
+    hs->our_challenge = our_challenge;
+    if (expect_peer)
+        snprintf(hs->expect_peer, sizeof(hs->expect_peer), "%s", expect_peer);
+}
+
+void cnb__hs_digest(uint32_t challenge, const char *cookie, uint8_t out[16])
+{
+    char text[16];
+    int n = snprintf(text, sizeof(text), "%u", challenge);
+    unsigned int dlen = 16;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    /* The docs say challenge then cookie; dist_util:gen_digest/2 (what every
+     * node runs) hashes the cookie first. */
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_md5(), NULL) ||
+        !EVP_DigestUpdate(ctx, cookie, strlen(cookie)) ||
+        !EVP_DigestUpdate(ctx, text, (size_t)n) ||
+        !EVP_DigestFinal_ex(ctx, out, &dlen))
+        memset(out, 0, 16); /* cannot happen with a working libcrypto; fails auth */
+    EVP_MD_CTX_free(ctx);
+}
+
+static int fail(cnb_hs_t *hs, int code, const char *why)
+{
+    hs->state = ST_FAILED;
+    snprintf(hs->err, sizeof(hs->err), "%s", why);
+    return code;
+}
+
+/* Appends one handshake packet: length header, tag, body. */
+static int put_packet(cnb_hs_t *hs, cnb_buf_t *out, uint8_t tag, const uint8_t *body, size_t n)
+{
+    uint8_t h[5];
+    size_t total = n + 1;
+    if (hs->hdr == 2) {
+        if (total > 0xffff)
+            return CNB_EINVAL;
+        cnb__put16(h, (uint16_t)total);
+    } else {
+        cnb__put32(h, (uint32_t)total);
+    }
+    h[hs->hdr] = tag;
+    int rc = cnb__buf_put(out, h, hs->hdr + 1);
+    return rc ? rc : cnb__buf_put(out, body, n);
+}
+
+static int send_status(cnb_hs_t *hs, cnb_buf_t *out, const char *status)
+{
+    return put_packet(hs, out, 's', (const uint8_t *)status, strlen(status));
+}
+
+int cnb__hs_start(cnb_hs_t *hs, cnb_buf_t *out)
+{
+    if (hs->role != CNB_HS_INITIATOR || hs->state != ST_I_START)
+        return CNB_ESTATE;
+    /* 'N' Flags(8) Creation(4) Nlen(2) Name */
+    uint8_t body[8 + 4 + 2 + 255];
+    size_t nlen = strlen(hs->our_name);
+    cnb__put64(body, hs->our_flags);
+    cnb__put32(body + 8, hs->our_creation);
+    cnb__put16(body + 12, (uint16_t)nlen);
+    memcpy(body + 14, hs->our_name, nlen);
+    hs->state = ST_I_WAIT_STATUS;
+    return put_packet(hs, out, 'N', body, 14 + nlen);
+}
+
+static int send_challenge(cnb_hs_t *hs, cnb_buf_t *out)
+{
+    /* 'N' Flags(8) Challenge(4) Creation(4) Nlen(2) Name */
+    uint8_t body[8 + 4 + 4 + 2 + 255];
+    size_t nlen = strlen(hs->our_name);
+    cnb__put64(body, hs->our_flags);
+    cnb__put32(body + 8, hs->our_challenge);
+    cnb__put32(body + 12, hs->our_creation);
+    cnb__put16(body + 16, (uint16_t)nlen);
+    memcpy(body + 18, hs->our_name, nlen);
+    hs->state = ST_A_WAIT_REPLY;
+    return put_packet(hs, out, 'N', body, 18 + nlen);
+}
+
+int cnb__hs_status(cnb_hs_t *hs, const char *status, cnb_buf_t *out)
+{
+    if (hs->state != ST_A_NAME_RECEIVED)
+        return CNB_ESTATE;
+    int rc = send_status(hs, out, status);
+    if (rc)
+        return rc;
+    if (!strcmp(status, "ok") || !strcmp(status, "ok_simultaneous"))
+        return send_challenge(hs, out);
+    if (!strcmp(status, "alive")) {
+        hs->state = ST_A_WAIT_ALIVE_ANSWER;
+        return 0;
+    }
+    hs->state = ST_FAILED;
+    snprintf(hs->err, sizeof(hs->err), "refused the peer with status %s", status);
+    return 0;
+}
+
+int cnb__hs_replaces_old(const cnb_hs_t *hs)
+{
+    return hs->role == CNB_HS_ACCEPTOR && !strcmp(hs->status, "true");
+}
+
+static int check_flags(cnb_hs_t *hs, uint64_t flags)
+{
+    uint64_t missing = CNB_DFLAGS_REQUIRED & ~flags;
+    if (missing) {
+        char why[128];
+        snprintf(why, sizeof(why), "peer lacks mandatory distribution flags 0x%llx",
+                 (unsigned long long)missing);
+        return fail(hs, CNB_EPROTO, why);
+    }
+    return 0;
+}
+
+/* Copies a node name of n bytes, checking it looks like name@host. */
+static int take_name(cnb_hs_t *hs, const uint8_t *p, size_t n)
+{
+    if (n == 0 || n > 255)
+        return fail(hs, CNB_EPROTO, "bad node name length in handshake");
+    if (!memchr(p, '@', n) || memchr(p, 0, n))
+        return fail(hs, CNB_EPROTO, "malformed node name in handshake");
+    memcpy(hs->peer_name, p, n);
+    hs->peer_name[n] = 0;
+    return 0;
+}
+
+int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb_buf_t *out)
+{
+    *used = 0;
+    if (hs->state == ST_DONE || hs->state == ST_FAILED || hs->state == ST_I_START ||
+        hs->state == ST_A_NAME_RECEIVED)
+        return hs->state == ST_FAILED ? CNB_EPROTO : CNB_ESTATE;
+    if (len < hs->hdr)
+        return CNB_HS_MORE;
+    size_t plen = hs->hdr == 2 ? cnb__get16(in) : cnb__get32(in);
+    if (plen == 0 || plen > 2048)
+        return fail(hs, CNB_EPROTO, "handshake packet with an impossible length");
+    if (len < hs->hdr + plen)
+        return CNB_HS_MORE;
+    const uint8_t *p = in + hs->hdr;
+    uint8_t tag = p[0];
+    const uint8_t *b = p + 1;
+    size_t n = plen - 1;
+    *used = hs->hdr + plen;
+    int rc;
+
+    switch (hs->state) {
+    case ST_A_WAIT_NAME:
+        if (tag == 'n')
+            return fail(hs, CNB_EPROTO, "peer uses the pre-OTP-23 handshake (version 5)");
+        if (tag != 'N' || n < 14)
+            return fail(hs, CNB_EPROTO, "expected send_name ('N')");
+        hs->peer_flags = cnb__get64(b);
+        hs->peer_creation = cnb__get32(b + 8);
+        {
+            size_t nlen = cnb__get16(b + 12);
+            if (14 + nlen > n)
+                return fail(hs, CNB_EPROTO, "send_name: name runs past the packet");
+            if ((rc = take_name(hs, b + 14, nlen)))
+                return rc;
+        }
+        if (hs->peer_flags & CNB_DFLAG_NAME_ME)
+            return fail(hs, CNB_EPROTO, "peer asks for a dynamic name (NAME_ME); not supported");
+        if ((rc = check_flags(hs, hs->peer_flags)))
+            return rc;
+        hs->state = ST_A_NAME_RECEIVED;
+        return CNB_HS_NAME_RECEIVED;
+
+    case ST_A_WAIT_ALIVE_ANSWER:
+        if (tag != 's')
+            return fail(hs, CNB_EPROTO, "expected the initiator's answer to 'alive'");
+        if (n == 4 && !memcmp(b, "true", 4)) {
+            strcpy(hs->status, "true");
+            if ((rc = send_challenge(hs, out)))
+                return rc;
+            return CNB_HS_PROGRESS;
+        }
+        return fail(hs, CNB_ECLOSED, "initiator withdrew (answered false to 'alive')");
+
+    case ST_A_WAIT_REPLY: {
+        if (tag != 'r' || n != 20)
+            return fail(hs, CNB_EPROTO, "expected challenge_reply ('r')");
+        uint8_t want[16];
+        cnb__hs_digest(hs->our_challenge, hs->cookie, want);
+        if (memcmp(want, b + 4, 16))
+            return fail(hs, CNB_ECOOKIE, "challenge digest mismatch (wrong cookie)");
+        hs->peer_challenge = cnb__get32(b);
+        uint8_t dig[16];
+        cnb__hs_digest(hs->peer_challenge, hs->cookie, dig);
+        if ((rc = put_packet(hs, out, 'a', dig, 16)))
+            return rc;
+        hs->state = ST_DONE;
+        return CNB_HS_DONE;
+    }
+
+    case ST_I_WAIT_STATUS:
+        if (tag != 's')
+            return fail(hs, CNB_EPROTO, "expected status ('s')");
+        if (n >= sizeof(hs->status))
+            return fail(hs, CNB_EPROTO, "status too long");
+        memcpy(hs->status, b, n);
+        hs->status[n] = 0;
+        if (!strcmp(hs->status, "ok") || !strcmp(hs->status, "ok_simultaneous")) {
+            hs->state = ST_I_WAIT_CHALLENGE;
+            return CNB_HS_PROGRESS;
+        }
+        if (!strcmp(hs->status, "alive")) {
+            /* We only initiate when we hold no live connection to the peer, so
+             * the one it remembers is dead: continue (doc step 3B). */
+            if ((rc = send_status(hs, out, "true")))
+                return rc;
+            hs->state = ST_I_WAIT_CHALLENGE;
+            return CNB_HS_PROGRESS;
+        }
+        if (!strncmp(hs->status, "named:", 6))
+            return fail(hs, CNB_EPROTO, "peer sent 'named:' though we never asked");
+        {
+            char why[96];
+            snprintf(why, sizeof(why), "peer refused the connection (status %s)", hs->status);
+            return fail(hs, CNB_ECLOSED, why);
+        }
+
+    case ST_I_WAIT_CHALLENGE: {
+        if (tag != 'N' || n < 18)
+            return fail(hs, CNB_EPROTO, "expected challenge ('N')");
+        hs->peer_flags = cnb__get64(b);
+        hs->peer_challenge = cnb__get32(b + 8);
+        hs->peer_creation = cnb__get32(b + 12);
+        size_t nlen = cnb__get16(b + 16);
+        if (18 + nlen > n)
+            return fail(hs, CNB_EPROTO, "challenge: name runs past the packet");
+        if ((rc = take_name(hs, b + 18, nlen)))
+            return rc;
+        if (hs->expect_peer[0] && strcmp(hs->expect_peer, hs->peer_name)) {
+            char why[200];
+            snprintf(why, sizeof(why), "reached node %.80s instead of %.80s", hs->peer_name,
+                     hs->expect_peer);
+            return fail(hs, CNB_EPROTO, why);
+        }
+        if ((rc = check_flags(hs, hs->peer_flags)))
+            return rc;
+        uint8_t body[20];
+        cnb__put32(body, hs->our_challenge);
+        cnb__hs_digest(hs->peer_challenge, hs->cookie, body + 4);
+        if ((rc = put_packet(hs, out, 'r', body, 20)))
+            return rc;
+        hs->state = ST_I_WAIT_ACK;
+        return CNB_HS_PROGRESS;
+    }
+
+    case ST_I_WAIT_ACK: {
+        if (tag != 'a' || n != 16)
+            return fail(hs, CNB_EPROTO, "expected challenge_ack ('a')");
+        uint8_t want[16];
+        cnb__hs_digest(hs->our_challenge, hs->cookie, want);
+        if (memcmp(want, b, 16))
+            return fail(hs, CNB_ECOOKIE, "challenge_ack digest mismatch (wrong cookie)");
+        hs->state = ST_DONE;
+        return CNB_HS_DONE;
+    }
+    default:
+        return fail(hs, CNB_ESTATE, "handshake in an impossible state");
+    }
+}

@@ -1,0 +1,886 @@
+/* loop.c: the I/O thread. One epoll loop owns every socket: it accepts, connects
+ * out on demand (epmd lookup, then TCP), drives handshakes, reads and frames
+ * packets, writes queued frames in batches, sends and checks ticks.
+ * Tests: tests/integration/dist_*_tests.erl. */
+#include "node_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define READ_CHUNK 65536
+#define READ_BUDGET (1u << 20) /* bytes per connection per loop turn: fairness */
+#define IOV_BATCH 256
+#define TIMER_MS 100
+
+static unsigned bucket(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (; *name; name++)
+        h = (h ^ (uint8_t)*name) * 16777619u;
+    return h % CNB_HASH_BUCKETS;
+}
+
+cnb_conn_t *cnb__conn_find(cnb_node_t *n, const char *peer)
+{
+    for (cnb_conn_t *c = n->hash[bucket(peer)]; c; c = c->hnext)
+        if (!strcmp(c->peer, peer))
+            return c;
+    return NULL;
+}
+
+static void hash_add(cnb_node_t *n, cnb_conn_t *c)
+{
+    if (c->in_hash)
+        return;
+    unsigned b = bucket(c->peer);
+    c->hnext = n->hash[b];
+    n->hash[b] = c;
+    c->in_hash = 1;
+}
+
+static void hash_del(cnb_node_t *n, cnb_conn_t *c)
+{
+    if (!c->in_hash)
+        return;
+    for (cnb_conn_t **pp = &n->hash[bucket(c->peer)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == c) {
+            *pp = c->hnext;
+            break;
+        }
+    c->in_hash = 0;
+}
+
+static void set_events(cnb_node_t *n, cnb_conn_t *c, int want_out)
+{
+    if (c->ev.fd < 0)
+        return;
+    struct epoll_event e = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(n->epfd, EPOLL_CTL_MOD, c->ev.fd, &e);
+    c->want_out = want_out;
+}
+
+static void mark_dirty(cnb_node_t *n, cnb_conn_t *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    c->dnext = n->dirty;
+    n->dirty = c;
+}
+
+static void free_wq(cnb_conn_t *c)
+{
+    cnb_chunk_t *ch = c->wq_head;
+    while (ch) {
+        cnb_chunk_t *nx = ch->next;
+        free(ch);
+        ch = nx;
+    }
+    c->wq_head = c->wq_tail = NULL;
+    c->wq_bytes = c->wq_count = 0;
+}
+
+/* Closes a connection now; the struct is freed at the end of the loop turn. */
+static void conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
+{
+    if (c->ev.fd < 0 && !c->in_hash)
+        return;
+    if (why)
+        cnb__log(n, level, "connection %s %s%s closed: %s", c->initiator ? "to" : "from",
+                 c->peer[0] ? c->peer : c->addr_text, c->was_up ? "" : " (not up)", why);
+    if (c->ev.fd >= 0) {
+        epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
+        close(c->ev.fd);
+        c->ev.fd = -1;
+    }
+    if (c->wq_count && !c->was_up)
+        cnb__log(n, CNB_LOG_WARNING, "dropped %zu queued message(s) for %s", c->wq_count,
+                 c->peer);
+    free_wq(c);
+    cnb__frag_clear(&c->frags);
+    int notify = c->in_hash && c->peer[0] && (c->was_up || c->initiator);
+    hash_del(n, c);
+    for (cnb_conn_t **pp = &n->conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    c->next = n->graveyard;
+    n->graveyard = c;
+    if (c->was_up)
+        cnb__peers_set(n, c->peer, 0, 0);
+    if (notify && n->opts.on_node)
+        n->opts.on_node(n, c->peer, 0, n->opts.user);
+}
+
+static cnb_conn_t *conn_new(cnb_node_t *n, int fd)
+{
+    cnb_conn_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->ev.kind = EV_CONN;
+    c->ev.fd = fd;
+    c->t_start = c->t_rx = c->t_tx = n->now;
+    c->next = n->conns;
+    n->conns = c;
+    return c;
+}
+
+static void epoll_add(cnb_node_t *n, cnb_conn_t *c, uint32_t events)
+{
+    struct epoll_event e = {.events = events, .data.ptr = c};
+    epoll_ctl(n->epfd, EPOLL_CTL_ADD, c->ev.fd, &e);
+    c->want_out = (events & EPOLLOUT) != 0;
+}
+
+static void addr_text(const struct sockaddr *sa, char *out, size_t cap)
+{
+    char h[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, h, sizeof(h));
+        port = ntohs(a->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof(h));
+        port = ntohs(a->sin6_port);
+    }
+    snprintf(out, cap, "%s:%u", h, port);
+}
+
+/* ---------------------------------------------------------------- accepting */
+
+static void do_accept(cnb_node_t *n)
+{
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(n->listen_ev.fd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                cnb__log(n, CNB_LOG_WARNING, "accept: %s", strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        cnb_conn_t *c = conn_new(n, fd);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        addr_text((struct sockaddr *)&ss, c->addr_text, sizeof(c->addr_text));
+        c->state = C_HANDSHAKE;
+        cnb__hs_init(&c->hs, CNB_HS_ACCEPTOR, 2, n->name, CNB_DFLAGS_OURS, n->creation,
+                     n->cookie, cnb__random32(), NULL);
+        epoll_add(n, c, EPOLLIN);
+        cnb__log(n, CNB_LOG_DEBUG, "accepted a connection from %s", c->addr_text);
+    }
+}
+
+/* ---------------------------------------------------------------- connecting out */
+
+/* Splits "alive@host[:port]" (or alive@[v6]:port). Returns 0 or CNB_EINVAL. */
+static int parse_peer(const char *spec, char *alive, char *host, unsigned *port, char *name)
+{
+    const char *at = strchr(spec, '@');
+    if (!at || at == spec || (size_t)(at - spec) >= CNB_NAME_MAX || !at[1])
+        return CNB_EINVAL;
+    memcpy(alive, spec, (size_t)(at - spec));
+    alive[at - spec] = 0;
+    const char *h = at + 1;
+    *port = 0;
+    char tmp[CNB_NAME_MAX];
+    if (*h == '[') {
+        const char *end = strchr(h, ']');
+        if (!end || (size_t)(end - h - 1) >= CNB_NAME_MAX)
+            return CNB_EINVAL;
+        memcpy(tmp, h + 1, (size_t)(end - h - 1));
+        tmp[end - h - 1] = 0;
+        if (end[1] == ':')
+            *port = (unsigned)strtoul(end + 2, NULL, 10);
+    } else {
+        const char *colon = strchr(h, ':');
+        if (colon && !strchr(colon + 1, ':')) {
+            if ((size_t)(colon - h) >= CNB_NAME_MAX)
+                return CNB_EINVAL;
+            memcpy(tmp, h, (size_t)(colon - h));
+            tmp[colon - h] = 0;
+            *port = (unsigned)strtoul(colon + 1, NULL, 10);
+        } else {
+            snprintf(tmp, sizeof(tmp), "%s", h);
+        }
+    }
+    if (!tmp[0] || *port > 65535)
+        return CNB_EINVAL;
+    snprintf(host, CNB_NAME_MAX, "%s", tmp);
+    if (strlen(alive) + 1 + strlen(host) >= CNB_NAME_MAX)
+        return CNB_EINVAL;
+    snprintf(name, CNB_NAME_MAX, "%s@%s", alive, host);
+    return 0;
+}
+
+/* Starts a non-blocking TCP connect to host:port. Returns the fd or -1. */
+static int tcp_connect(cnb_node_t *n, const char *host, unsigned port, char *text, size_t cap)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char ps[8];
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = n->opts.ipv6 ? AF_UNSPEC : AF_INET;
+    snprintf(ps, sizeof(ps), "%u", port);
+    /* Note: getaddrinfo blocks; node hosts are normally in /etc/hosts or DNS
+     * answers fast. A slow resolver delays only this loop turn. */
+    int gr = getaddrinfo(host, ps, &hints, &res);
+    if (gr != 0) {
+        cnb__log(n, CNB_LOG_WARNING, "cannot resolve host %s: %s", host, gai_strerror(gr));
+        return -1;
+    }
+    ai = res;
+    if (n->opts.ipv6) /* prefer IPv6 when asked */
+        for (struct addrinfo *x = res; x; x = x->ai_next)
+            if (x->ai_family == AF_INET6) {
+                ai = x;
+                break;
+            }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        addr_text(ai->ai_addr, text, cap);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            cnb__log(n, CNB_LOG_WARNING, "connect to %s: %s", text, strerror(errno));
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void start_node_connect(cnb_node_t *n, cnb_conn_t *c)
+{
+    int fd = tcp_connect(n, c->host, c->port, c->addr_text, sizeof(c->addr_text));
+    if (fd < 0) {
+        conn_close(n, c, CNB_LOG_WARNING, "cannot connect");
+        return;
+    }
+    c->ev.fd = fd;
+    c->state = C_CONNECTING;
+    epoll_add(n, c, EPOLLIN | EPOLLOUT);
+}
+
+/* Creates an outgoing connection for peer spec; it is in the hash at once so
+ * that sends queue on it while it connects. */
+static cnb_conn_t *connect_out(cnb_node_t *n, const char *spec)
+{
+    char alive[CNB_NAME_MAX], host[CNB_NAME_MAX], name[CNB_NAME_MAX];
+    unsigned port;
+    if (parse_peer(spec, alive, host, &port, name)) {
+        cnb__log(n, CNB_LOG_WARNING, "bad node name '%s'", spec);
+        return NULL;
+    }
+    if (!strcmp(name, n->name))
+        return NULL;
+    cnb_conn_t *c = cnb__conn_find(n, name);
+    if (c)
+        return c;
+    if (!port && n->opts.no_epmd) {
+        cnb__log(n, CNB_LOG_WARNING, "no epmd: cannot reach %s without a port (name@host:port)",
+                 spec);
+        return NULL;
+    }
+    if (n->longnames != (strchr(host, '.') != NULL || strchr(host, ':') != NULL)) {
+        /* Erlang's rule: -name and -sname nodes do not mix. Long-name hosts
+         * that are plain words (e.g. "localhost") are let through. */
+        if (!n->longnames) {
+            cnb__log(n, CNB_LOG_WARNING,
+                     "not connecting to %s: a short-name node cannot reach a long-name node", name);
+            return NULL;
+        }
+    }
+    c = conn_new(n, -1);
+    if (!c)
+        return NULL;
+    c->initiator = 1;
+    snprintf(c->peer, sizeof(c->peer), "%s", name);
+    snprintf(c->alive, sizeof(c->alive), "%s", alive);
+    snprintf(c->host, sizeof(c->host), "%s", host);
+    c->port = port;
+    hash_add(n, c);
+    cnb__log(n, CNB_LOG_DEBUG, "connecting to %s", name);
+    if (port) {
+        start_node_connect(n, c);
+    } else {
+        int fd = tcp_connect(n, host, (unsigned)cnb__epmd_tcp_port(), c->addr_text,
+                             sizeof(c->addr_text));
+        if (fd < 0) {
+            conn_close(n, c, CNB_LOG_WARNING, "cannot reach epmd on the peer's host");
+            return NULL;
+        }
+        c->ev.fd = fd;
+        c->state = C_EPMD_CONNECTING;
+        epoll_add(n, c, EPOLLIN | EPOLLOUT);
+    }
+    return c->ev.fd >= 0 || c->in_hash ? c : NULL;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void push_chunk(cnb_conn_t *c, cnb_chunk_t *ch)
+{
+    ch->next = NULL;
+    if (c->wq_tail)
+        c->wq_tail->next = ch;
+    else
+        c->wq_head = ch;
+    c->wq_tail = ch;
+    c->wq_bytes += ch->len - ch->off;
+    c->wq_count++;
+}
+
+void cnb__conn_enqueue(cnb_node_t *n, cnb_conn_t *c, cnb_chunk_t *ch)
+{
+    if (c->state != C_UP && c->wq_bytes + ch->len > n->opts.max_pending) {
+        if (c->dropped++ % 1000 == 0)
+            cnb__log(n, CNB_LOG_WARNING,
+                     "queue for %s (still connecting) is full (%zu bytes): message dropped",
+                     c->peer, c->wq_bytes);
+        free(ch);
+        return;
+    }
+    push_chunk(c, ch);
+    if (c->state == C_UP)
+        mark_dirty(n, c);
+}
+
+void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
+{
+    if (!strcmp(ch->peer, n->name)) {
+        /* To ourselves: dispatch locally, as the network would. */
+        cnb__dispatch(n, NULL, ch->data + 7, ch->len - 7, 0);
+        free(ch);
+        return;
+    }
+    cnb_conn_t *c = cnb__conn_find(n, ch->peer);
+    if (!c)
+        c = connect_out(n, ch->peer);
+    if (!c) {
+        cnb__log(n, CNB_LOG_DEBUG, "no route to %s: message dropped", ch->peer);
+        free(ch);
+        return;
+    }
+    cnb__conn_enqueue(n, c, ch);
+}
+
+/* Writes handshake bytes, then (once up) queued frames with one sendmsg per
+ * batch. Returns 0, or -1 when the connection was closed. */
+static int flush(cnb_node_t *n, cnb_conn_t *c)
+{
+    if (c->ev.fd < 0)
+        return -1;
+    while (c->hsout.len > c->hsout.off) {
+        ssize_t w = send(c->ev.fd, c->hsout.data + c->hsout.off, c->hsout.len - c->hsout.off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                set_events(n, c, 1);
+                return 0;
+            }
+            if (errno == EINTR)
+                continue;
+            conn_close(n, c, CNB_LOG_WARNING, strerror(errno));
+            return -1;
+        }
+        c->hsout.off += (size_t)w;
+        c->t_tx = n->now;
+    }
+    c->hsout.len = c->hsout.off = 0;
+    if (c->state == C_CLOSING) {
+        conn_close(n, c, CNB_LOG_INFO, c->hs.err[0] ? c->hs.err : "refused");
+        return -1;
+    }
+    if (c->state != C_UP)
+        return 0;
+    while (c->wq_head) {
+        struct iovec iov[IOV_BATCH];
+        int cnt = 0;
+        for (cnb_chunk_t *ch = c->wq_head; ch && cnt < IOV_BATCH; ch = ch->next, cnt++) {
+            iov[cnt].iov_base = ch->data + ch->off;
+            iov[cnt].iov_len = ch->len - ch->off;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)cnt;
+        ssize_t w = sendmsg(c->ev.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (!c->want_out)
+                    set_events(n, c, 1);
+                return 0;
+            }
+            if (errno == EINTR)
+                continue;
+            conn_close(n, c, CNB_LOG_WARNING, strerror(errno));
+            return -1;
+        }
+        c->t_tx = n->now;
+        size_t left = (size_t)w;
+        while (left && c->wq_head) {
+            cnb_chunk_t *ch = c->wq_head;
+            size_t rem = ch->len - ch->off;
+            if (left >= rem) {
+                left -= rem;
+                c->wq_head = ch->next;
+                if (!c->wq_head)
+                    c->wq_tail = NULL;
+                c->wq_bytes -= rem;
+                c->wq_count--;
+                free(ch);
+            } else {
+                ch->off += left;
+                c->wq_bytes -= left;
+                left = 0;
+            }
+        }
+    }
+    if (c->want_out)
+        set_events(n, c, 0);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- input */
+
+static void conn_up(cnb_node_t *n, cnb_conn_t *c)
+{
+    c->state = C_UP;
+    c->was_up = 1;
+    c->peer_flags = c->hs.peer_flags;
+    c->peer_creation = c->hs.peer_creation;
+    c->t_rx = c->t_tx = n->now;
+    cnb__peers_set(n, c->peer, c->peer_flags, 1);
+    cnb__log(n, CNB_LOG_INFO, "connected %s %s (%s)", c->initiator ? "to" : "from", c->peer,
+             c->addr_text);
+    if (n->opts.on_node)
+        n->opts.on_node(n, c->peer, 1, n->opts.user);
+    mark_dirty(n, c);
+}
+
+/* The acceptor's decision once the initiator's name is known. */
+static const char *accept_status(cnb_node_t *n, cnb_conn_t *c)
+{
+    const char *peer = c->hs.peer_name;
+    int peer_long = strchr(strchr(peer, '@') + 1, '.') != NULL;
+    if (!n->longnames && peer_long) {
+        snprintf(c->hs.err, sizeof(c->hs.err),
+                 "%s is a long-name node and this is a short-name node: they do not mix", peer);
+        return "not_allowed";
+    }
+    if (!strcmp(peer, n->name)) {
+        snprintf(c->hs.err, sizeof(c->hs.err), "a node calling itself %s connected", peer);
+        return "not_allowed";
+    }
+    cnb_conn_t *old = cnb__conn_find(n, peer);
+    const char *status = "ok";
+    if (old && old != c) {
+        if (old->state == C_UP) {
+            status = "alive";
+        } else if (old->initiator) {
+            /* Simultaneous connect: the greater name's attempt wins. */
+            if (strcmp(peer, n->name) > 0) {
+                status = "ok_simultaneous";
+                /* Keep the messages queued on our own attempt. */
+                c->wq_head = old->wq_head;
+                c->wq_tail = old->wq_tail;
+                c->wq_bytes = old->wq_bytes;
+                c->wq_count = old->wq_count;
+                old->wq_head = old->wq_tail = NULL;
+                old->wq_bytes = old->wq_count = 0;
+                old->initiator = 0; /* no nodedown for the abandoned attempt */
+                conn_close(n, old, CNB_LOG_DEBUG, "simultaneous connect: theirs wins");
+            } else {
+                snprintf(c->hs.err, sizeof(c->hs.err),
+                         "simultaneous connect from %s: ours wins", peer);
+                return "nok";
+            }
+        } else {
+            conn_close(n, old, CNB_LOG_DEBUG, "replaced by a newer incoming handshake");
+        }
+    }
+    return status;
+}
+
+static void handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t len)
+{
+    cnb_dist_pkt_t pkt;
+    int rc = cnb__dist_parse(p, len, &pkt);
+    if (rc) {
+        cnb__log(n, CNB_LOG_WARNING, "malformed distribution packet from %s (%zu bytes): dropped",
+                 c->peer, len);
+        return;
+    }
+    if (pkt.kind == CNB_PKT_PASS) {
+        cnb__dispatch(n, c, pkt.body, pkt.body_len, 1);
+    } else if (pkt.kind == CNB_PKT_HDR) {
+        cnb__dispatch(n, c, pkt.body, pkt.body_len, 0);
+    } else {
+        uint8_t *msg = NULL;
+        size_t mlen = 0;
+        rc = cnb__frag_add(&c->frags, &pkt, n->opts.max_message, &msg, &mlen);
+        if (rc == 1) {
+            cnb__dispatch(n, c, msg, mlen, 0);
+            free(msg);
+        } else if (rc < 0) {
+            cnb__log(n, CNB_LOG_WARNING, "fragmented message from %s dropped: %s", c->peer,
+                     cnb_strerror(rc));
+        }
+    }
+}
+
+/* Consumes what rbuf holds. Returns -1 when the connection was closed. */
+static int process_input(cnb_node_t *n, cnb_conn_t *c)
+{
+    cnb_buf_t *b = &c->rbuf;
+    while (b->len > b->off && c->ev.fd >= 0) {
+        const uint8_t *in = b->data + b->off;
+        size_t avail = b->len - b->off;
+        if (c->state == C_EPMD_WAIT) {
+            int port = cnb__epmd_port_reply(in, avail);
+            if (port == 0)
+                return 0;
+            close(c->ev.fd);
+            epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
+            c->ev.fd = -1;
+            b->len = b->off = 0;
+            if (port < 0) {
+                conn_close(n, c, CNB_LOG_WARNING,
+                           port == CNB_ENOENT ? "the node is not registered in epmd"
+                                              : "bad reply from epmd");
+                return -1;
+            }
+            c->port = (unsigned)port;
+            start_node_connect(n, c);
+            return c->ev.fd >= 0 ? 0 : -1;
+        }
+        if (c->state == C_HANDSHAKE) {
+            size_t used = 0;
+            int rc = cnb__hs_input(&c->hs, in, avail, &used, &c->hsout);
+            b->off += used;
+            if (rc == CNB_HS_MORE)
+                break;
+            if (rc < 0) {
+                int lvl = rc == CNB_ECOOKIE ? CNB_LOG_ERROR : CNB_LOG_WARNING;
+                char why[300];
+                snprintf(why, sizeof(why), "handshake failed: %s", c->hs.err);
+                if (!c->peer[0] && c->hs.peer_name[0])
+                    snprintf(c->peer, sizeof(c->peer), "%s", c->hs.peer_name);
+                conn_close(n, c, lvl, why);
+                return -1;
+            }
+            if (rc == CNB_HS_NAME_RECEIVED) {
+                snprintf(c->peer, sizeof(c->peer), "%s", c->hs.peer_name);
+                const char *st = accept_status(n, c);
+                cnb__hs_status(&c->hs, st, &c->hsout);
+                if (!strcmp(st, "nok") || !strcmp(st, "not_allowed")) {
+                    c->state = C_CLOSING;
+                    if (strcmp(st, "nok"))
+                        cnb__log(n, CNB_LOG_WARNING, "refused %s: %s", c->peer, c->hs.err);
+                } else {
+                    hash_add(n, c);
+                }
+            } else if (rc == CNB_HS_DONE) {
+                if (cnb__hs_replaces_old(&c->hs)) {
+                    cnb_conn_t *old = NULL;
+                    for (cnb_conn_t *x = n->conns; x; x = x->next)
+                        if (x != c && x->state == C_UP && !strcmp(x->peer, c->peer))
+                            old = x;
+                    if (old)
+                        conn_close(n, old, CNB_LOG_INFO, "the peer reconnected (old link dead)");
+                    hash_add(n, c);
+                }
+                conn_up(n, c);
+            } else if (c->hs.status[0] && !strcmp(c->hs.status, "alive") &&
+                       c->hs.role == CNB_HS_ACCEPTOR) {
+                /* handled by cnb__hs_replaces_old at DONE */
+            }
+            if (c->state == C_HANDSHAKE || c->state == C_CLOSING || c->state == C_UP)
+                mark_dirty(n, c);
+            continue;
+        }
+        if (c->state == C_UP) {
+            const uint8_t *pkt;
+            size_t plen;
+            long used = cnb__frame_next(in, avail, n->opts.max_message, &pkt, &plen);
+            if (used == 0)
+                break;
+            if (used < 0) {
+                char why[120];
+                snprintf(why, sizeof(why),
+                         "incoming message of %u bytes exceeds the limit of %zu bytes",
+                         cnb__get32(in), n->opts.max_message);
+                conn_close(n, c, CNB_LOG_ERROR, why);
+                return -1;
+            }
+            b->off += (size_t)used;
+            if (plen > 0)
+                handle_packet(n, c, pkt, plen);
+            continue;
+        }
+        /* Bytes in any other state are a protocol violation. */
+        conn_close(n, c, CNB_LOG_WARNING, "unexpected bytes");
+        return -1;
+    }
+    cnb__buf_compact(b);
+    return 0;
+}
+
+static void handle_readable(cnb_node_t *n, cnb_conn_t *c)
+{
+    size_t total = 0;
+    while (c->ev.fd >= 0 && total < READ_BUDGET) {
+        if (cnb__buf_reserve(&c->rbuf, READ_CHUNK)) {
+            conn_close(n, c, CNB_LOG_ERROR, "out of memory");
+            return;
+        }
+        ssize_t r = read(c->ev.fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len);
+        if (r == 0) {
+            conn_close(n, c, c->was_up ? CNB_LOG_INFO : CNB_LOG_WARNING,
+                       c->state == C_HANDSHAKE && c->hs.err[0] ? c->hs.err : "closed by peer");
+            return;
+        }
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                conn_close(n, c, CNB_LOG_WARNING, strerror(errno));
+            return;
+        }
+        c->rbuf.len += (size_t)r;
+        total += (size_t)r;
+        c->t_rx = n->now;
+        if (process_input(n, c) < 0)
+            return;
+    }
+}
+
+static void handle_writable(cnb_node_t *n, cnb_conn_t *c)
+{
+    if (c->state == C_EPMD_CONNECTING || c->state == C_CONNECTING) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        getsockopt(c->ev.fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) {
+            char why[160];
+            snprintf(why, sizeof(why), "%s %s: %s",
+                     c->state == C_EPMD_CONNECTING ? "cannot reach epmd at" : "cannot connect to",
+                     c->addr_text, strerror(err));
+            conn_close(n, c, CNB_LOG_WARNING, why);
+            return;
+        }
+        if (c->state == C_EPMD_CONNECTING) {
+            uint8_t req[CNB_NAME_MAX + 4];
+            int len = cnb__epmd_port_request(c->alive, req, sizeof(req));
+            if (len < 0 || send(c->ev.fd, req, (size_t)len, MSG_NOSIGNAL) != len) {
+                conn_close(n, c, CNB_LOG_WARNING, "cannot query epmd");
+                return;
+            }
+            c->state = C_EPMD_WAIT;
+            set_events(n, c, 0);
+            return;
+        }
+        c->state = C_HANDSHAKE;
+        cnb__hs_init(&c->hs, CNB_HS_INITIATOR, 2, n->name, CNB_DFLAGS_OURS, n->creation,
+                     n->cookie, cnb__random32(), c->peer);
+        cnb__hs_start(&c->hs, &c->hsout);
+        set_events(n, c, 0);
+        flush(n, c);
+        return;
+    }
+    flush(n, c);
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void timers(cnb_node_t *n)
+{
+    int64_t tick = (int64_t)n->opts.net_ticktime * 1000 / 4;
+    int64_t dead = (int64_t)n->opts.net_ticktime * 1000;
+    int64_t setup = (int64_t)n->opts.net_setuptime * 1000;
+    for (cnb_conn_t *c = n->conns, *nx; c; c = nx) {
+        nx = c->next;
+        if (c->state == C_UP) {
+            if (n->now - c->t_rx > dead) {
+                char why[96];
+                snprintf(why, sizeof(why), "no ticks or data for %lld ms: peer considered down",
+                         (long long)(n->now - c->t_rx));
+                conn_close(n, c, CNB_LOG_WARNING, why);
+                continue;
+            }
+            if (n->now - c->t_tx >= tick && !c->wq_head) {
+                cnb_chunk_t *ch = malloc(sizeof(*ch) + 4);
+                if (ch) {
+                    ch->off = 0;
+                    ch->len = 4;
+                    ch->kind = CHUNK_DATA;
+                    memset(ch->data, 0, 4);
+                    push_chunk(c, ch);
+                    mark_dirty(n, c);
+                }
+            }
+        } else if (n->now - c->t_start > setup) {
+            conn_close(n, c, CNB_LOG_WARNING, "connection setup timed out (net_setuptime)");
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static void drain_inbox(cnb_node_t *n)
+{
+    uint64_t v;
+    ssize_t r = read(n->wake_ev.fd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&n->inbox_mu);
+    cnb_chunk_t *ch = n->inbox_head;
+    n->inbox_head = n->inbox_tail = NULL;
+    n->inbox_signalled = 0;
+    pthread_mutex_unlock(&n->inbox_mu);
+    while (ch) {
+        cnb_chunk_t *nx = ch->next;
+        if (ch->kind == CHUNK_CONNECT) { /* control: connect request */
+            if (!cnb__conn_find(n, ch->peer) && !connect_out(n, ch->peer))
+                if (n->opts.on_node)
+                    n->opts.on_node(n, ch->peer, 0, n->opts.user);
+            free(ch);
+        } else if (ch->kind == CHUNK_DISCONNECT) { /* control: disconnect request */
+            cnb_conn_t *c = cnb__conn_find(n, ch->peer);
+            if (c)
+                conn_close(n, c, CNB_LOG_INFO, "disconnected on request");
+            free(ch);
+        } else {
+            cnb__route(n, ch);
+        }
+        ch = nx;
+    }
+}
+
+static void bury(cnb_node_t *n)
+{
+    while (n->graveyard) {
+        cnb_conn_t *c = n->graveyard;
+        n->graveyard = c->next;
+        cnb__buf_free(&c->rbuf);
+        cnb__buf_free(&c->hsout);
+        free(c);
+    }
+}
+
+void *cnb__loop(void *arg)
+{
+    cnb_node_t *n = arg;
+    struct epoll_event evs[64];
+    int64_t next_timer = cnb__now_ms() + TIMER_MS;
+    while (!atomic_load(&n->stopping)) {
+        n->now = cnb__now_ms();
+        int timeout = (int)(next_timer - n->now);
+        if (timeout < 0)
+            timeout = 0;
+        int k = epoll_wait(n->epfd, evs, 64, n->dirty ? 0 : timeout);
+        n->now = cnb__now_ms();
+        for (int i = 0; i < k; i++) {
+            cnb_ev_t *ev = evs[i].data.ptr;
+            if (ev->kind == EV_LISTEN) {
+                do_accept(n);
+            } else if (ev->kind == EV_WAKE) {
+                drain_inbox(n);
+            } else {
+                cnb_conn_t *c = (cnb_conn_t *)ev;
+                if (c->ev.fd < 0)
+                    continue;
+                if (evs[i].events & (EPOLLOUT))
+                    handle_writable(n, c);
+                if (c->ev.fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+                    if (c->state == C_EPMD_CONNECTING || c->state == C_CONNECTING)
+                        handle_writable(n, c); /* reports the connect error */
+                    else
+                        handle_readable(n, c);
+                }
+            }
+        }
+        if (n->now >= next_timer) {
+            timers(n);
+            next_timer = n->now + TIMER_MS;
+        }
+        while (n->dirty) {
+            cnb_conn_t *c = n->dirty;
+            n->dirty = c->dnext;
+            c->dirty = 0;
+            if (c->ev.fd >= 0)
+                flush(n, c);
+        }
+        bury(n);
+    }
+    /* Shutting down: a last best-effort flush, then close everything. */
+    drain_inbox(n);
+    for (cnb_conn_t *c = n->conns; c; c = c->next)
+        if (c->state == C_UP && c->ev.fd >= 0)
+            flush(n, c);
+    while (n->conns)
+        conn_close(n, n->conns, CNB_LOG_DEBUG, "node stopping");
+    n->dirty = NULL;
+    bury(n);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static int control_request(cnb_node_t *n, const char *peer, int kind)
+{
+    if (!peer || strlen(peer) >= CNB_NAME_MAX)
+        return CNB_EINVAL;
+    cnb_chunk_t *ch = malloc(sizeof(*ch));
+    if (!ch)
+        return CNB_ENOMEM;
+    ch->next = NULL;
+    ch->len = ch->off = 0;
+    ch->kind = kind;
+    snprintf(ch->peer, sizeof(ch->peer), "%s", peer);
+    if (n->thread_started && pthread_equal(pthread_self(), n->thread)) {
+        /* Called from a callback on the I/O thread: act now. */
+        pthread_mutex_lock(&n->inbox_mu);
+        ch->next = n->inbox_head;
+        n->inbox_head = ch;
+        if (!n->inbox_tail)
+            n->inbox_tail = ch;
+        pthread_mutex_unlock(&n->inbox_mu);
+        uint64_t one = 1;
+        ssize_t w = write(n->wake_ev.fd, &one, sizeof(one));
+        (void)w;
+        return 0;
+    }
+    return cnb__submit(n, ch);
+}
+
+int cnb_node_connect(cnb_node_t *n, const char *peer)
+{
+    if (!peer || !strchr(peer, '@'))
+        return CNB_EINVAL;
+    return control_request(n, peer, CHUNK_CONNECT);
+}
+
+int cnb_node_disconnect(cnb_node_t *n, const char *peer)
+{
+    return control_request(n, peer, CHUNK_DISCONNECT);
+}

@@ -1,0 +1,285 @@
+/* main.c: the `cnode` program: a C node that joins a cluster, prints
+ * "READY <node>" once published and listening, and runs until SIGTERM/SIGINT.
+ * With --demo it answers as the `echo` registered process (see usage()).
+ * Tests: tests/integration/dist_*_tests.erl. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cnode_bridge.h"
+
+#define MAX_CONNECT 64
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: cnode (--sname NAME[@HOST] | --name NAME[@HOST]) [options]\n"
+            "  --cookie C          the distribution cookie\n"
+            "  --cookie-file F     read the cookie from F (default ~/.erlang.cookie)\n"
+            "  --connect NODE      connect at start (repeatable); NODE@HOST:PORT with --no-epmd\n"
+            "  --port N            listen on port N (default: any free port)\n"
+            "  --no-epmd           do not register with epmd\n"
+            "  --ipv6              listen on IPv6 (dual stack) and prefer IPv6 for peers\n"
+            "  --ticktime S        net_ticktime in seconds (default 60)\n"
+            "  --setuptime S       seconds a connection set-up may take (default 7)\n"
+            "  --max-message B     largest incoming message in bytes (default 268435456)\n"
+            "  --log-level L       error | warning | info | debug (default info)\n"
+            "  --threads N         worker threads (default 2)\n"
+            "  --exit-on-eof       exit when stdin reaches end of file\n"
+            "  --demo              run the demo processes (echo)\n"
+            "Prints \"READY <node>\" on stdout once it is published and listening.\n");
+}
+
+static int parse_level(const char *s)
+{
+    if (!strcmp(s, "error"))
+        return CNB_LOG_ERROR;
+    if (!strcmp(s, "warning"))
+        return CNB_LOG_WARNING;
+    if (!strcmp(s, "info"))
+        return CNB_LOG_INFO;
+    if (!strcmp(s, "debug"))
+        return CNB_LOG_DEBUG;
+    return -1;
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || !*s || *end || v > max || s[0] == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The demo `echo` process, until the process runtime provides real workers:
+ * {ping, From} -> From ! {pong, EchoPid}; gen_server:call(echo, Req) -> Req. */
+static erlang_pid echo_pid;
+
+static void reply_call(cnb_node_t *node, const char *b, int from_at, int req_at, int req_end)
+{
+    int i = from_at, arity;
+    erlang_pid caller;
+    if (ei_decode_tuple_header(b, &i, &arity) || arity != 2 || ei_decode_pid(b, &i, &caller))
+        return;
+    int tag_at = i;
+    if (ei_skip_term(b, &i))
+        return;
+    int tag_end = i;
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_append_buf(&x, b + tag_at, tag_end - tag_at);
+    ei_x_append_buf(&x, b + req_at, req_end - req_at);
+    int t = tag_at, len;
+    char atom[MAXATOMLEN_UTF8];
+    erlang_ref alias;
+    if (!ei_decode_list_header(b, &t, &len) && len == 1 && !ei_decode_atom(b, &t, atom) &&
+        !strcmp(atom, "alias") && !ei_decode_ref(b, &t, &alias))
+        cnb_alias_send(node, &echo_pid, &alias, x.buff, (size_t)x.index);
+    else
+        cnb_send(node, &echo_pid, &caller, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+}
+
+static void demo_on_message(cnb_node_t *node, const cnb_msg_t *m, void *user)
+{
+    (void)user;
+    int to_echo = (m->op == CNB_OP_REG_SEND && !strcmp(m->toname, "echo")) ||
+                  (m->op == CNB_OP_SEND && !strcmp(m->to.node, echo_pid.node) &&
+                   m->to.num == echo_pid.num && m->to.serial == echo_pid.serial &&
+                   m->to.creation == echo_pid.creation);
+    if (!to_echo || !m->payload)
+        return;
+    const char *b = m->payload;
+    int i = 0, ver, arity;
+    char atom[MAXATOMLEN_UTF8];
+    if (ei_decode_version(b, &i, &ver) || ei_decode_tuple_header(b, &i, &arity))
+        return;
+    if (arity == 2 && !ei_decode_atom(b, &i, atom) && !strcmp(atom, "ping")) {
+        erlang_pid from;
+        if (ei_decode_pid(b, &i, &from))
+            return;
+        ei_x_buff x;
+        ei_x_new_with_version(&x);
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, "pong");
+        ei_x_encode_pid(&x, &echo_pid);
+        cnb_send(node, &echo_pid, &from, x.buff, (size_t)x.index);
+        ei_x_free(&x);
+        return;
+    }
+    i = 1;
+    if (ei_decode_tuple_header(b, &i, &arity) || arity != 3 || ei_decode_atom(b, &i, atom) ||
+        strcmp(atom, "$gen_call"))
+        return;
+    int from_at = i;
+    if (ei_skip_term(b, &i))
+        return;
+    int req_at = i;
+    if (ei_skip_term(b, &i))
+        return;
+    reply_call(node, b, from_at, req_at, i);
+}
+
+static void on_node(cnb_node_t *node, const char *peer, int up, void *user)
+{
+    (void)node;
+    (void)peer;
+    (void)up;
+    (void)user;
+}
+
+static void *eof_watch(void *arg)
+{
+    (void)arg;
+    char buf[256];
+    while (read(STDIN_FILENO, buf, sizeof(buf)) > 0)
+        ;
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"sname", required_argument, 0, 's'},     {"name", required_argument, 0, 'n'},
+        {"cookie", required_argument, 0, 'c'},    {"cookie-file", required_argument, 0, 'f'},
+        {"connect", required_argument, 0, 'C'},   {"port", required_argument, 0, 'p'},
+        {"no-epmd", no_argument, 0, 'E'},         {"ipv6", no_argument, 0, '6'},
+        {"ticktime", required_argument, 0, 't'},  {"setuptime", required_argument, 0, 'u'},
+        {"max-message", required_argument, 0, 'm'}, {"log-level", required_argument, 0, 'l'},
+        {"threads", required_argument, 0, 'T'},   {"exit-on-eof", no_argument, 0, 'e'},
+        {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    cnb_node_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.log_level = CNB_LOG_INFO;
+    const char *connects[MAX_CONNECT];
+    int nconnect = 0, demo = 0, exit_on_eof = 0;
+    unsigned long v;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            o.sname = optarg;
+            break;
+        case 'n':
+            o.name = optarg;
+            break;
+        case 'c':
+            o.cookie = optarg;
+            break;
+        case 'f':
+            o.cookie_file = optarg;
+            break;
+        case 'C':
+            if (nconnect == MAX_CONNECT) {
+                fprintf(stderr, "cnode: at most %d --connect\n", MAX_CONNECT);
+                return 2;
+            }
+            connects[nconnect++] = optarg;
+            break;
+        case 'p':
+            if (parse_uint(optarg, 65535, &v))
+                goto bad;
+            o.port = (unsigned)v;
+            break;
+        case 'E':
+            o.no_epmd = 1;
+            break;
+        case '6':
+            o.ipv6 = 1;
+            break;
+        case 't':
+            if (parse_uint(optarg, 86400, &v) || v == 0)
+                goto bad;
+            o.net_ticktime = (unsigned)v;
+            break;
+        case 'u':
+            if (parse_uint(optarg, 3600, &v) || v == 0)
+                goto bad;
+            o.net_setuptime = (unsigned)v;
+            break;
+        case 'm':
+            if (parse_uint(optarg, 0xffffffffUL, &v) || v < 1024)
+                goto bad;
+            o.max_message = (size_t)v;
+            break;
+        case 'l':
+            if ((o.log_level = parse_level(optarg)) < 0)
+                goto bad;
+            break;
+        case 'T':
+            if (parse_uint(optarg, 1024, &v) || v == 0)
+                goto bad;
+            break;
+        case 'e':
+            exit_on_eof = 1;
+            break;
+        case 'D':
+            demo = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            goto bad;
+        }
+    }
+    if (optind != argc || (!o.sname == !o.name) || (!o.cookie && !o.cookie_file && !getenv("HOME")))
+        goto bad;
+    if (demo)
+        o.on_message = demo_on_message;
+    o.on_node = on_node;
+
+    /* Signals: SIGPIPE ignored (sockets use MSG_NOSIGNAL too); SIGTERM/SIGINT
+     * are taken synchronously by this thread with sigwait. */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    cnb_node_t *node;
+    int rc = cnb_node_create(&o, &node);
+    if (rc) {
+        fprintf(stderr, "cnode: %s\n", cnb_strerror(rc));
+        return 1;
+    }
+    if (demo)
+        cnb_node_make_pid(node, &echo_pid);
+    if ((rc = cnb_node_start(node))) {
+        fprintf(stderr, "cnode: cannot start: %s\n", cnb_strerror(rc));
+        cnb_node_destroy(node);
+        return 1;
+    }
+    for (int k = 0; k < nconnect; k++)
+        if (cnb_node_connect(node, connects[k]))
+            cnb_node_log(node, CNB_LOG_WARNING, "bad --connect %s", connects[k]);
+    printf("READY %s\n", cnb_node_name(node));
+    fflush(stdout);
+    if (exit_on_eof) {
+        pthread_t t;
+        pthread_create(&t, NULL, eof_watch, NULL);
+        pthread_detach(t);
+    }
+    int sig = 0;
+    sigwait(&set, &sig);
+    cnb_node_log(node, CNB_LOG_INFO, "stopping on signal %d", sig);
+    cnb_node_destroy(node);
+    return 0;
+bad:
+    fprintf(stderr, "cnode: bad arguments\n");
+    usage(stderr);
+    return 2;
+}

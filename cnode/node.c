@@ -1,0 +1,476 @@
+/* node.c: creating, starting and stopping a node; names, cookie, creation,
+ * pids and refs, logging, the peers snapshot other threads read.
+ * Tests: tests/integration/dist_*_tests.erl. */
+#include "node_int.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static pthread_once_t ei_once = PTHREAD_ONCE_INIT;
+static void init_ei(void)
+{
+    (void)ei_init();
+}
+
+int64_t cnb__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint32_t cnb__random32(void)
+{
+    uint32_t v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = (uint32_t)ts.tv_nsec ^ (uint32_t)getpid() * 2654435761u;
+    }
+    return v;
+}
+
+static const char *level_name(int level)
+{
+    switch (level) {
+    case CNB_LOG_ERROR:
+        return "error";
+    case CNB_LOG_WARNING:
+        return "warning";
+    case CNB_LOG_INFO:
+        return "info";
+    default:
+        return "debug";
+    }
+}
+
+static void vlog(const cnb_node_t *n, int level, const char *fmt, va_list ap)
+{
+    if (n && level > n->log_level)
+        return;
+    char msg[1024];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    /* One write per line so lines from several threads never interleave. */
+    char line[1400];
+    int len = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] %s: %s\n",
+                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                       tm.tm_sec, (long)(tv.tv_usec / 1000), level_name(level),
+                       n ? n->name : "cnode", msg);
+    if (len > (int)sizeof(line))
+        len = (int)sizeof(line);
+    ssize_t w = write(STDERR_FILENO, line, (size_t)len);
+    (void)w;
+}
+
+void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(n, level, fmt, ap);
+    va_end(ap);
+}
+
+void cnb_node_log(const cnb_node_t *n, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(n, level, fmt, ap);
+    va_end(ap);
+}
+
+static int short_host(char *out, size_t cap)
+{
+    char h[CNB_NAME_MAX];
+    if (gethostname(h, sizeof(h)) != 0)
+        return CNB_ESYS;
+    h[sizeof(h) - 1] = 0;
+    char *dot = strchr(h, '.');
+    if (dot)
+        *dot = 0;
+    snprintf(out, cap, "%s", h);
+    return 0;
+}
+
+static int long_host(char *out, size_t cap)
+{
+    char h[CNB_NAME_MAX];
+    if (gethostname(h, sizeof(h)) != 0)
+        return CNB_ESYS;
+    h[sizeof(h) - 1] = 0;
+    if (strchr(h, '.')) {
+        snprintf(out, cap, "%s", h);
+        return 0;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_flags = AI_CANONNAME;
+    if (getaddrinfo(h, NULL, &hints, &res) == 0 && res && res->ai_canonname &&
+        strchr(res->ai_canonname, '.'))
+        snprintf(out, cap, "%s", res->ai_canonname);
+    else
+        snprintf(out, cap, "%s", h);
+    if (res)
+        freeaddrinfo(res);
+    return 0;
+}
+
+static int valid_alive(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+static int read_cookie_file(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return CNB_ESYS;
+    size_t n = fread(out, 1, cap - 1, f);
+    fclose(f);
+    out[n] = 0;
+    while (n > 0 && isspace((unsigned char)out[n - 1]))
+        out[--n] = 0;
+    return n > 0 ? 0 : CNB_EINVAL;
+}
+
+int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
+{
+    pthread_once(&ei_once, init_ei);
+    *out = NULL;
+    cnb_node_t *n = calloc(1, sizeof(*n));
+    if (!n)
+        return CNB_ENOMEM;
+    n->opts = *opts;
+    n->log_level = opts->log_level;
+    if (n->log_level < CNB_LOG_ERROR || n->log_level > CNB_LOG_DEBUG)
+        n->log_level = CNB_LOG_INFO;
+    if (!n->opts.net_ticktime)
+        n->opts.net_ticktime = 60;
+    if (!n->opts.net_setuptime)
+        n->opts.net_setuptime = 7;
+    if (!n->opts.max_message)
+        n->opts.max_message = (size_t)256 << 20;
+    if (!n->opts.max_pending)
+        n->opts.max_pending = (size_t)64 << 20;
+    n->epfd = -1;
+    n->listen_ev.fd = -1;
+    n->wake_ev.fd = -1;
+    n->epmd_fd = -1;
+    pthread_mutex_init(&n->inbox_mu, NULL);
+    pthread_mutex_init(&n->peers_mu, NULL);
+
+    const char *nm = opts->sname ? opts->sname : opts->name;
+    if (!nm || (opts->sname && opts->name)) {
+        cnb__log(NULL, CNB_LOG_ERROR, "give exactly one of a short name (--sname) or a long name (--name)");
+        goto bad;
+    }
+    n->longnames = opts->name != NULL;
+    const char *at = strchr(nm, '@');
+    size_t alen = at ? (size_t)(at - nm) : strlen(nm);
+    if (alen == 0 || alen >= sizeof(n->alive)) {
+        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s'", nm);
+        goto bad;
+    }
+    memcpy(n->alive, nm, alen);
+    n->alive[alen] = 0;
+    if (!valid_alive(n->alive)) {
+        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': use letters, digits, '_' and '-'", nm);
+        goto bad;
+    }
+    if (at) {
+        snprintf(n->host, sizeof(n->host), "%s", at + 1);
+    } else if ((n->longnames ? long_host(n->host, sizeof(n->host))
+                             : short_host(n->host, sizeof(n->host))) != 0) {
+        cnb__log(NULL, CNB_LOG_ERROR, "cannot find this host's name");
+        goto bad;
+    }
+    if (!n->host[0]) {
+        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': empty host", nm);
+        goto bad;
+    }
+    if (!n->longnames && strchr(n->host, '.')) {
+        cnb__log(NULL, CNB_LOG_ERROR,
+                 "short name '%s' has a dotted host; use --name for long names", nm);
+        goto bad;
+    }
+    if (strlen(n->alive) + 1 + strlen(n->host) >= sizeof(n->name)) {
+        cnb__log(NULL, CNB_LOG_ERROR, "node name too long");
+        goto bad;
+    }
+    snprintf(n->name, sizeof(n->name), "%s@%s", n->alive, n->host);
+
+    if (opts->cookie) {
+        if (strlen(opts->cookie) >= sizeof(n->cookie) || !opts->cookie[0]) {
+            cnb__log(n, CNB_LOG_ERROR, "bad cookie (empty or longer than %zu bytes)",
+                     sizeof(n->cookie) - 1);
+            goto bad;
+        }
+        snprintf(n->cookie, sizeof(n->cookie), "%s", opts->cookie);
+    } else {
+        char path[1024];
+        const char *file = opts->cookie_file;
+        if (!file) {
+            const char *home = getenv("HOME");
+            snprintf(path, sizeof(path), "%s/.erlang.cookie", home ? home : ".");
+            file = path;
+        }
+        if (read_cookie_file(file, n->cookie, sizeof(n->cookie)) != 0) {
+            cnb__log(n, CNB_LOG_ERROR, "cannot read a cookie from %s", file);
+            goto bad;
+        }
+    }
+    do {
+        n->creation = cnb__random32();
+    } while (n->creation == 0);
+    n->ref_salt = cnb__random32();
+    atomic_init(&n->pid_counter, 0);
+    atomic_init(&n->ref_counter, 0);
+    atomic_init(&n->stopping, 0);
+    *out = n;
+    return 0;
+bad:
+    pthread_mutex_destroy(&n->inbox_mu);
+    pthread_mutex_destroy(&n->peers_mu);
+    free(n);
+    return CNB_EINVAL;
+}
+
+static int open_listener(cnb_node_t *n)
+{
+    int fd;
+    if (n->opts.ipv6) {
+        fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return CNB_ESYS;
+        int off = 0, on = 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        struct sockaddr_in6 a;
+        memset(&a, 0, sizeof(a));
+        a.sin6_family = AF_INET6;
+        a.sin6_addr = in6addr_any;
+        a.sin6_port = htons((uint16_t)n->opts.port);
+        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+            goto err;
+    } else {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return CNB_ESYS;
+        int on = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof(a));
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_ANY);
+        a.sin_port = htons((uint16_t)n->opts.port);
+        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+            goto err;
+    }
+    if (listen(fd, 511) != 0)
+        goto err;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    n->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    n->listen_ev.kind = EV_LISTEN;
+    n->listen_ev.fd = fd;
+    return 0;
+err:
+    cnb__log(n, CNB_LOG_ERROR, "cannot listen on port %u: %s", n->opts.port, strerror(errno));
+    close(fd);
+    return CNB_ESYS;
+}
+
+int cnb_node_start(cnb_node_t *n)
+{
+    int rc;
+    if (n->thread_started)
+        return CNB_ESTATE;
+    if ((rc = open_listener(n)))
+        return rc;
+    n->epfd = epoll_create1(EPOLL_CLOEXEC);
+    n->wake_ev.kind = EV_WAKE;
+    n->wake_ev.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (n->epfd < 0 || n->wake_ev.fd < 0) {
+        cnb__log(n, CNB_LOG_ERROR, "epoll/eventfd: %s", strerror(errno));
+        return CNB_ESYS;
+    }
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = &n->listen_ev};
+    epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->listen_ev.fd, &e);
+    e.data.ptr = &n->wake_ev;
+    epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->wake_ev.fd, &e);
+    if (!n->opts.no_epmd && (rc = cnb__epmd_register(n)))
+        return rc;
+    cnb__log(n, CNB_LOG_INFO, "listening on port %u%s, creation %u", n->port,
+             n->opts.no_epmd ? " (no epmd)" : "", n->creation);
+    if (pthread_create(&n->thread, NULL, cnb__loop, n) != 0) {
+        cnb__log(n, CNB_LOG_ERROR, "cannot start the I/O thread");
+        return CNB_ESYS;
+    }
+    n->thread_started = 1;
+    return 0;
+}
+
+void cnb_node_stop(cnb_node_t *n)
+{
+    atomic_store(&n->stopping, 1);
+    if (n->wake_ev.fd >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(n->wake_ev.fd, &one, sizeof(one));
+        (void)w;
+    }
+}
+
+void cnb_node_join(cnb_node_t *n)
+{
+    if (n->thread_started) {
+        pthread_join(n->thread, NULL);
+        n->thread_started = 0;
+    }
+}
+
+void cnb_node_destroy(cnb_node_t *n)
+{
+    if (!n)
+        return;
+    cnb_node_stop(n);
+    cnb_node_join(n);
+    cnb_chunk_t *ch = n->inbox_head;
+    while (ch) {
+        cnb_chunk_t *nx = ch->next;
+        free(ch);
+        ch = nx;
+    }
+    if (n->listen_ev.fd >= 0)
+        close(n->listen_ev.fd);
+    if (n->wake_ev.fd >= 0)
+        close(n->wake_ev.fd);
+    if (n->epmd_fd >= 0)
+        close(n->epmd_fd);
+    if (n->epfd >= 0)
+        close(n->epfd);
+    pthread_mutex_destroy(&n->inbox_mu);
+    pthread_mutex_destroy(&n->peers_mu);
+    free(n->peers);
+    free(n);
+}
+
+const char *cnb_node_name(const cnb_node_t *n)
+{
+    return n->name;
+}
+
+uint32_t cnb_node_creation(const cnb_node_t *n)
+{
+    return n->creation;
+}
+
+unsigned cnb_node_port(const cnb_node_t *n)
+{
+    return n->port;
+}
+
+void cnb_node_make_pid(cnb_node_t *n, erlang_pid *pid)
+{
+    uint64_t c = atomic_fetch_add(&n->pid_counter, 1) + 1;
+    memset(pid, 0, sizeof(*pid));
+    snprintf(pid->node, sizeof(pid->node), "%s", n->name);
+    /* 15 + 13 bits, so a peer without V4_NC can still hold them. */
+    pid->num = (unsigned)(c & 0x7fff);
+    pid->serial = (unsigned)((c >> 15) & 0x1fff);
+    pid->creation = n->creation;
+}
+
+void cnb_node_make_ref(cnb_node_t *n, erlang_ref *ref)
+{
+    uint64_t c = atomic_fetch_add(&n->ref_counter, 1) + 1;
+    memset(ref, 0, sizeof(*ref));
+    snprintf(ref->node, sizeof(ref->node), "%s", n->name);
+    ref->len = 3;
+    ref->n[0] = (unsigned)(c & 0x3ffff);
+    ref->n[1] = (unsigned)(c >> 18);
+    ref->n[2] = n->ref_salt;
+    ref->creation = n->creation;
+}
+
+int cnb_node_is_local_pid(const cnb_node_t *n, const erlang_pid *pid)
+{
+    return pid->creation == n->creation && !strcmp(pid->node, n->name);
+}
+
+int cnb_node_is_local_ref(const cnb_node_t *n, const erlang_ref *ref)
+{
+    return ref->creation == n->creation && !strcmp(ref->node, n->name);
+}
+
+void cnb__peers_set(cnb_node_t *n, const char *peer, uint64_t flags, int up)
+{
+    pthread_mutex_lock(&n->peers_mu);
+    int i;
+    for (i = 0; i < n->npeers; i++)
+        if (!strcmp(n->peers[i].name, peer))
+            break;
+    if (up) {
+        if (i == n->npeers) {
+            if (n->npeers == n->peers_cap) {
+                int nc = n->peers_cap ? n->peers_cap * 2 : 16;
+                cnb_peer_info_t *p = realloc(n->peers, (size_t)nc * sizeof(*p));
+                if (!p)
+                    goto out;
+                n->peers = p;
+                n->peers_cap = nc;
+            }
+            n->npeers++;
+        }
+        snprintf(n->peers[i].name, sizeof(n->peers[i].name), "%s", peer);
+        n->peers[i].flags = flags;
+    } else if (i < n->npeers) {
+        n->peers[i] = n->peers[--n->npeers];
+    }
+out:
+    pthread_mutex_unlock(&n->peers_mu);
+}
+
+uint64_t cnb_node_peer_flags(cnb_node_t *n, const char *peer)
+{
+    uint64_t f = 0;
+    pthread_mutex_lock(&n->peers_mu);
+    for (int i = 0; i < n->npeers; i++)
+        if (!strcmp(n->peers[i].name, peer))
+            f = n->peers[i].flags;
+    pthread_mutex_unlock(&n->peers_mu);
+    return f;
+}
+
+int cnb_node_connected(cnb_node_t *n, char (*out)[MAXATOMLEN_UTF8], int max)
+{
+    pthread_mutex_lock(&n->peers_mu);
+    int cnt = n->npeers;
+    for (int i = 0; i < cnt && i < max; i++)
+        snprintf(out[i], MAXATOMLEN_UTF8, "%s", n->peers[i].name);
+    pthread_mutex_unlock(&n->peers_mu);
+    return cnt;
+}

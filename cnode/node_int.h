@@ -1,0 +1,157 @@
+/* node_int.h: internals shared by the files of the node runtime (node.c,
+ * loop.c, conn.c, epmd.c, dispatch.c, send.c). Not part of the public API. */
+#ifndef CNB_NODE_INT_H
+#define CNB_NODE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "cnode_bridge.h"
+#include "frame.h"
+#include "handshake.h"
+
+#define CNB_NAME_MAX 256
+
+enum cnb_chunk_kind { CHUNK_DATA = 0, CHUNK_CONNECT = 2, CHUNK_DISCONNECT = 3 };
+
+/* One outgoing frame, ready for the wire (4-byte length included). */
+typedef struct cnb_chunk {
+    struct cnb_chunk *next;
+    char peer[CNB_NAME_MAX]; /* destination node (used while in the inbox) */
+    int kind;                /* CHUNK_DATA, or a request to the I/O thread */
+    size_t len;
+    size_t off; /* bytes already written */
+    uint8_t data[];
+} cnb_chunk_t;
+
+enum cnb_ev_kind { EV_LISTEN = 1, EV_WAKE, EV_CONN };
+
+typedef struct cnb_ev {
+    int kind;
+    int fd;
+} cnb_ev_t;
+
+enum cnb_conn_state {
+    C_EPMD_CONNECTING = 1, /* non-blocking connect to the peer host's epmd */
+    C_EPMD_WAIT,           /* PORT_PLEASE2 sent, waiting for PORT2_RESP */
+    C_CONNECTING,          /* non-blocking connect to the peer's listen port */
+    C_HANDSHAKE,
+    C_UP,
+    C_CLOSING /* flushing a last packet (e.g. status "nok") */
+};
+
+typedef struct cnb_conn {
+    cnb_ev_t ev;            /* must stay first */
+    struct cnb_conn *next;  /* all connections */
+    struct cnb_conn *hnext; /* hash bucket chain (only named, registered conns) */
+    struct cnb_conn *dnext; /* dirty list: has output to flush */
+    int in_hash;
+    int dirty;
+    int state;
+    int initiator;
+    char peer[CNB_NAME_MAX]; /* full node name, once known */
+    char host[CNB_NAME_MAX]; /* initiator: host part */
+    char alive[CNB_NAME_MAX];/* initiator: alive part */
+    unsigned port;           /* initiator: known port (no-epmd) or from epmd */
+    char addr_text[80];      /* remote address, for logs */
+    cnb_hs_t hs;
+    cnb_buf_t rbuf;
+    cnb_buf_t hsout;         /* handshake output */
+    cnb_chunk_t *wq_head, *wq_tail; /* connected-mode output */
+    size_t wq_bytes;
+    size_t wq_count;
+    size_t dropped;          /* messages dropped while connecting (queue full) */
+    int want_out;            /* EPOLLOUT armed */
+    int64_t t_start;         /* ms: when the attempt/accept began */
+    int64_t t_rx;            /* ms: last bytes received */
+    int64_t t_tx;            /* ms: last bytes sent */
+    uint64_t peer_flags;
+    uint32_t peer_creation;
+    cnb_frags_t frags;
+    int was_up;
+    int close_reason_logged;
+} cnb_conn_t;
+
+#define CNB_HASH_BUCKETS 256
+
+typedef struct cnb_peer_info {
+    char name[CNB_NAME_MAX];
+    uint64_t flags;
+} cnb_peer_info_t;
+
+struct cnb_node {
+    cnb_node_opts_t opts;
+    char alive[CNB_NAME_MAX];
+    char host[CNB_NAME_MAX];
+    char name[CNB_NAME_MAX]; /* alive@host */
+    int longnames;
+    char cookie[1024];
+    uint32_t creation;
+    int log_level;
+
+    int epfd;
+    cnb_ev_t listen_ev;
+    cnb_ev_t wake_ev; /* eventfd */
+    int epmd_fd;      /* registration connection; closing it unregisters */
+    unsigned port;
+
+    pthread_t thread;
+    int thread_started;
+    atomic_int stopping;
+
+    atomic_uint_fast64_t pid_counter;
+    atomic_uint_fast64_t ref_counter;
+    uint32_t ref_salt;
+
+    /* Owned by the I/O thread. */
+    cnb_conn_t *conns;
+    cnb_conn_t *hash[CNB_HASH_BUCKETS];
+    cnb_conn_t *dirty;
+    cnb_conn_t *graveyard; /* closed this loop turn; freed at its end */
+    int64_t now;
+
+    /* Cross-thread inbox. */
+    pthread_mutex_t inbox_mu;
+    cnb_chunk_t *inbox_head, *inbox_tail;
+    int inbox_signalled;
+
+    /* Snapshot of connected peers for other threads. */
+    pthread_mutex_t peers_mu;
+    cnb_peer_info_t *peers;
+    int npeers, peers_cap;
+};
+
+/* node.c */
+int64_t cnb__now_ms(void);
+void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uint32_t cnb__random32(void);
+void cnb__peers_set(cnb_node_t *n, const char *peer, uint64_t flags, int up);
+
+/* epmd.c */
+int cnb__epmd_register(cnb_node_t *n);
+int cnb__epmd_port_request(const char *alive, uint8_t *out, size_t cap);
+/* Parses PORT2_RESP. Returns the port (>0), 0 when incomplete, or a negative
+ * code: CNB_ENOENT (not registered), CNB_EPROTO. */
+int cnb__epmd_port_reply(const uint8_t *p, size_t n);
+int cnb__epmd_tcp_port(void);
+
+/* loop.c */
+void *cnb__loop(void *arg);
+cnb_conn_t *cnb__conn_find(cnb_node_t *n, const char *peer);
+void cnb__conn_enqueue(cnb_node_t *n, cnb_conn_t *c, cnb_chunk_t *ch);
+void cnb__route(cnb_node_t *n, cnb_chunk_t *ch);
+
+/* send.c: builds a frame: 4-byte length, 112, ctrl, payload. */
+cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_len,
+                              const char *payload, size_t payload_len);
+int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch);
+
+/* dispatch.c */
+void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
+                   int versioned);
+
+#endif /* CNB_NODE_INT_H */
