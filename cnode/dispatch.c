@@ -278,9 +278,14 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
         m.ref.creation != n->creation)
         goto out;
 
-    if (op == CNB_OP_REG_SEND && !strcmp(m.toname, "net_kernel") && m.payload) {
-        net_kernel(n, &m);
-        goto out;
+    if (!m.has_to && !strcmp(m.toname, "net_kernel")) {
+        /* Our net_kernel "process" lives as long as the connection: a monitor
+         * on it (gen:call sets one) needs no record, since the caller's node
+         * fires noconnection itself when the connection goes. */
+        if (op == CNB_OP_REG_SEND && m.payload)
+            net_kernel(n, &m);
+        if (op == CNB_OP_REG_SEND || op == CNB_OP_MONITOR_P || op == CNB_OP_DEMONITOR_P)
+            goto out;
     }
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);

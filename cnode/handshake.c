@@ -53,6 +53,30 @@ void cnb__hs_digest(uint32_t challenge, const char *cookie, uint8_t out[16])
     EVP_MD_CTX_free(ctx);
 }
 
+const char *cnb__hs_phase(const cnb_hs_t *hs)
+{
+    switch (hs->state) {
+    case ST_I_START:
+    case ST_I_WAIT_STATUS:
+        return "waiting for the peer's status";
+    case ST_I_WAIT_CHALLENGE:
+        return "waiting for the peer's challenge";
+    case ST_I_WAIT_ACK:
+        return "the peer rejected our challenge reply (wrong cookie?)";
+    case ST_A_WAIT_NAME:
+        return "waiting for the peer's name";
+    case ST_A_NAME_RECEIVED:
+    case ST_A_WAIT_ALIVE_ANSWER:
+        return "waiting for the peer's answer to 'alive'";
+    case ST_A_WAIT_REPLY:
+        return "waiting for the peer's challenge reply";
+    case ST_DONE:
+        return "handshake complete";
+    default:
+        return "handshake failed";
+    }
+}
+
 static int fail(cnb_hs_t *hs, int code, const char *why)
 {
     hs->state = ST_FAILED;

@@ -115,6 +115,9 @@ int cnb__hs_status(cnb_hs_t *hs, const char *status, cnb_buf_t *out);
  * has been received: the caller must drop the old connection to that node. */
 int cnb__hs_replaces_old(const cnb_hs_t *hs);
 
+/* For logs: what the handshake was waiting for when it stopped. */
+const char *cnb__hs_phase(const cnb_hs_t *hs);
+
 /* The MD5 digest of the cookie followed by the challenge as decimal text
  * (dist_util:gen_digest/2). */
 void cnb__hs_digest(uint32_t challenge, const char *cookie, uint8_t out[16]);

@@ -522,14 +522,15 @@ static const char *accept_status(cnb_node_t *n, cnb_conn_t *c)
     return status;
 }
 
-static void handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t len)
+/* Returns -1 when the packet made us close the connection. */
+static int handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t len)
 {
     cnb_dist_pkt_t pkt;
     int rc = cnb__dist_parse(p, len, &pkt);
     if (rc) {
         cnb__log(n, CNB_LOG_WARNING, "malformed distribution packet from %s (%zu bytes): dropped",
                  c->peer, len);
-        return;
+        return 0;
     }
     if (pkt.kind == CNB_PKT_PASS) {
         cnb__dispatch(n, c, pkt.body, pkt.body_len, 1);
@@ -542,11 +543,21 @@ static void handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t
         if (rc == 1) {
             cnb__dispatch(n, c, msg, mlen, 0);
             free(msg);
+        } else if (rc == CNB_ETOOBIG) {
+            char why[160];
+            snprintf(why, sizeof(why),
+                     "incoming fragmented message exceeds the limit of %zu bytes",
+                     n->opts.max_message);
+            conn_close(n, c, CNB_LOG_ERROR, why);
+            return -1;
         } else if (rc < 0) {
-            cnb__log(n, CNB_LOG_WARNING, "fragmented message from %s dropped: %s", c->peer,
-                     cnb_strerror(rc));
+            char why[160];
+            snprintf(why, sizeof(why), "bad fragment sequence: %s", cnb_strerror(rc));
+            conn_close(n, c, CNB_LOG_ERROR, why);
+            return -1;
         }
     }
+    return 0;
 }
 
 /* Consumes what rbuf holds. Returns -1 when the connection was closed. */
@@ -634,8 +645,8 @@ static int process_input(cnb_node_t *n, cnb_conn_t *c)
                 return -1;
             }
             b->off += (size_t)used;
-            if (plen > 0)
-                handle_packet(n, c, pkt, plen);
+            if (plen > 0 && handle_packet(n, c, pkt, plen) < 0)
+                return -1;
             continue;
         }
         /* Bytes in any other state are a protocol violation. */
@@ -656,8 +667,13 @@ static void handle_readable(cnb_node_t *n, cnb_conn_t *c)
         }
         ssize_t r = read(c->ev.fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len);
         if (r == 0) {
-            conn_close(n, c, c->was_up ? CNB_LOG_INFO : CNB_LOG_WARNING,
-                       c->state == C_HANDSHAKE && c->hs.err[0] ? c->hs.err : "closed by peer");
+            char why[160];
+            if (c->state == C_HANDSHAKE)
+                snprintf(why, sizeof(why), "closed by peer during the handshake: %s",
+                         c->hs.err[0] ? c->hs.err : cnb__hs_phase(&c->hs));
+            else
+                snprintf(why, sizeof(why), "closed by peer");
+            conn_close(n, c, c->was_up ? CNB_LOG_INFO : CNB_LOG_WARNING, why);
             return;
         }
         if (r < 0) {

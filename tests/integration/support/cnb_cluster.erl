@@ -85,7 +85,8 @@ hostname() ->
     hd(string:split(H, ".")).
 
 %% @doc Starts an Erlang node. Opts: name (prefix, default "n"), longnames
-%% (boolean; the host is then 127.0.0.1), cookie, args (extra erl args), env.
+%% (boolean; the host is then 127.0.0.1 unless host is given), host, cookie,
+%% args (extra erl args), env.
 %% Returns {ok, PeerPid, Node}.
 -spec start_node(ctx(), map()) -> {ok, pid(), node()} | {error, term()}.
 start_node(Ctx, Opts) -> gen_server:call(Ctx, {start_node, Opts}, 60000).
@@ -297,9 +298,10 @@ do_start_node(Opts, St) ->
     Env = [{"ERL_EPMD_PORT", integer_to_list(St#st.epmd_tcp)} | maps:get(env, Opts, [])],
     PeerOpts0 = #{name => Name, longnames => Long, connection => standard_io,
                   args => Args, env => Env, wait_boot => 30000},
-    PeerOpts = case Long of
-                   true -> PeerOpts0#{host => "127.0.0.1"};
-                   false -> PeerOpts0
+    PeerOpts = case {Long, maps:get(host, Opts, undefined)} of
+                   {_, undefined} when Long -> PeerOpts0#{host => "127.0.0.1"};
+                   {_, undefined} -> PeerOpts0;
+                   {_, Host} -> PeerOpts0#{host => Host}
                end,
     case peer:start(PeerOpts) of
         {ok, Peer, Node} -> {ok, Peer, Node};
