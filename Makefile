@@ -90,7 +90,7 @@ $(NIF_SO): $(NIF_OBJ) $(LIBCORE)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBCNODE)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIBCNODE) $(LDLIBS_EI) $$(pkg-config --libs check) $(LDLIBS_SYS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -Icnode -Icore -o $@ $< $(LIBCNODE) $(LDLIBS_EI) $$(pkg-config --libs check) $(LDLIBS_SYS)
 
 # Helper programs that integration tests drive (e.g. the term property checker).
 $(BUILD)/tests/tools/%: tests/tools/%.c $(LIBCNODE)
