@@ -132,10 +132,10 @@ cnode_alive(Ctx, Port) -> gen_server:call(Ctx, {cnode_alive, Port}).
 %% @doc Waits until the cnode exits by itself; returns its exit status.
 -spec wait_cnode_exit(ctx(), port(), timeout()) -> {ok, integer()} | timeout.
 wait_cnode_exit(Ctx, Port, Timeout) ->
-    wait_until(fun() -> not cnode_alive(Ctx, Port) end, Timeout) andalso ok,
-    case gen_server:call(Ctx, {cnode_exit, Port}) of
-        undefined -> timeout;
-        Status -> {ok, Status}
+    Exit = fun() -> gen_server:call(Ctx, {cnode_exit, Port}) end,
+    case wait_until(fun() -> Exit() =/= undefined end, Timeout) of
+        true -> {ok, Exit()};
+        false -> timeout
     end.
 
 -spec os_pid_alive(integer()) -> boolean().

@@ -1,0 +1,140 @@
+%% bench_run: `make bench`. Runs every C benchmark (build/bench/bench_*) and its
+%% BEAM counterpart (bench/*_beam.erl, function run/0) in one run, plus the
+%% distribution benchmarks on a private cluster, and writes docs/BENCHMARKS.md
+%% with each C figure beside the BEAM's own and their ratio. Figures are
+%% "<group>.<metric> <value> <unit>" lines; group G pairs with group G_beam.
+-module(bench_run).
+-export([main/0]).
+
+-define(MESSAGES, 200000).
+-define(CONNECTS, 21).
+
+main() ->
+    Root = cnb_cluster:root(),
+    Lines = lists:append([c_benches(Root), beam_benches(Root), dist(Root)]),
+    Figures = lists:append([parse(L) || L <- Lines]),
+    [io:format("~s ~s ~s~n", [K, fmt(V), U]) || {K, V, U} <- Figures],
+    ok = write_report(Root, Figures),
+    io:format("wrote docs/BENCHMARKS.md~n"),
+    halt(0).
+
+c_benches(Root) ->
+    Bins = filelib:wildcard(filename:join([Root, "build", "bench", "bench_*"])),
+    lists:append([run_cmd(B) || B <- lists:sort(Bins), filename:basename(B) =/= "bench_dist",
+                                filelib:is_regular(B), filename:extension(B) =:= ""]).
+
+beam_benches(Root) ->
+    Mods = [filename:basename(F, ".erl")
+            || F <- filelib:wildcard(filename:join([Root, "bench", "*_beam.erl"]))],
+    Ebin = filename:join([Root, "build", "bench", "ebin"]),
+    lists:append([run_cmd("erl -noshell -pa " ++ Ebin ++ " -eval '" ++ M ++ ":run(), halt().'")
+                  || M <- lists:sort(Mods), M =/= "dist_beam"]).
+
+run_cmd(Cmd) ->
+    io:format(standard_error, "bench: ~s~n", [Cmd]),
+    string:split(os:cmd(Cmd), "\n", all).
+
+dist(Root) ->
+    C = cnb_cluster:new(),
+    try
+        Ebin = filename:join([Root, "build", "bench", "ebin"]),
+        {ok, A, NA} = cnb_cluster:start_node(C, #{name => "sink", args => ["-pa", Ebin]}),
+        {ok, B, _} = cnb_cluster:start_node(C, #{name => "sender", args => ["-pa", Ebin, "-hidden"]}),
+        ok = cnb_cluster:call(A, dist_beam, start_sink, []),
+        Exe = filename:join([Root, "build", "bench", "bench_dist"]),
+        {ok, Port, _} = cnb_cluster:start_cnode(
+                          C, {[cnb_cluster:unique_name("benchc"), cnb_cluster:cookie(C),
+                               atom_to_list(NA), integer_to_list(?CONNECTS),
+                               integer_to_list(?MESSAGES)],
+                              #{exe => Exe, wait_ready => false}}),
+        {ok, 0} = cnb_cluster:wait_cnode_exit(C, Port, 300000),
+        COut = [binary_to_list(L) || L <- cnb_cluster:cnode_output(C, Port)],
+        Setup = cnb_cluster:call(B, dist_beam, connect_setup_us, [NA, ?CONNECTS], 120000),
+        {Rate, Cpu} = cnb_cluster:call(B, dist_beam, send, [NA, ?MESSAGES], 300000),
+        COut ++ [io_lib:format("dist_beam.connect_setup_us ~p us", [Setup]),
+                 io_lib:format("dist_beam.to_beam_msgs_per_s ~p msg/s", [round(Rate)]),
+                 io_lib:format("dist_beam.sender_cpu_ns_per_msg ~p ns", [round(Cpu)])]
+    after
+        cnb_cluster:stop(C)
+    end.
+
+parse(L0) ->
+    L = string:trim(lists:flatten(L0)),
+    case string:lexemes(L, " ") of
+        [K, V | U] ->
+            case {lists:member($., K), num(V)} of
+                {true, N} when is_number(N) -> [{K, N, string:join(U, " ")}];
+                _ -> []
+            end;
+        _ -> []
+    end.
+
+num(S) ->
+    case string:to_float(S) of
+        {F, ""} -> F;
+        _ -> case string:to_integer(S) of
+                 {I, ""} -> I;
+                 _ -> error
+             end
+    end.
+
+fmt(V) when is_integer(V) -> integer_to_list(V);
+fmt(V) when V >= 100 -> integer_to_list(round(V));
+fmt(V) -> float_to_list(V, [{decimals, 2}]).
+
+higher_is_better(Unit) -> lists:suffix("/s", Unit).
+
+write_report(Root, Figures) ->
+    Map = maps:from_list([{K, {V, U}} || {K, V, U} <- Figures]),
+    Pairs = lists:sort(
+              [{K, V, U, BV}
+               || {K, V, U} <- Figures,
+                  [G, M] <- [string:split(K, ".")],
+                  not lists:suffix("_beam", G),
+                  {BV, _} <- [maps:get(G ++ "_beam." ++ M, Map, {undefined, x})],
+                  BV =/= undefined]),
+    Rows = [io_lib:format("| `~s` | ~s ~s | ~s ~s | ~s |~n",
+                          [K, fmt(V), U, fmt(BV), U, ratio(V, BV, U)])
+            || {K, V, U, BV} <- Pairs],
+    All = [io_lib:format("| `~s` | ~s | ~s |~n", [K, fmt(V), U]) || {K, V, U} <- Figures],
+    {{Y, Mo, D}, {H, Mi, _}} = calendar:universal_time(),
+    Text = [<<"# Benchmarks\n\n">>,
+            <<"Written by `make bench` (bench/bench_run.erl); do not edit by hand. Each C figure\n"
+              "stands beside the BEAM's own equivalent measured in the same run on the same\n"
+              "machine. *Ours vs BEAM* is how many times better ours is (above 1: ours wins;\n"
+              "for times and bytes lower is better, for rates higher is better).\n\n">>,
+            io_lib:format("Run: ~4..0b-~2..0b-~2..0b ~2..0b:~2..0b UTC, OTP ~s, ~b cores (~s).~n~n",
+                          [Y, Mo, D, H, Mi, erlang:system_info(otp_release),
+                           erlang:system_info(logical_processors_available), os_name()]),
+            <<"## Side by side\n\n| metric | ours (C) | BEAM | ours vs BEAM |\n|---|---|---|---|\n">>,
+            Rows,
+            <<"\n## All figures\n\n| figure | value | unit |\n|---|---|---|\n">>, All,
+            <<"\n## What each pair measures\n\n">>,
+            <<"- `dist.connect_setup_us`: median time from asking for a connection to an Erlang\n"
+              "  node until it is up (epmd lookup, TCP, handshake): C node vs a hidden Erlang node\n"
+              "  calling `net_kernel:connect_node/1`.\n"
+              "- `dist.to_beam_msgs_per_s`: small messages `{m, I}` sent one way to one\n"
+              "  registered BEAM process, until it has counted them all: from a C thread vs from\n"
+              "  an Erlang process on another node.\n"
+              "- `dist.sender_cpu_ns_per_msg`: CPU time of the sending OS process (all its\n"
+              "  threads) per message over the same run.\n">>],
+    file:write_file(filename:join([Root, "docs", "BENCHMARKS.md"]), Text).
+
+ratio(_, 0, _) -> "n/a";
+ratio(0, _, _) -> "n/a";
+ratio(V, BV, U) ->
+    R = case higher_is_better(U) of
+            true -> V / BV;
+            false -> BV / V
+        end,
+    float_to_list(R, [{decimals, 2}]) ++ "x".
+
+os_name() ->
+    case file:read_file("/etc/os-release") of
+        {ok, B} ->
+            case re:run(B, "PRETTY_NAME=\"([^\"]+)\"", [{capture, all_but_first, list}]) of
+                {match, [N]} -> N;
+                _ -> "linux"
+            end;
+        _ -> "unknown"
+    end.
