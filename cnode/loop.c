@@ -499,6 +499,8 @@ static const char *accept_status(cnb_node_t *n, cnb_conn_t *c)
             status = "alive";
         } else if (old->initiator) {
             /* Simultaneous connect: the greater name's attempt wins. */
+            cnb__log(n, CNB_LOG_DEBUG, "simultaneous connect with %s: %s wins", peer,
+                     strcmp(peer, n->name) > 0 ? "theirs" : "ours");
             if (strcmp(peer, n->name) > 0) {
                 status = "ok_simultaneous";
                 /* Keep the messages queued on our own attempt. */

@@ -7,7 +7,8 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% Run on the peer nodes.
--export([echo_pid/1, ping_pid/1, monitor_reason/1, echo_check/2]).
+-export([echo_pid/1, ping_pid/1, monitor_reason/1, echo_check/2, ping_until_pong/2,
+         await/1]).
 
 -define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> with_cluster(fun Name/1) end}}).
 
@@ -25,7 +26,8 @@ dist_test_() ->
      ?T(big_messages_both_ways, 90),
      ?T(too_big_message_closes, 60),
      ?T(stale_creation_dropped, 60),
-     ?T(bad_flags_exit_2, 30)].
+     ?T(bad_flags_exit_2, 30),
+     ?T(simultaneous_connect, 120)].
 
 with_cluster(F) ->
     C = cnb_cluster:new(),
@@ -241,6 +243,33 @@ stale_creation_dropped(C) ->
     ?assertEqual(pong, cnb_cluster:call(A, ?MODULE, ping_pid, [New])),
     ?assertEqual(noproc, cnb_cluster:call(A, ?MODULE, monitor_reason, [Old])).
 
+%% Both sides connect at the same moment (the C node's --connect is in flight
+%% when the Erlang node pings it): the race resolves to one connection.
+simultaneous_connect(C) ->
+    {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a"}),
+    %% "s..." sorts after the peer's "a..." (our attempt wins), "B..." before it
+    %% (theirs wins and our queued messages move to its connection).
+    Rounds = [begin
+                  Name = cname(Prefix),
+                  CN = list_to_atom(Name ++ "@" ++ cnb_cluster:hostname()),
+                  %% The peer starts pinging before the C node exists.
+                  Pinger = cnb_cluster:call(A, ?MODULE, ping_until_pong, [CN, 10000]),
+                  {Port, CN} = start_c(C, ["--sname", Name, "--connect", atom_to_list(NA),
+                                           "--log-level", "debug"]),
+                  ?assertEqual(pong, cnb_cluster:call(A, ?MODULE, await, [Pinger])),
+                  timer:sleep(300),
+                  ?assert(hidden_has(A, CN)),
+                  Out = cnb_cluster:cnode_output(C, Port),
+                  Ups = length([L || L <- Out, re:run(L, "\\] [^ ]+: connected ") =/= nomatch]),
+                  Downs = length([L || L <- Out, re:run(L, "(?<!not up\\)) closed") =/= nomatch,
+                                       re:run(L, "\\(not up\\)") =:= nomatch]),
+                  Sim = lists:any(fun(L) -> re:run(L, "simultaneous") =/= nomatch end, Out),
+                  {ok, _} = cnb_cluster:stop_cnode(C, Port),
+                  ?assertEqual(1, Ups - Downs),
+                  Sim
+              end || Prefix <- ["s", "B", "s", "B", "s", "B"]],
+    ?debugFmt("simultaneous connects seen in ~b of 6 rounds", [length([x || true <- Rounds])]).
+
 bad_flags_exit_2(_C) ->
     Exe = filename:join([cnb_cluster:root(), "erlang_side", "priv", "cnode"]),
     [begin
@@ -261,6 +290,29 @@ echo_pid(CN) ->
 ping_pid(Pid) ->
     Pid ! {ping, self()},
     receive {pong, _} -> pong after 1000 -> timeout end.
+
+%% peer:call runs each call in a process of its own, so the result waits in
+%% the pinger until await/1 asks for it.
+ping_until_pong(Node, Ms) ->
+    Deadline = erlang:monotonic_time(millisecond) + Ms,
+    spawn(fun() ->
+                  R = ping_loop(Node, Deadline),
+                  receive {get, From} -> From ! {self(), R} end
+          end).
+
+ping_loop(Node, Deadline) ->
+    case net_adm:ping(Node) of
+        pong -> pong;
+        pang ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> pang;
+                false -> timer:sleep(1), ping_loop(Node, Deadline)
+            end
+    end.
+
+await(Pid) ->
+    Pid ! {get, self()},
+    receive {Pid, R} -> R after 15000 -> timeout end.
 
 echo_check(CN, Size) ->
     Big = {big, crypto:strong_rand_bytes(Size), lists:seq(1, 1000)},
