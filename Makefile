@@ -24,7 +24,8 @@ LDLIBS_SYS = -lssl -lcrypto -lz -lpthread -lm -lrt
 CORE_SRC  := $(wildcard core/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 CNODE_MAIN := cnode/main.c
-CNODE_SRC := $(filter-out $(CNODE_MAIN),$(wildcard cnode/*.c))
+CNODE_PROG := $(CNODE_MAIN) cnode/demo.c
+CNODE_SRC := $(filter-out $(CNODE_PROG),$(wildcard cnode/*.c))
 CNODE_OBJ := $(CNODE_SRC:%.c=$(BUILD)/%.o)
 NIF_SRC   := $(wildcard nif/*.c)
 NIF_OBJ   := $(NIF_SRC:%.c=$(BUILD)/nifobj/%.o)
@@ -80,7 +81,7 @@ $(LIBCNODE): $(CNODE_OBJ) $(CORE_OBJ)
 $(LIBCNODE_SO): $(CNODE_OBJ) $(CORE_OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS_EI) $(LDLIBS_SYS) $(SAN)
 
-$(CNODE_BIN): $(BUILD)/$(CNODE_MAIN:.c=.o) $(LIBCNODE)
+$(CNODE_BIN): $(CNODE_PROG:%.c=$(BUILD)/%.o) $(LIBCNODE)
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDLIBS_EI) $(LDLIBS_SYS) $(SAN)
 

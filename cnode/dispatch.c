@@ -287,6 +287,8 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
         if (op == CNB_OP_REG_SEND || op == CNB_OP_MONITOR_P || op == CNB_OP_DEMONITOR_P)
             goto out;
     }
+    if (cnb__rt_deliver(n, &m))
+        goto out;
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);
     } else if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && c) {

@@ -119,8 +119,11 @@ static void conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
     n->graveyard = c;
     if (c->was_up)
         cnb__peers_set(n, c->peer, 0, 0);
-    if (notify && n->opts.on_node)
-        n->opts.on_node(n, c->peer, 0, n->opts.user);
+    if (notify) {
+        cnb__rt_nodedown(n, c->peer);
+        if (n->opts.on_node)
+            n->opts.on_node(n, c->peer, 0, n->opts.user);
+    }
 }
 
 static cnb_conn_t *conn_new(cnb_node_t *n, int fd)
@@ -378,6 +381,7 @@ void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
         c = connect_out(n, ch->peer);
     if (!c) {
         cnb__log(n, CNB_LOG_DEBUG, "no route to %s: message dropped", ch->peer);
+        cnb__rt_nodedown(n, ch->peer); /* links, monitors, calls: noconnection */
         free(ch);
         return;
     }
@@ -778,9 +782,11 @@ static void drain_inbox(cnb_node_t *n)
     while (ch) {
         cnb_chunk_t *nx = ch->next;
         if (ch->kind == CHUNK_CONNECT) { /* control: connect request */
-            if (!cnb__conn_find(n, ch->peer) && !connect_out(n, ch->peer))
+            if (!cnb__conn_find(n, ch->peer) && !connect_out(n, ch->peer)) {
+                cnb__rt_nodedown(n, ch->peer);
                 if (n->opts.on_node)
                     n->opts.on_node(n, ch->peer, 0, n->opts.user);
+            }
             free(ch);
         } else if (ch->kind == CHUNK_DISCONNECT) { /* control: disconnect request */
             cnb_conn_t *c = cnb__conn_find(n, ch->peer);

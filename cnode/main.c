@@ -1,6 +1,6 @@
 /* main.c: the `cnode` program: a C node that joins a cluster, prints
  * "READY <node>" once published and listening, and runs until SIGTERM/SIGINT.
- * With --demo it answers as the `echo` registered process (see usage()).
+ * With --demo it runs the demo workers of demo.c (echo, cache_sup).
  * Tests: tests/integration/dist_*_tests.erl. */
 #include <errno.h>
 #include <getopt.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cnode_bridge.h"
+#include "demo.h"
 
 #define MAX_CONNECT 64
 
@@ -31,7 +32,7 @@ static void usage(FILE *f)
             "  --log-level L       error | warning | info | debug (default info)\n"
             "  --threads N         worker threads (default 2)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
-            "  --demo              run the demo processes (echo)\n"
+            "  --demo              run the demo workers (echo, cache_sup)\n"
             "Prints \"READY <node>\" on stdout once it is published and listening.\n");
 }
 
@@ -57,84 +58,6 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
         return -1;
     *out = v;
     return 0;
-}
-
-/* The demo `echo` process, until the process runtime provides real workers:
- * {ping, From} -> From ! {pong, EchoPid}; gen_server:call(echo, Req) -> Req. */
-static erlang_pid echo_pid;
-
-static void reply_call(cnb_node_t *node, const char *b, int from_at, int req_at, int req_end)
-{
-    int i = from_at, arity;
-    erlang_pid caller;
-    if (ei_decode_tuple_header(b, &i, &arity) || arity != 2 || ei_decode_pid(b, &i, &caller))
-        return;
-    int tag_at = i;
-    if (ei_skip_term(b, &i))
-        return;
-    int tag_end = i;
-    ei_x_buff x;
-    ei_x_new_with_version(&x);
-    ei_x_encode_tuple_header(&x, 2);
-    ei_x_append_buf(&x, b + tag_at, tag_end - tag_at);
-    ei_x_append_buf(&x, b + req_at, req_end - req_at);
-    int t = tag_at, len;
-    char atom[MAXATOMLEN_UTF8];
-    erlang_ref alias;
-    if (!ei_decode_list_header(b, &t, &len) && len == 1 && !ei_decode_atom(b, &t, atom) &&
-        !strcmp(atom, "alias") && !ei_decode_ref(b, &t, &alias))
-        cnb_alias_send(node, &echo_pid, &alias, x.buff, (size_t)x.index);
-    else
-        cnb_send(node, &echo_pid, &caller, x.buff, (size_t)x.index);
-    ei_x_free(&x);
-}
-
-static void demo_on_message(cnb_node_t *node, const cnb_msg_t *m, void *user)
-{
-    (void)user;
-    int to_echo = (m->op == CNB_OP_REG_SEND && !strcmp(m->toname, "echo")) ||
-                  (m->op == CNB_OP_SEND && !strcmp(m->to.node, echo_pid.node) &&
-                   m->to.num == echo_pid.num && m->to.serial == echo_pid.serial &&
-                   m->to.creation == echo_pid.creation);
-    if (!to_echo || !m->payload)
-        return;
-    const char *b = m->payload;
-    int i = 0, ver, arity;
-    char atom[MAXATOMLEN_UTF8];
-    if (ei_decode_version(b, &i, &ver) || ei_decode_tuple_header(b, &i, &arity))
-        return;
-    if (arity == 2 && !ei_decode_atom(b, &i, atom) && !strcmp(atom, "ping")) {
-        erlang_pid from;
-        if (ei_decode_pid(b, &i, &from))
-            return;
-        ei_x_buff x;
-        ei_x_new_with_version(&x);
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, "pong");
-        ei_x_encode_pid(&x, &echo_pid);
-        cnb_send(node, &echo_pid, &from, x.buff, (size_t)x.index);
-        ei_x_free(&x);
-        return;
-    }
-    i = 1;
-    if (ei_decode_tuple_header(b, &i, &arity) || arity != 3 || ei_decode_atom(b, &i, atom) ||
-        strcmp(atom, "$gen_call"))
-        return;
-    int from_at = i;
-    if (ei_skip_term(b, &i))
-        return;
-    int req_at = i;
-    if (ei_skip_term(b, &i))
-        return;
-    reply_call(node, b, from_at, req_at, i);
-}
-
-static void on_node(cnb_node_t *node, const char *peer, int up, void *user)
-{
-    (void)node;
-    (void)peer;
-    (void)up;
-    (void)user;
 }
 
 static void *eof_watch(void *arg)
@@ -221,6 +144,7 @@ int main(int argc, char **argv)
         case 'T':
             if (parse_uint(optarg, 1024, &v) || v == 0)
                 goto bad;
+            o.threads = (unsigned)v;
             break;
         case 'e':
             exit_on_eof = 1;
@@ -237,9 +161,6 @@ int main(int argc, char **argv)
     }
     if (optind != argc || (!o.sname == !o.name) || (!o.cookie && !o.cookie_file && !getenv("HOME")))
         goto bad;
-    if (demo)
-        o.on_message = demo_on_message;
-    o.on_node = on_node;
 
     /* Signals: SIGPIPE ignored (sockets use MSG_NOSIGNAL too); SIGTERM/SIGINT
      * are taken synchronously by this thread with sigwait. */
@@ -256,10 +177,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "cnode: %s\n", cnb_strerror(rc));
         return 1;
     }
-    if (demo)
-        cnb_node_make_pid(node, &echo_pid);
     if ((rc = cnb_node_start(node))) {
         fprintf(stderr, "cnode: cannot start: %s\n", cnb_strerror(rc));
+        cnb_node_destroy(node);
+        return 1;
+    }
+    if (demo && (rc = cnb_demo_start(node))) {
+        fprintf(stderr, "cnode: cannot start the demo workers: %s\n", cnb_strerror(rc));
         cnb_node_destroy(node);
         return 1;
     }
@@ -276,6 +200,8 @@ int main(int argc, char **argv)
     int sig = 0;
     sigwait(&set, &sig);
     cnb_node_log(node, CNB_LOG_INFO, "stopping on signal %d", sig);
+    /* Every worker's terminate runs; links and monitors fire with shutdown. */
+    cnb_node_shutdown(node, 5000);
     cnb_node_destroy(node);
     return 0;
 bad:

@@ -248,6 +248,17 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     atomic_init(&n->pid_counter, 0);
     atomic_init(&n->ref_counter, 0);
     atomic_init(&n->stopping, 0);
+    if (cnb__rt_create(n, opts->threads, &n->rt) || cnb__calls_create(&n->calls) ||
+        cnb__timers_create(n, &n->timers)) {
+        cnb__log(n, CNB_LOG_ERROR, "cannot create the process runtime");
+        cnb__timers_destroy(n->timers);
+        cnb__calls_destroy(n->calls);
+        cnb__rt_destroy(n->rt);
+        pthread_mutex_destroy(&n->inbox_mu);
+        pthread_mutex_destroy(&n->peers_mu);
+        free(n);
+        return CNB_ENOMEM;
+    }
     *out = n;
     return 0;
 bad:
@@ -326,6 +337,10 @@ int cnb_node_start(cnb_node_t *n)
         return rc;
     cnb__log(n, CNB_LOG_INFO, "listening on port %u%s, creation %u", n->port,
              n->opts.no_epmd ? " (no epmd)" : "", n->creation);
+    if ((rc = cnb__rt_start(n->rt))) {
+        cnb__log(n, CNB_LOG_ERROR, "cannot start the worker pool");
+        return rc;
+    }
     if (pthread_create(&n->thread, NULL, cnb__loop, n) != 0) {
         cnb__log(n, CNB_LOG_ERROR, "cannot start the I/O thread");
         return CNB_ESYS;
@@ -358,6 +373,10 @@ void cnb_node_destroy(cnb_node_t *n)
         return;
     cnb_node_stop(n);
     cnb_node_join(n);
+    /* Timers first (they send), then the pool, then what calls may hold. */
+    cnb__timers_destroy(n->timers);
+    cnb__rt_destroy(n->rt);
+    cnb__calls_destroy(n->calls);
     cnb_chunk_t *ch = n->inbox_head;
     while (ch) {
         cnb_chunk_t *nx = ch->next;

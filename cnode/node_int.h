@@ -12,6 +12,7 @@
 #include "cnode_bridge.h"
 #include "frame.h"
 #include "handshake.h"
+#include "runtime.h"
 
 #define CNB_NAME_MAX 256
 
@@ -117,6 +118,11 @@ struct cnb_node {
     pthread_mutex_t inbox_mu;
     cnb_chunk_t *inbox_head, *inbox_tail;
     int inbox_signalled;
+
+    /* The process runtime, calls from C, timers. */
+    cnb_rt_t *rt;
+    cnb_calls_t *calls;
+    cnb_timers_t *timers;
 
     /* Snapshot of connected peers for other threads. */
     pthread_mutex_t peers_mu;

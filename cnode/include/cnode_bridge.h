@@ -100,7 +100,8 @@ typedef struct cnb_node_opts {
     size_t max_message;      /* largest incoming message in bytes (default 256 MiB) */
     size_t max_pending;      /* bytes queued per peer while connecting (default 64 MiB) */
     int log_level;           /* enum cnb_log_level (default CNB_LOG_INFO) */
-    cnb_on_message_fn on_message; /* messages the node does not answer itself */
+    unsigned threads;        /* worker pool threads (default 2) */
+    cnb_on_message_fn on_message; /* messages neither the node nor a worker takes */
     cnb_on_node_fn on_node;
     void *user;
 } cnb_node_opts_t;
@@ -172,6 +173,115 @@ uint64_t cnb_node_peer_flags(cnb_node_t *node, const char *peer);
 /* Logging through the node's logger (stderr, one line per event). */
 void cnb_node_log(const cnb_node_t *node, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ======================================================================
+ * The process runtime: C workers with real pids, mailboxes, names, links,
+ * monitors and gen_server manners. A worker handles one message at a time, in
+ * arrival order, on a small pool of threads; callbacks never run on the I/O
+ * thread. Terms are ETF with the 131 version byte (ei_x_buff buff/index).
+ * ====================================================================== */
+
+typedef struct cnb_proc cnb_proc_t;
+
+/* The From of a gen_server call: the caller and the call's tag. Copy it to
+ * reply later, from any thread, with cnb_reply. */
+typedef struct cnb_from {
+    erlang_pid pid;
+    size_t tag_len;
+    char tag[1100]; /* the tag term, ETF without version byte */
+} cnb_from_t;
+
+/* Callback results. A negative CNB_E* code makes the worker exit with reason
+ * {callback_failed, Callback, Code}: its links and monitors fire. */
+enum cnb_cb_result {
+    CNB_CONTINUE = 0, /* go on (handle_call: no reply now; reply later) */
+    CNB_REPLY = 1,    /* handle_call: send *reply to the caller now */
+    CNB_STOP = 2      /* stop; reason from cnb_proc_set_reason (default normal);
+                         handle_call may also fill *reply, sent first */
+};
+
+typedef struct cnb_worker_ops {
+    /* Runs in cnb_spawn on the caller's thread. Return 0 (and set *state), or
+     * a negative code: cnb_spawn then fails with it and nothing is started. */
+    int (*init)(cnb_proc_t *self, void *arg, void **state);
+    /* gen_server:call. req: the request. reply: an ei_x_buff holding a version
+     * byte; encode the reply term into it and return CNB_REPLY. */
+    int (*handle_call)(cnb_proc_t *self, void *state, const char *req, size_t len,
+                       const cnb_from_t *from, ei_x_buff *reply);
+    int (*handle_cast)(cnb_proc_t *self, void *state, const char *msg, size_t len);
+    /* Any other message, {'EXIT', Pid, Reason} when trapping exits, and
+     * {'DOWN', Ref, process, Obj, Reason} for monitors the worker holds. */
+    int (*handle_info)(cnb_proc_t *self, void *state, const char *msg, size_t len);
+    /* Always runs when the worker ends (reason given). Free the state here. */
+    void (*terminate)(cnb_proc_t *self, void *state, const char *reason, size_t len);
+    /* Optional: a term describing the state, for sys:get_state/get_status. */
+    int (*format_status)(cnb_proc_t *self, void *state, ei_x_buff *out);
+} cnb_worker_ops_t;
+
+typedef struct cnb_spawn_opts {
+    const char *name;        /* register locally under this name (NULL: none) */
+    int trap_exit;           /* start trapping exits */
+    const erlang_pid *link;  /* link to this pid at start (spawn_link) */
+} cnb_spawn_opts_t;
+
+/* Starts a worker: runs init, then registers the name (if any) and makes the
+ * pid live. Any thread. Returns 0 and *pid, or: CNB_EEXIST (name taken; *pid is
+ * the owner), the code init returned, CNB_ENOMEM, CNB_ECLOSED (stopping). */
+int cnb_spawn(cnb_node_t *node, const cnb_worker_ops_t *ops, void *arg,
+              const cnb_spawn_opts_t *opts, erlang_pid *pid);
+
+/* Inside callbacks: the worker itself. */
+const erlang_pid *cnb_self(const cnb_proc_t *self);
+cnb_node_t *cnb_proc_node(const cnb_proc_t *self);
+/* Sets the exit reason used when a callback returns CNB_STOP. */
+int cnb_proc_set_reason(cnb_proc_t *self, const char *reason, size_t len);
+int cnb_trap_exit(cnb_proc_t *self, int on);
+/* Links and monitors (Erlang semantics; UNLINK_ID protocol with peers that
+ * have it). A link or monitor to a pid that does not exist gets an EXIT /
+ * DOWN noproc; to a node that cannot be reached, noconnection. */
+int cnb_link(cnb_proc_t *self, const erlang_pid *to);
+int cnb_unlink(cnb_proc_t *self, const erlang_pid *to);
+int cnb_monitor(cnb_proc_t *self, const erlang_pid *to, erlang_ref *ref);
+int cnb_monitor_name(cnb_proc_t *self, const char *name, const char *node, erlang_ref *ref);
+int cnb_demonitor(cnb_proc_t *self, const erlang_ref *ref);
+
+/* Any thread. */
+/* Replies to a gen_server call (through the caller's alias when it has one). */
+int cnb_reply(cnb_node_t *node, const cnb_from_t *from, const char *term, size_t len);
+/* exit(To, Reason) sent from `from` (NULL: a fresh pid of this node). */
+int cnb_exit(cnb_node_t *node, const erlang_pid *from, const erlang_pid *to,
+             const char *reason, size_t len);
+/* Local registered names. */
+int cnb_register(cnb_node_t *node, const char *name, const erlang_pid *pid);
+int cnb_unregister(cnb_node_t *node, const char *name);
+int cnb_whereis(cnb_node_t *node, const char *name, erlang_pid *pid); /* 0 or CNB_ENOENT */
+/* Sends msg to `to` after ms milliseconds; *tref (may be NULL) can cancel it. */
+int cnb_send_after(cnb_node_t *node, unsigned ms, const erlang_pid *to, const char *msg,
+                   size_t len, uint64_t *tref);
+int cnb_cancel_timer(cnb_node_t *node, uint64_t tref); /* 0, or CNB_ENOENT (fired/gone) */
+
+/* gen_server:call(Dest, Req, Timeout) from C: Dest is a pid (to), or a name
+ * registered on `peer` (to NULL). Blocks the calling thread (avoid calling a
+ * worker of this node from a pool thread when all pool threads may be
+ * waiting). On success returns 0 and *reply holds the reply term (with version
+ * byte; ei_x_free it). Errors: CNB_ETIMEDOUT (a late reply is dropped),
+ * CNB_ENOPROC (no such process, or it exited: *reply holds the exit reason),
+ * CNB_ENOCONN (node unreachable), CNB_EINVAL. */
+int cnb_call(cnb_node_t *node, const erlang_pid *to, const char *name, const char *peer,
+             const char *req, size_t len, unsigned timeout_ms, ei_x_buff *reply);
+/* rpc:call(Peer, Mod, Fun, Args) through the peer's rex server; args is the
+ * ETF of the argument list. Returns as cnb_call (*reply holds the result, or
+ * {badrpc, Reason} as Erlang's rpc gives). */
+int cnb_rpc(cnb_node_t *node, const char *peer, const char *mod, const char *fun,
+            const char *args, size_t len, unsigned timeout_ms, ei_x_buff *reply);
+
+/* How many workers are alive. */
+size_t cnb_node_process_count(cnb_node_t *node);
+
+/* Clean shutdown: every worker terminates with reason `shutdown` (terminate
+ * runs; links and monitors fire with shutdown), then the node stops. Waits at
+ * most timeout_ms for the workers. Any thread except a pool thread. */
+int cnb_node_shutdown(cnb_node_t *node, unsigned timeout_ms);
 
 #ifdef __cplusplus
 }

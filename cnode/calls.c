@@ -1,0 +1,207 @@
+/* calls.c: gen_server:call and rpc:call from C. Each call gets a fresh pid and
+ * a reference that serves as monitor and alias ([alias|Ref] tag): the reply
+ * comes back through ALIAS_SEND (or to the pid, from old nodes), a DOWN ends
+ * the call with the reason, and after a timeout the slot is gone, so a late
+ * reply is dropped instead of reaching anyone. Tests:
+ * tests/integration/runtime_tests.erl. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "node_int.h"
+#include "runtime.h"
+
+typedef struct slot {
+    struct slot *next;
+    erlang_pid tmp;
+    erlang_ref ref;
+    char peer[CNB_NAME_MAX];
+    int done;
+    int result; /* 0, CNB_ENOPROC, CNB_ENOCONN */
+    ei_x_buff reply;
+} slot_t;
+
+struct cnb_calls {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    slot_t *slots;
+};
+
+int cnb__calls_create(cnb_calls_t **out)
+{
+    cnb_calls_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return CNB_ENOMEM;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    *out = c;
+    return 0;
+}
+
+void cnb__calls_destroy(cnb_calls_t *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+/* Copies the Reply of a {Tag, Reply} message into s->reply. */
+static void take_reply(slot_t *s, const char *b, size_t len)
+{
+    int i = 0, ver, arity;
+    if (ei_decode_version(b, &i, &ver) || ei_decode_tuple_header(b, &i, &arity) || arity != 2 ||
+        ei_skip_term(b, &i))
+        return;
+    ei_x_new_with_version(&s->reply);
+    ei_x_append_buf(&s->reply, b + i, (int)len - i);
+    s->done = 1;
+    s->result = 0;
+}
+
+int cnb__calls_deliver(cnb_node_t *n, const cnb_msg_t *m)
+{
+    cnb_calls_t *c = n->calls;
+    int hit = 0;
+    pthread_mutex_lock(&c->mu);
+    for (slot_t *s = c->slots; s; s = s->next) {
+        if (s->done)
+            continue;
+        if (m->op == CNB_OP_ALIAS_SEND && m->has_ref && cnb__ref_eq(&m->ref, &s->ref)) {
+            if (m->payload)
+                take_reply(s, m->payload, m->payload_len);
+            hit = 1;
+        } else if (m->op == CNB_OP_SEND && m->has_to && cnb__pid_eq(&m->to, &s->tmp)) {
+            if (m->payload)
+                take_reply(s, m->payload, m->payload_len);
+            hit = 1;
+        } else if (m->op == CNB_OP_MONITOR_P_EXIT && m->has_ref && cnb__ref_eq(&m->ref, &s->ref)) {
+            s->done = 1;
+            s->result = CNB_ENOPROC;
+            if (m->payload) {
+                ei_x_new(&s->reply);
+                ei_x_append_buf(&s->reply, m->payload, (int)m->payload_len);
+            }
+            hit = 1;
+        }
+        if (hit)
+            break;
+    }
+    if (hit)
+        pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return hit;
+}
+
+void cnb__calls_nodedown(cnb_node_t *n, const char *peer)
+{
+    cnb_calls_t *c = n->calls;
+    pthread_mutex_lock(&c->mu);
+    for (slot_t *s = c->slots; s; s = s->next)
+        if (!s->done && !strcmp(s->peer, peer)) {
+            s->done = 1;
+            s->result = CNB_ENOCONN;
+        }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+int cnb_call(cnb_node_t *n, const erlang_pid *to, const char *name, const char *peer,
+             const char *req, size_t len, unsigned timeout_ms, ei_x_buff *reply)
+{
+    cnb_calls_t *c = n->calls;
+    if ((!to && (!name || !peer)) || !req || len < 2 || (unsigned char)req[0] != 131 || !reply)
+        return CNB_EINVAL;
+    if (name && (strlen(name) >= MAXATOMLEN_UTF8 || strlen(peer) >= CNB_NAME_MAX))
+        return CNB_EINVAL;
+    slot_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return CNB_ENOMEM;
+    cnb_node_make_pid(n, &s->tmp);
+    cnb_node_make_ref(n, &s->ref);
+    snprintf(s->peer, sizeof(s->peer), "%s", to ? to->node : peer);
+    pthread_mutex_lock(&c->mu);
+    s->next = c->slots;
+    c->slots = s;
+    pthread_mutex_unlock(&c->mu);
+
+    /* Monitor first (same ref), then {'$gen_call', {Tmp, [alias|Ref]}, Req}. */
+    int rc = cnb__sig_monitor(n, CNB_OP_MONITOR_P, &s->tmp, to, to ? NULL : name, s->peer,
+                              &s->ref);
+    if (!rc) {
+        ei_x_buff x;
+        ei_x_new_with_version(&x);
+        ei_x_encode_tuple_header(&x, 3);
+        ei_x_encode_atom(&x, "$gen_call");
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_pid(&x, &s->tmp);
+        ei_x_encode_list_header(&x, 1);
+        ei_x_encode_atom(&x, "alias");
+        ei_x_encode_ref(&x, &s->ref);
+        ei_x_append_buf(&x, req + 1, (int)len - 1);
+        if (to)
+            rc = cnb_send(n, &s->tmp, to, x.buff, (size_t)x.index);
+        else
+            rc = cnb_reg_send(n, &s->tmp, peer, name, x.buff, (size_t)x.index);
+        ei_x_free(&x);
+    }
+
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!rc && !s->done) {
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    if (!rc)
+        rc = s->done ? s->result : CNB_ETIMEDOUT;
+    for (slot_t **pp = &c->slots; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&c->mu);
+    if (rc == CNB_ETIMEDOUT) /* the monitor (and alias) go away with the slot */
+        cnb__sig_monitor(n, CNB_OP_DEMONITOR_P, &s->tmp, to, to ? NULL : name, s->peer, &s->ref);
+    if (s->reply.buff && (rc == 0 || rc == CNB_ENOPROC))
+        *reply = s->reply; /* handed over */
+    else {
+        if (s->reply.buff)
+            ei_x_free(&s->reply);
+        ei_x_new_with_version(reply);
+    }
+    free(s);
+    return rc;
+}
+
+int cnb_rpc(cnb_node_t *n, const char *peer, const char *mod, const char *fun, const char *args,
+            size_t len, unsigned timeout_ms, ei_x_buff *reply)
+{
+    if (!peer || !mod || !fun || !args || len < 2 || (unsigned char)args[0] != 131)
+        return CNB_EINVAL;
+    /* {call, Mod, Fun, Args, user}: rex runs it with `user` as group leader
+     * (no I/O comes back to us) and replies with the result. */
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 5);
+    ei_x_encode_atom(&x, "call");
+    ei_x_encode_atom(&x, mod);
+    ei_x_encode_atom(&x, fun);
+    ei_x_append_buf(&x, args + 1, (int)len - 1);
+    ei_x_encode_atom(&x, "user");
+    int rc = cnb_call(n, NULL, "rex", peer, x.buff, (size_t)x.index, timeout_ms, reply);
+    ei_x_free(&x);
+    return rc;
+}
