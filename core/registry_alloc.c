@@ -1,0 +1,261 @@
+/* registry_alloc.c: the registry's arena. G hands whole chunks to stripes; each
+ * stripe carves its chunks into blocks with its own lock held, and keeps freed
+ * blocks on free lists by size class (exact sizes up to 1 KiB, then four classes
+ * per power of two). Every change is undo-logged, so a crash leaks nothing.
+ * Tests: tests/unit/test_registry*.c (cnb_registry_check walks the arena). */
+#include <errno.h>
+#include <fcntl.h>
+
+#include "registry_int.h"
+
+static unsigned log2_floor(uint64_t v)
+{
+    return 63u - (unsigned)__builtin_clzll(v);
+}
+
+unsigned cnb__reg_class_ceil(uint32_t g)
+{
+    if (g <= 64)
+        return g ? g - 1 : 0;
+    unsigned e = log2_floor((uint64_t)g - 1); /* 2^e < g <= 2^(e+1) */
+    uint64_t base = (uint64_t)1 << e, step = base >> 2;
+    unsigned q = (unsigned)(((uint64_t)g - base + step - 1) / step); /* 1..4 */
+    return 64 + (e - 6) * 4 + (q - 1);
+}
+
+unsigned cnb__reg_class_floor(uint32_t g)
+{
+    if (g <= 64)
+        return g ? g - 1 : 0;
+    unsigned e = log2_floor(g); /* 2^e <= g < 2^(e+1) */
+    uint64_t base = (uint64_t)1 << e, step = base >> 2;
+    unsigned q = (unsigned)(((uint64_t)g - base) / step); /* 0..3 */
+    if (q == 0)
+        return e == 6 ? 63 : 64 + (e - 7) * 4 + 3;
+    return 64 + (e - 6) * 4 + (q - 1);
+}
+
+uint64_t cnb__reg_class_size(unsigned c)
+{
+    if (c < 64)
+        return c + 1;
+    unsigned e = 6 + (c - 64) / 4, q = (c - 64) % 4 + 1;
+    return ((uint64_t)1 << e) + (uint64_t)q * ((uint64_t)1 << (e - 2));
+}
+
+uint64_t cnb__reg_alloc_cost(uint64_t bytes)
+{
+    uint64_t g = (bytes + 8 + CNB__REG_GRAN - 1) >> CNB__REG_GSHIFT;
+    if (g >= ((uint64_t)1 << 31))
+        return (uint64_t)1 << 33; /* more than any segment: reserve fails */
+    return cnb__reg_class_size(cnb__reg_class_ceil((uint32_t)g));
+}
+
+int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_hdr *hdr = reg->hdr;
+    if ((uint64_t)(st->bump_end - st->bump_cur) >= need_g)
+        return 0;
+    int rc = cnb__reg_glock(reg);
+    if (rc)
+        return rc;
+    uint64_t chunk_g = st->chunk_g ? st->chunk_g : CNB__REG_CHUNK_MIN_G;
+    if (chunk_g < need_g + 1)
+        chunk_g = need_g + 1;
+    uint64_t page_g = hdr->page_size >> CNB__REG_GSHIFT;
+    chunk_g = (chunk_g + page_g - 1) / page_g * page_g;
+    uint64_t top = atomic_load_explicit(&hdr->top, memory_order_relaxed);
+    uint64_t bytes = chunk_g << CNB__REG_GSHIFT;
+    if (bytes > reg->reserve || top > reg->reserve - bytes || chunk_g >= ((uint64_t)1 << 32)) {
+        rc = CNB_ENOMEM;
+        goto out;
+    }
+    rc = cnb__reg_grow(reg, top + bytes);
+    if (rc)
+        goto out;
+    /* Back the chunk with memory now, so that a full tmpfs is an error here
+     * rather than a SIGBUS later. Not every file system can. */
+    if (fallocate(reg->fd, 0, (off_t)top, (off_t)bytes) != 0 && errno != EOPNOTSUPP &&
+        errno != ENOSYS) {
+        rc = errno == ENOSPC ? CNB_ENOMEM : CNB_ESYS;
+        goto out;
+    }
+    /* Beyond top nothing refers to this memory: plain writes. */
+    uint32_t cref = (uint32_t)(top >> CNB__REG_GSHIFT);
+    struct cnb__reg_block *cb = cnb__reg_block(reg, cref);
+    cb->size_g = 1;
+    cb->tag = CNB__TAG_CHUNK | si;
+    *(uint32_t *)cnb__reg_data(reg, cref) = (uint32_t)chunk_g;
+
+    struct cnb__reg_log *log = &hdr->glog;
+    cnb__reg_log_w64(reg, log, (void *)&hdr->top, top + bytes);
+    uint32_t rem = st->bump_end - st->bump_cur;
+    if (rem) {
+        /* The rest of the old chunk becomes a free block. It was bump space,
+         * unreachable, so its header needs no log. */
+        uint32_t r = st->bump_cur;
+        unsigned c = cnb__reg_class_floor(rem);
+        struct cnb__reg_block *b = cnb__reg_block(reg, r);
+        b->size_g = rem;
+        b->tag = CNB__TAG_FREE | si;
+        *(uint32_t *)cnb__reg_data(reg, r) = st->heads[c];
+        cnb__reg_log_w32(reg, log, &st->heads[c], r);
+    }
+    cnb__reg_log_w32(reg, log, &st->bump_cur, cref + 1);
+    cnb__reg_log_w32(reg, log, &st->bump_end, (uint32_t)(cref + chunk_g));
+    uint64_t next = (st->chunk_g ? st->chunk_g : CNB__REG_CHUNK_MIN_G) * 2;
+    cnb__reg_log_w32(reg, log, &st->chunk_g,
+                     (uint32_t)(next > CNB__REG_CHUNK_MAX_G ? CNB__REG_CHUNK_MAX_G : next));
+    cnb__reg_log_commit(log);
+out:
+    cnb__reg_gunlock(reg);
+    return rc;
+}
+
+/* The free list an allocation of class c takes from: c itself, or for blocks
+ * over 1 KiB one of the next three classes; NCLASS when all are empty. `skip`
+ * (may be NULL) counts blocks already promised per class by a plan. */
+static unsigned pick_class(struct cnb_registry *reg, const struct cnb__reg_stripe *st,
+                           unsigned c, const uint8_t *skip)
+{
+    unsigned last = c >= 64 ? c + 3 : c;
+    for (unsigned x = c; x <= last && x < CNB__REG_NCLASS; x++) {
+        uint32_t ref = st->heads[x];
+        for (unsigned k = skip ? skip[x] : 0; ref && k > 0; k--)
+            ref = *(uint32_t *)cnb__reg_data(reg, ref);
+        if (ref)
+            return x;
+    }
+    return CNB__REG_NCLASS;
+}
+
+static unsigned pick_global(struct cnb_registry *reg, unsigned c)
+{
+    for (unsigned x = c; x <= c + 3 && x < CNB__REG_NCLASS; x++)
+        if (reg->hdr->gheads[x])
+            return x;
+    return CNB__REG_NCLASS;
+}
+
+/* Move one big free block that can serve class c from G's lists to stripe si's
+ * (one G transaction). Returns 1 if it did. */
+static int adopt_global(struct cnb_registry *reg, uint32_t si, unsigned c)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_hdr *hdr = reg->hdr;
+    if (pick_global(reg, c) == CNB__REG_NCLASS) /* racy peek, redone under G */
+        return 0;
+    if (cnb__reg_glock(reg) != 0)
+        return 0;
+    unsigned x = pick_global(reg, c);
+    if (x < CNB__REG_NCLASS) {
+        struct cnb__reg_log *log = &hdr->glog;
+        uint32_t ref = hdr->gheads[x];
+        uint32_t *next = cnb__reg_data(reg, ref);
+        cnb__reg_log_w32(reg, log, &hdr->gheads[x], *next);
+        cnb__reg_log_w32(reg, log, &cnb__reg_block(reg, ref)->tag, CNB__TAG_FREE | si);
+        cnb__reg_log_w32(reg, log, next, st->heads[x]);
+        cnb__reg_log_w32(reg, log, &st->heads[x], ref);
+        cnb__reg_log_commit(log);
+    }
+    cnb__reg_gunlock(reg);
+    return x < CNB__REG_NCLASS;
+}
+
+void cnb__reg_donate(struct cnb_registry *reg, uint32_t si)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_hdr *hdr = reg->hdr;
+    if (!st->big_freed || cnb__reg_glock(reg) != 0)
+        return;
+    struct cnb__reg_log *log = &hdr->glog;
+    for (unsigned c = cnb__reg_class_floor(CNB__REG_BIG_G); c < CNB__REG_NCLASS; c++) {
+        while (st->heads[c]) {
+            uint32_t ref = st->heads[c];
+            uint32_t *next = cnb__reg_data(reg, ref);
+            cnb__reg_log_w32(reg, log, &st->heads[c], *next);
+            cnb__reg_log_w32(reg, log, &cnb__reg_block(reg, ref)->tag,
+                             CNB__TAG_FREE | CNB__GLOBAL);
+            cnb__reg_log_w32(reg, log, next, hdr->gheads[c]);
+            cnb__reg_log_w32(reg, log, &hdr->gheads[c], ref);
+            cnb__reg_log_commit(log);
+        }
+    }
+    cnb__reg_log_w32(reg, log, &st->big_freed, 0);
+    cnb__reg_log_commit(log);
+    cnb__reg_gunlock(reg);
+}
+
+int cnb__reg_reserve_for(struct cnb_registry *reg, uint32_t si, const uint64_t *bytes,
+                         int n)
+{
+    uint8_t skip[CNB__REG_NCLASS];
+    for (int round = 0;; round++) {
+        memset(skip, 0, sizeof skip);
+        uint64_t need = 0;
+        int adopted = 0;
+        for (int i = 0; i < n; i++) {
+            uint64_t cost = cnb__reg_alloc_cost(bytes[i]);
+            if (cost > ((uint64_t)1 << 32)) {
+                need += cost;
+                continue;
+            }
+            unsigned c = cnb__reg_class_ceil((uint32_t)cost);
+            unsigned x = pick_class(reg, &reg->stripes[si], c, skip);
+            if (x < CNB__REG_NCLASS)
+                skip[x]++;
+            else if (round < 4 && cost >= CNB__REG_BIG_G && adopt_global(reg, si, c))
+                adopted = 1;
+            else
+                need += cost;
+        }
+        if (adopted)
+            continue; /* the stripe's lists changed: plan again */
+        return need ? cnb__reg_reserve(reg, si, need) : 0;
+    }
+}
+
+uint32_t cnb__reg_alloc(struct cnb_registry *reg, uint32_t si, uint64_t bytes,
+                        uint32_t kind)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_log *log = &st->log;
+    uint32_t g = (uint32_t)((bytes + 8 + CNB__REG_GRAN - 1) >> CNB__REG_GSHIFT);
+    unsigned c = cnb__reg_class_ceil(g);
+    unsigned x = pick_class(reg, st, c, NULL);
+    uint32_t ref = x < CNB__REG_NCLASS ? st->heads[x] : 0;
+    if (ref) {
+        c = x;
+        uint32_t *link = cnb__reg_data(reg, ref);
+        uint32_t next = *link;
+        /* The caller overwrites the block; should the operation be rolled back
+         * the block is back on the list and needs its link: log it as is. */
+        cnb__reg_log_w32(reg, log, link, next);
+        cnb__reg_log_w32(reg, log, &st->heads[c], next);
+        cnb__reg_log_w32(reg, log, &cnb__reg_block(reg, ref)->tag, kind | si);
+        return ref;
+    }
+    uint32_t gs = (uint32_t)cnb__reg_class_size(c);
+    ref = st->bump_cur;
+    if (st->bump_end - ref < gs)
+        __builtin_trap(); /* a bug: the operation did not reserve enough */
+    cnb__reg_log_w32(reg, log, &st->bump_cur, ref + gs);
+    struct cnb__reg_block *b = cnb__reg_block(reg, ref);
+    b->size_g = gs;
+    b->tag = kind | si;
+    return ref;
+}
+
+void cnb__reg_free(struct cnb_registry *reg, uint32_t si, uint32_t ref)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_log *log = &st->log;
+    struct cnb__reg_block *b = cnb__reg_block(reg, ref);
+    unsigned c = cnb__reg_class_floor(b->size_g);
+    if (b->size_g >= CNB__REG_BIG_G && !st->big_freed)
+        cnb__reg_log_w32(reg, log, &st->big_freed, 1);
+    cnb__reg_log_w32(reg, log, cnb__reg_data(reg, ref), st->heads[c]);
+    cnb__reg_log_w32(reg, log, &b->tag, CNB__TAG_FREE | si);
+    cnb__reg_log_w32(reg, log, &st->heads[c], ref);
+}

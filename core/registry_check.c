@@ -1,0 +1,332 @@
+/* registry_check.c: cnb_registry_check, the invariant checker the tests (and the
+ * NIF, on demand) run: with every lock held it walks the arena block by block and
+ * every table slot by slot, and proves that nothing overlaps, leaks or dangles.
+ * Tests: tests/unit/test_registry*.c. */
+#include <stdlib.h>
+
+#include "registry_int.h"
+
+struct blk {
+    uint32_t ref, size, tag;
+    uint8_t kseen, oseen;
+};
+
+struct ck {
+    struct cnb_registry *reg;
+    char *msg;
+    size_t msglen;
+    struct blk *b;
+    size_t n, cap;
+};
+
+static int add_blk(struct ck *c, uint32_t ref, uint32_t size, uint32_t tag)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 1024;
+        void *p = cnb_realloc(&c->reg->alloc, c->b, cap * sizeof *c->b);
+        if (!p)
+            return CNB_ENOMEM;
+        c->b = p;
+        c->cap = cap;
+    }
+    c->b[c->n++] = (struct blk){ref, size, tag, 0, 0};
+    return 0;
+}
+
+static struct blk *find_blk(struct ck *c, uint32_t ref)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->b[mid].ref == ref)
+            return &c->b[mid];
+        if (c->b[mid].ref < ref)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+#define FAIL(...) return cnb__reg_fail(c->msg, c->msglen, __VA_ARGS__)
+
+static int walk_arena(struct ck *c)
+{
+    struct cnb_registry *reg = c->reg;
+    struct cnb__reg_hdr *h = reg->hdr;
+    uint64_t top = atomic_load(&h->top), fs = atomic_load(&h->file_size);
+    if (top < h->arena_off || top > fs || fs > reg->reserve ||
+        fs > atomic_load(&reg->mapped))
+        FAIL("arena bounds: top %llu, file size %llu", (unsigned long long)top,
+             (unsigned long long)fs);
+    uint32_t p = (uint32_t)(h->arena_off >> CNB__REG_GSHIFT);
+    uint32_t end = (uint32_t)(top >> CNB__REG_GSHIFT);
+    while (p < end) {
+        struct cnb__reg_block *cb = cnb__reg_block(reg, p);
+        uint32_t si = CNB__TAG_STRIPE(cb->tag);
+        uint32_t cg = *(uint32_t *)cnb__reg_data(reg, p);
+        if (CNB__TAG_KIND(cb->tag) != CNB__TAG_CHUNK || cb->size_g != 1 || si > reg->nstripes ||
+            cg < 2 || cg > end - p)
+            FAIL("chunk header at granule %u is bad (tag %08x, size %u)", p, cb->tag, cg);
+        struct cnb__reg_stripe *st = &reg->stripes[si];
+        uint32_t q = p + 1, cend = p + cg;
+        while (q < cend) {
+            if (q == st->bump_cur) {
+                if (st->bump_end != cend)
+                    FAIL("stripe %u bump region [%u,%u) not at its chunk end %u", si,
+                         st->bump_cur, st->bump_end, cend);
+                q = cend;
+                break;
+            }
+            struct cnb__reg_block *b = cnb__reg_block(reg, q);
+            uint32_t kind = CNB__TAG_KIND(b->tag);
+            if (b->size_g == 0 || b->size_g > cend - q)
+                FAIL("block at %u (chunk %u) has size %u beyond its chunk", q, p, b->size_g);
+            /* Big blocks move between stripes through G's lists. */
+            uint32_t bs = CNB__TAG_STRIPE(b->tag);
+            if ((kind != CNB__TAG_ENTRY && kind != CNB__TAG_TABLE && kind != CNB__TAG_FREE) ||
+                (bs != si && (b->size_g < CNB__REG_BIG_G ||
+                              (bs > reg->nstripes && bs != CNB__GLOBAL))))
+                FAIL("block at %u has tag %08x in a chunk of stripe %u", q, b->tag, si);
+            int rc = add_blk(c, q, b->size_g, b->tag);
+            if (rc)
+                return rc;
+            q += b->size_g;
+        }
+        p = cend;
+    }
+    if (p != end)
+        FAIL("chunks overrun the arena top");
+    for (uint32_t si = 0; si <= reg->nstripes; si++) {
+        struct cnb__reg_stripe *st = &reg->stripes[si];
+        if (st->bump_cur > st->bump_end)
+            FAIL("stripe %u bump region inverted", si);
+        if (st->bump_cur != st->bump_end) {
+            struct blk *x = NULL;
+            /* the bump region must sit at the end of a chunk of this stripe */
+            uint32_t pp = (uint32_t)(h->arena_off >> CNB__REG_GSHIFT);
+            while (pp < end) {
+                struct cnb__reg_block *cb = cnb__reg_block(reg, pp);
+                uint32_t cg = *(uint32_t *)cnb__reg_data(reg, pp);
+                if (st->bump_cur > pp && st->bump_end == pp + cg &&
+                    CNB__TAG_STRIPE(cb->tag) == si) {
+                    x = (struct blk *)1;
+                    break;
+                }
+                pp += cg;
+            }
+            if (!x)
+                FAIL("stripe %u bump region [%u,%u) is not in one of its chunks", si,
+                     st->bump_cur, st->bump_end);
+        }
+    }
+    return 0;
+}
+
+/* si == CNB__GLOBAL: G's lists. */
+static int check_free(struct ck *c, uint32_t si)
+{
+    struct cnb_registry *reg = c->reg;
+    const uint32_t *heads =
+        si == CNB__GLOBAL ? reg->hdr->gheads : reg->stripes[si].heads;
+    for (unsigned cl = 0; cl < CNB__REG_NCLASS; cl++) {
+        size_t guard = 0;
+        for (uint32_t r = heads[cl]; r; r = *(uint32_t *)cnb__reg_data(reg, r)) {
+            struct blk *b = find_blk(c, r);
+            if (!b || CNB__TAG_KIND(b->tag) != CNB__TAG_FREE || CNB__TAG_STRIPE(b->tag) != si)
+                FAIL("stripe %u free list %u holds %u, not a free block of it", si, cl, r);
+            if (cnb__reg_class_floor(b->size) != cl)
+                FAIL("free block %u of %u granules on list %u", r, b->size, cl);
+            if (b->kseen++)
+                FAIL("free block %u listed twice", r);
+            if (++guard > c->n)
+                FAIL("stripe %u free list %u loops", si, cl);
+        }
+    }
+    return 0;
+}
+
+static int check_table(struct ck *c, uint32_t si, int which)
+{
+    struct cnb_registry *reg = c->reg;
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    uint64_t t = which ? st->otab : st->ktab;
+    uint32_t tref = cnb__tab_ref(t);
+    unsigned bits = cnb__tab_bits(t);
+    uint64_t count = atomic_load(&reg->counts[si]);
+    uint32_t live_want = which ? st->olive : st->klive;
+    uint32_t tomb_want = which ? st->otomb : st->ktomb;
+    const char *name = which ? "owner" : "key";
+    if (!tref) {
+        if (count || live_want || tomb_want || t)
+            FAIL("stripe %u has no %s table but %llu entries", si, name,
+                 (unsigned long long)count);
+        return 0;
+    }
+    struct blk *tb = find_blk(c, tref);
+    if (!tb || CNB__TAG_KIND(tb->tag) != CNB__TAG_TABLE || bits < CNB__REG_MIN_BITS ||
+        bits > 31 || (uint64_t)tb->size * 16 - 8 < ((uint64_t)8 << bits))
+        FAIL("stripe %u %s table %u is not a table block of %u bits", si, name, tref, bits);
+    if (tb->oseen++)
+        FAIL("table block %u used twice", tref);
+    const uint64_t *slots = cnb__reg_data(reg, tref);
+    uint64_t size = (uint64_t)1 << bits, mask = size - 1, nlive = 0, ntomb = 0, nent = 0;
+    for (uint64_t j = 0; j < size; j++) {
+        uint64_t v = slots[j];
+        if (v == CNB__SLOT_EMPTY)
+            continue;
+        if (v == CNB__SLOT_TOMB) {
+            ntomb++;
+            continue;
+        }
+        nlive++;
+        uint32_t head = (uint32_t)v, prev = 0;
+        struct cnb__reg_probe p;
+        uint64_t chain = 0;
+        for (uint32_t r = head; r;
+             r = ((const struct cnb__reg_entry *)cnb__reg_data(reg, r))->next[which]) {
+            struct blk *b = find_blk(c, r);
+            if (!b || CNB__TAG_KIND(b->tag) != CNB__TAG_ENTRY || CNB__TAG_STRIPE(b->tag) != si)
+                FAIL("stripe %u %s chain at slot %llu reaches %u, not an entry of it", si, name,
+                     (unsigned long long)j, r);
+            const struct cnb__reg_entry *e = cnb__reg_data(reg, r);
+            if (e->klen > reg->max_key || e->vlen > reg->max_value ||
+                (uint64_t)b->size * 16 < 8 + CNB__ENTRY_HDR + (uint64_t)e->klen + e->vlen)
+                FAIL("entry %u lengths %u/%u do not fit its block", r, e->klen, e->vlen);
+            if (e->prev[which] != prev)
+                FAIL("entry %u %s chain back link %u, expected %u", r, name, e->prev[which],
+                     prev);
+            if (r == head) {
+                cnb__reg_probe_entry(&p, which, e);
+                if ((uint32_t)(v >> 32) != (uint32_t)p.h)
+                    FAIL("stripe %u %s slot %llu tag mismatch", si, name,
+                         (unsigned long long)j);
+                uint64_t home = cnb__reg_probe_home(reg, &p, bits);
+                for (uint64_t x = home; x != j; x = (x + 1) & mask) {
+                    if (slots[x] == CNB__SLOT_EMPTY)
+                        FAIL("stripe %u %s slot %llu unreachable from its home %llu", si,
+                             name, (unsigned long long)j, (unsigned long long)home);
+                    if ((uint32_t)slots[x] > CNB__SLOT_TOMB && find_blk(c, (uint32_t)slots[x]) &&
+                        cnb__reg_probe_match(&p, cnb__reg_data(reg, (uint32_t)slots[x])))
+                        FAIL("stripe %u: one %s has two chains (slots %llu and %llu)", si,
+                             name, (unsigned long long)x, (unsigned long long)j);
+                }
+            } else if (!cnb__reg_probe_match(&p, e)) {
+                FAIL("entry %u is in the wrong %s chain", r, name);
+            }
+            if (si < reg->nstripes && cnb__reg_stripe_of(reg, e->hash) != si)
+                FAIL("entry %u hashed to stripe %u sits in %u", r,
+                     cnb__reg_stripe_of(reg, e->hash), si);
+            if (si < reg->nstripes ? (e->node == 0 ||
+                                      e->node >= atomic_load(&reg->hdr->ncount))
+                                   : e->node != 0)
+                FAIL("entry %u has node index %u", r, e->node);
+            if (which ? b->oseen++ : b->kseen++)
+                FAIL("entry %u twice in %s chains", r, name);
+            prev = r;
+            chain++;
+            nent++;
+        }
+        if (!which && chain > 1 && (reg->kind == CNB_REG_UNIQUE || si == reg->nstripes))
+            FAIL("unique key with %llu entries (slot %llu of stripe %u)",
+                 (unsigned long long)chain, (unsigned long long)j, si);
+    }
+    if (nlive != live_want)
+        FAIL("stripe %u %s table holds %llu chains, header says %u", si, name,
+             (unsigned long long)nlive, live_want);
+    if (ntomb != tomb_want)
+        FAIL("stripe %u %s table holds %llu tombstones, header says %u", si, name,
+             (unsigned long long)ntomb, tomb_want);
+    if (nent != count)
+        FAIL("stripe %u %s chains hold %llu entries, count says %llu", si, name,
+             (unsigned long long)nent, (unsigned long long)count);
+    return 0;
+}
+
+static int check_nodes(struct ck *c)
+{
+    struct cnb_registry *reg = c->reg;
+    uint32_t count = atomic_load(&reg->hdr->ncount);
+    if (count < 1 || count > reg->node_cap)
+        FAIL("node count %u out of range", count);
+    for (uint32_t i = 1; i < count; i++) {
+        struct cnb__reg_node *nd = &reg->nodes[i];
+        if (nd->len == 0 || nd->len > 255 || nd->name[nd->len] != 0)
+            FAIL("node %u has a bad name length %u", i, nd->len);
+        if (cnb__reg_node_find(reg, nd->name) != i)
+            FAIL("node %u (%s) is not found by its name, or is a duplicate", i, nd->name);
+    }
+    return 0;
+}
+
+static int run(struct ck *c)
+{
+    struct cnb_registry *reg = c->reg;
+    int rc = walk_arena(c);
+    for (uint32_t si = 0; rc == 0 && si <= reg->nstripes; si++) {
+        struct cnb__reg_stripe *st = &reg->stripes[si];
+        if (atomic_load(&st->log.len) || (atomic_load(&st->seq) & 1) || st->feed_pending)
+            return cnb__reg_fail(c->msg, c->msglen, "stripe %u left mid-write", si);
+        rc = check_free(c, si);
+        if (rc == 0)
+            rc = check_table(c, si, 0);
+        if (rc == 0 && si < reg->nstripes)
+            rc = check_table(c, si, 1);
+    }
+    if (rc == 0)
+        rc = check_free(c, CNB__GLOBAL);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < c->n; i++) {
+        struct blk *b = &c->b[i];
+        uint32_t kind = CNB__TAG_KIND(b->tag), si = CNB__TAG_STRIPE(b->tag);
+        if (kind == CNB__TAG_ENTRY &&
+            (b->kseen != 1 || (si < reg->nstripes ? b->oseen != 1 : b->oseen != 0)))
+            FAIL("entry block %u is in %u key and %u owner slots (leaked?)", b->ref, b->kseen,
+                 b->oseen);
+        if (kind == CNB__TAG_TABLE && b->oseen != 1)
+            FAIL("table block %u is not any stripe's table (leaked)", b->ref);
+        if (kind == CNB__TAG_FREE && b->kseen != 1)
+            FAIL("free block %u is on no free list (leaked)", b->ref);
+    }
+    if (atomic_load(&reg->hdr->glog.len))
+        FAIL("global allocator left mid-write");
+    if (atomic_load(&reg->hdr->feed_head) < 1)
+        FAIL("feed head is 0");
+    return check_nodes(c);
+}
+
+int cnb_registry_check(struct cnb_registry *reg, char *msg, size_t msglen)
+{
+    if (!reg)
+        return CNB_EINVAL;
+    if (msg && msglen)
+        msg[0] = 0;
+    uint32_t locked = 0;
+    int rc = 0, g = 0, nl = 0, fl = 0;
+    for (; locked <= reg->nstripes; locked++)
+        if ((rc = cnb__reg_stripe_lock(reg, locked)) != 0)
+            goto out;
+    if ((rc = cnb__reg_glock(reg)) != 0)
+        goto out;
+    g = 1;
+    if ((rc = cnb__reg_lock_simple(&reg->hdr->nlock, cnb__reg_node_repair, reg)) != 0)
+        goto out;
+    nl = 1;
+    if ((rc = cnb__reg_lock_simple(&reg->hdr->flock, NULL, reg)) != 0)
+        goto out;
+    fl = 1;
+    struct ck c = {reg, msg, msglen, NULL, 0, 0};
+    rc = run(&c);
+    cnb_free(&reg->alloc, c.b);
+out:
+    if (fl)
+        pthread_mutex_unlock(&reg->hdr->flock);
+    if (nl)
+        pthread_mutex_unlock(&reg->hdr->nlock);
+    if (g)
+        cnb__reg_gunlock(reg);
+    while (locked-- > 0)
+        cnb__reg_stripe_unlock(reg, locked);
+    return rc;
+}

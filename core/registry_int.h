@@ -1,0 +1,418 @@
+/* registry_int.h: internals shared by core/registry*.c: the segment layout
+ * (offsets, never pointers), the undo log, locks and the seqlock. Tests:
+ * tests/unit/test_registry*.c.
+ *
+ * Segment layout (all offsets from the start of the file):
+ *   header      immutable part (checksummed) + global lock G with its undo log,
+ *               arena top, file size, node lock N, feed lock F, attach lock A
+ *   stripes     nstripes + 1 stripe headers (the last one holds the meta map):
+ *               robust lock, seqlock, key table, owner table, allocator, undo log
+ *   counts      one uint64 per stripe: live entries (count() sums them)
+ *   attach      attach records
+ *   nodes       interned node names (append-only) and their hash index
+ *   feed        the change-feed ring
+ *   arena       chunks handed to stripes by G; each stripe carves its chunks into
+ *               blocks (entries, tables) and keeps freed blocks in size classes
+ *
+ * Memory is addressed in 16-byte granules by 32-bit refs (ref 0 and 1 are never
+ * blocks), so a segment holds at most 64 GiB. */
+#ifndef CNB_REGISTRY_INT_H
+#define CNB_REGISTRY_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cnb_registry.h"
+
+#define CNB__REG_MAGIC "CNBREG\0\1"
+#define CNB__REG_VERSION 1u
+#define CNB__REG_ENDIAN 0x01020304u
+#define CNB__REG_GSHIFT 4
+#define CNB__REG_GRAN (1u << CNB__REG_GSHIFT)
+#define CNB__REG_LIMIT ((uint64_t)1 << 36) /* 2^32 granules */
+#define CNB__REG_LOG_CAP 96
+#define CNB__REG_NCLASS 168
+#define CNB__REG_MAX_STRIPES 4096
+#define CNB__REG_ATTACH_CAP 256
+#define CNB__REG_MIN_BITS 3
+#define CNB__REG_CHUNK_MIN_G 256u    /* 4 KiB */
+#define CNB__REG_CHUNK_MAX_G 65536u  /* 1 MiB (or what one allocation needs) */
+
+/* Table slots: (tag << 32) | ref; tag = low 32 bits of the hash. */
+#define CNB__SLOT_EMPTY 0u
+#define CNB__SLOT_TOMB 1u
+
+/* Block tags: kind in the top 4 bits, stripe in the rest. */
+#define CNB__TAG_CHUNK 0xC0000000u
+#define CNB__TAG_ENTRY 0xE0000000u
+#define CNB__TAG_TABLE 0x70000000u
+#define CNB__TAG_FREE 0xF0000000u
+#define CNB__TAG_KIND(t) ((t)&0xF0000000u)
+#define CNB__TAG_STRIPE(t) ((t)&0x0FFFFFFFu)
+#define CNB__GLOBAL 0x0FFFFFFFu /* stripe id of a block on G's free lists */
+#define CNB__REG_BIG_G 4096u    /* blocks of 64 KiB or more go back to G */
+
+/* Undo log record types (top byte of `where`). */
+#define CNB__LOG_W64 1u
+#define CNB__LOG_W32 2u
+#define CNB__LOG_FEEDVOID 3u /* old = the slot state to CAS to VOID */
+
+/* Feed slot states: (seq << 16) | (status << 14) | stripe. */
+#define CNB__FEED_PENDING 1u
+#define CNB__FEED_DONE 2u
+#define CNB__FEED_VOID 3u
+#define CNB__FEED_STATE(seq, st, stripe) \
+    (((uint64_t)(seq) << 16) | ((uint64_t)(st) << 14) | (uint64_t)(stripe))
+#define CNB__FEED_SEQ(s) ((s) >> 16)
+#define CNB__FEED_STATUS(s) ((unsigned)(((s) >> 14) & 3u))
+#define CNB__FEED_STRIPE(s) ((uint32_t)((s)&0x3FFFu))
+
+struct cnb__reg_rec {
+    uint64_t where; /* byte offset | type << 56 */
+    uint64_t old;
+};
+
+struct cnb__reg_log {
+    _Atomic uint32_t len;
+    uint32_t pad;
+    struct cnb__reg_rec recs[CNB__REG_LOG_CAP];
+};
+
+struct cnb__reg_stripe {
+    pthread_mutex_t lock;
+    _Atomic uint64_t seq;  /* odd while a writer changes what readers see */
+    _Atomic uint64_t ktab; /* key table: ref << 8 | log2(slots); 0 = none */
+    _Atomic uint64_t otab; /* owner table, same encoding */
+    uint32_t ktomb, otomb; /* tombstones in each table */
+    uint32_t klive, olive; /* chains (distinct keys, owners) in each table */
+    uint32_t bump_cur, bump_end; /* unallocated tail of the current chunk */
+    uint32_t chunk_g;      /* size of the next chunk to ask for */
+    uint32_t big_freed;    /* big blocks freed since the last donation to G */
+    uint64_t feed_pending; /* state of a feed slot to publish after commit */
+    uint32_t heads[CNB__REG_NCLASS]; /* free lists by size class */
+    struct cnb__reg_log log;
+} __attribute__((aligned(64)));
+
+struct cnb__reg_node {
+    uint32_t len;
+    uint32_t hash;
+    char name[256];
+};
+
+#define CNB__ATT_FREE 0u
+#define CNB__ATT_LIVE 1u
+#define CNB__ATT_DEAD 2u /* process gone; its entries are being removed */
+
+struct cnb__reg_attach {
+    _Atomic uint32_t state;
+    int32_t pid;
+    uint64_t start;    /* /proc/<pid>/stat starttime */
+    uint32_t node;     /* interned owner node, 0 = none */
+    uint32_t creation;
+    uint64_t when_ns;
+};
+
+struct cnb__reg_feed_slot {
+    _Atomic uint64_t state;
+    uint32_t event, flags;
+    uint32_t klen, vlen;
+    uint32_t node, num, serial, creation;
+    uint64_t khash;
+    unsigned char data[]; /* key then value */
+};
+#define CNB__FEED_HDR 48u
+
+struct cnb__reg_hdr {
+    /* immutable, covered by checksum */
+    char magic[8];
+    uint32_t version;
+    uint32_t hdr_size;
+    uint32_t endian;
+    uint32_t mutex_size;
+    uint32_t stripe_size;
+    uint32_t page_size;
+    uint32_t kind;
+    uint32_t nstripes;
+    uint32_t sbits;
+    uint32_t node_cap;
+    uint32_t feed_slots;
+    uint32_t feed_slot_size;
+    uint32_t attach_cap;
+    uint32_t max_key;
+    uint32_t max_value;
+    uint32_t pad0;
+    uint64_t max_size;
+    uint64_t stripes_off, counts_off, attach_off, nodes_off, nodeidx_off, feed_off,
+        arena_off;
+    uint64_t created_ns;
+    uint64_t checksum;
+    /* mutable */
+    pthread_mutex_t glock __attribute__((aligned(64)));
+    struct cnb__reg_log glog;
+    _Atomic uint64_t top;       /* arena: bytes handed out end here */
+    _Atomic uint64_t file_size; /* bytes every attacher may map */
+    _Atomic uint64_t generation;
+    uint32_t gheads[CNB__REG_NCLASS]; /* big free blocks any stripe may adopt */
+    pthread_mutex_t nlock __attribute__((aligned(64)));
+    _Atomic uint32_t ncount; /* node names interned, index 0 is "no node" */
+    pthread_mutex_t flock __attribute__((aligned(64)));
+    _Atomic uint64_t feed_head; /* next sequence number; starts at 1 */
+    pthread_mutex_t alock __attribute__((aligned(64)));
+};
+
+struct cnb_registry {
+    cnb_allocator_t alloc;
+    int fd;
+    char *base;
+    uint64_t reserve;
+    _Atomic uint64_t mapped;
+    pthread_mutex_t map_lock;
+    struct cnb__reg_hdr *hdr;
+    struct cnb__reg_stripe *stripes;
+    _Atomic uint64_t *counts;
+    struct cnb__reg_attach *attach;
+    struct cnb__reg_node *nodes;
+    _Atomic uint32_t *nodeidx;
+    char *feed;
+    uint32_t nstripes, sbits, kind, max_key, max_value;
+    uint32_t node_cap, feed_slots, feed_slot_size;
+    int attach_slot;
+    uint32_t owner_node;
+    uint32_t owner_creation;
+};
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+#define CNB__AT(reg, off) ((void *)((reg)->base + (off)))
+#define CNB__OFF(reg, p) ((uint64_t)((const char *)(p) - (reg)->base))
+#define CNB__REF_OFF(ref) ((uint64_t)(ref) << CNB__REG_GSHIFT)
+
+struct cnb__reg_block {
+    uint32_t size_g;
+    uint32_t tag;
+};
+
+/* An entry. Each table slot holds the head of a chain: [0] links the entries of
+ * one key (several only in duplicate registries), [1] those of one owner. */
+struct cnb__reg_entry {
+    uint64_t hash;
+    uint32_t klen, vlen;
+    uint32_t node, num, serial, creation;
+    uint32_t next[2], prev[2];
+    unsigned char data[];
+};
+#define CNB__ENTRY_HDR 48u
+
+static inline struct cnb__reg_block *cnb__reg_block(struct cnb_registry *reg, uint32_t ref)
+{
+    return (struct cnb__reg_block *)CNB__AT(reg, CNB__REF_OFF(ref));
+}
+
+static inline void *cnb__reg_data(struct cnb_registry *reg, uint32_t ref)
+{
+    return reg->base + CNB__REF_OFF(ref) + 8;
+}
+
+static inline uint64_t cnb__reg_mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint32_t cnb__reg_stripe_of(const struct cnb_registry *reg, uint64_t h)
+{
+    return reg->sbits ? (uint32_t)(h >> (64 - reg->sbits)) : 0;
+}
+
+/* Home slot of hash h in a table of 2^bits slots: the bits just below the
+ * stripe bits, so that home order is hash order (scans rely on it). */
+static inline uint64_t cnb__reg_home(const struct cnb_registry *reg, uint64_t h,
+                                     unsigned bits)
+{
+    return (h << reg->sbits) >> (64 - bits);
+}
+
+/* Owner-table home: the top bits of the owner hash. */
+static inline uint64_t cnb__reg_ohome(uint64_t oh, unsigned bits)
+{
+    return oh >> (64 - bits);
+}
+
+static inline uint64_t cnb__reg_owner_hash(uint32_t node, uint32_t num, uint32_t serial,
+                                           uint32_t creation)
+{
+    uint64_t a = ((uint64_t)node << 32) | num;
+    uint64_t b = ((uint64_t)serial << 32) | creation;
+    return cnb__reg_mix(a * 0x9E3779B97F4A7C15ULL ^ cnb__reg_mix(b + 0x632BE59BD9B4E019ULL));
+}
+
+static inline uint32_t cnb__reg_gran(uint64_t bytes)
+{
+    return (uint32_t)((bytes + CNB__REG_GRAN - 1) >> CNB__REG_GSHIFT);
+}
+
+static inline int cnb__reg_in_map(struct cnb_registry *reg, uint64_t off, uint64_t len)
+{
+    uint64_t m = atomic_load_explicit(&reg->mapped, memory_order_acquire);
+    return off <= m && len <= m - off;
+}
+
+/* Writes text into msg (snprintf-style); returns CNB_ECORRUPT. */
+int cnb__reg_fail(char *msg, size_t msglen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- registry.c: mapping ---------------------------------------------------- */
+
+/* Maps the file up to its current size in the header. Returns 0, CNB_ESYS. */
+int cnb__reg_remap(struct cnb_registry *reg);
+/* Grows the file to at least `need` bytes (G held). Returns 0, CNB_ENOMEM, CNB_ESYS. */
+int cnb__reg_grow(struct cnb_registry *reg, uint64_t need);
+uint64_t cnb__reg_now_ns(void);
+
+/* ---- registry_tx.c: locks, undo log, seqlock, repair ------------------------ */
+
+/* Lock a stripe (repairing what a dead holder left). Returns 0 or CNB_ECORRUPT. */
+int cnb__reg_stripe_lock(struct cnb_registry *reg, uint32_t si);
+void cnb__reg_stripe_unlock(struct cnb_registry *reg, uint32_t si);
+/* If the stripe's lock is free or owned by a dead thread, repair it. Never blocks. */
+void cnb__reg_stripe_try_repair(struct cnb_registry *reg, uint32_t si);
+int cnb__reg_glock(struct cnb_registry *reg);
+void cnb__reg_gunlock(struct cnb_registry *reg);
+/* Lock a plain robust mutex whose data needs no repair beyond `repair` (may be
+ * NULL). Returns 0 or CNB_ECORRUPT. */
+int cnb__reg_lock_simple(pthread_mutex_t *m, void (*repair)(struct cnb_registry *),
+                         struct cnb_registry *reg);
+
+void cnb__reg_log_w64(struct cnb_registry *reg, struct cnb__reg_log *log, void *p,
+                      uint64_t v);
+void cnb__reg_log_w32(struct cnb_registry *reg, struct cnb__reg_log *log, void *p,
+                      uint32_t v);
+void cnb__reg_log_feedvoid(struct cnb_registry *reg, struct cnb__reg_log *log,
+                           uint64_t slot_off, uint64_t state);
+void cnb__reg_log_commit(struct cnb__reg_log *log);
+void cnb__reg_log_rollback(struct cnb_registry *reg, struct cnb__reg_log *log);
+
+void cnb__reg_seq_begin(struct cnb__reg_stripe *st);
+void cnb__reg_seq_end(struct cnb__reg_stripe *st);
+
+/* ---- registry_alloc.c: the arena -------------------------------------------- */
+
+unsigned cnb__reg_class_ceil(uint32_t g);
+unsigned cnb__reg_class_floor(uint32_t g);
+uint64_t cnb__reg_class_size(unsigned c);
+/* Make sure the stripe can allocate `need_g` granules from its bump region
+ * (called with the stripe's undo log empty). Returns 0, CNB_ENOMEM, CNB_ESYS. */
+int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g);
+/* Make sure the n allocations of bytes[i] data bytes can be made, from free
+ * lists or the bump region (log empty). Returns as cnb__reg_reserve. */
+int cnb__reg_reserve_for(struct cnb_registry *reg, uint32_t si, const uint64_t *bytes,
+                         int n);
+/* Granules one allocation of `bytes` consumes at worst. */
+uint64_t cnb__reg_alloc_cost(uint64_t bytes);
+/* Allocate a block with `bytes` of data (reserved beforehand). Returns its ref. */
+uint32_t cnb__reg_alloc(struct cnb_registry *reg, uint32_t si, uint64_t bytes,
+                        uint32_t kind);
+void cnb__reg_free(struct cnb_registry *reg, uint32_t si, uint32_t ref);
+/* After commit (log empty): hand big free blocks of stripe si to G's lists. */
+void cnb__reg_donate(struct cnb_registry *reg, uint32_t si);
+
+/* ---- registry_table.c: open-addressing tables of chains ---------------------- */
+
+static inline uint32_t cnb__tab_ref(uint64_t t) { return (uint32_t)(t >> 8); }
+static inline unsigned cnb__tab_bits(uint64_t t) { return (unsigned)(t & 0xFF); }
+
+/* What a chain is looked up by: a key (which 0) or an owner (which 1). */
+struct cnb__reg_probe {
+    int which;
+    uint64_t h; /* key hash, or owner hash */
+    const void *key;
+    uint32_t klen;
+    uint32_t node, num, serial, creation;
+};
+
+void cnb__reg_probe_key(struct cnb__reg_probe *p, uint64_t h, const void *key,
+                        uint32_t klen);
+void cnb__reg_probe_owner(struct cnb__reg_probe *p, uint32_t node, uint32_t num,
+                          uint32_t serial, uint32_t creation);
+void cnb__reg_probe_entry(struct cnb__reg_probe *p, int which,
+                          const struct cnb__reg_entry *e);
+/* Does e belong to the chain p looks for? (e's lengths must be in bounds.) */
+int cnb__reg_probe_match(const struct cnb__reg_probe *p, const struct cnb__reg_entry *e);
+/* Home slot of p in a table of 2^bits slots. */
+uint64_t cnb__reg_probe_home(struct cnb_registry *reg, const struct cnb__reg_probe *p,
+                             unsigned bits);
+uint64_t cnb__reg_entry_ohash(const struct cnb__reg_entry *e);
+
+/* Head of p's chain in stripe si (locked), or 0. */
+uint32_t cnb__reg_chain_head(struct cnb_registry *reg, uint32_t si,
+                             const struct cnb__reg_probe *p);
+/* Bits of the table to build before adding a chain, 0 if none is needed. */
+unsigned cnb__reg_rehash_bits(uint64_t tab, uint64_t live, uint64_t used);
+/* Build a new table of 2^bits slots holding the chains of `old` (pre-phase:
+ * only new memory is written). Returns the new table word. */
+uint64_t cnb__reg_table_build(struct cnb_registry *reg, uint32_t si, uint64_t old,
+                              unsigned bits, int which);
+/* Seqlock odd, logged: link the new entry ref into its chain of table `which`
+ * (adding a slot if the chain is new); unlink ref; put new_ref in old_ref's place
+ * (new_ref is fresh memory). */
+void cnb__reg_chain_link(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref);
+void cnb__reg_chain_unlink(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref);
+void cnb__reg_chain_replace(struct cnb_registry *reg, uint32_t si, int which,
+                            uint32_t old_ref, uint32_t new_ref);
+
+/* ---- registry_node.c -------------------------------------------------------- */
+
+/* Interned index of a node name (>= 1), interning it if needed. Returns the
+ * index, CNB_EINVAL, CNB_ETOOBIG (table full) or CNB_ECORRUPT. */
+int cnb__reg_node_intern(struct cnb_registry *reg, const char *name);
+/* Index of a node name without interning: >= 1, or 0 if unknown. Lock-free. */
+uint32_t cnb__reg_node_find(struct cnb_registry *reg, const char *name);
+void cnb__reg_node_repair(struct cnb_registry *reg);
+/* Copy node idx's name into dst[256] (empty for 0 or out of range). */
+void cnb__reg_node_name(struct cnb_registry *reg, uint32_t idx, char *dst);
+
+/* ---- registry_feed.c -------------------------------------------------------- */
+
+/* Write an event into the ring (stripe si locked, before commit): claims a
+ * sequence number under F, logs its voiding, sets feed_pending. */
+void cnb__reg_feed_append(struct cnb_registry *reg, uint32_t si, int event,
+                          const struct cnb__reg_entry *e);
+/* After commit: publish the pending event of stripe si. */
+void cnb__reg_feed_publish(struct cnb_registry *reg, uint32_t si);
+
+/* ---- registry_read.c -------------------------------------------------------- */
+
+int cnb__reg_res_reset(cnb_registry_result_t *res);
+/* Append an item copied from entry e (key and value bytes copied). */
+int cnb__reg_res_add(struct cnb_registry *reg, cnb_registry_result_t *res,
+                     const struct cnb__reg_entry *e);
+/* Point items' key/value at buf (after the buffer stopped moving). */
+void cnb__reg_res_fix(cnb_registry_result_t *res);
+int cnb__reg_res_push(cnb_registry_result_t *res, const void *key, size_t klen,
+                      const void *val, size_t vlen, cnb_registry_item_t **item);
+
+/* ---- registry_write.c ------------------------------------------------------- */
+
+/* Remove one entry (stripe locked): its own transaction and feed event. */
+void cnb__reg_remove_entry(struct cnb_registry *reg, uint32_t si, uint32_t ref,
+                           int feed);
+ssize_t cnb__reg_remove_node_idx(struct cnb_registry *reg, uint32_t node,
+                                 uint32_t creation);
+/* Size stripe si's tables for `entries` (at creation). */
+int cnb__reg_presize(struct cnb_registry *reg, uint32_t si, uint64_t entries);
+
+/* ---- registry_attach.c ------------------------------------------------------ */
+
+int cnb__reg_attach(struct cnb_registry *reg);
+void cnb__reg_detach(struct cnb_registry *reg);
+/* Repair every lock whose holder died (trylock only, never blocks). */
+void cnb__reg_sweep_locks(struct cnb_registry *reg);
+uint64_t cnb__reg_proc_start(int pid);
+
+#endif /* CNB_REGISTRY_INT_H */

@@ -1,0 +1,109 @@
+/* registry_node.c: owner node names interned once in the segment, so that an
+ * entry holds a 32-bit index. The table is append-only (a name is written, then
+ * the count is published, then the hash index slot), so readers need no lock and
+ * a crash leaves at most one unindexed name, which N's next holder indexes.
+ * Tests: tests/unit/test_registry.c. */
+#include "registry_int.h"
+
+static uint32_t name_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static uint32_t find(struct cnb_registry *reg, const char *name, size_t n, uint32_t h)
+{
+    uint32_t mask = reg->node_cap * 2 - 1;
+    uint32_t count = atomic_load_explicit(&reg->hdr->ncount, memory_order_acquire);
+    uint32_t i = h & mask;
+    for (uint32_t k = 0; k <= mask; k++, i = (i + 1) & mask) {
+        uint32_t v = atomic_load_explicit(&reg->nodeidx[i], memory_order_acquire);
+        if (v == 0)
+            return 0;
+        if (v < count && reg->nodes[v].hash == h && reg->nodes[v].len == n &&
+            memcmp(reg->nodes[v].name, name, n) == 0)
+            return v;
+    }
+    return 0;
+}
+
+static void index_insert(struct cnb_registry *reg, uint32_t idx)
+{
+    uint32_t mask = reg->node_cap * 2 - 1;
+    uint32_t i = reg->nodes[idx].hash & mask;
+    while (atomic_load_explicit(&reg->nodeidx[i], memory_order_relaxed) != 0)
+        i = (i + 1) & mask;
+    atomic_store_explicit(&reg->nodeidx[i], idx, memory_order_release);
+}
+
+uint32_t cnb__reg_node_find(struct cnb_registry *reg, const char *name)
+{
+    size_t n = strnlen(name, 256);
+    if (n == 0 || n > 255)
+        return 0;
+    return find(reg, name, n, name_hash(name, n));
+}
+
+void cnb__reg_node_repair(struct cnb_registry *reg)
+{
+    uint32_t count = atomic_load_explicit(&reg->hdr->ncount, memory_order_acquire);
+    if (count > reg->node_cap)
+        return; /* cnb_registry_check reports it */
+    for (uint32_t idx = 1; idx < count; idx++) {
+        struct cnb__reg_node *nd = &reg->nodes[idx];
+        if (nd->len == 0 || nd->len > 255)
+            continue;
+        if (find(reg, nd->name, nd->len, nd->hash) != idx)
+            index_insert(reg, idx);
+    }
+}
+
+int cnb__reg_node_intern(struct cnb_registry *reg, const char *name)
+{
+    size_t n = strnlen(name, 256);
+    if (n == 0 || n > 255)
+        return CNB_EINVAL;
+    uint32_t h = name_hash(name, n);
+    uint32_t idx = find(reg, name, n, h);
+    if (idx)
+        return (int)idx;
+    int rc = cnb__reg_lock_simple(&reg->hdr->nlock, cnb__reg_node_repair, reg);
+    if (rc)
+        return rc;
+    idx = find(reg, name, n, h);
+    if (!idx) {
+        uint32_t count = atomic_load_explicit(&reg->hdr->ncount, memory_order_relaxed);
+        if (count >= reg->node_cap) {
+            rc = CNB_ETOOBIG;
+        } else {
+            struct cnb__reg_node *nd = &reg->nodes[count];
+            memset(nd->name, 0, sizeof nd->name);
+            memcpy(nd->name, name, n);
+            nd->len = (uint32_t)n;
+            nd->hash = h;
+            atomic_store_explicit(&reg->hdr->ncount, count + 1, memory_order_release);
+            index_insert(reg, count);
+            idx = count;
+        }
+    }
+    pthread_mutex_unlock(&reg->hdr->nlock);
+    return rc ? rc : (int)idx;
+}
+
+void cnb__reg_node_name(struct cnb_registry *reg, uint32_t idx, char *dst)
+{
+    if (idx == 0 || idx >= reg->node_cap) {
+        dst[0] = 0;
+        return;
+    }
+    const struct cnb__reg_node *nd = &reg->nodes[idx];
+    uint32_t len = nd->len;
+    if (len > 255)
+        len = 255;
+    memcpy(dst, nd->name, len);
+    dst[len] = 0;
+}

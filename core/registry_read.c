@@ -1,0 +1,473 @@
+/* registry_read.c: lock-free readers (lookup, values, keys, meta_get, count,
+ * scan) and the result buffers they fill. A reader reads a stripe between two
+ * loads of its sequence number and copies what it returns; a changed number
+ * means start again. Everything read is bounds-checked first, since a reader may
+ * look at memory a writer is reusing. Tests: tests/unit/test_registry*.c. */
+#include <sched.h>
+
+#include "registry_int.h"
+#include "cnb_term.h"
+
+#define RETRY (-100000)  /* a read function saw something out of the mapping */
+#define SPIN_REPAIR 2048 /* odd sequence spins before checking for a dead writer */
+#define MAX_ATTEMPTS 64  /* torn reads before falling back to the stripe lock */
+#define NOPTR SIZE_MAX
+
+/* ---- result buffers ------------------------------------------------------- */
+
+void cnb_registry_result_init(cnb_registry_result_t *res, const cnb_allocator_t *alloc)
+{
+    memset(res, 0, sizeof *res);
+    res->alloc = alloc;
+}
+
+void cnb_registry_result_free(cnb_registry_result_t *res)
+{
+    if (!res)
+        return;
+    cnb_free(res->alloc, res->items);
+    cnb_free(res->alloc, res->buf);
+    res->items = NULL;
+    res->buf = NULL;
+    res->n = res->cap = res->buf_len = res->buf_cap = 0;
+}
+
+int cnb__reg_res_reset(cnb_registry_result_t *res)
+{
+    res->n = 0;
+    res->buf_len = 0;
+    return 0;
+}
+
+int cnb__reg_res_push(cnb_registry_result_t *res, const void *key, size_t klen,
+                      const void *val, size_t vlen, cnb_registry_item_t **item)
+{
+    if (res->n == res->cap) {
+        size_t cap = res->cap ? res->cap * 2 : 4;
+        void *p = cnb_realloc(res->alloc, res->items, cap * sizeof *res->items);
+        if (!p)
+            return CNB_ENOMEM;
+        res->items = p;
+        res->cap = cap;
+    }
+    size_t need = res->buf_len + klen + vlen;
+    if (need > res->buf_cap) {
+        size_t cap = res->buf_cap ? res->buf_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        void *p = cnb_realloc(res->alloc, res->buf, cap);
+        if (!p)
+            return CNB_ENOMEM;
+        res->buf = p;
+        res->buf_cap = cap;
+    }
+    cnb_registry_item_t *it = &res->items[res->n++];
+    it->owner.node[0] = 0;
+    it->owner.num = it->owner.serial = it->owner.creation = 0;
+    it->seq = 0;
+    it->event = 0;
+    it->flags = 0;
+    it->hash = 0;
+    /* Offsets until cnb__reg_res_fix, since buf may still move. */
+    it->key = (const unsigned char *)(uintptr_t)(key ? res->buf_len : NOPTR);
+    it->key_len = klen;
+    if (klen)
+        memcpy(res->buf + res->buf_len, key, klen);
+    res->buf_len += klen;
+    it->value = (const unsigned char *)(uintptr_t)(val ? res->buf_len : NOPTR);
+    it->value_len = vlen;
+    if (vlen)
+        memcpy(res->buf + res->buf_len, val, vlen);
+    res->buf_len += vlen;
+    *item = it;
+    return 0;
+}
+
+void cnb__reg_res_fix(cnb_registry_result_t *res)
+{
+    static const unsigned char empty[1];
+    for (size_t i = 0; i < res->n; i++) {
+        cnb_registry_item_t *it = &res->items[i];
+        uintptr_t k = (uintptr_t)it->key, v = (uintptr_t)it->value;
+        it->key = k == NOPTR ? NULL : (res->buf ? res->buf + k : empty);
+        it->value = v == NOPTR ? NULL : (res->buf ? res->buf + v : empty);
+    }
+}
+
+/* Copy entry e (whose lengths the caller checked) into res. */
+int cnb__reg_res_add(struct cnb_registry *reg, cnb_registry_result_t *res,
+                     const struct cnb__reg_entry *e)
+{
+    uint32_t klen = e->klen, vlen = e->vlen;
+    cnb_registry_item_t *it;
+    int rc = cnb__reg_res_push(res, e->data, klen, e->data + klen, vlen, &it);
+    if (rc)
+        return rc;
+    it->hash = e->hash;
+    it->owner.num = e->num;
+    it->owner.serial = e->serial;
+    it->owner.creation = e->creation;
+    cnb__reg_node_name(reg, e->node, it->owner.node);
+    return 0;
+}
+
+/* ---- the seqlock read loop --------------------------------------------------- */
+
+typedef int (*read_fn)(struct cnb_registry *reg, uint32_t si, void *arg,
+                       cnb_registry_result_t *res);
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+/* Runs fn on a consistent snapshot of stripe si, appending to res. Returns fn's
+ * result (>= 0 items, or a negative code). */
+static int stripe_read(struct cnb_registry *reg, uint32_t si, read_fn fn, void *arg,
+                       cnb_registry_result_t *res)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    size_t n0 = res->n, b0 = res->buf_len;
+    unsigned spins = 0;
+    for (int attempt = 0;; attempt++) {
+        res->n = n0;
+        res->buf_len = b0;
+        if (attempt >= MAX_ATTEMPTS) {
+            int rc = cnb__reg_stripe_lock(reg, si);
+            if (rc)
+                return rc;
+            rc = fn(reg, si, arg, res);
+            cnb__reg_stripe_unlock(reg, si);
+            return rc == RETRY ? CNB_ECORRUPT : rc;
+        }
+        uint64_t s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+        if (s1 & 1) {
+            attempt--;
+            if (++spins % SPIN_REPAIR == 0) {
+                cnb__reg_stripe_try_repair(reg, si);
+                sched_yield();
+            } else {
+                cpu_relax();
+            }
+            continue;
+        }
+        int rc = fn(reg, si, arg, res);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&st->seq, memory_order_relaxed) != s1)
+            continue;
+        if (rc == RETRY) {
+            uint64_t before = atomic_load_explicit(&reg->mapped, memory_order_acquire);
+            (void)cnb__reg_remap(reg);
+            if (atomic_load_explicit(&reg->mapped, memory_order_acquire) == before)
+                return CNB_ECORRUPT;
+            continue;
+        }
+        return rc;
+    }
+}
+
+/* ---- key lookups ------------------------------------------------------------ */
+
+/* Copies the chain `which` starting at head into res (owner-filtered when p is
+ * an owner probe and which is 0). Returns items added, RETRY or a code. */
+static int add_chain(struct cnb_registry *reg, uint32_t head, int which,
+                     const struct cnb__reg_probe *filter, cnb_registry_result_t *res)
+{
+    uint64_t guard = atomic_load_explicit(&reg->mapped, memory_order_relaxed) >> 6;
+    int n = 0;
+    for (uint32_t r = head; r; guard--) {
+        uint64_t eoff = CNB__REF_OFF(r) + 8;
+        if (guard == 0 || !cnb__reg_in_map(reg, eoff, CNB__ENTRY_HDR))
+            return RETRY;
+        const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
+        uint32_t klen = e->klen, vlen = e->vlen;
+        if (klen > reg->max_key || vlen > reg->max_value ||
+            !cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, (uint64_t)klen + vlen))
+            return RETRY;
+        if (!filter || cnb__reg_probe_match(filter, e)) {
+            int rc = cnb__reg_res_add(reg, res, e);
+            if (rc)
+                return rc;
+            n++;
+        }
+        r = e->next[which];
+    }
+    return n;
+}
+
+/* Finds p's chain head in stripe si's table (lock-free). Returns the head ref,
+ * 0 if absent, or RETRY. */
+static int64_t find_head(struct cnb_registry *reg, uint32_t si,
+                         const struct cnb__reg_probe *p)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    uint64_t t = atomic_load_explicit(p->which ? &st->otab : &st->ktab, memory_order_relaxed);
+    uint32_t ref = cnb__tab_ref(t);
+    unsigned bits = cnb__tab_bits(t);
+    if (!ref)
+        return 0;
+    if (bits > 32 || !cnb__reg_in_map(reg, CNB__REF_OFF(ref) + 8, (uint64_t)8 << bits))
+        return RETRY;
+    const uint64_t *slots = cnb__reg_data(reg, ref);
+    uint64_t mask = ((uint64_t)1 << bits) - 1;
+    uint64_t j = cnb__reg_probe_home(reg, p, bits);
+    uint32_t tag = (uint32_t)p->h;
+    for (uint64_t k = 0; k <= mask; k++, j = (j + 1) & mask) {
+        uint64_t v = __atomic_load_n(&slots[j], __ATOMIC_RELAXED);
+        if (v == CNB__SLOT_EMPTY)
+            return 0;
+        if ((uint32_t)(v >> 32) != tag || (uint32_t)v <= CNB__SLOT_TOMB)
+            continue;
+        uint64_t eoff = CNB__REF_OFF((uint32_t)v) + 8;
+        if (!cnb__reg_in_map(reg, eoff, CNB__ENTRY_HDR))
+            return RETRY;
+        const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
+        if (!p->which) {
+            uint32_t klen = e->klen;
+            if (e->hash != p->h || klen != p->klen)
+                continue;
+            if (!cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, klen))
+                return RETRY;
+        }
+        if (cnb__reg_probe_match(p, e))
+            return (uint32_t)v;
+    }
+    return 0;
+}
+
+struct key_arg {
+    struct cnb__reg_probe key;
+    int by_owner;
+    struct cnb__reg_probe owner;
+};
+
+static int key_fn(struct cnb_registry *reg, uint32_t si, void *argp,
+                  cnb_registry_result_t *res)
+{
+    struct key_arg *a = argp;
+    int64_t head = find_head(reg, si, &a->key);
+    if (head <= 0)
+        return (int)head;
+    return add_chain(reg, (uint32_t)head, 0, a->by_owner ? &a->owner : NULL, res);
+}
+
+static ssize_t key_read(struct cnb_registry *reg, uint32_t si, struct key_arg *a,
+                        cnb_registry_result_t *res)
+{
+    cnb__reg_res_reset(res);
+    int rc = stripe_read(reg, si, key_fn, a, res);
+    if (rc < 0) {
+        res->n = 0;
+        return rc;
+    }
+    cnb__reg_res_fix(res);
+    return (ssize_t)res->n;
+}
+
+static uint64_t key_hash(const void *key, size_t klen)
+{
+    return cnb__reg_mix(cnb_term_hash(key, klen));
+}
+
+ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t key_len,
+                            cnb_registry_result_t *res)
+{
+    if (!reg || !res || (!key && key_len))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key)
+        return CNB_ETOOBIG;
+    struct key_arg a;
+    memset(&a, 0, sizeof a);
+    cnb__reg_probe_key(&a.key, key_hash(key, key_len), key, (uint32_t)key_len);
+    return key_read(reg, cnb__reg_stripe_of(reg, a.key.h), &a, res);
+}
+
+ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t key_len,
+                            const cnb_pid_t *owner, cnb_registry_result_t *res)
+{
+    if (!reg || !res || !owner || (!key && key_len))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key)
+        return CNB_ETOOBIG;
+    cnb__reg_res_reset(res);
+    uint32_t node = cnb__reg_node_find(reg, owner->node);
+    if (!node)
+        return 0;
+    struct key_arg a;
+    memset(&a, 0, sizeof a);
+    cnb__reg_probe_key(&a.key, key_hash(key, key_len), key, (uint32_t)key_len);
+    a.by_owner = 1;
+    cnb__reg_probe_owner(&a.owner, node, owner->num, owner->serial, owner->creation);
+    return key_read(reg, cnb__reg_stripe_of(reg, a.key.h), &a, res);
+}
+
+ssize_t cnb_registry_meta_get(struct cnb_registry *reg, const void *key, size_t key_len,
+                              cnb_registry_result_t *res)
+{
+    if (!reg || !res || (!key && key_len))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key)
+        return CNB_ETOOBIG;
+    struct key_arg a;
+    memset(&a, 0, sizeof a);
+    cnb__reg_probe_key(&a.key, key_hash(key, key_len), key, (uint32_t)key_len);
+    ssize_t n = key_read(reg, reg->nstripes, &a, res);
+    return n == 0 ? CNB_ENOENT : n;
+}
+
+/* ---- keys of an owner ------------------------------------------------------- */
+
+static int owner_fn(struct cnb_registry *reg, uint32_t si, void *argp,
+                    cnb_registry_result_t *res)
+{
+    const struct cnb__reg_probe *p = argp;
+    int64_t head = find_head(reg, si, p);
+    if (head <= 0)
+        return (int)head;
+    return add_chain(reg, (uint32_t)head, 1, NULL, res);
+}
+
+ssize_t cnb_registry_keys(struct cnb_registry *reg, const cnb_pid_t *owner,
+                          cnb_registry_result_t *res)
+{
+    if (!reg || !res || !owner)
+        return CNB_EINVAL;
+    cnb__reg_res_reset(res);
+    uint32_t node = cnb__reg_node_find(reg, owner->node);
+    if (!node)
+        return 0;
+    struct cnb__reg_probe a;
+    cnb__reg_probe_owner(&a, node, owner->num, owner->serial, owner->creation);
+    for (uint32_t si = 0; si < reg->nstripes; si++) {
+        int rc = stripe_read(reg, si, owner_fn, &a, res);
+        if (rc < 0) {
+            res->n = 0;
+            return rc;
+        }
+    }
+    cnb__reg_res_fix(res);
+    return (ssize_t)res->n;
+}
+
+uint64_t cnb_registry_count(struct cnb_registry *reg)
+{
+    uint64_t n = 0;
+    for (uint32_t si = 0; si < reg->nstripes; si++)
+        n += atomic_load_explicit(&reg->counts[si], memory_order_relaxed);
+    return n;
+}
+
+/* ---- scan ------------------------------------------------------------------- */
+
+struct scan_arg {
+    uint64_t pos;     /* in: first hash to deliver */
+    uint64_t budget;  /* in: home positions to visit */
+    uint64_t end;     /* out: first hash not covered (when !stripe_end) */
+    uint64_t visited; /* out */
+    int stripe_end;   /* out: the rest of the stripe was covered */
+};
+
+static uint64_t stripe_base(const struct cnb_registry *reg, uint32_t si)
+{
+    return reg->sbits ? (uint64_t)si << (64 - reg->sbits) : 0;
+}
+
+static int scan_fn(struct cnb_registry *reg, uint32_t si, void *argp,
+                   cnb_registry_result_t *res)
+{
+    struct scan_arg *a = argp;
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    uint64_t t = atomic_load_explicit(&st->ktab, memory_order_relaxed);
+    uint32_t ref = cnb__tab_ref(t);
+    unsigned bits = cnb__tab_bits(t);
+    a->visited = 1;
+    a->stripe_end = 1;
+    if (!ref)
+        return 0;
+    if (bits > 32 || bits + reg->sbits > 64 ||
+        !cnb__reg_in_map(reg, CNB__REF_OFF(ref) + 8, (uint64_t)8 << bits))
+        return RETRY;
+    const uint64_t *slots = cnb__reg_data(reg, ref);
+    uint64_t size = (uint64_t)1 << bits, mask = size - 1;
+    uint64_t first = cnb__reg_home(reg, a->pos, bits);
+    uint64_t nh = size - first;
+    if (nh > a->budget)
+        nh = a->budget;
+    uint64_t last = first + nh; /* homes [first, last) */
+    a->visited = nh;
+    a->stripe_end = last == size;
+    a->end = a->stripe_end ? 0 : stripe_base(reg, si) | (last << (64 - reg->sbits - bits));
+    int n = 0;
+    for (uint64_t k = 0; k < size; k++) {
+        uint64_t v = __atomic_load_n(&slots[(first + k) & mask], __ATOMIC_RELAXED);
+        if (v == CNB__SLOT_EMPTY) {
+            if (k + 1 >= nh)
+                break; /* no entry with a home in range lies beyond */
+            continue;
+        }
+        if ((uint32_t)v <= CNB__SLOT_TOMB)
+            continue;
+        uint64_t eoff = CNB__REF_OFF((uint32_t)v) + 8;
+        if (!cnb__reg_in_map(reg, eoff, CNB__ENTRY_HDR))
+            return RETRY;
+        const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
+        uint64_t h = e->hash;
+        if (h < a->pos || cnb__reg_stripe_of(reg, h) != si ||
+            (!a->stripe_end && h >= a->end))
+            continue;
+        int rc = add_chain(reg, (uint32_t)v, 0, NULL, res);
+        if (rc < 0)
+            return rc;
+        n += rc;
+    }
+    return n;
+}
+
+ssize_t cnb_registry_scan(struct cnb_registry *reg, cnb_registry_cursor_t *cur,
+                          size_t budget, cnb_registry_scan_pred pred, void *ctx,
+                          cnb_registry_result_t *res)
+{
+    if (!reg || !cur || !res)
+        return CNB_EINVAL;
+    cnb__reg_res_reset(res);
+    if (budget == 0)
+        budget = 256;
+    cnb_registry_cursor_t c = *cur;
+    uint64_t visited = 0;
+    while (!c.done && visited < budget) {
+        uint32_t si = cnb__reg_stripe_of(reg, c.pos);
+        struct scan_arg a = {.pos = c.pos, .budget = budget - visited};
+        int rc = stripe_read(reg, si, scan_fn, &a, res);
+        if (rc < 0) {
+            res->n = 0;
+            return rc;
+        }
+        visited += a.visited;
+        if (!a.stripe_end)
+            c.pos = a.end;
+        else if (si + 1 >= reg->nstripes)
+            c.done = 1;
+        else
+            c.pos = stripe_base(reg, si + 1);
+    }
+    cnb__reg_res_fix(res);
+    if (pred) {
+        size_t k = 0;
+        for (size_t i = 0; i < res->n; i++) {
+            int keep = pred(ctx, &res->items[i]);
+            if (keep < 0) {
+                res->n = 0;
+                return keep;
+            }
+            if (keep)
+                res->items[k++] = res->items[i];
+        }
+        res->n = k;
+    }
+    *cur = c;
+    return (ssize_t)res->n;
+}

@@ -1,0 +1,246 @@
+/* registry_table.c: a stripe's two open-addressing tables (linear probing, 64-bit
+ * slots of hash tag and entry ref, tombstones on removal). A slot holds the head
+ * of a doubly linked chain: in the key table the entries of one key, in the
+ * owner table those of one owner, so a key with many entries or an owner with
+ * many keys costs one slot, not a long probe run. A key's home slot is taken
+ * from the top hash bits, so table order is hash order and survives doubling:
+ * scans rely on that. Tests: tests/unit/test_registry*.c. */
+#include "registry_int.h"
+
+void cnb__reg_probe_key(struct cnb__reg_probe *p, uint64_t h, const void *key,
+                        uint32_t klen)
+{
+    memset(p, 0, sizeof *p);
+    p->which = 0;
+    p->h = h;
+    p->key = key;
+    p->klen = klen;
+}
+
+void cnb__reg_probe_owner(struct cnb__reg_probe *p, uint32_t node, uint32_t num,
+                          uint32_t serial, uint32_t creation)
+{
+    memset(p, 0, sizeof *p);
+    p->which = 1;
+    p->h = cnb__reg_owner_hash(node, num, serial, creation);
+    p->node = node;
+    p->num = num;
+    p->serial = serial;
+    p->creation = creation;
+}
+
+void cnb__reg_probe_entry(struct cnb__reg_probe *p, int which,
+                          const struct cnb__reg_entry *e)
+{
+    if (which)
+        cnb__reg_probe_owner(p, e->node, e->num, e->serial, e->creation);
+    else
+        cnb__reg_probe_key(p, e->hash, e->data, e->klen);
+}
+
+int cnb__reg_probe_match(const struct cnb__reg_probe *p, const struct cnb__reg_entry *e)
+{
+    if (p->which)
+        return e->node == p->node && e->num == p->num && e->serial == p->serial &&
+               e->creation == p->creation;
+    return e->hash == p->h && e->klen == p->klen &&
+           (p->klen == 0 || memcmp(e->data, p->key, p->klen) == 0);
+}
+
+uint64_t cnb__reg_probe_home(struct cnb_registry *reg, const struct cnb__reg_probe *p,
+                             unsigned bits)
+{
+    return p->which ? cnb__reg_ohome(p->h, bits) : cnb__reg_home(reg, p->h, bits);
+}
+
+uint64_t cnb__reg_entry_ohash(const struct cnb__reg_entry *e)
+{
+    return cnb__reg_owner_hash(e->node, e->num, e->serial, e->creation);
+}
+
+static struct cnb__reg_entry *entry(struct cnb_registry *reg, uint32_t ref)
+{
+    return cnb__reg_data(reg, ref);
+}
+
+static uint64_t *tab_word(struct cnb__reg_stripe *st, int which)
+{
+    return (uint64_t *)(which ? &st->otab : &st->ktab);
+}
+
+/* Finds p's slot (stripe locked). Returns the slot index and sets *head, or
+ * returns -1 and sets *free_slot to where a new chain would go. */
+static int64_t find_slot(struct cnb_registry *reg, uint32_t si,
+                         const struct cnb__reg_probe *p, uint32_t *head, int64_t *free_slot)
+{
+    uint64_t t = *tab_word(&reg->stripes[si], p->which);
+    *head = 0;
+    if (free_slot)
+        *free_slot = -1;
+    if (!cnb__tab_ref(t))
+        return -1;
+    unsigned bits = cnb__tab_bits(t);
+    uint64_t mask = ((uint64_t)1 << bits) - 1;
+    const uint64_t *slots = cnb__reg_data(reg, cnb__tab_ref(t));
+    uint64_t j = cnb__reg_probe_home(reg, p, bits);
+    for (uint64_t k = 0; k <= mask; k++, j = (j + 1) & mask) {
+        uint64_t v = slots[j];
+        if ((uint32_t)v <= CNB__SLOT_TOMB) {
+            if (free_slot && *free_slot < 0)
+                *free_slot = (int64_t)j;
+            if (v == CNB__SLOT_EMPTY)
+                return -1;
+            continue;
+        }
+        if ((uint32_t)(v >> 32) == (uint32_t)p->h &&
+            cnb__reg_probe_match(p, entry(reg, (uint32_t)v))) {
+            *head = (uint32_t)v;
+            return (int64_t)j;
+        }
+    }
+    return -1;
+}
+
+uint32_t cnb__reg_chain_head(struct cnb_registry *reg, uint32_t si,
+                             const struct cnb__reg_probe *p)
+{
+    uint32_t head;
+    find_slot(reg, si, p, &head, NULL);
+    return head;
+}
+
+static unsigned bits_for(uint64_t n)
+{
+    unsigned b = CNB__REG_MIN_BITS;
+    while (((uint64_t)1 << b) < n)
+        b++;
+    return b;
+}
+
+unsigned cnb__reg_rehash_bits(uint64_t tab, uint64_t live, uint64_t used)
+{
+    if (!cnb__tab_ref(tab))
+        return bits_for((live + 1) * 2);
+    uint64_t size = (uint64_t)1 << cnb__tab_bits(tab);
+    if ((used + 1) * 4 <= size * 3)
+        return 0;
+    return bits_for((live + 1) * 2);
+}
+
+uint64_t cnb__reg_table_build(struct cnb_registry *reg, uint32_t si, uint64_t old,
+                              unsigned bits, int which)
+{
+    uint64_t size = (uint64_t)1 << bits, mask = size - 1;
+    uint32_t ref = cnb__reg_alloc(reg, si, size * 8, CNB__TAG_TABLE);
+    uint64_t *slots = cnb__reg_data(reg, ref);
+    memset(slots, 0, size * 8);
+    uint32_t oref = cnb__tab_ref(old);
+    if (oref) {
+        const uint64_t *os = cnb__reg_data(reg, oref);
+        uint64_t osize = (uint64_t)1 << cnb__tab_bits(old);
+        for (uint64_t i = 0; i < osize; i++) {
+            uint64_t v = os[i];
+            if ((uint32_t)v <= CNB__SLOT_TOMB)
+                continue;
+            struct cnb__reg_probe p;
+            cnb__reg_probe_entry(&p, which, entry(reg, (uint32_t)v));
+            uint64_t j = cnb__reg_probe_home(reg, &p, bits);
+            while (slots[j] != CNB__SLOT_EMPTY)
+                j = (j + 1) & mask;
+            slots[j] = v;
+        }
+    }
+    return ((uint64_t)ref << 8) | bits;
+}
+
+static uint64_t *slot_at(struct cnb_registry *reg, uint32_t si, int which, int64_t j)
+{
+    uint64_t t = *tab_word(&reg->stripes[si], which);
+    return (uint64_t *)cnb__reg_data(reg, cnb__tab_ref(t)) + j;
+}
+
+void cnb__reg_chain_link(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_log *log = &st->log;
+    struct cnb__reg_entry *e = entry(reg, ref);
+    struct cnb__reg_probe p;
+    cnb__reg_probe_entry(&p, which, e);
+    uint32_t head;
+    int64_t free_slot;
+    int64_t j = find_slot(reg, si, &p, &head, &free_slot);
+    e->prev[which] = 0; /* e is fresh memory: plain stores */
+    if (j >= 0) {
+        e->next[which] = head;
+        cnb__reg_log_w32(reg, log, &entry(reg, head)->prev[which], ref);
+        cnb__reg_log_w64(reg, log, slot_at(reg, si, which, j),
+                         ((p.h & 0xFFFFFFFFu) << 32) | ref);
+        return;
+    }
+    e->next[which] = 0;
+    uint64_t *slot = slot_at(reg, si, which, free_slot);
+    if (*slot == CNB__SLOT_TOMB) {
+        uint32_t *tomb = which ? &st->otomb : &st->ktomb;
+        cnb__reg_log_w32(reg, log, tomb, *tomb - 1);
+    }
+    uint32_t *live = which ? &st->olive : &st->klive;
+    cnb__reg_log_w32(reg, log, live, *live + 1);
+    cnb__reg_log_w64(reg, log, slot, ((p.h & 0xFFFFFFFFu) << 32) | ref);
+}
+
+/* The slot whose chain starts at ref. */
+static int64_t head_slot(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref)
+{
+    struct cnb__reg_probe p;
+    cnb__reg_probe_entry(&p, which, entry(reg, ref));
+    uint32_t head;
+    int64_t j = find_slot(reg, si, &p, &head, NULL);
+    return head == ref ? j : -1;
+}
+
+void cnb__reg_chain_unlink(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_log *log = &st->log;
+    struct cnb__reg_entry *e = entry(reg, ref);
+    uint32_t next = e->next[which], prev = e->prev[which];
+    if (prev) {
+        cnb__reg_log_w32(reg, log, &entry(reg, prev)->next[which], next);
+    } else {
+        int64_t j = head_slot(reg, si, which, ref);
+        if (j < 0)
+            return; /* cannot be: cnb_registry_check reports such a table */
+        uint64_t *slot = slot_at(reg, si, which, j);
+        if (next) {
+            cnb__reg_log_w64(reg, log, slot, (*slot & 0xFFFFFFFF00000000ULL) | next);
+        } else {
+            uint32_t *tomb = which ? &st->otomb : &st->ktomb;
+            uint32_t *live = which ? &st->olive : &st->klive;
+            cnb__reg_log_w64(reg, log, slot, CNB__SLOT_TOMB);
+            cnb__reg_log_w32(reg, log, tomb, *tomb + 1);
+            cnb__reg_log_w32(reg, log, live, *live - 1);
+        }
+    }
+    if (next)
+        cnb__reg_log_w32(reg, log, &entry(reg, next)->prev[which], prev);
+}
+
+void cnb__reg_chain_replace(struct cnb_registry *reg, uint32_t si, int which,
+                            uint32_t old_ref, uint32_t new_ref)
+{
+    struct cnb__reg_log *log = &reg->stripes[si].log;
+    struct cnb__reg_entry *o = entry(reg, old_ref), *n = entry(reg, new_ref);
+    n->next[which] = o->next[which]; /* fresh memory */
+    n->prev[which] = o->prev[which];
+    if (o->prev[which]) {
+        cnb__reg_log_w32(reg, log, &entry(reg, o->prev[which])->next[which], new_ref);
+    } else {
+        int64_t j = head_slot(reg, si, which, old_ref);
+        if (j >= 0) {
+            uint64_t *slot = slot_at(reg, si, which, j);
+            cnb__reg_log_w64(reg, log, slot, (*slot & 0xFFFFFFFF00000000ULL) | new_ref);
+        }
+    }
+    if (o->next[which])
+        cnb__reg_log_w32(reg, log, &entry(reg, o->next[which])->prev[which], new_ref);
+}

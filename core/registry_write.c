@@ -1,0 +1,473 @@
+/* registry_write.c: the writers: register, unregister(_match), update_value,
+ * remove_owner, remove_node, meta put/delete. Each change to one entry is one
+ * transaction on its stripe: reserve arena space (log empty), build new memory
+ * (tables, entry) that nothing refers to yet, then with the seqlock odd make the
+ * logged stores that link it in, commit, publish the feed event.
+ * Tests: tests/unit/test_registry*.c. */
+#include "registry_int.h"
+#include "cnb_term.h"
+
+static uint64_t key_hash(const void *key, size_t klen)
+{
+    return cnb__reg_mix(cnb_term_hash(key, klen));
+}
+
+static int is_meta(const struct cnb_registry *reg, uint32_t si)
+{
+    return si == reg->nstripes;
+}
+
+static uint64_t slot_count(struct cnb_registry *reg, uint32_t si)
+{
+    return atomic_load_explicit(&reg->counts[si], memory_order_relaxed);
+}
+
+/* Head of key's chain in stripe si (locked), or 0. */
+static uint32_t key_head(struct cnb_registry *reg, uint32_t si, uint64_t h, const void *key,
+                         size_t klen)
+{
+    struct cnb__reg_probe p;
+    cnb__reg_probe_key(&p, h, key, (uint32_t)klen);
+    return cnb__reg_chain_head(reg, si, &p);
+}
+
+static struct cnb__reg_entry *entry(struct cnb_registry *reg, uint32_t ref)
+{
+    return cnb__reg_data(reg, ref);
+}
+
+static int owner_is(const struct cnb__reg_entry *e, uint32_t node, const cnb_pid_t *o)
+{
+    return e->node == node && e->num == o->num && e->serial == o->serial &&
+           e->creation == o->creation;
+}
+
+/* Pre-phase of an insert: rehash decisions, reserve, new tables. */
+struct plan {
+    unsigned kbits, obits;
+    uint64_t nk, no;
+};
+
+static int plan_insert(struct cnb_registry *reg, uint32_t si, uint64_t h, const void *key,
+                       size_t klen, uint32_t node, const cnb_pid_t *owner,
+                       uint64_t entry_bytes, struct plan *p)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    p->kbits = p->obits = 0;
+    p->nk = p->no = 0;
+    if (!key_head(reg, si, h, key, klen))
+        p->kbits = cnb__reg_rehash_bits(st->ktab, st->klive, (uint64_t)st->klive + st->ktomb);
+    if (!is_meta(reg, si)) {
+        struct cnb__reg_probe op;
+        cnb__reg_probe_owner(&op, node, owner->num, owner->serial, owner->creation);
+        if (!cnb__reg_chain_head(reg, si, &op))
+            p->obits =
+                cnb__reg_rehash_bits(st->otab, st->olive, (uint64_t)st->olive + st->otomb);
+    }
+    /* Tables are allocated first, then the entry: the same order as below. */
+    uint64_t sizes[3];
+    int n = 0;
+    if (p->kbits)
+        sizes[n++] = (uint64_t)8 << p->kbits;
+    if (p->obits)
+        sizes[n++] = (uint64_t)8 << p->obits;
+    sizes[n++] = entry_bytes;
+    int rc = cnb__reg_reserve_for(reg, si, sizes, n);
+    if (rc)
+        return rc;
+    if (p->kbits)
+        p->nk = cnb__reg_table_build(reg, si, st->ktab, p->kbits, 0);
+    if (p->obits)
+        p->no = cnb__reg_table_build(reg, si, st->otab, p->obits, 1);
+    return 0;
+}
+
+/* Seqlock odd: switch to the tables built by plan_insert. */
+static void plan_publish(struct cnb_registry *reg, uint32_t si, const struct plan *p)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    if (p->nk) {
+        uint32_t old = cnb__tab_ref(st->ktab);
+        cnb__reg_log_w64(reg, &st->log, (void *)&st->ktab, p->nk);
+        cnb__reg_log_w32(reg, &st->log, &st->ktomb, 0);
+        if (old)
+            cnb__reg_free(reg, si, old);
+    }
+    if (p->no) {
+        uint32_t old = cnb__tab_ref(st->otab);
+        cnb__reg_log_w64(reg, &st->log, (void *)&st->otab, p->no);
+        cnb__reg_log_w32(reg, &st->log, &st->otomb, 0);
+        if (old)
+            cnb__reg_free(reg, si, old);
+    }
+}
+
+static uint32_t new_entry(struct cnb_registry *reg, uint32_t si, uint64_t h,
+                          const void *key, size_t klen, uint32_t node, uint32_t num,
+                          uint32_t serial, uint32_t creation, const void *val,
+                          size_t vlen)
+{
+    uint32_t ref = cnb__reg_alloc(reg, si, CNB__ENTRY_HDR + klen + vlen, CNB__TAG_ENTRY);
+    struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
+    e->hash = h;
+    e->klen = (uint32_t)klen;
+    e->vlen = (uint32_t)vlen;
+    e->node = node;
+    e->num = num;
+    e->serial = serial;
+    e->creation = creation;
+    e->next[0] = e->next[1] = e->prev[0] = e->prev[1] = 0;
+    if (klen)
+        memcpy(e->data, key, klen);
+    if (vlen)
+        memcpy(e->data + klen, val, vlen);
+    return ref;
+}
+
+static void finish(struct cnb_registry *reg, uint32_t si)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    cnb__reg_log_commit(&st->log);
+    cnb__reg_seq_end(st);
+    cnb__reg_feed_publish(reg, si);
+}
+
+static int insert_locked(struct cnb_registry *reg, uint32_t si, uint64_t h,
+                         const void *key, size_t klen, uint32_t node,
+                         const cnb_pid_t *owner, const void *val, size_t vlen)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct plan p;
+    int rc = plan_insert(reg, si, h, key, klen, node, owner, CNB__ENTRY_HDR + klen + vlen, &p);
+    if (rc) {
+        cnb__reg_log_rollback(reg, &st->log); /* nothing reachable changed yet */
+        return rc;
+    }
+    uint32_t ref = new_entry(reg, si, h, key, klen, node, owner ? owner->num : 0,
+                             owner ? owner->serial : 0, owner ? owner->creation : 0,
+                             val, vlen);
+    const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
+    if (!is_meta(reg, si))
+        cnb__reg_feed_append(reg, si, CNB_REG_EV_REGISTER, e);
+    cnb__reg_seq_begin(st);
+    plan_publish(reg, si, &p);
+    cnb__reg_chain_link(reg, si, 0, ref);
+    if (!is_meta(reg, si))
+        cnb__reg_chain_link(reg, si, 1, ref);
+    cnb__reg_log_w64(reg, &st->log, (void *)&reg->counts[si], slot_count(reg, si) + 1);
+    finish(reg, si);
+    return 0;
+}
+
+void cnb__reg_remove_entry(struct cnb_registry *reg, uint32_t si, uint32_t ref, int feed)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
+    if (feed)
+        cnb__reg_feed_append(reg, si, CNB_REG_EV_UNREGISTER, e);
+    cnb__reg_seq_begin(st);
+    cnb__reg_chain_unlink(reg, si, 0, ref);
+    if (!is_meta(reg, si))
+        cnb__reg_chain_unlink(reg, si, 1, ref);
+    cnb__reg_log_w64(reg, &st->log, (void *)&reg->counts[si], slot_count(reg, si) - 1);
+    cnb__reg_free(reg, si, ref);
+    finish(reg, si);
+}
+
+/* Replace entry ref by a copy with a new value (stripe locked). Returns 0 or a
+ * negative code (nothing changed then). */
+static int replace_value(struct cnb_registry *reg, uint32_t si, uint32_t ref,
+                         const void *val, size_t vlen, int feed)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
+    uint64_t bytes = CNB__ENTRY_HDR + (uint64_t)e->klen + vlen;
+    int rc = cnb__reg_reserve_for(reg, si, &bytes, 1);
+    if (rc)
+        return rc;
+    uint32_t nref = new_entry(reg, si, e->hash, e->data, e->klen, e->node, e->num,
+                              e->serial, e->creation, val, vlen);
+    const struct cnb__reg_entry *ne = cnb__reg_data(reg, nref);
+    if (feed)
+        cnb__reg_feed_append(reg, si, CNB_REG_EV_UPDATE, ne);
+    cnb__reg_seq_begin(st);
+    cnb__reg_chain_replace(reg, si, 0, ref, nref);
+    if (!is_meta(reg, si))
+        cnb__reg_chain_replace(reg, si, 1, ref, nref);
+    cnb__reg_free(reg, si, ref);
+    finish(reg, si);
+    return 0;
+}
+
+static int check_owner(const cnb_pid_t *owner)
+{
+    if (!owner)
+        return CNB_EINVAL;
+    size_t n = strnlen(owner->node, sizeof owner->node);
+    return n == 0 || n >= sizeof owner->node ? CNB_EINVAL : 0;
+}
+
+int cnb_registry_register(struct cnb_registry *reg, const void *key, size_t key_len,
+                          const cnb_pid_t *owner, const void *value, size_t value_len,
+                          cnb_pid_t *current)
+{
+    if (!reg || (!key && key_len) || (!value && value_len) || check_owner(owner))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key || value_len > reg->max_value)
+        return CNB_ETOOBIG;
+    int node = cnb__reg_node_intern(reg, owner->node);
+    if (node < 0)
+        return node;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t si = cnb__reg_stripe_of(reg, h);
+    int rc = cnb__reg_stripe_lock(reg, si);
+    if (rc)
+        return rc;
+    if (reg->kind == CNB_REG_UNIQUE) {
+        uint32_t ref = key_head(reg, si, h, key, key_len);
+        if (ref) {
+            if (current) {
+                const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
+                cnb__reg_node_name(reg, e->node, current->node);
+                current->num = e->num;
+                current->serial = e->serial;
+                current->creation = e->creation;
+            }
+            rc = CNB_EEXIST;
+            goto out;
+        }
+    }
+    rc = insert_locked(reg, si, h, key, key_len, (uint32_t)node, owner, value, value_len);
+out:
+    cnb__reg_stripe_unlock(reg, si);
+    return rc;
+}
+
+/* Removes (pred NULL: every) entry of key owned by owner whose value pred accepts. */
+static ssize_t unregister_impl(struct cnb_registry *reg, const void *key, size_t key_len,
+                               const cnb_pid_t *owner, cnb_registry_value_pred pred,
+                               void *ctx)
+{
+    if (!reg || (!key && key_len) || check_owner(owner))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key)
+        return CNB_ETOOBIG;
+    uint32_t node = cnb__reg_node_find(reg, owner->node);
+    if (!node)
+        return 0;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t si = cnb__reg_stripe_of(reg, h);
+    int rc = cnb__reg_stripe_lock(reg, si);
+    if (rc)
+        return rc;
+    ssize_t n = 0;
+    uint32_t ref, next;
+    for (ref = key_head(reg, si, h, key, key_len); ref; ref = next) {
+        const struct cnb__reg_entry *e = entry(reg, ref);
+        next = e->next[0];
+        if (!owner_is(e, node, owner))
+            continue;
+        if (pred) {
+            int m = pred(ctx, e->data + e->klen, e->vlen);
+            if (m < 0) {
+                n = m;
+                break;
+            }
+            if (!m)
+                continue;
+        }
+        cnb__reg_remove_entry(reg, si, ref, 1);
+        n++;
+    }
+    cnb__reg_stripe_unlock(reg, si);
+    return n;
+}
+
+ssize_t cnb_registry_unregister(struct cnb_registry *reg, const void *key,
+                                size_t key_len, const cnb_pid_t *owner)
+{
+    return unregister_impl(reg, key, key_len, owner, NULL, NULL);
+}
+
+ssize_t cnb_registry_unregister_match(struct cnb_registry *reg, const void *key,
+                                      size_t key_len, const cnb_pid_t *owner,
+                                      cnb_registry_value_pred pred, void *ctx)
+{
+    if (!pred)
+        return CNB_EINVAL;
+    return unregister_impl(reg, key, key_len, owner, pred, ctx);
+}
+
+ssize_t cnb_registry_update_value(struct cnb_registry *reg, const void *key,
+                                  size_t key_len, const cnb_pid_t *owner,
+                                  const void *value, size_t value_len)
+{
+    if (!reg || (!key && key_len) || (!value && value_len) || check_owner(owner))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key || value_len > reg->max_value)
+        return CNB_ETOOBIG;
+    uint32_t node = cnb__reg_node_find(reg, owner->node);
+    if (!node)
+        return CNB_ENOENT;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t si = cnb__reg_stripe_of(reg, h);
+    int rc = cnb__reg_stripe_lock(reg, si);
+    if (rc)
+        return rc;
+    ssize_t n = 0;
+    uint32_t ref, next;
+    for (ref = key_head(reg, si, h, key, key_len); ref; ref = next) {
+        const struct cnb__reg_entry *e = entry(reg, ref);
+        next = e->next[0];
+        if (!owner_is(e, node, owner))
+            continue;
+        rc = replace_value(reg, si, ref, value, value_len, 1);
+        if (rc) {
+            n = rc;
+            break;
+        }
+        n++;
+    }
+    cnb__reg_stripe_unlock(reg, si);
+    return n == 0 ? CNB_ENOENT : n;
+}
+
+ssize_t cnb_registry_remove_owner(struct cnb_registry *reg, const cnb_pid_t *owner)
+{
+    if (!reg || check_owner(owner))
+        return CNB_EINVAL;
+    uint32_t node = cnb__reg_node_find(reg, owner->node);
+    if (!node)
+        return 0;
+    struct cnb__reg_probe op;
+    cnb__reg_probe_owner(&op, node, owner->num, owner->serial, owner->creation);
+    ssize_t n = 0;
+    for (uint32_t si = 0; si < reg->nstripes; si++) {
+        struct cnb__reg_stripe *st = &reg->stripes[si];
+        if (!cnb__tab_ref(atomic_load_explicit(&st->otab, memory_order_relaxed)) ||
+            slot_count(reg, si) == 0)
+            continue;
+        int rc = cnb__reg_stripe_lock(reg, si);
+        if (rc)
+            return rc;
+        uint32_t ref;
+        while ((ref = cnb__reg_chain_head(reg, si, &op)) != 0) {
+            cnb__reg_remove_entry(reg, si, ref, 1);
+            n++;
+        }
+        cnb__reg_stripe_unlock(reg, si);
+    }
+    return n;
+}
+
+ssize_t cnb__reg_remove_node_idx(struct cnb_registry *reg, uint32_t node,
+                                 uint32_t creation)
+{
+    ssize_t n = 0;
+    for (uint32_t si = 0; si < reg->nstripes; si++) {
+        struct cnb__reg_stripe *st = &reg->stripes[si];
+        if (slot_count(reg, si) == 0)
+            continue;
+        int rc = cnb__reg_stripe_lock(reg, si);
+        if (rc)
+            return rc;
+        uint64_t t = st->ktab;
+        if (cnb__tab_ref(t)) {
+            uint64_t size = (uint64_t)1 << cnb__tab_bits(t);
+            const uint64_t *slots = cnb__reg_data(reg, cnb__tab_ref(t));
+            for (uint64_t j = 0; j < size; j++) {
+                uint64_t v = slots[j];
+                if ((uint32_t)v <= CNB__SLOT_TOMB)
+                    continue;
+                uint32_t next;
+                for (uint32_t ref = (uint32_t)v; ref; ref = next) {
+                    const struct cnb__reg_entry *e = entry(reg, ref);
+                    next = e->next[0];
+                    if (e->node == node && (creation == 0 || e->creation == creation)) {
+                        cnb__reg_remove_entry(reg, si, ref, 1);
+                        n++;
+                    }
+                }
+            }
+        }
+        cnb__reg_stripe_unlock(reg, si);
+    }
+    return n;
+}
+
+ssize_t cnb_registry_remove_node(struct cnb_registry *reg, const char *node,
+                                 uint32_t creation)
+{
+    if (!reg || !node)
+        return CNB_EINVAL;
+    uint32_t idx = cnb__reg_node_find(reg, node);
+    return idx ? cnb__reg_remove_node_idx(reg, idx, creation) : 0;
+}
+
+int cnb_registry_meta_put(struct cnb_registry *reg, const void *key, size_t key_len,
+                          const void *value, size_t value_len)
+{
+    if (!reg || (!key && key_len) || (!value && value_len))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key || value_len > reg->max_value)
+        return CNB_ETOOBIG;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t si = reg->nstripes;
+    int rc = cnb__reg_stripe_lock(reg, si);
+    if (rc)
+        return rc;
+    uint32_t ref = key_head(reg, si, h, key, key_len);
+    if (ref)
+        rc = replace_value(reg, si, ref, value, value_len, 0);
+    else
+        rc = insert_locked(reg, si, h, key, key_len, 0, NULL, value, value_len);
+    cnb__reg_stripe_unlock(reg, si);
+    return rc;
+}
+
+int cnb_registry_meta_delete(struct cnb_registry *reg, const void *key, size_t key_len)
+{
+    if (!reg || (!key && key_len))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key)
+        return CNB_ETOOBIG;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t si = reg->nstripes;
+    int rc = cnb__reg_stripe_lock(reg, si);
+    if (rc)
+        return rc;
+    uint32_t ref = key_head(reg, si, h, key, key_len);
+    if (ref)
+        cnb__reg_remove_entry(reg, si, ref, 0);
+    else
+        rc = CNB_ENOENT;
+    cnb__reg_stripe_unlock(reg, si);
+    return rc;
+}
+
+int cnb__reg_presize(struct cnb_registry *reg, uint32_t si, uint64_t entries)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    int rc = cnb__reg_stripe_lock(reg, si);
+    if (rc)
+        return rc;
+    unsigned bits = CNB__REG_MIN_BITS;
+    while (((uint64_t)1 << bits) < entries * 2)
+        bits++;
+    struct plan p = {bits, is_meta(reg, si) ? 0 : bits, 0, 0};
+    if (cnb__tab_ref(st->ktab)) /* already there: someone else sized it */
+        goto out;
+    uint64_t need = cnb__reg_alloc_cost((uint64_t)8 << bits) * 2;
+    rc = cnb__reg_reserve(reg, si, need);
+    if (rc)
+        goto out;
+    p.nk = cnb__reg_table_build(reg, si, 0, p.kbits, 0);
+    if (p.obits)
+        p.no = cnb__reg_table_build(reg, si, 0, p.obits, 1);
+    cnb__reg_seq_begin(st);
+    plan_publish(reg, si, &p);
+    finish(reg, si);
+out:
+    cnb__reg_stripe_unlock(reg, si);
+    return rc;
+}

@@ -1,0 +1,714 @@
+/* test_registry_concurrency.c: Check suite for core/registry under concurrency:
+ * forked processes and threads writing at once, each checked against its own
+ * model while a reader checks that no torn entry is ever seen; and a writer
+ * killed with SIGKILL at random points 1,000 times, with the invariant checker
+ * and a model comparison after each. Semantics: test_registry.c. */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cnb_registry.h"
+
+static uint64_t rnd(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static uint64_t mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static cnb_pid_t mkpid(const char *node, uint32_t num)
+{
+    cnb_pid_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.node, sizeof p.node, "%s", node);
+    p.num = num;
+    p.creation = 1;
+    return p;
+}
+
+/* Key k as canonical ETF {Space, K}: <<131,104,2,97,Space,98,K:32>>. */
+static size_t mkkey(unsigned char *out, unsigned space, uint32_t k)
+{
+    out[0] = 131;
+    out[1] = 104;
+    out[2] = 2;
+    out[3] = 97;
+    out[4] = (unsigned char)space;
+    out[5] = 98;
+    out[6] = (unsigned char)(k >> 24);
+    out[7] = (unsigned char)(k >> 16);
+    out[8] = (unsigned char)(k >> 8);
+    out[9] = (unsigned char)k;
+    return 10;
+}
+
+/* ---- several processes and threads against models --------------------------- */
+
+enum { OWN_KEYS = 64, SHARED_KEYS = 8, OPS = 20000, NPROC = 3, NTHREAD = 2 };
+
+struct shared_report {
+    volatile int errors;
+    volatile long live[NPROC + NTHREAD]; /* own entries at the end */
+    volatile int shared_held[NPROC + NTHREAD][SHARED_KEYS];
+    volatile int done;
+};
+
+/* A value names its owner and key, so any reader can tell a torn entry. */
+static size_t mkvalue(unsigned char *out, unsigned space, uint32_t k, uint32_t gen)
+{
+    size_t n = 12 + (mix(gen * 7919u + k) % 40);
+    memset(out, 0, n);
+    out[0] = (unsigned char)space;
+    memcpy(out + 1, &k, 4);
+    memcpy(out + 5, &gen, 4);
+    for (size_t i = 9; i < n; i++)
+        out[i] = (unsigned char)(space * 31 + k * 7 + gen + i);
+    return n;
+}
+
+static int value_ok(const unsigned char *v, size_t n, unsigned *space, uint32_t *k)
+{
+    if (n < 12)
+        return 0;
+    uint32_t gen;
+    memcpy(k, v + 1, 4);
+    memcpy(&gen, v + 5, 4);
+    *space = v[0];
+    unsigned char want[64];
+    size_t wn = mkvalue(want, *space, *k, gen);
+    return wn == n && memcmp(want, v, n) == 0;
+}
+
+static void worker(struct cnb_registry *r, unsigned me, struct shared_report *rep)
+{
+    char node[32];
+    snprintf(node, sizeof node, "w%u@host", me);
+    cnb_pid_t self = mkpid(node, 100 + me), cur;
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    uint64_t seed = 0x9E3779B97F4A7C15ULL * (me + 1);
+    uint32_t model[OWN_KEYS]; /* 0: absent, else the value generation */
+    int held[SHARED_KEYS] = {0};
+    memset(model, 0, sizeof model);
+    unsigned char k[16], v[64];
+    unsigned space = 10 + me;
+    int err = 0;
+    for (uint32_t i = 1; i <= OPS && !err; i++) {
+        uint64_t x = rnd(&seed);
+        uint32_t key = (uint32_t)(x >> 8) % OWN_KEYS;
+        size_t kl = mkkey(k, space, key);
+        switch (x % 8) {
+        case 0:
+        case 1:
+        case 2: {
+            size_t vl = mkvalue(v, space, key, i);
+            int rc = cnb_registry_register(r, k, kl, &self, v, vl, &cur);
+            if (model[key] ? rc != CNB_EEXIST || cur.num != self.num : rc != 0)
+                err = 1;
+            if (!model[key])
+                model[key] = i;
+            break;
+        }
+        case 3: {
+            ssize_t n = cnb_registry_unregister(r, k, kl, &self);
+            if (n != (model[key] ? 1 : 0))
+                err = 2;
+            model[key] = 0;
+            break;
+        }
+        case 4: {
+            size_t vl = mkvalue(v, space, key, i);
+            ssize_t n = cnb_registry_update_value(r, k, kl, &self, v, vl);
+            if (n != (model[key] ? 1 : CNB_ENOENT))
+                err = 3;
+            if (model[key])
+                model[key] = i;
+            break;
+        }
+        case 5: {
+            ssize_t n = cnb_registry_lookup(r, k, kl, &res);
+            if (n != (model[key] ? 1 : 0))
+                err = 4;
+            else if (n == 1) {
+                size_t vl = mkvalue(v, space, key, model[key]);
+                if (res.items[0].value_len != vl || memcmp(res.items[0].value, v, vl))
+                    err = 5;
+            }
+            break;
+        }
+        default: { /* shared keys: contended registration */
+            uint32_t s = key % SHARED_KEYS;
+            kl = mkkey(k, 1, s);
+            if (held[s]) {
+                if (cnb_registry_unregister(r, k, kl, &self) != 1)
+                    err = 6;
+                held[s] = 0;
+            } else {
+                size_t vl = mkvalue(v, 1, s, me);
+                int rc = cnb_registry_register(r, k, kl, &self, v, vl, &cur);
+                if (rc == 0)
+                    held[s] = 1;
+                else if (rc != CNB_EEXIST || cur.num == self.num)
+                    err = 7;
+            }
+        }
+        }
+    }
+    long live = 0;
+    for (uint32_t key = 0; key < OWN_KEYS; key++)
+        live += model[key] != 0;
+    /* keys(self) must be exactly the model plus the shared keys held */
+    ssize_t n = cnb_registry_keys(r, &self, &res);
+    long held_n = 0;
+    for (int s = 0; s < SHARED_KEYS; s++)
+        held_n += held[s];
+    if (!err && n != live + held_n)
+        err = 8;
+    rep->live[me] = live;
+    for (int s = 0; s < SHARED_KEYS; s++)
+        rep->shared_held[me][s] = held[s];
+    if (err) {
+        fprintf(stderr, "worker %u: error %d\n", me, err);
+        __sync_fetch_and_add(&rep->errors, 1);
+    }
+    cnb_registry_result_free(&res);
+}
+
+struct thr {
+    struct cnb_registry *r;
+    unsigned me;
+    struct shared_report *rep;
+};
+
+static void *worker_thread(void *p)
+{
+    struct thr *t = p;
+    worker(t->r, t->me, t->rep);
+    return NULL;
+}
+
+static void *reader_thread(void *p)
+{
+    struct thr *t = p;
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    uint64_t seed = 12345;
+    unsigned char k[16];
+    long lookups = 0;
+    while (!t->rep->done) {
+        uint64_t x = rnd(&seed);
+        unsigned space = x & 1 ? 1 : 10 + (unsigned)((x >> 1) % (NPROC + NTHREAD));
+        uint32_t key = (uint32_t)(x >> 8) % (space == 1 ? SHARED_KEYS : OWN_KEYS);
+        ssize_t n = cnb_registry_lookup(t->r, k, mkkey(k, space, key), &res);
+        unsigned vs;
+        uint32_t vk;
+        if (n < 0 || n > 1 ||
+            (n == 1 && (!value_ok(res.items[0].value, res.items[0].value_len, &vs, &vk) ||
+                        vs != space || vk != key))) {
+            fprintf(stderr, "reader: torn or bad entry (n=%zd)\n", n);
+            __sync_fetch_and_add(&t->rep->errors, 1);
+        }
+        lookups++;
+    }
+    cnb_registry_result_free(&res);
+    return NULL;
+}
+
+START_TEST(processes_and_threads)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm/cnb_test_regconc_%d", (int)getpid());
+    unlink(path);
+    cnb_registry_opts_t o = {0};
+    o.path = path;
+    o.flags = CNB_REG_CREATE;
+    o.stripes = 16;
+    struct cnb_registry *r;
+    ck_assert_int_eq(cnb_registry_open(&o, &r), 0);
+    struct shared_report *rep = mmap(NULL, sizeof *rep, PROT_READ | PROT_WRITE,
+                                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(rep, MAP_FAILED);
+    memset((void *)rep, 0, sizeof *rep);
+
+    pid_t kids[NPROC];
+    for (unsigned i = 0; i < NPROC; i++) {
+        kids[i] = fork();
+        ck_assert_int_ge(kids[i], 0);
+        if (kids[i] == 0) {
+            struct cnb_registry *cr;
+            if (cnb_registry_open(&o, &cr) != 0)
+                _exit(2);
+            worker(cr, i, rep);
+            cnb_registry_close(cr);
+            _exit(0);
+        }
+    }
+    pthread_t th[NTHREAD], rd;
+    struct thr targs[NTHREAD], rarg = {r, 0, rep};
+    pthread_create(&rd, NULL, reader_thread, &rarg);
+    for (unsigned i = 0; i < NTHREAD; i++) {
+        targs[i] = (struct thr){r, NPROC + i, rep};
+        pthread_create(&th[i], NULL, worker_thread, &targs[i]);
+    }
+    for (unsigned i = 0; i < NTHREAD; i++)
+        pthread_join(th[i], NULL);
+    for (unsigned i = 0; i < NPROC; i++) {
+        int st;
+        waitpid(kids[i], &st, 0);
+        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    rep->done = 1;
+    pthread_join(rd, NULL);
+    ck_assert_int_eq(rep->errors, 0);
+
+    long total = 0;
+    for (unsigned w = 0; w < NPROC + NTHREAD; w++) {
+        total += rep->live[w];
+        for (int s = 0; s < SHARED_KEYS; s++)
+            total += rep->shared_held[w][s];
+    }
+    for (int s = 0; s < SHARED_KEYS; s++) {
+        int holders = 0;
+        for (unsigned w = 0; w < NPROC + NTHREAD; w++)
+            holders += rep->shared_held[w][s];
+        ck_assert_int_le(holders, 1);
+    }
+    ck_assert_int_eq((long)cnb_registry_count(r), total);
+    char msg[256];
+    ck_assert_msg(cnb_registry_check(r, msg, sizeof msg) == 0, "check: %s", msg);
+    munmap((void *)rep, sizeof *rep);
+    cnb_registry_close(r);
+    unlink(path);
+}
+END_TEST
+
+/* ---- kill -9 at random points ---------------------------------------------------- */
+
+enum { KK = 48, KOWN = 8, KMETA = 4, KILLS = 1000 };
+
+enum { OP_REG, OP_UNREG, OP_UPDATE, OP_MATCH, OP_RMOWNER, OP_RMNODE, OP_LOOKUP, OP_META };
+
+struct kop {
+    int kind;
+    uint32_t key, owner;
+    uint64_t vid;
+};
+
+static size_t kvalue_len(uint64_t vid)
+{
+    uint64_t h = mix(vid);
+    unsigned r = (unsigned)(h % 1000);
+    if (r < 900)
+        return 8 + (h >> 16) % 56;
+    if (r < 995)
+        return 64 + (h >> 16) % 700;
+    return 70000 + (h >> 16) % 3000; /* big: exercises G's free lists */
+}
+
+static size_t meta_len(uint64_t vid)
+{
+    size_t n = kvalue_len(vid);
+    return n > 200 ? 200 : n;
+}
+
+static void kvalue(unsigned char *out, uint64_t vid)
+{
+    size_t n = kvalue_len(vid);
+    memcpy(out, &vid, 8);
+    uint64_t s = mix(vid) | 1;
+    for (size_t i = 8; i < n; i++)
+        out[i] = (unsigned char)(rnd(&s) >> 24);
+}
+
+static void gen_kop(uint64_t *seed, uint64_t iter, uint32_t i, struct kop *op)
+{
+    uint64_t x = rnd(seed);
+    unsigned r = (unsigned)(x % 1000);
+    op->key = (uint32_t)(x >> 16) % KK;
+    op->owner = (uint32_t)(x >> 32) % KOWN;
+    op->vid = (iter << 24) | i;
+    op->kind = r < 430   ? OP_REG
+               : r < 600 ? OP_UNREG
+               : r < 720 ? OP_UPDATE
+               : r < 800 ? OP_MATCH
+               : r < 815 ? OP_RMOWNER
+               : r < 820 ? OP_RMNODE
+               : r < 900 ? OP_LOOKUP
+                         : OP_META;
+    if (op->kind == OP_META)
+        op->key %= KMETA;
+}
+
+static cnb_pid_t kowner(uint32_t o)
+{
+    return mkpid(o < KOWN / 2 ? "n@h" : "m@h", o + 1);
+}
+
+static int match_even(void *ctx, const void *v, size_t n)
+{
+    (void)ctx;
+    return n >= 1 && ((const unsigned char *)v)[0] % 2 == 0;
+}
+
+static void run_kop(struct cnb_registry *r, const struct kop *op, unsigned char *vbuf,
+                    cnb_registry_result_t *res)
+{
+    unsigned char k[16];
+    size_t kl = mkkey(k, op->kind == OP_META ? 2 : 3, op->key);
+    cnb_pid_t o = kowner(op->owner);
+    switch (op->kind) {
+    case OP_REG:
+        kvalue(vbuf, op->vid);
+        cnb_registry_register(r, k, kl, &o, vbuf, kvalue_len(op->vid), NULL);
+        break;
+    case OP_UNREG:
+        cnb_registry_unregister(r, k, kl, &o);
+        break;
+    case OP_UPDATE:
+        kvalue(vbuf, op->vid);
+        cnb_registry_update_value(r, k, kl, &o, vbuf, kvalue_len(op->vid));
+        break;
+    case OP_MATCH:
+        cnb_registry_unregister_match(r, k, kl, &o, match_even, NULL);
+        break;
+    case OP_RMOWNER:
+        cnb_registry_remove_owner(r, &o);
+        break;
+    case OP_RMNODE:
+        cnb_registry_remove_node(r, "m@h", 0);
+        break;
+    case OP_LOOKUP:
+        cnb_registry_lookup(r, k, kl, res);
+        break;
+    case OP_META:
+        kvalue(vbuf, op->vid);
+        cnb_registry_meta_put(r, k, kl, vbuf, meta_len(op->vid));
+        break;
+    }
+}
+
+/* The model: per key, entries as (owner << 56 | vid); per meta key, a vid. */
+struct kmodel {
+    uint64_t *e[KK];
+    size_t n[KK], cap[KK];
+    uint64_t meta[KMETA];
+};
+
+static void km_add(struct kmodel *m, uint32_t k, uint64_t sig)
+{
+    if (m->n[k] == m->cap[k]) {
+        m->cap[k] = m->cap[k] ? m->cap[k] * 2 : 8;
+        m->e[k] = realloc(m->e[k], m->cap[k] * sizeof(uint64_t));
+    }
+    m->e[k][m->n[k]++] = sig;
+}
+
+static void km_apply(struct kmodel *m, const struct kop *op)
+{
+    uint64_t own = (uint64_t)op->owner << 56;
+    switch (op->kind) {
+    case OP_REG:
+        km_add(m, op->key, own | op->vid);
+        break;
+    case OP_UPDATE:
+        for (size_t i = 0; i < m->n[op->key]; i++)
+            if ((m->e[op->key][i] >> 56) == op->owner)
+                m->e[op->key][i] = own | op->vid;
+        break;
+    case OP_UNREG:
+    case OP_MATCH:
+    case OP_RMOWNER:
+    case OP_RMNODE:
+        for (uint32_t k = 0; k < KK; k++) {
+            size_t w = 0;
+            for (size_t i = 0; i < m->n[k]; i++) {
+                uint64_t s = m->e[k][i];
+                uint32_t so = (uint32_t)(s >> 56);
+                int gone = op->kind == OP_RMNODE    ? so >= KOWN / 2
+                           : op->kind == OP_RMOWNER ? so == op->owner
+                           : k != op->key || so != op->owner
+                               ? 0
+                               : op->kind == OP_UNREG || (s & 0xFF) % 2 == 0;
+                if (!gone)
+                    m->e[k][w++] = s;
+            }
+            m->n[k] = w;
+        }
+        break;
+    case OP_META:
+        m->meta[op->key] = op->vid;
+        break;
+    default:
+        break;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int in_set(const uint64_t *s, size_t n, uint64_t v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == v)
+            return 1;
+    return 0;
+}
+
+/* Reads the registry into `now` and checks before ∩ after ⊆ now ⊆ before ∪ after
+ * for every key (a multi-entry operation may be cut between entries). */
+static int km_compare(struct cnb_registry *r, const struct kmodel *before,
+                      const struct kmodel *after, struct kmodel *now,
+                      cnb_registry_result_t *res, char *why, size_t whylen)
+{
+    unsigned char k[16], v[80000];
+    size_t total = 0;
+    for (uint32_t key = 0; key < KK; key++) {
+        now->n[key] = 0;
+        ssize_t n = cnb_registry_lookup(r, k, mkkey(k, 3, key), res);
+        if (n < 0) {
+            snprintf(why, whylen, "lookup %u: %s", key, cnb_strerror((int)n));
+            return 0;
+        }
+        for (size_t i = 0; i < (size_t)n; i++) {
+            const cnb_registry_item_t *it = &res->items[i];
+            uint64_t vid;
+            if (it->value_len < 8) {
+                snprintf(why, whylen, "key %u: short value", key);
+                return 0;
+            }
+            memcpy(&vid, it->value, 8);
+            kvalue(v, vid);
+            if (it->value_len != kvalue_len(vid) || memcmp(v, it->value, it->value_len)) {
+                snprintf(why, whylen, "key %u: value %llx corrupt", key,
+                         (unsigned long long)vid);
+                return 0;
+            }
+            uint32_t o = it->owner.num - 1;
+            cnb_pid_t want = kowner(o);
+            if (o >= KOWN || strcmp(it->owner.node, want.node)) {
+                snprintf(why, whylen, "key %u: bad owner", key);
+                return 0;
+            }
+            km_add(now, key, ((uint64_t)o << 56) | vid);
+        }
+        total += (size_t)n;
+        for (size_t i = 0; i < now->n[key]; i++) {
+            uint64_t s = now->e[key][i];
+            if (!in_set(before->e[key], before->n[key], s) &&
+                !in_set(after->e[key], after->n[key], s)) {
+                snprintf(why, whylen, "key %u: phantom entry %llx", key, (unsigned long long)s);
+                return 0;
+            }
+        }
+        for (size_t i = 0; i < before->n[key]; i++) {
+            uint64_t s = before->e[key][i];
+            if (in_set(after->e[key], after->n[key], s) && !in_set(now->e[key], now->n[key], s)) {
+                snprintf(why, whylen, "key %u: lost entry %llx", key, (unsigned long long)s);
+                return 0;
+            }
+        }
+        if (now->n[key])
+            qsort(now->e[key], now->n[key], sizeof(uint64_t), cmp_u64);
+    }
+    if (cnb_registry_count(r) != total) {
+        snprintf(why, whylen, "count %llu, entries %zu",
+                 (unsigned long long)cnb_registry_count(r), total);
+        return 0;
+    }
+    for (uint32_t m = 0; m < KMETA; m++) {
+        ssize_t n = cnb_registry_meta_get(r, k, mkkey(k, 2, m), res);
+        uint64_t vid = 0;
+        if (n == 1) {
+            if (res->items[0].value_len < 8) {
+                snprintf(why, whylen, "meta %u: short value", m);
+                return 0;
+            }
+            memcpy(&vid, res->items[0].value, 8);
+            kvalue(v, vid);
+            if (res->items[0].value_len != meta_len(vid) ||
+                memcmp(v, res->items[0].value, res->items[0].value_len)) {
+                snprintf(why, whylen, "meta %u: value corrupt", m);
+                return 0;
+            }
+        } else if (n != CNB_ENOENT) {
+            snprintf(why, whylen, "meta_get %u: %zd", m, n);
+            return 0;
+        }
+        if (vid != before->meta[m] && vid != after->meta[m]) {
+            snprintf(why, whylen, "meta %u wrong", m);
+            return 0;
+        }
+        now->meta[m] = vid;
+    }
+    return 1;
+}
+
+static void km_copy(struct kmodel *dst, const struct kmodel *src)
+{
+    for (uint32_t k = 0; k < KK; k++) {
+        dst->n[k] = 0;
+        for (size_t i = 0; i < src->n[k]; i++)
+            km_add(dst, k, src->e[k][i]);
+    }
+    memcpy(dst->meta, src->meta, sizeof dst->meta);
+}
+
+static void km_free(struct kmodel *m)
+{
+    for (uint32_t k = 0; k < KK; k++)
+        free(m->e[k]);
+    memset(m, 0, sizeof *m);
+}
+
+struct progress {
+    volatile int ready;
+    volatile uint32_t done; /* operations finished */
+};
+
+START_TEST(kill9_loop)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm/cnb_test_regkill_%d", (int)getpid());
+    unlink(path);
+    cnb_registry_opts_t o = {0};
+    o.path = path;
+    o.flags = CNB_REG_CREATE;
+    o.kind = CNB_REG_DUPLICATE;
+    o.stripes = 4;
+    o.feed_slots = 64;
+    struct cnb_registry *r;
+    ck_assert_int_eq(cnb_registry_open(&o, &r), 0);
+    struct progress *pg = mmap(NULL, sizeof *pg, PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(pg, MAP_FAILED);
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    static struct kmodel model, after, now;
+    unsigned char *vbuf = malloc(80000);
+    uint64_t master = (uint64_t)time(NULL) * 2654435761u | 1;
+    const char *env = getenv("CNB_TEST_SEED");
+    if (env)
+        master = strtoull(env, NULL, 0);
+    uint64_t feed_pos = cnb_registry_feed_head(r);
+    for (uint64_t iter = 1; iter <= KILLS; iter++) {
+        uint64_t seed = mix(master + iter) | 1, delay_seed = seed ^ 0xABCDEF;
+        pg->ready = 0;
+        pg->done = 0;
+        pid_t kid = fork();
+        ck_assert_int_ge(kid, 0);
+        if (kid == 0) {
+            struct cnb_registry *cr;
+            cnb_registry_opts_t co = o;
+            co.flags = 0;
+            if (cnb_registry_open(&co, &cr) != 0)
+                _exit(2);
+            pg->ready = 1;
+            cnb_registry_result_t cres;
+            cnb_registry_result_init(&cres, NULL);
+            uint64_t s = seed;
+            for (uint32_t i = 0;; i++) {
+                struct kop op;
+                gen_kop(&s, iter, i, &op);
+                run_kop(cr, &op, vbuf, &cres);
+                pg->done = i + 1;
+            }
+        }
+        unsigned d = (unsigned)(rnd(&delay_seed) % 100);
+        if (d >= 3) /* mostly kill while operating, sometimes while attaching */
+            while (!pg->ready)
+                usleep(50);
+        usleep((useconds_t)(rnd(&delay_seed) % 2500));
+        kill(kid, SIGKILL);
+        int st;
+        waitpid(kid, &st, 0);
+        ck_assert_msg(WIFSIGNALED(st), "child exited by itself (status %d)", st);
+
+        char msg[512];
+        int rc = cnb_registry_check(r, msg, sizeof msg);
+        ck_assert_msg(rc == 0, "iteration %llu (seed %llu): check: %s", (unsigned long long)iter,
+                      (unsigned long long)master, msg);
+        /* replay what the child finished, then allow the one in flight */
+        uint32_t done = pg->done;
+        uint64_t s = seed;
+        struct kop op;
+        for (uint32_t i = 0; i < done; i++) {
+            gen_kop(&s, iter, i, &op);
+            km_apply(&model, &op);
+        }
+        gen_kop(&s, iter, done, &op);
+        km_copy(&after, &model);
+        km_apply(&after, &op);
+        char why[256];
+        ck_assert_msg(km_compare(r, &model, &after, &now, &res, why, sizeof why),
+                      "iteration %llu (seed %llu, op %u kind %d): %s", (unsigned long long)iter,
+                      (unsigned long long)master, done, op.kind, why);
+        km_copy(&model, &now);
+        /* the feed stays readable and ordered */
+        uint64_t missed, last = 0;
+        ssize_t n;
+        while ((n = cnb_registry_feed_poll(r, &feed_pos, 0, &res, &missed)) > 0)
+            for (ssize_t i = 0; i < n; i++) {
+                ck_assert_uint_gt(res.items[i].seq, last);
+                last = res.items[i].seq;
+            }
+        ck_assert_int_ge(n, 0);
+    }
+    ck_assert_int_ge(cnb_registry_purge(r), 0);
+    cnb_registry_info_t info;
+    cnb_registry_info(r, &info);
+    ck_assert_uint_eq(info.attached, 1);
+    km_free(&model);
+    km_free(&after);
+    km_free(&now);
+    free(vbuf);
+    cnb_registry_result_free(&res);
+    munmap(pg, sizeof *pg);
+    cnb_registry_close(r);
+    unlink(path);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("registry_concurrency");
+    TCase *tc = tcase_create("models");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, processes_and_threads);
+    suite_add_tcase(s, tc);
+    TCase *tk = tcase_create("kill9");
+    tcase_set_timeout(tk, 300);
+    tcase_add_test(tk, kill9_loop);
+    suite_add_tcase(s, tk);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
