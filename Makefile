@@ -110,7 +110,7 @@ erlang: c
 # line per runner at the end; non-zero exit on any failure.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit-bins
+	@$(MAKE) --no-print-directory unit-bins asan-cnode
 	@scripts/run-tests all
 
 .PHONY: unit-bins
@@ -121,18 +121,25 @@ unit: deps
 	@scripts/run-tests unit
 
 itest: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all asan-cnode
 	@scripts/run-tests itest
 
 exunit: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run-tests exunit
 
+# The cnode program built with ASan + UBSan (LeakSanitizer at exit): the
+# runtime suite runs its 10,000-worker test on it when it exists.
+ASAN_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+.PHONY: asan-cnode
+asan-cnode:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SAN="$(ASAN_SAN)" \
+	  PRIV=build-asan/priv build-asan/priv/cnode
+
 # C unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, in a build
 # tree of their own.
 asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
-	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SAN="$(ASAN_SAN)" \
 	  PRIV=build-asan/priv unit-bins
 	@BUILD=build-asan scripts/run-tests unit
 

@@ -9,6 +9,8 @@
  *   cache      gen_server:call(Pid, get) -> {ok, Content};
  *              gen_server:call(Pid, stop) -> ok, and the worker ends normally;
  *              after TtlMs it ends by itself.
+ *   probe      a worker that links, monitors, calls, exits... on request
+ *              (see below), for tests and exploring.
  * Tests: tests/integration/runtime_tests.erl, tests/integration/exunit/. */
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +227,260 @@ static const cnb_worker_ops_t sup_ops = {
     .handle_call = sup_call,
 };
 
+
+/* ------------------------------------------------------------------ probe */
+/* A worker that does what it is asked, for tests and for exploring from a
+ * shell: gen_server:call({probe, C}, Request) with Request one of
+ *   spawn                      -> {ok, Pid} of a new (unnamed) probe
+ *   {subscribe, Pid}           every later info message M goes to Pid as
+ *                              {probe_info, Self, M}
+ *   {link, Pid} | {unlink, Pid} | {trap_exit, Bool}          -> ok
+ *   {monitor, Pid} | {monitor, Name, Node}                   -> {ok, Ref}
+ *   {demonitor, Ref}                                         -> ok
+ *   {exit, Pid, Reason}        exit(Pid, Reason) from the probe -> ok
+ *   {call, Pid, Req, Ms} | {call, Name, Node, Req, Ms}
+ *                              gen_server:call from C -> {ok, Reply} |
+ *                              {error, timeout | noproc | noconnection, Detail}
+ *   {rpc, Node, M, F, Args, Ms} -> {ok, Result} | {error, ...}
+ *   {reply_after, Ms, Term}    replies Term after Ms (a late reply)
+ *   {stop, Reason}             stops with Reason, replying ok first
+ *   crash                      a callback error: exits {callback_failed, ...}
+ */
+typedef struct probe {
+    erlang_pid sub;
+    int has_sub;
+} probe_t;
+
+static int probe_init(cnb_proc_t *self, void *arg, void **state)
+{
+    (void)self;
+    (void)arg;
+    probe_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return CNB_ENOMEM;
+    *state = p;
+    return 0;
+}
+
+static void probe_terminate(cnb_proc_t *self, void *state, const char *r, size_t len)
+{
+    (void)self;
+    (void)r;
+    (void)len;
+    free(state);
+}
+
+static void ok_ref(ei_x_buff *reply, const erlang_ref *ref)
+{
+    ei_x_encode_tuple_header(reply, 2);
+    ei_x_encode_atom(reply, "ok");
+    ei_x_encode_ref(reply, ref);
+}
+
+/* Copies the term at req[*i] (advancing *i) into a fresh versioned buffer. */
+static int term_at(const char *req, int *i, ei_x_buff *out)
+{
+    int s0 = *i;
+    if (ei_skip_term(req, i))
+        return -1;
+    ei_x_new_with_version(out);
+    ei_x_append_buf(out, req + s0, *i - s0);
+    return 0;
+}
+
+static void call_result(ei_x_buff *reply, int rc, ei_x_buff *r)
+{
+    if (rc == 0) {
+        ei_x_encode_tuple_header(reply, 2);
+        ei_x_encode_atom(reply, "ok");
+        ei_x_append_buf(reply, r->buff + 1, r->index - 1);
+    } else {
+        ei_x_encode_tuple_header(reply, 3);
+        ei_x_encode_atom(reply, "error");
+        ei_x_encode_atom(reply, rc == CNB_ETIMEDOUT ? "timeout"
+                                : rc == CNB_ENOPROC ? "noproc"
+                                : rc == CNB_ENOCONN ? "noconnection"
+                                                    : "failed");
+        if (r->index > 1)
+            ei_x_append_buf(reply, r->buff + 1, r->index - 1);
+        else
+            ei_x_encode_atom(reply, "undefined");
+    }
+}
+
+static const cnb_worker_ops_t probe_ops;
+
+static int probe_call(cnb_proc_t *self, void *state, const char *req, size_t len,
+                      const cnb_from_t *from, ei_x_buff *reply)
+{
+    (void)len;
+    probe_t *st = state;
+    cnb_node_t *n = cnb_proc_node(self);
+    int i = 0, ver, arity = 0, type, size;
+    char op[MAXATOMLEN_UTF8];
+    ei_decode_version(req, &i, &ver);
+    ei_get_type(req, &i, &type, &size);
+    if (type == ERL_ATOM_EXT || type == ERL_SMALL_ATOM_UTF8_EXT || type == ERL_ATOM_UTF8_EXT ||
+        type == ERL_SMALL_ATOM_EXT) {
+        ei_decode_atom(req, &i, op);
+    } else if (ei_decode_tuple_header(req, &i, &arity) || arity < 1 || ei_decode_atom(req, &i, op)) {
+        error_reply(reply, "badarg");
+        return CNB_REPLY;
+    }
+    erlang_pid pid;
+    erlang_ref ref;
+    if (!strcmp(op, "spawn")) {
+        int rc = cnb_spawn(n, &probe_ops, NULL, NULL, &pid);
+        if (rc)
+            return rc;
+        ei_x_encode_tuple_header(reply, 2);
+        ei_x_encode_atom(reply, "ok");
+        ei_x_encode_pid(reply, &pid);
+        return CNB_REPLY;
+    }
+    if (!strcmp(op, "crash"))
+        return CNB_EINVAL;
+    if (arity == 2 && !strcmp(op, "subscribe") && !ei_decode_pid(req, &i, &pid)) {
+        st->sub = pid;
+        st->has_sub = 1;
+    } else if (arity == 2 && !strcmp(op, "link") && !ei_decode_pid(req, &i, &pid)) {
+        cnb_link(self, &pid);
+    } else if (arity == 2 && !strcmp(op, "unlink") && !ei_decode_pid(req, &i, &pid)) {
+        cnb_unlink(self, &pid);
+    } else if (arity == 2 && !strcmp(op, "trap_exit")) {
+        int b = 0;
+        ei_decode_boolean(req, &i, &b);
+        cnb_trap_exit(self, b);
+    } else if (arity == 2 && !strcmp(op, "monitor") && !ei_decode_pid(req, &i, &pid)) {
+        cnb_monitor(self, &pid, &ref);
+        ok_ref(reply, &ref);
+        return CNB_REPLY;
+    } else if (arity == 3 && !strcmp(op, "monitor")) {
+        char name[MAXATOMLEN_UTF8], node[MAXATOMLEN_UTF8];
+        if (ei_decode_atom(req, &i, name) || ei_decode_atom(req, &i, node)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        cnb_monitor_name(self, name, node, &ref);
+        ok_ref(reply, &ref);
+        return CNB_REPLY;
+    } else if (arity == 2 && !strcmp(op, "demonitor") && !ei_decode_ref(req, &i, &ref)) {
+        cnb_demonitor(self, &ref);
+    } else if (arity == 3 && !strcmp(op, "exit") && !ei_decode_pid(req, &i, &pid)) {
+        ei_x_buff r;
+        if (term_at(req, &i, &r)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        cnb_exit(n, cnb_self(self), &pid, r.buff, (size_t)r.index);
+        ei_x_free(&r);
+    } else if ((arity == 4 || arity == 5) && !strcmp(op, "call")) {
+        char name[MAXATOMLEN_UTF8], node[MAXATOMLEN_UTF8];
+        int by_pid = arity == 4;
+        long ms;
+        ei_x_buff q, r;
+        if ((by_pid ? ei_decode_pid(req, &i, &pid)
+                    : (ei_decode_atom(req, &i, name) || ei_decode_atom(req, &i, node))) ||
+            term_at(req, &i, &q) || ei_decode_long(req, &i, &ms)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        int rc = cnb_call(n, by_pid ? &pid : NULL, by_pid ? NULL : name, by_pid ? NULL : node,
+                          q.buff, (size_t)q.index, (unsigned)ms, &r);
+        call_result(reply, rc, &r);
+        ei_x_free(&q);
+        ei_x_free(&r);
+        return CNB_REPLY;
+    } else if (arity == 6 && !strcmp(op, "rpc")) {
+        char node[MAXATOMLEN_UTF8], mod[MAXATOMLEN_UTF8], fun[MAXATOMLEN_UTF8];
+        long ms;
+        ei_x_buff a, r;
+        if (ei_decode_atom(req, &i, node) || ei_decode_atom(req, &i, mod) ||
+            ei_decode_atom(req, &i, fun) || term_at(req, &i, &a) || ei_decode_long(req, &i, &ms)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        int rc = cnb_rpc(n, node, mod, fun, a.buff, (size_t)a.index, (unsigned)ms, &r);
+        call_result(reply, rc, &r);
+        ei_x_free(&a);
+        ei_x_free(&r);
+        return CNB_REPLY;
+    } else if (arity == 3 && !strcmp(op, "reply_after")) {
+        /* Keep From; a timer message carries it back to us. */
+        long ms;
+        ei_x_buff t;
+        if (ei_decode_long(req, &i, &ms) || term_at(req, &i, &t)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        ei_x_buff m;
+        ei_x_new_with_version(&m);
+        ei_x_encode_tuple_header(&m, 3);
+        ei_x_encode_atom(&m, "$probe_reply");
+        ei_x_encode_binary(&m, from, sizeof(*from));
+        ei_x_append_buf(&m, t.buff + 1, t.index - 1);
+        cnb_send_after(n, (unsigned)ms, cnb_self(self), m.buff, (size_t)m.index, NULL);
+        ei_x_free(&m);
+        ei_x_free(&t);
+        return CNB_CONTINUE;
+    } else if (arity == 2 && !strcmp(op, "stop")) {
+        ei_x_buff r;
+        if (term_at(req, &i, &r)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        cnb_proc_set_reason(self, r.buff, (size_t)r.index);
+        ei_x_free(&r);
+        ei_x_encode_atom(reply, "ok");
+        return CNB_STOP;
+    } else {
+        error_reply(reply, "badarg");
+        return CNB_REPLY;
+    }
+    ei_x_encode_atom(reply, "ok");
+    return CNB_REPLY;
+}
+
+static int probe_info(cnb_proc_t *self, void *state, const char *msg, size_t len)
+{
+    probe_t *st = state;
+    cnb_node_t *n = cnb_proc_node(self);
+    int i = 0, ver, arity;
+    char atom[MAXATOMLEN_UTF8];
+    if (!ei_decode_version(msg, &i, &ver) && !ei_decode_tuple_header(msg, &i, &arity) &&
+        arity == 3 && !ei_decode_atom(msg, &i, atom) && !strcmp(atom, "$probe_reply")) {
+        cnb_from_t from;
+        long blen;
+        int t = i;
+        if (ei_decode_binary(msg, &t, &from, &blen) || blen != (long)sizeof(from))
+            return CNB_CONTINUE;
+        ei_x_buff r;
+        ei_x_new_with_version(&r);
+        ei_x_append_buf(&r, msg + t, (int)len - t);
+        cnb_reply(n, &from, r.buff, (size_t)r.index);
+        ei_x_free(&r);
+        return CNB_CONTINUE;
+    }
+    if (!st->has_sub)
+        return CNB_CONTINUE;
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "probe_info");
+    ei_x_encode_pid(&x, cnb_self(self));
+    ei_x_append_buf(&x, msg + 1, (int)len - 1);
+    cnb_send(n, cnb_self(self), &st->sub, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    return CNB_CONTINUE;
+}
+
+static const cnb_worker_ops_t probe_ops = {
+    .init = probe_init,
+    .handle_call = probe_call,
+    .handle_info = probe_info,
+    .terminate = probe_terminate,
+};
+
 int cnb_demo_start(cnb_node_t *node)
 {
     erlang_pid pid;
@@ -233,5 +489,8 @@ int cnb_demo_start(cnb_node_t *node)
     if (rc)
         return rc;
     o.name = "cache_sup";
-    return cnb_spawn(node, &sup_ops, NULL, &o, &pid);
+    if ((rc = cnb_spawn(node, &sup_ops, NULL, &o, &pid)))
+        return rc;
+    o.name = "probe";
+    return cnb_spawn(node, &probe_ops, NULL, &o, &pid);
 }
