@@ -1,0 +1,170 @@
+/* term_int.h: internals shared by the files of core/term (term.c, term_canon.c,
+ * term_valid.c, term_compare.c, term_hash.c). Not a public header.
+ * Tests: tests/unit/test_term.c, tests/integration/term_prop_tests.erl. */
+#ifndef CNB_TERM_INT_H
+#define CNB_TERM_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cnb_term.h"
+
+/* External term format tags (erts erl_ext_dist.html). */
+enum {
+    CNB__TAG_VERSION = 131,
+    CNB__TAG_COMPRESSED = 80,
+    CNB__TAG_NEW_FLOAT = 70,
+    CNB__TAG_BIT_BINARY = 77,
+    CNB__TAG_ATOM_CACHE_REF = 82,
+    CNB__TAG_NEW_PID = 88,
+    CNB__TAG_NEW_PORT = 89,
+    CNB__TAG_NEWER_REFERENCE = 90,
+    CNB__TAG_SMALL_INTEGER = 97,
+    CNB__TAG_INTEGER = 98,
+    CNB__TAG_FLOAT = 99,
+    CNB__TAG_ATOM = 100,
+    CNB__TAG_REFERENCE = 101,
+    CNB__TAG_PORT = 102,
+    CNB__TAG_PID = 103,
+    CNB__TAG_SMALL_TUPLE = 104,
+    CNB__TAG_LARGE_TUPLE = 105,
+    CNB__TAG_NIL = 106,
+    CNB__TAG_STRING = 107,
+    CNB__TAG_LIST = 108,
+    CNB__TAG_BINARY = 109,
+    CNB__TAG_SMALL_BIG = 110,
+    CNB__TAG_LARGE_BIG = 111,
+    CNB__TAG_NEW_FUN = 112,
+    CNB__TAG_EXPORT = 113,
+    CNB__TAG_NEW_REFERENCE = 114,
+    CNB__TAG_SMALL_ATOM = 115,
+    CNB__TAG_MAP = 116,
+    CNB__TAG_ATOM_UTF8 = 118,
+    CNB__TAG_SMALL_ATOM_UTF8 = 119,
+    CNB__TAG_V4_PORT = 120,
+};
+
+/* Facts about OTP 25 that the canonical form depends on. */
+#define CNB__MAX_ATOM_CHARS 255u       /* characters, not bytes */
+#define CNB__MAX_STRING_EXT 65535u     /* longest list term_to_binary writes as STRING_EXT */
+#define CNB__MAX_REF_WORDS 5u          /* references: 1..5 words */
+#define CNB__OLD_REF_WORD0_LIMIT (1u << 18) /* first word of REFERENCE_EXT/NEW_REFERENCE_EXT */
+#define CNB__TINY_CREATION_MAX 3u      /* 1-byte creations of the old pid/port/ref tags */
+#define CNB__NEW_PORT_ID_MAX 0x0fffffffu /* larger port ids are written as V4_PORT_EXT */
+
+#define CNB__DEFAULT_MAX_DEPTH 1000u
+#define CNB__DEFAULT_MAX_SIZE ((size_t)64 << 20)
+#define CNB__DEFAULT_MAX_DECOMPRESSED ((size_t)64 << 20)
+
+/* Limits with defaults filled in. */
+typedef struct cnb__term_limits {
+    size_t max_depth;
+    size_t max_size;
+    size_t max_decompressed;
+    const cnb_allocator_t *alloc;
+} cnb__term_limits_t;
+
+static inline uint16_t cnb__be16(const uint8_t *p)
+{
+    return (uint16_t)((unsigned)p[0] << 8 | p[1]);
+}
+
+static inline uint32_t cnb__be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t cnb__be64(const uint8_t *p)
+{
+    return (uint64_t)cnb__be32(p) << 32 | cnb__be32(p + 4);
+}
+
+static inline void cnb__put16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static inline void cnb__put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static inline void cnb__put64(uint8_t *p, uint64_t v)
+{
+    cnb__put32(p, (uint32_t)(v >> 32));
+    cnb__put32(p + 4, (uint32_t)v);
+}
+
+/* Checks that [s, s+n) is UTF-8 as erts accepts it for atoms (shortest forms,
+ * no surrogates, nothing above U+10FFFF). Returns the number of characters, or
+ * -1 if it is not valid. */
+long cnb__term_utf8_chars(const uint8_t *s, size_t n);
+
+/* The byte length of a NEW_FLOAT_EXT payload that is a finite double
+ * (binary_to_term rejects NaN and infinities). */
+static inline int cnb__float_bits_ok(uint64_t bits)
+{
+    return ((bits >> 52) & 0x7ff) != 0x7ff;
+}
+
+/* Fills in defaults for a NULL opts or zero fields. */
+void cnb__term_limits(const cnb_term_opts_t *opts, cnb__term_limits_t *lim);
+
+/* Returns 1 if [p, end) holds exactly one term (no 131 byte) that is already in
+ * canonical form and nests no deeper than max_depth; 0 if it is not (it may
+ * still be valid: cnb__term_canon_slow decides); CNB_ENOMEM if the frame
+ * stack could not grow. Never reads outside [p, end). */
+int cnb__term_is_canonical(const uint8_t *p, const uint8_t *end, size_t max_depth,
+                           const cnb_allocator_t *alloc);
+
+/* A growable output buffer. It may start on memory it does not own (the
+ * caller's out buffer or a stack array); it moves to allocator memory when it
+ * must grow. hard_limit bounds its length (CNB_ETOOBIG beyond it). */
+typedef struct cnb__obuf {
+    uint8_t *buf;
+    size_t len;
+    size_t cap;
+    int owned;
+    size_t hard_limit;
+    const cnb_allocator_t *alloc;
+} cnb__obuf_t;
+
+/* Makes room for n more bytes. Returns 0, CNB_ETOOBIG or CNB_ENOMEM. */
+int cnb__obuf_grow(cnb__obuf_t *o, size_t n);
+
+static inline int cnb__obuf_reserve(cnb__obuf_t *o, size_t n)
+{
+    if (o->cap - o->len >= n)
+        return 0;
+    return cnb__obuf_grow(o, n);
+}
+
+/* Appends the canonical form of the one term in [p, end) (no 131 byte) to o.
+ * Returns 0 or a negative CNB_E* code; on error o->len is meaningless. */
+int cnb__term_canon_slow(const uint8_t *p, const uint8_t *end, const cnb__term_limits_t *lim,
+                         cnb__obuf_t *o);
+
+/* Sets *next to the end of the canonical term that starts at p. Returns 0 or
+ * CNB_EMALFORMED/CNB_ETRUNC. Iterative: any depth. */
+int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next);
+
+/* Compares two canonical terms (no 131 byte). exact != 0: map key order
+ * (integers before floats, 1 and 1.0 differ); exact == 0: Erlang `<`/`==`.
+ * Sets *order to -1, 0 or 1. If tie is not NULL it gets, for terms that
+ * compare equal, -1 or 1 when they still differ in a reference's count of
+ * trailing zero words (OTP 25 orders #Ref<N.7> and #Ref<N.7.0.0> equal but
+ * keeps both as keys of a large map), else 0. Returns 0, CNB_ENOMEM (stack
+ * growth with alloc), or CNB_EMALFORMED/CNB_ETRUNC for malformed input. */
+int cnb__term_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, int exact,
+                  const cnb_allocator_t *alloc, int *order, int *tie);
+
+/* Maps up to this many pairs are "flatmaps" in OTP 25; larger ones are hash
+ * maps, which reject fewer keys as duplicates. */
+#define CNB__FLATMAP_MAX 32u
+
+#endif /* CNB_TERM_INT_H */
