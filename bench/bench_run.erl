@@ -11,7 +11,7 @@
 
 main() ->
     Root = cnb_cluster:root(),
-    Lines = lists:append([c_benches(Root), beam_benches(Root), dist(Root)]),
+    Lines = lists:append([c_benches(Root), beam_benches(Root), dist(Root), runtime(Root)]),
     Figures = lists:append([parse(L) || L <- Lines]),
     [io:format("~s ~s ~s~n", [K, fmt(V), U]) || {K, V, U} <- Figures],
     ok = write_report(Root, Figures),
@@ -57,6 +57,47 @@ dist(Root) ->
     after
         cnb_cluster:stop(C)
     end.
+
+%% Process-runtime figures: calls, one-way messages and idle memory, for a C
+%% worker and for an Erlang process on another node, all driven from node B.
+runtime(Root) ->
+    C = cnb_cluster:new(),
+    try
+        Ebin = filename:join([Root, "build", "bench", "ebin"]),
+        {ok, A, _} = cnb_cluster:start_node(C, #{name => "srv", args => ["-pa", Ebin]}),
+        {ok, B, _} = cnb_cluster:start_node(C, #{name => "cli", args => ["-pa", Ebin]}),
+        {ok, Port, CN} = cnb_cluster:start_cnode(
+                           C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                               cnb_cluster:unique_name("benchrt"), "--demo",
+                               "--log-level", "warning"]),
+        Srv = cnb_cluster:call(A, runtime_bench, beam_count_server, []),
+        {ok, Probe} = cnb_cluster:call(B, gen_server, call, [{probe, CN}, spawn]),
+        N = 20000,
+        CRtt = cnb_cluster:call(B, runtime_bench, call_rtt_us, [{echo, CN}, N], 300000),
+        BRtt = cnb_cluster:call(B, runtime_bench, call_rtt_us, [Srv, N], 300000),
+        M = 200000,
+        CMsgs = cnb_cluster:call(B, runtime_bench, to_worker_msgs_per_s, [Probe, M], 300000),
+        BMsgs = cnb_cluster:call(B, runtime_bench, to_worker_msgs_per_s, [Srv, M], 300000),
+        Idle = 10000,
+        OsPid = cnb_cluster:cnode_os_pid(C, Port),
+        R0 = rss_bytes(OsPid),
+        ok = cnb_cluster:call(B, runtime_bench, start_idle_c, [CN, Idle], 300000),
+        R1 = rss_bytes(OsPid),
+        BIdle = cnb_cluster:call(A, runtime_bench, idle_beam_bytes, [Idle], 300000),
+        [io_lib:format("runtime.call_rtt_us ~.2f us", [CRtt]),
+         io_lib:format("runtime_beam.call_rtt_us ~.2f us", [BRtt]),
+         io_lib:format("runtime.to_worker_msgs_per_s ~b msg/s", [round(CMsgs)]),
+         io_lib:format("runtime_beam.to_worker_msgs_per_s ~b msg/s", [round(BMsgs)]),
+         io_lib:format("runtime.idle_worker_bytes ~b bytes", [round((R1 - R0) / Idle)]),
+         io_lib:format("runtime_beam.idle_worker_bytes ~b bytes", [round(BIdle)])]
+    after
+        cnb_cluster:stop(C)
+    end.
+
+rss_bytes(OsPid) ->
+    {ok, B} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/status"),
+    {match, [Kb]} = re:run(B, "VmRSS:\\s+(\\d+) kB", [{capture, all_but_first, list}]),
+    list_to_integer(Kb) * 1024.
 
 parse(L0) ->
     L = string:trim(lists:flatten(L0)),
@@ -117,7 +158,15 @@ write_report(Root, Figures) ->
               "  registered BEAM process, until it has counted them all: from a C thread vs from\n"
               "  an Erlang process on another node.\n"
               "- `dist.sender_cpu_ns_per_msg`: CPU time of the sending OS process (all its\n"
-              "  threads) per message over the same run.\n">>],
+              "  threads) per message over the same run.\n"
+              "- `runtime.call_rtt_us`: median `gen_server:call` round trip from an Erlang\n"
+              "  node to a C worker (`echo`) vs to an Erlang process on another node.\n"
+              "- `runtime.to_worker_msgs_per_s`: one-way messages from an Erlang process to\n"
+              "  one C worker (the `probe`'s `{count, N}`) vs to one Erlang process on another\n"
+              "  node, until all are received.\n"
+              "- `runtime.idle_worker_bytes`: resident memory per idle C cache worker (RSS of\n"
+              "  the cnode process over 10,000 workers) vs `erlang:memory(processes)` per idle\n"
+              "  gen_server.\n">>],
     file:write_file(filename:join([Root, "docs", "BENCHMARKS.md"]), Text).
 
 ratio(_, 0, _) -> "n/a";

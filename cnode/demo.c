@@ -243,12 +243,16 @@ static const cnb_worker_ops_t sup_ops = {
  *                              {error, timeout | noproc | noconnection, Detail}
  *   {rpc, Node, M, F, Args, Ms} -> {ok, Result} | {error, ...}
  *   {reply_after, Ms, Term}    replies Term after Ms (a late reply)
+ *   {count, N}                 replies ok once N more info messages arrived
+ *                              (they are not forwarded to the subscriber)
  *   {stop, Reason}             stops with Reason, replying ok first
  *   crash                      a callback error: exits {callback_failed, ...}
  */
 typedef struct probe {
     erlang_pid sub;
     int has_sub;
+    long count_left; /* {count, N}: info messages still to count */
+    cnb_from_t count_from;
 } probe_t;
 
 static int probe_init(cnb_proc_t *self, void *arg, void **state)
@@ -423,6 +427,15 @@ static int probe_call(cnb_proc_t *self, void *state, const char *req, size_t len
         ei_x_free(&m);
         ei_x_free(&t);
         return CNB_CONTINUE;
+    } else if (arity == 2 && !strcmp(op, "count")) {
+        long cnt;
+        if (ei_decode_long(req, &i, &cnt) || cnt <= 0) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        st->count_left = cnt;
+        st->count_from = *from;
+        return CNB_CONTINUE;
     } else if (arity == 2 && !strcmp(op, "stop")) {
         ei_x_buff r;
         if (term_at(req, &i, &r)) {
@@ -459,6 +472,16 @@ static int probe_info(cnb_proc_t *self, void *state, const char *msg, size_t len
         ei_x_append_buf(&r, msg + t, (int)len - t);
         cnb_reply(n, &from, r.buff, (size_t)r.index);
         ei_x_free(&r);
+        return CNB_CONTINUE;
+    }
+    if (st->count_left > 0) {
+        if (--st->count_left == 0) {
+            char ok[16];
+            int k = 0;
+            ei_encode_version(ok, &k);
+            ei_encode_atom(ok, &k, "ok");
+            cnb_reply(n, &st->count_from, ok, (size_t)k);
+        }
         return CNB_CONTINUE;
     }
     if (!st->has_sub)

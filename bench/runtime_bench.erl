@@ -1,0 +1,61 @@
+%% runtime_bench: the BEAM-side drivers of the process-runtime figures (run by
+%% bench_run on a private cluster): gen_server:call round trips, one-way
+%% messages to one worker, memory of idle workers, each for a C worker and for
+%% an Erlang process on another node.
+-module(runtime_bench).
+-export([call_rtt_us/2, to_worker_msgs_per_s/2, beam_count_server/0, idle_beam_bytes/1,
+         start_idle_c/2]).
+
+%% Median of N sequential gen_server:call round trips, in microseconds.
+-spec call_rtt_us(term(), pos_integer()) -> float().
+call_rtt_us(Dest, N) ->
+    _ = [gen_server:call(Dest, {echo, warm}) || _ <- lists:seq(1, 100)],
+    Ts = [begin
+              T0 = erlang:monotonic_time(nanosecond),
+              _ = gen_server:call(Dest, {echo, I}),
+              erlang:monotonic_time(nanosecond) - T0
+          end || I <- lists:seq(1, N)],
+    lists:nth(N div 2, lists:sort(Ts)) / 1000.
+
+%% N messages {m, I} to a worker that replies to {count, N} once it has them.
+-spec to_worker_msgs_per_s(pid(), pos_integer()) -> float().
+to_worker_msgs_per_s(Worker, N) ->
+    Self = self(),
+    T0 = erlang:monotonic_time(microsecond),
+    spawn_link(fun() -> Self ! {counted, gen_server:call(Worker, {count, N}, infinity)} end),
+    timer:sleep(50), % the count request first
+    T1 = erlang:monotonic_time(microsecond),
+    _ = [Worker ! {m, I} || I <- lists:seq(1, N)],
+    receive {counted, ok} -> ok end,
+    _ = T0,
+    N * 1000000 / (erlang:monotonic_time(microsecond) - T1).
+
+%% An Erlang process with the same {count, N} protocol as the C probe.
+-spec beam_count_server() -> pid().
+beam_count_server() ->
+    spawn(fun() -> count_loop() end).
+
+count_loop() ->
+    receive
+        {'$gen_call', From, {count, N}} -> count(N), gen_server:reply(From, ok), count_loop();
+        {'$gen_call', From, {echo, X}} -> gen_server:reply(From, X), count_loop()
+    end.
+
+count(0) -> ok;
+count(N) -> receive {m, _} -> count(N - 1) end.
+
+%% Bytes per idle gen_server process (erlang:memory(processes) delta).
+-spec idle_beam_bytes(pos_integer()) -> float().
+idle_beam_bytes(N) ->
+    erlang:garbage_collect(),
+    M0 = erlang:memory(processes),
+    Ps = [element(2, gen_server:start(cnb_test_server, [], [])) || _ <- lists:seq(1, N)],
+    M1 = erlang:memory(processes),
+    [exit(P, kill) || P <- Ps],
+    (M1 - M0) / N.
+
+%% Starts N idle C cache workers.
+-spec start_idle_c(node(), pos_integer()) -> ok.
+start_idle_c(CN, N) ->
+    _ = [{ok, _} = gen_server:call({cache_sup, CN}, {start, I, <<>>}) || I <- lists:seq(1, N)],
+    ok.
