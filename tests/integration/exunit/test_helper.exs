@@ -1,5 +1,11 @@
-# ExUnit suites of cnode_bridge (run by scripts/run-tests exunit). Test modules use
-# :cnb_cluster (tests/integration/support/cnb_cluster.erl) for a private epmd, peer
-# nodes and the real cnode program; run with the BEAM paths build/itest and
-# erlang_side/ebin (scripts/run-tests sets them).
+# ExUnit suites of cnode_bridge (run by `scripts/run-tests exunit`). The runner
+# node itself is distributed (run-tests starts it with --sname and a private epmd
+# in ERL_EPMD_PORT), so tests talk to C workers exactly as Elixir code would:
+# GenServer.call, send, Process.monitor, Process.link. :cnb_cluster
+# (tests/integration/support/cnb_cluster.erl) starts peer nodes and the real
+# cnode program on that same epmd and stops them by pid after the suite.
+epmd_port = String.to_integer(System.fetch_env!("ERL_EPMD_PORT"))
+ctx = :cnb_cluster.new(%{epmd_port: epmd_port, cookie: Atom.to_charlist(Node.get_cookie())})
+:persistent_term.put(:cnb_cluster_ctx, ctx)
 ExUnit.start(timeout: 180_000, capture_log: true)
+ExUnit.after_suite(fn _ -> :cnb_cluster.stop(ctx) end)

@@ -37,7 +37,9 @@
 -spec new() -> ctx().
 new() -> new(#{}).
 
-%% @doc As new/0; Opts: #{cookie => string()}.
+%% @doc As new/0; Opts: #{cookie => string(), epmd_port => integer()}. With
+%% epmd_port the context uses that (already running) epmd and does not own it,
+%% e.g. the one the ExUnit runner node itself is registered with.
 -spec new(map()) -> ctx().
 new(Opts) ->
     {ok, Pid} = gen_server:start(?MODULE, Opts, []),
@@ -173,6 +175,12 @@ wait_until_(Fun, Deadline) ->
 init(Opts) ->
     process_flag(trap_exit, true),
     Cookie = maps:get(cookie, Opts, unique_name("cookie")),
+    case maps:get(epmd_port, Opts, undefined) of
+        undefined -> init_epmd(Cookie);
+        Tcp -> {ok, #st{epmd_tcp = Tcp, cookie = Cookie}}
+    end.
+
+init_epmd(Cookie) ->
     case start_epmd() of
         {ok, Port, OsPid, Tcp} ->
             {ok, #st{epmd_port = Port, epmd_os_pid = OsPid, epmd_tcp = Tcp, cookie = Cookie}};
