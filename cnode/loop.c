@@ -169,6 +169,7 @@ static void do_accept(cnb_node_t *n)
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
         int fd = accept4(n->listen_ev.fd, (struct sockaddr *)&ss, &sl,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -246,8 +247,11 @@ static int tcp_connect(cnb_node_t *n, const char *host, unsigned port, char *tex
     /* Note: getaddrinfo blocks; node hosts are normally in /etc/hosts or DNS
      * answers fast. A slow resolver delays only this loop turn. */
     int gr = getaddrinfo(host, ps, &hints, &res);
-    if (gr != 0) {
-        cnb__log(n, CNB_LOG_WARNING, "cannot resolve host %s: %s", host, gai_strerror(gr));
+    if (gr != 0 || !res) {
+        cnb__log(n, CNB_LOG_WARNING, "cannot resolve host %s: %s", host,
+                 gr ? gai_strerror(gr) : "no address");
+        if (res)
+            freeaddrinfo(res);
         return -1;
     }
     ai = res;

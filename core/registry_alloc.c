@@ -104,7 +104,7 @@ int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g)
     }
     cnb__reg_log_w32(reg, log, &st->bump_cur, cref + 1);
     cnb__reg_log_w32(reg, log, &st->bump_end, (uint32_t)(cref + chunk_g));
-    uint64_t next = (st->chunk_g ? st->chunk_g : CNB__REG_CHUNK_MIN_G) * 2;
+    uint64_t next = (uint64_t)(st->chunk_g ? st->chunk_g : CNB__REG_CHUNK_MIN_G) * 2;
     cnb__reg_log_w32(reg, log, &st->chunk_g,
                      (uint32_t)(next > CNB__REG_CHUNK_MAX_G ? CNB__REG_CHUNK_MAX_G : next));
     cnb__reg_log_commit(log);

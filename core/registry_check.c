@@ -75,7 +75,6 @@ static int walk_arena(struct ck *c)
                 if (st->bump_end != cend)
                     FAIL("stripe %u bump region [%u,%u) not at its chunk end %u", si,
                          st->bump_cur, st->bump_end, cend);
-                q = cend;
                 break;
             }
             struct cnb__reg_block *b = cnb__reg_block(reg, q);

@@ -71,12 +71,12 @@ int cnb__reg_res_push(cnb_registry_result_t *res, const void *key, size_t klen,
     /* Offsets until cnb__reg_res_fix, since buf may still move. */
     it->key = (const unsigned char *)(uintptr_t)(key ? res->buf_len : NOPTR);
     it->key_len = klen;
-    if (klen)
+    if (klen && key)
         memcpy(res->buf + res->buf_len, key, klen);
     res->buf_len += klen;
     it->value = (const unsigned char *)(uintptr_t)(val ? res->buf_len : NOPTR);
     it->value_len = vlen;
-    if (vlen)
+    if (vlen && val)
         memcpy(res->buf + res->buf_len, val, vlen);
     res->buf_len += vlen;
     *item = it;

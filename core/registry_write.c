@@ -57,7 +57,7 @@ static int plan_insert(struct cnb_registry *reg, uint32_t si, uint64_t h, const 
     p->nk = p->no = 0;
     if (!key_head(reg, si, h, key, klen))
         p->kbits = cnb__reg_rehash_bits(st->ktab, st->klive, (uint64_t)st->klive + st->ktomb);
-    if (!is_meta(reg, si)) {
+    if (!is_meta(reg, si) && owner) {
         struct cnb__reg_probe op;
         cnb__reg_probe_owner(&op, node, owner->num, owner->serial, owner->creation);
         if (!cnb__reg_chain_head(reg, si, &op))
