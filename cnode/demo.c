@@ -5,7 +5,9 @@
  *              gen_server:call({echo, C}, {lookup, Key}) -> what the local
  *              registry holds for Key ([] until the registry is attached).
  *   cache_sup  gen_server:call({cache_sup, C}, {start, MediaId, Content[, TtlMs]})
- *              -> {ok, Pid} of a new cache worker;
+ *              -> {ok, Pid} of a new cache worker, registered in :global as
+ *              {cache, MediaId}; {error, {already_started, Pid}} when that
+ *              name is taken (Pid: its owner);
  *   cache      gen_server:call(Pid, get) -> {ok, Content};
  *              gen_server:call(Pid, stop) -> ok, and the worker ends normally;
  *              after TtlMs it ends by itself.
@@ -171,6 +173,15 @@ static void error_reply(ei_x_buff *reply, const char *why)
     ei_x_encode_atom(reply, why);
 }
 
+static void already_started(ei_x_buff *reply, const erlang_pid *owner)
+{
+    ei_x_encode_tuple_header(reply, 2);
+    ei_x_encode_atom(reply, "error");
+    ei_x_encode_tuple_header(reply, 2);
+    ei_x_encode_atom(reply, "already_started");
+    ei_x_encode_pid(reply, owner);
+}
+
 static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
                     const cnb_from_t *from, ei_x_buff *reply)
 {
@@ -184,6 +195,7 @@ static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
         error_reply(reply, "badarg");
         return CNB_REPLY;
     }
+    int id0 = i;
     if (ei_skip_term(req, &i)) { /* MediaId: any term */
         error_reply(reply, "badarg");
         return CNB_REPLY;
@@ -199,9 +211,23 @@ static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
         error_reply(reply, "badarg");
         return CNB_REPLY;
     }
+    /* The global name {cache, MediaId}: a live owner wins. */
+    ei_x_buff gname;
+    ei_x_new_with_version(&gname);
+    ei_x_encode_tuple_header(&gname, 2);
+    ei_x_encode_atom(&gname, "cache");
+    ei_x_append_buf(&gname, req + id0, c0 - id0);
+    cnb_node_t *n = cnb_proc_node(self);
+    erlang_pid owner;
+    if (cnb_global_whereis(n, gname.buff, (size_t)gname.index, &owner, 5000) == 0) {
+        already_started(reply, &owner);
+        ei_x_free(&gname);
+        return CNB_REPLY;
+    }
     cache_t *c = calloc(1, sizeof(*c));
     if (!c || !(c->content = malloc((size_t)(c1 - c0) + 1))) {
         free(c);
+        ei_x_free(&gname);
         error_reply(reply, "enomem");
         return CNB_REPLY;
     }
@@ -210,13 +236,30 @@ static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
     c->len = (size_t)(c1 - c0) + 1;
     c->ttl_ms = ttl;
     erlang_pid pid;
-    int rc = cnb_spawn(cnb_proc_node(self), &cache_ops, c, NULL, &pid);
+    int rc = cnb_spawn(n, &cache_ops, c, NULL, &pid);
     if (rc) {
         free(c->content);
         free(c);
+        ei_x_free(&gname);
         error_reply(reply, "spawn_failed");
         return CNB_REPLY;
     }
+    rc = cnb_global_register(n, gname.buff, (size_t)gname.index, &pid, CNB_GLOBAL_RANDOM_EXIT,
+                             5000, &owner);
+    ei_x_free(&gname);
+    if (rc == CNB_EEXIST) {
+        /* Someone registered it meanwhile: this worker goes, theirs stays. */
+        char r[32];
+        int k = 0;
+        ei_encode_version(r, &k);
+        ei_encode_atom(r, &k, "shutdown");
+        cnb_exit(n, cnb_self(self), &pid, r, (size_t)k);
+        already_started(reply, &owner);
+        return CNB_REPLY;
+    }
+    if (rc)
+        cnb_node_log(n, CNB_LOG_WARNING, "cache worker started without a global name: %s",
+                     cnb_strerror(rc));
     ei_x_encode_tuple_header(reply, 2);
     ei_x_encode_atom(reply, "ok");
     ei_x_encode_pid(reply, &pid);

@@ -773,6 +773,47 @@ static void timers(cnb_node_t *n)
 
 /* ---------------------------------------------------------------- the loop */
 
+/* Keep-connected peers: tried at once, then whenever not up, with back-off. */
+static void keep_add(cnb_node_t *n, const char *spec)
+{
+    char alive[CNB_NAME_MAX], host[CNB_NAME_MAX], name[CNB_NAME_MAX];
+    unsigned port;
+    if (n->nkeep == CNB_MAX_KEEP || parse_peer(spec, alive, host, &port, name))
+        return;
+    for (int i = 0; i < n->nkeep; i++)
+        if (!strcmp(n->keep[i].node, name))
+            return;
+    pthread_mutex_lock(&n->peers_mu);
+    cnb_keep_t *k = &n->keep[n->nkeep];
+    snprintf(k->name, sizeof(k->name), "%s", spec);
+    snprintf(k->node, sizeof(k->node), "%s", name);
+    k->backoff = 200;
+    k->next_try = 0;
+    n->nkeep++;
+    pthread_mutex_unlock(&n->peers_mu);
+}
+
+static void keep_check(cnb_node_t *n)
+{
+    for (int i = 0; i < n->nkeep; i++) {
+        cnb_keep_t *k = &n->keep[i];
+        cnb_conn_t *c = cnb__conn_find(n, k->node);
+        if (c) {
+            if (c->state == C_UP)
+                k->backoff = 200;
+            continue;
+        }
+        if (n->now < k->next_try)
+            continue;
+        k->next_try = n->now + k->backoff;
+        if (k->backoff < 10000)
+            k->backoff *= 2;
+        if (!connect_out(n, k->name))
+            cnb__log(n, CNB_LOG_DEBUG, "cannot reach %s; next try in %lld ms", k->node,
+                     (long long)k->backoff);
+    }
+}
+
 static void drain_inbox(cnb_node_t *n)
 {
     uint64_t v;
@@ -791,6 +832,9 @@ static void drain_inbox(cnb_node_t *n)
                 if (n->opts.on_node)
                     n->opts.on_node(n, ch->peer, 0, n->opts.user);
             }
+            free(ch);
+        } else if (ch->kind == CHUNK_KEEP) {
+            keep_add(n, ch->peer);
             free(ch);
         } else if (ch->kind == CHUNK_DISCONNECT) { /* control: disconnect request */
             cnb_conn_t *c = cnb__conn_find(n, ch->peer);
@@ -849,6 +893,7 @@ void *cnb__loop(void *arg)
         }
         if (n->now >= next_timer) {
             timers(n);
+            keep_check(n);
             next_timer = n->now + TIMER_MS;
         }
         while (n->dirty) {
@@ -906,6 +951,23 @@ int cnb_node_connect(cnb_node_t *n, const char *peer)
     if (!peer || !strchr(peer, '@'))
         return CNB_EINVAL;
     return control_request(n, peer, CHUNK_CONNECT);
+}
+
+int cnb_node_keep_connected(cnb_node_t *n, const char *peer)
+{
+    if (!peer || !strchr(peer, '@'))
+        return CNB_EINVAL;
+    return control_request(n, peer, CHUNK_KEEP);
+}
+
+int cnb_node_anchors(cnb_node_t *n, char (*out)[MAXATOMLEN_UTF8], int max)
+{
+    pthread_mutex_lock(&n->peers_mu);
+    int cnt = n->nkeep;
+    for (int i = 0; i < cnt && i < max; i++)
+        snprintf(out[i], MAXATOMLEN_UTF8, "%s", n->keep[i].node);
+    pthread_mutex_unlock(&n->peers_mu);
+    return cnt;
 }
 
 int cnb_node_disconnect(cnb_node_t *n, const char *peer)

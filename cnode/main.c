@@ -188,7 +188,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int k = 0; k < nconnect; k++)
-        if (cnb_node_connect(node, connects[k]))
+        if (cnb_node_keep_connected(node, connects[k]))
             cnb_node_log(node, CNB_LOG_WARNING, "bad --connect %s", connects[k]);
     printf("READY %s\n", cnb_node_name(node));
     fflush(stdout);

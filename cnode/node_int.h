@@ -16,7 +16,7 @@
 
 #define CNB_NAME_MAX 256
 
-enum cnb_chunk_kind { CHUNK_DATA = 0, CHUNK_CONNECT = 2, CHUNK_DISCONNECT = 3 };
+enum cnb_chunk_kind { CHUNK_DATA = 0, CHUNK_CONNECT = 2, CHUNK_DISCONNECT = 3, CHUNK_KEEP = 4 };
 
 /* One outgoing frame, ready for the wire (4-byte length included). */
 typedef struct cnb_chunk {
@@ -77,6 +77,15 @@ typedef struct cnb_conn {
 } cnb_conn_t;
 
 #define CNB_HASH_BUCKETS 256
+#define CNB_MAX_KEEP 64
+
+/* A peer to stay connected to (--connect): reconnected with back-off. */
+typedef struct cnb_keep {
+    char name[CNB_NAME_MAX]; /* as given: name@host or name@host:port */
+    char node[CNB_NAME_MAX]; /* name@host */
+    int64_t next_try;        /* ms */
+    int64_t backoff;         /* ms */
+} cnb_keep_t;
 
 typedef struct cnb_peer_info {
     char name[CNB_NAME_MAX];
@@ -112,6 +121,8 @@ struct cnb_node {
     cnb_conn_t *hash[CNB_HASH_BUCKETS];
     cnb_conn_t *dirty;
     cnb_conn_t *graveyard; /* closed this loop turn; freed at its end */
+    cnb_keep_t keep[CNB_MAX_KEEP];
+    int nkeep;
     int64_t now;
 
     /* Cross-thread inbox. */

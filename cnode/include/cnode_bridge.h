@@ -135,6 +135,15 @@ unsigned cnb_node_port(const cnb_node_t *node);
  * Any thread. */
 int cnb_node_connect(cnb_node_t *node, const char *peer);
 
+/* Like cnb_node_connect, and stays connected: whenever the connection is lost
+ * or cannot be made, the node tries again with back-off (0.2 s doubling to
+ * 10 s). These nodes are also the first choice for :global operations. */
+int cnb_node_keep_connected(cnb_node_t *node, const char *peer);
+
+/* Copies into out up to max of the keep-connected nodes (name@host), in the
+ * order given; returns how many there are. Any thread. */
+int cnb_node_anchors(cnb_node_t *node, char (*out)[MAXATOMLEN_UTF8], int max);
+
 /* Closes the connection to a node, if any (like erlang:disconnect_node/1). */
 int cnb_node_disconnect(cnb_node_t *node, const char *peer);
 
@@ -274,6 +283,44 @@ int cnb_call(cnb_node_t *node, const erlang_pid *to, const char *name, const cha
  * {badrpc, Reason} as Erlang's rpc gives). */
 int cnb_rpc(cnb_node_t *node, const char *peer, const char *mod, const char *fun,
             const char *args, size_t len, unsigned timeout_ms, ei_x_buff *reply);
+
+/* ======================================================================
+ * :global names for C workers. Each operation runs `global` on a connected
+ * Erlang node (the keep-connected anchors first, then any other connected
+ * node, until one answers), so the C node stays hidden and the name maps to
+ * the worker's own pid: every node's global_name_server then monitors that
+ * pid through its own connection to this node, and drops the name the moment
+ * the worker ends or this node goes away. Names are any term (ETF with version
+ * byte). Calls block the calling thread for at most timeout_ms per node tried.
+ * ====================================================================== */
+
+enum cnb_global_resolve {
+    CNB_GLOBAL_RANDOM_EXIT = 0,   /* global:random_exit_name/3 (the default): the
+                                     loser of a conflict is killed */
+    CNB_GLOBAL_RANDOM_NOTIFY = 1, /* random_notify_name: the loser gets
+                                     {global_name_conflict, Name} */
+    CNB_GLOBAL_NOTIFY_ALL = 2     /* notify_all_name: both get
+                                     {global_name_conflict, Name, OtherPid} and
+                                     the name is unregistered */
+};
+
+/* Registers pid under name. Returns 0 (yes), CNB_EEXIST (no: the name is
+ * taken; *owner, if given, is its pid when it can be read), CNB_ENOCONN (no
+ * Erlang node answered), CNB_EINVAL. */
+int cnb_global_register(cnb_node_t *node, const char *name, size_t len, const erlang_pid *pid,
+                        int resolve, unsigned timeout_ms, erlang_pid *owner);
+/* global:re_register_name/3: takes the name whoever has it. */
+int cnb_global_re_register(cnb_node_t *node, const char *name, size_t len,
+                           const erlang_pid *pid, int resolve, unsigned timeout_ms);
+int cnb_global_unregister(cnb_node_t *node, const char *name, size_t len, unsigned timeout_ms);
+/* 0 and *pid, or CNB_ENOENT (undefined), CNB_ENOCONN. */
+int cnb_global_whereis(cnb_node_t *node, const char *name, size_t len, erlang_pid *pid,
+                       unsigned timeout_ms);
+/* whereis, then send. CNB_ENOENT when the name is not registered. */
+int cnb_global_send(cnb_node_t *node, const char *name, size_t len, const char *msg,
+                    size_t mlen, unsigned timeout_ms);
+/* The list term of global:registered_names() into *out (version byte; free it). */
+int cnb_global_registered_names(cnb_node_t *node, unsigned timeout_ms, ei_x_buff *out);
 
 /* How many workers are alive. */
 size_t cnb_node_process_count(cnb_node_t *node);
