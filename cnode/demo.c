@@ -286,6 +286,11 @@ static const cnb_worker_ops_t sup_ops = {
  *                              {error, timeout | noproc | noconnection, Detail}
  *   {rpc, Node, M, F, Args, Ms} -> {ok, Result} | {error, ...}
  *   {reply_after, Ms, Term}    replies Term after Ms (a late reply)
+ *   {global_register, Name, random_exit | random_notify | notify_all}
+ *                              registers the probe in :global -> yes | no
+ *   {global_whereis, Name}     -> Pid | undefined
+ *   {global_unregister, Name}  -> ok
+ *   global_names               -> global:registered_names()
  *   {count, N}                 replies ok once N more info messages arrived
  *                              (they are not forwarded to the subscriber)
  *   {stop, Reason}             stops with Reason, replying ok first
@@ -470,6 +475,49 @@ static int probe_call(cnb_proc_t *self, void *state, const char *req, size_t len
         ei_x_free(&m);
         ei_x_free(&t);
         return CNB_CONTINUE;
+    } else if (arity == 3 && !strcmp(op, "global_register")) {
+        ei_x_buff nm;
+        char how[MAXATOMLEN_UTF8];
+        if (term_at(req, &i, &nm) || ei_decode_atom(req, &i, how)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        int resolve = !strcmp(how, "random_notify") ? CNB_GLOBAL_RANDOM_NOTIFY
+                      : !strcmp(how, "notify_all")  ? CNB_GLOBAL_NOTIFY_ALL
+                                                    : CNB_GLOBAL_RANDOM_EXIT;
+        int rc = cnb_global_register(n, nm.buff, (size_t)nm.index, cnb_self(self), resolve, 5000,
+                                     NULL);
+        ei_x_free(&nm);
+        ei_x_encode_atom(reply, rc == 0 ? "yes" : "no");
+        return CNB_REPLY;
+    } else if (arity == 2 && !strcmp(op, "global_whereis")) {
+        ei_x_buff nm;
+        if (term_at(req, &i, &nm)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        if (cnb_global_whereis(n, nm.buff, (size_t)nm.index, &pid, 5000) == 0)
+            ei_x_encode_pid(reply, &pid);
+        else
+            ei_x_encode_atom(reply, "undefined");
+        ei_x_free(&nm);
+        return CNB_REPLY;
+    } else if (arity == 2 && !strcmp(op, "global_unregister")) {
+        ei_x_buff nm;
+        if (term_at(req, &i, &nm)) {
+            error_reply(reply, "badarg");
+            return CNB_REPLY;
+        }
+        cnb_global_unregister(n, nm.buff, (size_t)nm.index, 5000);
+        ei_x_free(&nm);
+    } else if (arity == 0 && !strcmp(op, "global_names")) {
+        ei_x_buff r;
+        if (cnb_global_registered_names(n, 5000, &r) == 0)
+            ei_x_append_buf(reply, r.buff + 1, r.index - 1);
+        else
+            error_reply(reply, "noconnection");
+        ei_x_free(&r);
+        return CNB_REPLY;
     } else if (arity == 2 && !strcmp(op, "count")) {
         long cnt;
         if (ei_decode_long(req, &i, &cnt) || cnt <= 0) {

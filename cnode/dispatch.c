@@ -242,6 +242,10 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
         m.has_from = m.has_to = 1;
         break;
     }
+    case CNB_OP_SPAWN_REQUEST:
+    case CNB_OP_SPAWN_REQUEST_TT:
+        cnb__spawn_request(n, peer, b + off, m.payload);
+        goto out;
     default:
         cnb__log(n, CNB_LOG_DEBUG, "ignored control message %ld from %s", op, peer);
         goto out;

@@ -167,6 +167,9 @@ cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_le
                               const char *payload, size_t payload_len);
 int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch);
 
+/* spawn.c: SPAWN_REQUEST (erpc) -- global:resolve_it runs here, others notsup. */
+void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const char *payload);
+
 /* dispatch.c */
 void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
                    int versioned);

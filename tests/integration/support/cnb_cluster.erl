@@ -301,8 +301,13 @@ do_start_node(Opts, St) ->
     Long = maps:get(longnames, Opts, false),
     Cookie = maps:get(cookie, Opts, St#st.cookie),
     Paths = [filename:join(root(), "build/itest"), filename:join(root(), "erlang_side/ebin")],
-    Args = ["-setcookie", Cookie, "-connect_all", "false" | lists:append([["-pa", P] || P <- Paths])]
-        ++ maps:get(args, Opts, []),
+    Extra = maps:get(args, Opts, []),
+    %% Nodes do not form a full mesh unless a test asks for it (-connect_all true).
+    ConnectAll = case lists:member("-connect_all", Extra) of
+                     true -> [];
+                     false -> ["-connect_all", "false"]
+                 end,
+    Args = ["-setcookie", Cookie | ConnectAll] ++ lists:append([["-pa", P] || P <- Paths]) ++ Extra,
     Env = [{"ERL_EPMD_PORT", integer_to_list(St#st.epmd_tcp)} | maps:get(env, Opts, [])],
     PeerOpts0 = #{name => Name, longnames => Long, connection => standard_io,
                   args => Args, env => Env, wait_boot => 30000},
