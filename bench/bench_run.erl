@@ -11,7 +11,15 @@
 
 main() ->
     Root = cnb_cluster:root(),
-    Lines = lists:append([c_benches(Root), beam_benches(Root), dist(Root), runtime(Root)]),
+    %% BENCH_ONLY=dist,global runs only those sections (for a quick look; the
+    %% report then holds only their figures).
+    Sections = [{c, fun c_benches/1}, {beam, fun beam_benches/1}, {dist, fun dist/1},
+                {runtime, fun runtime/1}, {global, fun global/1}],
+    Only = case os:getenv("BENCH_ONLY") of
+               false -> [N || {N, _} <- Sections];
+               S -> [list_to_atom(X) || X <- string:lexemes(S, ",")]
+           end,
+    Lines = lists:append([F(Root) || {N, F} <- Sections, lists:member(N, Only)]),
     Figures = lists:append([parse(L) || L <- Lines]),
     [io:format("~s ~s ~s~n", [K, fmt(V), U]) || {K, V, U} <- Figures],
     ok = write_report(Root, Figures),
@@ -94,6 +102,65 @@ runtime(Root) ->
         cnb_cluster:stop(C)
     end.
 
+%% :global figures on a visible cluster a, b plus the C node connected to a.
+global(Root) ->
+    C = cnb_cluster:new(),
+    try
+        Ebin = filename:join([Root, "build", "bench", "ebin"]),
+        Args = ["-pa", Ebin, "-connect_all", "true"],
+        {ok, A, NA} = cnb_cluster:start_node(C, #{name => "ga", args => Args}),
+        {ok, B, NB} = cnb_cluster:start_node(C, #{name => "gb", args => Args}),
+        pong = cnb_cluster:call(A, net_adm, ping, [NB]),
+        ok = cnb_cluster:call(A, global, sync, []),
+        {ok, Port, CN} = cnb_cluster:start_cnode(
+                           C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                               cnb_cluster:unique_name("benchg"), "--demo", "--log-level",
+                               "warning", "--connect", atom_to_list(NA)]),
+        true = cnb_cluster:wait_until(
+                 fun() -> lists:member(CN, cnb_cluster:call(A, erlang, nodes, [hidden])) end, 5000),
+        %% Gone after the owner exits: C worker vs Erlang process (on a).
+        {ok, W} = cnb_cluster:call(B, gen_server, call, [{cache_sup, CN}, {start, gone, x}]),
+        H = cnb_cluster:call(A, global_bench, holder, [{beam, gone}]),
+        GoneC = gone_us(B, {cache, gone}, fun() -> cnb_cluster:call(A, erlang, exit, [W, kill]) end),
+        GoneB = gone_us(B, {beam, gone}, fun() -> cnb_cluster:call(A, erlang, exit, [H, kill]) end),
+        %% Gone after kill -9 of the owner's node: the C node vs an Erlang node.
+        {ok, _} = cnb_cluster:call(B, gen_server, call, [{cache_sup, CN}, {start, k9, x}]),
+        {ok, D, _} = cnb_cluster:start_node(C, #{name => "gd", args => Args}),
+        pong = cnb_cluster:call(D, net_adm, ping, [NA]),
+        ok = cnb_cluster:call(D, global, sync, []),
+        _ = cnb_cluster:call(D, global_bench, holder, [{beam, k9}]),
+        OsC = cnb_cluster:cnode_os_pid(C, Port),
+        OsD = cnb_cluster:call(D, os, getpid, []),
+        K9C = gone_us(B, {cache, k9}, fun() -> os:cmd("kill -9 " ++ integer_to_list(OsC)) end),
+        K9B = gone_us(B, {beam, k9}, fun() -> os:cmd("kill -9 " ++ OsD) end),
+        %% Registration last, on a new C node: its 1,101 names would slow the
+        %% DOWN handling measured above.
+        {ok, _, CN2} = cnb_cluster:start_cnode(
+                         C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                             cnb_cluster:unique_name("benchg"), "--demo", "--log-level",
+                             "warning", "--connect", atom_to_list(NA)]),
+        true = cnb_cluster:wait_until(
+                 fun() -> lists:member(CN2, cnb_cluster:call(A, erlang, nodes, [hidden])) end, 5000),
+        Reg = lists:append(
+                [begin
+                     Tc = cnb_cluster:call(B, global_bench, register_c, [CN2, {c, N}, N], 300000),
+                     Tb = cnb_cluster:call(B, global_bench, register_beam, [{b, N}, N], 300000),
+                     [io_lib:format("global.register_~b_names_ms ~.2f ms", [N, Tc / 1000]),
+                      io_lib:format("global_beam.register_~b_names_ms ~.2f ms", [N, Tb / 1000])]
+                 end || N <- [1, 100, 1000]]),
+        Reg ++ [io_lib:format("global.gone_after_exit_us ~b us", [GoneC]),
+                io_lib:format("global_beam.gone_after_exit_us ~b us", [GoneB]),
+                io_lib:format("global.gone_after_kill9_us ~b us", [K9C]),
+                io_lib:format("global_beam.gone_after_kill9_us ~b us", [K9B])]
+    after
+        cnb_cluster:stop(C)
+    end.
+
+gone_us(Peer, Name, Kill) ->
+    T0 = os:system_time(microsecond),
+    _ = Kill(),
+    cnb_cluster:call(Peer, global_bench, wait_gone_us, [Name, T0], 60000).
+
 rss_bytes(OsPid) ->
     {ok, B} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/status"),
     {match, [Kb]} = re:run(B, "VmRSS:\\s+(\\d+) kB", [{capture, all_but_first, list}]),
@@ -166,7 +233,15 @@ write_report(Root, Figures) ->
               "  node, until all are received.\n"
               "- `runtime.idle_worker_bytes`: resident memory per idle C cache worker (RSS of\n"
               "  the cnode process over 10,000 workers) vs `erlang:memory(processes)` per idle\n"
-              "  gen_server.\n">>],
+              "  gen_server.\n"
+              "- `global.register_N_names_ms`: N global names taken one after another by a C\n"
+              "  worker through the C API (each is a call into the C node, which runs\n"
+              "  `global:register_name/3` on a connected Erlang node) vs by an Erlang process\n"
+              "  calling `global:register_name/2` itself.\n"
+              "- `global.gone_after_exit_us`: from `exit(Pid, kill)` of the owner to the name\n"
+              "  being gone on another node: a C worker vs an Erlang process.\n"
+              "- `global.gone_after_kill9_us`: the same after `kill -9` of the owner's OS\n"
+              "  process: the C node vs an Erlang node.\n">>],
     file:write_file(filename:join([Root, "docs", "BENCHMARKS.md"]), Text).
 
 ratio(_, 0, _) -> "n/a";
