@@ -864,6 +864,8 @@ void *cnb__loop(void *arg)
     cnb_node_t *n = arg;
     struct epoll_event evs[64];
     int64_t next_timer = cnb__now_ms() + TIMER_MS;
+    n->now = cnb__now_ms();
+    drain_inbox(n); /* whatever was sent before the loop ran */
     while (!atomic_load(&n->stopping)) {
         n->now = cnb__now_ms();
         int timeout = (int)(next_timer - n->now);

@@ -317,10 +317,11 @@ err:
     return CNB_ESYS;
 }
 
-int cnb_node_start(cnb_node_t *n)
+/* Everything but the I/O loop itself: sockets, epmd, the worker pool. */
+static int prepare(cnb_node_t *n)
 {
     int rc;
-    if (n->thread_started)
+    if (n->thread_started || n->epfd >= 0)
         return CNB_ESTATE;
     if ((rc = open_listener(n)))
         return rc;
@@ -343,11 +344,31 @@ int cnb_node_start(cnb_node_t *n)
         cnb__log(n, CNB_LOG_ERROR, "cannot start the worker pool");
         return rc;
     }
+    return 0;
+}
+
+int cnb_node_start(cnb_node_t *n)
+{
+    int rc = prepare(n);
+    if (rc)
+        return rc;
     if (pthread_create(&n->thread, NULL, cnb__loop, n) != 0) {
         cnb__log(n, CNB_LOG_ERROR, "cannot start the I/O thread");
         return CNB_ESYS;
     }
     n->thread_started = 1;
+    return 0;
+}
+
+int cnb_node_run(cnb_node_t *n)
+{
+    int rc = prepare(n);
+    if (rc)
+        return rc;
+    n->thread = pthread_self();
+    n->thread_started = 2; /* the loop runs on this (the caller's) thread */
+    cnb__loop(n);
+    n->thread_started = 0;
     return 0;
 }
 
@@ -363,7 +384,7 @@ void cnb_node_stop(cnb_node_t *n)
 
 void cnb_node_join(cnb_node_t *n)
 {
-    if (n->thread_started) {
+    if (n->thread_started == 1) {
         pthread_join(n->thread, NULL);
         n->thread_started = 0;
     }

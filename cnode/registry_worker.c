@@ -427,17 +427,42 @@ static int op_unregister_values(rw_t *w, const char *req, int *i, ei_x_buff *x)
     struct values_ctx c = {NULL, 0};
     if ((rc = take_term(req, i, &k)))
         return rc;
-    if ((rc = take_pid(req, i, &e, &o)) || ei_decode_list_header(req, i, &arity) < 0) {
+    int type, size;
+    if ((rc = take_pid(req, i, &e, &o)) || ei_get_type(req, i, &type, &size) < 0) {
         rc = rc ? rc : CNB_EMALFORMED;
         goto out;
     }
-    if (arity > 0 && !(c.v = calloc((size_t)arity, sizeof *c.v))) {
-        rc = CNB_ENOMEM;
-        goto out;
-    }
-    for (int j = 0; j < arity; j++, c.n++)
-        if ((rc = take_term(req, i, &c.v[j])))
+    if (type == ERL_STRING_EXT) {
+        /* A list of small integers comes as a string: each is 131 97 N. */
+        char *str = malloc((size_t)size + 1);
+        if (!str || ei_decode_string(req, i, str) < 0 ||
+            (size > 0 && !(c.v = calloc((size_t)size, sizeof *c.v)))) {
+            free(str);
+            rc = str ? CNB_EMALFORMED : CNB_ENOMEM;
             goto out;
+        }
+        for (int j = 0; j < size; j++, c.n++) {
+            c.v[j].p = c.v[j].inl;
+            c.v[j].inl[0] = 131;
+            c.v[j].inl[1] = 97;
+            c.v[j].inl[2] = (unsigned char)str[j];
+            c.v[j].len = 3;
+        }
+        free(str);
+        arity = size;
+    } else {
+        if (ei_decode_list_header(req, i, &arity) < 0) {
+            rc = CNB_EMALFORMED;
+            goto out;
+        }
+        if (arity > 0 && !(c.v = calloc((size_t)arity, sizeof *c.v))) {
+            rc = CNB_ENOMEM;
+            goto out;
+        }
+        for (int j = 0; j < arity; j++, c.n++)
+            if ((rc = take_term(req, i, &c.v[j])))
+                goto out;
+    }
     ssize_t n = arity ? cnb_registry_unregister_match(w->reg, k.p, k.len, &o, value_in, &c) : 0;
     if (n < 0)
         reply_error(x, code_atom((int)n));

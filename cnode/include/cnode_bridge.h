@@ -116,6 +116,11 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out);
  * errors), CNB_EEXIST (the name is taken in epmd), CNB_ENOCONN (no epmd). */
 int cnb_node_start(cnb_node_t *node);
 
+/* The same, but runs the I/O loop on the calling thread (a host program's
+ * thread of its choice) and returns only when the node stops (cnb_node_stop
+ * from another thread or a signal handler). Returns 0 or as cnb_node_start. */
+int cnb_node_run(cnb_node_t *node);
+
 /* Asks the node to stop: connections close, epmd registration ends. Safe from
  * any thread and from a signal handler. */
 void cnb_node_stop(cnb_node_t *node);

@@ -27,7 +27,8 @@ dist_test_() ->
      ?T(too_big_message_closes, 60),
      ?T(stale_creation_dropped, 60),
      ?T(bad_flags_exit_2, 30),
-     ?T(simultaneous_connect, 120)].
+     ?T(simultaneous_connect, 120),
+     ?T(reconnects_to_connect_nodes, 60)].
 
 with_cluster(F) ->
     C = cnb_cluster:new(),
@@ -269,6 +270,26 @@ simultaneous_connect(C) ->
                   Sim
               end || Prefix <- ["s", "B", "s", "B", "s", "B"]],
     ?debugFmt("simultaneous connects seen in ~b of 6 rounds", [length([x || true <- Rounds])]).
+
+%% --connect nodes are kept: connected at start, and reconnected (with
+%% back-off) when the connection is lost or the node comes back.
+reconnects_to_connect_nodes(C) ->
+    {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a"}),
+    {ok, B, NB} = cnb_cluster:start_node(C, #{name => "b"}),
+    {Port, CN} = start_c(C, ["--sname", cname("c"), "--connect", atom_to_list(NA),
+                             "--connect", atom_to_list(NB)]),
+    ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) andalso hidden_has(B, CN) end, 5000)),
+    true = cnb_cluster:call(A, erlang, disconnect_node, [CN]),
+    T0 = erlang:monotonic_time(millisecond),
+    ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 5000)),
+    ?debugFmt("reconnected ~b ms after the peer dropped the connection",
+              [erlang:monotonic_time(millisecond) - T0]),
+    %% B goes away and a new node of the same name comes up: reconnected too.
+    ok = cnb_cluster:stop_node(C, B),
+    ?assert(cnb_cluster:wait_until(
+              fun() -> lists:any(fun(L) -> re:run(L, "cannot|closed") =/= nomatch end,
+                                 cnb_cluster:cnode_output(C, Port)) end, 5000)),
+    ?assert(hidden_has(A, CN)).
 
 bad_flags_exit_2(_C) ->
     Exe = filename:join([cnb_cluster:root(), "erlang_side", "priv", "cnode"]),
