@@ -1,7 +1,86 @@
-%% @doc Public entry points of the cnode_bridge application.
+%% @doc Public entry points of the cnode_bridge application: start and stop
+%% supervised C nodes (the `cnode' program in priv/), and where things live.
+%%
+%% A C node started here runs under `cnode_bridge_sup' as a transient child:
+%% if the program dies, it is restarted with exponential back-off (0.1 s
+%% doubling to 5 s, counted over the last minute) within the supervisor's
+%% intensity (10 restarts in 60 s), and the dead node's `:global' names are
+%% gone before the new one starts. It exits when this BEAM node goes (it reads
+%% EOF on its stdin). C nodes to start at boot are listed in the application
+%% environment: `{cnode_bridge, [{cnodes, [{Name, Opts}]}]}'.
 -module(cnode_bridge).
 
--export([priv_dir/0, cnode_executable/0]).
+-export([start_cnode/2, stop_cnode/1, which_cnodes/0, os_pid/1, priv_dir/0,
+         cnode_executable/0]).
+
+-type opts() :: #{longnames => boolean(),
+                  host => string(),
+                  cookie => atom() | string(),
+                  connect => [node()],
+                  port => 0..65535,
+                  no_epmd => boolean(),
+                  ipv6 => boolean(),
+                  ticktime => pos_integer(),
+                  setuptime => pos_integer(),
+                  max_message => pos_integer(),
+                  log_level => error | warning | info | debug,
+                  threads => pos_integer(),
+                  demo => boolean(),
+                  executable => file:filename(),
+                  ready_timeout => pos_integer()}.
+-export_type([opts/0]).
+
+%% @doc Starts the C node `Name@Host' (Host: this node's host unless given)
+%% with the `cnode' flags that Opts names (see opts()); the cookie defaults to
+%% this node's and is passed in a 0600 file; `connect' defaults to [node()].
+%% Returns once the node printed READY and is connected:
+%% {ok, CNode}, or {error, Reason} (nothing is left running then), e.g.
+%% {error, {bad_option, {Key, Value}}}, {error, {already_started, CNode}},
+%% {error, ready_timeout}, {error, {cnode_exited, Status}}.
+-spec start_cnode(atom(), opts()) -> {ok, node()} | {error, term()}.
+start_cnode(Name, Opts) when is_atom(Name), is_map(Opts) ->
+    case cnode_bridge_cnode:args(Name, Opts) of
+        {error, _} = E -> E;
+        {ok, _} ->
+            Node = cnode_bridge_cnode:node_name(Name, Opts),
+            Spec = #{id => {cnode, Node},
+                     start => {cnode_bridge_cnode, start_link, [Name, Opts]},
+                     restart => transient,
+                     shutdown => 10000,
+                     type => worker,
+                     modules => [cnode_bridge_cnode]},
+            case supervisor:start_child(cnode_bridge_sup, Spec) of
+                {ok, _} -> {ok, Node};
+                {error, {already_started, _}} -> {error, {already_started, Node}};
+                {error, already_present} -> {error, {already_started, Node}};
+                {error, {Reason, _Child}} -> {error, Reason};
+                {error, _} = E -> E
+            end
+    end;
+start_cnode(Name, Opts) ->
+    {error, {bad_option, {Name, Opts}}}.
+
+%% @doc Stops a supervised C node cleanly (its workers' terminate callbacks run
+%% and their links and monitors fire with `shutdown').
+-spec stop_cnode(node()) -> ok | {error, not_found}.
+stop_cnode(Node) ->
+    case supervisor:terminate_child(cnode_bridge_sup, {cnode, Node}) of
+        ok -> _ = supervisor:delete_child(cnode_bridge_sup, {cnode, Node}), ok;
+        {error, not_found} -> {error, not_found}
+    end.
+
+%% @doc The supervised C nodes and their controlling processes.
+-spec which_cnodes() -> [{node(), pid() | restarting | undefined}].
+which_cnodes() ->
+    [{N, P} || {{cnode, N}, P, _, _} <- supervisor:which_children(cnode_bridge_sup)].
+
+%% @doc The OS pid of a supervised C node's program.
+-spec os_pid(node()) -> integer() | undefined.
+os_pid(Node) ->
+    case lists:keyfind(Node, 1, which_cnodes()) of
+        {_, P} when is_pid(P) -> gen_server:call(P, os_pid);
+        _ -> undefined
+    end.
 
 %% @doc The application's priv directory (holds the `cnode' program and the NIF).
 -spec priv_dir() -> file:filename().

@@ -1,5 +1,6 @@
-%% @doc Top supervisor of the cnode_bridge application. Supervised C nodes are
-%% added here as they land (see docs/ARCHITECTURE.md).
+%% @doc Top supervisor of the cnode_bridge application: one transient child per
+%% supervised C node (cnode_bridge_cnode), plus those listed to start at boot
+%% in the application environment (`cnodes', a list of {Name, Opts}).
 -module(cnode_bridge_sup).
 -behaviour(supervisor).
 
@@ -11,4 +12,12 @@ start_link() ->
 
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, []}}.
+    Boot = application:get_env(cnode_bridge, cnodes, []),
+    Children = [#{id => {cnode, cnode_bridge_cnode:node_name(Name, Opts)},
+                  start => {cnode_bridge_cnode, start_link, [Name, Opts]},
+                  restart => transient,
+                  shutdown => 10000,
+                  type => worker,
+                  modules => [cnode_bridge_cnode]}
+                || {Name, Opts} <- Boot, is_atom(Name), is_map(Opts)],
+    {ok, {#{strategy => one_for_one, intensity => 10, period => 60}, Children}}.
