@@ -240,7 +240,7 @@ forget_names(Node, Deadline) ->
         [] -> ok;
         _ ->
             case erlang:monotonic_time(millisecond) > Deadline of
-                true -> [global:unregister_name(N) || N <- Left], ok;
+                true -> lists:foreach(fun global:unregister_name/1, Left);
                 false -> timer:sleep(10), forget_names(Node, Deadline)
             end
     end.
