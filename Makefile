@@ -157,7 +157,8 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo
 
-shell:
+shell: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/demo-shell
 
 clean:

@@ -78,7 +78,11 @@ which_cnodes() ->
 -spec os_pid(node()) -> integer() | undefined.
 os_pid(Node) ->
     case lists:keyfind(Node, 1, which_cnodes()) of
-        {_, P} when is_pid(P) -> gen_server:call(P, os_pid);
+        {_, P} when is_pid(P) ->
+            %% The controller may be dying (the node just crashed): no pid yet.
+            try gen_server:call(P, os_pid, 20000)
+            catch exit:_ -> undefined
+            end;
         _ -> undefined
     end.
 
