@@ -1,0 +1,23 @@
+defmodule ElixirAppTest do
+  use ExUnit.Case
+
+  setup_all do
+    c = ElixirApp.cnode()
+    on_exit(fn -> :cnode_bridge.stop_cnode(c) end)
+    %{cnode: c}
+  end
+
+  test "C cache workers from Elixir, found through :global", %{cnode: c} do
+    {:ok, pid} = ElixirApp.put(:song, "la la la")
+    assert node(pid) == c
+    assert ElixirApp.get(:song) == {:ok, "la la la"}
+    assert {:cache, :song} in :global.registered_names()
+    assert ElixirApp.put(:song, "other") == {:ok, pid}
+    assert ElixirApp.drop(:song) == :ok
+    assert ElixirApp.Stats.get() |> Map.get(:put) == 2
+  end
+
+  test "the C echo worker answers GenServer.call", %{cnode: c} do
+    assert GenServer.call({:echo, c}, %{elixir: [1, 2, 3]}) == %{elixir: [1, 2, 3]}
+  end
+end
