@@ -19,6 +19,10 @@
 
 #include "cnode_bridge.h"
 #include "demo.h"
+#include "registry_worker.h"
+
+/* The node's key registry (NULL: none), set by cnb_demo_start. */
+static struct cnb_registry *demo_reg;
 
 /* ------------------------------------------------------------------ echo */
 
@@ -31,9 +35,11 @@ static int echo_call(cnb_proc_t *self, void *state, const char *req, size_t len,
     char atom[MAXATOMLEN_UTF8];
     if (!ei_decode_version(req, &i, &ver) && !ei_decode_tuple_header(req, &i, &arity) &&
         arity == 2 && !ei_decode_atom(req, &i, atom) && !strcmp(atom, "lookup")) {
-        /* The shared registry comes with its own issue; nothing is registered
-         * on the C side yet. */
-        ei_x_encode_empty_list(reply);
+        /* What the C side sees in the shared registry: [{Pid, Value}]. */
+        int k0 = i;
+        if (ei_skip_term(req, &i) || !demo_reg ||
+            cnb_registry_encode_lookup(demo_reg, req + k0, (size_t)(i - k0), reply) < 0)
+            ei_x_encode_empty_list(reply);
         return CNB_REPLY;
     }
     (void)self;
@@ -73,12 +79,18 @@ typedef struct cache {
     char *content; /* the Content term, with version byte */
     size_t len;
     long ttl_ms;
+    ei_x_buff key; /* {cache, MediaId}: its name in :global and the registry */
 } cache_t;
 
 static int cache_init(cnb_proc_t *self, void *arg, void **state)
 {
     cache_t *c = arg;
     *state = c;
+    /* In the node's registry too, so BEAM code on this host finds it with
+     * one lookup; the value is the content. */
+    if (demo_reg && c->key.buff)
+        cnb_registry_register_term(demo_reg, cnb_self(self), c->key.buff, (size_t)c->key.index,
+                                   c->content, c->len);
     if (c->ttl_ms > 0) {
         char m[32];
         int i = 0;
@@ -142,6 +154,10 @@ static void cache_terminate(cnb_proc_t *self, void *state, const char *reason, s
     (void)reason;
     (void)len;
     cache_t *c = state;
+    if (demo_reg && c->key.buff)
+        cnb_registry_unregister_term(demo_reg, cnb_self(self), c->key.buff, (size_t)c->key.index);
+    if (c->key.buff)
+        ei_x_free(&c->key);
     free(c->content);
     free(c);
 }
@@ -235,9 +251,12 @@ static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
     memcpy(c->content + 1, req + c0, (size_t)(c1 - c0));
     c->len = (size_t)(c1 - c0) + 1;
     c->ttl_ms = ttl;
+    ei_x_new(&c->key);
+    ei_x_append_buf(&c->key, gname.buff, gname.index);
     erlang_pid pid;
     int rc = cnb_spawn(n, &cache_ops, c, NULL, &pid);
     if (rc) {
+        ei_x_free(&c->key);
         free(c->content);
         free(c);
         ei_x_free(&gname);
@@ -595,8 +614,9 @@ static const cnb_worker_ops_t probe_ops = {
     .terminate = probe_terminate,
 };
 
-int cnb_demo_start(cnb_node_t *node)
+int cnb_demo_start(cnb_node_t *node, struct cnb_registry *reg)
 {
+    demo_reg = reg;
     erlang_pid pid;
     cnb_spawn_opts_t o = {.name = "echo"};
     int rc = cnb_spawn(node, &echo_ops, NULL, &o, &pid);

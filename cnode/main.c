@@ -13,6 +13,7 @@
 
 #include "cnode_bridge.h"
 #include "demo.h"
+#include "registry_worker.h"
 
 #define MAX_CONNECT 64
 
@@ -182,7 +183,14 @@ int main(int argc, char **argv)
         cnb_node_destroy(node);
         return 1;
     }
-    if (demo && (rc = cnb_demo_start(node))) {
+    /* Every C node serves its key registry (cnode_registry:attach/2). */
+    struct cnb_registry *reg = NULL;
+    if ((rc = cnb_registry_worker_start(node, NULL, &reg))) {
+        fprintf(stderr, "cnode: cannot start the registry: %s\n", cnb_strerror(rc));
+        cnb_node_destroy(node);
+        return 1;
+    }
+    if (demo && (rc = cnb_demo_start(node, reg))) {
         fprintf(stderr, "cnode: cannot start the demo workers: %s\n", cnb_strerror(rc));
         cnb_node_destroy(node);
         return 1;
@@ -203,6 +211,7 @@ int main(int argc, char **argv)
     /* Every worker's terminate runs; links and monitors fire with shutdown. */
     cnb_node_shutdown(node, 5000);
     cnb_node_destroy(node);
+    cnb_registry_close(reg);
     return 0;
 bad:
     fprintf(stderr, "cnode: bad arguments\n");
