@@ -192,7 +192,9 @@ int main(int argc, char **argv)
     }
     if (demo && (rc = cnb_demo_start(node, reg))) {
         fprintf(stderr, "cnode: cannot start the demo workers: %s\n", cnb_strerror(rc));
+        cnb_node_shutdown(node, 5000); /* the registry worker removes its segment */
         cnb_node_destroy(node);
+        cnb_registry_close(reg);
         return 1;
     }
     for (int k = 0; k < nconnect; k++)

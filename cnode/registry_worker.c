@@ -4,6 +4,8 @@
  * hosts, and purges the entries of BEAM nodes that detach or die.
  * Tests: tests/integration/nif_tests.erl. */
 #include <dirent.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #define SCAN_BUDGET 256
 #define MAX_SCAN 10000
 #define MAX_FEED 1024
+#define SWEEP_AGE 10 /* seconds */
 
 /* ---- conversions ------------------------------------------------------------ */
 
@@ -290,9 +293,12 @@ static void seg_prefix(const char *node, char *out, size_t cap)
     out[o] = 0;
 }
 
-/* Removes segments of earlier incarnations of this node name that no live
- * process maps (opening one purges dead attachers; if only we are left, it is
- * garbage). */
+/* Removes registry segments (ours: /dev/shm/cnb-*) that no live process maps
+ * any more, e.g. those of C nodes killed with SIGKILL: opening one purges its
+ * dead attachers; if only we are left, it is garbage. A live C node keeps its
+ * own segment open, so it is never removed; a segment changed in the last
+ * SWEEP_AGE seconds is left alone too (its creator links it into place a
+ * moment before it records itself as an attacher). */
 static void sweep_old(cnb_node_t *node, const char *prefix, const char *mine)
 {
     DIR *d = opendir(SHM_DIR);
@@ -305,7 +311,10 @@ static void sweep_old(cnb_node_t *node, const char *prefix, const char *mine)
         if (strncmp(e->d_name, prefix, pl) != 0)
             continue;
         snprintf(path, sizeof path, "%s/%s", SHM_DIR, e->d_name);
-        if (strcmp(path, mine) == 0)
+        struct stat st;
+        time_t now = time(NULL);
+        if (strcmp(path, mine) == 0 || stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+            now - st.st_mtime < SWEEP_AGE || now - st.st_ctime < SWEEP_AGE)
             continue;
         cnb_registry_opts_t o;
         memset(&o, 0, sizeof o);
@@ -862,7 +871,7 @@ int cnb_registry_worker_start(cnb_node_t *node, const char *segment_path,
         snprintf(w->path, sizeof w->path, "%s/%s%08x", SHM_DIR, prefix,
                  (unsigned)cnb_node_creation(node));
         o.flags = CNB_REG_CREATE | CNB_REG_EXCL;
-        sweep_old(node, prefix, w->path);
+        sweep_old(node, SEG_PREFIX, w->path);
         w->created = 1;
     }
     o.path = w->path;

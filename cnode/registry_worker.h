@@ -53,9 +53,10 @@ extern "C" {
 
 /* Starts the `cnode_registry' worker of node (after cnb_node_start). It opens
  * the registry segment at segment_path, or when NULL creates
- * /dev/shm/cnb-<node>-<creation in hex> (unique keys, mode 0600), removing
- * segments of earlier incarnations of this node name that nobody maps any
- * more. The segment file is unlinked when the worker stops cleanly.
+ * /dev/shm/cnb-<node>-<creation in hex> (unique keys, mode 0600), first
+ * removing /dev/shm/cnb-* segments that no live process maps any more (left
+ * by C nodes killed with SIGKILL). The segment file is unlinked when the
+ * worker stops cleanly.
  *
  * out: if not NULL, *out gets the registry handle for other C code of this
  * program (cnb_registry_*_term below); the caller then owns the handle and

@@ -1,0 +1,478 @@
+%% @doc A key registry with the API and return values of Elixir's `Registry',
+%% stored in core's shared-memory registry (nif/, core/registry) so that a C
+%% node on the same host sees the same entries. From Elixir it is
+%% `:cnode_registry'.
+%%
+%% Two kinds of registries:
+%% <ul>
+%% <li>{@link start_link/1}: a standalone registry inside this VM, owned by a
+%%     small server registered under the registry's name.</li>
+%% <li>{@link attach/2}: the registry of a running C node (its
+%%     `cnode_registry' worker, cnode/registry_worker.c). On the same host the
+%%     NIF maps the C node's segment; from another host every operation is a
+%%     message to the worker. Same API, same results.</li>
+%% </ul>
+%%
+%% Keys and values are any terms, compared as `=:=' (1 and 1.0 are different
+%% keys). An owner's entries go when it dies (the NIF monitors local owners).
+%% Reads return in about a millisecond whatever the table size: a result that
+%% would take longer to copy is built on a dirty scheduler, and whole-table
+%% walks ({@link select/2}, {@link count_select/2}) give the scheduler back
+%% between batches.
+%%
+%% Listeners (`listeners' option) get `{register, Reg, Key, Pid, Value}' and
+%% `{unregister, Reg, Key, Pid}': sent by the calling process for registrations
+%% made in this VM, exactly when Elixir's Registry sends them; for
+%% registrations made elsewhere (a C worker, another VM attached to the same C
+%% node) they come from the registry's change feed, polled by the attachment
+%% process every few milliseconds, and include removals of entries whose owner
+%% died or whose node went away.
+%%
+%% Differences from Elixir's Registry: no partitions; registering does not
+%% link the caller to the registry; a bad argument raises `badarg' (Elixir's
+%% `ArgumentError' once rescued in Elixir); keys and values are limited in
+%% nesting (1000) and size (1 MiB for keys, 64 MiB for values).
+%%
+%% Tests: tests/integration/nif_tests.erl,
+%% tests/integration/exunit/registry_compat_test.exs.
+-module(cnode_registry).
+
+-export([start_link/1, child_spec/1, attach/2, attach/3, detach/1]).
+-export([register/3, unregister/2, unregister_match/3, unregister_match/4,
+         lookup/2, keys/2, values/3, update_value/3, count/1,
+         count_match/3, count_match/4, match/3, match/4,
+         select/2, count_select/2, dispatch/3, dispatch/4,
+         meta/2, put_meta/3, delete_meta/2]).
+-export([register_name/2, whereis_name/1, unregister_name/1, send/2]).
+
+-export_type([registry/0, key/0, value/0, keys/0, start_options/0, match_pattern/0,
+              guards/0, spec/0, dispatcher/0]).
+
+-type registry() :: atom().
+-type key() :: term().
+-type value() :: term().
+-type keys() :: unique | duplicate.
+-type start_options() :: #{name := registry(), keys := keys(),
+                           listeners => [atom()], meta => [{atom() | tuple(), term()}]}.
+-type match_pattern() :: atom() | term().
+-type guards() :: [atom() | tuple()].
+-type spec() :: [{match_pattern(), guards(), [term()]}].
+-type dispatcher() :: fun(([{pid(), value()}]) -> term()) | {module(), atom(), [term()]}.
+-type via_name() :: {registry(), key()} | {registry(), key(), value()}.
+
+-define(REMOTE, '$cnr_remote').
+-define(NIF, cnode_registry_nif).
+-define(SCAN_BATCH, 1000).
+
+%%% ------------------------------------------------------------------ start
+
+%% @doc Starts a standalone registry named `name' (also the locally registered
+%% name of its server, linked to the caller). `keys' is `unique' or
+%% `duplicate'; `listeners' are registered process names told of every
+%% register/unregister; `meta' is the initial metadata. Bad options raise
+%% `badarg'. Returns `{error, {already_started, Pid}}' if the name is taken.
+-spec start_link(start_options()) -> {ok, pid()} | {error, term()}.
+start_link(#{name := Name, keys := Keys} = Opts) when is_atom(Name), Name =/= undefined,
+                                                    (Keys =:= unique orelse Keys =:= duplicate) ->
+    Listeners = maps:get(listeners, Opts, []),
+    Meta = maps:get(meta, Opts, []),
+    is_list(Listeners) andalso lists:all(fun is_atom/1, Listeners)
+        orelse erlang:error(badarg, [Opts]),
+    is_list(Meta) andalso lists:all(fun({K, _}) -> is_atom(K) orelse is_tuple(K);
+                                       (_) -> false end, Meta)
+        orelse erlang:error(badarg, [Opts]),
+    cnode_registry_server:start_link(Name, Keys, Listeners, Meta);
+start_link(Opts) ->
+    erlang:error(badarg, [Opts]).
+
+%% @doc A child specification for supervisors (`{:cnode_registry, opts}' in an
+%% Elixir supervision tree).
+-spec child_spec(start_options()) -> supervisor:child_spec().
+child_spec(#{name := Name} = Opts) ->
+    #{id => {?MODULE, Name}, start => {?MODULE, start_link, [Opts]}, type => worker}.
+
+%% @doc Same as `attach(Name, CNode, #{})'.
+-spec attach(registry(), node()) -> {ok, pid()} | {error, term()}.
+attach(Name, CNode) ->
+    attach(Name, CNode, #{}).
+
+%% @doc Makes the registry of the running C node `CNode' available here under
+%% the name `Name'. Starts an attachment process registered as `Name' and
+%% linked to the caller. On the same host the C node's segment is mapped (the
+%% fast path); otherwise operations are messages to the C node's
+%% `cnode_registry' worker. Opts: `listeners' (as in start_link/1), `timeout'
+%% (ms to reach the C node, default 5000), `mode' (`auto' (default), `shared'
+%% or `remote').
+%%
+%% Errors: `{error, {cnode_unreachable, CNode}}' (no connection),
+%% `{error, {no_registry, CNode}}' (no `cnode_registry' worker there),
+%% `{error, {segment, Reason}}' (the segment could not be mapped in `shared'
+%% mode), `{error, {already_started, Pid}}'.
+%%
+%% When the C node dies or the connection drops, its entries vanish from this
+%% view and the attachment stops with reason `{shutdown, {cnode_down, CNode}}'
+%% (linked processes that do not trap exits stop too; supervise it to
+%% re-attach). When this VM dies or detaches, the C node purges this node's
+%% entries.
+-spec attach(registry(), node(), #{listeners => [atom()], timeout => timeout(),
+                                   mode => auto | shared | remote}) ->
+          {ok, pid()} | {error, term()}.
+attach(Name, CNode, Opts) when is_atom(Name), is_atom(CNode), is_map(Opts) ->
+    %% Reachability is checked here, in the caller, so that a C node that
+    %% cannot be reached gives an {error, Reason} rather than a linked exit.
+    case cnode_registry_attach:probe(CNode, maps:get(timeout, Opts, 5000)) of
+        {ok, Info} -> cnode_registry_attach:start_link(Name, CNode, Info, Opts);
+        {error, _} = E -> E
+    end.
+
+%% @doc Ends an attachment made with attach/2: this node's entries are purged
+%% on the C node and the name goes. `ok' also when `Name' is not attached.
+-spec detach(registry()) -> ok.
+detach(Name) when is_atom(Name) ->
+    case whereis(Name) of
+        undefined -> ok;
+        Pid ->
+            %% It may be stopping already (its linked parent exited).
+            try gen_server:stop(Pid, normal, 10000)
+            catch exit:Reason ->
+                    case is_process_alive(Pid) of
+                        false -> ok;
+                        true -> exit(Reason)
+                    end
+            end
+    end.
+
+%%% ------------------------------------------------------------------ writes
+
+%% @doc Registers the calling process under `Key' with `Value'. Unique
+%% registries: `{error, {already_registered, Owner}}' if the key is taken
+%% (also by the caller). Duplicate registries always register. Returns the pid
+%% of the registry's server (or attachment process).
+-spec register(registry(), key(), value()) ->
+          {ok, pid()} | {error, {already_registered, pid()}} | {error, atom()}.
+register(Reg, Key, Value) when is_atom(Reg) ->
+    case ?NIF:register(Reg, Key, Value) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {register, Key, self(), Value});
+        R -> R
+    end.
+
+%% @doc Removes every entry of the caller under `Key'. Always `ok'.
+-spec unregister(registry(), key()) -> ok.
+unregister(Reg, Key) when is_atom(Reg) ->
+    case ?NIF:unregister(Reg, Key) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister, Key, self()});
+        ok -> ok;
+        {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
+    end.
+
+%% @doc Same as `unregister_match(Reg, Key, Pattern, [])'.
+-spec unregister_match(registry(), key(), match_pattern()) -> ok.
+unregister_match(Reg, Key, Pattern) ->
+    unregister_match(Reg, Key, Pattern, []).
+
+%% @doc Removes the caller's entries under `Key' whose value matches the ETS
+%% match pattern `Pattern' with `Guards'. Listeners hear `unregister' only when
+%% every entry of the caller under the key went (as with Elixir's Registry).
+%% Always `ok'.
+-spec unregister_match(registry(), key(), match_pattern(), guards()) -> ok.
+unregister_match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) ->
+    Self = self(),
+    Values = values(Reg, Key, Self),
+    Spec = [{{'_', {Self, Pattern}}, [key_guard(Key) | Guards], ['$_']}],
+    Matched = [V || {_, {_, V}} <- run_spec(Spec, [{Key, {Self, V}} || V <- Values])],
+    case {Values, Matched} of
+        {[], []} ->
+            notify_unregister(Reg, Key);
+        {_, []} ->
+            ok;
+        _ ->
+            _ = remove_values(Reg, Key, Matched),
+            case length(Matched) =:= length(Values) of
+                true -> notify_unregister(Reg, Key);
+                false -> ok
+            end
+    end.
+
+remove_values(Reg, Key, Values) ->
+    case ?NIF:unregister_values(Reg, Key, Values) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister_values, Key, self(), Values});
+        N when is_integer(N) -> N;
+        {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
+    end.
+
+notify_unregister(Reg, Key) ->
+    case ?NIF:notify_unregister(Reg, Key) of
+        ?REMOTE -> cnode_registry_attach:notify(Reg, {unregister, Reg, Key, self()});
+        ok -> ok
+    end.
+
+%% @doc Replaces the value of the caller's entry under `Key' by
+%% `Callback(Old)'. Returns `{New, Old}', or `error' if the caller has no entry
+%% there. Unique registries only (`badarg' on a duplicate one).
+-spec update_value(registry(), key(), fun((value()) -> value())) ->
+          {New :: value(), Old :: value()} | error.
+update_value(Reg, Key, Callback) when is_atom(Reg), is_function(Callback, 1) ->
+    case ?NIF:info(Reg) of
+        #{kind := unique} -> ok;
+        #{} -> erlang:error(badarg, [Reg, Key, Callback])
+    end,
+    case values(Reg, Key, self()) of
+        [Old] ->
+            New = Callback(Old),
+            R = case ?NIF:update_value(Reg, Key, New) of
+                    ?REMOTE -> cnode_registry_attach:remote(Reg, {update_value, Key, self(), New});
+                    Other -> Other
+                end,
+            case R of
+                ok -> {New, Old};
+                error -> error;
+                {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key, Callback])
+            end;
+        _ ->
+            error
+    end.
+
+%%% ------------------------------------------------------------------ reads
+
+%% @doc Every `{Pid, Value}' registered under `Key' (in registration order).
+-spec lookup(registry(), key()) -> [{pid(), value()}].
+lookup(Reg, Key) when is_atom(Reg) ->
+    case ?NIF:lookup(Reg, Key) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {lookup, Key});
+        R -> R
+    end.
+
+%% @doc The keys `Pid' is registered under (order unspecified; a key appears
+%% once per entry in a duplicate registry).
+-spec keys(registry(), pid()) -> [key()].
+keys(Reg, Pid) when is_atom(Reg), is_pid(Pid) ->
+    case ?NIF:keys(Reg, Pid) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {keys, Pid});
+        R -> R
+    end.
+
+%% @doc The values `Pid' registered under `Key'.
+-spec values(registry(), key(), pid()) -> [value()].
+values(Reg, Key, Pid) when is_atom(Reg), is_pid(Pid) ->
+    case ?NIF:values(Reg, Key, Pid) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {values, Key, Pid});
+        R -> R
+    end.
+
+%% @doc The number of entries (O(1)).
+-spec count(registry()) -> non_neg_integer().
+count(Reg) when is_atom(Reg) ->
+    case ?NIF:count(Reg) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, count);
+        N -> N
+    end.
+
+%% @doc Same as `count_match(Reg, Key, Pattern, [])'.
+-spec count_match(registry(), key(), match_pattern()) -> non_neg_integer().
+count_match(Reg, Key, Pattern) ->
+    count_match(Reg, Key, Pattern, []).
+
+%% @doc How many entries under `Key' have a value matching `Pattern' and
+%% `Guards' (ETS match pattern: `` '_' '', `` '$1' ''..., literals).
+-spec count_match(registry(), key(), match_pattern(), guards()) -> non_neg_integer().
+count_match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) ->
+    MS = ets:match_spec_compile([{{'_', {'_', Pattern}}, [key_guard(Key) | Guards], [true]}]),
+    fold_key(Reg, Key, fun(Objs, N) -> N + length(ets:match_spec_run(Objs, MS)) end, 0).
+
+%% @doc Same as `match(Reg, Key, Pattern, [])'.
+-spec match(registry(), key(), match_pattern()) -> [{pid(), term()}].
+match(Reg, Key, Pattern) ->
+    match(Reg, Key, Pattern, []).
+
+%% @doc The `{Pid, Value}' entries under `Key' whose value matches `Pattern'
+%% and `Guards'.
+-spec match(registry(), key(), match_pattern(), guards()) -> [{pid(), term()}].
+match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) ->
+    MS = ets:match_spec_compile([{{'_', {'_', Pattern}},
+                                  [key_guard(Key) | Guards], [{element, 2, '$_'}]}]),
+    Parts = fold_key(Reg, Key, fun(Objs, Acc) -> [ets:match_spec_run(Objs, MS) | Acc] end, []),
+    lists:append(lists:reverse(Parts)).
+
+%% @doc Runs a match specification over every entry, seen as `{Key, Pid,
+%% Value}' in the heads (`` '$_' '' in a body is `{Key, {Pid, Value}}', as in
+%% Elixir's Registry). The walk gives the scheduler back between batches.
+-spec select(registry(), spec()) -> [term()].
+select(Reg, []) when is_atom(Reg) ->
+    _ = ?NIF:info(Reg),
+    [];
+select(Reg, Spec) when is_atom(Reg), is_list(Spec) ->
+    MS = compile_select(Spec, [Reg, Spec]),
+    Batches = fold_entries(Reg, fun(Batch, Acc) -> [ets:match_spec_run(Batch, MS) | Acc] end, []),
+    lists:append(lists:reverse(Batches)).
+
+%% @doc How many entries the match specification returns `true' for.
+-spec count_select(registry(), spec()) -> non_neg_integer().
+count_select(Reg, []) when is_atom(Reg) ->
+    _ = ?NIF:info(Reg),
+    0;
+count_select(Reg, Spec) when is_atom(Reg), is_list(Spec) ->
+    MS = compile_select(Spec, [Reg, Spec]),
+    fold_entries(Reg, fun(Batch, Acc) ->
+                              Acc + length([T || T <- ets:match_spec_run(Batch, MS), T =:= true])
+                      end, 0).
+
+%% @doc Calls `Dispatcher' with the entries under `Key' (`{M, F, A}' is called
+%% as `apply(M, F, [Entries | A])'), unless there are none. Always `ok'.
+-spec dispatch(registry(), key(), dispatcher()) -> ok.
+dispatch(Reg, Key, Dispatcher) ->
+    dispatch(Reg, Key, Dispatcher, []).
+
+%% @doc As dispatch/3; `Opts' (`parallel') is accepted for compatibility and
+%% has no effect (there are no partitions).
+-spec dispatch(registry(), key(), dispatcher(), list()) -> ok.
+dispatch(Reg, Key, Dispatcher, Opts) when is_atom(Reg), is_list(Opts),
+                                         (is_function(Dispatcher, 1) orelse
+                                          tuple_size(Dispatcher) =:= 3) ->
+    case lookup(Reg, Key) of
+        [] -> ok;
+        Entries when is_function(Dispatcher, 1) -> _ = Dispatcher(Entries), ok;
+        Entries -> {M, F, A} = Dispatcher, _ = apply(M, F, [Entries | A]), ok
+    end.
+
+%%% ------------------------------------------------------------------ meta
+
+%% @doc Registry metadata under `Key' (an atom or a tuple).
+-spec meta(registry(), atom() | tuple()) -> {ok, term()} | error.
+meta(Reg, Key) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
+    case ?NIF:meta(Reg, Key) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {meta, Key});
+        R -> R
+    end.
+
+%% @doc Sets registry metadata. Always `ok'.
+-spec put_meta(registry(), atom() | tuple(), term()) -> ok.
+put_meta(Reg, Key, Value) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
+    case ?NIF:put_meta(Reg, Key, Value) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {put_meta, Key, Value});
+        ok -> ok;
+        {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key, Value])
+    end.
+
+%% @doc Removes registry metadata. Always `ok'.
+-spec delete_meta(registry(), atom() | tuple()) -> ok.
+delete_meta(Reg, Key) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
+    case ?NIF:delete_meta(Reg, Key) of
+        ?REMOTE -> cnode_registry_attach:remote(Reg, {delete_meta, Key});
+        ok -> ok;
+        {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
+    end.
+
+%%% ------------------------------------------------------------------ :via
+
+%% @doc `:via' callback: registers `Pid' (which must be the caller) under
+%% `{Reg, Key}' (value `nil', as Elixir's Registry) or `{Reg, Key, Value}'.
+-spec register_name(via_name(), pid()) -> yes | no.
+register_name({Reg, Key}, Pid) when Pid =:= self() ->
+    register_name({Reg, Key, nil}, Pid);
+register_name({Reg, Key, Value}, Pid) when Pid =:= self() ->
+    case register(Reg, Key, Value) of
+        {ok, _} -> yes;
+        {error, _} -> no
+    end.
+
+%% @doc `:via' callback: the process under `{Reg, Key}', or `undefined'.
+%% Unique registries only (`badarg' on a duplicate one).
+-spec whereis_name(via_name()) -> pid() | undefined.
+whereis_name({Reg, Key}) -> whereis_name(Reg, Key);
+whereis_name({Reg, Key, _Value}) -> whereis_name(Reg, Key).
+
+whereis_name(Reg, Key) ->
+    case ?NIF:info(Reg) of
+        #{kind := unique} -> ok;
+        #{} -> erlang:error(badarg, [{Reg, Key}])
+    end,
+    case lookup(Reg, Key) of
+        [{Pid, _}] when node(Pid) =:= node() ->
+            case is_process_alive(Pid) of
+                true -> Pid;
+                false -> undefined
+            end;
+        [{Pid, _}] -> Pid;
+        [] -> undefined
+    end.
+
+%% @doc `:via' callback: unregisters the caller from `{Reg, Key}'.
+-spec unregister_name(via_name()) -> ok.
+unregister_name({Reg, Key}) -> unregister(Reg, Key);
+unregister_name({Reg, Key, _Value}) -> unregister(Reg, Key).
+
+%% @doc `:via' callback: sends `Msg' to the process under `{Reg, Key}'
+%% (raises `badarg' if there is none). Returns `Msg'.
+-spec send(via_name(), term()) -> term().
+send({Reg, Key}, Msg) ->
+    case lookup(Reg, Key) of
+        [{Pid, _}] -> erlang:send(Pid, Msg);
+        _ -> erlang:error(badarg, [{Reg, Key}, Msg])
+    end;
+send({Reg, Key, _Value}, Msg) ->
+    send({Reg, Key}, Msg).
+
+%%% ------------------------------------------------------------------ internals
+
+key_guard(Key) ->
+    {'=:=', {element, 1, '$_'}, {const, Key}}.
+
+objects(Entries, Key) ->
+    [{Key, PV} || PV <- Entries].
+
+%% Folds Fun over the entries of Key as {Key, {Pid, Value}} objects, at most
+%% ?SCAN_BATCH at a time: a key with a great many entries is copied once into a
+%% snapshot in the NIF and handed out in slices, so that no single call (nor
+%% one huge list) holds the scheduler.
+fold_key(Reg, Key, Fun, Acc) ->
+    case ?NIF:lookup_open(Reg, Key, ?SCAN_BATCH) of
+        ?REMOTE -> Fun(objects(cnode_registry_attach:remote(Reg, {lookup, Key}), Key), Acc);
+        {Entries, done} -> Fun(objects(Entries, Key), Acc);
+        {Entries, Snap} -> fold_snap(Snap, Key, Fun, Fun(objects(Entries, Key), Acc))
+    end.
+
+fold_snap(Snap, Key, Fun, Acc) ->
+    case ?NIF:lookup_next(Snap, ?SCAN_BATCH) of
+        {Entries, done} -> Fun(objects(Entries, Key), Acc);
+        {Entries, Snap} -> fold_snap(Snap, Key, Fun, Fun(objects(Entries, Key), Acc))
+    end.
+
+%% Runs a match spec over objects in batches (each ets:match_spec_run call is
+%% one BIF call; batches keep it short).
+run_spec(Spec, Objects) ->
+    MS = ets:match_spec_compile(Spec),
+    run_batches(MS, Objects, []).
+
+run_batches(_MS, [], Acc) ->
+    lists:append(lists:reverse(Acc));
+run_batches(MS, Objects, Acc) ->
+    {Batch, Rest} = take(Objects, ?SCAN_BATCH, []),
+    run_batches(MS, Rest, [ets:match_spec_run(Batch, MS) | Acc]).
+
+take(Rest, 0, Acc) -> {lists:reverse(Acc), Rest};
+take([], _, Acc) -> {lists:reverse(Acc), []};
+take([X | Rest], N, Acc) -> take(Rest, N - 1, [X | Acc]).
+
+compile_select(Spec, Args) ->
+    Grouped = [case Part of
+                   {{K, P, V}, Guards, Body} -> {{K, {P, V}}, Guards, Body};
+                   _ -> erlang:error(badarg, Args)
+               end || Part <- Spec],
+    try ets:match_spec_compile(Grouped)
+    catch error:badarg -> erlang:error(badarg, Args)
+    end.
+
+%% Walks every entry in batches of {Key, {Pid, Value}} objects.
+fold_entries(Reg, Fun, Acc0) ->
+    fold_entries(Reg, 0, Fun, Acc0).
+
+fold_entries(Reg, Cursor, Fun, Acc) ->
+    {Batch, Next} = case ?NIF:scan(Reg, Cursor, ?SCAN_BATCH) of
+                        ?REMOTE -> cnode_registry_attach:remote(Reg, {scan, Cursor, ?SCAN_BATCH});
+                        R -> R
+                    end,
+    Acc1 = Fun([{K, {P, V}} || {K, P, V} <- Batch], Acc),
+    case Next of
+        done -> Acc1;
+        _ -> fold_entries(Reg, Next, Fun, Acc1)
+    end.

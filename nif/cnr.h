@@ -1,0 +1,187 @@
+/* cnr.h: internals shared by the files of the cnode_registry NIF (nif/): the
+ * private data (atoms, resource type, the table of registries by name), the
+ * registry resource, term conversions. Tests: tests/integration/nif_tests.erl,
+ * tests/integration/exunit/registry_compat_test.exs. */
+#ifndef CNR_H
+#define CNR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <erl_nif.h>
+
+#include "cnb_common.h"
+#include "cnb_registry.h"
+
+/* ---- atoms (made once at load; atoms are global, so the terms are kept in
+ * static storage and shared by every loaded instance of the library) ------- */
+
+#define CNR_ATOMS(X)                                                           \
+    X(ok, "ok") X(error, "error") X(true_, "true") X(false_, "false")          \
+    X(undefined, "undefined") X(unique, "unique") X(duplicate, "duplicate")    \
+    X(already_registered, "already_registered") X(register_, "register")       \
+    X(unregister, "unregister") X(update, "update") X(done, "done")            \
+    X(enomem, "enomem") X(too_big, "too_big") X(corrupt, "corrupt")            \
+    X(not_found, "not_found") X(exists, "exists") X(badfile, "badfile")        \
+    X(version, "version") X(eperm, "eperm") X(einval, "einval")                \
+    X(esys, "esys") X(failed, "failed") X(kind, "kind") X(mode, "mode")        \
+    X(listeners, "listeners") X(server, "server") X(count, "count")            \
+    X(private_, "private") X(shared, "shared") X(remote, "remote")             \
+    X(path, "path") X(cnr_remote, "$cnr_remote") X(missed, "missed")           \
+    X(value_omitted, "value_omitted") X(key_omitted, "key_omitted")            \
+    X(enoent, "enoent") X(cnode, "cnode") X(owner_down, "$cnr_owner_down")
+
+struct cnr_atoms {
+#define CNR__ATOM_FIELD(a, text) ERL_NIF_TERM a;
+    CNR_ATOMS(CNR__ATOM_FIELD)
+#undef CNR__ATOM_FIELD
+};
+
+extern struct cnr_atoms cnr_atom;
+
+/* ---- the registry resource ------------------------------------------------ */
+
+enum cnr_mode {
+    CNR_PRIVATE = 1, /* process-private segment, this VM only */
+    CNR_SHARED = 2,  /* a C node's segment mapped on this host */
+    CNR_REMOTE = 3   /* a C node on another host: ops go through messages */
+};
+
+#define CNR_MAX_LISTENERS 64
+
+/* One owner process of this VM that the registry monitors (so its entries go
+ * when it dies). Kept in an open-addressing set keyed by the pid term. */
+struct cnr_owner {
+    ERL_NIF_TERM pid; /* a local pid: an immediate, valid in any environment */
+    ErlNifMonitor mon;
+    uint64_t entries; /* registrations made here minus removals seen (about) */
+    cnb_pid_t cpid;
+};
+
+/* A registry: a resource object. The name table holds one reference while the
+ * name is registered; yielding scans hold one while they run. The core handle
+ * is closed by the destructor, so it outlives every user. */
+struct cnr_reg {
+    struct cnb_registry *core; /* NULL in CNR_REMOTE mode */
+    ERL_NIF_TERM name;         /* atom */
+    int kind;                  /* CNB_REG_UNIQUE / CNB_REG_DUPLICATE */
+    int mode;                  /* enum cnr_mode */
+    ERL_NIF_TERM cnode;        /* atom: the C node of an attached registry, else [] */
+    ErlNifPid server;          /* the process that owns the registry */
+    ErlNifMonitor server_mon;
+    int server_monitored;
+    unsigned nlisteners;
+    ERL_NIF_TERM listeners[CNR_MAX_LISTENERS]; /* atoms */
+    ErlNifMutex *owners_lock;
+    struct cnr_owner *owners; /* open addressing; pid 0 = empty */
+    size_t owners_cap, owners_n;
+};
+
+/* A copied lookup result handed out in slices (lookup_open/lookup_next), for
+ * keys with more entries than one call should turn into terms. */
+struct cnr_snap {
+    ErlNifMutex *lock;
+    cnb_registry_result_t res;
+    size_t left; /* items not handed out yet: res.items[0..left) */
+};
+
+struct cnr_slot {
+    ERL_NIF_TERM name;
+    struct cnr_reg *reg;
+};
+
+struct cnr_global {
+    ErlNifResourceType *reg_rt;
+    ErlNifResourceType *snap_rt;
+    cnb_allocator_t alloc; /* built on enif_alloc */
+    /* Writers of the name table (cnr_table.c, whose snapshots survive code
+     * upgrade: they live in the library's static storage, which every module
+     * instance shares while the library stays loaded). */
+    ErlNifRWLock *table_lock;
+    unsigned loads; /* module instances that loaded the library */
+};
+
+extern struct cnr_global cnr_g;
+
+/* ---- cnr_table.c ------------------------------------------------------------ */
+
+/* Adds name -> reg (keeping a reference on reg). Returns 0, CNB_EEXIST or
+ * CNB_ENOMEM. */
+int cnr_table_put(ERL_NIF_TERM name, struct cnr_reg *reg);
+/* Readers stay inside enter/leave while they use a registry they found (short
+ * calls), or take a reference (enif_keep_resource) before leaving (yielding
+ * and dirty calls). enter returns the token leave takes. Never create or drop
+ * a registry while inside. */
+int cnr_table_enter(void);
+void cnr_table_leave(int token);
+/* The registry of name (inside enter/leave), or NULL. */
+struct cnr_reg *cnr_table_find(ERL_NIF_TERM name);
+/* Removes name if it maps to reg (reg NULL: whatever it maps to). Returns 1 if
+ * removed. */
+int cnr_table_remove(ERL_NIF_TERM name, struct cnr_reg *reg);
+/* Removes every name (the last module instance is unloading). */
+void cnr_table_clear(void);
+
+/* ---- cnr_term.c: conversions ------------------------------------------------ */
+
+/* Canonical bytes of a term, in a buffer that starts inline and grows with
+ * enif_alloc. */
+struct cnr_canon {
+    unsigned char *p;
+    size_t len;
+    unsigned char inl[256];
+};
+
+/* Encodes t into c (free with cnr_canon_free). Returns 0 or a negative CNB_E*
+ * code (CNB_EDEPTH, CNB_ETOOBIG, CNB_ENOMEM). */
+int cnr_canon(ErlNifEnv *env, ERL_NIF_TERM t, struct cnr_canon *c);
+void cnr_canon_free(struct cnr_canon *c);
+
+/* Decodes canonical bytes into a term. Returns 1, or 0 if they are not a term. */
+int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM *out);
+
+/* Any pid term -> cnb_pid_t (node, number, serial, creation). Returns 1 or 0. */
+int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out);
+/* cnb_pid_t -> pid term. Returns 1 or 0. */
+int cnr_pid_make(ErlNifEnv *env, const cnb_pid_t *p, ERL_NIF_TERM *out);
+
+ERL_NIF_TERM cnr_error(ErlNifEnv *env, int code);
+ERL_NIF_TERM cnr_code_atom(ErlNifEnv *env, int code);
+
+/* ---- cnr_ops.c, cnr_scan.c: the NIF functions --------------------------------- */
+
+#define CNR_NIF(f) ERL_NIF_TERM f(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+
+CNR_NIF(cnr_new);
+CNR_NIF(cnr_attach);
+CNR_NIF(cnr_add_remote);
+CNR_NIF(cnr_drop);
+CNR_NIF(cnr_info);
+CNR_NIF(cnr_register);
+CNR_NIF(cnr_unregister);
+CNR_NIF(cnr_unregister_values);
+CNR_NIF(cnr_notify_unregister);
+CNR_NIF(cnr_lookup);
+CNR_NIF(cnr_values);
+CNR_NIF(cnr_keys);
+CNR_NIF(cnr_update_value);
+CNR_NIF(cnr_count);
+CNR_NIF(cnr_meta);
+CNR_NIF(cnr_put_meta);
+CNR_NIF(cnr_delete_meta);
+CNR_NIF(cnr_remove_node);
+CNR_NIF(cnr_canonical);
+CNR_NIF(cnr_lookup_open);
+CNR_NIF(cnr_lookup_next);
+CNR_NIF(cnr_remove_owner);
+CNR_NIF(cnr_scan);
+CNR_NIF(cnr_feed_head);
+CNR_NIF(cnr_feed_poll);
+
+/* Resource callbacks (cnr_ops.c). */
+void cnr_reg_dtor(ErlNifEnv *env, void *obj);
+void cnr_reg_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
+void cnr_snap_dtor(ErlNifEnv *env, void *obj);
+
+
+#endif /* CNR_H */

@@ -1,0 +1,537 @@
+/* cnr_term.c: term conversions of the cnode_registry NIF: a term to canonical
+ * ETF (what core/registry compares), canonical bytes back to a term, pids to
+ * and from cnb_pid_t, error codes to {error, Reason}.
+ * Tests: tests/integration/nif_tests.erl (canonical bytes against
+ * term_to_binary(T, [deterministic, {minor_version, 2}]), pids of every kind). */
+#include <string.h>
+
+#include "cnb_term.h"
+#include "cnr.h"
+
+#define TAG_VERSION 131
+#define TAG_NEW_PID 88
+#define TAG_PID 103
+#define TAG_ATOM 100
+#define TAG_SMALL_ATOM 115
+#define TAG_ATOM_UTF8 118
+#define TAG_SMALL_ATOM_UTF8 119
+
+static uint32_t be32(const unsigned char *p);
+
+/* ---- canonical encoding ---------------------------------------------------- */
+
+/* The direct path: common terms (atoms, integers of up to 64 bits, floats,
+ * binaries, tuples and proper lists of those) written straight from the term
+ * into the inline buffer, as term_to_binary(T, [{minor_version, 2},
+ * deterministic]) writes them. Anything else (maps, pids, refs, funs,
+ * bitstrings, big integers, non-Latin-1 atoms, deep or long terms) returns 0
+ * and takes the generic path; tests compare both on random terms. */
+
+#define DIRECT_DEPTH 32
+
+struct wbuf {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static int put(struct wbuf *w, const void *src, size_t n)
+{
+    if (w->cap - w->len < n)
+        return 0;
+    memcpy(w->p + w->len, src, n);
+    w->len += n;
+    return 1;
+}
+
+static int put1(struct wbuf *w, unsigned char b)
+{
+    return put(w, &b, 1);
+}
+
+static int put_be32(struct wbuf *w, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    return put(w, b, 4);
+}
+
+/* Atom text by atom: a small per-thread cache (atoms never change text). */
+#define ATOM_CACHE 256
+#define ATOM_MAX 64 /* bytes of UTF-8 kept per cached atom */
+struct atom_slot {
+    ERL_NIF_TERM atom;
+    unsigned char len;
+    unsigned char utf8[ATOM_MAX];
+};
+static __thread struct atom_slot atom_cache[ATOM_CACHE];
+
+static int put_atom(ErlNifEnv *env, struct wbuf *w, ERL_NIF_TERM t, struct atom_slot *cache)
+{
+    struct atom_slot *s = &cache[((uint64_t)t * 0x9E3779B97F4A7C15ULL) >> 56];
+    if (s->atom != t) {
+        char latin1[ATOM_MAX + 1];
+        int n = enif_get_atom(env, t, latin1, sizeof latin1, ERL_NIF_LATIN1);
+        if (n <= 0)
+            return 0; /* long, or not Latin-1 */
+        size_t o = 0;
+        for (int i = 0; i < n - 1; i++) {
+            unsigned char ch = (unsigned char)latin1[i];
+            if (ch < 0x80) {
+                if (o + 1 > ATOM_MAX)
+                    return 0;
+                s->utf8[o++] = ch;
+            } else {
+                if (o + 2 > ATOM_MAX)
+                    return 0;
+                s->utf8[o++] = (unsigned char)(0xC0 | (ch >> 6));
+                s->utf8[o++] = (unsigned char)(0x80 | (ch & 0x3F));
+            }
+        }
+        s->len = (unsigned char)o;
+        s->atom = t;
+    }
+    return put1(w, TAG_SMALL_ATOM_UTF8) && put1(w, s->len) && put(w, s->utf8, s->len);
+}
+
+static int put_int(struct wbuf *w, ErlNifSInt64 v)
+{
+    if (v >= 0 && v <= 255)
+        return put1(w, 97) && put1(w, (unsigned char)v);
+    if (v >= INT32_MIN && v <= INT32_MAX)
+        return put1(w, 98) && put_be32(w, (uint32_t)(int32_t)v);
+    uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    unsigned char dig[8];
+    unsigned n = 0;
+    while (mag) {
+        dig[n++] = (unsigned char)mag;
+        mag >>= 8;
+    }
+    return put1(w, 110) && put1(w, (unsigned char)n) && put1(w, v < 0) && put(w, dig, n);
+}
+
+static int put_uint(struct wbuf *w, ErlNifUInt64 v)
+{
+    if (v <= (ErlNifUInt64)INT64_MAX)
+        return put_int(w, (ErlNifSInt64)v);
+    unsigned char dig[8];
+    for (int i = 0; i < 8; i++)
+        dig[i] = (unsigned char)(v >> (8 * i));
+    return put1(w, 110) && put1(w, 8) && put1(w, 0) && put(w, dig, 8);
+}
+
+/* cache: this thread's atom_cache (looked up once per encoding). */
+static int direct(ErlNifEnv *env, struct wbuf *w, ERL_NIF_TERM t, int depth,
+                  struct atom_slot *cache)
+{
+    ErlNifSInt64 i64;
+    ErlNifUInt64 u64;
+    double d;
+    ErlNifBinary b;
+    const ERL_NIF_TERM *el;
+    int arity;
+    unsigned len;
+    if (depth > DIRECT_DEPTH)
+        return 0;
+    switch (enif_term_type(env, t)) {
+    case ERL_NIF_TERM_TYPE_ATOM:
+        return put_atom(env, w, t, cache);
+    case ERL_NIF_TERM_TYPE_INTEGER:
+        if (enif_get_int64(env, t, &i64))
+            return put_int(w, i64);
+        if (enif_get_uint64(env, t, &u64))
+            return put_uint(w, u64);
+        return 0;
+    case ERL_NIF_TERM_TYPE_FLOAT: {
+        if (!enif_get_double(env, t, &d))
+            return 0;
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        return put1(w, 70) && put_be32(w, (uint32_t)(bits >> 32)) && put_be32(w, (uint32_t)bits);
+    }
+    case ERL_NIF_TERM_TYPE_BITSTRING:
+        if (!enif_is_binary(env, t) || !enif_inspect_binary(env, t, &b) || b.size > UINT32_MAX)
+            return 0;
+        return put1(w, 109) && put_be32(w, (uint32_t)b.size) && put(w, b.data, b.size);
+    case ERL_NIF_TERM_TYPE_TUPLE:
+        if (!enif_get_tuple(env, t, &arity, &el))
+            return 0;
+        if (arity < 256) {
+            if (!put1(w, 104) || !put1(w, (unsigned char)arity))
+                return 0;
+        } else if (!put1(w, 105) || !put_be32(w, (uint32_t)arity)) {
+            return 0;
+        }
+        for (int k = 0; k < arity; k++)
+            if (!direct(env, w, el[k], depth + 1, cache))
+                return 0;
+        return 1;
+    case ERL_NIF_TERM_TYPE_LIST: {
+        if (enif_is_empty_list(env, t))
+            return put1(w, 106);
+        if (!enif_get_list_length(env, t, &len)) /* improper */
+            return 0;
+        /* A list of bytes is a STRING_EXT (up to 65535 of them). */
+        ERL_NIF_TERM head, tail = t;
+        int bytes = len <= 65535;
+        size_t start = w->len;
+        if (bytes && put1(w, 107) && put1(w, (unsigned char)(len >> 8)) &&
+            put1(w, (unsigned char)len)) {
+            int v;
+            while (enif_get_list_cell(env, tail, &head, &tail)) {
+                if (!enif_get_int(env, head, &v) || v < 0 || v > 255 || !put1(w, (unsigned char)v)) {
+                    bytes = 0;
+                    break;
+                }
+            }
+            if (bytes)
+                return 1;
+            w->len = start;
+        }
+        if (!put1(w, 108) || !put_be32(w, len))
+            return 0;
+        tail = t;
+        while (enif_get_list_cell(env, tail, &head, &tail))
+            if (!direct(env, w, head, depth + 1, cache))
+                return 0;
+        return put1(w, 106);
+    }
+    default:
+        return 0;
+    }
+}
+
+/* The generic path: the VM's external format, then core's canonicaliser. */
+static int canon_generic(ErlNifEnv *env, ERL_NIF_TERM t, struct cnr_canon *c)
+{
+    ErlNifBinary b;
+    if (!enif_term_to_binary(env, t, &b))
+        return CNB_ENOMEM;
+    cnb_term_opts_t opts = {.alloc = &cnr_g.alloc};
+    ssize_t n = cnb_term_canonical(b.data, b.size, c->inl, sizeof c->inl, &opts);
+    if (n == CNB_ENOSPC) {
+        n = cnb_term_canonical(b.data, b.size, NULL, 0, &opts);
+        if (n >= 0) {
+            unsigned char *p = enif_alloc((size_t)n);
+            if (!p) {
+                n = CNB_ENOMEM;
+            } else {
+                n = cnb_term_canonical(b.data, b.size, p, (size_t)n, &opts);
+                if (n < 0)
+                    enif_free(p);
+                else
+                    c->p = p;
+            }
+        }
+    }
+    enif_release_binary(&b);
+    if (n < 0)
+        return (int)n;
+    c->len = (size_t)n;
+    return 0;
+}
+
+int cnr_canon(ErlNifEnv *env, ERL_NIF_TERM t, struct cnr_canon *c)
+{
+    c->p = c->inl;
+    c->len = 0;
+    struct wbuf w = {c->inl, 0, sizeof c->inl};
+    if (put1(&w, TAG_VERSION) && direct(env, &w, t, 0, atom_cache)) {
+        c->len = w.len;
+        return 0;
+    }
+    int rc = canon_generic(env, t, c);
+    if (rc)
+        c->p = c->inl;
+    return rc;
+}
+
+void cnr_canon_free(struct cnr_canon *c)
+{
+    if (c->p && c->p != c->inl)
+        enif_free(c->p);
+    c->p = c->inl;
+}
+
+/* The direct decoder for common canonical terms (integers, floats, atoms that
+ * exist already, binaries, tuples, lists); 0 sends the whole term to
+ * enif_binary_to_term. */
+static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *end,
+               ERL_NIF_TERM *out, int depth)
+{
+    const unsigned char *p = *pp;
+    size_t avail = (size_t)(end - p), n;
+    if (avail < 1 || depth > DIRECT_DEPTH)
+        return 0;
+    switch (p[0]) {
+    case 97: /* SMALL_INTEGER_EXT */
+        if (avail < 2)
+            return 0;
+        *out = enif_make_int(env, p[1]);
+        *pp = p + 2;
+        return 1;
+    case 98: /* INTEGER_EXT */
+        if (avail < 5)
+            return 0;
+        *out = enif_make_int(env, (int32_t)be32(p + 1));
+        *pp = p + 5;
+        return 1;
+    case 70: { /* NEW_FLOAT_EXT */
+        if (avail < 9)
+            return 0;
+        uint64_t bits = (uint64_t)be32(p + 1) << 32 | be32(p + 5);
+        double d;
+        memcpy(&d, &bits, 8);
+        *out = enif_make_double(env, d);
+        *pp = p + 9;
+        return 1;
+    }
+    case TAG_SMALL_ATOM_UTF8:
+        if (avail < 2 || avail - 2 < (n = p[1]))
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            if (p[2 + i] >= 0x80)
+                return 0;
+        if (!enif_make_existing_atom_len(env, (const char *)p + 2, n, out, ERL_NIF_LATIN1))
+            return 0;
+        *pp = p + 2 + n;
+        return 1;
+    case 109: { /* BINARY_EXT */
+        if (avail < 5 || avail - 5 < (n = be32(p + 1)))
+            return 0;
+        unsigned char *b = enif_make_new_binary(env, n, out);
+        if (!b)
+            return 0;
+        memcpy(b, p + 5, n);
+        *pp = p + 5 + n;
+        return 1;
+    }
+    case 106: /* NIL_EXT */
+        *out = enif_make_list(env, 0);
+        *pp = p + 1;
+        return 1;
+    case 104: { /* SMALL_TUPLE_EXT */
+        ERL_NIF_TERM el[16];
+        if (avail < 2 || (n = p[1]) > 16)
+            return 0;
+        p += 2;
+        for (size_t i = 0; i < n; i++)
+            if (!dec(env, &p, end, &el[i], depth + 1))
+                return 0;
+        *out = enif_make_tuple_from_array(env, el, (unsigned)n);
+        *pp = p;
+        return 1;
+    }
+    case 107: { /* STRING_EXT */
+        if (avail < 3 || avail - 3 < (n = (size_t)p[1] << 8 | p[2]) || n > 64)
+            return 0;
+        ERL_NIF_TERM l = enif_make_list(env, 0);
+        for (size_t i = n; i-- > 0;)
+            l = enif_make_list_cell(env, enif_make_int(env, p[3 + i]), l);
+        *out = l;
+        *pp = p + 3 + n;
+        return 1;
+    }
+    case 108: { /* LIST_EXT, proper */
+        ERL_NIF_TERM el[16], tail;
+        if (avail < 5 || (n = be32(p + 1)) > 16)
+            return 0;
+        p += 5;
+        for (size_t i = 0; i < n; i++)
+            if (!dec(env, &p, end, &el[i], depth + 1))
+                return 0;
+        if (p >= end || p[0] != 106)
+            return 0;
+        p++;
+        tail = enif_make_list(env, 0);
+        for (size_t i = n; i-- > 0;)
+            tail = enif_make_list_cell(env, el[i], tail);
+        *out = tail;
+        *pp = p;
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM *out)
+{
+    const unsigned char *q = p + 1, *end = p + len;
+    if (len > 1 && p[0] == TAG_VERSION && dec(env, &q, end, out, 0) && q == end)
+        return 1;
+    return enif_binary_to_term(env, p, len, out, 0) == len;
+}
+
+/* ---- pids -------------------------------------------------------------------- */
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* Reads the node atom at p (one of the four atom encodings) as UTF-8 into out.
+ * Returns the bytes consumed, or 0. */
+static size_t read_node(const unsigned char *p, const unsigned char *end, char out[256])
+{
+    size_t n, hdr;
+    int latin1;
+    if (end - p < 2)
+        return 0;
+    switch (p[0]) {
+    case TAG_SMALL_ATOM_UTF8:
+    case TAG_SMALL_ATOM:
+        n = p[1];
+        hdr = 2;
+        break;
+    case TAG_ATOM_UTF8:
+    case TAG_ATOM:
+        if (end - p < 3)
+            return 0;
+        n = (size_t)p[1] << 8 | p[2];
+        hdr = 3;
+        break;
+    default:
+        return 0;
+    }
+    latin1 = p[0] == TAG_ATOM || p[0] == TAG_SMALL_ATOM;
+    if ((size_t)(end - p) < hdr + n)
+        return 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = p[hdr + i];
+        if (latin1 && ch >= 0x80) {
+            if (o + 2 > 255)
+                return 0;
+            out[o++] = (char)(0xC0 | (ch >> 6));
+            out[o++] = (char)(0x80 | (ch & 0x3F));
+        } else {
+            if (o + 1 > 255)
+                return 0;
+            out[o++] = (char)ch;
+        }
+    }
+    if (o == 0)
+        return 0;
+    out[o] = 0;
+    return hdr + n;
+}
+
+int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out)
+{
+    ErlNifBinary b;
+    int ok = 0;
+    if (!enif_is_pid(env, t) || !enif_term_to_binary(env, t, &b))
+        return 0;
+    const unsigned char *p = b.data, *end = b.data + b.size;
+    if (b.size < 3 || p[0] != TAG_VERSION || (p[1] != TAG_NEW_PID && p[1] != TAG_PID))
+        goto out;
+    int is_new = p[1] == TAG_NEW_PID;
+    p += 2;
+    size_t n = read_node(p, end, out->node);
+    if (!n)
+        goto out;
+    p += n;
+    if (end - p < (is_new ? 12 : 9))
+        goto out;
+    out->num = be32(p);
+    out->serial = be32(p + 4);
+    out->creation = is_new ? be32(p + 8) : p[8];
+    ok = 1;
+out:
+    enif_release_binary(&b);
+    return ok;
+}
+
+/* Local pid terms by (node, number, serial, creation): a per-thread cache. A
+ * local pid is an immediate term, valid in any environment for the life of
+ * the VM, and the mapping never changes; remote pids live on a heap and are
+ * made each time. */
+#define PID_CACHE 512
+#define PID_NODE_MAX 64
+struct pid_slot {
+    uint32_t num, serial, creation, nlen;
+    ERL_NIF_TERM term;
+    char node[PID_NODE_MAX];
+};
+static __thread struct pid_slot pid_cache[PID_CACHE];
+
+int cnr_pid_make(ErlNifEnv *env, const cnb_pid_t *pid, ERL_NIF_TERM *out)
+{
+    unsigned char buf[4 + 256 + 12];
+    size_t nl = strnlen(pid->node, sizeof pid->node), i = 0;
+    if (nl == 0 || nl > 255)
+        return 0;
+    uint32_t h = (pid->num * 0x9E3779B1u) ^ (pid->serial * 0x85EBCA77u) ^ pid->creation;
+    struct pid_slot *s = &pid_cache[(h ^ (h >> 16)) & (PID_CACHE - 1)];
+    if (s->term && s->num == pid->num && s->serial == pid->serial &&
+        s->creation == pid->creation && s->nlen == nl && memcmp(s->node, pid->node, nl) == 0) {
+        *out = s->term;
+        return 1;
+    }
+    buf[i++] = TAG_VERSION;
+    buf[i++] = TAG_NEW_PID;
+    buf[i++] = TAG_SMALL_ATOM_UTF8;
+    buf[i++] = (unsigned char)nl;
+    memcpy(buf + i, pid->node, nl);
+    i += nl;
+    put32(buf + i, pid->num);
+    put32(buf + i + 4, pid->serial);
+    put32(buf + i + 8, pid->creation);
+    i += 12;
+    if (enif_binary_to_term(env, buf, i, out, 0) != i)
+        return 0;
+    ErlNifPid lp;
+    if (nl <= PID_NODE_MAX && enif_get_local_pid(env, *out, &lp)) {
+        s->num = pid->num;
+        s->serial = pid->serial;
+        s->creation = pid->creation;
+        s->nlen = (uint32_t)nl;
+        memcpy(s->node, pid->node, nl);
+        s->term = *out;
+    }
+    return 1;
+}
+
+/* ---- errors ------------------------------------------------------------------ */
+
+ERL_NIF_TERM cnr_code_atom(ErlNifEnv *env, int code)
+{
+    (void)env;
+    switch (code) {
+    case CNB_ENOMEM:
+        return cnr_atom.enomem;
+    case CNB_ETOOBIG:
+        return cnr_atom.too_big;
+    case CNB_ECORRUPT:
+        return cnr_atom.corrupt;
+    case CNB_ENOENT:
+        return cnr_atom.not_found;
+    case CNB_EEXIST:
+        return cnr_atom.exists;
+    case CNB_EBADFILE:
+        return cnr_atom.badfile;
+    case CNB_EVERSION:
+        return cnr_atom.version;
+    case CNB_EPERM:
+        return cnr_atom.eperm;
+    case CNB_EINVAL:
+        return cnr_atom.einval;
+    case CNB_ESYS:
+        return cnr_atom.esys;
+    default:
+        return cnr_atom.failed;
+    }
+}
+
+ERL_NIF_TERM cnr_error(ErlNifEnv *env, int code)
+{
+    return enif_make_tuple2(env, cnr_atom.error, cnr_code_atom(env, code));
+}

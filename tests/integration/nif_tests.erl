@@ -1,0 +1,814 @@
+%% Integration tests of the cnode_registry NIF (issue 7): bad arguments, owner
+%% death, code reload and unload, yielding over a million entries, canonical
+%% keys; and with the real cnode program (its cnode_registry worker): attach in
+%% shared and remote mode, entries seen from the other side, owner death on
+%% either side (timed), listeners of C-side registrations, kill -9 of the C node
+%% and of an attached BEAM node. Elixir-side cross-language tests:
+%% tests/integration/exunit/registry_cnode_test.exs.
+%%
+%% CNB_NIF_TEST_CNODE=/path/to/cnode runs the C-node tests against another
+%% build of the cnode program.
+-module(nif_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+%% Run on peer nodes.
+-export([keeper/1, keeper_call/2, owner/3, peer_reload/0, peer_unload/0,
+         wait_gone/3, listener/1, heard/1, probe/2]).
+
+-define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun Name/0}}).
+-define(C(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> with_cluster(fun Name/1) end}}).
+
+nif_test_() ->
+    [?T(badargs, 30),
+     ?T(unknown_registry, 30),
+     ?T(owner_death, 30),
+     ?T(many_owners_die, 60),
+     ?T(big_owner_death, 60),
+     ?T(server_death_drops_name, 30),
+     ?T(canonical_keys, 30),
+     ?T(canonical_random_terms, 60),
+     ?T(code_reload_keeps_registries, 60),
+     ?C(full_unload_and_load, 60),
+     ?T(hot_key_slices, 60),
+     ?T(yielding_over_a_million, 300)].
+
+cnode_test_() ->
+    case has_registry_worker() of
+        true -> cnode_tests();
+        false ->
+            %% Until cnode/main.c starts the worker, say so loudly rather than
+            %% fail every run.
+            [{"cnode program without the cnode_registry worker: C-node tests not run",
+              fun() -> note("SKIPPED: ~s does not start the cnode_registry worker "
+                            "(cnb_registry_worker_start not wired into cnode/main.c)",
+                            [cnode_path()])
+              end}]
+    end.
+
+cnode_path() ->
+    maps:get(exe, cnode_exe(), filename:join([cnb_cluster:root(), "erlang_side", "priv", "cnode"])).
+
+has_registry_worker() ->
+    case file:read_file(cnode_path()) of
+        {ok, Bin} -> binary:match(Bin, <<"cnode_registry: serving">>) =/= nomatch;
+        {error, _} -> false
+    end.
+
+cnode_tests() ->
+    [?C(attach_errors, 60),
+     ?C(c_entry_seen_from_beam, 60),
+     ?C(beam_entry_seen_from_c, 60),
+     ?C(owner_death_both_sides, 60),
+     ?C(listeners_hear_c_side, 60),
+     ?C(remote_mode_same_results, 60),
+     ?C(two_beams_share_one_segment, 60),
+     ?C(kill_9_cnode, 60),
+     ?C(kill_9_beam, 60),
+     ?C(detach_purges_on_c_side, 60)].
+
+%%% ------------------------------------------------------------------ helpers
+
+with_cluster(F) ->
+    C = cnb_cluster:new(),
+    try F(C)
+    after cnb_cluster:stop(C)
+    end.
+
+reg_name() ->
+    list_to_atom(cnb_cluster:unique_name("nifreg")).
+
+start(Kind) ->
+    Name = reg_name(),
+    {ok, Pid} = cnode_registry:start_link(#{name => Name, keys => Kind}),
+    unlink(Pid),
+    {Name, Pid}.
+
+stop(Pid) ->
+    Ref = monitor(process, Pid),
+    exit(Pid, shutdown),
+    receive {'DOWN', Ref, _, _, _} -> ok end.
+
+%% A process that registers Key => Value in Reg and waits; stop it with
+%% exit(Pid, kill).
+owner(Reg, Key, Value) ->
+    Parent = self(),
+    Pid = spawn(fun() ->
+                        R = cnode_registry:register(Reg, Key, Value),
+                        Parent ! {self(), R},
+                        receive stop -> ok end
+                end),
+    receive {Pid, R} -> {Pid, R} end.
+
+wait_until(F) ->
+    true = cnb_cluster:wait_until(F, 5000).
+
+%% Microseconds until F() is true (polled in a tight loop).
+time_until(F, TimeoutMs) ->
+    T0 = erlang:monotonic_time(microsecond),
+    Deadline = T0 + TimeoutMs * 1000,
+    time_until_(F, T0, Deadline).
+
+time_until_(F, T0, Deadline) ->
+    case F() of
+        true -> erlang:monotonic_time(microsecond) - T0;
+        false ->
+            case erlang:monotonic_time(microsecond) > Deadline of
+                true -> timeout;
+                false -> erlang:yield(), time_until_(F, T0, Deadline)
+            end
+    end.
+
+note(Fmt, Args) ->
+    io:format(user, "~n    nif_tests: " ++ Fmt ++ "~n", Args).
+
+%%% ------------------------------------------------------------------ local
+
+badargs() ->
+    {R, Srv} = start(unique),
+    {D, DSrv} = start(duplicate),
+    try
+        ?assertError(badarg, cnode_registry_nif:lookup("notatom", k)),
+        ?assertError(badarg, cnode_registry_nif:new(R, weird, [])),
+        ?assertError(badarg, cnode_registry_nif:new(xx_reg, unique, [not_an_atom_list | x])),
+        ?assertError(badarg, cnode_registry_nif:new(xx_reg, unique, ["str"])),
+        ?assertError(badarg, cnode_registry_nif:values(R, k, not_a_pid)),
+        ?assertError(badarg, cnode_registry_nif:keys(R, not_a_pid)),
+        ?assertError(function_clause, cnode_registry:keys(R, not_a_pid)),
+        ?assertError(function_clause, cnode_registry:meta(R, "string key")),
+        ?assertError(badarg, cnode_registry_nif:meta(R, "string key")),
+        ?assertError(badarg, cnode_registry_nif:put_meta(R, 42, v)),
+        ?assertError(badarg, cnode_registry:update_value(D, k, fun(X) -> X end)),
+        ?assertError(badarg, cnode_registry_nif:update_value(D, k, v)),
+        ?assertError(badarg, cnode_registry:select(R, [not_a_triple])),
+        ?assertError(badarg, cnode_registry:select(R, [{{'_', '_', '_'}, [{no_such_fun, 1}],
+                                                          [true]}])),
+        ?assertError(badarg, cnode_registry:whereis_name({D, k})),
+        ?assertError(badarg, cnode_registry_nif:scan(R, -1, 10)),
+        ?assertError(badarg, cnode_registry_nif:scan(R, 0, 0)),
+        ?assertError(badarg, cnode_registry_nif:remove_node(R, <<>>, 0)),
+        ?assertError(badarg, cnode_registry_nif:attach(x, <<"/nonexistent">>, [], n, <<>>, 0)),
+        ?assertError(badarg, cnode_registry_nif:lookup_next(make_ref(), 10)),
+        ?assertError(badarg, cnode_registry:start_link(#{name => x, keys => other})),
+        ?assertError(badarg, cnode_registry:start_link(#{name => x, keys => unique,
+                                                         listeners => ["s"]})),
+        %% Nested deeper than the canonical form allows: a bad argument, and
+        %% nothing registered.
+        Deep = lists:foldl(fun(_, A) -> {A} end, x, lists:seq(1, 2000)),
+        ?assertError(badarg, cnode_registry:register(R, Deep, v)),
+        ?assertError(badarg, cnode_registry:register(R, k, Deep)),
+        ?assertEqual(0, cnode_registry:count(R)),
+        %% A segment that is not a registry: a clear error.
+        File = "/tmp/" ++ cnb_cluster:unique_name("notreg"),
+        ok = file:write_file(File, crypto:strong_rand_bytes(8192)),
+        ok = file:change_mode(File, 8#600),
+        ?assertMatch({error, _}, cnode_registry_nif:attach(xx_seg, list_to_binary(File), [], n,
+                                                            <<"n@h">>, 1)),
+        ok = file:delete(File),
+        ?assertMatch({error, _}, cnode_registry_nif:attach(xx_seg, <<"/nonexistent/seg">>, [], n,
+                                                            <<"n@h">>, 1)),
+        %% The registry still works after all that.
+        ?assertMatch({ok, _}, cnode_registry:register(R, k, v)),
+        ?assertEqual([{self(), v}], cnode_registry:lookup(R, k))
+    after
+        stop(Srv), stop(DSrv)
+    end.
+
+unknown_registry() ->
+    ?assertError(badarg, cnode_registry:lookup(no_such_registry_xyz, k)),
+    ?assertError(badarg, cnode_registry:register(no_such_registry_xyz, k, v)),
+    ?assertError(badarg, cnode_registry:count(no_such_registry_xyz)),
+    ?assertError(badarg, cnode_registry:select(no_such_registry_xyz, [])),
+    ?assertEqual(ok, cnode_registry:detach(no_such_registry_xyz)).
+
+owner_death() ->
+    {R, Srv} = start(duplicate),
+    try
+        {P, {ok, Srv}} = owner(R, k, 1),
+        [cnode_registry:register(R, K, 2) || K <- [k, j]],
+        ?assertEqual(3, cnode_registry:count(R)),
+        exit(P, kill),
+        wait_until(fun() -> cnode_registry:count(R) =:= 2 end),
+        ?assertEqual([{self(), 2}], cnode_registry:lookup(R, k)),
+        ?assertEqual([], cnode_registry:keys(R, P))
+    after
+        stop(Srv)
+    end.
+
+many_owners_die() ->
+    {R, Srv} = start(unique),
+    try
+        Owners = [element(1, owner(R, {o, I}, I)) || I <- lists:seq(1, 2000)],
+        ?assertEqual(2000, cnode_registry:count(R)),
+        [exit(P, kill) || P <- Owners],
+        wait_until(fun() -> cnode_registry:count(R) =:= 0 end),
+        %% The keys are free again.
+        ?assertMatch({ok, _}, cnode_registry:register(R, {o, 1}, mine))
+    after
+        stop(Srv)
+    end.
+
+%% An owner with many entries dies: they go too (purged by the registry's
+%% server in a dirty NIF, not in the exit's scheduler slot).
+big_owner_death() ->
+    {R, Srv} = start(duplicate),
+    try
+        {P, _} = owner(R, k, 0),
+        Self = self(),
+        P2 = spawn(fun() ->
+                           [cnode_registry:register(R, {n, I rem 100}, I) || I <- lists:seq(1, 50000)],
+                           Self ! {self(), done},
+                           receive stop -> ok end
+                   end),
+        receive {P2, done} -> ok end,
+        ?assertEqual(50001, cnode_registry:count(R)),
+        exit(P2, kill),
+        wait_until(fun() -> cnode_registry:count(R) =:= 1 end),
+        ?assertEqual([{P, 0}], cnode_registry:lookup(R, k)),
+        ?assertEqual([], cnode_registry:keys(R, P2))
+    after
+        stop(Srv)
+    end.
+
+server_death_drops_name() ->
+    {R, Srv} = start(unique),
+    {ok, _} = cnode_registry:register(R, k, v),
+    exit(Srv, kill),
+    wait_until(fun() ->
+                       try cnode_registry:lookup(R, k), false
+                       catch error:badarg -> true
+                       end
+               end),
+    %% The name can be used again at once.
+    {ok, Srv2} = cnode_registry:start_link(#{name => R, keys => duplicate}),
+    unlink(Srv2),
+    ?assertEqual([], cnode_registry:lookup(R, k)),
+    stop(Srv2).
+
+canonical_keys() ->
+    Terms = [0, 1, -1, 255, 256, 1 bsl 27, -(1 bsl 27), 1 bsl 59, 1 bsl 64, -(1 bsl 64),
+             1.0, -0.0, 0.0, 3.14, a, 'with space', 'ünï', [], [1, 2, 3], "abc", [a | b],
+             lists:seq(1, 300), <<>>, <<1, 2, 3>>, <<1:3>>, {}, {a, {b, c}},
+             list_to_tuple(lists:seq(1, 300)), #{}, #{a => 1, b => 2},
+             maps:from_list([{I, I} || I <- lists:seq(1, 40)]), self(), make_ref(),
+             fun lists:map/2, [<<"bin">>, {tuple, 1.5}, #{"k" => [x]}],
+             list_to_atom([26085, 26412]), {list_to_atom([1000]), <<"x">>}],
+    [?assertEqual({T, term_to_binary(T, [deterministic, {minor_version, 2}])},
+                  {T, cnode_registry_nif:canonical(T)}) || T <- Terms],
+    {R, Srv} = start(unique),
+    try
+        %% 1 and 1.0 are two keys; equal terms are one.
+        {ok, _} = cnode_registry:register(R, 1, int),
+        {ok, _} = cnode_registry:register(R, 1.0, float),
+        ?assertMatch({error, {already_registered, _}}, cnode_registry:register(R, 1, again)),
+        M1 = maps:from_list([{I, I} || I <- lists:seq(1, 40)]),
+        M2 = maps:from_list([{I, I} || I <- lists:reverse(lists:seq(1, 40))]),
+        {ok, _} = cnode_registry:register(R, M1, map),
+        ?assertEqual([{self(), map}], cnode_registry:lookup(R, M2))
+    after
+        stop(Srv)
+    end.
+
+%% The NIF's direct encoder (common terms) and its generic path (everything
+%% else) both give term_to_binary(T, [deterministic, {minor_version, 2}]).
+canonical_random_terms() ->
+    rand:seed(exsss, {11, 22, 33}),
+    Terms = [random_term(4) || _ <- lists:seq(1, 20000)],
+    Bad = [T || T <- Terms,
+                cnode_registry_nif:canonical(T) =/=
+                    term_to_binary(T, [deterministic, {minor_version, 2}])],
+    ?assertEqual([], lists:sublist(Bad, 5)),
+    %% Values come back as they went in (the NIF's direct decoder and
+    %% binary_to_term for the rest), keys find their entries.
+    {R, Srv} = start(duplicate),
+    try
+        Sample = lists:sublist(Terms, 3000),
+        [{ok, _} = cnode_registry:register(R, T, T) || T <- Sample],
+        %% Map keys are compared with =:=, as registry keys are.
+        Counts = lists:foldl(fun(T, M) -> maps:update_with(T, fun(C) -> C + 1 end, 1, M) end,
+                             #{}, Sample),
+        Wrong = [{T, C, L} || {T, C} <- maps:to_list(Counts),
+                              L <- [cnode_registry:lookup(R, T)],
+                              L =/= lists:duplicate(C, {self(), T})],
+        ?assertEqual([], lists:sublist(Wrong, 5)),
+        ?assertEqual(length(Sample), cnode_registry:count(R))
+    after
+        stop(Srv)
+    end.
+
+random_term(0) -> random_leaf();
+random_term(D) ->
+    case rand:uniform(8) of
+        1 -> list_to_tuple([random_term(D - 1) || _ <- lists:seq(1, rand:uniform(4) - 1)]);
+        2 -> [random_term(D - 1) || _ <- lists:seq(1, rand:uniform(4) - 1)];
+        3 -> [rand:uniform(256) - 1 || _ <- lists:seq(1, rand:uniform(5))];
+        4 -> maps:from_list([{random_leaf(), random_term(D - 1)} || _ <- lists:seq(1, rand:uniform(3))]);
+        5 -> [random_leaf() | random_leaf()];
+        _ -> random_leaf()
+    end.
+
+random_leaf() ->
+    Ints = [0, 1, 255, 256, -1, -256, 1 bsl 31 - 1, 1 bsl 31, -(1 bsl 31), -(1 bsl 31) - 1,
+            1 bsl 59, 1 bsl 60, 1 bsl 63 - 1, 1 bsl 63, 1 bsl 64 - 1, 1 bsl 64, -(1 bsl 63),
+            -(1 bsl 63) - 1, -(1 bsl 64), 1 bsl 100],
+    case rand:uniform(10) of
+        1 -> lists:nth(rand:uniform(length(Ints)), Ints);
+        2 -> rand:uniform(1 bsl 40) - (1 bsl 39);
+        3 -> (rand:uniform() - 0.5) * math:pow(10, rand:uniform(40) - 20);
+        4 -> lists:nth(rand:uniform(6), [a, 'B', '', 'été', 'with space', list_to_atom(lists:duplicate(70, $x))]);
+        5 -> crypto:strong_rand_bytes(rand:uniform(20) - 1);
+        6 -> <<(rand:uniform(255)):(rand:uniform(7))>>;
+        7 -> lists:nth(rand:uniform(4), [self(), make_ref(), fun erlang:abs/1, 0.0]);
+        8 -> [];
+        9 -> {};
+        _ -> rand:uniform(300) - 1
+    end.
+
+%% Loading a new instance of cnode_registry_nif (the same library, upgrade)
+%% and purging the old one keeps registries working.
+code_reload_keeps_registries() ->
+    {R, Srv} = start(duplicate),
+    try
+        {ok, _} = cnode_registry:register(R, k, before),
+        {P, _} = owner(R, k, owner),
+        [reload() || _ <- lists:seq(1, 3)],
+        ?assertEqual([{self(), before}, {P, owner}], cnode_registry:lookup(R, k)),
+        {ok, _} = cnode_registry:register(R, k, after_reload),
+        ?assertEqual(3, cnode_registry:count(R)),
+        %% Owner monitors made before the reload still fire.
+        exit(P, kill),
+        wait_until(fun() -> cnode_registry:count(R) =:= 2 end),
+        %% New registries work too.
+        {R2, Srv2} = start(unique),
+        {ok, _} = cnode_registry:register(R2, x, y),
+        ?assertEqual([{self(), y}], cnode_registry:lookup(R2, x)),
+        stop(Srv2)
+    after
+        stop(Srv)
+    end.
+
+reload() ->
+    _ = code:purge(cnode_registry_nif),
+    {module, cnode_registry_nif} = code:load_file(cnode_registry_nif),
+    true = code:soft_purge(cnode_registry_nif) orelse code:purge(cnode_registry_nif),
+    ok.
+
+%% On a peer: deleting and purging the module while registries live keeps the
+%% library (ERTS keeps it while resources of its types exist) and its table:
+%% loaded again, the module finds the registries working. Once their servers
+%% are gone the names go.
+full_unload_and_load(C) ->
+    {ok, P, _} = cnb_cluster:start_node(C, #{name => "unload"}),
+    ?assertEqual(ok, cnb_cluster:call(P, ?MODULE, peer_reload, [])),
+    ?assertEqual(ok, cnb_cluster:call(P, ?MODULE, peer_unload, [])).
+
+peer_reload() ->
+    {ok, Pid} = cnode_registry:start_link(#{name => peer_reg, keys => unique}),
+    unlink(Pid),
+    {_, {ok, _}} = owner(peer_reg, k, v),
+    ok = reload(),
+    [{_, v}] = cnode_registry:lookup(peer_reg, k),
+    ok.
+
+peer_unload() ->
+    true = code:delete(cnode_registry_nif),
+    _ = code:purge(cnode_registry_nif),
+    false = code:is_loaded(cnode_registry_nif),
+    {module, cnode_registry_nif} = code:load_file(cnode_registry_nif),
+    [{_, v}] = cnode_registry:lookup(peer_reg, k),
+    {ok, Pid} = cnode_registry:start_link(#{name => peer_reg2, keys => unique}),
+    unlink(Pid),
+    {ok, _} = cnode_registry:register(peer_reg2, k, v2),
+    [{_, v2}] = cnode_registry:lookup(peer_reg2, k),
+    Srv = whereis(peer_reg),
+    Ref = monitor(process, Srv),
+    exit(Srv, kill),
+    receive {'DOWN', Ref, _, _, _} -> ok end,
+    true = cnb_cluster:wait_until(
+             fun() -> try cnode_registry:lookup(peer_reg, k), false
+                      catch error:badarg -> true
+                      end
+             end, 5000),
+    ok.
+
+%% A key with more entries than one call turns into terms is handed out in
+%% slices: match and count_match see every entry.
+hot_key_slices() ->
+    {R, Srv} = start(duplicate),
+    try
+        N = 20000,
+        [cnode_registry:register(R, hot, I) || I <- lists:seq(1, N)],
+        ?assertEqual(N, length(cnode_registry:lookup(R, hot))),
+        ?assertEqual(lists:seq(1, N), [V || {_, V} <- cnode_registry:lookup(R, hot)]),
+        ?assertEqual(N, cnode_registry:count_match(R, hot, '_')),
+        ?assertEqual(N div 2, cnode_registry:count_match(R, hot, '$1', [{'>', '$1', N div 2}])),
+        M = cnode_registry:match(R, hot, '$1', [{'=<', '$1', 10}]),
+        ?assertEqual([{self(), I} || I <- lists:seq(1, 10)], M),
+        {First, Snap} = cnode_registry_nif:lookup_open(R, hot, 100),
+        ?assertEqual(100, length(First)),
+        ?assert(is_reference(Snap)),
+        ?assertEqual(N, count_slices(Snap, 100)),
+        ?assertEqual(N, length(cnode_registry:values(R, hot, self()))),
+        Self = self(),
+        ok = cnode_registry:dispatch(R, hot, fun(Es) -> Self ! {n, length(Es)} end),
+        receive {n, DN} -> ?assertEqual(N, DN) end
+    after
+        stop(Srv)
+    end.
+
+count_slices(Snap, Acc) ->
+    case cnode_registry_nif:lookup_next(Snap, 1000) of
+        {L, done} -> Acc + length(L);
+        {L, Snap} -> count_slices(Snap, Acc + length(L))
+    end.
+
+%% A million entries: match on a key with a million duplicates, count_match,
+%% select and count_select over a million keys. A second process watches with
+%% erlang:system_monitor long_schedule 5 ms (the system monitor never reports
+%% on itself): no call holds a scheduler that long. The OS may deschedule a
+%% scheduler thread on a busy machine, which long_schedule also reports, so a
+%% run with events is tried again (up to three runs); a NIF that blocked would
+%% show in every run.
+yielding_over_a_million() ->
+    N = 1000000,
+    {Hot, HSrv} = start(duplicate),
+    {Wide, WSrv} = start(unique),
+    try
+        F1 = fill(fun(I) -> cnode_registry:register(Hot, hot, I) end, N),
+        F2 = fill(fun(I) -> cnode_registry:register(Wide, {k, I}, I) end, N),
+        put(fillers, F1 ++ F2),
+        ?assertEqual(N, cnode_registry:count(Hot)),
+        ?assertEqual(N, cnode_registry:count(Wide)),
+        Runs = yield_runs(Hot, Wide, N, 3, []),
+        note("match/count_match on a 1M-entry key, select/count_select over 1M keys: "
+             "runs (ms, long_schedule events > 5 ms): ~p", [Runs]),
+        ?assertMatch({_, []}, lists:last(Runs))
+    after
+        stop(HSrv), stop(WSrv),
+        [exit(F, kill) || F <- get(fillers)]
+    end.
+
+yield_runs(_Hot, _Wide, _N, 0, Acc) ->
+    lists:reverse(Acc);
+yield_runs(Hot, Wide, N, Left, Acc) ->
+    Run = yield_run(Hot, Wide, N),
+    case Run of
+        {_, []} -> lists:reverse([Run | Acc]);
+        _ -> yield_runs(Hot, Wide, N, Left - 1, [Run | Acc])
+    end.
+
+yield_run(Hot, Wide, N) ->
+    Me = self(),
+    Mon = spawn_link(fun() ->
+                             erlang:system_monitor(self(), [{long_schedule, 5}]),
+                             Me ! {self(), ready},
+                             monitor_loop([])
+                     end),
+    receive {Mon, ready} -> ok end,
+    Worker = fun(F) ->
+                     {Pid, Ref} = spawn_monitor(fun() -> exit({done, F()}) end),
+                     receive {'DOWN', Ref, process, Pid, {done, R}} -> R end
+             end,
+    T0 = erlang:monotonic_time(millisecond),
+    ?assertMatch([{_, 7}], Worker(fun() -> cnode_registry:match(Hot, hot, 7) end)),
+    M = Worker(fun() -> cnode_registry:match(Hot, hot, '$1', [{'=<', '$1', 3}]) end),
+    ?assertEqual(3, length(M)),
+    ?assertEqual(N div 2, Worker(fun() -> cnode_registry:count_match(Hot, hot, '$1',
+                                                                      [{'>', '$1', N div 2}])
+                                 end)),
+    ?assertEqual([{k, 5}], Worker(fun() -> cnode_registry:select(Wide, [{{'$1', '_', 5},
+                                                                           [], ['$1']}])
+                                  end)),
+    ?assertEqual(9, Worker(fun() -> cnode_registry:count_select(Wide, [{{'_', '_', '$1'},
+                                                                        [{'<', '$1', 10}],
+                                                                        [true]}])
+                           end)),
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    Mon ! {self(), report},
+    Long = receive {Mon, L} -> L end,
+    unlink(Mon),
+    exit(Mon, kill),
+    {Ms, [T || {_, Info} <- Long, {timeout, T} <- Info]}.
+
+monitor_loop(Acc) ->
+    receive
+        {monitor, Pid, long_schedule, Info} -> monitor_loop([{Pid, Info} | Acc]);
+        {From, report} -> From ! {self(), lists:reverse(Acc)}
+    end.
+
+%% Registers from four processes (that stay alive: they own the entries).
+fill(Reg, N) ->
+    Parent = self(),
+    Ps = [spawn(fun() ->
+                        lists:foreach(Reg, lists:seq(J, N, 4)),
+                        Parent ! {filled, self()},
+                        receive stop -> ok end
+                end) || J <- lists:seq(1, 4)],
+    [receive {filled, P} -> ok end || P <- Ps],
+    Ps.
+
+%%% ------------------------------------------------------------------ with a C node
+
+cnode_exe() ->
+    case os:getenv("CNB_NIF_TEST_CNODE") of
+        false -> #{};
+        "" -> #{};
+        Exe -> #{exe => Exe}
+    end.
+
+start_c(C) ->
+    {ok, Port, CN} = cnb_cluster:start_cnode(
+                       C, {["--sname", cnb_cluster:unique_name("c"), "--cookie",
+                            cnb_cluster:cookie(C), "--demo"], cnode_exe()}),
+    {Port, CN}.
+
+%% On a peer: a process that attaches (and so owns the attachment) and then
+%% runs functions sent to it: keeper_call(K, Fun).
+keeper({Name, CNode, Opts}) ->
+    Parent = self(),
+    K = spawn(fun() ->
+                      process_flag(trap_exit, true),
+                      Parent ! {self(), cnode_registry:attach(Name, CNode, Opts)},
+                      keeper_loop()
+              end),
+    receive {K, R} -> {K, R} end.
+
+keeper_loop() ->
+    receive
+        {run, F, From, Ref} -> From ! {Ref, catch F()}, keeper_loop();
+        {'EXIT', _, _} = E -> put(exits, [E | get_exits()]), keeper_loop()
+    end.
+
+get_exits() ->
+    case get(exits) of
+        undefined -> [];
+        L -> L
+    end.
+
+keeper_call(K, F) ->
+    Ref = make_ref(),
+    K ! {run, F, self(), Ref},
+    receive {Ref, R} -> R after 20000 -> timeout end.
+
+%% On a peer: microseconds until lookup(Reg, Key) is [] (or timeout).
+wait_gone(Reg, Key, TimeoutMs) ->
+    time_until(fun() -> (catch cnode_registry:lookup(Reg, Key)) =:= [] end, TimeoutMs).
+
+%% A BEAM peer with a keeper attached to CN as registry Name.
+beam(C, CN, Name, Opts) ->
+    {ok, P, N} = cnb_cluster:start_node(C, #{name => "b"}),
+    {K, {ok, _}} = cnb_cluster:call(P, ?MODULE, keeper, [{Name, CN, Opts}]),
+    {P, N, K}.
+
+on(P, K, F) ->
+    cnb_cluster:call(P, ?MODULE, keeper_call, [K, F]).
+
+%% gen_server:call from the peer (this VM is not distributed).
+c(P, Dest, Req) ->
+    cnb_cluster:call(P, gen_server, call, [Dest, Req]).
+
+attach_errors(C) ->
+    {ok, P, _} = cnb_cluster:start_node(C, #{name => "b"}),
+    Host = cnb_cluster:hostname(),
+    Missing = list_to_atom("nobody_here@" ++ Host),
+    ?assertEqual({error, {cnode_unreachable, Missing}},
+                 cnb_cluster:call(P, cnode_registry, attach, [r1, Missing])),
+    %% A C node without the demo workers still has its registry; a BEAM node
+    %% has none.
+    {ok, _, Other} = cnb_cluster:start_node(C, #{name => "other"}),
+    ?assertEqual({error, {no_registry, Other}},
+                 cnb_cluster:call(P, cnode_registry, attach, [r1, Other])),
+    {_, CN} = start_c(C),
+    {K, {ok, _}} = cnb_cluster:call(P, ?MODULE, keeper, [{r1, CN, #{}}]),
+    ?assertEqual(shared, on(P, K, fun() -> gen_server:call(r1, mode) end)),
+    %% The name is taken now.
+    ?assertMatch({_, {error, {already_started, _}}},
+                 cnb_cluster:call(P, ?MODULE, keeper, [{r1, CN, #{}}])).
+
+c_entry_seen_from_beam(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {ok, W} = c(P, {cache_sup, CN}, {start, 42, <<"forty-two">>}),
+    %% The value the demo registers: the content.
+    ?assertEqual([{W, <<"forty-two">>}],
+                 on(P, K, fun() -> cnode_registry:lookup(r, {cache, 42}) end)),
+    ?assertEqual([{cache, 42}], on(P, K, fun() -> cnode_registry:keys(r, W) end)),
+    ?assertEqual([{W, <<"forty-two">>}],
+                 on(P, K, fun() -> cnode_registry:match(r, {cache, 42}, '$1',
+                                                        [{is_binary, '$1'}]) end)),
+    ?assertEqual(W, on(P, K, fun() -> cnode_registry:whereis_name({r, {cache, 42}}) end)),
+    %% A :via call reaches the C worker.
+    ?assertEqual({ok, <<"forty-two">>},
+                 on(P, K, fun() -> gen_server:call({via, cnode_registry, {r, {cache, 42}}}, get) end)),
+    ok = c(P, W, stop),
+    ?assertMatch(T when is_integer(T), cnb_cluster:call(P, ?MODULE, wait_gone, [r, {cache, 42}, 5000])).
+
+beam_entry_seen_from_c(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {O, {ok, _}} = on(P, K, fun() -> owner(r, {user, 1}, #{name => <<"ann">>}) end),
+    ?assertEqual([{O, #{name => <<"ann">>}}], c(P, {echo, CN}, {lookup, {user, 1}})),
+    ?assertEqual([], c(P, {echo, CN}, {lookup, {user, 2}})),
+    %% A C worker's registration and a BEAM one are in one registry.
+    {ok, W} = c(P, {cache_sup, CN}, {start, 1, x}),
+    ?assertEqual(2, on(P, K, fun() -> cnode_registry:count(r) end)),
+    ?assertMatch([{W, _}], c(P, {echo, CN}, {lookup, {cache, 1}})).
+
+%% Owner death on either side empties the other side's view; prints how long
+%% it took.
+owner_death_both_sides(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {O, {ok, _}} = on(P, K, fun() -> owner(r, {user, 9}, v) end),
+    ?assertMatch([{O, v}], c(P, {echo, CN}, {lookup, {user, 9}})),
+    T0 = erlang:monotonic_time(microsecond),
+    cnb_cluster:call(P, erlang, exit, [O, kill]),
+    Gone = time_until(fun() -> c(P, {echo, CN}, {lookup, {user, 9}}) =:= [] end, 5000),
+    Elapsed = erlang:monotonic_time(microsecond) - T0,
+    ?assert(is_integer(Gone)),
+    {ok, W} = c(P, {cache_sup, CN}, {start, 9, x}),
+    ?assertMatch([{W, _}], on(P, K, fun() -> cnode_registry:lookup(r, {cache, 9}) end)),
+    %% The peer polls its own view; the stop is sent from here.
+    Self = self(),
+    Waiter = spawn(fun() ->
+                           Self ! {waited, cnb_cluster:call(P, ?MODULE, wait_gone,
+                                                           [r, {cache, 9}, 5000])}
+                   end),
+    timer:sleep(200),
+    ok = c(P, W, stop),
+    receive {waited, CGone} -> ok end,
+    _ = Waiter,
+    ?assert(is_integer(CGone)),
+    note("BEAM owner killed -> gone from the C view after ~b us (seen by a polling "
+         "caller ~b us after the kill); C worker stopped -> gone from the BEAM view "
+         "within ~b us of polling (200 ms of which before the stop)",
+         [Gone, Elapsed, CGone]).
+
+listeners_hear_c_side(C) ->
+    {_, CN} = start_c(C),
+    {ok, P, _} = cnb_cluster:start_node(C, #{name => "b"}),
+    %% A listener on the peer that keeps what it hears.
+    ok = cnb_cluster:call(P, ?MODULE, listener, [lsn]),
+    {K, {ok, _}} = cnb_cluster:call(P, ?MODULE, keeper, [{r, CN, #{listeners => [lsn]}}]),
+    {ok, W} = c(P, {cache_sup, CN}, {start, 5, x}),
+    ?assertEqual([{register, r, {cache, 5}, W, x}], heard(P, 1)),
+    ok = c(P, W, stop),
+    ?assertEqual([{unregister, r, {cache, 5}, W}], heard(P, 1)),
+    %% The peer's own registrations: told by the registering process, once.
+    {O, {ok, _}} = on(P, K, fun() -> owner(r, mine, 1) end),
+    ?assertEqual([{register, r, mine, O, 1}], heard(P, 1)),
+    timer:sleep(300),
+    ?assertEqual([], heard(P, 0)).
+
+%% On a peer: a registered process that keeps the messages it gets;
+%% {get, N, From} answers with them once it has N (or after 5 s).
+listener(Name) ->
+    Parent = self(),
+    spawn(fun() -> register(Name, self()), Parent ! ready, listen([]) end),
+    receive ready -> ok end.
+
+listen(Acc) ->
+    receive
+        {get, N, From, Ref} when length(Acc) >= N ->
+            From ! {Ref, lists:reverse(Acc)},
+            listen([]);
+        {get, _, _, _} = G ->
+            receive M -> self() ! G, listen([M | Acc])
+            after 5000 -> self() ! setelement(2, G, 0), listen(Acc)
+            end;
+        M ->
+            listen([M | Acc])
+    end.
+
+heard(P, N) ->
+    cnb_cluster:call(P, ?MODULE, heard, [N]).
+
+heard(N) ->
+    Ref = make_ref(),
+    lsn ! {get, N, self(), Ref},
+    receive {Ref, L} -> L after 10000 -> timeout end.
+
+%% The same operations through messages give the same results as through the
+%% mapped segment.
+remote_mode_same_results(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, rs, #{}),
+    {ok, _} = on(P, K, fun() -> cnode_registry:attach(rr, CN, #{mode => remote}) end),
+    ?assertEqual(remote, on(P, K, fun() -> gen_server:call(rr, mode) end)),
+    {ok, W} = c(P, {cache_sup, CN}, {start, 3, x}),
+    Ops = fun(R) ->
+                  Self = self(),
+                  [cnode_registry:register(R, {k, R}, 1) =/= error,
+                   cnode_registry:lookup(R, {cache, 3}),
+                   cnode_registry:lookup(R, {k, R}) =:= [{Self, 1}],
+                   cnode_registry:values(R, {k, R}, Self),
+                   cnode_registry:update_value(R, {k, R}, fun(V) -> V + 1 end),
+                   cnode_registry:keys(R, W),
+                   cnode_registry:match(R, {cache, 3}, '$1', [{is_atom, '$1'}]),
+                   cnode_registry:count_match(R, {cache, 3}, '_'),
+                   cnode_registry:register(R, {cache, 3}, mine),
+                   cnode_registry:put_meta(R, {m, R}, [x]),
+                   cnode_registry:meta(R, {m, R}),
+                   cnode_registry:delete_meta(R, {m, R}),
+                   cnode_registry:meta(R, {m, R}),
+                   cnode_registry:unregister_match(R, {k, R}, 2),
+                   cnode_registry:lookup(R, {k, R}),
+                   lists:sort(cnode_registry:select(R, [{{{cache, '$1'}, '_', '_'}, [], ['$1']}])),
+                   cnode_registry:count_select(R, [{{{cache, '_'}, '_', '_'}, [], [true]}]),
+                   cnode_registry:whereis_name({R, {cache, 3}})]
+          end,
+    Shared = on(P, K, fun() -> Ops(rs) end),
+    Remote = on(P, K, fun() -> Ops(rr) end),
+    ?assertEqual(length(Shared), length(Remote)),
+    [?assertEqual({I, S}, {I, Rm}) || {I, S, Rm} <- lists:zip3(lists:seq(1, length(Shared)),
+                                                                Shared, Remote)],
+    ?assertMatch([true, [{W, _}], true, [1], {2, 1}, [{cache, 3}], [{W, _}], 1,
+                  {error, {already_registered, W}} | _], Remote).
+
+%% Two BEAM nodes attached to one C node see each other's entries, and their
+%% listeners hear each other.
+two_beams_share_one_segment(C) ->
+    {_, CN} = start_c(C),
+    {PA, _, KA} = beam(C, CN, r, #{}),
+    {PB, _, KB} = beam(C, CN, r, #{}),
+    {OA, {ok, _}} = on(PA, KA, fun() -> owner(r, from_a, 1) end),
+    ?assertEqual([{OA, 1}], on(PB, KB, fun() -> cnode_registry:lookup(r, from_a) end)),
+    ?assertMatch({error, {already_registered, OA}},
+                 on(PB, KB, fun() -> cnode_registry:register(r, from_a, 2) end)),
+    cnb_cluster:call(PA, erlang, exit, [OA, kill]),
+    ?assert(is_integer(cnb_cluster:call(PB, ?MODULE, wait_gone, [r, from_a, 5000]))).
+
+%% kill -9 of the C node: the attachment stops ({shutdown, {cnode_down, CN}}),
+%% the name goes, the C node's entries are purged from its segment (seen
+%% through another handle on it, opened beforehand) and the segment file the
+%% killed C node left is removed.
+kill_9_cnode(C) ->
+    {Port, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {ok, W} = c(P, {cache_sup, CN}, {start, 77, x}),
+    ?assertMatch([{W, _}], on(P, K, fun() -> cnode_registry:lookup(r, {cache, 77}) end)),
+    {ok, Info} = c(P, {cnode_registry, CN}, info),
+    Path = maps:get(path, Info),
+    {Probe, {ok, _}} = cnb_cluster:call(P, ?MODULE, probe, [Path, CN]),
+    ?assertMatch([{W, _}], on(P, Probe, fun() -> cnode_registry_nif:lookup(probe, {cache, 77}) end)),
+    Attachment = on(P, K, fun() -> whereis(r) end),
+    T0 = erlang:monotonic_time(microsecond),
+    cnb_cluster:kill_cnode(C, Port),
+    Gone = time_until(fun() -> cnb_cluster:call(P, erlang, whereis, [r]) =:= undefined end, 10000),
+    ?assert(is_integer(Gone)),
+    note("C node kill -9 -> attachment ended ~b us later (~b us after the kill was sent)",
+         [Gone, erlang:monotonic_time(microsecond) - T0]),
+    ?assertEqual([{'EXIT', Attachment, {shutdown, {cnode_down, CN}}}],
+                 on(P, K, fun() -> get_exits() end)),
+    ?assertMatch({'EXIT', {badarg, _}},
+                 on(P, K, fun() -> cnode_registry:lookup(r, {cache, 77}) end)),
+    ?assertEqual([], on(P, Probe, fun() -> cnode_registry_nif:lookup(probe, {cache, 77}) end)),
+    ?assertNot(filelib:is_regular(Path)).
+
+%% On a peer: a process holding a plain NIF handle on a segment, as `probe'.
+probe(Path, CN) ->
+    keeper_with(fun() -> cnode_registry_nif:attach(probe, Path, [], CN, <<"probe@nohost">>, 1) end).
+
+keeper_with(F) ->
+    Parent = self(),
+    K = spawn(fun() ->
+                      process_flag(trap_exit, true),
+                      Parent ! {self(), F()},
+                      keeper_loop()
+              end),
+    receive {K, R} -> {K, R} end.
+
+%% kill -9 of an attached BEAM node: the C node purges that node's entries.
+kill_9_beam(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {ok, Q, _} = cnb_cluster:start_node(C, #{name => "observer"}),
+    {O, {ok, _}} = on(P, K, fun() -> owner(r, {user, 1}, v) end),
+    {ok, _} = on(P, K, fun() -> cnode_registry:attach(rr, CN, #{mode => remote}) end),
+    {O2, {ok, _}} = on(P, K, fun() -> owner(rr, {user, 2}, v) end),
+    ?assertMatch([{O, v}], c(P, {echo, CN}, {lookup, {user, 1}})),
+    ?assertMatch([{O2, v}], c(P, {echo, CN}, {lookup, {user, 2}})),
+    OsPid = cnb_cluster:call(P, os, getpid, []),
+    T0 = erlang:monotonic_time(microsecond),
+    _ = os:cmd("kill -9 " ++ OsPid),
+    Gone = time_until(fun() ->
+                              c(Q, {echo, CN}, {lookup, {user, 1}}) =:= [] andalso
+                                  c(Q, {echo, CN}, {lookup, {user, 2}}) =:= []
+                      end, 10000),
+    ?assert(is_integer(Gone)),
+    note("BEAM node kill -9 -> its entries purged on the C side after ~b us",
+         [erlang:monotonic_time(microsecond) - T0]),
+    ?assertEqual(0, c(Q, {cnode_registry, CN}, count)).
+
+%% Detaching purges this node's entries on the C side, unless another
+%% attachment of the same node remains.
+detach_purges_on_c_side(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {ok, _} = on(P, K, fun() -> cnode_registry:attach(r2, CN, #{}) end),
+    {O, {ok, _}} = on(P, K, fun() -> owner(r, {user, 1}, v) end),
+    ok = on(P, K, fun() -> cnode_registry:detach(r2) end),
+    ?assertMatch([{O, v}], c(P, {echo, CN}, {lookup, {user, 1}})),
+    ok = on(P, K, fun() -> cnode_registry:detach(r) end),
+    ?assertEqual([], c(P, {echo, CN}, {lookup, {user, 1}})),
+    ?assertMatch({'EXIT', {badarg, _}},
+                 on(P, K, fun() -> cnode_registry:lookup(r, {user, 1}) end)).
