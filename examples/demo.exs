@@ -82,6 +82,53 @@ Demo.step("erl(#{other})", "global:whereis_name({cache, 2}) =:= <the same pid as
   :erpc.call(other, :global, :whereis_name, [{:cache, 2}]) == :global.whereis_name({:cache, 2})
 end)
 
+Demo.banner("The shared registry through the NIF: the C node's own segment, mapped here")
+
+# attach/2 links to its caller, like start_link; this script outlives the C
+# node's death below, so it traps that exit.
+Process.flag(:trap_exit, true)
+
+Demo.step("iex(#{main})", ":cnode_registry.attach(:reg, cnode)", fn ->
+  :cnode_registry.attach(:reg, cnode)
+end)
+
+Demo.step("iex(#{main})", ":cnode_registry.lookup(:reg, {:cache, 1})", fn ->
+  :cnode_registry.lookup(:reg, {:cache, 1})
+end)
+
+Demo.banner("An Elixir process registers in the shared registry; the C side sees it")
+
+me = self()
+
+elixir_proc =
+  spawn(fn ->
+    {:ok, _} = :cnode_registry.register(:reg, {:user, 42}, %{name: "ada"})
+    send(me, :registered)
+
+    receive do
+      :stop -> :ok
+    end
+  end)
+
+receive do
+  :registered -> :ok
+end
+
+IO.puts("iex(#{main})> spawn(fn -> :cnode_registry.register(:reg, {:user, 42}, %{name: \"ada\"}) ... end)")
+IO.puts(inspect(elixir_proc))
+
+Demo.step("iex(#{main})", "GenServer.call({:echo, cnode}, {:lookup, {:user, 42}})  # C's view", fn ->
+  GenServer.call({:echo, cnode}, {:lookup, {:user, 42}})
+end)
+
+send(elixir_proc, :stop)
+
+Demo.wait_until(fn -> GenServer.call({:echo, cnode}, {:lookup, {:user, 42}}) == [] end)
+
+Demo.step("iex(#{main})", "# the process ended; C's view again", fn ->
+  GenServer.call({:echo, cnode}, {:lookup, {:user, 42}})
+end)
+
 Demo.banner("A second worker for MediaId 1 is refused with the live pid")
 
 Demo.step("iex(#{main})", "GenServer.call({:cache_sup, cnode}, {:start, 1, \"again\"})", fn ->
@@ -110,6 +157,12 @@ end)
 
 Demo.step("erl(#{other})", "global:whereis_name({cache, 1})", fn ->
   :erpc.call(other, :global, :whereis_name, [{:cache, 1}])
+end)
+
+Demo.wait_until(fn -> :cnode_registry.lookup(:reg, {:cache, 1}) == [] end)
+
+Demo.step("iex(#{main})", ":cnode_registry.lookup(:reg, {:cache, 1})", fn ->
+  :cnode_registry.lookup(:reg, {:cache, 1})
 end)
 
 Demo.banner("The C node killed (kill -9): restarted by its supervisor, its names gone")
@@ -141,6 +194,21 @@ end)
 
 Demo.step("iex(#{main})", "GenServer.call({:echo, cnode}, {:hello, :again})", fn ->
   GenServer.call({:echo, cnode}, {:hello, :again})
+end)
+
+receive do
+  {:EXIT, _, {:shutdown, {:cnode_down, _}} = reason} ->
+    IO.puts("the attachment to the dead node ended: #{inspect(reason)}")
+after
+  5000 -> :ok
+end
+
+Demo.step("iex(#{main})", ":cnode_registry.attach(:reg, cnode)  # the new incarnation's registry", fn ->
+  :cnode_registry.attach(:reg, cnode)
+end)
+
+Demo.step("iex(#{main})", ":cnode_registry.lookup(:reg, {:cache, 2})", fn ->
+  :cnode_registry.lookup(:reg, {:cache, 2})
 end)
 
 Demo.banner("Stopping everything")
