@@ -56,12 +56,39 @@ defmodule ElixirApp.Stats do
   def handle_call(:get, _from, s), do: {:reply, s, s}
 end
 
+defmodule ElixirApp.Greeter do
+  @moduledoc """
+  A GenServer named through the shared registry:
+  `{:via, :cnode_registry, {:app_reg, :greeter}}`.
+  """
+  use GenServer
+
+  @name {:via, :cnode_registry, {:app_reg, :greeter}}
+
+  def start_link(_), do: GenServer.start_link(__MODULE__, 0, name: @name)
+  def hello(who), do: GenServer.call(@name, {:hello, who})
+
+  @impl true
+  def init(n), do: {:ok, n}
+  @impl true
+  def handle_call({:hello, who}, _from, n), do: {:reply, "hello #{who} (#{n + 1})", n + 1}
+end
+
 defmodule ElixirApp.Application do
   @moduledoc false
   use Application
 
   @impl true
   def start(_type, _args) do
-    Supervisor.start_link([ElixirApp.Stats], strategy: :one_for_one, name: ElixirApp.Sup)
+    children = [
+      %{
+        id: :app_reg,
+        start: {:cnode_registry, :start_link, [%{name: :app_reg, keys: :unique}]}
+      },
+      ElixirApp.Stats,
+      ElixirApp.Greeter
+    ]
+
+    Supervisor.start_link(children, strategy: :one_for_one, name: ElixirApp.Sup)
   end
 end

@@ -17,6 +17,14 @@ defmodule ElixirAppTest do
     assert ElixirApp.Stats.get() |> Map.get(:put) == 2
   end
 
+  test "a GenServer named {:via, :cnode_registry, ...}" do
+    assert ElixirApp.Greeter.hello("ada") == "hello ada (1)"
+    assert [{pid, _}] = :cnode_registry.lookup(:app_reg, :greeter)
+    assert pid == Process.whereis(ElixirApp.Sup) |> Supervisor.which_children() |>
+             Enum.find_value(fn {id, p, _, _} -> id == ElixirApp.Greeter && p end)
+    assert GenServer.whereis({:via, :cnode_registry, {:app_reg, :greeter}}) == pid
+  end
+
   test "the C echo worker answers GenServer.call", %{cnode: c} do
     assert GenServer.call({:echo, c}, %{elixir: [1, 2, 3]}) == %{elixir: [1, 2, 3]}
   end
