@@ -54,8 +54,9 @@ idle_beam_bytes(N) ->
     [exit(P, kill) || P <- Ps],
     (M1 - M0) / N.
 
-%% Starts N idle C cache workers.
+%% Starts N idle C workers (probes: a worker with a small state, no names),
+%% the counterpart of an idle gen_server.
 -spec start_idle_c(node(), pos_integer()) -> ok.
 start_idle_c(CN, N) ->
-    _ = [{ok, _} = gen_server:call({cache_sup, CN}, {start, I, <<>>}) || I <- lists:seq(1, N)],
+    _ = [{ok, _} = gen_server:call({probe, CN}, spawn) || _ <- lists:seq(1, N)],
     ok.

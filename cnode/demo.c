@@ -315,11 +315,12 @@ static const cnb_worker_ops_t sup_ops = {
  *   {stop, Reason}             stops with Reason, replying ok first
  *   crash                      a callback error: exits {callback_failed, ...}
  */
+/* Small when idle: the subscriber and the pending count call are allocated
+ * only when asked for (ei's pid and From structs are over 1 KB each). */
 typedef struct probe {
-    erlang_pid sub;
-    int has_sub;
+    erlang_pid *sub;
     long count_left; /* {count, N}: info messages still to count */
-    cnb_from_t count_from;
+    cnb_from_t *count_from;
 } probe_t;
 
 static int probe_init(cnb_proc_t *self, void *arg, void **state)
@@ -338,7 +339,10 @@ static void probe_terminate(cnb_proc_t *self, void *state, const char *r, size_t
     (void)self;
     (void)r;
     (void)len;
-    free(state);
+    probe_t *p = state;
+    free(p->sub);
+    free(p->count_from);
+    free(p);
 }
 
 static void ok_ref(ei_x_buff *reply, const erlang_ref *ref)
@@ -412,8 +416,9 @@ static int probe_call(cnb_proc_t *self, void *state, const char *req, size_t len
     if (!strcmp(op, "crash"))
         return CNB_EINVAL;
     if (arity == 2 && !strcmp(op, "subscribe") && !ei_decode_pid(req, &i, &pid)) {
-        st->sub = pid;
-        st->has_sub = 1;
+        if (!st->sub && !(st->sub = malloc(sizeof(*st->sub))))
+            return CNB_ENOMEM;
+        *st->sub = pid;
     } else if (arity == 2 && !strcmp(op, "link") && !ei_decode_pid(req, &i, &pid)) {
         cnb_link(self, &pid);
     } else if (arity == 2 && !strcmp(op, "unlink") && !ei_decode_pid(req, &i, &pid)) {
@@ -543,8 +548,10 @@ static int probe_call(cnb_proc_t *self, void *state, const char *req, size_t len
             error_reply(reply, "badarg");
             return CNB_REPLY;
         }
+        if (!st->count_from && !(st->count_from = malloc(sizeof(*st->count_from))))
+            return CNB_ENOMEM;
         st->count_left = cnt;
-        st->count_from = *from;
+        *st->count_from = *from;
         return CNB_CONTINUE;
     } else if (arity == 2 && !strcmp(op, "stop")) {
         ei_x_buff r;
@@ -590,11 +597,11 @@ static int probe_info(cnb_proc_t *self, void *state, const char *msg, size_t len
             int k = 0;
             ei_encode_version(ok, &k);
             ei_encode_atom(ok, &k, "ok");
-            cnb_reply(n, &st->count_from, ok, (size_t)k);
+            cnb_reply(n, st->count_from, ok, (size_t)k);
         }
         return CNB_CONTINUE;
     }
-    if (!st->has_sub)
+    if (!st->sub)
         return CNB_CONTINUE;
     ei_x_buff x;
     ei_x_new_with_version(&x);
@@ -602,7 +609,7 @@ static int probe_info(cnb_proc_t *self, void *state, const char *msg, size_t len
     ei_x_encode_atom(&x, "probe_info");
     ei_x_encode_pid(&x, cnb_self(self));
     ei_x_append_buf(&x, msg + 1, (int)len - 1);
-    cnb_send(n, cnb_self(self), &st->sub, x.buff, (size_t)x.index);
+    cnb_send(n, cnb_self(self), st->sub, x.buff, (size_t)x.index);
     ei_x_free(&x);
     return CNB_CONTINUE;
 }

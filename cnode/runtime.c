@@ -73,7 +73,7 @@ struct cnb_proc {
     erlang_pid pid;
     const cnb_worker_ops_t *ops;
     void *state;
-    char name[MAXATOMLEN_UTF8];
+    char *name; /* registered name (malloc'd), or NULL */
     int trap_exit;
     /* mailbox */
     pthread_mutex_t mu;
@@ -162,7 +162,7 @@ static cnb_proc_t *find_locked(cnb_rt_t *rt, const erlang_pid *pid)
 static cnb_proc_t *find_name_locked(cnb_rt_t *rt, const char *name)
 {
     for (cnb_proc_t *p = rt->names[name_hash(name, rt->names_size)]; p; p = p->nnext)
-        if (!strcmp(p->name, name))
+        if (p->name && !strcmp(p->name, name))
             return p;
     return NULL;
 }
@@ -186,7 +186,7 @@ static void grow_locked(cnb_rt_t *rt)
 
 static void name_del_locked(cnb_rt_t *rt, cnb_proc_t *p)
 {
-    if (!p->name[0])
+    if (!p->name)
         return;
     for (cnb_proc_t **pp = &rt->names[name_hash(p->name, rt->names_size)]; *pp;
          pp = &(*pp)->nnext)
@@ -194,7 +194,8 @@ static void name_del_locked(cnb_rt_t *rt, cnb_proc_t *p)
             *pp = p->nnext;
             break;
         }
-    p->name[0] = 0;
+    free(p->name);
+    p->name = NULL;
 }
 
 /* ------------------------------------------------------------------ mailbox */
@@ -680,7 +681,7 @@ static void handle_system(cnb_proc_t *p, const cnb_from_t *from, const char *req
         ei_x_encode_list_header(&x, 2);
         ei_x_encode_tuple_header(&x, 2);
         ei_x_encode_string(&x, "Registered name");
-        ei_x_encode_atom(&x, p->name[0] ? p->name : "undefined");
+        ei_x_encode_atom(&x, p->name ? p->name : "undefined");
         ei_x_encode_tuple_header(&x, 2);
         ei_x_encode_string(&x, "State");
         if (have_state)
@@ -989,7 +990,7 @@ static void finish(cnb_proc_t *p)
     if (p->ops->terminate)
         p->ops->terminate(p, p->state, reason, rlen);
     char name[MAXATOMLEN_UTF8];
-    snprintf(name, sizeof(name), "%s", p->name);
+    snprintf(name, sizeof(name), "%s", p->name ? p->name : "");
 
     pthread_rwlock_wrlock(&rt->tab_lock);
     for (cnb_proc_t **pp = &rt->tab[p->key % rt->tab_size]; *pp; pp = &(*pp)->hnext)
@@ -1167,7 +1168,18 @@ int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_s
             finish(p);
             return CNB_EEXIST;
         }
-        snprintf(p->name, sizeof(p->name), "%s", o->name);
+        if (!(p->name = strdup(o->name))) {
+            pthread_rwlock_unlock(&rt->tab_lock);
+            set_reason_atom(p, "normal");
+            p->dead = 1;
+            pthread_rwlock_wrlock(&rt->tab_lock);
+            rt->count++;
+            p->hnext = rt->tab[p->key % rt->tab_size];
+            rt->tab[p->key % rt->tab_size] = p;
+            pthread_rwlock_unlock(&rt->tab_lock);
+            finish(p);
+            return CNB_ENOMEM;
+        }
         unsigned h = name_hash(p->name, rt->names_size);
         p->nnext = rt->names[h];
         rt->names[h] = p;
@@ -1308,10 +1320,11 @@ int cnb_register(cnb_node_t *n, const char *name, const erlang_pid *pid)
         rc = CNB_ENOPROC;
     else if (find_name_locked(rt, name))
         rc = CNB_EEXIST;
-    else if (p->name[0])
+    else if (p->name)
         rc = CNB_EBUSY; /* a process has at most one registered name */
+    else if (!(p->name = strdup(name)))
+        rc = CNB_ENOMEM;
     else {
-        snprintf(p->name, sizeof(p->name), "%s", name);
         unsigned h = name_hash(name, rt->names_size);
         p->nnext = rt->names[h];
         rt->names[h] = p;
@@ -1444,6 +1457,7 @@ void cnb__rt_destroy(cnb_rt_t *rt)
                     free(m);
                 }
             ei_x_free(&p->reason);
+            free(p->name);
             pthread_mutex_destroy(&p->mu);
             free(p);
         }
