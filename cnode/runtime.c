@@ -1094,6 +1094,21 @@ static void *pool_thread(void *arg)
 
 /* ------------------------------------------------------------------ public API */
 
+/* A worker whose init ran but that cannot go live (its name was taken
+ * meanwhile, or no memory for the name): it ends at once, normally, so its
+ * terminate runs and whatever init linked or monitored is told. Called with
+ * tab_lock write-locked; returns with it unlocked. */
+static void abandon_locked(cnb_rt_t *rt, cnb_proc_t *p)
+{
+    set_reason_atom(p, "normal");
+    p->dead = 1;
+    rt->count++; /* finish() takes it out again */
+    p->hnext = rt->tab[p->key % rt->tab_size];
+    rt->tab[p->key % rt->tab_size] = p;
+    pthread_rwlock_unlock(&rt->tab_lock);
+    finish(p);
+}
+
 int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_spawn_opts_t *o,
               erlang_pid *out)
 {
@@ -1155,29 +1170,13 @@ int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_s
     if (o && o->name) {
         cnb_proc_t *owner = find_name_locked(rt, o->name);
         if (owner) {
-            *out = owner->pid;
-            pthread_rwlock_unlock(&rt->tab_lock);
             /* Lost a race for the name: end this one as if it had stopped. */
-            set_reason_atom(p, "normal");
-            p->dead = 1;
-            pthread_rwlock_wrlock(&rt->tab_lock);
-            rt->count++;
-            p->hnext = rt->tab[p->key % rt->tab_size];
-            rt->tab[p->key % rt->tab_size] = p;
-            pthread_rwlock_unlock(&rt->tab_lock);
-            finish(p);
+            *out = owner->pid;
+            abandon_locked(rt, p);
             return CNB_EEXIST;
         }
         if (!(p->name = strdup(o->name))) {
-            pthread_rwlock_unlock(&rt->tab_lock);
-            set_reason_atom(p, "normal");
-            p->dead = 1;
-            pthread_rwlock_wrlock(&rt->tab_lock);
-            rt->count++;
-            p->hnext = rt->tab[p->key % rt->tab_size];
-            rt->tab[p->key % rt->tab_size] = p;
-            pthread_rwlock_unlock(&rt->tab_lock);
-            finish(p);
+            abandon_locked(rt, p);
             return CNB_ENOMEM;
         }
         unsigned h = name_hash(p->name, rt->names_size);
