@@ -575,6 +575,21 @@ static ERL_NIF_TERM items_list(ErlNifEnv *env, const cnb_registry_result_t *res,
     return items_range(env, res, 0, res->n, shape);
 }
 
+/* The end of a read that lists items: when the result outgrew the bound of a
+ * normal scheduler, asks to be run again on a dirty one (*again); raises on a
+ * failure; else the list. */
+static ERL_NIF_TERM read_result(ErlNifEnv *env, ssize_t n, const cnb_registry_result_t *res,
+                                enum item_shape shape, int *again)
+{
+    if (overflowed(n)) {
+        *again = 1;
+        return 0;
+    }
+    if (n < 0)
+        return raise_code(env, (int)n);
+    return items_list(env, res, shape);
+}
+
 /* ---- register, unregister ----------------------------------------------------- */
 
 #define MAX_DEAD_RETRIES 8
@@ -793,13 +808,7 @@ static ERL_NIF_TERM op_lookup(ErlNifEnv *env, struct cnr_reg *reg, const ERL_NIF
     cnr_canon_free(&k);
     if (n == CNB_ETOOBIG) /* longer than any key the registry can hold */
         return enif_make_list(env, 0);
-    if (overflowed(n)) {
-        *again = 1;
-        return 0;
-    }
-    if (n < 0)
-        return raise_code(env, (int)n);
-    return items_list(env, res, PID_VALUE);
+    return read_result(env, n, res, PID_VALUE, again);
 }
 OP_NIF(cnr_lookup, op_lookup)
 
@@ -926,13 +935,7 @@ static ERL_NIF_TERM op_values(ErlNifEnv *env, struct cnr_reg *reg, const ERL_NIF
     cnr_canon_free(&k);
     if (n == CNB_ETOOBIG)
         return enif_make_list(env, 0);
-    if (overflowed(n)) {
-        *again = 1;
-        return 0;
-    }
-    if (n < 0)
-        return raise_code(env, (int)n);
-    return items_list(env, res, VALUE);
+    return read_result(env, n, res, VALUE, again);
 }
 OP_NIF(cnr_values, op_values)
 
@@ -943,13 +946,7 @@ static ERL_NIF_TERM op_keys(ErlNifEnv *env, struct cnr_reg *reg, const ERL_NIF_T
     if (!cnr_pid_get(env, argv[1], &owner))
         return enif_make_badarg(env);
     ssize_t n = cnb_registry_keys(reg->core, &owner, res);
-    if (overflowed(n)) {
-        *again = 1;
-        return 0;
-    }
-    if (n < 0)
-        return raise_code(env, (int)n);
-    return items_list(env, res, KEY);
+    return read_result(env, n, res, KEY, again);
 }
 OP_NIF(cnr_keys, op_keys)
 
