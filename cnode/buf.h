@@ -1,4 +1,4 @@
-/* buf.h: a growable byte buffer and big-endian helpers used by the connection
+/* buf.h: a growable byte buffer used by the connection
  * layer (handshake, framing, epmd). Internal to cnode/. Tests: tests/unit/test_frame.c. */
 #ifndef CNB_BUF_H
 #define CNB_BUF_H
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnb_bytes.h"
 #include "cnb_common.h"
 
 typedef struct cnb_buf {
@@ -51,35 +52,6 @@ static inline int cnb__buf_put(cnb_buf_t *b, const void *p, size_t n)
     return 0;
 }
 
-static inline void cnb__put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-static inline void cnb__put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-static inline void cnb__put64(uint8_t *p, uint64_t v)
-{
-    cnb__put32(p, (uint32_t)(v >> 32));
-    cnb__put32(p + 4, (uint32_t)v);
-}
-static inline uint16_t cnb__get16(const uint8_t *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-static inline uint32_t cnb__get32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-static inline uint64_t cnb__get64(const uint8_t *p)
-{
-    return ((uint64_t)cnb__get32(p) << 32) | cnb__get32(p + 4);
-}
 
 /* Drops consumed bytes from the front when that frees a useful amount. */
 static inline void cnb__buf_compact(cnb_buf_t *b)

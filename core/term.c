@@ -112,7 +112,7 @@ static int inflate_term(const uint8_t *p, const uint8_t *end, const cnb__term_li
 
     if ((size_t)(end - p) < 5)
         return CNB_ETRUNC;
-    usize = cnb__be32(p + 1);
+    usize = cnb__get32(p + 1);
     if (usize > lim->max_decompressed)
         return CNB_ETOOBIG;
     if (usize == 0)

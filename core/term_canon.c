@@ -78,7 +78,7 @@ static ssize_t read_int(const uint8_t *p, const uint8_t *end, intval_t *v)
     case CNB__TAG_INTEGER: {
         if (avail < 5)
             return CNB_ETRUNC;
-        int32_t s = (int32_t)cnb__be32(p + 1);
+        int32_t s = (int32_t)cnb__get32(p + 1);
         uint32_t m = s < 0 ? 0u - (uint32_t)s : (uint32_t)s;
         v->neg = s < 0;
         for (int i = 0; i < 4; i++)
@@ -101,7 +101,7 @@ static ssize_t read_int(const uint8_t *p, const uint8_t *end, intval_t *v)
     case CNB__TAG_LARGE_BIG:
         if (avail < 6)
             return CNB_ETRUNC;
-        v->n = cnb__be32(p + 1);
+        v->n = cnb__get32(p + 1);
         v->neg = p[5] != 0;
         v->dig = p + 6;
         if (avail - 6 < v->n)
@@ -193,7 +193,7 @@ static int emit_atom(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
     case CNB__TAG_ATOM_UTF8:
         if (avail < 3)
             return CNB_ETRUNC;
-        n = cnb__be16(p + 1);
+        n = cnb__get16(p + 1);
         hdr = 3;
         break;
     case CNB__TAG_SMALL_ATOM:
@@ -264,7 +264,7 @@ static int read_creation(const uint8_t **pp, const uint8_t *end, int tiny, uint3
         *cre = p[0];
         *pp = p + 1;
     } else {
-        *cre = cnb__be32(p);
+        *cre = cnb__get32(p);
         *pp = p + 4;
     }
     return 0;
@@ -314,7 +314,7 @@ static int emit_port(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
     size_t idlen = tag == CNB__TAG_V4_PORT ? 8 : 4;
     if ((size_t)(end - p) < idlen)
         return CNB_ETRUNC;
-    id = idlen == 8 ? cnb__be64(p) : cnb__be32(p);
+    id = idlen == 8 ? cnb__get64(p) : cnb__get32(p);
     p += idlen;
     if ((r = read_creation(&p, end, tag == CNB__TAG_PORT, &cre)))
         return r;
@@ -348,7 +348,7 @@ static int emit_ref(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
     } else {
         if ((size_t)(end - p) < 2)
             return CNB_ETRUNC;
-        words = cnb__be16(p);
+        words = cnb__get16(p);
         p += 2;
         /* OTP 25 reads a word past a 0-word reference, so no valid input has
          * one. */
@@ -379,7 +379,7 @@ static int emit_ref(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
         p += 4 * words;
     }
     /* The old encodings carry an 18-bit first word; OTP 25 rejects more. */
-    if (tag != CNB__TAG_NEWER_REFERENCE && cnb__be32(ids) >= CNB__OLD_REF_WORD0_LIMIT)
+    if (tag != CNB__TAG_NEWER_REFERENCE && cnb__get32(ids) >= CNB__OLD_REF_WORD0_LIMIT)
         return CNB_EMALFORMED;
     if ((r = cnb__obuf_reserve(o, 4 + 4 * words)))
         return r;
@@ -399,7 +399,7 @@ static int skip_empty_lists(const uint8_t **pp, const uint8_t *end)
     while (p < end && p[0] == CNB__TAG_LIST) {
         if ((size_t)(end - p) < 5)
             return CNB_ETRUNC;
-        if (cnb__be32(p + 1) != 0)
+        if (cnb__get32(p + 1) != 0)
             break;
         p += 5;
     }
@@ -696,7 +696,7 @@ parse:
     case CNB__TAG_NEW_FLOAT:
         if (avail < 9)
             return CNB_ETRUNC;
-        if (!cnb__float_bits_ok(cnb__be64(p + 1)))
+        if (!cnb__float_bits_ok(cnb__get64(p + 1)))
             return CNB_EMALFORMED;
         if ((r = cnb__obuf_reserve(o, 9)))
             return r;
@@ -731,7 +731,7 @@ parse:
         size_t hl = p[0] == CNB__TAG_SMALL_TUPLE ? 2 : 5;
         if (avail < hl)
             return CNB_ETRUNC;
-        n = hl == 2 ? p[1] : cnb__be32(p + 1);
+        n = hl == 2 ? p[1] : cnb__get32(p + 1);
         p += hl;
         if ((r = cnb__obuf_reserve(o, 5)))
             return r;
@@ -761,7 +761,7 @@ parse:
     case CNB__TAG_STRING:
         if (avail < 3)
             return CNB_ETRUNC;
-        n = cnb__be16(p + 1);
+        n = cnb__get16(p + 1);
         if (avail - 3 < n)
             return CNB_ETRUNC;
         if (n == 0) {
@@ -778,7 +778,7 @@ parse:
     case CNB__TAG_LIST:
         if (avail < 5)
             return CNB_ETRUNC;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         p += 5;
         if (n > avail - 5)
             return CNB_ETRUNC;
@@ -794,7 +794,7 @@ parse:
     case CNB__TAG_BINARY:
         if (avail < 5)
             return CNB_ETRUNC;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         if (avail - 5 < n)
             return CNB_ETRUNC;
         if ((r = cnb__obuf_reserve(o, 5 + n)))
@@ -805,7 +805,7 @@ parse:
     case CNB__TAG_BIT_BINARY: {
         if (avail < 6)
             return CNB_ETRUNC;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         unsigned bits = p[5];
         if ((bits == 0) != (n == 0) || bits > 8)
             return CNB_EMALFORMED;
@@ -829,7 +829,7 @@ parse:
     case CNB__TAG_MAP:
         if (avail < 5)
             return CNB_ETRUNC;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         if ((r = cnb__obuf_reserve(o, 5)))
             return r;
         memcpy(wr(o, 5), p, 5);
@@ -892,7 +892,7 @@ parse:
     case CNB__TAG_NEW_FUN: {
         if (avail < 30)
             return CNB_ETRUNC;
-        uint32_t nfree = cnb__be32(p + 26);
+        uint32_t nfree = cnb__get32(p + 26);
         if ((r = cnb__obuf_reserve(o, 30)))
             return r;
         size_t size_at = o->len + 1;
@@ -989,7 +989,7 @@ next:
             /* A list whose tail is a list: one longer list. */
             if ((size_t)(end - p) < 5)
                 return CNB_ETRUNC;
-            n = cnb__be32(p + 1);
+            n = cnb__get32(p + 1);
             p += 5;
             if (n > (size_t)(end - p))
                 return CNB_ETRUNC;
@@ -999,7 +999,7 @@ next:
         if (p[0] == CNB__TAG_STRING) {
             if ((size_t)(end - p) < 3)
                 return CNB_ETRUNC;
-            n = cnb__be16(p + 1);
+            n = cnb__get16(p + 1);
             if ((size_t)(end - p) - 3 < n)
                 return CNB_ETRUNC;
             if ((r = cnb__obuf_reserve(o, 2 * n)))

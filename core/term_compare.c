@@ -117,7 +117,7 @@ static int rd_atom(const uint8_t **pp, const uint8_t *end, atomv_t *a)
     } else if (p[0] == CNB__TAG_ATOM_UTF8) {
         if (avail < 3)
             return CNB_ETRUNC;
-        a->n = cnb__be16(p + 1);
+        a->n = cnb__get16(p + 1);
         a->s = p + 3;
     } else {
         return CNB_EMALFORMED;
@@ -179,7 +179,7 @@ static int rd_num(const uint8_t **pp, const uint8_t *end, int virt, num_t *v)
     case CNB__TAG_INTEGER: {
         if (avail < 5)
             return CNB_ETRUNC;
-        int32_t s = (int32_t)cnb__be32(p + 1);
+        int32_t s = (int32_t)cnb__get32(p + 1);
         num_from_u32(v, s < 0, s < 0 ? 0u - (uint32_t)s : (uint32_t)s);
         len = 5;
         break;
@@ -190,7 +190,7 @@ static int rd_num(const uint8_t **pp, const uint8_t *end, int virt, num_t *v)
         if (avail < hl)
             return CNB_ETRUNC;
         v->is_float = 0;
-        v->n = hl == 3 ? p[1] : cnb__be32(p + 1);
+        v->n = hl == 3 ? p[1] : cnb__get32(p + 1);
         v->neg = p[hl - 1] != 0;
         v->dig = p + hl;
         if (avail - hl < v->n)
@@ -205,7 +205,7 @@ static int rd_num(const uint8_t **pp, const uint8_t *end, int virt, num_t *v)
     case CNB__TAG_NEW_FLOAT: {
         if (avail < 9)
             return CNB_ETRUNC;
-        uint64_t bits = cnb__be64(p + 1);
+        uint64_t bits = cnb__get64(p + 1);
         v->is_float = 1;
         memcpy(&v->d, &bits, 8);
         len = 9;
@@ -307,13 +307,13 @@ static int cmp_pids(const uint8_t **pa, const uint8_t *ea, const uint8_t **pb,
         return r;
     if ((size_t)(ea - a) < 12 || (size_t)(eb - b) < 12)
         return CNB_ETRUNC;
-    int c = cmp_u64(cnb__be32(a + 4), cnb__be32(b + 4));
+    int c = cmp_u64(cnb__get32(a + 4), cnb__get32(b + 4));
     if (!c)
-        c = cmp_u64(cnb__be32(a), cnb__be32(b));
+        c = cmp_u64(cnb__get32(a), cnb__get32(b));
     if (!c)
         c = cmp_atoms(&na, &nb);
     if (!c)
-        c = cmp_u64(cnb__be32(a + 8), cnb__be32(b + 8));
+        c = cmp_u64(cnb__get32(a + 8), cnb__get32(b + 8));
     *ord = c;
     *pa = a + 12;
     *pb = b + 12;
@@ -330,9 +330,9 @@ static int rd_port(const uint8_t **pp, const uint8_t *end, atomv_t *node, uint64
         return r;
     if ((size_t)(end - p) < (v4 ? 12u : 8u))
         return CNB_ETRUNC;
-    *id = v4 ? cnb__be64(p) : cnb__be32(p);
+    *id = v4 ? cnb__get64(p) : cnb__get32(p);
     p += v4 ? 8 : 4;
-    *cre = cnb__be32(p);
+    *cre = cnb__get32(p);
     *pp = p + 4;
     return 0;
 }
@@ -346,13 +346,13 @@ static int rd_ref(const uint8_t **pp, const uint8_t *end, atomv_t *node, uint32_
     int r;
     if ((size_t)(end - p) < 2)
         return CNB_ETRUNC;
-    *nw = cnb__be16(p);
+    *nw = cnb__get16(p);
     p += 2;
     if ((r = rd_atom(&p, end, node)))
         return r;
     if ((size_t)(end - p) < 4 + 4 * *nw)
         return CNB_ETRUNC;
-    *cre = cnb__be32(p);
+    *cre = cnb__get32(p);
     *words = p + 4;
     *pp = p + 4 + 4 * *nw;
     return 0;
@@ -367,7 +367,7 @@ static int rd_bits(const uint8_t **pp, const uint8_t *end, const uint8_t **data,
     if (p[0] == CNB__TAG_BINARY) {
         if (avail < 5)
             return CNB_ETRUNC;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         if (avail - 5 < n)
             return CNB_ETRUNC;
         *data = p + 5;
@@ -376,7 +376,7 @@ static int rd_bits(const uint8_t **pp, const uint8_t *end, const uint8_t **data,
     } else {
         if (avail < 6)
             return CNB_ETRUNC;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         if (avail - 6 < n)
             return CNB_ETRUNC;
         if (n == 0 || p[5] == 0 || p[5] > 8)
@@ -421,8 +421,8 @@ static int rd_fun(const uint8_t *p, const uint8_t *end, funv_t *f)
     num_t oi;
     if ((size_t)(end - p) < 30)
         return CNB_ETRUNC;
-    f->index = cnb__be32(p + 22);
-    f->nfree = cnb__be32(p + 26);
+    f->index = cnb__get32(p + 22);
+    f->nfree = cnb__get32(p + 26);
     p += 30;
     if ((r = rd_atom(&p, end, &f->module)))
         return r;
@@ -516,7 +516,7 @@ static int cmp_items(cmpctx_t *c, const int virt[2], int exact, int *ord)
         if (!o)
             o = cmp_u64(ca, cb);
         for (size_t i = la > lb ? la : lb; !o && i-- > 0;)
-            o = cmp_u64(i < la ? cnb__be32(wa + 4 * i) : 0, i < lb ? cnb__be32(wb + 4 * i) : 0);
+            o = cmp_u64(i < la ? cnb__get32(wa + 4 * i) : 0, i < lb ? cnb__get32(wb + 4 * i) : 0);
         if (!o && la != lb && !c->tie)
             c->tie = la < lb ? -1 : 1;
         *ord = o;
@@ -589,8 +589,8 @@ static int cmp_items(cmpctx_t *c, const int virt[2], int exact, int *ord)
         size_t ha = a[0] == CNB__TAG_SMALL_TUPLE ? 2 : 5, hb = b[0] == CNB__TAG_SMALL_TUPLE ? 2 : 5;
         if ((size_t)(ea - a) < ha || (size_t)(eb - b) < hb)
             return CNB_ETRUNC;
-        na = ha == 2 ? a[1] : cnb__be32(a + 1);
-        nb = hb == 2 ? b[1] : cnb__be32(b + 1);
+        na = ha == 2 ? a[1] : cnb__get32(a + 1);
+        nb = hb == 2 ? b[1] : cnb__get32(b + 1);
         *pa = a + ha;
         *pb = b + hb;
         if (na != nb || na == 0) {
@@ -605,7 +605,7 @@ static int cmp_items(cmpctx_t *c, const int virt[2], int exact, int *ord)
     case K_MAP: {
         if ((size_t)(ea - *pa) < 5 || (size_t)(eb - *pb) < 5)
             return CNB_ETRUNC;
-        uint64_t na = cnb__be32(*pa + 1), nb = cnb__be32(*pb + 1);
+        uint64_t na = cnb__get32(*pa + 1), nb = cnb__get32(*pb + 1);
         *pa += 5;
         *pb += 5;
         if (na != nb || na == 0) {
@@ -637,14 +637,14 @@ static int cmp_items(cmpctx_t *c, const int virt[2], int exact, int *ord)
                 if (avail < 3)
                     return CNB_ETRUNC;
                 f->is_str[s] = 1;
-                f->rem[s] = cnb__be16(p + 1);
+                f->rem[s] = cnb__get16(p + 1);
                 if (avail - 3 < f->rem[s])
                     return CNB_ETRUNC;
                 c->cur[s] = p + 3;
             } else {
                 if (avail < 5)
                     return CNB_ETRUNC;
-                f->rem[s] = cnb__be32(p + 1);
+                f->rem[s] = cnb__get32(p + 1);
                 c->cur[s] = p + 5;
             }
         }
@@ -796,7 +796,7 @@ static int atom_size(const uint8_t *p, const uint8_t *end, size_t *n)
     if (p[0] == CNB__TAG_SMALL_ATOM_UTF8)
         *n = 2 + (size_t)p[1];
     else if (p[0] == CNB__TAG_ATOM_UTF8 && avail >= 3)
-        *n = 3 + (size_t)cnb__be16(p + 1);
+        *n = 3 + (size_t)cnb__get16(p + 1);
     else
         return p[0] == CNB__TAG_ATOM_UTF8 ? CNB_ETRUNC : CNB_EMALFORMED;
     return 0;
@@ -823,7 +823,7 @@ int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next)
             n = avail >= 2 ? 3 + (size_t)p[1] : 3;
             break;
         case CNB__TAG_LARGE_BIG:
-            n = avail >= 5 ? 6 + (size_t)cnb__be32(p + 1) : 6;
+            n = avail >= 5 ? 6 + (size_t)cnb__get32(p + 1) : 6;
             break;
         case CNB__TAG_NEW_FLOAT:
             n = 9;
@@ -841,29 +841,29 @@ int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next)
         case CNB__TAG_LARGE_TUPLE:
             n = 5;
             if (avail >= 5)
-                remaining += cnb__be32(p + 1);
+                remaining += cnb__get32(p + 1);
             break;
         case CNB__TAG_NIL:
             n = 1;
             break;
         case CNB__TAG_STRING:
-            n = avail >= 3 ? 3 + (size_t)cnb__be16(p + 1) : 3;
+            n = avail >= 3 ? 3 + (size_t)cnb__get16(p + 1) : 3;
             break;
         case CNB__TAG_LIST:
             n = 5;
             if (avail >= 5)
-                remaining += (uint64_t)cnb__be32(p + 1) + 1;
+                remaining += (uint64_t)cnb__get32(p + 1) + 1;
             break;
         case CNB__TAG_BINARY:
-            n = avail >= 5 ? 5 + (size_t)cnb__be32(p + 1) : 5;
+            n = avail >= 5 ? 5 + (size_t)cnb__get32(p + 1) : 5;
             break;
         case CNB__TAG_BIT_BINARY:
-            n = avail >= 5 ? 6 + (size_t)cnb__be32(p + 1) : 6;
+            n = avail >= 5 ? 6 + (size_t)cnb__get32(p + 1) : 6;
             break;
         case CNB__TAG_MAP:
             n = 5;
             if (avail >= 5)
-                remaining += (uint64_t)cnb__be32(p + 1) * 2;
+                remaining += (uint64_t)cnb__get32(p + 1) * 2;
             break;
         case CNB__TAG_NEW_PID:
         case CNB__TAG_NEW_PORT:
@@ -877,7 +877,7 @@ int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next)
                 return CNB_ETRUNC;
             if ((r = atom_size(p + 3, end, &a)))
                 return r;
-            n = 3 + a + 4 + 4 * (size_t)cnb__be16(p + 1);
+            n = 3 + a + 4 + 4 * (size_t)cnb__get16(p + 1);
             break;
         case CNB__TAG_EXPORT:
             n = 1;
@@ -886,7 +886,7 @@ int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next)
         case CNB__TAG_NEW_FUN:
             n = 30;
             if (avail >= 30)
-                remaining += 4 + (uint64_t)cnb__be32(p + 26);
+                remaining += 4 + (uint64_t)cnb__get32(p + 26);
             break;
         default:
             return CNB_EMALFORMED;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cnb_bytes.h"
 #include "cnb_term.h"
 
 /* External term format tags (erts erl_ext_dist.html). */
@@ -65,40 +66,6 @@ typedef struct cnb__term_limits {
     const cnb_allocator_t *alloc;
 } cnb__term_limits_t;
 
-static inline uint16_t cnb__be16(const uint8_t *p)
-{
-    return (uint16_t)((unsigned)p[0] << 8 | p[1]);
-}
-
-static inline uint32_t cnb__be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline uint64_t cnb__be64(const uint8_t *p)
-{
-    return (uint64_t)cnb__be32(p) << 32 | cnb__be32(p + 4);
-}
-
-static inline void cnb__put16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static inline void cnb__put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static inline void cnb__put64(uint8_t *p, uint64_t v)
-{
-    cnb__put32(p, (uint32_t)(v >> 32));
-    cnb__put32(p + 4, (uint32_t)v);
-}
 
 /* Checks that [s, s+n) is UTF-8 as erts accepts it for atoms (shortest forms,
  * no surrogates, nothing above U+10FFFF). Returns the number of characters, or

@@ -33,7 +33,7 @@ static size_t canon_atom_len(const uint8_t *p, const uint8_t *end)
     } else if (p[0] == CNB__TAG_ATOM_UTF8) {
         if (avail < 3)
             return 0;
-        n = cnb__be16(p + 1);
+        n = cnb__get16(p + 1);
         hdr = 3;
         if (n <= 255) /* would have been SMALL_ATOM_UTF8_EXT */
             return 0;
@@ -78,7 +78,7 @@ static size_t canon_int64(const uint8_t *p, const uint8_t *end, int64_t *val)
     case CNB__TAG_INTEGER: {
         if (avail < 5)
             return 0;
-        int32_t v = (int32_t)cnb__be32(p + 1);
+        int32_t v = (int32_t)cnb__get32(p + 1);
         if (v >= 0 && v <= 255)
             return 0;
         *val = v;
@@ -169,7 +169,7 @@ parse:
     case CNB__TAG_LARGE_BIG:
         if (avail < 6)
             goto out;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         if (n <= 255)
             goto out;
         p += 3; /* make the layout look like SMALL_BIG_EXT for the shared checks */
@@ -180,7 +180,7 @@ parse:
         p += 3 + n;
         goto next;
     case CNB__TAG_NEW_FLOAT:
-        if (avail < 9 || !cnb__float_bits_ok(cnb__be64(p + 1)))
+        if (avail < 9 || !cnb__float_bits_ok(cnb__get64(p + 1)))
             goto out;
         p += 9;
         goto next;
@@ -199,7 +199,7 @@ parse:
     case CNB__TAG_LARGE_TUPLE:
         if (avail < 5)
             goto out;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         if (n <= 255)
             goto out;
         p += 5;
@@ -220,7 +220,7 @@ parse:
     case CNB__TAG_STRING:
         if (avail < 3)
             goto out;
-        n = cnb__be16(p + 1);
+        n = cnb__get16(p + 1);
         if (n == 0 || avail - 3 < n)
             goto out;
         p += 3 + n;
@@ -228,7 +228,7 @@ parse:
     case CNB__TAG_LIST:
         if (avail < 5)
             goto out;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         if (n == 0 || n > avail - 5) /* every element takes at least one byte */
             goto out;
         p += 5;
@@ -244,14 +244,14 @@ parse:
         f->in_tail = 0;
         goto next;
     case CNB__TAG_BINARY:
-        if (avail < 5 || avail - 5 < (n = cnb__be32(p + 1)))
+        if (avail < 5 || avail - 5 < (n = cnb__get32(p + 1)))
             goto out;
         p += 5 + n;
         goto next;
     case CNB__TAG_BIT_BINARY: {
         if (avail < 6)
             goto out;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         unsigned bits = p[5];
         if (n == 0 || bits == 0 || bits > 7 || avail - 6 < n)
             goto out;
@@ -263,7 +263,7 @@ parse:
     case CNB__TAG_MAP:
         if (avail < 5)
             goto out;
-        n = cnb__be32(p + 1);
+        n = cnb__get32(p + 1);
         p += 5;
         if (n == 0)
             goto next;
@@ -288,21 +288,21 @@ parse:
     case CNB__TAG_NEW_PORT:
         if (!(n = canon_atom_len(p + 1, end)) || (size_t)(end - (p + 1 + n)) < 8)
             goto out;
-        if (cnb__be32(p + 1 + n) > CNB__NEW_PORT_ID_MAX)
+        if (cnb__get32(p + 1 + n) > CNB__NEW_PORT_ID_MAX)
             goto out;
         p += 1 + n + 8;
         goto next;
     case CNB__TAG_V4_PORT:
         if (!(n = canon_atom_len(p + 1, end)) || (size_t)(end - (p + 1 + n)) < 12)
             goto out;
-        if (cnb__be64(p + 1 + n) <= CNB__NEW_PORT_ID_MAX)
+        if (cnb__get64(p + 1 + n) <= CNB__NEW_PORT_ID_MAX)
             goto out;
         p += 1 + n + 12;
         goto next;
     case CNB__TAG_NEWER_REFERENCE: {
         if (avail < 3)
             goto out;
-        size_t words = cnb__be16(p + 1);
+        size_t words = cnb__get16(p + 1);
         if (words == 0 || words > CNB__MAX_REF_WORDS || !(n = canon_atom_len(p + 3, end)) ||
             (size_t)(end - (p + 3 + n)) < 4 + 4 * words)
             goto out;
@@ -324,11 +324,11 @@ parse:
         int64_t v;
         if (avail < 30)
             goto out;
-        size_t size = cnb__be32(p + 1);
+        size_t size = cnb__get32(p + 1);
         if (size > avail - 1)
             goto out;
         const uint8_t *fun_end = p + 1 + size;
-        uint32_t nfree = cnb__be32(p + 26);
+        uint32_t nfree = cnb__get32(p + 26);
         p += 30;
         if (!(n = canon_atom_len(p, end)))
             goto out;

@@ -5,6 +5,7 @@
  * term_to_binary(T, [deterministic, {minor_version, 2}]), pids of every kind). */
 #include <string.h>
 
+#include "cnb_bytes.h"
 #include "cnb_term.h"
 #include "cnr.h"
 
@@ -16,7 +17,6 @@
 #define TAG_ATOM_UTF8 118
 #define TAG_SMALL_ATOM_UTF8 119
 
-static uint32_t be32(const unsigned char *p);
 
 /* ---- canonical encoding ---------------------------------------------------- */
 
@@ -272,13 +272,13 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
     case 98: /* INTEGER_EXT */
         if (avail < 5)
             return 0;
-        *out = enif_make_int(env, (int32_t)be32(p + 1));
+        *out = enif_make_int(env, (int32_t)cnb__get32(p + 1));
         *pp = p + 5;
         return 1;
     case 70: { /* NEW_FLOAT_EXT */
         if (avail < 9)
             return 0;
-        uint64_t bits = (uint64_t)be32(p + 1) << 32 | be32(p + 5);
+        uint64_t bits = (uint64_t)cnb__get32(p + 1) << 32 | cnb__get32(p + 5);
         double d;
         memcpy(&d, &bits, 8);
         *out = enif_make_double(env, d);
@@ -296,7 +296,7 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
         *pp = p + 2 + n;
         return 1;
     case 109: { /* BINARY_EXT */
-        if (avail < 5 || avail - 5 < (n = be32(p + 1)))
+        if (avail < 5 || avail - 5 < (n = cnb__get32(p + 1)))
             return 0;
         unsigned char *b = enif_make_new_binary(env, n, out);
         if (!b)
@@ -322,7 +322,7 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
         return 1;
     }
     case 107: { /* STRING_EXT */
-        if (avail < 3 || avail - 3 < (n = (size_t)p[1] << 8 | p[2]) || n > 64)
+        if (avail < 3 || avail - 3 < (n = cnb__get16(p + 1)) || n > 64)
             return 0;
         ERL_NIF_TERM l = enif_make_list(env, 0);
         for (size_t i = n; i-- > 0;)
@@ -333,7 +333,7 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
     }
     case 108: { /* LIST_EXT, proper */
         ERL_NIF_TERM el[16], tail;
-        if (avail < 5 || (n = be32(p + 1)) > 16)
+        if (avail < 5 || (n = cnb__get32(p + 1)) > 16)
             return 0;
         p += 5;
         for (size_t i = 0; i < n; i++)
@@ -364,19 +364,6 @@ int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM 
 
 /* ---- pids -------------------------------------------------------------------- */
 
-static uint32_t be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
 /* Reads the node atom at p (one of the four atom encodings) as UTF-8 into out.
  * Returns the bytes consumed, or 0. */
 static size_t read_node(const unsigned char *p, const unsigned char *end, char out[256])
@@ -395,7 +382,7 @@ static size_t read_node(const unsigned char *p, const unsigned char *end, char o
     case TAG_ATOM:
         if (end - p < 3)
             return 0;
-        n = (size_t)p[1] << 8 | p[2];
+        n = cnb__get16(p + 1);
         hdr = 3;
         break;
     default:
@@ -441,9 +428,9 @@ int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out)
     p += n;
     if (end - p < (is_new ? 12 : 9))
         goto out;
-    out->num = be32(p);
-    out->serial = be32(p + 4);
-    out->creation = is_new ? be32(p + 8) : p[8];
+    out->num = cnb__get32(p);
+    out->serial = cnb__get32(p + 4);
+    out->creation = is_new ? cnb__get32(p + 8) : p[8];
     ok = 1;
 out:
     enif_release_binary(&b);
@@ -482,9 +469,9 @@ int cnr_pid_make(ErlNifEnv *env, const cnb_pid_t *pid, ERL_NIF_TERM *out)
     buf[i++] = (unsigned char)nl;
     memcpy(buf + i, pid->node, nl);
     i += nl;
-    put32(buf + i, pid->num);
-    put32(buf + i + 4, pid->serial);
-    put32(buf + i + 8, pid->creation);
+    cnb__put32(buf + i, pid->num);
+    cnb__put32(buf + i + 4, pid->serial);
+    cnb__put32(buf + i + 8, pid->creation);
     i += 12;
     if (enif_binary_to_term(env, buf, i, out, 0) != i)
         return 0;
