@@ -52,6 +52,25 @@ long cnb__term_utf8_chars(const uint8_t *s, size_t n)
     return chars;
 }
 
+int cnb__stack_grow(void **st, size_t *cap, void *inl, size_t elem,
+                    const cnb_allocator_t *alloc)
+{
+    size_t ncap = *cap * 2;
+    void *n;
+    if (*st == inl) {
+        n = cnb_alloc(alloc, ncap * elem);
+        if (n)
+            memcpy(n, inl, *cap * elem);
+    } else {
+        n = cnb_realloc(alloc, *st, ncap * elem);
+    }
+    if (!n)
+        return CNB_ENOMEM;
+    *st = n;
+    *cap = ncap;
+    return 0;
+}
+
 int cnb__obuf_grow(cnb__obuf_t *o, size_t n)
 {
     if (n > SIZE_MAX - o->len || o->len + n > o->hard_limit)

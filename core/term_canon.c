@@ -477,19 +477,10 @@ static int push(canon_t *c, uint8_t kind, uint64_t remaining)
     if (c->top >= c->lim->max_depth)
         return CNB_EDEPTH;
     if (c->top == c->cap) {
-        size_t ncap = c->cap * 2;
-        cframe_t *n;
-        if (c->st == c->inl) {
-            n = cnb_alloc(c->alloc, ncap * sizeof(*n));
-            if (n)
-                memcpy(n, c->inl, c->cap * sizeof(*n));
-        } else {
-            n = cnb_realloc(c->alloc, c->st, ncap * sizeof(*n));
-        }
-        if (!n)
+        void *st = c->st;
+        if (cnb__stack_grow(&st, &c->cap, c->inl, sizeof(*c->st), c->alloc))
             return CNB_ENOMEM;
-        c->st = n;
-        c->cap = ncap;
+        c->st = st;
     }
     cframe_t *f = &c->st[c->top++];
     memset(f, 0, sizeof(*f));

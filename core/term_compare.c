@@ -444,19 +444,10 @@ static int rd_fun(const uint8_t *p, const uint8_t *end, funv_t *f)
 static int push(cmpctx_t *c, uint8_t kind, uint8_t exact)
 {
     if (c->top == c->cap) {
-        size_t ncap = c->cap * 2;
-        kframe_t *n;
-        if (c->st == c->inl) {
-            n = cnb_alloc(c->alloc, ncap * sizeof(*n));
-            if (n)
-                memcpy(n, c->inl, c->cap * sizeof(*n));
-        } else {
-            n = cnb_realloc(c->alloc, c->st, ncap * sizeof(*n));
-        }
-        if (!n)
+        void *st = c->st;
+        if (cnb__stack_grow(&st, &c->cap, c->inl, sizeof(*c->st), c->alloc))
             return CNB_ENOMEM;
-        c->st = n;
-        c->cap = ncap;
+        c->st = st;
     }
     kframe_t *f = &c->st[c->top++];
     memset(f, 0, sizeof(*f));

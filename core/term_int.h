@@ -101,6 +101,12 @@ typedef struct cnb__obuf {
     const cnb_allocator_t *alloc;
 } cnb__obuf_t;
 
+/* Doubles a frame stack of *cap elements of elem bytes that starts on the
+ * caller's inline array `inl` and moves to allocator memory when it must grow
+ * (later growth reallocates). Returns 0 or CNB_ENOMEM (*st unchanged). */
+int cnb__stack_grow(void **st, size_t *cap, void *inl, size_t elem,
+                    const cnb_allocator_t *alloc);
+
 /* Makes room for n more bytes. Returns 0, CNB_ETOOBIG or CNB_ENOMEM. */
 int cnb__obuf_grow(cnb__obuf_t *o, size_t n);
 

@@ -117,19 +117,10 @@ static int push(vframe_t **st, size_t *cap, size_t *top, vframe_t *inl, size_t m
     if (depth > max_depth)
         return 0;
     if (depth > *cap) {
-        size_t ncap = *cap * 2;
-        vframe_t *n;
-        if (*st == inl) {
-            n = cnb_alloc(alloc, ncap * sizeof(*n));
-            if (n)
-                memcpy(n, inl, *cap * sizeof(*n));
-        } else {
-            n = cnb_realloc(alloc, *st, ncap * sizeof(*n));
-        }
-        if (!n)
+        void *s = *st;
+        if (cnb__stack_grow(&s, cap, inl, sizeof(**st), alloc))
             return CNB_ENOMEM;
-        *st = n;
-        *cap = ncap;
+        *st = s;
     }
     *top = depth;
     return 1;
