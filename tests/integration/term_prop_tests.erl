@@ -102,11 +102,22 @@ prop_corrupted() ->
     Results = [{B, otp_view(B), parse_ok(L)} || {B, L} <- lists:zip(Inputs, Lines),
                                                otp_view(B) =/= skip],
     Failures = [{B, Want, Got} || {B, Want, Got} <- Results, not agrees(Want, Got),
-                                  not internal_atom_ref(B, Want, Got)],
+                                  not internal_atom_ref(B, Want, Got),
+                                  not zero_word_ref(Want, Got)],
     NOk = length([x || {_, {ok, _}, _} <- Results]),
     io:format(user, "term_prop_tests: ~p corrupted inputs (~p still valid)~n", [N, NOk]),
     report(Failures),
     ?assertEqual(0, length(Failures)).
+
+%% A NEWER_REFERENCE_EXT with 0 id words: OTP 25 reads 4 bytes past it (and
+%% counts them as used), so a corrupted input can end in such a ref plus 4
+%% stray bytes and still pass binary_to_term; the checker rejects these refs
+%% (see core/term_int.h). Only that pairing is excused: OTP ok with a 0-word
+%% ref in its canonical form, ours CNB_EMALFORMED.
+zero_word_ref({ok, Canon}, {error, <<"ERR CNB_EMALFORMED">>}) ->
+    binary:match(Canon, <<90, 0, 0>>) =/= nomatch;
+zero_word_ref(_, _) ->
+    false.
 
 %% binary_to_term/1 of OTP 25 also takes the VM-internal tags 73 and 75 (an
 %% index into its own atom table); the checker rejects them.
