@@ -274,7 +274,8 @@ START_TEST(processes_and_threads)
     for (unsigned i = 0; i < NPROC; i++) {
         int st;
         waitpid(kids[i], &st, 0);
-        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                      "writer process %u ended with status 0x%x (exit 2: open failed)", i, st);
     }
     rep->done = 1;
     pthread_join(rd, NULL);
