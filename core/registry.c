@@ -266,23 +266,37 @@ static int attach_segment(struct cnb_registry *reg, const cnb_registry_opts_t *o
 {
     const char *path = o->path;
     struct stat sb;
-    if (fstat(reg->fd, &sb) != 0)
-        return openerr(o, CNB_ESYS, "%s: fstat failed: %s", path, strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return openerr(o, CNB_EPERM, "%s: not a regular file", path);
-    if (sb.st_uid != geteuid())
-        return openerr(o, CNB_EPERM, "%s: owned by uid %u, not by this user (%u)", path,
-                       (unsigned)sb.st_uid, (unsigned)geteuid());
-    if (sb.st_mode & 077)
-        return openerr(o, CNB_EPERM, "%s: mode %03o, a registry segment must be 0600",
-                       path, (unsigned)(sb.st_mode & 0777));
     struct cnb__reg_hdr t;
-    if ((uint64_t)sb.st_size < sizeof t)
-        return openerr(o, CNB_EBADFILE,
-                       "%s: %lld bytes, too small to be a registry segment", path,
-                       (long long)sb.st_size);
-    if (pread(reg->fd, &t, sizeof t, 0) != (ssize_t)sizeof t)
-        return openerr(o, CNB_ESYS, "%s: cannot read the header", path);
+    /* The header is read before the file's size: a writer growing the segment
+     * extends the file before it publishes the new size in the header, so a
+     * size read after the header is never smaller than the header says. The
+     * mutable sizes are re-read a few times before they count as corrupt, since
+     * one pread is not an atomic snapshot of a header another process writes. */
+    for (int tries = 0;; tries++) {
+        ssize_t got = pread(reg->fd, &t, sizeof t, 0);
+        if (fstat(reg->fd, &sb) != 0)
+            return openerr(o, CNB_ESYS, "%s: fstat failed: %s", path, strerror(errno));
+        if (!S_ISREG(sb.st_mode))
+            return openerr(o, CNB_EPERM, "%s: not a regular file", path);
+        if (sb.st_uid != geteuid())
+            return openerr(o, CNB_EPERM, "%s: owned by uid %u, not by this user (%u)",
+                           path, (unsigned)sb.st_uid, (unsigned)geteuid());
+        if (sb.st_mode & 077)
+            return openerr(o, CNB_EPERM, "%s: mode %03o, a registry segment must be 0600",
+                           path, (unsigned)(sb.st_mode & 0777));
+        if (got >= 0 && (size_t)got < sizeof t)
+            return openerr(o, CNB_EBADFILE,
+                           "%s: %lld bytes, too small to be a registry segment", path,
+                           (long long)sb.st_size);
+        if (got < 0)
+            return openerr(o, CNB_ESYS, "%s: cannot read the header: %s", path,
+                           strerror(errno));
+        uint64_t fs = atomic_load(&t.file_size), tp = atomic_load(&t.top);
+        if ((fs <= (uint64_t)sb.st_size && tp <= fs) || tries == 20)
+            break;
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
     if (memcmp(t.magic, CNB__REG_MAGIC, 6) != 0)
         return openerr(o, CNB_EBADFILE, "%s: bad magic: not a cnode_bridge registry", path);
     if (t.endian != CNB__REG_ENDIAN)

@@ -233,21 +233,47 @@ static void *reader_thread(void *p)
     return NULL;
 }
 
+/* A fresh registry segment in /dev/shm plus a report page the forked
+ * processes share; fixture_done() checks and removes both. */
+struct fixture {
+    char path[128];
+    cnb_registry_opts_t o;
+    struct cnb_registry *r;
+    struct shared_report *rep;
+};
+
+static void fixture_open(struct fixture *f, const char *name)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "/dev/shm/cnb_test_%s_%d", name, (int)getpid());
+    unlink(f->path);
+    f->o.path = f->path;
+    f->o.flags = CNB_REG_CREATE;
+    f->o.stripes = 16;
+    ck_assert_int_eq(cnb_registry_open(&f->o, &f->r), 0);
+    f->rep = mmap(NULL, sizeof *f->rep, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                  -1, 0);
+    ck_assert_ptr_ne(f->rep, MAP_FAILED);
+    memset((void *)f->rep, 0, sizeof *f->rep);
+}
+
+static void fixture_done(struct fixture *f)
+{
+    ck_assert_int_eq(f->rep->errors, 0);
+    char msg[256];
+    ck_assert_msg(cnb_registry_check(f->r, msg, sizeof msg) == 0, "check: %s", msg);
+    munmap((void *)f->rep, sizeof *f->rep);
+    cnb_registry_close(f->r);
+    unlink(f->path);
+}
+
 START_TEST(processes_and_threads)
 {
-    char path[128];
-    snprintf(path, sizeof path, "/dev/shm/cnb_test_regconc_%d", (int)getpid());
-    unlink(path);
-    cnb_registry_opts_t o = {0};
-    o.path = path;
-    o.flags = CNB_REG_CREATE;
-    o.stripes = 16;
-    struct cnb_registry *r;
-    ck_assert_int_eq(cnb_registry_open(&o, &r), 0);
-    struct shared_report *rep = mmap(NULL, sizeof *rep, PROT_READ | PROT_WRITE,
-                                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(rep, MAP_FAILED);
-    memset((void *)rep, 0, sizeof *rep);
+    struct fixture fx;
+    fixture_open(&fx, "regconc");
+    cnb_registry_opts_t o = fx.o;
+    struct cnb_registry *r = fx.r;
+    struct shared_report *rep = fx.rep;
 
     pid_t kids[NPROC];
     for (unsigned i = 0; i < NPROC; i++) {
@@ -294,11 +320,72 @@ START_TEST(processes_and_threads)
         ck_assert_int_le(holders, 1);
     }
     ck_assert_int_eq((long)cnb_registry_count(r), total);
-    char msg[256];
-    ck_assert_msg(cnb_registry_check(r, msg, sizeof msg) == 0, "check: %s", msg);
-    munmap((void *)rep, sizeof *rep);
-    cnb_registry_close(r);
-    unlink(path);
+    fixture_done(&fx);
+}
+END_TEST
+
+/* ---- attaching while another process grows the segment ------------------------ */
+
+/* A writer that keeps growing the segment (big values) while other processes
+ * attach: an attacher must never take the growth for corruption. (Once seen
+ * in CI: the file's size was read before a header that already named the
+ * bigger size, and open said "sizes inconsistent".) */
+static void *grower_thread(void *p)
+{
+    struct thr *t = p;
+    cnb_pid_t self = mkpid("grower@host", 1);
+    static unsigned char v[3000];
+    memset(v, 7, sizeof v);
+    unsigned char k[16];
+    for (uint32_t i = 0; !t->rep->done; i++)
+        if (cnb_registry_register(t->r, k, mkkey(k, 2, i), &self, v, sizeof v, NULL) != 0)
+            __sync_fetch_and_add(&t->rep->errors, 1);
+    return NULL;
+}
+
+START_TEST(attach_while_growing)
+{
+    /* Growth steps are small (1 MiB) while a segment is young, so each round
+     * starts a fresh segment: many growths, each a chance to hit the race. */
+    int failed = 0;
+    for (int round = 0; round < 40 && !failed; round++) {
+        struct fixture fx;
+        fixture_open(&fx, "reggrow");
+        cnb_registry_opts_t o = fx.o;
+        struct shared_report *rep = fx.rep;
+        pthread_t g;
+        struct thr garg = {fx.r, 0, rep};
+        pthread_create(&g, NULL, grower_thread, &garg);
+        pid_t kids[2];
+        for (int i = 0; i < 2; i++) {
+            kids[i] = fork();
+            ck_assert_int_ge(kids[i], 0);
+            if (kids[i] == 0) {
+                for (int j = 0; j < 25; j++) {
+                    char err[256] = "";
+                    cnb_registry_opts_t co = o;
+                    co.errbuf = err;
+                    co.errbuf_len = sizeof err;
+                    struct cnb_registry *cr;
+                    if (cnb_registry_open(&co, &cr) != 0) {
+                        fprintf(stderr, "round %d attach %d: %s\n", round, j, err);
+                        _exit(2);
+                    }
+                    cnb_registry_close(cr);
+                }
+                _exit(0);
+            }
+        }
+        for (int i = 0; i < 2; i++) {
+            int st;
+            waitpid(kids[i], &st, 0);
+            failed |= !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+        rep->done = 1;
+        pthread_join(g, NULL);
+        fixture_done(&fx);
+    }
+    ck_assert_msg(!failed, "an attach failed while the segment grew");
 }
 END_TEST
 
@@ -697,6 +784,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("models");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, processes_and_threads);
+    tcase_add_test(tc, attach_while_growing);
     suite_add_tcase(s, tc);
     TCase *tk = tcase_create("kill9");
     tcase_set_timeout(tk, 300);
