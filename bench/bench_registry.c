@@ -1,6 +1,8 @@
 /* bench_registry.c: figures for core/registry, printed as
  * `registry.<metric> <value> <unit>`: lookups per second on one thread at 1k,
- * 100k and 1M entries (and with a writer thread busy on the same registry),
+ * 100k and 1M entries (and with a writer thread busy on the same registry), one
+ * key per call (cnb_registry_lookup) and in batches of BATCH keys
+ * (cnb_registry_lookup_many),
  * bytes per entry, register + unregister pairs per second. The BEAM's figures
  * for the same work: bench/registry_beam.erl. Run by `make bench`. */
 #include <pthread.h>
@@ -85,6 +87,33 @@ static double lookups(struct cnb_registry *r, uint32_t n, const uint32_t *order,
     return m / dt;
 }
 
+/* The same lookups, BATCH keys per cnb_registry_lookup_many call. */
+#define BATCH 64
+static double lookups_many(struct cnb_registry *r, uint32_t n, const uint32_t *order,
+                           uint32_t m)
+{
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    unsigned char k[BATCH][KLEN];
+    cnb_registry_key_t keys[BATCH];
+    size_t counts[BATCH];
+    long found = 0;
+    m -= m % BATCH;
+    double t0 = now_s();
+    for (uint32_t i = 0; i < m; i += BATCH) {
+        for (unsigned b = 0; b < BATCH; b++) {
+            mkkey(k[b], order[(i + b) % n]);
+            keys[b] = (cnb_registry_key_t){k[b], KLEN};
+        }
+        found += cnb_registry_lookup_many(r, keys, BATCH, &res, counts);
+    }
+    double dt = now_s() - t0;
+    cnb_registry_result_free(&res);
+    if (found != (long)m)
+        fprintf(stderr, "bench: %ld of %u batched lookups found\n", found, m);
+    return m / dt;
+}
+
 int main(void)
 {
     char path[128];
@@ -129,16 +158,20 @@ int main(void)
         double lps = lookups(r, n, order, m);
         const char *label = n == 1000 ? "1k" : n == 100000 ? "100k" : "1m";
         printf("registry.lookups_per_s_%s %.0f ops/s\n", label, lps);
+        printf("registry.batched_lookups_per_s_%s %.0f ops/s\n", label,
+               lookups_many(r, n, order, m));
 
         struct writer w = {r, 0, 0};
         pthread_t t;
         pthread_create(&t, NULL, writer_main, &w);
         double t0 = now_s();
         double lpsw = lookups(r, n, order, m);
+        double blpsw = lookups_many(r, n, order, m);
         w.stop = 1;
         pthread_join(t, NULL);
         double dt = now_s() - t0;
         printf("registry.lookups_per_s_%s_with_writer %.0f ops/s\n", label, lpsw);
+        printf("registry.batched_lookups_per_s_%s_with_writer %.0f ops/s\n", label, blpsw);
         printf("registry.writer_ops_per_s_%s_during_lookups %.0f ops/s\n", label, w.ops / dt);
 
         if (n == 1000000) {

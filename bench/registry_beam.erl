@@ -1,13 +1,14 @@
 %% registry_beam.erl: the BEAM's own figures for the work bench/bench_registry.c
 %% measures: an ETS set (read_concurrency) of {Key, {Pid, Value}} rows with
-%% Key = {cache, I}: lookups per second in random order at 1k, 100k and 1M rows
-%% (alone and with a writer process), memory per row, insert + delete pairs per
+%% Key = {cache, I}: lookups per second in random order at 1k, 100k and 1M rows,
+%% one key at a time and in lists of 64 (alone and with a writer process), memory per row, insert + delete pairs per
 %% second. Prints `registry_beam.<metric> <value> <unit>`. Run by `make bench`:
 %%   erlc -o /tmp bench/registry_beam.erl && erl -noshell -pa /tmp -s registry_beam run -s init stop
 -module(registry_beam).
 -export([run/0]).
 
 -define(LOOKUPS, 3000000).
+-define(BATCH, 64).
 
 -spec run() -> ok.
 run() ->
@@ -22,13 +23,17 @@ size_run({N, Label}) ->
     _ = lookups(T, Keys, min(N, 100000)),
     Lps = lookups(T, Keys, ?LOOKUPS),
     out("lookups_per_s_" ++ Label, Lps, "ops/s"),
+    Batches = batches([{cache, I} || I <- Order]),
+    out("batched_lookups_per_s_" ++ Label, batched(T, Batches, ?LOOKUPS), "ops/s"),
     {Writer, Ref} = spawn_monitor(fun() -> writer(T, 0) end),
     LpsW = lookups(T, Keys, ?LOOKUPS),
+    BLpsW = batched(T, Batches, ?LOOKUPS),
     exit(Writer, kill),
     receive
         {'DOWN', Ref, process, Writer, _} -> ok
     end,
     out("lookups_per_s_" ++ Label ++ "_with_writer", LpsW, "ops/s"),
+    out("batched_lookups_per_s_" ++ Label ++ "_with_writer", BLpsW, "ops/s"),
     case N of
         1000000 ->
             Words = ets:info(T, memory),
@@ -61,6 +66,34 @@ lookup_loop(T, Keys, Size, I, M, Found) ->
         [_] -> lookup_loop(T, Keys, Size, I + 1, M, Found + 1);
         [] -> lookup_loop(T, Keys, Size, I + 1, M, Found)
     end.
+
+%% The same keys in lists of ?BATCH (the C side's batch size), each list looked
+%% up by one list comprehension: ETS has no multi-key lookup, so this is the
+%% BEAM's own way to look up a batch.
+batches(Keys) ->
+    list_to_tuple(chunks(Keys)).
+
+chunks(Keys) when length(Keys) >= ?BATCH ->
+    {B, Rest} = lists:split(?BATCH, Keys),
+    [B | chunks(Rest)];
+chunks(_) ->
+    [].
+
+batched(T, Batches, M) ->
+    N = tuple_size(Batches),
+    Rounds = M div ?BATCH,
+    {Us, Found} = timer:tc(fun() -> batch_loop(T, Batches, N, 0, Rounds, 0) end),
+    case Found of
+        _ when Found =:= Rounds * ?BATCH -> ok;
+        _ -> io:format(standard_error, "found ~p of ~p~n", [Found, Rounds * ?BATCH])
+    end,
+    Rounds * ?BATCH / (Us / 1.0e6).
+
+batch_loop(_T, _Batches, _N, R, R, Found) ->
+    Found;
+batch_loop(T, Batches, N, I, R, Found) ->
+    Rows = [ets:lookup(T, K) || K <- element(I rem N + 1, Batches)],
+    batch_loop(T, Batches, N, I + 1, R, Found + length(lists:append(Rows))).
 
 writer(T, I) ->
     Key = {cache, 16#80000000 + I rem 1000},

@@ -471,3 +471,146 @@ ssize_t cnb_registry_scan(struct cnb_registry *reg, cnb_registry_cursor_t *cur,
     *cur = c;
     return (ssize_t)res->n;
 }
+
+/* ---- batched lookups -------------------------------------------------------- */
+
+/* Keys in flight at once. Each lookup waits on two dependent loads (the table
+ * slot, then the entry) that miss the cache in a big registry; a group's loads
+ * are issued together (prefetched) so that their misses overlap. */
+#define DIST ((size_t)8)
+#define RING ((size_t)32) /* a power of two > 2 * DIST */
+
+struct pend {
+    uint64_t h;
+    uint64_t s1;          /* the stripe's sequence number before the reads */
+    const uint64_t *slots; /* key table; NULL: no table (absent) */
+    uint64_t mask, j;     /* probe position */
+    uint64_t eoff;        /* candidate entry (0: absent) */
+    uint32_t si, ref;
+    int slow;             /* redo with the one-key path */
+};
+
+/* Stage 1: hash, read the stripe's table word, prefetch the home slot. */
+static void pend_start(struct cnb_registry *reg, const cnb_registry_key_t *k,
+                       struct pend *p)
+{
+    memset(p, 0, sizeof *p);
+    p->h = key_hash(k->key, k->len);
+    p->si = cnb__reg_stripe_of(reg, p->h);
+    struct cnb__reg_stripe *st = &reg->stripes[p->si];
+    p->s1 = atomic_load_explicit(&st->seq, memory_order_acquire);
+    if (p->s1 & 1) {
+        p->slow = 1;
+        return;
+    }
+    uint64_t t = atomic_load_explicit(&st->ktab, memory_order_relaxed);
+    uint32_t ref = cnb__tab_ref(t);
+    unsigned bits = cnb__tab_bits(t);
+    if (!ref)
+        return;
+    if (bits > 32 || !cnb__reg_in_map(reg, CNB__REF_OFF(ref) + 8, (uint64_t)8 << bits)) {
+        p->slow = 1;
+        return;
+    }
+    p->slots = cnb__reg_data(reg, ref);
+    p->mask = ((uint64_t)1 << bits) - 1;
+    p->j = cnb__reg_home(reg, p->h, bits);
+    __builtin_prefetch(&p->slots[p->j]);
+}
+
+/* Stage 2: probe for the first slot with the key's tag; prefetch its entry. */
+static void pend_probe(struct cnb_registry *reg, struct pend *p)
+{
+    if (p->slow || !p->slots)
+        return;
+    uint32_t tag = (uint32_t)p->h;
+    uint64_t j = p->j;
+    for (uint64_t k = 0; k <= p->mask; k++, j = (j + 1) & p->mask) {
+        uint64_t v = __atomic_load_n(&p->slots[j], __ATOMIC_RELAXED);
+        if (v == CNB__SLOT_EMPTY)
+            return;
+        if ((uint32_t)(v >> 32) != tag || (uint32_t)v <= CNB__SLOT_TOMB)
+            continue;
+        uint64_t eoff = CNB__REF_OFF((uint32_t)v) + 8;
+        if (!cnb__reg_in_map(reg, eoff, 128)) {
+            p->slow = 1;
+            return;
+        }
+        p->eoff = eoff;
+        p->ref = (uint32_t)v;
+        __builtin_prefetch(reg->base + eoff);
+        __builtin_prefetch(reg->base + eoff + 64);
+        return;
+    }
+}
+
+/* Stage 3: check the candidate, copy its chain, validate the snapshot. Returns
+ * items added, or RETRY when the key needs the one-key path, or a code. */
+static int pend_finish(struct cnb_registry *reg, const cnb_registry_key_t *k,
+                       const struct pend *p, cnb_registry_result_t *res)
+{
+    if (p->slow)
+        return RETRY;
+    int n = 0;
+    if (p->eoff) {
+        const struct cnb__reg_entry *e = CNB__AT(reg, p->eoff);
+        uint32_t klen = e->klen;
+        if (e->hash != p->h || klen != k->len ||
+            !cnb__reg_in_map(reg, p->eoff + CNB__ENTRY_HDR, klen) ||
+            (klen && memcmp(e->data, k->key, klen) != 0))
+            return RETRY; /* a tag collision or a moving table: rare */
+        n = add_chain(reg, p->ref, 0, NULL, res);
+        if (n < 0 && n != RETRY)
+            return n;
+    }
+    atomic_thread_fence(memory_order_acquire);
+    if (n == RETRY ||
+        atomic_load_explicit(&reg->stripes[p->si].seq, memory_order_relaxed) != p->s1)
+        return RETRY;
+    return n;
+}
+
+ssize_t cnb_registry_lookup_many(struct cnb_registry *reg, const cnb_registry_key_t *keys,
+                                 size_t n, cnb_registry_result_t *res, size_t *counts)
+{
+    if (!reg || !res || (!keys && n) || (!counts && n))
+        return CNB_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!keys[i].key && keys[i].len)
+            return CNB_EINVAL;
+        if (keys[i].len > reg->max_key)
+            return CNB_ETOOBIG;
+    }
+    cnb__reg_res_reset(res);
+    /* A software pipeline: key i starts while key i - DIST is probed and key
+     * i - 2 * DIST finishes, so each load has had DIST keys' work to arrive. */
+    struct pend ring[RING];
+    for (size_t i = 0; i < n + 2 * DIST; i++) {
+        if (i < n)
+            pend_start(reg, &keys[i], &ring[i % RING]);
+        if (i >= DIST && i - DIST < n)
+            pend_probe(reg, &ring[(i - DIST) % RING]);
+        if (i < 2 * DIST || i - 2 * DIST >= n)
+            continue;
+        size_t f = i - 2 * DIST;
+        const cnb_registry_key_t *k = &keys[f];
+        struct pend *p = &ring[f % RING];
+        size_t n0 = res->n, b0 = res->buf_len;
+        int rc = pend_finish(reg, k, p, res);
+        if (rc == RETRY) {
+            res->n = n0;
+            res->buf_len = b0;
+            struct key_arg a;
+            memset(&a, 0, sizeof a);
+            cnb__reg_probe_key(&a.key, p->h, k->key, (uint32_t)k->len);
+            rc = stripe_read(reg, p->si, key_fn, &a, res);
+        }
+        if (rc < 0) {
+            res->n = 0;
+            return rc;
+        }
+        counts[f] = res->n - n0;
+    }
+    cnb__reg_res_fix(res);
+    return (ssize_t)res->n;
+}

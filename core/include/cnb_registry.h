@@ -203,6 +203,22 @@ int cnb_registry_meta_delete(struct cnb_registry *reg, const void *key, size_t k
 ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t key_len,
                             cnb_registry_result_t *res);
 
+/* One key of a batched lookup: canonical ETF bytes. */
+typedef struct cnb_registry_key {
+    const void *key;
+    size_t len;
+} cnb_registry_key_t;
+
+/* Looks up n keys at once: the same answers as n cnb_registry_lookup calls, each
+ * key read from a consistent snapshot of its stripe, but faster on big
+ * registries, where each lookup waits on memory: the loads of up to 16 keys are
+ * in flight together. res gets the items of keys[0], then those of keys[1], and
+ * so on; counts[i] gets how many items keys[i] has (0 when absent). Returns the
+ * total number of items, or CNB_EINVAL (a NULL key with a length), CNB_ETOOBIG
+ * (a key over max_key_size), CNB_ENOMEM, CNB_ECORRUPT, with no items then. */
+ssize_t cnb_registry_lookup_many(struct cnb_registry *reg, const cnb_registry_key_t *keys,
+                                 size_t n, cnb_registry_result_t *res, size_t *counts);
+
 /* The values of key owned by owner. Returns the number of items. */
 ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t key_len,
                             const cnb_pid_t *owner, cnb_registry_result_t *res);

@@ -259,6 +259,89 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+/* lookup_many gives the answers of one lookup per key, in key order, for batch
+ * sizes around its pipeline depth, absent keys, keys with several entries, the
+ * empty key and big values; bad batches are refused whole. */
+static void check_batch(struct cnb_registry *r, const cnb_registry_key_t *keys, size_t n)
+{
+    cnb_registry_result_t many, one;
+    cnb_registry_result_init(&many, NULL);
+    cnb_registry_result_init(&one, NULL);
+    size_t *counts = calloc(n + 1, sizeof *counts);
+    ssize_t total = cnb_registry_lookup_many(r, keys, n, &many, counts);
+    ck_assert_int_ge(total, 0);
+    ck_assert_uint_eq((size_t)total, many.n);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        ssize_t c = cnb_registry_lookup(r, keys[i].key, keys[i].len, &one);
+        ck_assert_int_ge(c, 0);
+        ck_assert_uint_eq(counts[i], (size_t)c);
+        for (size_t j = 0; j < (size_t)c; j++, at++) {
+            const cnb_registry_item_t *a = &one.items[j], *b = &many.items[at];
+            ck_assert(same_pid(&a->owner, &b->owner));
+            ck_assert_uint_eq(a->key_len, b->key_len);
+            ck_assert_uint_eq(a->value_len, b->value_len);
+            ck_assert_uint_eq(a->hash, b->hash);
+            ck_assert(a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0);
+            ck_assert(a->value_len == 0 || memcmp(a->value, b->value, a->value_len) == 0);
+        }
+    }
+    ck_assert_uint_eq(at, many.n);
+    free(counts);
+    cnb_registry_result_free(&many);
+    cnb_registry_result_free(&one);
+}
+
+START_TEST(lookup_many_matches_lookup)
+{
+    const char *path = new_path();
+    struct cnb_registry *r = open_kind(CNB_REG_DUPLICATE, path);
+    enum { NK = 3000 };
+    static unsigned char kbuf[NK][8];
+    static cnb_registry_key_t keys[NK + 2];
+    unsigned char *big = malloc(100000);
+    memset(big, 9, 100000);
+    for (uint32_t i = 0; i < NK; i++) {
+        keys[i].key = kbuf[i];
+        keys[i].len = etf_int(kbuf[i], i);
+        for (uint32_t e = 0; e < i % 4; e++) { /* i % 4 entries: none for some */
+            cnb_pid_t o = mkpid(e & 1 ? "b@h" : "a@h", i, 1 + e);
+            int huge = i % 97 == 1; /* some keys hold a 100 kB value */
+            const void *v = huge ? big : kbuf[i];
+            size_t vl = huge ? 100000 : e + 1;
+            ck_assert_int_eq(
+                cnb_registry_register(r, keys[i].key, keys[i].len, &o, v, vl, NULL), 0);
+        }
+    }
+    cnb_pid_t o = mkpid("a@h", 1, 1);
+    keys[NK].key = NULL; /* the empty key, registered */
+    keys[NK].len = 0;
+    ck_assert_int_eq(cnb_registry_register(r, "", 0, &o, "v", 1, NULL), 0);
+    keys[NK + 1].key = "absent";
+    keys[NK + 1].len = 6;
+    static const size_t sizes[] = {0, 1, 2, 5, 16, 17, 33, 100, NK + 2};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        check_batch(r, keys + (NK + 2 - sizes[s]) / 2, sizes[s]);
+    check_batch(r, keys + NK - 3, 5); /* ends with the empty key and an absent one */
+
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    size_t counts[4];
+    ck_assert_int_eq(cnb_registry_lookup_many(r, keys, 0, &res, NULL), 0);
+    ck_assert_int_eq(cnb_registry_lookup_many(r, NULL, 2, &res, counts), CNB_EINVAL);
+    ck_assert_int_eq(cnb_registry_lookup_many(r, keys, 2, &res, NULL), CNB_EINVAL);
+    cnb_registry_key_t bad[3] = {{"k", 1}, {NULL, 4}, {"k", 1}};
+    ck_assert_int_eq(cnb_registry_lookup_many(r, bad, 3, &res, counts), CNB_EINVAL);
+    bad[1].key = big;
+    bad[1].len = (1u << 20) + 1; /* over the default max_key_size */
+    ck_assert_int_eq(cnb_registry_lookup_many(r, bad, 3, &res, counts), CNB_ETOOBIG);
+    ck_assert_uint_eq(res.n, 0);
+    cnb_registry_result_free(&res);
+    free(big);
+    close_unlink(r, path);
+}
+END_TEST
+
 START_TEST(huge_value)
 {
     const char *path = new_path();
@@ -664,7 +747,21 @@ static void *grow_reader(void *p)
     cnb_registry_result_init(&res, NULL);
     unsigned char k[16];
     uint32_t i = 0;
+    unsigned char kb[8][16];
+    cnb_registry_key_t keys[8];
+    size_t counts[8];
     while (!c->stop) {
+        if (i % 2) { /* every other round, a batch of 8 keys */
+            for (int b = 0; b < 8; b++)
+                keys[b] = (cnb_registry_key_t){kb[b], etf_int(kb[b], (i + 37 * b) % 500)};
+            ssize_t n = cnb_registry_lookup_many(c->r, keys, 8, &res, counts);
+            if (n != 8)
+                c->errors++;
+            for (int b = 0; n == 8 && b < 8; b++)
+                if (counts[b] != 1 || res.items[b].value_len != keys[b].len ||
+                    memcmp(res.items[b].value, kb[b], keys[b].len) != 0)
+                    c->errors++;
+        }
         uint32_t x = i++ % 500;
         size_t kl = etf_int(k, x);
         ssize_t n = cnb_registry_lookup(c->r, k, kl, &res);
@@ -791,6 +888,7 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, empty_key_and_value);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, huge_value);
+    tcase_add_test(tc, lookup_many_matches_lookup);
     tcase_add_test(tc, unregister_match_and_keys);
     tcase_add_test(tc, remove_owner_and_node);
     tcase_add_test(tc, meta);

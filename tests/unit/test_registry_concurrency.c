@@ -214,7 +214,36 @@ static void *reader_thread(void *p)
     uint64_t seed = 12345;
     unsigned char k[16];
     long lookups = 0;
+    unsigned char kb[8][16];
+    unsigned bspace[8];
+    uint32_t bkey[8];
+    cnb_registry_key_t keys[8];
+    size_t counts[8];
     while (!t->rep->done) {
+        if (lookups % 2) { /* a batch of 8 random keys through lookup_many */
+            for (int b = 0; b < 8; b++) {
+                uint64_t y = rnd(&seed);
+                bspace[b] = y & 1 ? 1 : 10 + (unsigned)((y >> 1) % (NPROC + NTHREAD));
+                bkey[b] = (uint32_t)(y >> 8) % (bspace[b] == 1 ? SHARED_KEYS : OWN_KEYS);
+                keys[b] = (cnb_registry_key_t){kb[b], mkkey(kb[b], bspace[b], bkey[b])};
+            }
+            ssize_t n = cnb_registry_lookup_many(t->r, keys, 8, &res, counts);
+            size_t at = 0;
+            for (int b = 0; n >= 0 && b < 8; b++) {
+                unsigned vs;
+                uint32_t vk;
+                if (counts[b] > 1 ||
+                    (counts[b] == 1 &&
+                     (!value_ok(res.items[at].value, res.items[at].value_len, &vs, &vk) ||
+                      vs != bspace[b] || vk != bkey[b])))
+                    n = -1;
+                at += counts[b];
+            }
+            if (n < 0 || at != res.n) {
+                fprintf(stderr, "reader: torn or bad entry in a batch (n=%zd)\n", n);
+                __sync_fetch_and_add(&t->rep->errors, 1);
+            }
+        }
         uint64_t x = rnd(&seed);
         unsigned space = x & 1 ? 1 : 10 + (unsigned)((x >> 1) % (NPROC + NTHREAD));
         uint32_t key = (uint32_t)(x >> 8) % (space == 1 ? SHARED_KEYS : OWN_KEYS);
