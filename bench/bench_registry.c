@@ -87,6 +87,43 @@ static double lookups(struct cnb_registry *r, uint32_t n, const uint32_t *order,
     return m / dt;
 }
 
+/* For scale: nanoseconds per random memory read that depends on the one before
+ * (a pointer chase over 128 MB, one read per 64-byte line). A one-key lookup in
+ * a registry far bigger than the caches waits for two of these. */
+static double dependent_load_ns(void)
+{
+    size_t lines = ((size_t)128 << 20) / 64, loads = 5000000;
+    uint64_t *a = aligned_alloc(64, lines * 64);
+    uint32_t *perm = malloc(sizeof *perm * lines);
+    if (!a || !perm) {
+        free(a);
+        free(perm);
+        return 0;
+    }
+    for (size_t i = 0; i < lines; i++)
+        perm[i] = (uint32_t)i;
+    uint64_t seed = 88172645463325252ULL;
+    for (size_t i = lines - 1; i > 0; i--) {
+        size_t j = (size_t)(rnd(&seed) % (i + 1));
+        uint32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (size_t i = 0; i < lines; i++) /* one cycle through every line */
+        a[(size_t)perm[i] * 8] = (uint64_t)perm[(i + 1) % lines] * 8;
+    volatile uint64_t sink;
+    uint64_t p = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < loads; i++)
+        p = a[p];
+    double dt = now_s() - t0;
+    sink = p;
+    (void)sink;
+    free(a);
+    free(perm);
+    return dt * 1e9 / (double)loads;
+}
+
 /* The same lookups, BATCH keys per cnb_registry_lookup_many call. */
 #define BATCH 64
 static double lookups_many(struct cnb_registry *r, uint32_t n, const uint32_t *order,
@@ -194,5 +231,6 @@ int main(void)
         unlink(path);
     }
     free(order);
+    printf("registry.dependent_load_ns_128mb %.1f ns\n", dependent_load_ns());
     return 0;
 }

@@ -1,7 +1,8 @@
 %% nif_beam.erl: figures of the cnode_registry NIF beside the BEAM's own
 %% registries, in one run (`make bench` runs run/0): lookups per second and
 %% register+unregister pairs per second at 1k, 100k and 1M keys, from one
-%% process and from two at once (one per scheduler).
+%% process and from two at once (one per scheduler); and lookups of lists of 64
+%% keys (cnode_registry:lookup_many/2 vs one Registry.lookup per key).
 %%   nif.<metric>         :cnode_registry (standalone registry, unique keys)
 %%   nif_beam.<metric>    Elixir's Registry (unique keys, one partition): the pair
 %%                        make bench compares
@@ -57,6 +58,8 @@ size_run({N, Label}) ->
     {ok, NifSrv} = cnode_registry:start_link(#{name => Nif, keys => unique}),
     fill(Owners, N, fun(I) -> {ok, _} = cnode_registry:register(Nif, {cache, I}, 42) end),
     measure("nif", Label, Keys, fun(K) -> cnode_registry:lookup(Nif, K) end),
+    Batches = batches(Keys),
+    measure_batched("nif", Label, Batches, fun(B) -> cnode_registry:lookup_many(Nif, B) end),
     pairs("nif", Label, fun(K) -> cnode_registry:register(Nif, K, 42),
                                   cnode_registry:unregister(Nif, K) end),
     stop(NifSrv),
@@ -68,6 +71,8 @@ size_run({N, Label}) ->
             {ok, RegSup} = 'Elixir.Registry':start_link([{keys, unique}, {name, Reg}]),
             fill(Owners, N, fun(I) -> {ok, _} = 'Elixir.Registry':register(Reg, {cache, I}, 42) end),
             measure("nif_beam", Label, Keys, fun(K) -> 'Elixir.Registry':lookup(Reg, K) end),
+            measure_batched("nif_beam", Label, Batches,
+                            fun(B) -> ['Elixir.Registry':lookup(Reg, K) || K <- B] end),
             pairs("nif_beam", Label, fun(K) -> 'Elixir.Registry':register(Reg, K, 42),
                                                'Elixir.Registry':unregister(Reg, K) end),
             stop(RegSup)
@@ -139,6 +144,35 @@ measure(Group, Label, Keys, Lookup) ->
               out(Group, "lookups_per_s_" ++ Label ++ "_" ++ integer_to_list(P) ++ "p",
                   Rate * ?LOOKUPS, "ops/s")
       end, [1, 2]).
+
+-define(BATCH, 64).
+
+%% The keys in lists of ?BATCH, in the same random order.
+batches(Keys) ->
+    list_to_tuple(chunks(tuple_to_list(Keys))).
+
+chunks(L) when length(L) >= ?BATCH ->
+    {B, Rest} = lists:split(?BATCH, L),
+    [B | chunks(Rest)];
+chunks(_) ->
+    [].
+
+%% Lookups per second, ?BATCH keys per call of Lookup (one process).
+measure_batched(Group, Label, Batches, Lookup) ->
+    N = tuple_size(Batches),
+    Rounds = ?LOOKUPS div ?BATCH,
+    Rate = parallel(1, fun(Off) ->
+                               Found = batch_loop(Lookup, Batches, N, Off, Off + Rounds, 0),
+                               Found =:= Rounds * ?BATCH orelse
+                                   io:format(standard_error, "~s: found ~p of ~p~n",
+                                             [Group, Found, Rounds * ?BATCH])
+                       end),
+    out(Group, "batched_lookups_per_s_" ++ Label ++ "_1p", Rate * Rounds * ?BATCH, "ops/s").
+
+batch_loop(_F, _Batches, _N, M, M, Found) -> Found;
+batch_loop(F, Batches, N, I, M, Found) ->
+    Lists = F(element(I rem N + 1, Batches)),
+    batch_loop(F, Batches, N, I + 1, M, Found + length(lists:append(Lists))).
 
 measure_global(Label, Keys) ->
     Size = tuple_size(Keys),

@@ -488,6 +488,7 @@ struct pend {
     uint64_t eoff;        /* candidate entry (0: absent) */
     uint32_t si, ref;
     int slow;             /* redo with the one-key path */
+    int none;             /* cannot be present: no items */
 };
 
 /* Stage 1: hash, read the stripe's table word, prefetch the home slot. */
@@ -495,6 +496,10 @@ static void pend_start(struct cnb_registry *reg, const cnb_registry_key_t *k,
                        struct pend *p)
 {
     memset(p, 0, sizeof *p);
+    if (k->len > reg->max_key) {
+        p->none = 1; /* longer than any key the registry can hold */
+        return;
+    }
     p->h = key_hash(k->key, k->len);
     p->si = cnb__reg_stripe_of(reg, p->h);
     struct cnb__reg_stripe *st = &reg->stripes[p->si];
@@ -521,7 +526,7 @@ static void pend_start(struct cnb_registry *reg, const cnb_registry_key_t *k,
 /* Stage 2: probe for the first slot with the key's tag; prefetch its entry. */
 static void pend_probe(struct cnb_registry *reg, struct pend *p)
 {
-    if (p->slow || !p->slots)
+    if (p->slow || p->none || !p->slots)
         return;
     uint32_t tag = (uint32_t)p->h;
     uint64_t j = p->j;
@@ -549,6 +554,8 @@ static void pend_probe(struct cnb_registry *reg, struct pend *p)
 static int pend_finish(struct cnb_registry *reg, const cnb_registry_key_t *k,
                        const struct pend *p, cnb_registry_result_t *res)
 {
+    if (p->none)
+        return 0;
     if (p->slow)
         return RETRY;
     int n = 0;
@@ -575,12 +582,9 @@ ssize_t cnb_registry_lookup_many(struct cnb_registry *reg, const cnb_registry_ke
 {
     if (!reg || !res || (!keys && n) || (!counts && n))
         return CNB_EINVAL;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (!keys[i].key && keys[i].len)
             return CNB_EINVAL;
-        if (keys[i].len > reg->max_key)
-            return CNB_ETOOBIG;
-    }
     cnb__reg_res_reset(res);
     /* A software pipeline: key i starts while key i - DIST is probed and key
      * i - 2 * DIST finishes, so each load has had DIST keys' work to arrive. */

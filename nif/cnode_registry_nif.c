@@ -115,6 +115,7 @@ static ErlNifFunc funcs[] = {
     {"unregister_values", 3, cnr_unregister_values, 0},
     {"notify_unregister", 2, cnr_notify_unregister, 0},
     {"lookup", 2, cnr_lookup, 0},
+    {"lookup_many", 2, cnr_lookup_many, 0},
     {"values", 3, cnr_values, 0},
     {"keys", 2, cnr_keys, 0},
     {"update_value", 3, cnr_update_value, 0},

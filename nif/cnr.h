@@ -162,6 +162,7 @@ CNR_NIF(cnr_unregister);
 CNR_NIF(cnr_unregister_values);
 CNR_NIF(cnr_notify_unregister);
 CNR_NIF(cnr_lookup);
+CNR_NIF(cnr_lookup_many);
 CNR_NIF(cnr_values);
 CNR_NIF(cnr_keys);
 CNR_NIF(cnr_update_value);

@@ -812,6 +812,58 @@ static ERL_NIF_TERM op_lookup(ErlNifEnv *env, struct cnr_reg *reg, const ERL_NIF
 }
 OP_NIF(cnr_lookup, op_lookup)
 
+/* lookup_many(Name, Keys) -> [[{Pid, Value}]], one list per key in Keys' order;
+ * Keys is a proper list of at most MANY_MAX keys (cnode_registry:lookup_many/2
+ * cuts longer lists), looked up together by cnb_registry_lookup_many. */
+#define MANY_MAX 256u
+
+static ERL_NIF_TERM op_lookup_many(ErlNifEnv *env, struct cnr_reg *reg,
+                                   const ERL_NIF_TERM argv[], cnb_registry_result_t *res,
+                                   int *again)
+{
+    unsigned len;
+    if (!enif_get_list_length(env, argv[1], &len) || len > MANY_MAX)
+        return enif_make_badarg(env);
+    if (len == 0)
+        return enif_make_list(env, 0);
+    struct cnr_canon *k = enif_alloc(sizeof *k * len);
+    cnb_registry_key_t *keys = enif_alloc(sizeof *keys * len);
+    size_t *counts = enif_alloc(sizeof *counts * len);
+    ERL_NIF_TERM r = 0, list = argv[1], head;
+    unsigned got = 0;
+    int rc = k && keys && counts ? 0 : CNB_ENOMEM;
+    for (; rc == 0 && got < len && enif_get_list_cell(env, list, &head, &list); got++) {
+        rc = cnr_canon(env, head, &k[got]);
+        keys[got] = (cnb_registry_key_t){k[got].p, k[got].len};
+    }
+    if (rc) {
+        r = canon_failed(env, rc);
+    } else {
+        ssize_t n = cnb_registry_lookup_many(reg->core, keys, len, res, counts);
+        if (overflowed(n)) {
+            *again = 1;
+        } else if (n < 0) {
+            r = raise_code(env, (int)n);
+        } else {
+            /* Built from the last key back, so the outer list needs no reversal. */
+            r = enif_make_list(env, 0);
+            size_t end = res->n;
+            for (unsigned i = len; i-- > 0;) {
+                ERL_NIF_TERM one = items_range(env, res, end - counts[i], end, PID_VALUE);
+                end -= counts[i];
+                r = enif_make_list_cell(env, one, r);
+            }
+        }
+    }
+    for (unsigned i = 0; i < got; i++)
+        cnr_canon_free(&k[i]);
+    enif_free(k);
+    enif_free(keys);
+    enif_free(counts);
+    return r;
+}
+OP_NIF(cnr_lookup_many, op_lookup_many)
+
 /* ---- lookups in slices --------------------------------------------------------- */
 
 void cnr_snap_dtor(ErlNifEnv *env, void *obj)

@@ -213,9 +213,10 @@ typedef struct cnb_registry_key {
  * key read from a consistent snapshot of its stripe, but faster on big
  * registries, where each lookup waits on memory: the loads of up to 16 keys are
  * in flight together. res gets the items of keys[0], then those of keys[1], and
- * so on; counts[i] gets how many items keys[i] has (0 when absent). Returns the
- * total number of items, or CNB_EINVAL (a NULL key with a length), CNB_ETOOBIG
- * (a key over max_key_size), CNB_ENOMEM, CNB_ECORRUPT, with no items then. */
+ * so on; counts[i] gets how many items keys[i] has (0 when absent, and for a key
+ * longer than max_key_size, which no entry can have). Returns the total number
+ * of items, or CNB_EINVAL (a NULL key with a length), CNB_ENOMEM, CNB_ECORRUPT,
+ * with no items then. */
 ssize_t cnb_registry_lookup_many(struct cnb_registry *reg, const cnb_registry_key_t *keys,
                                  size_t n, cnb_registry_result_t *res, size_t *counts);
 

@@ -8,7 +8,7 @@
 
 -export([new/3, attach/6, add_remote/4, drop/1, info/1,
          register/3, unregister/2, unregister_values/3, notify_unregister/2,
-         lookup/2, values/3, keys/2, update_value/3, count/1,
+         lookup/2, lookup_many/2, values/3, keys/2, update_value/3, count/1,
          meta/2, put_meta/3, delete_meta/2, remove_node/3, canonical/1,
          lookup_open/3, lookup_next/2, remove_owner/2,
          scan/3, feed_head/1, feed_poll/3]).
@@ -62,6 +62,9 @@ notify_unregister(_Name, _Key) -> ?NOT_LOADED.
 
 -spec lookup(name(), term()) -> [{pid(), term()}] | remote().
 lookup(_Name, _Key) -> ?NOT_LOADED.
+
+-spec lookup_many(name(), [term()]) -> [[{pid(), term()}]] | remote().
+lookup_many(_Name, _Keys) -> ?NOT_LOADED.
 
 -spec values(name(), term(), pid()) -> [term()] | remote().
 values(_Name, _Key, _Pid) -> ?NOT_LOADED.

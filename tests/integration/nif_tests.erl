@@ -30,6 +30,7 @@ nif_test_() ->
      ?T(code_reload_keeps_registries, 60),
      ?C(full_unload_and_load, 60),
      ?T(hot_key_slices, 60),
+     ?T(lookup_many_is_lookup_per_key, 60),
      ?T(yielding_over_a_million, 300)].
 
 cnode_test_() ->
@@ -390,6 +391,35 @@ peer_unload() ->
              end, 5000),
     ok.
 
+%% lookup_many/2 answers as one lookup/2 per key, in order, across its native
+%% chunks (256 keys), with duplicates, absent and over-long keys; an improper
+%% list or a bad registry is badarg.
+lookup_many_is_lookup_per_key() ->
+    {U, USrv} = start(unique),
+    {D, DSrv} = start(duplicate),
+    try
+        Keys = [{k, I} || I <- lists:seq(1, 1000)],
+        [{ok, _} = cnode_registry:register(U, K, I) || {k, I} = K <- Keys, I rem 3 =/= 0],
+        [{ok, _} = cnode_registry:register(D, K, V)
+         || {k, I} = K <- Keys, V <- lists:seq(1, I rem 4)],
+        {O, {ok, _}} = owner(D, {k, 2}, other),
+        Huge = binary:copy(<<7>>, 2 bsl 20), % over the 1 MiB key limit
+        Ask = Keys ++ [{k, 2}, absent, <<>>, Huge, {k, 1}],
+        [?assertEqual([cnode_registry:lookup(R, K) || K <- Ask],
+                      cnode_registry:lookup_many(R, Ask)) || R <- [U, D]],
+        ?assertMatch([[{_, 1}, {_, 2}, {O, other}]], cnode_registry:lookup_many(D, [{k, 2}])),
+        ?assertEqual([[]], cnode_registry:lookup_many(U, [Huge])),
+        ?assertEqual([], cnode_registry:lookup_many(U, [])),
+        ?assertError(badarg, cnode_registry:lookup_many(U, [{k, 1} | {k, 2}])),
+        ?assertError(badarg, cnode_registry_nif:lookup_many(U, lists:seq(1, 257))),
+        ?assertError(badarg, cnode_registry_nif:lookup_many(U, not_a_list)),
+        ?assertError(badarg, cnode_registry_nif:lookup_many(no_such_registry, [a])),
+        O ! stop
+    after
+        stop(USrv),
+        stop(DSrv)
+    end.
+
 %% A key with more entries than one call turns into terms is handed out in
 %% slices: match and count_match see every entry.
 hot_key_slices() ->
@@ -591,6 +621,8 @@ c_entry_seen_from_beam(C) ->
     %% The value the demo registers: the content.
     ?assertEqual([{W, <<"forty-two">>}],
                  on(P, K, fun() -> cnode_registry:lookup(r, {cache, 42}) end)),
+    ?assertEqual([[{W, <<"forty-two">>}], []],
+                 on(P, K, fun() -> cnode_registry:lookup_many(r, [{cache, 42}, {cache, 43}]) end)),
     ?assertEqual([{cache, 42}], on(P, K, fun() -> cnode_registry:keys(r, W) end)),
     ?assertEqual([{W, <<"forty-two">>}],
                  on(P, K, fun() -> cnode_registry:match(r, {cache, 42}, '$1',
@@ -714,7 +746,8 @@ remote_mode_same_results(C) ->
                    cnode_registry:lookup(R, {k, R}),
                    lists:sort(cnode_registry:select(R, [{{{cache, '$1'}, '_', '_'}, [], ['$1']}])),
                    cnode_registry:count_select(R, [{{{cache, '_'}, '_', '_'}, [], [true]}]),
-                   cnode_registry:whereis_name({R, {cache, 3}})]
+                   cnode_registry:whereis_name({R, {cache, 3}}),
+                   cnode_registry:lookup_many(R, [{cache, 3}, nope, {cache, 3}])]
           end,
     Shared = on(P, K, fun() -> Ops(rs) end),
     Remote = on(P, K, fun() -> Ops(rr) end),

@@ -126,6 +126,20 @@ defmodule CnodeRegistryCompatTest do
       end)
     end
 
+    test "lookup_many is one lookup per key (#{kind})" do
+      compare(@kind, fn %{mod: m, reg: r, procs: [p1 | _]} ->
+        for i <- 1..600, rem(i, 3) != 0, do: m.register(r, {:k, i}, i)
+        as(p1, fn -> m.register(r, {:k, 2}, :other) end)
+        ks = for(i <- 1..600, do: {:k, i}) ++ [{:k, 2}, :missing, 1.0]
+
+        # Registry has no lookup_many: its answer is one lookup per key.
+        case m do
+          Registry -> Enum.map(ks, &m.lookup(r, &1))
+          _ -> m.lookup_many(r, ks)
+        end
+      end)
+    end
+
     test "unregister (#{kind})" do
       compare(@kind, fn %{mod: m, reg: r, procs: [p1 | _]} ->
         m.register(r, :k, 1)
