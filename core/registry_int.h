@@ -366,6 +366,23 @@ void cnb__reg_chain_unlink(struct cnb_registry *reg, uint32_t si, int which, uin
 void cnb__reg_chain_replace(struct cnb_registry *reg, uint32_t si, int which,
                             uint32_t old_ref, uint32_t new_ref);
 
+/* A key as the registry hashes, stores and compares it: the caller's canonical
+ * bytes, or a copy with every -0.0 made 0.0 (cnb_term_zero_sign), since on OTP
+ * 25 -0.0 =:= 0.0 and Elixir's Registry takes them for one key. */
+struct cnb__reg_key {
+    const void *p;
+    size_t len;
+    void *heap;
+    unsigned char inl[256];
+};
+
+/* Fills k (k->p, k->len: the key to use). Arguments the operation itself will
+ * refuse (NULL, too long) are passed through untouched. Returns 0 or
+ * CNB_ENOMEM. Free with cnb__reg_key_done. */
+int cnb__reg_key_norm(struct cnb_registry *reg, struct cnb__reg_key *k, const void *key,
+                      size_t len);
+void cnb__reg_key_done(struct cnb_registry *reg, struct cnb__reg_key *k);
+
 /* ---- registry_node.c -------------------------------------------------------- */
 
 /* Interned index of a node name (>= 1), interning it if needed. Returns the

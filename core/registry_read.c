@@ -255,22 +255,31 @@ static int key_fn(struct cnb_registry *reg, uint32_t si, void *argp,
     return add_chain(reg, (uint32_t)head, 0, a->by_owner ? &a->owner : NULL, res);
 }
 
-static ssize_t key_read(struct cnb_registry *reg, uint32_t si, struct key_arg *a,
+static uint64_t key_hash(const void *key, size_t klen)
+{
+    return cnb__reg_mix(cnb_term_hash(key, klen));
+}
+
+/* Reads a->key's chain (si: its stripe, or -1 for the key's own) after putting
+ * the key in the registry's form (-0.0 as 0.0). */
+static ssize_t key_read(struct cnb_registry *reg, int64_t si, struct key_arg *a,
                         cnb_registry_result_t *res)
 {
     cnb__reg_res_reset(res);
-    int rc = stripe_read(reg, si, key_fn, a, res);
+    struct cnb__reg_key k;
+    int rc = cnb__reg_key_norm(reg, &k, a->key.key, a->key.klen);
+    if (rc == 0) {
+        cnb__reg_probe_key(&a->key, key_hash(k.p, k.len), k.p, (uint32_t)k.len);
+        rc = stripe_read(reg, si < 0 ? cnb__reg_stripe_of(reg, a->key.h) : (uint32_t)si,
+                         key_fn, a, res);
+    }
+    cnb__reg_key_done(reg, &k);
     if (rc < 0) {
         res->n = 0;
         return rc;
     }
     cnb__reg_res_fix(res);
     return (ssize_t)res->n;
-}
-
-static uint64_t key_hash(const void *key, size_t klen)
-{
-    return cnb__reg_mix(cnb_term_hash(key, klen));
 }
 
 ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t key_len,
@@ -282,8 +291,8 @@ ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t ke
         return CNB_ETOOBIG;
     struct key_arg a;
     memset(&a, 0, sizeof a);
-    cnb__reg_probe_key(&a.key, key_hash(key, key_len), key, (uint32_t)key_len);
-    return key_read(reg, cnb__reg_stripe_of(reg, a.key.h), &a, res);
+    cnb__reg_probe_key(&a.key, 0, key, (uint32_t)key_len);
+    return key_read(reg, -1, &a, res);
 }
 
 ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t key_len,
@@ -299,10 +308,10 @@ ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t ke
         return 0;
     struct key_arg a;
     memset(&a, 0, sizeof a);
-    cnb__reg_probe_key(&a.key, key_hash(key, key_len), key, (uint32_t)key_len);
+    cnb__reg_probe_key(&a.key, 0, key, (uint32_t)key_len);
     a.by_owner = 1;
     cnb__reg_probe_owner(&a.owner, node, owner->num, owner->serial, owner->creation);
-    return key_read(reg, cnb__reg_stripe_of(reg, a.key.h), &a, res);
+    return key_read(reg, -1, &a, res);
 }
 
 ssize_t cnb_registry_meta_get(struct cnb_registry *reg, const void *key, size_t key_len,
@@ -314,7 +323,7 @@ ssize_t cnb_registry_meta_get(struct cnb_registry *reg, const void *key, size_t 
         return CNB_ETOOBIG;
     struct key_arg a;
     memset(&a, 0, sizeof a);
-    cnb__reg_probe_key(&a.key, key_hash(key, key_len), key, (uint32_t)key_len);
+    cnb__reg_probe_key(&a.key, 0, key, (uint32_t)key_len);
     ssize_t n = key_read(reg, reg->nstripes, &a, res);
     return n == 0 ? CNB_ENOENT : n;
 }
@@ -500,6 +509,16 @@ static void pend_start(struct cnb_registry *reg, const cnb_registry_key_t *k,
         p->none = 1; /* longer than any key the registry can hold */
         return;
     }
+    if (k->len >= 9 && memchr(k->key, 70, k->len)) { /* may hold a float */
+        struct cnb__reg_key nk;
+        int rc = cnb__reg_key_norm(reg, &nk, k->key, k->len);
+        int differs = rc != 0 || nk.p != k->key;
+        cnb__reg_key_done(reg, &nk);
+        if (differs) { /* a -0.0 in it: the one-key path puts it in form */
+            p->slow = 1;
+            return;
+        }
+    }
     p->h = key_hash(k->key, k->len);
     p->si = cnb__reg_stripe_of(reg, p->h);
     struct cnb__reg_stripe *st = &reg->stripes[p->si];
@@ -605,9 +624,14 @@ ssize_t cnb_registry_lookup_many(struct cnb_registry *reg, const cnb_registry_ke
             res->n = n0;
             res->buf_len = b0;
             struct key_arg a;
+            struct cnb__reg_key nk;
             memset(&a, 0, sizeof a);
-            cnb__reg_probe_key(&a.key, p->h, k->key, (uint32_t)k->len);
-            rc = stripe_read(reg, p->si, key_fn, &a, res);
+            rc = cnb__reg_key_norm(reg, &nk, k->key, k->len);
+            if (rc == 0) {
+                cnb__reg_probe_key(&a.key, key_hash(nk.p, nk.len), nk.p, (uint32_t)nk.len);
+                rc = stripe_read(reg, cnb__reg_stripe_of(reg, a.key.h), key_fn, &a, res);
+            }
+            cnb__reg_key_done(reg, &nk);
         }
         if (rc < 0) {
             res->n = 0;

@@ -6,6 +6,7 @@
  * from the top hash bits, so table order is hash order and survives doubling:
  * scans rely on that. Tests: tests/unit/test_registry*.c. */
 #include "registry_int.h"
+#include "cnb_term.h"
 
 void cnb__reg_probe_key(struct cnb__reg_probe *p, uint64_t h, const void *key,
                         uint32_t klen)
@@ -243,4 +244,34 @@ void cnb__reg_chain_replace(struct cnb_registry *reg, uint32_t si, int which,
     }
     if (o->next[which])
         cnb__reg_log_w32(reg, log, &entry(reg, o->next[which])->prev[which], new_ref);
+}
+
+int cnb__reg_key_norm(struct cnb_registry *reg, struct cnb__reg_key *k, const void *key,
+                      size_t len)
+{
+    k->p = key;
+    k->len = len;
+    k->heap = NULL;
+    /* No NEW_FLOAT_EXT tag byte (70) anywhere: no float, nothing to do. */
+    if (!reg || !key || len < 9 || len > reg->max_key || !memchr(key, 70, len))
+        return 0;
+    unsigned char *buf = k->inl;
+    if (len > sizeof k->inl && !(buf = k->heap = cnb_alloc(&reg->alloc, len)))
+        return CNB_ENOMEM;
+    memcpy(buf, key, len);
+    ssize_t n = cnb_term_zero_sign(buf, len);
+    if (n == CNB_ENOMEM) {
+        cnb__reg_key_done(reg, k);
+        return CNB_ENOMEM;
+    }
+    if (n > 0)
+        k->p = buf; /* else the caller's bytes: no -0.0, or not canonical at all */
+    return 0;
+}
+
+void cnb__reg_key_done(struct cnb_registry *reg, struct cnb__reg_key *k)
+{
+    if (k->heap)
+        cnb_free(&reg->alloc, k->heap);
+    k->heap = NULL;
 }

@@ -207,9 +207,9 @@ static int check_owner(const cnb_pid_t *owner)
     return n == 0 || n >= sizeof owner->node ? CNB_EINVAL : 0;
 }
 
-int cnb_registry_register(struct cnb_registry *reg, const void *key, size_t key_len,
-                          const cnb_pid_t *owner, const void *value, size_t value_len,
-                          cnb_pid_t *current)
+static int register_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                        const cnb_pid_t *owner, const void *value, size_t value_len,
+                        cnb_pid_t *current)
 {
     if (!reg || (!key && key_len) || (!value && value_len) || check_owner(owner))
         return CNB_EINVAL;
@@ -244,7 +244,7 @@ out:
 }
 
 /* Removes (pred NULL: every) entry of key owned by owner whose value pred accepts. */
-static ssize_t unregister_impl(struct cnb_registry *reg, const void *key, size_t key_len,
+static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t key_len,
                                const cnb_pid_t *owner, cnb_registry_value_pred pred,
                                void *ctx)
 {
@@ -283,6 +283,69 @@ static ssize_t unregister_impl(struct cnb_registry *reg, const void *key, size_t
     return n;
 }
 
+/* ---- the public writers: keys in the registry's form (-0.0 as 0.0) -------------- */
+
+static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                          const cnb_pid_t *owner, const void *value, size_t value_len);
+static int meta_put_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                        const void *value, size_t value_len);
+static int meta_delete_key(struct cnb_registry *reg, const void *key, size_t key_len);
+
+/* Runs `call` with key, key_len replaced by the registry's form of the key. */
+#define WITH_KEY(reg, key, key_len, rc, call)                                  \
+    do {                                                                       \
+        struct cnb__reg_key k_;                                                \
+        (rc) = cnb__reg_key_norm((reg), &k_, (key), (key_len));                \
+        if ((rc) == 0) {                                                       \
+            const void *nkey_ = k_.p;                                          \
+            (rc) = (call);                                                     \
+        }                                                                      \
+        cnb__reg_key_done((reg), &k_);                                         \
+    } while (0)
+
+int cnb_registry_register(struct cnb_registry *reg, const void *key, size_t key_len,
+                          const cnb_pid_t *owner, const void *value, size_t value_len,
+                          cnb_pid_t *current)
+{
+    int rc;
+    WITH_KEY(reg, key, key_len, rc,
+             register_key(reg, nkey_, key_len, owner, value, value_len, current));
+    return rc;
+}
+
+static ssize_t unregister_impl(struct cnb_registry *reg, const void *key, size_t key_len,
+                               const cnb_pid_t *owner, cnb_registry_value_pred pred,
+                               void *ctx)
+{
+    ssize_t rc;
+    WITH_KEY(reg, key, key_len, rc, unregister_key(reg, nkey_, key_len, owner, pred, ctx));
+    return rc;
+}
+
+ssize_t cnb_registry_update_value(struct cnb_registry *reg, const void *key,
+                                  size_t key_len, const cnb_pid_t *owner,
+                                  const void *value, size_t value_len)
+{
+    ssize_t rc;
+    WITH_KEY(reg, key, key_len, rc, update_key(reg, nkey_, key_len, owner, value, value_len));
+    return rc;
+}
+
+int cnb_registry_meta_put(struct cnb_registry *reg, const void *key, size_t key_len,
+                          const void *value, size_t value_len)
+{
+    int rc;
+    WITH_KEY(reg, key, key_len, rc, meta_put_key(reg, nkey_, key_len, value, value_len));
+    return rc;
+}
+
+int cnb_registry_meta_delete(struct cnb_registry *reg, const void *key, size_t key_len)
+{
+    int rc;
+    WITH_KEY(reg, key, key_len, rc, meta_delete_key(reg, nkey_, key_len));
+    return rc;
+}
+
 ssize_t cnb_registry_unregister(struct cnb_registry *reg, const void *key,
                                 size_t key_len, const cnb_pid_t *owner)
 {
@@ -298,9 +361,8 @@ ssize_t cnb_registry_unregister_match(struct cnb_registry *reg, const void *key,
     return unregister_impl(reg, key, key_len, owner, pred, ctx);
 }
 
-ssize_t cnb_registry_update_value(struct cnb_registry *reg, const void *key,
-                                  size_t key_len, const cnb_pid_t *owner,
-                                  const void *value, size_t value_len)
+static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                          const cnb_pid_t *owner, const void *value, size_t value_len)
 {
     if (!reg || (!key && key_len) || (!value && value_len) || check_owner(owner))
         return CNB_EINVAL;
@@ -404,8 +466,8 @@ ssize_t cnb_registry_remove_node(struct cnb_registry *reg, const char *node,
     return idx ? cnb__reg_remove_node_idx(reg, idx, creation) : 0;
 }
 
-int cnb_registry_meta_put(struct cnb_registry *reg, const void *key, size_t key_len,
-                          const void *value, size_t value_len)
+static int meta_put_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                        const void *value, size_t value_len)
 {
     if (!reg || (!key && key_len) || (!value && value_len))
         return CNB_EINVAL;
@@ -425,7 +487,7 @@ int cnb_registry_meta_put(struct cnb_registry *reg, const void *key, size_t key_
     return rc;
 }
 
-int cnb_registry_meta_delete(struct cnb_registry *reg, const void *key, size_t key_len)
+static int meta_delete_key(struct cnb_registry *reg, const void *key, size_t key_len)
 {
     if (!reg || (!key && key_len))
         return CNB_EINVAL;

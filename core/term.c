@@ -390,6 +390,16 @@ static int canonical_arg(const void *in, size_t len, const uint8_t **pp, size_t 
     return 0;
 }
 
+ssize_t cnb_term_zero_sign(void *canon, size_t len)
+{
+    const uint8_t *p;
+    size_t n;
+    int r = canonical_arg(canon, len, &p, &n);
+    if (r)
+        return r;
+    return cnb__term_fix_negzero((uint8_t *)canon + (p - (const uint8_t *)canon), n);
+}
+
 int cnb_term_compare(const void *a, size_t alen, const void *b, size_t blen, int *order)
 {
     const uint8_t *pa, *pb;

@@ -74,6 +74,8 @@ long cnb__term_utf8_chars(const uint8_t *s, size_t n);
 
 /* The byte length of a NEW_FLOAT_EXT payload that is a finite double
  * (binary_to_term rejects NaN and infinities). */
+#define CNB__NEG_ZERO_BITS UINT64_C(0x8000000000000000) /* -0.0 */
+
 static inline int cnb__float_bits_ok(uint64_t bits)
 {
     return ((bits >> 52) & 0x7ff) != 0x7ff;
@@ -88,6 +90,10 @@ void cnb__term_limits(const cnb_term_opts_t *opts, cnb__term_limits_t *lim);
  * stack could not grow. Never reads outside [p, end). */
 int cnb__term_is_canonical(const uint8_t *p, const uint8_t *end, size_t max_depth,
                            const cnb_allocator_t *alloc);
+
+/* Rewrites every -0.0 of the canonical term [p, p + len) (no 131 byte) as 0.0.
+ * Returns how many, CNB_EINVAL if the term is not canonical, CNB_ENOMEM. */
+ssize_t cnb__term_fix_negzero(uint8_t *p, size_t len);
 
 /* A growable output buffer. It may start on memory it does not own (the
  * caller's out buffer or a stack array); it moves to allocator memory when it

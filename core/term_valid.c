@@ -126,9 +126,12 @@ static int push(vframe_t **st, size_t *cap, size_t *top, vframe_t *inl, size_t m
     return 1;
 }
 
-int cnb__term_is_canonical(const uint8_t *p, const uint8_t *end, size_t max_depth,
-                           const cnb_allocator_t *alloc)
+/* The walk of cnb__term_is_canonical. fix: NULL, or a writable alias of the
+ * bytes at p, where every -0.0 found is rewritten to 0.0 (*fixed counts them). */
+static int walk(const uint8_t *p, const uint8_t *end, size_t max_depth,
+                const cnb_allocator_t *alloc, uint8_t *fix, size_t *fixed)
 {
+    const uint8_t *const start = p;
     vframe_t inl[V_INLINE_FRAMES];
     vframe_t *st = inl, *f;
     size_t cap = V_INLINE_FRAMES, top = 0; /* top: number of frames in use */
@@ -173,6 +176,10 @@ parse:
     case CNB__TAG_NEW_FLOAT:
         if (avail < 9 || !cnb__float_bits_ok(cnb__get64(p + 1)))
             goto out;
+        if (fix && cnb__get64(p + 1) == CNB__NEG_ZERO_BITS) {
+            memset(fix + (p - start) + 1, 0, 8);
+            (*fixed)++;
+        }
         p += 9;
         goto next;
     case CNB__TAG_SMALL_ATOM_UTF8:
@@ -427,4 +434,19 @@ out:
     if (st != inl)
         cnb_free(alloc, st);
     return ret;
+}
+
+int cnb__term_is_canonical(const uint8_t *p, const uint8_t *end, size_t max_depth,
+                           const cnb_allocator_t *alloc)
+{
+    return walk(p, end, max_depth, alloc, NULL, NULL);
+}
+
+ssize_t cnb__term_fix_negzero(uint8_t *p, size_t len)
+{
+    size_t fixed = 0;
+    int r = walk(p, p + len, SIZE_MAX, NULL, p, &fixed);
+    if (r < 0)
+        return r;
+    return r ? (ssize_t)fixed : CNB_EINVAL;
 }

@@ -4,8 +4,11 @@
  * tests/unit/test_registry_concurrency.c. Bench: bench/bench_registry.c.
  *
  * Keys and values are CANONICAL external term format bytes (cnb_term_canonical);
- * the registry compares them byte for byte, so equality is Erlang's =:= (1 and 1.0
- * are different keys). Values are opaque bytes. Owners are Erlang pids of any node.
+ * the registry compares keys byte for byte after writing every -0.0 in them as
+ * 0.0 (cnb_term_zero_sign), so equality is OTP 25's =:= (1 and 1.0 are different
+ * keys; -0.0 and 0.0 are one key, stored as 0.0, as in ETS and Elixir's
+ * Registry). Values are opaque bytes, kept as given. Owners are Erlang pids of
+ * any node.
  *
  * Threads: one struct cnb_registry may be used by any number of threads at once.
  * Readers never block and never write shared memory (a seqlock per stripe); after

@@ -43,10 +43,19 @@ ssize_t cnb_term_canonical(const void *in, size_t len, void *out, size_t out_cap
 int cnb_term_canonical_alloc(const void *in, size_t len, void **out, size_t *out_len,
                              const cnb_term_opts_t *opts);
 
+/* Rewrites, in place, every -0.0 in canonical bytes (with or without the leading
+ * 131) as 0.0. On OTP 25 -0.0 =:= 0.0 (ETS, maps and Elixir's Registry take them
+ * for one key) while term_to_binary, and so cnb_term_canonical, keeps the sign:
+ * bytes made equal by this function are equal exactly when the terms are =:=.
+ * Returns how many floats were rewritten, or CNB_EINVAL for a valid term not in
+ * canonical form, the decoding error of malformed bytes, CNB_ETRUNC if empty,
+ * CNB_ENOMEM. */
+ssize_t cnb_term_zero_sign(void *canon, size_t len);
+
 /* A 64-bit hash of canonical bytes (with or without the leading 131: both give
  * the same value). Stable across processes, builds and machines (fixed algorithm,
  * byte-order independent). Equal terms (=:=) give equal canonical bytes, hence
- * equal hashes. */
+ * equal hashes, once -0.0 is made 0.0 (cnb_term_zero_sign). */
 uint64_t cnb_term_hash(const void *canon, size_t len);
 
 /* Erlang term order (as `<` and `==` on OTP 25) on two canonical byte strings

@@ -14,7 +14,7 @@
 %% </ul>
 %%
 %% Keys and values are any terms, compared as `=:=' (1 and 1.0 are different
-%% keys). An owner's entries go when it dies (the NIF monitors local owners).
+%% keys; -0.0 and 0.0 are one key, as on OTP 25, and keys/2 returns it as 0.0). An owner's entries go when it dies (the NIF monitors local owners).
 %% Reads return in about a millisecond whatever the table size: a result that
 %% would take longer to copy is built on a dirty scheduler, and whole-table
 %% walks ({@link select/2}, {@link count_select/2}) give the scheduler back

@@ -206,6 +206,53 @@ START_TEST(int_and_float_distinct)
 }
 END_TEST
 
+/* -0.0 =:= 0.0 on OTP 25 (Elixir's Registry takes them for one key): the
+ * registry does too, at any depth of the key, in every operation, for short
+ * keys and for keys too long for the inline buffer. */
+START_TEST(zero_and_negative_zero_one_key)
+{
+    struct cnb_registry *r = open_kind(CNB_REG_UNIQUE, NULL);
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    static const unsigned char pos[] = {131, 70, 0, 0, 0, 0, 0, 0, 0, 0};
+    static const unsigned char neg[] = {131, 70, 128, 0, 0, 0, 0, 0, 0, 0};
+    cnb_pid_t a = mkpid("a@h", 1, 1), cur;
+    ck_assert_int_eq(cnb_registry_register(r, pos, sizeof pos, &a, "x", 1, NULL), 0);
+    ck_assert_int_eq(cnb_registry_register(r, neg, sizeof neg, &a, "y", 1, &cur), CNB_EEXIST);
+    ck_assert_int_eq(cnb_registry_lookup(r, neg, sizeof neg, &res), 1);
+    ck_assert_mem_eq(res.items[0].value, "x", 1);
+    ck_assert_int_eq(cnb_registry_update_value(r, neg, sizeof neg, &a, "z", 1), 1);
+    ck_assert_int_eq(cnb_registry_values(r, neg, sizeof neg, &a, &res), 1);
+    ck_assert_mem_eq(res.items[0].value, "z", 1);
+    cnb_registry_key_t ks[2] = {{neg, sizeof neg}, {pos, sizeof pos}};
+    size_t counts[2];
+    ck_assert_int_eq(cnb_registry_lookup_many(r, ks, 2, &res, counts), 2);
+    ck_assert_int_eq(cnb_registry_unregister(r, neg, sizeof neg, &a), 1);
+    ck_assert_int_eq(cnb_registry_count(r), 0);
+    ck_assert_int_eq(cnb_registry_meta_put(r, neg, sizeof neg, "m", 1), 0);
+    ck_assert_int_eq(cnb_registry_meta_get(r, pos, sizeof pos, &res), 1);
+    ck_assert_int_eq(cnb_registry_meta_delete(r, pos, sizeof pos), 0);
+
+    /* {<<300 bytes>>, -0.0}: nested, and longer than the inline buffer */
+    unsigned char big[2][330];
+    for (int v = 0; v < 2; v++) {
+        unsigned char *k = big[v];
+        memcpy(k, (const unsigned char[]){131, 104, 2, 109, 0, 0, 1, 44}, 8);
+        memset(k + 8, 70, 300); /* byte 70 = NEW_FLOAT_EXT's tag, inside a binary */
+        memcpy(k + 308, v ? neg + 1 : pos + 1, 9);
+    }
+    ck_assert_int_eq(cnb_registry_register(r, big[1], 317, &a, "n", 1, NULL), 0);
+    ck_assert_int_eq(cnb_registry_lookup(r, big[0], 317, &res), 1);
+    ck_assert_mem_eq(res.items[0].key, big[0], 317); /* stored as 0.0 */
+    ks[0] = (cnb_registry_key_t){big[0], 317};
+    ks[1] = (cnb_registry_key_t){big[1], 317};
+    ck_assert_int_eq(cnb_registry_lookup_many(r, ks, 2, &res, counts), 2);
+    ck_assert_int_eq(cnb_registry_unregister(r, big[0], 317, &a), 1);
+    cnb_registry_result_free(&res);
+    close_unlink(r, NULL);
+}
+END_TEST
+
 START_TEST(empty_key_and_value)
 {
     struct cnb_registry *r = open_kind(CNB_REG_UNIQUE, NULL);
@@ -891,6 +938,7 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, unique_basic);
     tcase_add_test(tc, duplicate_basic);
     tcase_add_test(tc, int_and_float_distinct);
+    tcase_add_test(tc, zero_and_negative_zero_one_key);
     tcase_add_test(tc, empty_key_and_value);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, huge_value);

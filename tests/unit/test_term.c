@@ -565,6 +565,35 @@ START_TEST(test_ref_keys)
 }
 END_TEST
 
+/* cnb_term_zero_sign: every -0.0 of canonical bytes becomes 0.0, in place,
+ * wherever it is nested; other floats and non-float bytes that look like one
+ * (70 in a binary) are untouched; input that is not canonical is refused. */
+START_TEST(test_zero_sign)
+{
+    bytes_t neg = unhex("83468000000000000000"), pos = unhex("83460000000000000000");
+    ck_assert_int_eq(cnb_term_zero_sign(neg.p, neg.n), 1);
+    ck_assert_mem_eq(neg.p, pos.p, pos.n);
+    ck_assert_int_eq(cnb_term_zero_sign(neg.p, neg.n), 0); /* already 0.0 */
+    /* {x, [-0.0, 1.5, <<70,128,0,0,0,0,0,0,0>>], -0.0} without the 131 */
+    const char *in = "6803" "770178" "6c00000003" "468000000000000000" "463ff8000000000000"
+                     "6d00000009468000000000000000" "6a" "468000000000000000";
+    const char *want = "6803" "770178" "6c00000003" "460000000000000000" "463ff8000000000000"
+                       "6d00000009468000000000000000" "6a" "460000000000000000";
+    bytes_t t = unhex(in), w = unhex(want);
+    ck_assert_int_eq(cnb_term_zero_sign(t.p, t.n), 2);
+    ck_assert_mem_eq(t.p, w.p, w.n);
+    bytes_t bad = unhex("8364000178"); /* ATOM_EXT: valid, not canonical */
+    ck_assert_int_eq(cnb_term_zero_sign(bad.p, bad.n), CNB_EINVAL);
+    ck_assert_int_eq(cnb_term_zero_sign(NULL, 3), CNB_EINVAL);
+    ck_assert_int_eq(cnb_term_zero_sign(bad.p, 0), CNB_ETRUNC);
+    free(neg.p);
+    free(pos.p);
+    free(t.p);
+    free(w.p);
+    free(bad.p);
+}
+END_TEST
+
 /* ---- hash -------------------------------------------------------------------------- */
 
 START_TEST(test_hash_pinned)
@@ -897,6 +926,7 @@ static Suite *term_suite(void)
     tcase_add_test(tc, test_size_limit);
     tcase_add_test(tc, test_big_map_sort);
     tcase_add_test(tc, test_ref_keys);
+    tcase_add_test(tc, test_zero_sign);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
