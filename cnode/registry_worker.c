@@ -131,6 +131,13 @@ static void put_pid(ei_x_buff *x, const cnb_pid_t *p)
     ei_x_encode_pid(x, &e);
 }
 
+static void put_owner(ei_x_buff *x, const cnb_registry_owner_t *o)
+{
+    cnb_pid_t p;
+    cnb_registry_owner_pid(o, &p);
+    put_pid(x, &p);
+}
+
 enum shape { PID_VALUE, VALUE, KEY, KEY_PID_VALUE };
 
 /* [Item] for items[0..n) in reverse (core lists the newest entry of a key
@@ -144,7 +151,7 @@ static void put_items(ei_x_buff *x, const cnb_registry_result_t *res, enum shape
         switch (s) {
         case PID_VALUE:
             ei_x_encode_tuple_header(x, 2);
-            put_pid(x, &it->owner);
+            put_owner(x, &it->owner);
             put_canon(x, it->value, it->value_len);
             break;
         case VALUE:
@@ -156,7 +163,7 @@ static void put_items(ei_x_buff *x, const cnb_registry_result_t *res, enum shape
         case KEY_PID_VALUE:
             ei_x_encode_tuple_header(x, 3);
             put_canon(x, it->key, it->key_len);
-            put_pid(x, &it->owner);
+            put_owner(x, &it->owner);
             put_canon(x, it->value, it->value_len);
             break;
         }
@@ -509,7 +516,7 @@ static int op_scan(rw_t *w, const char *req, int *i, ei_x_buff *x)
             const cnb_registry_item_t *it = &res.items[j];
             ei_x_encode_tuple_header(&items, 3);
             put_canon(&items, it->key, it->key_len);
-            put_pid(&items, &it->owner);
+            put_owner(&items, &it->owner);
             put_canon(&items, it->value, it->value_len);
         }
         count += res.n;
@@ -560,12 +567,14 @@ static int op_feed_poll(rw_t *w, const char *req, int *i, ei_x_buff *x)
             ei_x_encode_tuple_header(&evs, 3);
             ei_x_encode_atom(&evs, "unregister");
             put_canon(&evs, it->key, it->key_len);
-            put_pid(&evs, &it->owner);
+            put_owner(&evs, &it->owner);
         } else {
             const unsigned char *vp = it->value;
             size_t vl = it->value_len;
             if (!vp) {
-                if (cnb_registry_values(w->reg, it->key, it->key_len, &it->owner, &vres) <= 0)
+                cnb_pid_t owner;
+                cnb_registry_owner_pid(&it->owner, &owner);
+                if (cnb_registry_values(w->reg, it->key, it->key_len, &owner, &vres) <= 0)
                     continue;
                 vp = vres.items[0].value;
                 vl = vres.items[0].value_len;
@@ -573,7 +582,7 @@ static int op_feed_poll(rw_t *w, const char *req, int *i, ei_x_buff *x)
             ei_x_encode_tuple_header(&evs, 4);
             ei_x_encode_atom(&evs, it->event == CNB_REG_EV_REGISTER ? "register" : "update");
             put_canon(&evs, it->key, it->key_len);
-            put_pid(&evs, &it->owner);
+            put_owner(&evs, &it->owner);
             put_canon(&evs, vp, vl);
         }
         count++;

@@ -138,10 +138,8 @@ ssize_t cnb_registry_feed_poll(struct cnb_registry *reg, uint64_t *pos, size_t m
             it->seq = p;
             it->event = (int)event;
             it->flags = flags;
-            it->owner.num = num;
-            it->owner.serial = serial;
-            it->owner.creation = creation;
-            cnb__reg_node_name(reg, node, it->owner.node);
+            it->owner = (cnb_registry_owner_t){cnb__reg_node_str(reg, node), num, serial,
+                                               creation};
         }
         atomic_thread_fence(memory_order_acquire);
         uint64_t st2 = atomic_load_explicit(&s->state, memory_order_relaxed);

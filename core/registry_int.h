@@ -391,6 +391,8 @@ int cnb__reg_node_intern(struct cnb_registry *reg, const char *name);
 /* Index of a node name without interning: >= 1, or 0 if unknown. Lock-free. */
 uint32_t cnb__reg_node_find(struct cnb_registry *reg, const char *name);
 void cnb__reg_node_repair(struct cnb_registry *reg);
+/* Node idx's interned name, NUL-terminated ("" for 0 or out of range). */
+const char *cnb__reg_node_str(struct cnb_registry *reg, uint32_t idx);
 /* Copy node idx's name into dst[256] (empty for 0 or out of range). */
 void cnb__reg_node_name(struct cnb_registry *reg, uint32_t idx, char *dst);
 

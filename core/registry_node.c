@@ -94,6 +94,28 @@ int cnb__reg_node_intern(struct cnb_registry *reg, const char *name)
     return rc ? rc : (int)idx;
 }
 
+const char *cnb__reg_node_str(struct cnb_registry *reg, uint32_t idx)
+{
+    if (idx == 0 || idx >= reg->node_cap)
+        return "";
+    const struct cnb__reg_node *nd = &reg->nodes[idx];
+    uint32_t len = nd->len;
+    /* Names are written once, NUL-terminated, before they are published; a
+     * name that is not is taken as none rather than read past. */
+    return len <= 255 && nd->name[len] == 0 ? nd->name : "";
+}
+
+void cnb_registry_owner_pid(const cnb_registry_owner_t *owner, cnb_pid_t *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t n = owner->node ? strnlen(owner->node, sizeof out->node - 1) : 0;
+    if (n)
+        memcpy(out->node, owner->node, n);
+    out->num = owner->num;
+    out->serial = owner->serial;
+    out->creation = owner->creation;
+}
+
 void cnb__reg_node_name(struct cnb_registry *reg, uint32_t idx, char *dst)
 {
     if (idx == 0 || idx >= reg->node_cap) {

@@ -62,8 +62,7 @@ int cnb__reg_res_push(cnb_registry_result_t *res, const void *key, size_t klen,
         res->buf_cap = cap;
     }
     cnb_registry_item_t *it = &res->items[res->n++];
-    it->owner.node[0] = 0;
-    it->owner.num = it->owner.serial = it->owner.creation = 0;
+    it->owner = (cnb_registry_owner_t){"", 0, 0, 0};
     it->seq = 0;
     it->event = 0;
     it->flags = 0;
@@ -104,10 +103,8 @@ int cnb__reg_res_add(struct cnb_registry *reg, cnb_registry_result_t *res,
     if (rc)
         return rc;
     it->hash = e->hash;
-    it->owner.num = e->num;
-    it->owner.serial = e->serial;
-    it->owner.creation = e->creation;
-    cnb__reg_node_name(reg, e->node, it->owner.node);
+    it->owner = (cnb_registry_owner_t){cnb__reg_node_str(reg, e->node), e->num, e->serial,
+                                       e->creation};
     return 0;
 }
 

@@ -142,8 +142,12 @@ int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM 
 
 /* Any pid term -> cnb_pid_t (node, number, serial, creation). Returns 1 or 0. */
 int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out);
-/* cnb_pid_t -> pid term. Returns 1 or 0. */
-int cnr_pid_make(ErlNifEnv *env, const cnb_pid_t *p, ERL_NIF_TERM *out);
+/* (node, number, serial, creation) -> pid term. Returns 1 or 0. */
+int cnr_pid_make(ErlNifEnv *env, const char *node, uint32_t num, uint32_t serial,
+                 uint32_t creation, ERL_NIF_TERM *out);
+/* The same for a cnb_pid_t and for an owner in a registry result. */
+#define CNR_PID_MAKE(env, p, out) \
+    cnr_pid_make((env), (p)->node, (p)->num, (p)->serial, (p)->creation, (out))
 
 ERL_NIF_TERM cnr_error(ErlNifEnv *env, int code);
 ERL_NIF_TERM cnr_code_atom(ErlNifEnv *env, int code);

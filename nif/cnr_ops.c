@@ -559,7 +559,7 @@ static ERL_NIF_TERM items_range(ErlNifEnv *env, const cnb_registry_result_t *res
             if (shape == VALUE) {
                 e = v;
             } else {
-                if (!cnr_pid_make(env, &it->owner, &p))
+                if (!CNR_PID_MAKE(env, &it->owner, &p))
                     return raise_code(env, CNB_ECORRUPT);
                 e = enif_make_tuple2(env, p, v);
             }
@@ -618,7 +618,7 @@ static ERL_NIF_TERM op_register(ErlNifEnv *env, struct cnr_reg *reg, const ERL_N
             break;
         ERL_NIF_TERM curt;
         ErlNifPid lp;
-        if (!cnr_pid_make(env, &cur, &curt)) {
+        if (!CNR_PID_MAKE(env, &cur, &curt)) {
             rc = CNB_ECORRUPT;
             break;
         }

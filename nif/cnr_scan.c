@@ -32,7 +32,7 @@ static int add_items(ErlNifEnv *env, const cnb_registry_result_t *res, ERL_NIF_T
         const cnb_registry_item_t *it = &res->items[i];
         ERL_NIF_TERM k, p, v;
         if (!cnr_decode(env, it->key, it->key_len, &k) ||
-            !cnr_decode(env, it->value, it->value_len, &v) || !cnr_pid_make(env, &it->owner, &p))
+            !cnr_decode(env, it->value, it->value_len, &v) || !CNR_PID_MAKE(env, &it->owner, &p))
             return CNB_ECORRUPT;
         *acc = enif_make_list_cell(env, enif_make_tuple3(env, k, p, v), *acc);
     }
@@ -250,7 +250,7 @@ CNR_NIF(cnr_feed_poll)
             missed++;
             continue;
         }
-        if (!cnr_decode(env, it->key, it->key_len, &k) || !cnr_pid_make(env, &it->owner, &pid)) {
+        if (!cnr_decode(env, it->key, it->key_len, &k) || !CNR_PID_MAKE(env, &it->owner, &pid)) {
             missed++;
             continue;
         }
@@ -261,7 +261,9 @@ CNR_NIF(cnr_feed_poll)
             size_t vl = it->value_len;
             if (!vp) {
                 /* The value did not fit: take the entry's current value. */
-                ssize_t m = cnb_registry_values(reg->core, it->key, it->key_len, &it->owner, &vres);
+                cnb_pid_t owner;
+                cnb_registry_owner_pid(&it->owner, &owner);
+                ssize_t m = cnb_registry_values(reg->core, it->key, it->key_len, &owner, &vres);
                 if (m <= 0)
                     continue;
                 vp = vres.items[0].value;

@@ -450,16 +450,17 @@ struct pid_slot {
 };
 static __thread struct pid_slot pid_cache[PID_CACHE];
 
-int cnr_pid_make(ErlNifEnv *env, const cnb_pid_t *pid, ERL_NIF_TERM *out)
+int cnr_pid_make(ErlNifEnv *env, const char *node, uint32_t num, uint32_t serial,
+                 uint32_t creation, ERL_NIF_TERM *out)
 {
     unsigned char buf[4 + 256 + 12];
-    size_t nl = strnlen(pid->node, sizeof pid->node), i = 0;
+    size_t nl = strnlen(node, 256), i = 0;
     if (nl == 0 || nl > 255)
         return 0;
-    uint32_t h = (pid->num * 0x9E3779B1u) ^ (pid->serial * 0x85EBCA77u) ^ pid->creation;
+    uint32_t h = (num * 0x9E3779B1u) ^ (serial * 0x85EBCA77u) ^ creation;
     struct pid_slot *s = &pid_cache[(h ^ (h >> 16)) & (PID_CACHE - 1)];
-    if (s->term && s->num == pid->num && s->serial == pid->serial &&
-        s->creation == pid->creation && s->nlen == nl && memcmp(s->node, pid->node, nl) == 0) {
+    if (s->term && s->num == num && s->serial == serial && s->creation == creation &&
+        s->nlen == nl && memcmp(s->node, node, nl) == 0) {
         *out = s->term;
         return 1;
     }
@@ -467,21 +468,21 @@ int cnr_pid_make(ErlNifEnv *env, const cnb_pid_t *pid, ERL_NIF_TERM *out)
     buf[i++] = TAG_NEW_PID;
     buf[i++] = TAG_SMALL_ATOM_UTF8;
     buf[i++] = (unsigned char)nl;
-    memcpy(buf + i, pid->node, nl);
+    memcpy(buf + i, node, nl);
     i += nl;
-    cnb__put32(buf + i, pid->num);
-    cnb__put32(buf + i + 4, pid->serial);
-    cnb__put32(buf + i + 8, pid->creation);
+    cnb__put32(buf + i, num);
+    cnb__put32(buf + i + 4, serial);
+    cnb__put32(buf + i + 8, creation);
     i += 12;
     if (enif_binary_to_term(env, buf, i, out, 0) != i)
         return 0;
     ErlNifPid lp;
     if (nl <= PID_NODE_MAX && enif_get_local_pid(env, *out, &lp)) {
-        s->num = pid->num;
-        s->serial = pid->serial;
-        s->creation = pid->creation;
+        s->num = num;
+        s->serial = serial;
+        s->creation = creation;
         s->nlen = (uint32_t)nl;
-        memcpy(s->node, pid->node, nl);
+        memcpy(s->node, node, nl);
         s->term = *out;
     }
     return 1;

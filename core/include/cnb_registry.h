@@ -82,10 +82,23 @@ typedef struct cnb_registry_opts {
     size_t errbuf_len;
 } cnb_registry_opts_t;
 
+/* An owner as results give it. node points at the registry's interned copy of
+ * the node name (NUL-terminated, "" for meta entries), valid until the handle is
+ * closed: a result item costs no 256-byte name. */
+typedef struct cnb_registry_owner {
+    const char *node;
+    uint32_t num;
+    uint32_t serial;
+    uint32_t creation;
+} cnb_registry_owner_t;
+
+/* Copies an owner into a cnb_pid_t (for the calls that take one). */
+void cnb_registry_owner_pid(const cnb_registry_owner_t *owner, cnb_pid_t *out);
+
 /* One entry (or one feed event) copied out of the registry. key and value point
  * into the owning cnb_registry_result_t and stay valid until its next use or free. */
 typedef struct cnb_registry_item {
-    cnb_pid_t owner;          /* all zero for meta entries */
+    cnb_registry_owner_t owner; /* node "" and zeros for meta entries */
     const unsigned char *key;
     size_t key_len;
     const unsigned char *value; /* NULL for a feed event whose value was omitted */
