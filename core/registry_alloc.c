@@ -51,12 +51,85 @@ uint64_t cnb__reg_alloc_cost(uint64_t bytes)
     return cnb__reg_class_size(cnb__reg_class_ceil((uint32_t)g));
 }
 
-int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g)
+/* The rest of stripe si's bump region becomes a free block (logged in log). It
+ * was bump space, unreachable, so its header needs no log. */
+static void bump_retire(struct cnb_registry *reg, struct cnb__reg_stripe *st, uint32_t si,
+                        struct cnb__reg_log *log)
+{
+    uint32_t rem = st->bump_end - st->bump_cur;
+    if (!rem)
+        return;
+    uint32_t r = st->bump_cur;
+    unsigned c = cnb__reg_class_floor(rem);
+    struct cnb__reg_block *b = cnb__reg_block(reg, r);
+    b->size_g = rem;
+    b->tag = CNB__TAG_FREE | si;
+    *(uint32_t *)cnb__reg_data(reg, r) = st->heads[c];
+    cnb__reg_log_w32(reg, log, &st->heads[c], r);
+}
+
+/* Free block ref (linked from *link on one of stripe si's lists) becomes the
+ * stripe's bump region, in one committed transaction of the stripe's log. */
+static void bump_take(struct cnb_registry *reg, uint32_t si, uint32_t *link, uint32_t ref)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    struct cnb__reg_log *log = &st->log;
+    uint32_t size = cnb__reg_block(reg, ref)->size_g;
+    cnb__reg_log_w32(reg, log, link, *(uint32_t *)cnb__reg_data(reg, ref));
+    bump_retire(reg, st, si, log);
+    cnb__reg_log_w32(reg, log, &st->bump_cur, ref);
+    cnb__reg_log_w32(reg, log, &st->bump_end, ref + size);
+    cnb__reg_log_commit(log);
+}
+
+#define BUMP_REUSE_MIN_G 256u /* 4 KiB: smaller free blocks stay for their class */
+
+/* Makes a free block of at least want granules from stripe si's lists (not one
+ * of the first skip[class], promised to a plan) its bump region, in one
+ * committed transaction of the stripe's log. Returns 1 if it did. */
+static int bump_from_free(struct cnb_registry *reg, uint32_t si, uint64_t want,
+                          const uint8_t *skip)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    if (want >= ((uint64_t)1 << 31) || atomic_load(&st->log.len) != 0)
+        return 0;
+    for (unsigned x = cnb__reg_class_ceil((uint32_t)want); x < CNB__REG_NCLASS; x++) {
+        uint32_t *link = &st->heads[x], ref = *link;
+        for (unsigned k = skip ? skip[x] : 0; ref && k > 0; k--) {
+            link = cnb__reg_data(reg, ref);
+            ref = *link;
+        }
+        if (!ref || cnb__reg_block(reg, ref)->size_g < want)
+            continue;
+        bump_take(reg, si, link, ref);
+        return 1;
+    }
+    return 0;
+}
+
+/* Moves one big free block of class c or above from G's lists to the head of
+ * stripe si's list of its class. Returns that class, or CNB__REG_NCLASS. */
+static unsigned adopt_global_min(struct cnb_registry *reg, uint32_t si, unsigned c);
+
+int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g,
+                     const uint8_t *skip)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct cnb__reg_hdr *hdr = reg->hdr;
     if ((uint64_t)(st->bump_end - st->bump_cur) >= need_g)
         return 0;
+    uint64_t want = need_g > BUMP_REUSE_MIN_G ? need_g : BUMP_REUSE_MIN_G;
+    if (want < ((uint64_t)1 << 31)) {
+        if (bump_from_free(reg, si, want, skip))
+            return 0;
+        /* Adopted blocks go to the head of their list: take that one, not one
+         * a plan has promised. */
+        unsigned x = adopt_global_min(reg, si, cnb__reg_class_ceil((uint32_t)want));
+        if (x < CNB__REG_NCLASS && atomic_load(&st->log.len) == 0) {
+            bump_take(reg, si, &st->heads[x], st->heads[x]);
+            return 0;
+        }
+    }
     int rc = cnb__reg_glock(reg);
     if (rc)
         return rc;
@@ -90,18 +163,7 @@ int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g)
 
     struct cnb__reg_log *log = &hdr->glog;
     cnb__reg_log_w64(reg, log, (void *)&hdr->top, top + bytes);
-    uint32_t rem = st->bump_end - st->bump_cur;
-    if (rem) {
-        /* The rest of the old chunk becomes a free block. It was bump space,
-         * unreachable, so its header needs no log. */
-        uint32_t r = st->bump_cur;
-        unsigned c = cnb__reg_class_floor(rem);
-        struct cnb__reg_block *b = cnb__reg_block(reg, r);
-        b->size_g = rem;
-        b->tag = CNB__TAG_FREE | si;
-        *(uint32_t *)cnb__reg_data(reg, r) = st->heads[c];
-        cnb__reg_log_w32(reg, log, &st->heads[c], r);
-    }
+    bump_retire(reg, st, si, log); /* the rest of the old region */
     cnb__reg_log_w32(reg, log, &st->bump_cur, cref + 1);
     cnb__reg_log_w32(reg, log, &st->bump_end, (uint32_t)(cref + chunk_g));
     uint64_t next = (uint64_t)(st->chunk_g ? st->chunk_g : CNB__REG_CHUNK_MIN_G) * 2;
@@ -130,25 +192,28 @@ static unsigned pick_class(struct cnb_registry *reg, const struct cnb__reg_strip
     return CNB__REG_NCLASS;
 }
 
-static unsigned pick_global(struct cnb_registry *reg, unsigned c)
+/* The first of G's lists from class c to c + span with a block. */
+static unsigned pick_global_span(struct cnb_registry *reg, unsigned c, unsigned span)
 {
-    for (unsigned x = c; x <= c + 3 && x < CNB__REG_NCLASS; x++)
+    for (unsigned x = c; x <= c + span && x < CNB__REG_NCLASS; x++)
         if (reg->hdr->gheads[x])
             return x;
     return CNB__REG_NCLASS;
 }
 
-/* Move one big free block that can serve class c from G's lists to stripe si's
- * (one G transaction). Returns 1 if it did. */
-static int adopt_global(struct cnb_registry *reg, uint32_t si, unsigned c)
+
+/* Move one big free block of a class from c to c + span from G's lists to
+ * stripe si's (one G transaction). Returns 1 if it did. */
+static unsigned adopt_global_span(struct cnb_registry *reg, uint32_t si, unsigned c,
+                                  unsigned span)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct cnb__reg_hdr *hdr = reg->hdr;
-    if (pick_global(reg, c) == CNB__REG_NCLASS) /* racy peek, redone under G */
-        return 0;
+    if (pick_global_span(reg, c, span) == CNB__REG_NCLASS) /* racy peek, redone under G */
+        return CNB__REG_NCLASS;
     if (cnb__reg_glock(reg) != 0)
-        return 0;
-    unsigned x = pick_global(reg, c);
+        return CNB__REG_NCLASS;
+    unsigned x = pick_global_span(reg, c, span);
     if (x < CNB__REG_NCLASS) {
         struct cnb__reg_log *log = &hdr->glog;
         uint32_t ref = hdr->gheads[x];
@@ -160,7 +225,18 @@ static int adopt_global(struct cnb_registry *reg, uint32_t si, unsigned c)
         cnb__reg_log_commit(log);
     }
     cnb__reg_gunlock(reg);
-    return x < CNB__REG_NCLASS;
+    return x;
+}
+
+/* One that can serve class c (c to c + 3). Returns 1 if it moved one. */
+static int adopt_global(struct cnb_registry *reg, uint32_t si, unsigned c)
+{
+    return adopt_global_span(reg, si, c, 3) < CNB__REG_NCLASS;
+}
+
+static unsigned adopt_global_min(struct cnb_registry *reg, uint32_t si, unsigned c)
+{
+    return adopt_global_span(reg, si, c, CNB__REG_NCLASS);
 }
 
 void cnb__reg_donate(struct cnb_registry *reg, uint32_t si)
@@ -212,7 +288,7 @@ int cnb__reg_reserve_for(struct cnb_registry *reg, uint32_t si, const uint64_t *
         }
         if (adopted)
             continue; /* the stripe's lists changed: plan again */
-        return need ? cnb__reg_reserve(reg, si, need) : 0;
+        return need ? cnb__reg_reserve(reg, si, need, skip) : 0;
     }
 }
 

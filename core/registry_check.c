@@ -61,6 +61,13 @@ static int walk_arena(struct ck *c)
              (unsigned long long)fs);
     uint32_t p = (uint32_t)(h->arena_off >> CNB__REG_GSHIFT);
     uint32_t end = (uint32_t)(top >> CNB__REG_GSHIFT);
+    /* Each stripe's bump region: the end of one of its chunks, or a free block
+     * it took over (anywhere in the arena); walked over, and found once. */
+    uint8_t bump_seen[CNB__REG_MAX_STRIPES + 1];
+    memset(bump_seen, 0, sizeof bump_seen);
+    for (uint32_t si = 0; si <= reg->nstripes; si++)
+        if (reg->stripes[si].bump_cur > reg->stripes[si].bump_end)
+            FAIL("stripe %u bump region inverted", si);
     while (p < end) {
         struct cnb__reg_block *cb = cnb__reg_block(reg, p);
         uint32_t si = CNB__TAG_STRIPE(cb->tag);
@@ -68,24 +75,32 @@ static int walk_arena(struct ck *c)
         if (CNB__TAG_KIND(cb->tag) != CNB__TAG_CHUNK || cb->size_g != 1 || si > reg->nstripes ||
             cg < 2 || cg > end - p)
             FAIL("chunk header at granule %u is bad (tag %08x, size %u)", p, cb->tag, cg);
-        struct cnb__reg_stripe *st = &reg->stripes[si];
         uint32_t q = p + 1, cend = p + cg;
         while (q < cend) {
-            if (q == st->bump_cur) {
-                if (st->bump_end != cend)
-                    FAIL("stripe %u bump region [%u,%u) not at its chunk end %u", si,
-                         st->bump_cur, st->bump_end, cend);
-                break;
+            uint32_t bs;
+            for (bs = 0; bs <= reg->nstripes; bs++) {
+                const struct cnb__reg_stripe *o = &reg->stripes[bs];
+                if (o->bump_cur == q && o->bump_end > q)
+                    break;
+            }
+            if (bs <= reg->nstripes) {
+                const struct cnb__reg_stripe *o = &reg->stripes[bs];
+                if (o->bump_end > cend || bump_seen[bs]++)
+                    FAIL("stripe %u bump region [%u,%u) crosses chunk %u's end %u or "
+                         "is met twice", bs, o->bump_cur, o->bump_end, p, cend);
+                q = o->bump_end;
+                continue;
             }
             struct cnb__reg_block *b = cnb__reg_block(reg, q);
             uint32_t kind = CNB__TAG_KIND(b->tag);
             if (b->size_g == 0 || b->size_g > cend - q)
                 FAIL("block at %u (chunk %u) has size %u beyond its chunk", q, p, b->size_g);
-            /* Big blocks move between stripes through G's lists. */
-            uint32_t bs = CNB__TAG_STRIPE(b->tag);
+            /* Big blocks move between stripes through G's lists, and a stripe
+             * may carve blocks out of one it took over as its bump region. */
+            bs = CNB__TAG_STRIPE(b->tag);
             if ((kind != CNB__TAG_ENTRY && kind != CNB__TAG_TABLE && kind != CNB__TAG_FREE) ||
-                (bs != si && (b->size_g < CNB__REG_BIG_G ||
-                              (bs > reg->nstripes && bs != CNB__GLOBAL))))
+                (bs > reg->nstripes &&
+                 !(bs == CNB__GLOBAL && kind == CNB__TAG_FREE && b->size_g >= CNB__REG_BIG_G)))
                 FAIL("block at %u has tag %08x in a chunk of stripe %u", q, b->tag, si);
             int rc = add_blk(c, q, b->size_g, b->tag);
             if (rc)
@@ -97,27 +112,10 @@ static int walk_arena(struct ck *c)
     if (p != end)
         FAIL("chunks overrun the arena top");
     for (uint32_t si = 0; si <= reg->nstripes; si++) {
-        struct cnb__reg_stripe *st = &reg->stripes[si];
-        if (st->bump_cur > st->bump_end)
-            FAIL("stripe %u bump region inverted", si);
-        if (st->bump_cur != st->bump_end) {
-            struct blk *x = NULL;
-            /* the bump region must sit at the end of a chunk of this stripe */
-            uint32_t pp = (uint32_t)(h->arena_off >> CNB__REG_GSHIFT);
-            while (pp < end) {
-                struct cnb__reg_block *cb = cnb__reg_block(reg, pp);
-                uint32_t cg = *(uint32_t *)cnb__reg_data(reg, pp);
-                if (st->bump_cur > pp && st->bump_end == pp + cg &&
-                    CNB__TAG_STRIPE(cb->tag) == si) {
-                    x = (struct blk *)1;
-                    break;
-                }
-                pp += cg;
-            }
-            if (!x)
-                FAIL("stripe %u bump region [%u,%u) is not in one of its chunks", si,
-                     st->bump_cur, st->bump_end);
-        }
+        const struct cnb__reg_stripe *st = &reg->stripes[si];
+        if (st->bump_cur != st->bump_end && !bump_seen[si])
+            FAIL("stripe %u bump region [%u,%u) is not in any chunk", si, st->bump_cur,
+                 st->bump_end);
     }
     return 0;
 }

@@ -38,7 +38,7 @@
 #define CNB__REG_ATTACH_CAP 256
 #define CNB__REG_MIN_BITS 3
 #define CNB__REG_CHUNK_MIN_G 256u    /* 4 KiB */
-#define CNB__REG_CHUNK_MAX_G 65536u  /* 1 MiB (or what one allocation needs) */
+#define CNB__REG_CHUNK_MAX_G 16384u  /* 256 KiB (or what one allocation needs) */
 
 /* Table slots: (tag << 32) | ref; tag = low 32 bits of the hash. */
 #define CNB__SLOT_EMPTY 0u
@@ -307,8 +307,13 @@ unsigned cnb__reg_class_ceil(uint32_t g);
 unsigned cnb__reg_class_floor(uint32_t g);
 uint64_t cnb__reg_class_size(unsigned c);
 /* Make sure the stripe can allocate `need_g` granules from its bump region
- * (called with the stripe's undo log empty). Returns 0, CNB_ENOMEM, CNB_ESYS. */
-int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g);
+ * (called with the stripe's undo log empty). A free block of 4 KiB or more (of
+ * the stripe's lists, beyond the skip[class] first ones a plan has promised, or
+ * adopted from G's) becomes the bump region before a new chunk is cut from the
+ * top: old tables left by table growth are reused for entries. skip may be
+ * NULL. Returns 0, CNB_ENOMEM, CNB_ESYS. */
+int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g,
+                     const uint8_t *skip);
 /* Make sure the n allocations of bytes[i] data bytes can be made, from free
  * lists or the bump region (log empty). Returns as cnb__reg_reserve. */
 int cnb__reg_reserve_for(struct cnb_registry *reg, uint32_t si, const uint64_t *bytes,

@@ -520,7 +520,7 @@ int cnb__reg_presize(struct cnb_registry *reg, uint32_t si, uint64_t entries)
     if (cnb__tab_ref(st->ktab)) /* already there: someone else sized it */
         goto out;
     uint64_t need = cnb__reg_alloc_cost((uint64_t)8 << bits) * 2;
-    rc = cnb__reg_reserve(reg, si, need);
+    rc = cnb__reg_reserve(reg, si, need, NULL);
     if (rc)
         goto out;
     p.nk = cnb__reg_table_build(reg, si, 0, p.kbits, 0);

@@ -266,6 +266,32 @@ START_TEST(zero_and_negative_zero_one_key)
 }
 END_TEST
 
+/* A freed block of 4 KiB or more becomes the stripe's bump region when it runs
+ * out, before the arena grows: here 150 small entries fit in the space a
+ * dropped 20 KiB value left. */
+START_TEST(freed_space_reused_for_new_entries)
+{
+    cnb_registry_opts_t o = {0};
+    o.stripes = 1;
+    struct cnb_registry *r;
+    ck_assert_int_eq(cnb_registry_open(&o, &r), 0);
+    cnb_pid_t a = mkpid("a@h", 1, 1);
+    static unsigned char big[20480];
+    unsigned char k[16];
+    ck_assert_int_eq(cnb_registry_register(r, "big", 3, &a, big, sizeof big, NULL), 0);
+    ck_assert_int_eq(cnb_registry_unregister(r, "big", 3, &a), 1);
+    cnb_registry_info_t before, after;
+    cnb_registry_info(r, &before);
+    for (uint32_t i = 0; i < 150; i++) {
+        size_t kl = etf_int(k, 1000 + i);
+        ck_assert_int_eq(cnb_registry_register(r, k, kl, &a, k, kl, NULL), 0);
+    }
+    cnb_registry_info(r, &after);
+    ck_assert_uint_eq(after.arena_used, before.arena_used);
+    close_unlink(r, NULL);
+}
+END_TEST
+
 START_TEST(empty_key_and_value)
 {
     struct cnb_registry *r = open_kind(CNB_REG_UNIQUE, NULL);
@@ -954,6 +980,7 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, duplicate_basic);
     tcase_add_test(tc, int_and_float_distinct);
     tcase_add_test(tc, zero_and_negative_zero_one_key);
+    tcase_add_test(tc, freed_space_reused_for_new_entries);
     tcase_add_test(tc, empty_key_and_value);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, huge_value);
