@@ -277,6 +277,12 @@ uint64_t cnb__reg_now_ns(void);
 
 /* ---- registry_tx.c: locks, undo log, seqlock, repair ------------------------ */
 
+/* Crash injection: a test program may define this function; every writer calls
+ * it at each point where it may die between two logged stores (before and after
+ * each log record, and at commit). In every other program it is undefined, a
+ * null weak symbol, and costs one predictable branch. */
+void cnb__reg_fault_point(void) __attribute__((weak));
+
 /* Lock a stripe (repairing what a dead holder left). Returns 0 or CNB_ECORRUPT. */
 int cnb__reg_stripe_lock(struct cnb_registry *reg, uint32_t si);
 void cnb__reg_stripe_unlock(struct cnb_registry *reg, uint32_t si);

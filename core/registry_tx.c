@@ -15,8 +15,15 @@
 
 #define WHERE_MASK (((uint64_t)1 << 48) - 1)
 
+static inline void fault_point(void)
+{
+    if (cnb__reg_fault_point)
+        cnb__reg_fault_point();
+}
+
 static void log_rec(struct cnb__reg_log *log, uint64_t where, uint64_t old)
 {
+    fault_point(); /* the previous store done, this one not recorded */
     uint32_t n = atomic_load_explicit(&log->len, memory_order_relaxed);
     if (n >= CNB__REG_LOG_CAP)
         __builtin_trap(); /* a bug: every operation is sized to fit the log */
@@ -24,6 +31,7 @@ static void log_rec(struct cnb__reg_log *log, uint64_t where, uint64_t old)
     log->recs[n].old = old;
     atomic_store_explicit(&log->len, n + 1, memory_order_release);
     atomic_signal_fence(memory_order_seq_cst);
+    fault_point(); /* recorded, not stored */
 }
 
 void cnb__reg_log_w64(struct cnb_registry *reg, struct cnb__reg_log *log, void *p,
@@ -53,6 +61,7 @@ void cnb__reg_log_feedvoid(struct cnb_registry *reg, struct cnb__reg_log *log,
 
 void cnb__reg_log_commit(struct cnb__reg_log *log)
 {
+    fault_point(); /* every store done, not committed */
     atomic_signal_fence(memory_order_seq_cst);
     atomic_store_explicit(&log->len, 0, memory_order_release);
     atomic_signal_fence(memory_order_seq_cst);

@@ -14,7 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include "cnb_registry.h"
+#include "registry_int.h" /* the crash-injection hook, a stripe's bump region */
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -415,6 +418,185 @@ START_TEST(attach_while_growing)
         fixture_done(&fx);
     }
     ck_assert_msg(!failed, "an attach failed while the segment grew");
+}
+END_TEST
+
+/* ---- a crash at every write point of one operation --------------------------- */
+
+/* The hook core calls between logged stores (registry_int.h): the child below
+ * arms it to die at the n-th point. */
+static volatile long fault_at, fault_count;
+
+void cnb__reg_fault_point(void)
+{
+    if (fault_at && ++fault_count == fault_at)
+        raise(SIGKILL);
+}
+
+typedef void (*crash_op)(struct cnb_registry *r);
+/* Checks a copy after the operation died (or finished: done 1). Returns 1 if
+ * right, else 0 with a reason in why. */
+typedef int (*crash_verify)(struct cnb_registry *r, int done, char *why, size_t whylen);
+
+static void *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc(*len);
+    ck_assert(b && fread(b, 1, *len, f) == *len);
+    fclose(f);
+    return b;
+}
+
+/* Runs op on a fresh copy of the segment at path in a child that dies at its
+ * n-th write point, for n = 1, 2, ... until op finishes first; each time, the
+ * copy must pass the checker (which repairs what the child left) and verify.
+ * Returns how many points there were. */
+static long crash_every_point(const char *path, crash_op op, crash_verify verify)
+{
+    size_t len;
+    void *snap = read_file(path, &len);
+    char copy[160];
+    snprintf(copy, sizeof copy, "%s.crash", path);
+    for (long n = 1;; n++) {
+        int fd = open(copy, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+        ck_assert(fd >= 0 && write(fd, snap, len) == (ssize_t)len);
+        close(fd);
+        cnb_registry_opts_t o = {0};
+        o.path = copy;
+        pid_t kid = fork();
+        ck_assert_int_ge(kid, 0);
+        if (kid == 0) {
+            struct cnb_registry *cr;
+            if (cnb_registry_open(&o, &cr) != 0)
+                _exit(2);
+            fault_count = 0;
+            fault_at = n;
+            op(cr);
+            _exit(0);
+        }
+        int st;
+        waitpid(kid, &st, 0);
+        int done = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        ck_assert_msg(done || (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL),
+                      "point %ld: child status 0x%x", n, st);
+        struct cnb_registry *r;
+        ck_assert_int_eq(cnb_registry_open(&o, &r), 0);
+        char msg[256];
+        ck_assert_msg(cnb_registry_check(r, msg, sizeof msg) == 0, "point %ld: check: %s", n,
+                      msg);
+        ck_assert_msg(verify(r, done, msg, sizeof msg), "point %ld: %s", n, msg);
+        cnb_registry_close(r);
+        unlink(copy);
+        if (done) {
+            free(snap);
+            return n;
+        }
+    }
+}
+
+enum { CP_BASE = 400 };
+static uint32_t cp_base_n; /* small keys 0..cp_base_n-1 of space 6 exist */
+
+/* Keys 0..n-1 of space 6 are there with their values; key n (the one the
+ * operation adds) is there too when the operation finished, maybe when not. */
+static int cp_verify(struct cnb_registry *r, int done, char *why, size_t whylen)
+{
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    unsigned char k[16];
+    int ok = 1;
+    for (uint32_t i = 0; ok && i <= cp_base_n; i++) {
+        ssize_t n = cnb_registry_lookup(r, k, mkkey(k, 6, i), &res);
+        unsigned vs;
+        uint32_t vk;
+        if (n > 1 || (n == 0 && (i < cp_base_n || done)) || n < 0)
+            ok = 0 * snprintf(why, whylen, "key %u: %zd entries", i, n);
+        else if (n == 1 && !(value_ok(res.items[0].value, res.items[0].value_len, &vs, &vk) &&
+                             vs == 6 && vk == i))
+            ok = 0 * snprintf(why, whylen, "key %u: value corrupt", i);
+    }
+    uint64_t c = cnb_registry_count(r);
+    if (ok && (c < cp_base_n || c > cp_base_n + 1))
+        ok = 0 * snprintf(why, whylen, "count %llu, base %u", (unsigned long long)c, cp_base_n);
+    cnb_registry_result_free(&res);
+    return ok;
+}
+
+static void cp_register_next(struct cnb_registry *r)
+{
+    cnb_pid_t self = mkpid("crash@host", 1);
+    unsigned char k[16], v[64];
+    size_t vl = mkvalue(v, 6, cp_base_n, 1);
+    (void)cnb_registry_register(r, k, mkkey(k, 6, cp_base_n), &self, v, vl, NULL);
+}
+
+static void cp_add(struct cnb_registry *r, uint32_t i)
+{
+    cnb_pid_t self = mkpid("crash@host", 1);
+    unsigned char k[16], v[64];
+    size_t vl = mkvalue(v, 6, i, 1);
+    ck_assert_int_eq(cnb_registry_register(r, k, mkkey(k, 6, i), &self, v, vl, NULL), 0);
+}
+
+/* One stripe, so that the internals the scenarios aim at are easy to reach. */
+static struct cnb_registry *cp_open(const char *path)
+{
+    unlink(path);
+    cnb_registry_opts_t o = {0};
+    o.path = path;
+    o.flags = CNB_REG_CREATE;
+    o.stripes = 1;
+    struct cnb_registry *r;
+    ck_assert_int_eq(cnb_registry_open(&o, &r), 0);
+    return r;
+}
+
+/* A registration whose entry needs a new bump region, which a freed 20 KiB
+ * block becomes; and a registration that doubles the key table. The
+ * operation dies at each of its write points in turn. */
+START_TEST(crash_at_every_point)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm/cnb_test_regcrash_%d", (int)getpid());
+    struct cnb_registry *r = cp_open(path);
+    struct cnb__reg_stripe *st = &r->stripes[0];
+    cnb_pid_t self = mkpid("crash@host", 1);
+    static unsigned char big[20480];
+    uint32_t i = 0;
+    for (; i < CP_BASE; i++)
+        cp_add(r, i);
+    ck_assert_int_eq(cnb_registry_register(r, "big", 3, &self, big, sizeof big, NULL), 0);
+    ck_assert_int_eq(cnb_registry_unregister(r, "big", 3, &self), 1);
+    /* Use up the bump region: the next entry must take the freed block. */
+    uint64_t cost = cnb__reg_alloc_cost(CNB__ENTRY_HDR + 10 + 51);
+    while ((uint64_t)(st->bump_end - st->bump_cur) >= cost)
+        cp_add(r, i++);
+    cp_base_n = i;
+    cnb_registry_info_t before, after;
+    cnb_registry_info(r, &before);
+    long points = crash_every_point(path, cp_register_next, cp_verify);
+    ck_assert_int_gt(points, 10);
+    cp_register_next(r); /* the same step, done for real: no arena growth */
+    cnb_registry_info(r, &after);
+    ck_assert_uint_eq(after.arena_used, before.arena_used);
+    ck_assert_int_eq(cnb_registry_count(r), cp_base_n + 1);
+
+    /* Table growth: add keys until the next one doubles the key table. */
+    for (i = cp_base_n + 1;
+         !cnb__reg_rehash_bits(st->ktab, st->klive, (uint64_t)st->klive + st->ktomb); i++)
+        cp_add(r, i);
+    cp_base_n = i;
+    uint64_t ktab = st->ktab;
+    points = crash_every_point(path, cp_register_next, cp_verify);
+    ck_assert_int_gt(points, 10);
+    cp_register_next(r);
+    ck_assert_uint_gt(cnb__tab_bits(st->ktab), cnb__tab_bits(ktab));
+    cnb_registry_close(r);
+    unlink(path);
 }
 END_TEST
 
@@ -931,6 +1113,7 @@ static Suite *suite(void)
     tcase_set_timeout(tk, 300);
     tcase_add_test(tk, kill9_loop);
     tcase_add_test(tk, kill9_bump_reuse);
+    tcase_add_test(tk, crash_at_every_point);
     suite_add_tcase(s, tk);
     return s;
 }
