@@ -500,30 +500,56 @@ static long crash_every_point(const char *path, crash_op op, crash_verify verify
 
 enum { CP_BASE = 400 };
 static uint32_t cp_base_n; /* small keys 0..cp_base_n-1 of space 6 exist */
+static uint32_t cp_flux;   /* the key the operation changes */
+static int cp_flux_after;  /* whether it is there once the operation is done */
 
-/* Keys 0..n-1 of space 6 are there with their values; key n (the one the
- * operation adds) is there too when the operation finished, maybe when not. */
+/* Every key of space 6 up to cp_base_n is there with a whole value, except
+ * that cp_flux may be either way until the operation is done; the count
+ * agrees. */
 static int cp_verify(struct cnb_registry *r, int done, char *why, size_t whylen)
 {
     cnb_registry_result_t res;
     cnb_registry_result_init(&res, NULL);
     unsigned char k[16];
     int ok = 1;
+    uint64_t present = 0;
     for (uint32_t i = 0; ok && i <= cp_base_n; i++) {
         ssize_t n = cnb_registry_lookup(r, k, mkkey(k, 6, i), &res);
+        int want = i == cp_flux ? (done ? cp_flux_after : -1) : i < cp_base_n;
         unsigned vs;
         uint32_t vk;
-        if (n > 1 || (n == 0 && (i < cp_base_n || done)) || n < 0)
-            ok = 0 * snprintf(why, whylen, "key %u: %zd entries", i, n);
+        if (n < 0 || n > 1 || (want >= 0 && n != want))
+            ok = 0 * snprintf(why, whylen, "key %u: %zd entries (want %d)", i, n, want);
         else if (n == 1 && !(value_ok(res.items[0].value, res.items[0].value_len, &vs, &vk) &&
                              vs == 6 && vk == i))
             ok = 0 * snprintf(why, whylen, "key %u: value corrupt", i);
+        present += n == 1;
     }
     uint64_t c = cnb_registry_count(r);
-    if (ok && (c < cp_base_n || c > cp_base_n + 1))
-        ok = 0 * snprintf(why, whylen, "count %llu, base %u", (unsigned long long)c, cp_base_n);
+    if (ok && c != present)
+        ok = 0 * snprintf(why, whylen, "count %llu, %llu keys there", (unsigned long long)c,
+                          (unsigned long long)present);
     cnb_registry_result_free(&res);
     return ok;
+}
+
+static void cp_unregister_flux(struct cnb_registry *r)
+{
+    cnb_pid_t self = mkpid("crash@host", 1);
+    unsigned char k[16];
+    (void)cnb_registry_unregister(r, k, mkkey(k, 6, cp_flux), &self);
+}
+
+/* A new value for cp_flux (another length, so a new entry replaces the old). */
+static void cp_update_flux(struct cnb_registry *r)
+{
+    cnb_pid_t self = mkpid("crash@host", 1);
+    unsigned char k[16], v[64];
+    uint32_t gen = 2;
+    while (mkvalue(v, 6, cp_flux, gen) == mkvalue(v, 6, cp_flux, 1))
+        gen++;
+    size_t vl = mkvalue(v, 6, cp_flux, gen);
+    (void)cnb_registry_update_value(r, k, mkkey(k, 6, cp_flux), &self, v, vl);
 }
 
 static void cp_register_next(struct cnb_registry *r)
@@ -556,8 +582,8 @@ static struct cnb_registry *cp_open(const char *path)
 }
 
 /* A registration whose entry needs a new bump region, which a freed 20 KiB
- * block becomes; and a registration that doubles the key table. The
- * operation dies at each of its write points in turn. */
+ * block becomes; a registration that doubles the key table; an unregister; a
+ * value replaced. Each operation dies at each of its write points in turn. */
 START_TEST(crash_at_every_point)
 {
     char path[128];
@@ -575,7 +601,8 @@ START_TEST(crash_at_every_point)
     uint64_t cost = cnb__reg_alloc_cost(CNB__ENTRY_HDR + 10 + 51);
     while ((uint64_t)(st->bump_end - st->bump_cur) >= cost)
         cp_add(r, i++);
-    cp_base_n = i;
+    cp_base_n = cp_flux = i;
+    cp_flux_after = 1;
     cnb_registry_info_t before, after;
     cnb_registry_info(r, &before);
     long points = crash_every_point(path, cp_register_next, cp_verify);
@@ -589,12 +616,21 @@ START_TEST(crash_at_every_point)
     for (i = cp_base_n + 1;
          !cnb__reg_rehash_bits(st->ktab, st->klive, (uint64_t)st->klive + st->ktomb); i++)
         cp_add(r, i);
-    cp_base_n = i;
+    cp_base_n = cp_flux = i;
     uint64_t ktab = st->ktab;
     points = crash_every_point(path, cp_register_next, cp_verify);
     ck_assert_int_gt(points, 10);
     cp_register_next(r);
     ck_assert_uint_gt(cnb__tab_bits(st->ktab), cnb__tab_bits(ktab));
+    cp_base_n++;
+
+    /* Unregistering a key, and replacing a value, die at each point too. */
+    cp_flux = 7;
+    cp_flux_after = 0;
+    ck_assert_int_gt(crash_every_point(path, cp_unregister_flux, cp_verify), 5);
+    cp_flux = 9;
+    cp_flux_after = 1;
+    ck_assert_int_gt(crash_every_point(path, cp_update_flux, cp_verify), 5);
     cnb_registry_close(r);
     unlink(path);
 }
