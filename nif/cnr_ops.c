@@ -857,9 +857,12 @@ static ERL_NIF_TERM op_lookup_many(ErlNifEnv *env, struct cnr_reg *reg,
     }
     for (unsigned i = 0; i < got; i++)
         cnr_canon_free(&k[i]);
-    enif_free(k);
-    enif_free(keys);
-    enif_free(counts);
+    if (k)
+        enif_free(k);
+    if (keys)
+        enif_free(keys);
+    if (counts)
+        enif_free(counts);
     return r;
 }
 OP_NIF(cnr_lookup_many, op_lookup_many)
