@@ -257,20 +257,29 @@ static uint64_t key_hash(const void *key, size_t klen)
     return cnb__reg_mix(cnb_term_hash(key, klen));
 }
 
-/* Reads a->key's chain (si: its stripe, or -1 for the key's own) after putting
- * the key in the registry's form (-0.0 as 0.0). */
-static ssize_t key_read(struct cnb_registry *reg, int64_t si, struct key_arg *a,
-                        cnb_registry_result_t *res)
+/* Appends key's chain to res (si: its stripe, or -1 for the key's own), the
+ * key put in the registry's form (-0.0 as 0.0) first; a->owner filters when
+ * a->by_owner. Returns items added or a negative code. */
+static int key_append(struct cnb_registry *reg, int64_t si, const void *key, size_t key_len,
+                      struct key_arg *a, cnb_registry_result_t *res)
 {
-    cnb__reg_res_reset(res);
     struct cnb__reg_key k;
-    int rc = cnb__reg_key_norm(reg, &k, a->key.key, a->key.klen);
+    int rc = cnb__reg_key_norm(reg, &k, key, key_len);
     if (rc == 0) {
         cnb__reg_probe_key(&a->key, key_hash(k.p, k.len), k.p, (uint32_t)k.len);
         rc = stripe_read(reg, si < 0 ? cnb__reg_stripe_of(reg, a->key.h) : (uint32_t)si,
                          key_fn, a, res);
     }
     cnb__reg_key_done(reg, &k);
+    return rc;
+}
+
+/* key's chain alone in res (as key_append). */
+static ssize_t key_read(struct cnb_registry *reg, int64_t si, const void *key,
+                        size_t key_len, struct key_arg *a, cnb_registry_result_t *res)
+{
+    cnb__reg_res_reset(res);
+    int rc = key_append(reg, si, key, key_len, a, res);
     if (rc < 0) {
         res->n = 0;
         return rc;
@@ -288,8 +297,7 @@ ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t ke
         return CNB_ETOOBIG;
     struct key_arg a;
     memset(&a, 0, sizeof a);
-    cnb__reg_probe_key(&a.key, 0, key, (uint32_t)key_len);
-    return key_read(reg, -1, &a, res);
+    return key_read(reg, -1, key, key_len, &a, res);
 }
 
 ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t key_len,
@@ -305,10 +313,9 @@ ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t ke
         return 0;
     struct key_arg a;
     memset(&a, 0, sizeof a);
-    cnb__reg_probe_key(&a.key, 0, key, (uint32_t)key_len);
     a.by_owner = 1;
     cnb__reg_probe_owner(&a.owner, node, owner->num, owner->serial, owner->creation);
-    return key_read(reg, -1, &a, res);
+    return key_read(reg, -1, key, key_len, &a, res);
 }
 
 ssize_t cnb_registry_meta_get(struct cnb_registry *reg, const void *key, size_t key_len,
@@ -320,8 +327,7 @@ ssize_t cnb_registry_meta_get(struct cnb_registry *reg, const void *key, size_t 
         return CNB_ETOOBIG;
     struct key_arg a;
     memset(&a, 0, sizeof a);
-    cnb__reg_probe_key(&a.key, 0, key, (uint32_t)key_len);
-    ssize_t n = key_read(reg, reg->nstripes, &a, res);
+    ssize_t n = key_read(reg, reg->nstripes, key, key_len, &a, res);
     return n == 0 ? CNB_ENOENT : n;
 }
 
@@ -506,15 +512,12 @@ static void pend_start(struct cnb_registry *reg, const cnb_registry_key_t *k,
         p->none = 1; /* longer than any key the registry can hold */
         return;
     }
-    if (k->len >= 9 && memchr(k->key, 70, k->len)) { /* may hold a float */
-        struct cnb__reg_key nk;
-        int rc = cnb__reg_key_norm(reg, &nk, k->key, k->len);
-        int differs = rc != 0 || nk.p != k->key;
-        cnb__reg_key_done(reg, &nk);
-        if (differs) { /* a -0.0 in it: the one-key path puts it in form */
-            p->slow = 1;
-            return;
-        }
+    struct cnb__reg_key nk; /* a key with a -0.0: the one-key path puts it in form */
+    int differs = cnb__reg_key_norm(reg, &nk, k->key, k->len) != 0 || nk.p != k->key;
+    cnb__reg_key_done(reg, &nk);
+    if (differs) {
+        p->slow = 1;
+        return;
     }
     p->h = key_hash(k->key, k->len);
     p->si = cnb__reg_stripe_of(reg, p->h);
@@ -621,14 +624,8 @@ ssize_t cnb_registry_lookup_many(struct cnb_registry *reg, const cnb_registry_ke
             res->n = n0;
             res->buf_len = b0;
             struct key_arg a;
-            struct cnb__reg_key nk;
             memset(&a, 0, sizeof a);
-            rc = cnb__reg_key_norm(reg, &nk, k->key, k->len);
-            if (rc == 0) {
-                cnb__reg_probe_key(&a.key, key_hash(nk.p, nk.len), nk.p, (uint32_t)nk.len);
-                rc = stripe_read(reg, cnb__reg_stripe_of(reg, a.key.h), key_fn, &a, res);
-            }
-            cnb__reg_key_done(reg, &nk);
+            rc = key_append(reg, -1, k->key, k->len, &a, res);
         }
         if (rc < 0) {
             res->n = 0;
