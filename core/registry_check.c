@@ -11,13 +11,27 @@ struct blk {
     uint8_t kseen, oseen;
 };
 
+/* A stripe's bump region, met during the arena walk. */
+struct bump {
+    uint32_t start, end, si;
+    int seen;
+};
+
 struct ck {
     struct cnb_registry *reg;
     char *msg;
     size_t msglen;
     struct blk *b;
     size_t n, cap;
+    struct bump *bumps; /* the non-empty bump regions, by start */
+    size_t nbumps;
 };
+
+static int bump_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const struct bump *)a)->start, y = ((const struct bump *)b)->start;
+    return x < y ? -1 : x > y;
+}
 
 static int add_blk(struct ck *c, uint32_t ref, uint32_t size, uint32_t tag)
 {
@@ -62,12 +76,21 @@ static int walk_arena(struct ck *c)
     uint32_t p = (uint32_t)(h->arena_off >> CNB__REG_GSHIFT);
     uint32_t end = (uint32_t)(top >> CNB__REG_GSHIFT);
     /* Each stripe's bump region: the end of one of its chunks, or a free block
-     * it took over (anywhere in the arena); walked over, and found once. */
-    uint8_t bump_seen[CNB__REG_MAX_STRIPES + 1];
-    memset(bump_seen, 0, sizeof bump_seen);
-    for (uint32_t si = 0; si <= reg->nstripes; si++)
-        if (reg->stripes[si].bump_cur > reg->stripes[si].bump_end)
+     * it took over (anywhere in the arena); walked over, and found once. The
+     * walk goes up the arena, and so does a cursor in the regions by start. */
+    c->bumps = cnb_alloc(&reg->alloc, sizeof *c->bumps * (reg->nstripes + 1));
+    if (!c->bumps)
+        return CNB_ENOMEM;
+    c->nbumps = 0;
+    for (uint32_t si = 0; si <= reg->nstripes; si++) {
+        const struct cnb__reg_stripe *st = &reg->stripes[si];
+        if (st->bump_cur > st->bump_end)
             FAIL("stripe %u bump region inverted", si);
+        if (st->bump_cur != st->bump_end)
+            c->bumps[c->nbumps++] = (struct bump){st->bump_cur, st->bump_end, si, 0};
+    }
+    qsort(c->bumps, c->nbumps, sizeof *c->bumps, bump_cmp);
+    size_t bi = 0;
     while (p < end) {
         struct cnb__reg_block *cb = cnb__reg_block(reg, p);
         uint32_t si = CNB__TAG_STRIPE(cb->tag);
@@ -77,18 +100,15 @@ static int walk_arena(struct ck *c)
             FAIL("chunk header at granule %u is bad (tag %08x, size %u)", p, cb->tag, cg);
         uint32_t q = p + 1, cend = p + cg;
         while (q < cend) {
-            uint32_t bs;
-            for (bs = 0; bs <= reg->nstripes; bs++) {
-                const struct cnb__reg_stripe *o = &reg->stripes[bs];
-                if (o->bump_cur == q && o->bump_end > q)
-                    break;
-            }
-            if (bs <= reg->nstripes) {
-                const struct cnb__reg_stripe *o = &reg->stripes[bs];
-                if (o->bump_end > cend || bump_seen[bs]++)
-                    FAIL("stripe %u bump region [%u,%u) crosses chunk %u's end %u or "
-                         "is met twice", bs, o->bump_cur, o->bump_end, p, cend);
-                q = o->bump_end;
+            while (bi < c->nbumps && c->bumps[bi].start < q)
+                bi++; /* started inside a block: never met, reported below */
+            if (bi < c->nbumps && c->bumps[bi].start == q) {
+                struct bump *bp = &c->bumps[bi++];
+                if (bp->end > cend)
+                    FAIL("stripe %u bump region [%u,%u) crosses chunk %u's end %u", bp->si,
+                         bp->start, bp->end, p, cend);
+                bp->seen = 1;
+                q = bp->end;
                 continue;
             }
             struct cnb__reg_block *b = cnb__reg_block(reg, q);
@@ -97,7 +117,7 @@ static int walk_arena(struct ck *c)
                 FAIL("block at %u (chunk %u) has size %u beyond its chunk", q, p, b->size_g);
             /* Big blocks move between stripes through G's lists, and a stripe
              * may carve blocks out of one it took over as its bump region. */
-            bs = CNB__TAG_STRIPE(b->tag);
+            uint32_t bs = CNB__TAG_STRIPE(b->tag);
             if ((kind != CNB__TAG_ENTRY && kind != CNB__TAG_TABLE && kind != CNB__TAG_FREE) ||
                 (bs > reg->nstripes &&
                  !(bs == CNB__GLOBAL && kind == CNB__TAG_FREE && b->size_g >= CNB__REG_BIG_G)))
@@ -111,12 +131,10 @@ static int walk_arena(struct ck *c)
     }
     if (p != end)
         FAIL("chunks overrun the arena top");
-    for (uint32_t si = 0; si <= reg->nstripes; si++) {
-        const struct cnb__reg_stripe *st = &reg->stripes[si];
-        if (st->bump_cur != st->bump_end && !bump_seen[si])
-            FAIL("stripe %u bump region [%u,%u) is not in any chunk", si, st->bump_cur,
-                 st->bump_end);
-    }
+    for (size_t i = 0; i < c->nbumps; i++)
+        if (!c->bumps[i].seen)
+            FAIL("stripe %u bump region [%u,%u) does not start between blocks of a chunk",
+                 c->bumps[i].si, c->bumps[i].start, c->bumps[i].end);
     return 0;
 }
 
@@ -313,9 +331,10 @@ int cnb_registry_check(struct cnb_registry *reg, char *msg, size_t msglen)
     if ((rc = cnb__reg_lock_simple(&reg->hdr->flock, NULL, reg)) != 0)
         goto out;
     fl = 1;
-    struct ck c = {reg, msg, msglen, NULL, 0, 0};
+    struct ck c = {reg, msg, msglen, NULL, 0, 0, NULL, 0};
     rc = run(&c);
     cnb_free(&reg->alloc, c.b);
+    cnb_free(&reg->alloc, c.bumps);
 out:
     if (fl)
         pthread_mutex_unlock(&reg->hdr->flock);
