@@ -58,7 +58,7 @@ size_run({N, Label}) ->
     {ok, NifSrv} = cnode_registry:start_link(#{name => Nif, keys => unique}),
     fill(Owners, N, fun(I) -> {ok, _} = cnode_registry:register(Nif, {cache, I}, 42) end),
     measure("nif", Label, Keys, fun(K) -> cnode_registry:lookup(Nif, K) end),
-    Batches = batches(Keys),
+    Batches = registry_beam:batches(tuple_to_list(Keys)), % lists of 64 keys
     measure_batched("nif", Label, Batches, fun(B) -> cnode_registry:lookup_many(Nif, B) end),
     pairs("nif", Label, fun(K) -> cnode_registry:register(Nif, K, 42),
                                   cnode_registry:unregister(Nif, K) end),
@@ -145,29 +145,18 @@ measure(Group, Label, Keys, Lookup) ->
                   Rate * ?LOOKUPS, "ops/s")
       end, [1, 2]).
 
--define(BATCH, 64).
-
-%% The keys in lists of ?BATCH, in the same random order.
-batches(Keys) ->
-    list_to_tuple(chunks(tuple_to_list(Keys))).
-
-chunks(L) when length(L) >= ?BATCH ->
-    {B, Rest} = lists:split(?BATCH, L),
-    [B | chunks(Rest)];
-chunks(_) ->
-    [].
-
-%% Lookups per second, ?BATCH keys per call of Lookup (one process).
+%% Lookups per second, one list of Batches per call of Lookup (one process).
 measure_batched(Group, Label, Batches, Lookup) ->
     N = tuple_size(Batches),
-    Rounds = ?LOOKUPS div ?BATCH,
+    Size = length(element(1, Batches)),
+    Rounds = ?LOOKUPS div Size,
     Rate = parallel(1, fun(Off) ->
                                Found = batch_loop(Lookup, Batches, N, Off, Off + Rounds, 0),
-                               Found =:= Rounds * ?BATCH orelse
+                               Found =:= Rounds * Size orelse
                                    io:format(standard_error, "~s: found ~p of ~p~n",
-                                             [Group, Found, Rounds * ?BATCH])
+                                             [Group, Found, Rounds * Size])
                        end),
-    out(Group, "batched_lookups_per_s_" ++ Label ++ "_1p", Rate * Rounds * ?BATCH, "ops/s").
+    out(Group, "batched_lookups_per_s_" ++ Label ++ "_1p", Rate * Rounds * Size, "ops/s").
 
 batch_loop(_F, _Batches, _N, M, M, Found) -> Found;
 batch_loop(F, Batches, N, I, M, Found) ->

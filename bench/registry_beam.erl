@@ -7,7 +7,7 @@
 %% unregister pairs). Prints `registry_beam.<metric> <value> <unit>`. Run by `make bench`:
 %%   erlc -o /tmp bench/registry_beam.erl && erl -noshell -pa /tmp -s registry_beam run -s init stop
 -module(registry_beam).
--export([run/0]).
+-export([run/0, batches/1]).
 
 -define(LOOKUPS, 3000000).
 -define(BATCH, 64).
@@ -72,14 +72,17 @@ lookup_loop(T, Keys, Size, I, M, Found) ->
 %% The same keys in lists of ?BATCH (the C side's batch size), each list looked
 %% up by one list comprehension: ETS has no multi-key lookup, so this is the
 %% BEAM's own way to look up a batch.
+%% The lists form a tuple; a tail shorter than ?BATCH is left out. nif_beam
+%% uses this too.
+-spec batches([term()]) -> tuple().
 batches(Keys) ->
-    list_to_tuple(chunks(Keys)).
+    list_to_tuple(chunks(Keys, length(Keys) div ?BATCH)).
 
-chunks(Keys) when length(Keys) >= ?BATCH ->
+chunks(_Keys, 0) ->
+    [];
+chunks(Keys, N) ->
     {B, Rest} = lists:split(?BATCH, Keys),
-    [B | chunks(Rest)];
-chunks(_) ->
-    [].
+    [B | chunks(Rest, N - 1)].
 
 batched(T, Batches, M) ->
     N = tuple_size(Batches),

@@ -102,8 +102,9 @@ static int is_owner(const cnb_registry_owner_t *a, const cnb_pid_t *b)
 
 static int same_owner(const cnb_registry_owner_t *a, const cnb_registry_owner_t *b)
 {
-    return strcmp(a->node, b->node) == 0 && a->num == b->num && a->serial == b->serial &&
-           a->creation == b->creation;
+    cnb_pid_t pb;
+    cnb_registry_owner_pid(b, &pb);
+    return is_owner(a, &pb);
 }
 
 static int same_pid(const cnb_pid_t *a, const cnb_pid_t *b)
