@@ -84,15 +84,13 @@ static void bump_take(struct cnb_registry *reg, uint32_t si, uint32_t *link, uin
 
 #define BUMP_REUSE_MIN_G 256u /* 4 KiB: smaller free blocks stay for their class */
 
-/* Makes a free block of at least want granules from stripe si's lists (not one
- * of the first skip[class], promised to a plan) its bump region, in one
- * committed transaction of the stripe's log. Returns 1 if it did. */
+/* Makes a free block of at least want (< 2^31) granules from stripe si's lists
+ * (not one of the first skip[class], promised to a plan) its bump region, in
+ * one committed transaction of the stripe's (empty) log. Returns 1 if it did. */
 static int bump_from_free(struct cnb_registry *reg, uint32_t si, uint64_t want,
                           const uint8_t *skip)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
-    if (want >= ((uint64_t)1 << 31) || atomic_load(&st->log.len) != 0)
-        return 0;
     for (unsigned x = cnb__reg_class_ceil((uint32_t)want); x < CNB__REG_NCLASS; x++) {
         uint32_t *link = &st->heads[x], ref = *link;
         for (unsigned k = skip ? skip[x] : 0; ref && k > 0; k--) {
@@ -119,13 +117,13 @@ int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g,
     if ((uint64_t)(st->bump_end - st->bump_cur) >= need_g)
         return 0;
     uint64_t want = need_g > BUMP_REUSE_MIN_G ? need_g : BUMP_REUSE_MIN_G;
-    if (want < ((uint64_t)1 << 31)) {
+    if (want < ((uint64_t)1 << 31) && atomic_load(&st->log.len) == 0) {
         if (bump_from_free(reg, si, want, skip))
             return 0;
         /* Adopted blocks go to the head of their list: take that one, not one
          * a plan has promised. */
         unsigned x = adopt_global_min(reg, si, cnb__reg_class_ceil((uint32_t)want));
-        if (x < CNB__REG_NCLASS && atomic_load(&st->log.len) == 0) {
+        if (x < CNB__REG_NCLASS) {
             bump_take(reg, si, &st->heads[x], st->heads[x]);
             return 0;
         }
@@ -201,9 +199,9 @@ static unsigned pick_global_span(struct cnb_registry *reg, unsigned c, unsigned 
     return CNB__REG_NCLASS;
 }
 
-
-/* Move one big free block of a class from c to c + span from G's lists to
- * stripe si's (one G transaction). Returns 1 if it did. */
+/* Move one big free block of a class from c to c + span from G's lists to the
+ * head of stripe si's list of its class (one G transaction). Returns that
+ * class, or CNB__REG_NCLASS. */
 static unsigned adopt_global_span(struct cnb_registry *reg, uint32_t si, unsigned c,
                                   unsigned span)
 {
