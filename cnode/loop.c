@@ -2,6 +2,7 @@
  * out on demand (epmd lookup, then TCP), drives handshakes, reads and frames
  * packets, writes queued frames in batches, sends and checks ticks.
  * Tests: tests/integration/dist_*_tests.erl. */
+#include "conn_policy.h"
 #include "node_int.h"
 
 #include <arpa/inet.h>
@@ -80,12 +81,7 @@ static void mark_dirty(cnb_node_t *n, cnb_conn_t *c)
 
 static void free_wq(cnb_conn_t *c)
 {
-    cnb_chunk_t *ch = c->wq_head;
-    while (ch) {
-        cnb_chunk_t *nx = ch->next;
-        free(ch);
-        ch = nx;
-    }
+    cnb__chunks_free(c->wq_head);
     c->wq_head = c->wq_tail = NULL;
     c->wq_bytes = c->wq_count = 0;
 }
@@ -93,8 +89,9 @@ static void free_wq(cnb_conn_t *c)
 /* Closes a connection now; the struct is freed at the end of the loop turn. */
 static void conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
 {
-    if (c->ev.fd < 0 && !c->in_hash)
+    if (c->closed)
         return;
+    c->closed = 1;
     if (why)
         cnb__log(n, level, "connection %s %s%s closed: %s", c->initiator ? "to" : "from",
                  c->peer[0] ? c->peer : c->addr_text, c->was_up ? "" : " (not up)", why);
@@ -103,12 +100,9 @@ static void conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
         close(c->ev.fd);
         c->ev.fd = -1;
     }
-    if (c->wq_count && !c->was_up)
-        cnb__log(n, CNB_LOG_WARNING, "dropped %zu queued message(s) for %s", c->wq_count,
-                 c->peer);
     free_wq(c);
     cnb__frag_clear(&c->frags);
-    int notify = c->in_hash && c->peer[0] && (c->was_up || c->initiator);
+    int live = c->in_hash; /* only authenticated connections are in the hash */
     hash_del(n, c);
     for (cnb_conn_t **pp = &n->conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
@@ -119,11 +113,18 @@ static void conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
     n->graveyard = c;
     if (c->was_up)
         cnb__peers_set(n, c->peer, 0, 0);
-    if (notify) {
+    if (live) {
         cnb__rt_nodedown(n, c->peer);
         if (n->opts.on_node)
             n->opts.on_node(n, c->peer, 0, n->opts.user);
+    } else if (c->attempt) {
+        cnb__conn_attempt_ended(n, c);
     }
+}
+
+void cnb__conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
+{
+    conn_close(n, c, level, why);
 }
 
 static cnb_conn_t *conn_new(cnb_node_t *n, int fd)
@@ -173,9 +174,9 @@ static void do_accept(cnb_node_t *n)
         int fd = accept4(n->listen_ev.fd, (struct sockaddr *)&ss, &sl,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                cnb__log(n, CNB_LOG_WARNING, "accept: %s", strerror(errno));
-            return;
+            if (cnb__accept_failed(n, errno))
+                return;
+            continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -288,24 +289,31 @@ static void start_node_connect(cnb_node_t *n, cnb_conn_t *c)
     epoll_add(n, c, EPOLLIN | EPOLLOUT);
 }
 
-/* Creates an outgoing connection for peer spec; it is in the hash at once so
- * that sends queue on it while it connects. */
-static cnb_conn_t *connect_out(cnb_node_t *n, const char *spec)
+/* Creates an outgoing attempt for peer spec (see node_int.h). It is not in the
+ * hash: sends wait in the peer's hold (conn_hold.c) until a connection to the
+ * peer is authenticated. */
+cnb_conn_t *cnb__connect_out(cnb_node_t *n, const char *spec)
 {
     char alive[CNB_NAME_MAX], host[CNB_NAME_MAX], name[CNB_NAME_MAX];
     unsigned port;
     if (parse_peer(spec, alive, host, &port, name)) {
         cnb__log(n, CNB_LOG_WARNING, "bad node name '%s'", spec);
+        cnb__conn_give_up(n, spec, "bad node name");
         return NULL;
     }
-    if (!strcmp(name, n->name))
-        return NULL;
     cnb_conn_t *c = cnb__conn_find(n, name);
+    if (!c)
+        c = cnb__conn_attempt(n, name, NULL, 1);
     if (c)
         return c;
+    if (!strcmp(name, n->name)) {
+        cnb__conn_give_up(n, name, "that is this node's own name");
+        return NULL;
+    }
     if (!port && n->opts.no_epmd) {
         cnb__log(n, CNB_LOG_WARNING, "no epmd: cannot reach %s without a port (name@host:port)",
                  spec);
+        cnb__conn_give_up(n, name, "no port to reach it without epmd");
         return NULL;
     }
     if (n->longnames != (strchr(host, '.') != NULL || strchr(host, ':') != NULL)) {
@@ -314,18 +322,21 @@ static cnb_conn_t *connect_out(cnb_node_t *n, const char *spec)
         if (!n->longnames) {
             cnb__log(n, CNB_LOG_WARNING,
                      "not connecting to %s: a short-name node cannot reach a long-name node", name);
+            cnb__conn_give_up(n, name, "name types do not mix");
             return NULL;
         }
     }
     c = conn_new(n, -1);
-    if (!c)
+    if (!c) {
+        cnb__conn_give_up(n, name, "out of memory");
         return NULL;
+    }
     c->initiator = 1;
+    c->attempt = 1;
     snprintf(c->peer, sizeof(c->peer), "%s", name);
     snprintf(c->alive, sizeof(c->alive), "%s", alive);
     snprintf(c->host, sizeof(c->host), "%s", host);
     c->port = port;
-    hash_add(n, c);
     cnb__log(n, CNB_LOG_DEBUG, "connecting to %s", name);
     if (port) {
         start_node_connect(n, c);
@@ -340,36 +351,23 @@ static cnb_conn_t *connect_out(cnb_node_t *n, const char *spec)
         c->state = C_EPMD_CONNECTING;
         epoll_add(n, c, EPOLLIN | EPOLLOUT);
     }
-    return c->ev.fd >= 0 || c->in_hash ? c : NULL;
+    return c->ev.fd >= 0 ? c : NULL;
 }
 
 /* ---------------------------------------------------------------- output */
 
 static void push_chunk(cnb_conn_t *c, cnb_chunk_t *ch)
 {
-    ch->next = NULL;
-    if (c->wq_tail)
-        c->wq_tail->next = ch;
-    else
-        c->wq_head = ch;
-    c->wq_tail = ch;
+    cnb__chunk_append(&c->wq_head, &c->wq_tail, ch);
     c->wq_bytes += ch->len - ch->off;
     c->wq_count++;
 }
 
+/* c is up (found by cnb__conn_find). */
 void cnb__conn_enqueue(cnb_node_t *n, cnb_conn_t *c, cnb_chunk_t *ch)
 {
-    if (c->state != C_UP && c->wq_bytes + ch->len > n->opts.max_pending) {
-        if (c->dropped++ % 1000 == 0)
-            cnb__log(n, CNB_LOG_WARNING,
-                     "queue for %s (still connecting) is full (%zu bytes): message dropped",
-                     c->peer, c->wq_bytes);
-        free(ch);
-        return;
-    }
     push_chunk(c, ch);
-    if (c->state == C_UP)
-        mark_dirty(n, c);
+    mark_dirty(n, c);
 }
 
 void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
@@ -381,15 +379,28 @@ void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
         return;
     }
     cnb_conn_t *c = cnb__conn_find(n, ch->peer);
-    if (!c)
-        c = connect_out(n, ch->peer);
-    if (!c) {
-        cnb__log(n, CNB_LOG_DEBUG, "no route to %s: message dropped", ch->peer);
-        cnb__rt_nodedown(n, ch->peer); /* links, monitors, calls: noconnection */
-        free(ch);
+    if (c) {
+        cnb__conn_enqueue(n, c, ch);
         return;
     }
-    cnb__conn_enqueue(n, c, ch);
+    /* Not connected: the message waits in the peer's hold, whichever attempt
+     * to it wins (ours, or theirs racing ours) carries it. */
+    char spec[CNB_NAME_MAX], alive[CNB_NAME_MAX], host[CNB_NAME_MAX], name[CNB_NAME_MAX];
+    unsigned port;
+    snprintf(spec, sizeof(spec), "%s", ch->peer);
+    if (parse_peer(spec, alive, host, &port, name)) {
+        cnb__log(n, CNB_LOG_DEBUG, "no route to %s: message dropped", spec);
+        free(ch);
+        cnb__conn_give_up(n, spec, "bad node name");
+        return;
+    }
+    if ((c = cnb__conn_find(n, name))) {
+        cnb__conn_enqueue(n, c, ch);
+        return;
+    }
+    cnb_hold_t *h = cnb__hold_push(n, name, ch);
+    if (h && !h->retry_at && !cnb__conn_attempt(n, name, NULL, 1))
+        cnb__connect_out(n, spec);
 }
 
 /* Writes handshake bytes, then (once up) queued frames with one sendmsg per
@@ -471,10 +482,14 @@ static int flush(cnb_node_t *n, cnb_conn_t *c)
 
 /* ---------------------------------------------------------------- input */
 
+/* c has completed the handshake and no other live connection to its peer
+ * exists: it becomes the peer's connection and carries what was held. */
 static void conn_up(cnb_node_t *n, cnb_conn_t *c)
 {
     c->state = C_UP;
     c->was_up = 1;
+    hash_add(n, c);
+    cnb__conn_won(n, c);
     c->peer_flags = c->hs.peer_flags;
     c->peer_creation = c->hs.peer_creation;
     c->t_rx = c->t_tx = n->now;
@@ -484,52 +499,6 @@ static void conn_up(cnb_node_t *n, cnb_conn_t *c)
     if (n->opts.on_node)
         n->opts.on_node(n, c->peer, 1, n->opts.user);
     mark_dirty(n, c);
-}
-
-/* The acceptor's decision once the initiator's name is known. */
-static const char *accept_status(cnb_node_t *n, cnb_conn_t *c)
-{
-    const char *peer = c->hs.peer_name;
-    int peer_long = strchr(strchr(peer, '@') + 1, '.') != NULL;
-    if (!n->longnames && peer_long) {
-        snprintf(c->hs.err, sizeof(c->hs.err),
-                 "%s is a long-name node and this is a short-name node: they do not mix", peer);
-        return "not_allowed";
-    }
-    if (!strcmp(peer, n->name)) {
-        snprintf(c->hs.err, sizeof(c->hs.err), "a node calling itself %s connected", peer);
-        return "not_allowed";
-    }
-    cnb_conn_t *old = cnb__conn_find(n, peer);
-    const char *status = "ok";
-    if (old && old != c) {
-        if (old->state == C_UP) {
-            status = "alive";
-        } else if (old->initiator) {
-            /* Simultaneous connect: the greater name's attempt wins. */
-            cnb__log(n, CNB_LOG_DEBUG, "simultaneous connect with %s: %s wins", peer,
-                     strcmp(peer, n->name) > 0 ? "theirs" : "ours");
-            if (strcmp(peer, n->name) > 0) {
-                status = "ok_simultaneous";
-                /* Keep the messages queued on our own attempt. */
-                c->wq_head = old->wq_head;
-                c->wq_tail = old->wq_tail;
-                c->wq_bytes = old->wq_bytes;
-                c->wq_count = old->wq_count;
-                old->wq_head = old->wq_tail = NULL;
-                old->wq_bytes = old->wq_count = 0;
-                old->initiator = 0; /* no nodedown for the abandoned attempt */
-                conn_close(n, old, CNB_LOG_DEBUG, "simultaneous connect: theirs wins");
-            } else {
-                snprintf(c->hs.err, sizeof(c->hs.err),
-                         "simultaneous connect from %s: ours wins", peer);
-                return "nok";
-            }
-        } else {
-            conn_close(n, old, CNB_LOG_DEBUG, "replaced by a newer incoming handshake");
-        }
-    }
-    return status;
 }
 
 /* Returns -1 when the packet made us close the connection. */
@@ -603,6 +572,10 @@ static int process_input(cnb_node_t *n, cnb_conn_t *c)
                 break;
             if (rc < 0) {
                 int lvl = rc == CNB_ECOOKIE ? CNB_LOG_ERROR : CNB_LOG_WARNING;
+                if (rc == CNB_ECLOSED && c->initiator && !strcmp(c->hs.status, "nok")) {
+                    c->refused_nok = 1; /* a simultaneous connect: theirs wins */
+                    lvl = CNB_LOG_DEBUG;
+                }
                 char why[300];
                 snprintf(why, sizeof(why), "handshake failed: %s", c->hs.err);
                 if (!c->peer[0] && c->hs.peer_name[0])
@@ -612,29 +585,25 @@ static int process_input(cnb_node_t *n, cnb_conn_t *c)
             }
             if (rc == CNB_HS_NAME_RECEIVED) {
                 snprintf(c->peer, sizeof(c->peer), "%s", c->hs.peer_name);
-                const char *st = accept_status(n, c);
+                const char *st = cnb__conn_accept_status(n, c);
                 cnb__hs_status(&c->hs, st, &c->hsout);
                 if (!strcmp(st, "nok") || !strcmp(st, "not_allowed")) {
                     c->state = C_CLOSING;
                     if (strcmp(st, "nok"))
                         cnb__log(n, CNB_LOG_WARNING, "refused %s: %s", c->peer, c->hs.err);
-                } else {
-                    hash_add(n, c);
                 }
             } else if (rc == CNB_HS_DONE) {
-                if (cnb__hs_replaces_old(&c->hs)) {
-                    cnb_conn_t *old = NULL;
-                    for (cnb_conn_t *x = n->conns; x; x = x->next)
-                        if (x != c && x->state == C_UP && !strcmp(x->peer, c->peer))
-                            old = x;
-                    if (old)
-                        conn_close(n, old, CNB_LOG_INFO, "the peer reconnected (old link dead)");
-                    hash_add(n, c);
+                /* Authenticated only now. A live connection to the same node is
+                 * replaced only when this one was told alive and the peer
+                 * said the old one is dead (ERTS's up_pending). */
+                cnb_conn_t *old = cnb__conn_find(n, c->peer);
+                if (old && cnb__hs_replaces_old(&c->hs)) {
+                    conn_close(n, old, CNB_LOG_INFO, "the peer reconnected (old link dead)");
+                } else if (old) {
+                    conn_close(n, c, CNB_LOG_WARNING, "a connection to this node is already up");
+                    return -1;
                 }
                 conn_up(n, c);
-            } else if (c->hs.status[0] && !strcmp(c->hs.status, "alive") &&
-                       c->hs.role == CNB_HS_ACCEPTOR) {
-                /* handled by cnb__hs_replaces_old at DONE */
             }
             if (c->state == C_HANDSHAKE || c->state == C_CLOSING || c->state == C_UP)
                 mark_dirty(n, c);
@@ -797,18 +766,21 @@ static void keep_check(cnb_node_t *n)
 {
     for (int i = 0; i < n->nkeep; i++) {
         cnb_keep_t *k = &n->keep[i];
-        cnb_conn_t *c = cnb__conn_find(n, k->node);
-        if (c) {
-            if (c->state == C_UP)
-                k->backoff = 200;
+        /* Only a live connection or our own attempt counts: a pending
+         * incoming one claiming the name (perhaps without the cookie) must
+         * not stop us from reconnecting. */
+        if (cnb__conn_find(n, k->node)) {
+            k->backoff = 200;
             continue;
         }
+        if (cnb__conn_attempt(n, k->node, NULL, 1))
+            continue;
         if (n->now < k->next_try)
             continue;
         k->next_try = n->now + k->backoff;
         if (k->backoff < 10000)
             k->backoff *= 2;
-        if (!connect_out(n, k->name))
+        if (!cnb__connect_out(n, k->name))
             cnb__log(n, CNB_LOG_DEBUG, "cannot reach %s; next try in %lld ms", k->node,
                      (long long)k->backoff);
     }
@@ -827,17 +799,15 @@ static void drain_inbox(cnb_node_t *n)
     while (ch) {
         cnb_chunk_t *nx = ch->next;
         if (ch->kind == CHUNK_CONNECT) { /* control: connect request */
-            if (!cnb__conn_find(n, ch->peer) && !connect_out(n, ch->peer)) {
-                cnb__rt_nodedown(n, ch->peer);
-                if (n->opts.on_node)
-                    n->opts.on_node(n, ch->peer, 0, n->opts.user);
-            }
+            cnb__connect_out(n, ch->peer); /* tells nodedown itself when it cannot */
             free(ch);
         } else if (ch->kind == CHUNK_KEEP) {
             keep_add(n, ch->peer);
             free(ch);
         } else if (ch->kind == CHUNK_DISCONNECT) { /* control: disconnect request */
             cnb_conn_t *c = cnb__conn_find(n, ch->peer);
+            if (!c)
+                c = cnb__conn_attempt(n, ch->peer, NULL, 1);
             if (c)
                 conn_close(n, c, CNB_LOG_INFO, "disconnected on request");
             free(ch);
@@ -895,6 +865,8 @@ void *cnb__loop(void *arg)
         }
         if (n->now >= next_timer) {
             timers(n);
+            cnb__hold_timers(n);
+            cnb__accept_guard_tick(n);
             keep_check(n);
             next_timer = n->now + TIMER_MS;
         }
@@ -916,6 +888,7 @@ void *cnb__loop(void *arg)
         conn_close(n, n->conns, CNB_LOG_DEBUG, "node stopping");
     n->dirty = NULL;
     bury(n);
+    cnb__hold_free_all(n);
     return NULL;
 }
 

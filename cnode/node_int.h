@@ -6,8 +6,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 
+#include "accept_guard.h"
 #include "buf.h"
 #include "cnode_bridge.h"
 #include "frame.h"
@@ -28,6 +30,27 @@ typedef struct cnb_chunk {
     uint8_t data[];
 } cnb_chunk_t;
 
+/* Appends ch to the list head..tail (a write queue or a hold). */
+static inline void cnb__chunk_append(cnb_chunk_t **head, cnb_chunk_t **tail, cnb_chunk_t *ch)
+{
+    ch->next = NULL;
+    if (*tail)
+        (*tail)->next = ch;
+    else
+        *head = ch;
+    *tail = ch;
+}
+
+/* Frees a list of chunks. */
+static inline void cnb__chunks_free(cnb_chunk_t *ch)
+{
+    while (ch) {
+        cnb_chunk_t *nx = ch->next;
+        free(ch);
+        ch = nx;
+    }
+}
+
 enum cnb_ev_kind { EV_LISTEN = 1, EV_WAKE, EV_CONN };
 
 typedef struct cnb_ev {
@@ -47,10 +70,14 @@ enum cnb_conn_state {
 typedef struct cnb_conn {
     cnb_ev_t ev;            /* must stay first */
     struct cnb_conn *next;  /* all connections */
-    struct cnb_conn *hnext; /* hash bucket chain (only named, registered conns) */
+    struct cnb_conn *hnext; /* hash bucket chain: only authenticated (C_UP) conns */
     struct cnb_conn *dnext; /* dirty list: has output to flush */
     int in_hash;
     int dirty;
+    int attempt;      /* a set-up attempt for peer: ours, or theirs answered ok,
+                         ok_simultaneous or alive (conn_policy.c) */
+    int refused_nok;  /* ours, and the peer answered nok: its own attempt wins */
+    int closed;       /* conn_close ran: in the graveyard */
     int state;
     int initiator;
     char peer[CNB_NAME_MAX]; /* full node name, once known */
@@ -61,10 +88,9 @@ typedef struct cnb_conn {
     cnb_hs_t hs;
     cnb_buf_t rbuf;
     cnb_buf_t hsout;         /* handshake output */
-    cnb_chunk_t *wq_head, *wq_tail; /* connected-mode output */
+    cnb_chunk_t *wq_head, *wq_tail; /* output once up (before: conn_hold.c) */
     size_t wq_bytes;
     size_t wq_count;
-    size_t dropped;          /* messages dropped while connecting (queue full) */
     int want_out;            /* EPOLLOUT armed */
     int64_t t_start;         /* ms: when the attempt/accept began */
     int64_t t_rx;            /* ms: last bytes received */
@@ -121,6 +147,8 @@ struct cnb_node {
     cnb_conn_t *hash[CNB_HASH_BUCKETS];
     cnb_conn_t *dirty;
     cnb_conn_t *graveyard; /* closed this loop turn; freed at its end */
+    struct cnb_hold *holds; /* messages for peers being connected (conn_hold.c) */
+    cnb_accept_guard_t accept_guard; /* fd exhaustion back-off (accept_guard.c) */
     cnb_keep_t keep[CNB_MAX_KEEP];
     int nkeep;
     int64_t now;
@@ -158,9 +186,16 @@ int cnb__epmd_tcp_port(void);
 
 /* loop.c */
 void *cnb__loop(void *arg);
+/* The authenticated (C_UP) connection to peer (name@host), or NULL: pending
+ * ones are never found here, so they shadow nothing. */
 cnb_conn_t *cnb__conn_find(cnb_node_t *n, const char *peer);
 void cnb__conn_enqueue(cnb_node_t *n, cnb_conn_t *c, cnb_chunk_t *ch);
 void cnb__route(cnb_node_t *n, cnb_chunk_t *ch);
+/* Starts (or returns the running) outgoing attempt to spec (name@host[:port]);
+ * NULL when none could be started (then whatever was held for it is dropped
+ * and the runtime told nodedown). */
+cnb_conn_t *cnb__connect_out(cnb_node_t *n, const char *spec);
+void cnb__conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why);
 
 /* send.c: builds a frame: 4-byte length, 112, ctrl, payload. */
 cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_len,
