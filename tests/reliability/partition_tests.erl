@@ -122,7 +122,7 @@ run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
     rel_checks:note("partition ~p (C node ~s): cut detected after ~b ms, names gone on side B "
                     "after ~p ms more, settled ~b ms after heal; ~b failed check(s)",
                     [Pattern, CN, Detect, GoneB, HealMs, length(Fails)]),
-    [rel_checks:note("  FAIL ~p", [F]) || F <- Fails],
+    [rel_checks:note("  FAIL ~w", [F]) || F <- Fails],
     ?assertEqual([], Fails),
     ok.
 
