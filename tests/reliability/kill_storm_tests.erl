@@ -9,7 +9,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% On the nodes.
--export([register_loop/5, loop_result/1, writers/3, count_names_of/1, wait_none_of/3]).
+-export([register_loop/5, loop_result/1, writers/3, wait_unseen/3, count_names_of/1, wait_none_of/3]).
 -export([kill_c_node_mid_registration/1, kill_anchor/1, kill_beam_mid_registry_write/1]).
 
 -define(STALE_MS, 1000). % the bound the issue sets for stale names and entries
@@ -78,6 +78,10 @@ segments(CN) ->
 %% kill -9 of the C node while callers on n1..n3 register 1,000 names.
 kill_c_node_mid_registration(Cl = #{c_node := CN, c_port := Port, ctx := Ctx}) ->
     Peers = rel_net:peers(Cl),
+    P2 = lists:nth(2, Peers),
+    %% n2 maps the C node's registry: the C workers' entries must vanish from
+    %% its view too.
+    ok = cnb_cluster:call(P2, ?MODULE, writers, [CN, 1, 1]),
     _ = [cnb_cluster:call(P, ?MODULE, register_loop, [CN, {I, 0}, 1, N, stop])
          || {I, P, N} <- lists:zip3([1, 2, 3], Peers, [334, 333, 333])],
     P1 = hd(Peers),
@@ -85,13 +89,17 @@ kill_c_node_mid_registration(Cl = #{c_node := CN, c_port := Port, ctx := Ctx}) -
     true = cnb_cluster:wait_until(fun() -> cnb_cluster:call(P1, ?MODULE, count_names_of, [CN]) >= 300 end,
                                   120000),
     Before = cnb_cluster:call(P1, ?MODULE, count_names_of, [CN]),
+    ?assertMatch([{_, _}], cnb_cluster:call(P2, cnode_registry, lookup, [relreg, {cache, {{1, 0}, 1}}])),
     OsPid = cnb_cluster:cnode_os_pid(Ctx, Port),
     T0 = os:system_time(millisecond),
     kill9(OsPid),
     Gone = names_gone(Peers, CN, T0),
+    Seen = cnb_cluster:call(P2, ?MODULE, wait_unseen, [{cache, {{1, 0}, 1}}, T0, 10000], 20000),
     rel_checks:note("kill storm: C node kill -9 with ~b of 1000 names registered: all its names "
-                    "gone on n1..n3 after ~p ms", [Before, Gone]),
+                    "gone on n1..n3 after ~p ms, its registry entries gone from n2's mapped view "
+                    "after ~p ms", [Before, Gone, Seen]),
     ?assert(is_integer(Gone) andalso Gone =< ?STALE_MS),
+    ?assert(is_integer(Seen) andalso Seen =< ?STALE_MS),
     _ = after_checks(c_node_killed, Peers, none),
     %% Restart under the same name: 1,000 names register, every node has them,
     %% the dead instance's registry segment is gone, no entry is stale.
@@ -226,6 +234,19 @@ count_names_of(Node) -> length([N || {N, P} <- rel_checks:view(), node(P) =:= No
 -spec wait_none_of(node(), integer(), non_neg_integer()) -> non_neg_integer() | timeout.
 wait_none_of(Node, T0, Limit) ->
     rel_checks:wait_view(fun(V) -> [P || {_, P} <- V, node(P) =:= Node] =:= [] end, Limit, T0).
+
+%% @doc Polls this node's view of the registry relreg until Key has no
+%% entry (or the attachment is gone); ms since T0 (OS time), or timeout.
+-spec wait_unseen(term(), integer(), non_neg_integer()) -> non_neg_integer() | timeout.
+wait_unseen(Key, T0, Limit) ->
+    case catch cnode_registry:lookup(relreg, Key) of
+        [_ | _] ->
+            case os:system_time(millisecond) - T0 > Limit of
+                true -> timeout;
+                false -> timer:sleep(2), wait_unseen(Key, T0, Limit)
+            end;
+        _ -> os:system_time(millisecond) - T0
+    end.
 
 %% @doc Attaches this node to CN's registry (as relreg, kept by a process that
 %% lives on) and starts N writers: each registers keys {node(), W, K} one after
