@@ -253,17 +253,7 @@ wait_unseen(Key, T0, Limit) ->
 %% another, Max each (infinity: until killed), unregistering every other one.
 -spec writers(node(), pos_integer(), pos_integer() | infinity) -> ok.
 writers(CN, N, Max) ->
-    Parent = self(),
-    spawn(fun() ->
-                  process_flag(trap_exit, true),
-                  R = case whereis(relreg) of
-                          undefined -> cnode_registry:attach(relreg, CN);
-                          Pid -> {ok, Pid}
-                      end,
-                  Parent ! {attached, R},
-                  receive stop -> ok end
-          end),
-    {ok, _} = receive {attached, R} -> R after 20000 -> timeout end,
+    {ok, _} = rel_checks:attach(CN),
     [spawn(fun() -> write_loop(W, 1, Max) end) || W <- lists:seq(1, N)],
     ok.
 

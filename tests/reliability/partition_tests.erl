@@ -76,6 +76,10 @@ run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
     Names = [name(Case) || {Case, _, _} <- Ws],
     {ok, View0} = rel_checks:agree(rel_net:peers(Cl), 10000),
     [?assertEqual(W, proplists:get_value(name(Case), View0)) || {Case, _, W} <- Ws],
+    %% Side B maps the C node's registry; 10 of its processes hold entries.
+    {ok, Keeper} = cnb_cluster:call(B1, rel_checks, attach, [CN]),
+    Hs = cnb_cluster:call(B1, rel_checks, reg_holders, [part, 10]),
+    ?assertEqual(10, length([K || {K = {part, _, _}, _, _} <- rel_checks:reg_entries(A1, CN)])),
 
     %% Cut; wait until each side has lost the other (net_ticktime).
     T0 = erlang:monotonic_time(millisecond),
@@ -92,6 +96,8 @@ run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
                              [fun(V) -> [N || {N, _} <- V, lists:member(N, Names)] =:= [] end,
                               10000, os:system_time(millisecond)], 20000),
     ?assert(is_integer(GoneB)),
+    %% Half of side B's registry owners end while the C node cannot see it.
+    [cnb_cluster:call(B1, erlang, exit, [H, kill]) || H <- lists:sublist(Hs, 5)],
     %% Side B takes every name for an Erlang process of its own, with the same
     %% resolver the C side's holder has.
     Es = [{Case, begin
@@ -118,13 +124,24 @@ run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
     _ = cnb_cluster:wait_until(Settled, 15000),
     HealMs = erlang:monotonic_time(millisecond) - T1,
     Agree = rel_checks:agree(rel_net:peers(Cl), 5000),
-    Fails = check_all(Cl, A1, B1, S, Expected, Agree),
+    Fails = check_all(Cl, A1, B1, S, Expected, Agree) ++ attachment_told(B1, Keeper, CN),
+    PartLeft = length([K || {K = {part, _, _}, _, _} <- rel_checks:reg_entries(A1, CN)]),
     rel_checks:note("partition ~p (C node ~s): cut detected after ~b ms, names gone on side B "
-                    "after ~p ms more, settled ~b ms after heal; ~b failed check(s)",
-                    [Pattern, CN, Detect, GoneB, HealMs, length(Fails)]),
+                    "after ~p ms more, settled ~b ms after heal; ~b of side B's 10 registry "
+                    "entries (5 owners alive) left; ~b failed check(s)",
+                    [Pattern, CN, Detect, GoneB, HealMs, PartLeft, length(Fails)]),
     [rel_checks:note("  FAIL ~w", [F]) || F <- Fails],
     ?assertEqual([], Fails),
     ok.
+
+%% Side B's attachment to the C node's registry ended when the connection
+%% did ({shutdown, {cnode_down, CN}}), as cnode_registry:attach/3 promises.
+attachment_told(B1, Keeper, CN) ->
+    Got = rel_checks:holder_msgs_on(B1, Keeper),
+    case [R || {'EXIT', _, R} <- Got] of
+        [{shutdown, {cnode_down, CN}} | _] -> [];
+        Other -> [{all, attachment_ended, {shutdown, {cnode_down, CN}}, Other}]
+    end.
 
 not_connected(P, Nodes) ->
     Conn = cnb_cluster:call(P, erlang, nodes, [connected]),
@@ -219,8 +236,4 @@ told(A1, B1, S, Pid, Msg) ->
               end
       end, 3000).
 
-msgs(P, H) ->
-    case cnb_cluster:call(P, rel_checks, holder_msgs, [H]) of
-        L when is_list(L) -> L;
-        _ -> []
-    end.
+msgs(P, H) -> rel_checks:holder_msgs_on(P, H).

@@ -6,10 +6,10 @@
 
 %% Run on the driver.
 -export([agree/2, views/1, stale_names/2, stale_entries/2, reg_entries/2, note/2,
-         time_until/2]).
+         time_until/2, holder_msgs_on/2]).
 %% Run on a node (through peer).
 -export([view/0, holder/0, holder_msgs/1, register_as/1, register_as/2, dead/2,
-         scan_registry/1, keep_higher/3, wait_view/3]).
+         scan_registry/1, keep_higher/3, wait_view/3, attach/1, reg_holders/2]).
 
 %%% ----------------------------------------------------------- on the driver
 
@@ -55,6 +55,14 @@ stale_entries(P, CN) ->
     Es = reg_entries(P, CN),
     Dead = cnb_cluster:call(P, ?MODULE, dead, [lists:usort([O || {_, O, _} <- Es]), 1000], 30000),
     [E || E = {_, O, _} <- Es, maps:is_key(O, Dead)].
+
+%% @doc The messages holder H on peer P got ([] if it is gone).
+-spec holder_msgs_on(pid(), pid()) -> [term()].
+holder_msgs_on(P, H) ->
+    case cnb_cluster:call(P, ?MODULE, holder_msgs, [H]) of
+        L when is_list(L) -> L;
+        _ -> []
+    end.
 
 %% @doc Prints one line of results for the log and docs/RELIABILITY.md.
 -spec note(string(), list()) -> ok.
@@ -111,6 +119,39 @@ holder_msgs(H) ->
         {'DOWN', Ref, _, _, _} -> dead
     after 5000 -> demonitor(Ref, [flush]), timeout
     end.
+
+%% @doc Attaches this node to CN's registry as relreg (unless it is already):
+%% the attachment is linked to a holder that traps exits, so its end is kept
+%% as a message ({'EXIT', Attachment, Reason}). Returns {ok, Keeper}.
+-spec attach(node()) -> {ok, pid()} | {error, term()}.
+attach(CN) ->
+    Parent = self(),
+    K = spawn(fun() ->
+                      process_flag(trap_exit, true),
+                      R = case whereis(relreg) of
+                              undefined -> cnode_registry:attach(relreg, CN);
+                              Pid -> {ok, Pid}
+                          end,
+                      Parent ! {attached, self(), R},
+                      holder_loop([])
+              end),
+    receive
+        {attached, K, {ok, _}} -> {ok, K};
+        {attached, K, Err} -> Err
+    after 20000 -> {error, attach_timeout}
+    end.
+
+%% @doc N holders, each registered in relreg (see attach/1) under
+%% {Tag, node(), I}; returns their pids.
+-spec reg_holders(term(), pos_integer()) -> [pid()].
+reg_holders(Tag, N) ->
+    Me = self(),
+    Hs = [spawn(fun() ->
+                        Me ! {registered, self(), cnode_registry:register(relreg, {Tag, node(), I}, I)},
+                        holder_loop([])
+                end) || I <- lists:seq(1, N)],
+    [{ok, _} = receive {registered, H, R} -> R after 20000 -> timeout end || H <- Hs],
+    Hs.
 
 %% @doc A new holder registered globally as Name (default resolver, or
 %% Resolver); returns {Pid, yes | no}.
