@@ -40,7 +40,8 @@ LIBCNODE_SO := $(BUILD)/libcnode_bridge.so
 CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
-.PHONY: all c erlang deps test unit itest exunit asan lint fuzz bench demo shell clean
+.PHONY: all c erlang deps test unit itest exunit asan lint fuzz bench demo shell clean \
+        test-reliability soak
 .DEFAULT_GOAL := all
 
 all: c erlang
@@ -127,6 +128,18 @@ itest: deps
 exunit: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run-tests exunit
+
+# Partitions (network namespaces; needs root, else skipped with a note) and
+# kill storms; `make test' runs the reduced set, RELIABILITY=full the full one.
+# `make soak MINUTES=N': the churn soak. See docs/RELIABILITY.md.
+MINUTES ?= 30
+test-reliability: deps
+	@$(MAKE) --no-print-directory all
+	@RELIABILITY=$(RELIABILITY) scripts/run-tests reliability
+
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@MINUTES=$(MINUTES) scripts/run-tests soak
 
 # The cnode program built with ASan + UBSan (LeakSanitizer at exit): the
 # runtime suite runs its 10,000-worker test on it when it exists.

@@ -88,7 +88,8 @@ hostname() ->
 
 %% @doc Starts an Erlang node. Opts: name (prefix, default "n"), longnames
 %% (boolean; the host is then 127.0.0.1 unless host is given), host, cookie,
-%% args (extra erl args), env.
+%% args (extra erl args), env, exec (peer's exec option: e.g. {"ip", ["netns",
+%% "exec", Ns, Erl]} starts the node in a network namespace; tests/reliability).
 %% Returns {ok, PeerPid, Node}.
 -spec start_node(ctx(), map()) -> {ok, pid(), node()} | {error, term()}.
 start_node(Ctx, Opts) -> gen_server:call(Ctx, {start_node, Opts}, 60000).
@@ -316,7 +317,7 @@ do_start_node(Opts, St) ->
                    {_, undefined} -> PeerOpts0;
                    {_, Host} -> PeerOpts0#{host => Host}
                end,
-    case peer:start(PeerOpts) of
+    case peer:start(maps:merge(PeerOpts, maps:with([exec], Opts))) of
         {ok, Peer, Node} -> {ok, Peer, Node};
         {error, _} = E -> E
     end.
