@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 long cnb__frame_next(const uint8_t *buf, size_t len, size_t max, const uint8_t **pkt,
                      size_t *pkt_len)
@@ -205,6 +208,17 @@ const char *cnb__frag_why(int rc, const cnb_frags_t *t, const cnb_frag_limits_t 
 
 void cnb__frag_clear(cnb_frags_t *t)
 {
+    size_t held = t->bytes;
     while (t->head)
         drop(t, &t->head);
+#ifdef __GLIBC__
+    /* Fragments are below glibc's mmap threshold, so a connection closed for
+     * holding many leaves them in the heap: give that memory back to the
+     * system rather than keep the peak (measured: +64 MB of RSS kept after
+     * 1,024 sequences of 64 KB, without). */
+    if (held >= ((size_t)1 << 20))
+        malloc_trim(0);
+#else
+    (void)held;
+#endif
 }
