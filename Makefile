@@ -40,7 +40,7 @@ LIBCNODE_SO := $(BUILD)/libcnode_bridge.so
 CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
-.PHONY: all c erlang deps test unit itest exunit asan lint fuzz bench demo shell clean \
+.PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench demo shell clean \
         test-reliability soak
 .DEFAULT_GOAL := all
 
@@ -159,8 +159,13 @@ asan: deps
 lint: all
 	scripts/lint
 
+# Every libFuzzer target for FUZZ_SECONDS each (default 60); fuzz-quick is
+# the reduced run CI makes (10 s each); both fail on a crash.
 fuzz:
 	scripts/run-fuzz
+
+fuzz-quick:
+	FUZZ_SECONDS=10 scripts/run-fuzz
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)

@@ -1,28 +1,14 @@
-/* dispatch.c: decodes incoming control messages (after checking each term is
- * whole), answers what the node itself owns (net_kernel's is_auth, signals to
- * pids of an older creation of this node, and, with no handler installed, links
- * and monitors to processes that do not exist), and hands the rest to
- * on_message. Tests: tests/integration/dist_*_tests.erl. */
+/* dispatch.c: takes incoming messages through cnb__dist_decode (every term
+ * checked whole and no deeper than CNB_ETF_MAX_DEPTH first), answers what the
+ * node itself owns (net_kernel's is_auth, signals to pids of an older
+ * creation of this node, and, with no handler installed, links and monitors
+ * to processes that do not exist), and hands the rest to on_message. Tests: tests/integration/dist_*_tests.erl. */
+#include "dist_decode.h"
 #include "etf_check.h"
 #include "node_int.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* Decodes the pid, or, for MONITOR_P-style "process" fields, an atom name. */
-static int decode_proc(const char *b, int *i, erlang_pid *pid, int *has_pid, char *name)
-{
-    int type, size;
-    if (ei_get_type(b, i, &type, &size))
-        return -1;
-    if (type == ERL_ATOM_EXT || type == ERL_SMALL_ATOM_EXT || type == ERL_ATOM_UTF8_EXT ||
-        type == ERL_SMALL_ATOM_UTF8_EXT) {
-        *has_pid = 0;
-        return ei_decode_atom(b, i, name);
-    }
-    *has_pid = 1;
-    return ei_decode_pid(b, i, pid);
-}
 
 /* Sends an exit-style signal back for a process that does not exist. */
 static void reply_noproc(cnb_node_t *n, const char *peer, int op, const cnb_msg_t *m)
@@ -106,168 +92,39 @@ static int stale_pid(const cnb_node_t *n, const erlang_pid *p)
 void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len, int versioned)
 {
     const char *peer = c ? c->peer : n->name;
-    const char *b = (const char *)body;
-    size_t off = 0;
-    if (versioned) {
-        if (len < 1 || body[0] != 131)
-            goto malformed;
-        off = 1;
+    cnb_decoded_t d;
+    int rc = cnb__dist_decode(body, len, versioned, &d);
+    if (rc == CNB_EDEPTH) {
+        cnb__log(n, CNB_LOG_WARNING,
+                 "message from %s (%zu bytes) nested deeper than %u levels: dropped", peer, len,
+                 CNB_ETF_MAX_DEPTH);
+        return;
     }
-    long clen = cnb__etf_skip(body + off, len - off);
-    if (clen < 0)
-        goto malformed;
-    size_t ctrl_end = off + (size_t)clen;
-    const uint8_t *pl = NULL;
-    size_t pl_len = 0;
-    uint8_t *pl_copy = NULL;
-    if (ctrl_end < len) {
-        size_t poff = ctrl_end;
-        if (versioned) {
-            if (body[poff] != 131)
-                goto malformed;
-            poff++;
-        }
-        long plen = cnb__etf_skip(body + poff, len - poff);
-        if (plen < 0 || poff + (size_t)plen != len)
-            goto malformed;
-        if (versioned) {
-            pl = body + ctrl_end;
-            pl_len = len - ctrl_end;
-        } else { /* give handlers one form: with the version byte */
-            pl_copy = malloc(len - ctrl_end + 1);
-            if (!pl_copy)
-                return;
-            pl_copy[0] = 131;
-            memcpy(pl_copy + 1, body + ctrl_end, len - ctrl_end);
-            pl = pl_copy;
-            pl_len = len - ctrl_end + 1;
-        }
+    if (rc == CNB_ENOMEM) {
+        cnb__log(n, CNB_LOG_ERROR, "out of memory decoding a message from %s: dropped", peer);
+        return;
     }
-
-    cnb_msg_t m;
-    memset(&m, 0, sizeof(m));
+    if (rc) {
+        cnb__log(n, CNB_LOG_WARNING, "malformed control message from %s (%zu bytes): dropped",
+                 peer, len);
+        return;
+    }
+    cnb_msg_t m = d.msg;
     m.peer = peer;
-    m.ctrl = b + off;
-    m.ctrl_len = (size_t)clen;
-    m.payload = (const char *)pl;
-    m.payload_len = pl_len;
-    int i = (int)off, arity;
-    long op;
-    char dummy[MAXATOMLEN_UTF8];
-    if (ei_decode_tuple_header(b, &i, &arity) || arity < 1 || ei_decode_long(b, &i, &op))
-        goto bad_ctrl;
-    int rc = 0, has;
-    /* Reasons of non-payload EXIT variants sit in the control tuple. */
-    int reason_at = -1;
-    switch (op) {
-    case CNB_OP_LINK:
-    case CNB_OP_UNLINK:
-    case CNB_OP_GROUP_LEADER:
-        rc = arity != 3 || ei_decode_pid(b, &i, &m.from) || ei_decode_pid(b, &i, &m.to);
-        m.has_from = m.has_to = 1;
-        break;
-    case CNB_OP_SEND:
-    case CNB_OP_SEND_TT:
-        rc = ei_skip_term(b, &i) || ei_decode_pid(b, &i, &m.to);
-        m.has_to = 1;
-        op = CNB_OP_SEND;
-        break;
-    case CNB_OP_SEND_SENDER:
-    case CNB_OP_SEND_SENDER_TT:
-        rc = ei_decode_pid(b, &i, &m.from) || ei_decode_pid(b, &i, &m.to);
-        m.has_from = m.has_to = 1;
-        op = CNB_OP_SEND;
-        break;
-    case CNB_OP_REG_SEND:
-    case CNB_OP_REG_SEND_TT:
-        rc = ei_decode_pid(b, &i, &m.from) || ei_skip_term(b, &i) ||
-             ei_decode_atom(b, &i, m.toname);
-        m.has_from = 1;
-        op = CNB_OP_REG_SEND;
-        break;
-    case CNB_OP_EXIT:
-    case CNB_OP_EXIT2:
-    case CNB_OP_EXIT_TT:
-    case CNB_OP_EXIT2_TT:
-        rc = ei_decode_pid(b, &i, &m.from) || ei_decode_pid(b, &i, &m.to);
-        if (!rc && (op == CNB_OP_EXIT_TT || op == CNB_OP_EXIT2_TT))
-            rc = ei_skip_term(b, &i);
-        reason_at = i;
-        m.has_from = m.has_to = 1;
-        op = (op == CNB_OP_EXIT || op == CNB_OP_EXIT_TT) ? CNB_OP_EXIT : CNB_OP_EXIT2;
-        break;
-    case CNB_OP_PAYLOAD_EXIT:
-    case CNB_OP_PAYLOAD_EXIT_TT:
-    case CNB_OP_PAYLOAD_EXIT2:
-    case CNB_OP_PAYLOAD_EXIT2_TT:
-        rc = ei_decode_pid(b, &i, &m.from) || ei_decode_pid(b, &i, &m.to) || !pl;
-        m.has_from = m.has_to = 1;
-        op = (op == CNB_OP_PAYLOAD_EXIT || op == CNB_OP_PAYLOAD_EXIT_TT) ? CNB_OP_EXIT
-                                                                           : CNB_OP_EXIT2;
-        break;
-    case CNB_OP_MONITOR_P:
-    case CNB_OP_DEMONITOR_P:
-        rc = ei_decode_pid(b, &i, &m.from) || decode_proc(b, &i, &m.to, &has, m.toname) ||
-             ei_decode_ref(b, &i, &m.ref);
-        m.has_from = 1;
-        m.has_to = !rc && has;
-        m.has_ref = 1;
-        break;
-    case CNB_OP_MONITOR_P_EXIT:
-    case CNB_OP_PAYLOAD_MONITOR_P_EXIT:
-        /* {21, FromProc, ToPid, Ref, Reason}: "from" is the monitored process
-         * (pid or name), "to" the monitoring pid here. */
-        rc = decode_proc(b, &i, &m.from, &has, m.toname) || ei_decode_pid(b, &i, &m.to) ||
-             ei_decode_ref(b, &i, &m.ref);
-        m.has_from = !rc && has;
-        m.has_to = m.has_ref = 1;
-        if (op == CNB_OP_MONITOR_P_EXIT)
-            reason_at = i;
-        else
-            rc = rc || !pl;
-        op = CNB_OP_MONITOR_P_EXIT;
-        break;
-    case CNB_OP_ALIAS_SEND:
-    case CNB_OP_ALIAS_SEND_TT:
-        rc = ei_decode_pid(b, &i, &m.from) || ei_decode_ref(b, &i, &m.ref);
-        m.has_from = m.has_ref = 1;
-        op = CNB_OP_ALIAS_SEND;
-        break;
-    case CNB_OP_UNLINK_ID:
-    case CNB_OP_UNLINK_ID_ACK: {
-        EI_ULONGLONG id;
-        rc = ei_decode_ulonglong(b, &i, &id) || ei_decode_pid(b, &i, &m.from) ||
-             ei_decode_pid(b, &i, &m.to);
-        m.unlink_id = (uint64_t)id;
-        m.has_from = m.has_to = 1;
-        break;
-    }
-    case CNB_OP_SPAWN_REQUEST:
-    case CNB_OP_SPAWN_REQUEST_TT:
-        cnb__spawn_request(n, peer, b + off, m.payload);
-        goto out;
-    default:
-        cnb__log(n, CNB_LOG_DEBUG, "ignored control message %ld from %s", op, peer);
+    int op = m.op;
+    if (d.kind == CNB_DEC_SPAWN) {
+        cnb__spawn_request(n, peer, m.ctrl, m.payload);
         goto out;
     }
-    (void)dummy;
-    if (rc)
-        goto bad_ctrl;
-    m.op = (int)op;
-    if (reason_at >= 0) {
-        /* Move the reason into payload form (with a version byte). */
-        int e = reason_at;
-        if (ei_skip_term(b, &e))
-            goto bad_ctrl;
-        free(pl_copy);
-        pl_copy = malloc((size_t)(e - reason_at) + 1);
-        if (!pl_copy)
-            return;
-        pl_copy[0] = 131;
-        memcpy(pl_copy + 1, b + reason_at, (size_t)(e - reason_at));
-        m.payload = (const char *)pl_copy;
-        m.payload_len = (size_t)(e - reason_at) + 1;
+    if (d.kind == CNB_DEC_IGNORED) {
+        cnb__log(n, CNB_LOG_DEBUG, "ignored control message %ld from %s", d.raw_op, peer);
+        goto out;
     }
+    if (d.reason_replaced)
+        cnb__log(n, CNB_LOG_WARNING,
+                 "exit reason from %s (%zu bytes) nested deeper than %u levels: delivered as "
+                 "term_too_deep",
+                 peer, len, CNB_ETF_MAX_DEPTH);
 
     /* Signals to a pid of an older incarnation of this node: dropped; links
      * and monitors answered as for a dead process. */
@@ -275,7 +132,7 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
         cnb__log(n, CNB_LOG_DEBUG, "dropped op %d from %s to a pid of an older creation (%u)",
                  m.op, peer, m.to.creation);
         if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && c)
-            reply_noproc(n, peer, (int)op, &m);
+            reply_noproc(n, peer, op, &m);
         goto out;
     }
     if (m.has_ref && op == CNB_OP_ALIAS_SEND && !strcmp(m.ref.node, n->name) &&
@@ -296,14 +153,8 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);
     } else if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && c) {
-        reply_noproc(n, peer, (int)op, &m);
+        reply_noproc(n, peer, op, &m);
     }
 out:
-    free(pl_copy);
-    return;
-bad_ctrl:
-    free(pl_copy);
-malformed:
-    cnb__log(n, CNB_LOG_WARNING, "malformed control message from %s (%zu bytes): dropped", peer,
-             len);
+    cnb__dist_decoded_free(&d);
 }

@@ -36,28 +36,60 @@ typedef struct cnb_dist_pkt {
  * DIST_HDR_ATOM_CACHE, so a peer may not send them). */
 int cnb__dist_parse(const uint8_t *p, size_t n, cnb_dist_pkt_t *out);
 
-/* Reassembly of fragmented messages on one connection. */
+/* Reassembly of fragmented messages on one connection. Incomplete sequences
+ * are bounded per connection (their count and the bytes they hold together)
+ * and in time (a sequence that gets no fragment for a while); the loop closes
+ * the connection when a bound is passed, since dropping a sequence would lose
+ * a message on a connection that stays up (Erlang only loses messages with
+ * the connection). */
 typedef struct cnb_frag {
     struct cnb_frag *next;
     uint64_t seq;
     uint64_t expect; /* fragment id expected next */
+    int64_t t_last;  /* ms: when its last fragment arrived */
     cnb_buf_t data;
 } cnb_frag_t;
 
 typedef struct cnb_frags {
     cnb_frag_t *head;
-    size_t count;
+    size_t count; /* incomplete sequences */
+    size_t bytes; /* bytes they hold together */
 } cnb_frags_t;
 
-#define CNB_FRAG_MAX_SEQUENCES 4096
+typedef struct cnb_frag_limits {
+    size_t max_message;   /* one reassembled message */
+    size_t max_bytes;     /* all incomplete sequences of the connection together */
+    size_t max_sequences; /* incomplete sequences at once */
+    int64_t timeout_ms;   /* a sequence with no fragment for this long is stalled */
+} cnb_frag_limits_t;
 
-/* Adds a fragment. When the message is complete returns 1 and hands over
- * *msg (malloc'd; the body of a 131/68-style message: terms without version
- * bytes; caller frees) and *msg_len. Returns 0 when more fragments are due,
- * CNB_ETOOBIG when the message would pass max (the sequence is dropped),
- * CNB_EPROTO for an out-of-order or unknown fragment, CNB_ENOMEM. */
-int cnb__frag_add(cnb_frags_t *t, const cnb_dist_pkt_t *pkt, size_t max, uint8_t **msg,
-                  size_t *msg_len);
+/* Incomplete sequences at once on one connection, by default. ERTS starts one
+ * per message being sent in fragments (each sending process has at most one
+ * at a time), so this is far above what a peer needs. */
+#define CNB_FRAG_MAX_SEQUENCES 1024
+
+/* Adds a fragment that arrived at time now (ms). When the message is complete
+ * returns 1 and hands over *msg (malloc'd; the body of a 131/68-style message:
+ * terms without version bytes; caller frees) and *msg_len. Returns 0 when more
+ * fragments are due, or an error after which the connection is to be closed
+ * (cnb__frag_why says why): CNB_ETOOBIG (the message would pass max_message;
+ * the sequence is dropped), CNB_ENOSPC (the connection's incomplete sequences
+ * would hold more than max_bytes), CNB_EBUSY (a new sequence past
+ * max_sequences), CNB_EPROTO (an out-of-order or unknown fragment; the
+ * sequence is dropped), CNB_ENOMEM. */
+int cnb__frag_add(cnb_frags_t *t, const cnb_dist_pkt_t *pkt, const cnb_frag_limits_t *lim,
+                  int64_t now, uint8_t **msg, size_t *msg_len);
+
+/* Returns how many incomplete sequences got no fragment for lim->timeout_ms
+ * or longer at time now; when some did, writes one line saying so, with the
+ * figures, into why (cap bytes). Frees nothing. */
+size_t cnb__frag_stalled(const cnb_frags_t *t, const cnb_frag_limits_t *lim, int64_t now,
+                         char *why, size_t cap);
+
+/* Writes into buf (cap bytes) one line saying why rc, an error of
+ * cnb__frag_add, ends the connection, with the figures; returns buf. */
+const char *cnb__frag_why(int rc, const cnb_frags_t *t, const cnb_frag_limits_t *lim,
+                          char *buf, size_t cap);
 
 /* Frees every partial message. */
 void cnb__frag_clear(cnb_frags_t *t);

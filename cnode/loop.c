@@ -501,6 +501,18 @@ static void conn_up(cnb_node_t *n, cnb_conn_t *c)
     mark_dirty(n, c);
 }
 
+/* Bounds on a connection's incomplete fragmented messages: together no more
+ * than one largest message, and none stalled for a tick period (during
+ * which the connection itself was seen alive). */
+static cnb_frag_limits_t frag_limits(const cnb_node_t *n)
+{
+    cnb_frag_limits_t lim = {.max_message = n->opts.max_message,
+                             .max_bytes = n->opts.max_message,
+                             .max_sequences = CNB_FRAG_MAX_SEQUENCES,
+                             .timeout_ms = (int64_t)n->opts.net_ticktime * 1000};
+    return lim;
+}
+
 /* Returns -1 when the packet made us close the connection. */
 static int handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t len)
 {
@@ -518,21 +530,14 @@ static int handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t 
     } else {
         uint8_t *msg = NULL;
         size_t mlen = 0;
-        rc = cnb__frag_add(&c->frags, &pkt, n->opts.max_message, &msg, &mlen);
+        cnb_frag_limits_t lim = frag_limits(n);
+        rc = cnb__frag_add(&c->frags, &pkt, &lim, n->now, &msg, &mlen);
         if (rc == 1) {
             cnb__dispatch(n, c, msg, mlen, 0);
             free(msg);
-        } else if (rc == CNB_ETOOBIG) {
-            char why[160];
-            snprintf(why, sizeof(why),
-                     "incoming fragmented message exceeds the limit of %zu bytes",
-                     n->opts.max_message);
-            conn_close(n, c, CNB_LOG_ERROR, why);
-            return -1;
         } else if (rc < 0) {
-            char why[160];
-            snprintf(why, sizeof(why), "bad fragment sequence: %s", cnb_strerror(rc));
-            conn_close(n, c, CNB_LOG_ERROR, why);
+            char why[200];
+            conn_close(n, c, CNB_LOG_ERROR, cnb__frag_why(rc, &c->frags, &lim, why, sizeof(why)));
             return -1;
         }
     }
@@ -722,6 +727,14 @@ static void timers(cnb_node_t *n)
                          (long long)(n->now - c->t_rx));
                 conn_close(n, c, CNB_LOG_WARNING, why);
                 continue;
+            }
+            if (c->frags.count) {
+                char why[200];
+                cnb_frag_limits_t lim = frag_limits(n);
+                if (cnb__frag_stalled(&c->frags, &lim, n->now, why, sizeof(why))) {
+                    conn_close(n, c, CNB_LOG_ERROR, why);
+                    continue;
+                }
             }
             if (n->now - c->t_tx >= tick && !c->wq_head) {
                 cnb_chunk_t *ch = malloc(sizeof(*ch) + 4);

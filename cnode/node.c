@@ -33,6 +33,19 @@ int64_t cnb__now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int cnb__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t at;
+    if (pthread_attr_init(&at))
+        return -1;
+    /* Fixed, not inherited from RLIMIT_STACK: terms off the wire may be
+     * CNB_ETF_MAX_DEPTH deep and ei's decoders recurse per level. */
+    pthread_attr_setstacksize(&at, CNB_THREAD_STACK);
+    int rc = pthread_create(t, &at, fn, arg);
+    pthread_attr_destroy(&at);
+    return rc;
+}
+
 uint32_t cnb__random32(void)
 {
     uint32_t v = 0;
@@ -352,7 +365,7 @@ int cnb_node_start(cnb_node_t *n)
     int rc = prepare(n);
     if (rc)
         return rc;
-    if (pthread_create(&n->thread, NULL, cnb__loop, n) != 0) {
+    if (cnb__thread_create(&n->thread, cnb__loop, n) != 0) {
         cnb__log(n, CNB_LOG_ERROR, "cannot start the I/O thread");
         return CNB_ESYS;
     }

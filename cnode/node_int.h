@@ -171,6 +171,11 @@ struct cnb_node {
 
 /* node.c */
 int64_t cnb__now_ms(void);
+/* The stack of the I/O thread and the worker pool's threads: room for ei's
+ * recursive decoders on terms of CNB_ETF_MAX_DEPTH (see etf_check.h). */
+#define CNB_THREAD_STACK ((size_t)8 << 20)
+/* pthread_create with a CNB_THREAD_STACK stack; returns pthread_create's result. */
+int cnb__thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint32_t cnb__random32(void);

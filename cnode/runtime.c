@@ -1420,7 +1420,7 @@ int cnb__rt_create(cnb_node_t *n, unsigned threads, cnb_rt_t **out)
 int cnb__rt_start(cnb_rt_t *rt)
 {
     for (unsigned i = 0; i < rt->nthreads; i++)
-        if (pthread_create(&rt->threads[i], NULL, pool_thread, rt) == 0)
+        if (cnb__thread_create(&rt->threads[i], pool_thread, rt) == 0)
             rt->started++;
     return rt->started ? 0 : CNB_ESYS;
 }

@@ -40,7 +40,11 @@ static void feed_handshake(int role, const uint8_t *d, size_t n)
 static void feed_frames(const uint8_t *d, size_t n)
 {
     cnb_frags_t frags = {0};
+    /* Small limits, so that every bound is reached within max_len. */
+    cnb_frag_limits_t lim = {.max_message = 4096, .max_bytes = 8192, .max_sequences = 8,
+                             .timeout_ms = 3};
     size_t off = 0;
+    int64_t now = 0;
     while (off < n) {
         const uint8_t *pkt;
         size_t plen;
@@ -54,10 +58,18 @@ static void feed_frames(const uint8_t *d, size_t n)
         if (p.kind == CNB_PKT_FRAG_START || p.kind == CNB_PKT_FRAG_CONT) {
             uint8_t *msg = NULL;
             size_t mlen = 0;
-            if (cnb__frag_add(&frags, &p, 1 << 20, &msg, &mlen) == 1) {
+            int r = cnb__frag_add(&frags, &p, &lim, now++, &msg, &mlen);
+            if (r == 1) {
                 (void)cnb__etf_skip(msg, mlen);
                 free(msg);
+            } else if (r < 0) {
+                char why[200];
+                (void)cnb__frag_why(r, &frags, &lim, why, sizeof(why));
             }
+            if (frags.bytes > lim.max_bytes || frags.count > lim.max_sequences)
+                abort(); /* a bound did not hold */
+            char why[200];
+            (void)cnb__frag_stalled(&frags, &lim, now, why, sizeof(why));
         } else {
             (void)cnb__etf_skip(p.body, p.body_len);
         }
