@@ -28,6 +28,53 @@ static int skip_atom(const uint8_t *p, size_t len, size_t *i)
     return 0;
 }
 
+/* Skips a PID or NEW_PID term at p[*i], within [0, len). */
+static int skip_pid(const uint8_t *p, size_t len, size_t *i)
+{
+    if (*i >= len || (p[*i] != 88 && p[*i] != 103))
+        return CNB_EMALFORMED;
+    size_t k = p[(*i)++] == 88 ? 12 : 9;
+    int rc = skip_atom(p, len, i);
+    if (rc)
+        return rc;
+    if (len - *i < k)
+        return CNB_ETRUNC;
+    *i += k;
+    return 0;
+}
+
+/* Skips a SMALL_INTEGER or INTEGER term at p[*i], within [0, len). */
+static int skip_int(const uint8_t *p, size_t len, size_t *i)
+{
+    if (*i >= len || (p[*i] != 97 && p[*i] != 98))
+        return CNB_EMALFORMED;
+    size_t k = p[(*i)++] == 97 ? 1 : 4;
+    if (len - *i < k)
+        return CNB_ETRUNC;
+    *i += k;
+    return 0;
+}
+
+/* The fixed part of a NEW_FUN after its Size (at p[*i]): Arity, Uniq, Index,
+ * NumFree, Module, OldIndex, OldUniq, Pid, all before `end` (where Size says
+ * the fun ends), since ei decodes them without looking at Size. */
+static int skip_fun_head(const uint8_t *p, size_t end, size_t *i, uint32_t *nfree)
+{
+    if (end - *i < 1 + 16 + 4 + 4)
+        return CNB_EMALFORMED;
+    *nfree = cnb__get32(p + *i + 1 + 16 + 4);
+    *i += 1 + 16 + 4 + 4;
+    int rc;
+    if ((rc = skip_atom(p, end, i)) || (rc = skip_int(p, end, i)) || (rc = skip_int(p, end, i)) ||
+        (rc = skip_pid(p, end, i)))
+        return rc == CNB_ETRUNC ? CNB_EMALFORMED : rc; /* the fun's own Size is too small */
+    return 0;
+}
+
+/* Funs whose free variables hold funs, nested deeper than this, are refused:
+ * checking that each one's variables end where its Size says needs a stack. */
+#define FUN_DEPTH 64
+
 #define NEED(k)                     \
     do {                            \
         if (len - i < (size_t)(k))  \
@@ -38,7 +85,20 @@ long cnb__etf_skip(const uint8_t *p, size_t len)
 {
     size_t i = 0;
     uint64_t pending = 1; /* terms still to skip */
-    while (pending > 0) {
+    /* Open funs: where each ends, and `pending` once its variables are done. */
+    struct {
+        size_t end;
+        uint64_t level;
+    } funs[FUN_DEPTH];
+    int nfuns = 0;
+    for (;;) {
+        while (nfuns > 0 && pending == funs[nfuns - 1].level) {
+            if (i != funs[nfuns - 1].end)
+                return CNB_EMALFORMED;
+            nfuns--;
+        }
+        if (pending == 0)
+            break;
         if (pending > len - i) /* every term takes at least one byte */
             return i >= len ? CNB_ETRUNC : CNB_EMALFORMED;
         pending--;
@@ -185,7 +245,18 @@ long cnb__etf_skip(const uint8_t *p, size_t len)
             if (n < 4 + 1 + 16 + 4 + 4)
                 return CNB_EMALFORMED;
             NEED(n);
-            i += n;
+            if (nfuns == FUN_DEPTH)
+                return CNB_EMALFORMED;
+            size_t end = i + n;
+            uint32_t nfree;
+            i += 4;
+            if ((rc = skip_fun_head(p, end, &i, &nfree)))
+                return rc;
+            /* The free variables follow, as terms, up to exactly `end`. */
+            funs[nfuns].end = end;
+            funs[nfuns].level = pending;
+            nfuns++;
+            pending += nfree;
             break;
         }
         case 113: /* EXPORT: module, function, arity */

@@ -10,7 +10,10 @@
 /* Returns the length in bytes of the one term at p (no version byte), or
  * CNB_EMALFORMED / CNB_ETRUNC. Never reads outside [p, p+len). Rejects atom
  * cache references and compressed terms, which never appear on connections
- * set up by this node. Iterative: no recursion whatever the nesting. */
+ * set up by this node. Funs are checked inside too (ei_decode_fun reads their
+ * module, indexes and pid without a bound): those fields and the free
+ * variables must fill exactly the fun's Size; funs nested in free variables
+ * more than 64 deep are refused. Iterative: no recursion whatever the nesting. */
 long cnb__etf_skip(const uint8_t *p, size_t len);
 
 #endif
