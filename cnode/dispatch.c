@@ -244,7 +244,12 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
     }
     case CNB_OP_SPAWN_REQUEST:
     case CNB_OP_SPAWN_REQUEST_TT:
-        cnb__spawn_request(n, peer, b + off, m.payload);
+        cnb__spawn_request(n, peer, b + off, m.payload, m.payload_len);
+        goto out;
+    case CNB_OP_SPAWN_REPLY:
+    case CNB_OP_SPAWN_REPLY_TT:
+        if (!cnb__relay_spawn_reply(n, peer, b + off))
+            cnb__log(n, CNB_LOG_DEBUG, "ignored a spawn reply from %s", peer);
         goto out;
     default:
         cnb__log(n, CNB_LOG_DEBUG, "ignored control message %ld from %s", op, peer);
@@ -291,7 +296,7 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
         if (op == CNB_OP_REG_SEND || op == CNB_OP_MONITOR_P || op == CNB_OP_DEMONITOR_P)
             goto out;
     }
-    if (cnb__rt_deliver(n, &m))
+    if (cnb__relay_down(n, &m) || cnb__rt_deliver(n, &m))
         goto out;
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);
