@@ -15,8 +15,10 @@
 #include "etf_check.h"
 #include "node_int.h"
 
-/* More resolvers than this in flight at once is no sane cluster: refused. */
-#define MAX_RELAYS 1024
+/* More resolvers than this in flight at once is no sane cluster: refused.
+ * Per peer too, so that a peer that never answers blocks only itself. */
+#define MAX_RELAYS 4096
+#define MAX_RELAYS_PER_PEER 1024
 
 struct cnb_relay {
     struct cnb_relay *next;
@@ -46,6 +48,11 @@ int cnb__relay_start(cnb_node_t *n, const char *peer, const erlang_ref *req,
                      size_t args_len, const char *name, size_t name_len)
 {
     if (n->nrelays >= MAX_RELAYS || strlen(peer) >= CNB_NAME_MAX)
+        return CNB_ENOMEM;
+    unsigned mine = 0;
+    for (const struct cnb_relay *o = n->relays; o; o = o->next)
+        mine += !strcmp(o->peer, peer);
+    if (mine >= MAX_RELAYS_PER_PEER)
         return CNB_ENOMEM;
     struct cnb_relay *r = calloc(1, sizeof(*r));
     if (!r)
