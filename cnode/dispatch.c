@@ -113,7 +113,12 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
     m.peer = peer;
     int op = m.op;
     if (d.kind == CNB_DEC_SPAWN) {
-        cnb__spawn_request(n, peer, m.ctrl, m.payload);
+        cnb__spawn_request(n, peer, m.ctrl, m.payload, m.payload_len);
+        goto out;
+    }
+    if (d.kind == CNB_DEC_SPAWN_REPLY) {
+        if (!cnb__relay_spawn_reply(n, peer, m.ctrl))
+            cnb__log(n, CNB_LOG_DEBUG, "ignored a spawn reply from %s", peer);
         goto out;
     }
     if (d.kind == CNB_DEC_IGNORED) {
@@ -148,7 +153,7 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
         if (op == CNB_OP_REG_SEND || op == CNB_OP_MONITOR_P || op == CNB_OP_DEMONITOR_P)
             goto out;
     }
-    if (cnb__rt_deliver(n, &m))
+    if (cnb__relay_down(n, &m) || cnb__rt_deliver(n, &m))
         goto out;
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);

@@ -79,6 +79,10 @@ static int ctrl_arity(long op)
         return 6;
     case CNB_OP_SPAWN_REQUEST_TT:
         return 7;
+    case CNB_OP_SPAWN_REPLY:
+        return 5;
+    case CNB_OP_SPAWN_REPLY_TT:
+        return 6;
     default:
         return 0;
     }
@@ -233,6 +237,10 @@ int cnb__dist_decode(const uint8_t *body, size_t len, int versioned, cnb_decoded
     case CNB_OP_SPAWN_REQUEST:
     case CNB_OP_SPAWN_REQUEST_TT:
         d->kind = CNB_DEC_SPAWN;
+        break;
+    case CNB_OP_SPAWN_REPLY:
+    case CNB_OP_SPAWN_REPLY_TT:
+        d->kind = CNB_DEC_SPAWN_REPLY;
         break;
     default:
         d->kind = CNB_DEC_IGNORED;

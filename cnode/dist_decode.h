@@ -15,6 +15,7 @@
 enum cnb_decoded_kind {
     CNB_DEC_SIGNAL = 1, /* msg is filled: a signal for a process */
     CNB_DEC_SPAWN,      /* SPAWN_REQUEST: msg.ctrl and msg.payload are set */
+    CNB_DEC_SPAWN_REPLY, /* SPAWN_REPLY: msg.ctrl is set */
     CNB_DEC_IGNORED     /* a well-formed control message we do not act on */
 };
 

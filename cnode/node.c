@@ -266,6 +266,7 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
         cnb__log(n, CNB_LOG_ERROR, "cannot create the process runtime");
         cnb__timers_destroy(n->timers);
         cnb__calls_destroy(n->calls);
+    cnb__relay_destroy(n);
         cnb__rt_destroy(n->rt);
         pthread_mutex_destroy(&n->inbox_mu);
         pthread_mutex_destroy(&n->peers_mu);

@@ -1,5 +1,6 @@
 /* node_int.h: internals shared by the files of the node runtime (node.c,
- * loop.c, conn.c, epmd.c, dispatch.c, send.c). Not part of the public API. */
+ * loop.c, conn.c, epmd.c, dispatch.c, send.c, spawn.c, spawn_relay.c). Not part
+ * of the public API. */
 #ifndef CNB_NODE_INT_H
 #define CNB_NODE_INT_H
 
@@ -17,6 +18,7 @@
 #include "runtime.h"
 
 #define CNB_NAME_MAX 256
+#define CNB_NAME_TEXT 256 /* a term printed for a log line (truncated) */
 
 enum cnb_chunk_kind { CHUNK_DATA = 0, CHUNK_CONNECT = 2, CHUNK_DISCONNECT = 3, CHUNK_KEEP = 4 };
 
@@ -163,6 +165,10 @@ struct cnb_node {
     cnb_calls_t *calls;
     cnb_timers_t *timers;
 
+    /* global resolvers other nodes run for us (spawn_relay.c); I/O thread. */
+    struct cnb_relay *relays;
+    unsigned nrelays;
+
     /* Snapshot of connected peers for other threads. */
     pthread_mutex_t peers_mu;
     cnb_peer_info_t *peers;
@@ -207,8 +213,27 @@ cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_le
                               const char *payload, size_t payload_len);
 int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch);
 
-/* spawn.c: SPAWN_REQUEST (erpc) -- global:resolve_it runs here, others notsup. */
-void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const char *payload);
+/* spawn.c: SPAWN_REQUEST (erpc) -- global:resolve_it relayed, others notsup.
+ * payload: the argument list with its version byte (NULL if none). */
+void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const char *payload,
+                        size_t payload_len);
+/* SPAWN_REPLY {31, Req, To, Flags, Pid} (pid != NULL) or {.., Flags, Err}. */
+void cnb__spawn_reply(cnb_node_t *n, const char *peer, const erlang_ref *req,
+                      const erlang_pid *to, int flags, const erlang_pid *pid, const char *err);
+
+/* spawn_relay.c: global:resolve_it run by the requesting node for us. All on
+ * the I/O thread. relay_start returns 0 (the relay owns the request from then
+ * on: it answers it) or CNB_ENOMEM (too many in flight, out of memory). The
+ * _spawn_reply and _down calls return 1 when the message was a relay's. */
+int cnb__relay_start(cnb_node_t *n, const char *peer, const erlang_ref *req,
+                     const erlang_pid *from, const erlang_pid *gl, const char *args,
+                     size_t args_len, const char *name, size_t name_len);
+int cnb__relay_spawn_reply(cnb_node_t *n, const char *peer, const char *ctrl);
+int cnb__relay_down(cnb_node_t *n, const cnb_msg_t *m);
+void cnb__relay_nodedown(cnb_node_t *n, const char *peer);
+void cnb__relay_destroy(cnb_node_t *n); /* after the I/O thread has stopped */
+/* Prints the term t (no version byte) for a log line, truncated to cap. */
+void cnb__name_text(const char *t, size_t len, char *out, size_t cap);
 
 /* dispatch.c */
 void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,

@@ -481,6 +481,7 @@ void cnb__rt_nodedown(cnb_node_t *n, const char *peer)
     if (!rt)
         return;
     cnb__calls_nodedown(n, peer);
+    cnb__relay_nodedown(n, peer);
     pthread_rwlock_rdlock(&rt->tab_lock);
     for (size_t i = 0; i < rt->tab_size; i++)
         for (cnb_proc_t *p = rt->tab[i]; p; p = p->hnext) {

@@ -5,7 +5,8 @@
 -module(global_tests).
 -include_lib("eunit/include/eunit.hrl").
 
--export([cluster/1, wait_gone/3, wait_all_gone/3, start_range/3, stop_all/1, partition_register/1]).
+-export([cluster/1, cluster/2, wait_gone/3, wait_all_gone/3, start_range/3, stop_all/1, partition_register/1,
+         partition/2]).
 
 -define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> with_cluster(fun Name/2) end}}).
 
@@ -25,7 +26,11 @@ with_cluster(F) ->
     end.
 
 %% a, b, c fully connected (visible), then the C node connected to a only.
-cluster(C) ->
+cluster(C) -> cluster(C, "g").
+
+%% The same, with the C node's name made from Prefix (which decides how it
+%% sorts against a_..., b_..., c_...).
+cluster(C, Prefix) ->
     Args = ["-kernel", "prevent_overlapping_partitions", "false", "-connect_all", "true"],
     Ns = [begin
               {ok, P, N} = cnb_cluster:start_node(C, #{name => Nm, args => Args}),
@@ -37,7 +42,7 @@ cluster(C) ->
     [ok = cnb_cluster:call(P, global, sync, []) || {P, _} <- Ns],
     {ok, Port, CN} = cnb_cluster:start_cnode(
                        C, ["--cookie", cnb_cluster:cookie(C), "--sname",
-                           cnb_cluster:unique_name("g"), "--demo", "--connect", atom_to_list(NA)]),
+                           cnb_cluster:unique_name(Prefix), "--demo", "--connect", atom_to_list(NA)]),
     true = cnb_cluster:wait_until(
              fun() -> lists:member(CN, cnb_cluster:call(A, erlang, nodes, [hidden])) end, 5000),
     #{nodes => Ns, port => Port, cnode => CN}.
@@ -174,6 +179,15 @@ thousand_workers(_C, Cl = #{nodes := [{A, _} | _], cnode := CN}) ->
               [T1 - T0, Left]),
     [?assert(is_integer(L)) || L <- Left].
 
+%% Cuts Cc off from Nodes. c's connection to the C node comes from its
+%% global_name_server monitoring the C worker, and may still be on its way.
+partition(Cc, Nodes) ->
+    [true = cnb_cluster:wait_until(
+              fun() -> lists:member(N, cnb_cluster:call(Cc, erlang, nodes, [connected])) end,
+              5000) || N <- Nodes],
+    [true = cnb_cluster:call(Cc, erlang, disconnect_node, [N]) || N <- Nodes],
+    ok.
+
 %% On c: register Name for a fresh Erlang process; returns {Pid, yes|no}.
 partition_register(Name) ->
     Self = self(),
@@ -208,8 +222,7 @@ notify_resolver_reaches_c(C, Cl) ->
 conflict(_C, Cl = #{nodes := [{A, NA}, {B, NB}, {Cc, _}], cnode := CN}, Make, Expect) ->
     {W, Name} = Make(A, CN),
     ?assertEqual([W, W, W], whereis_all(Cl, Name)),
-    %% Partition c away from a, b and the C node.
-    [true = cnb_cluster:call(Cc, erlang, disconnect_node, [N]) || N <- [NA, NB, CN]],
+    partition(Cc, [NA, NB, CN]),
     true = cnb_cluster:wait_until(
              fun() -> cnb_cluster:call(Cc, global, whereis_name, [Name]) =:= undefined end, 5000),
     {E, yes} = cnb_cluster:call(Cc, ?MODULE, partition_register, [Name]),

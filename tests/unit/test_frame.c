@@ -1,8 +1,8 @@
 /* test_frame.c: Check tests of connected-mode framing, distribution headers,
  * fragment reassembly and its per-connection bounds (cnode/frame.c), the
- * bounds- and depth-checked term skipper (cnode/etf_check.c), the decode step
- * of incoming messages (cnode/dist_decode.c) and epmd reply parsing
- * (cnode/epmd.c). */
+ * bounds- and depth-checked term skipper (cnode/etf_check.c, funs included),
+ * the decode step of incoming messages (cnode/dist_decode.c) and epmd reply
+ * parsing (cnode/epmd.c). */
 #include <check.h>
 #include <ei.h>
 #include <stdio.h>
@@ -318,6 +318,27 @@ static int encode_samples(ei_x_buff *x, int which)
     }
 }
 
+/* Every cut of the term t is an error, and every value (in steps of `step`)
+ * at every offset gives an error or a length inside the buffer. */
+static void cuts_and_corruptions(const uint8_t *t, size_t len, int step)
+{
+    for (size_t n = 0; n < len; n++) {
+        /* An exact-size copy, so ASan catches any read past the end. */
+        uint8_t *cut = malloc(n ? n : 1);
+        memcpy(cut, t, n);
+        ck_assert_int_lt(cnb__etf_skip(cut, n), 0);
+        free(cut);
+    }
+    for (size_t i = 0; i < len; i++)
+        for (int v = 0; v < 256; v += step) {
+            uint8_t *c = malloc(len);
+            memcpy(c, t, len);
+            c[i] = (uint8_t)v;
+            ck_assert(cnb__etf_skip(c, len) <= (long)len);
+            free(c);
+        }
+}
+
 START_TEST(etf_skip_valid_truncated_corrupted)
 {
     for (int which = 0; which < 10; which++) {
@@ -332,22 +353,7 @@ START_TEST(etf_skip_valid_truncated_corrupted)
         memset(more + len, 0xee, 5);
         ck_assert_int_eq(cnb__etf_skip(more, len + 5), (long)len);
         free(more);
-        for (size_t n = 0; n < len; n++) {
-            /* An exact-size copy, so ASan catches any read past the end. */
-            uint8_t *cut = malloc(n ? n : 1);
-            memcpy(cut, t, n);
-            ck_assert_int_lt(cnb__etf_skip(cut, n), 0);
-            free(cut);
-        }
-        for (size_t i = 0; i < len; i++)
-            for (int v = 0; v < 256; v += 17) {
-                uint8_t *c = malloc(len);
-                memcpy(c, t, len);
-                c[i] = (uint8_t)v;
-                long r = cnb__etf_skip(c, len);
-                ck_assert(r <= (long)len);
-                free(c);
-            }
+        cuts_and_corruptions(t, len, 17);
         ei_x_free(&x);
     }
 }
@@ -575,6 +581,86 @@ START_TEST(dist_decode_depth_and_shape)
     ck_assert_int_eq(cnb__dist_decode(b, len, 0, &d), CNB_EMALFORMED);
     free(b);
     free(deep);
+
+/* A closure: fun of `mod` with the given free-variable bytes (n terms). */
+static void encode_closure(ei_x_buff *x, const char *vars, int vars_len, int n)
+{
+    erlang_fun f;
+    memset(&f, 0, sizeof(f));
+    f.type = EI_FUN_CLOSURE;
+    f.arity = 3;
+    strcpy(f.module, "mod");
+    f.u.closure.index = 1;
+    f.u.closure.old_index = 1;
+    f.u.closure.uniq = 123456;
+    f.u.closure.n_free_vars = n;
+    f.u.closure.free_var_len = vars_len;
+    f.u.closure.free_vars = (char *)vars;
+    strcpy(f.u.closure.pid.node, "a@h");
+    f.u.closure.pid.num = 1;
+    f.u.closure.pid.creation = 1;
+    ck_assert_int_eq(ei_x_encode_fun(x, &f), 0);
+}
+
+/* depth closures, each the only free variable of the one around it. */
+static void nested_closures(ei_x_buff *x, int depth)
+{
+    ei_x_buff in;
+    ei_x_new(&in);
+    ei_x_encode_atom(&in, "core");
+    for (int d = 0; d < depth; d++) {
+        ei_x_buff out;
+        ei_x_new(&out);
+        encode_closure(&out, in.buff, in.index, 1);
+        ei_x_free(&in);
+        in = out;
+    }
+    *x = in;
+}
+
+START_TEST(etf_skip_funs)
+{
+    ei_x_buff vars, x;
+    ei_x_new(&vars);
+    ei_x_encode_atom(&vars, "ok");
+    ei_x_encode_long(&vars, 5);
+    ei_x_new(&x);
+    encode_closure(&x, vars.buff, vars.index, 2);
+    uint8_t *t = (uint8_t *)x.buff;
+    size_t len = (size_t)x.index;
+    ck_assert_int_eq(cnb__etf_skip(t, len), (long)len);
+    erlang_fun f;
+    int k = 0;
+    ck_assert_int_eq(ei_decode_fun(x.buff, &k, &f), 0);
+    free_fun(&f);
+    cuts_and_corruptions(t, len, 1);
+    /* Size one short (the variables overrun it), or one long (they end
+     * before it): refused, whatever follows. */
+    uint8_t *big = malloc(len + 1);
+    memcpy(big, t, len);
+    big[len] = 106;
+    cnb__put32(big + 1, (uint32_t)len - 2);
+    ck_assert_int_lt(cnb__etf_skip(big, len + 1), 0);
+    cnb__put32(big + 1, (uint32_t)len);
+    ck_assert_int_lt(cnb__etf_skip(big, len + 1), 0);
+    /* The smallest Size: module, indexes and pid lie outside the fun. */
+    cnb__put32(big + 1, 29);
+    ck_assert_int_lt(cnb__etf_skip(big, len + 1), 0);
+    free(big);
+    /* A pid that is not one, where ei_decode_fun expects it. */
+    size_t pid_at = len - (size_t)vars.index - 18; /* NEW_PID: tag, 'a@h', 12 bytes */
+    ck_assert_int_eq(t[pid_at], 88);
+    t[pid_at] = 97;
+    ck_assert_int_lt(cnb__etf_skip(t, len), 0);
+    ei_x_free(&x);
+    ei_x_free(&vars);
+    /* Funs in free variables: 64 deep pass, 65 are refused. */
+    nested_closures(&x, 64);
+    ck_assert_int_eq(cnb__etf_skip((uint8_t *)x.buff, (size_t)x.index), (long)x.index);
+    ei_x_free(&x);
+    nested_closures(&x, 65);
+    ck_assert_int_eq(cnb__etf_skip((uint8_t *)x.buff, (size_t)x.index), CNB_EMALFORMED);
+    ei_x_free(&x);
 }
 END_TEST
 
@@ -614,6 +700,7 @@ int main(void)
     tcase_add_test(tc, etf_depth_limit);
     tcase_add_test(tc, etf_rejects_what_ei_cannot_decode);
     tcase_add_test(tc, dist_decode_depth_and_shape);
+    tcase_add_test(tc, etf_skip_funs);
     tcase_add_test(tc, epmd_reply);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
