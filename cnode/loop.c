@@ -3,6 +3,7 @@
  * packets, writes queued frames in batches, sends and checks ticks.
  * Tests: tests/integration/dist_*_tests.erl. */
 #include "node_int.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -896,6 +897,7 @@ void *cnb__loop(void *arg)
         if (n->now >= next_timer) {
             timers(n);
             keep_check(n);
+            cnb__log_tick(); /* reports lines the logger held back */
             next_timer = n->now + TIMER_MS;
         }
         while (n->dirty) {

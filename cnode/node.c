@@ -1,5 +1,5 @@
 /* node.c: creating, starting and stopping a node; names, cookie, creation,
- * pids and refs, logging, the peers snapshot other threads read.
+ * pids and refs, the peers snapshot other threads read (the logger is log.c).
  * Tests: tests/integration/dist_*_tests.erl. */
 #include "node_int.h"
 
@@ -10,13 +10,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,58 +40,6 @@ uint32_t cnb__random32(void)
         v = (uint32_t)ts.tv_nsec ^ (uint32_t)getpid() * 2654435761u;
     }
     return v;
-}
-
-static const char *level_name(int level)
-{
-    switch (level) {
-    case CNB_LOG_ERROR:
-        return "error";
-    case CNB_LOG_WARNING:
-        return "warning";
-    case CNB_LOG_INFO:
-        return "info";
-    default:
-        return "debug";
-    }
-}
-
-static void vlog(const cnb_node_t *n, int level, const char *fmt, va_list ap)
-{
-    if (n && level > n->log_level)
-        return;
-    char msg[1024];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    /* One write per line so lines from several threads never interleave. */
-    char line[1400];
-    int len = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] %s: %s\n",
-                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                       tm.tm_sec, (long)(tv.tv_usec / 1000), level_name(level),
-                       n ? n->name : "cnode", msg);
-    if (len > (int)sizeof(line))
-        len = (int)sizeof(line);
-    ssize_t w = write(STDERR_FILENO, line, (size_t)len);
-    (void)w;
-}
-
-void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog(n, level, fmt, ap);
-    va_end(ap);
-}
-
-void cnb_node_log(const cnb_node_t *n, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog(n, level, fmt, ap);
-    va_end(ap);
 }
 
 static int short_host(char *out, size_t cap)
