@@ -3,6 +3,7 @@
  * packets, writes queued frames in batches, sends and checks ticks.
  * Tests: tests/integration/dist_*_tests.erl. */
 #include "node_int.h"
+#include "auth_limit.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -177,6 +178,10 @@ static void do_accept(cnb_node_t *n)
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 cnb__log(n, CNB_LOG_WARNING, "accept: %s", strerror(errno));
             return;
+        }
+        if (cnb__auth_accept(n, (struct sockaddr *)&ss)) { /* in its back-off */
+            close(fd);
+            continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -599,6 +604,8 @@ static int process_input(cnb_node_t *n, cnb_conn_t *c)
         if (c->state == C_HANDSHAKE) {
             size_t used = 0;
             int rc = cnb__hs_input(&c->hs, in, avail, &used, &c->hsout);
+            if (!c->initiator)
+                rc = cnb__auth_filter(n, &c->hs, c->ev.fd, rc); /* cookie back-off */
             b->off += used;
             if (rc == CNB_HS_MORE)
                 break;

@@ -2,6 +2,7 @@
  * pids and refs, the peers snapshot other threads read (the logger is log.c).
  * Tests: tests/integration/dist_*_tests.erl. */
 #include "node_int.h"
+#include "auth_limit.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -363,6 +364,7 @@ void cnb_node_destroy(cnb_node_t *n)
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
     free(n->peers);
+    cnb__auth_free(n->auth);
     free(n);
 }
 

@@ -122,6 +122,7 @@ struct cnb_node {
     cnb_conn_t *dirty;
     cnb_conn_t *graveyard; /* closed this loop turn; freed at its end */
     cnb_keep_t keep[CNB_MAX_KEEP];
+    struct cnb_auth_limit *auth; /* failed cookie checks per address (auth_limit.c) */
     int nkeep;
     int64_t now;
 
