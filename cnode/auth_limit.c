@@ -48,7 +48,7 @@ static cnb_auth_entry_t *bucket(cnb_auth_limit_t *t, const uint8_t key[16])
     uint32_t h = 2166136261u;
     for (int i = 0; i < 16; i++)
         h = (h ^ key[i]) * 16777619u;
-    return &t->e[(h % CNB_AUTH_BUCKETS) * CNB_AUTH_WAYS];
+    return &t->e[(size_t)(h % CNB_AUTH_BUCKETS) * CNB_AUTH_WAYS];
 }
 
 static int live(const cnb_auth_entry_t *e, int64_t now)
