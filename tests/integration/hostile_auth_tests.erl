@@ -36,12 +36,6 @@ with_cluster(F) ->
 
 cname(Prefix) -> cnb_cluster:unique_name(Prefix).
 
-free_port() ->
-    {ok, L} = gen_tcp:listen(0, []),
-    {ok, P} = inet:port(L),
-    gen_tcp:close(L),
-    P.
-
 start_c(C, Args) ->
     {ok, Port, Node} = cnb_cluster:start_cnode(C, ["--cookie", cnb_cluster:cookie(C) | Args]),
     {Port, Node}.
@@ -124,7 +118,7 @@ backoff(F) -> min(?MAX_MS, ?BASE_MS bsl (F - ?FREE - 1)).
 bad_names_refused_and_escaped(C) ->
     A = app_node(C),
     Cap = cnb_cluster:call(A, cnb_log_capture, install, []),
-    TcpPort = free_port(),
+    TcpPort = cnb_cluster:free_port(),
     {ok, CN} = cnb_cluster:call(A, cnode_bridge, start_cnode, [list_to_atom(cname("c")),
                                                                 #{port => TcpPort}]),
     Host = list_to_binary(cnb_cluster:hostname()),
@@ -157,7 +151,7 @@ bad_names_refused_and_escaped(C) ->
 %% another address connects, and the blocked address gets in once its
 %% back-off is over. The flood of refusals is rate limited in the log.
 wrong_cookie_guesses_back_off(C) ->
-    TcpPort = free_port(),
+    TcpPort = cnb_cluster:free_port(),
     {Port, _CN} = start_c(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
     Host = cnb_cluster:hostname(),
     Cookie = cnb_cluster:cookie(C),
@@ -204,7 +198,7 @@ cookie_not_in_cmdline_or_environ(C) ->
     {ok, Cmdline} = file:read_file("/proc/" ++ OsPid ++ "/cmdline"),
     ?assertNotEqual(nomatch, binary:match(Cmdline, <<"--cookie">>)),
     ?assertEqual(nomatch, binary:match(Cmdline, list_to_binary(Cookie))),
-    TcpPort = free_port(),
+    TcpPort = cnb_cluster:free_port(),
     EnvCookie = cname("envcookie"),
     {ok, Port2, _} = cnb_cluster:start_cnode(
                        C, {["--sname", cname("c"), "--port", integer_to_list(TcpPort)],
@@ -277,10 +271,10 @@ listen_binds_one_interface(C) ->
     Others = other_addresses(),
     %% Without --listen every address reaches the node: the check below can
     %% see the difference.
-    Open = free_port(),
+    Open = cnb_cluster:free_port(),
     start_c(C, ["--sname", cname("c"), "--port", integer_to_list(Open)]),
     ?assertEqual([{A, true} || A <- Others], [{A, reachable(A, Open)} || A <- Others]),
-    TcpPort = free_port(),
+    TcpPort = cnb_cluster:free_port(),
     {Port, _} = start_c(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort),
                             "--listen", "127.0.0.1"]),
     ?assertEqual([{A, false} || A <- Others], [{A, reachable(A, TcpPort)} || A <- Others]),
@@ -301,7 +295,7 @@ listen_binds_one_interface(C) ->
 launcher_listen_option(C) ->
     A = app_node(C),
     {ok, Ip} = inet:getaddr(cnb_cluster:hostname(), inet),
-    TcpPort = free_port(),
+    TcpPort = cnb_cluster:free_port(),
     ?assertEqual({error, {bad_option, {listen, "nowhere"}}},
                  cnb_cluster:call(A, cnode_bridge, start_cnode,
                                   [list_to_atom(cname("s")), #{listen => "nowhere"}])),

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth_limit.h"
+#include "check_run.h"
 
 static void key4(const char *ip, uint8_t key[16])
 {
@@ -124,9 +125,5 @@ int main(void)
     tcase_add_test(tc, blocks_and_grows);
     tcase_add_test(tc, full_table);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }

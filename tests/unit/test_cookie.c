@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_run.h"
 #include "cookie.h"
 
 static char dir[] = "/tmp/cnb_test_cookie_XXXXXX";
@@ -129,9 +130,5 @@ int main(void)
     tcase_add_test(tc, text_cookie);
     tcase_add_test(tc, default_places);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }

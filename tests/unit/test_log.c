@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_run.h"
 #include "log.h"
 #include "node_int.h"
 
@@ -203,9 +204,5 @@ int main(void)
     tcase_add_test(tc, logger_escapes_peer_text);
     tcase_add_test(tc, logger_rate_limits_a_flood);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }
