@@ -127,6 +127,8 @@ int main(int argc, char **argv)
             o.name = optarg;
             break;
         case 'c':
+            if (cookie_arg) /* an earlier --cookie: only the last one counts */
+                explicit_bzero(cookie_arg, strlen(cookie_arg));
             cookie_arg = optarg;
             break;
         case 'f':

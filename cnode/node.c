@@ -155,6 +155,10 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
         goto bad;
     }
     snprintf(n->name, sizeof(n->name), "%s@%s", n->alive, n->host);
+    if (!cnb__hs_name_ok((const uint8_t *)n->name, strlen(n->name))) {
+        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': peers would refuse it", n->name);
+        goto bad;
+    }
 
     if (cnb__cookie_load(n, opts, n->cookie, sizeof(n->cookie)))
         goto bad;
