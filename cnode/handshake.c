@@ -3,6 +3,7 @@
  * integration suites in tests/integration/dist_*_tests.erl. */
 #include "handshake.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -170,16 +171,49 @@ static int check_flags(cnb_hs_t *hs, uint64_t flags)
     return 0;
 }
 
-/* Copies a node name of n bytes, checking it looks like name@host. */
+int cnb__hs_name_ok(const uint8_t *p, size_t n)
+{
+    const uint8_t *at = memchr(p, '@', n);
+    if (n > 255 || !at || at == p || at + 1 == p + n || memchr(at + 1, '@', (size_t)(p + n - at - 1)))
+        return 0;
+    for (const uint8_t *q = p; q < at; q++)
+        if (!((*q >= '0' && *q <= '9') || (*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') ||
+              *q == '_' || *q == '-'))
+            return 0;
+    for (const uint8_t *q = at + 1; q < p + n; q++) {
+        if (*q >= 0x21 && *q <= 0x7e)
+            continue;
+        /* U+00A0..U+00FF in UTF-8: the rest of net_kernel's [!-\xff]. */
+        if (q + 1 < p + n && ((*q == 0xc2 && q[1] >= 0xa0 && q[1] <= 0xbf) ||
+                              (*q == 0xc3 && q[1] >= 0x80 && q[1] <= 0xbf))) {
+            q++;
+            continue;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+/* Copies a node name of n bytes once cnb__hs_name_ok accepts it. The refusal
+ * quotes the name as received: the logger escapes it. */
 static int take_name(cnb_hs_t *hs, const uint8_t *p, size_t n)
 {
-    if (n == 0 || n > 255)
-        return fail(hs, CNB_EPROTO, "bad node name length in handshake");
-    if (!memchr(p, '@', n) || memchr(p, 0, n))
-        return fail(hs, CNB_EPROTO, "malformed node name in handshake");
+    if (!cnb__hs_name_ok(p, n)) {
+        char why[sizeof(hs->err)];
+        snprintf(why, sizeof(why),
+                 "bad node name \"%.*s\"%s in the handshake (want name@host: the name of "
+                 "[0-9A-Za-z_-], the host of printable characters)",
+                 (int)(n < 80 ? n : 80), (const char *)p, n > 80 ? "..." : "");
+        return fail(hs, CNB_EPROTO, why);
+    }
     memcpy(hs->peer_name, p, n);
     hs->peer_name[n] = 0;
     return 0;
+}
+
+int cnb__hs_refuse(cnb_hs_t *hs, int code, const char *why)
+{
+    return fail(hs, code, why);
 }
 
 int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb_buf_t *out)
@@ -240,7 +274,7 @@ int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb
             return fail(hs, CNB_EPROTO, "expected challenge_reply ('r')");
         uint8_t want[16];
         cnb__hs_digest(hs->our_challenge, hs->cookie, want);
-        if (memcmp(want, b + 4, 16))
+        if (CRYPTO_memcmp(want, b + 4, 16))
             return fail(hs, CNB_ECOOKIE, "challenge digest mismatch (wrong cookie)");
         hs->peer_challenge = cnb__get32(b);
         uint8_t dig[16];
@@ -311,7 +345,7 @@ int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb
             return fail(hs, CNB_EPROTO, "expected challenge_ack ('a')");
         uint8_t want[16];
         cnb__hs_digest(hs->our_challenge, hs->cookie, want);
-        if (memcmp(want, b, 16))
+        if (CRYPTO_memcmp(want, b, 16))
             return fail(hs, CNB_ECOOKIE, "challenge_ack digest mismatch (wrong cookie)");
         hs->state = ST_DONE;
         return CNB_HS_DONE;

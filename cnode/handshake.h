@@ -115,6 +115,17 @@ int cnb__hs_status(cnb_hs_t *hs, const char *status, cnb_buf_t *out);
  * has been received: the caller must drop the old connection to that node. */
 int cnb__hs_replaces_old(const cnb_hs_t *hs);
 
+/* True when the n bytes at p are a node name a real node can have: exactly
+ * one '@', before it one or more of [0-9A-Za-z_-] (net_kernel's rule for the
+ * name part), after it one or more characters in U+0021..U+00FF, as
+ * net_kernel accepts for the host, less DEL and the C1 controls; at most 255
+ * bytes. A name failing it is refused in the handshake (CNB_EPROTO). */
+int cnb__hs_name_ok(const uint8_t *p, size_t n);
+
+/* Ends the handshake as failed, with code and why (copied to hs->err), for
+ * a policy outside the state machine (auth_limit.c). Returns code. */
+int cnb__hs_refuse(cnb_hs_t *hs, int code, const char *why);
+
 /* For logs: what the handshake was waiting for when it stopped. */
 const char *cnb__hs_phase(const cnb_hs_t *hs);
 

@@ -4,6 +4,8 @@
  * Tests: tests/integration/dist_*_tests.erl. */
 #include "conn_policy.h"
 #include "node_int.h"
+#include "auth_limit.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -176,6 +178,10 @@ static void do_accept(cnb_node_t *n)
         if (fd < 0) {
             if (cnb__accept_failed(n, errno))
                 return;
+            continue;
+        }
+        if (cnb__auth_accept(n, (struct sockaddr *)&ss)) { /* in its back-off */
+            close(fd);
             continue;
         }
         int one = 1;
@@ -572,6 +578,8 @@ static int process_input(cnb_node_t *n, cnb_conn_t *c)
         if (c->state == C_HANDSHAKE) {
             size_t used = 0;
             int rc = cnb__hs_input(&c->hs, in, avail, &used, &c->hsout);
+            if (!c->initiator)
+                rc = cnb__auth_filter(n, &c->hs, c->ev.fd, rc); /* cookie back-off */
             b->off += used;
             if (rc == CNB_HS_MORE)
                 break;
@@ -881,6 +889,7 @@ void *cnb__loop(void *arg)
             cnb__hold_timers(n);
             cnb__accept_guard_tick(n);
             keep_check(n);
+            cnb__log_tick(); /* reports lines the logger held back */
             next_timer = n->now + TIMER_MS;
         }
         while (n->dirty) {

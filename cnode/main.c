@@ -21,10 +21,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: cnode (--sname NAME[@HOST] | --name NAME[@HOST]) [options]\n"
-            "  --cookie C          the distribution cookie\n"
-            "  --cookie-file F     read the cookie from F (default ~/.erlang.cookie)\n"
+            "  --cookie C          the distribution cookie (other users can see it in ps\n"
+            "                      until the program wipes it at start: prefer the next two)\n"
+            "  --cookie-file F     read the cookie from F (mode 0400 or 0600, as erl wants)\n"
+            "                      (default: $CNB_COOKIE, else ~/.erlang.cookie)\n"
             "  --connect NODE      connect at start (repeatable); NODE@HOST:PORT with --no-epmd\n"
             "  --port N            listen on port N (default: any free port)\n"
+            "  --listen ADDR       listen on the interface of IP address ADDR only (default:\n"
+            "                      every interface), as inet_dist_use_interface\n"
             "  --no-epmd           do not register with epmd\n"
             "  --ipv6              listen on IPv6 (dual stack) and prefer IPv6 for peers\n"
             "  --ticktime S        net_ticktime in seconds (default 60)\n"
@@ -34,7 +38,10 @@ static void usage(FILE *f)
             "  --threads N         worker threads (default 2)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
             "  --demo              run the demo workers (echo, cache_sup)\n"
-            "Prints \"READY <node>\" on stdout once it is published and listening.\n");
+            "Environment: CNB_COOKIE  the cookie, when neither --cookie nor --cookie-file is\n"
+            "                         given (read, then wiped from the environment)\n"
+            "Prints \"READY <node>\" on stdout once it is published and listening.\n"
+            "Exit status: 0 after SIGTERM/SIGINT, 2 for bad arguments, name or cookie, 1 else.\n");
 }
 
 static int parse_level(const char *s)
@@ -61,6 +68,24 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
     return 0;
 }
 
+/* Takes a secret off argv or the environment: copies it (the caller frees it
+ * with free_secret) and overwrites the original bytes, so /proc/PID/cmdline
+ * and /proc/PID/environ no longer show it. Returns NULL when out of memory. */
+static char *take_secret(char *s)
+{
+    char *copy = strdup(s);
+    explicit_bzero(s, strlen(s));
+    return copy;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
 static void *eof_watch(void *arg)
 {
     (void)arg;
@@ -82,6 +107,7 @@ int main(int argc, char **argv)
         {"max-message", required_argument, 0, 'm'}, {"log-level", required_argument, 0, 'l'},
         {"threads", required_argument, 0, 'T'},   {"exit-on-eof", no_argument, 0, 'e'},
         {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
+        {"listen", required_argument, 0, 'L'},
         {0, 0, 0, 0}};
     cnb_node_opts_t o;
     memset(&o, 0, sizeof(o));
@@ -90,6 +116,7 @@ int main(int argc, char **argv)
     int nconnect = 0, demo = 0, exit_on_eof = 0;
     unsigned long v;
     int c;
+    char *cookie_arg = NULL; /* the last --cookie's text, inside argv */
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -100,7 +127,9 @@ int main(int argc, char **argv)
             o.name = optarg;
             break;
         case 'c':
-            o.cookie = optarg;
+            if (cookie_arg) /* an earlier --cookie: only the last one counts */
+                explicit_bzero(cookie_arg, strlen(cookie_arg));
+            cookie_arg = optarg;
             break;
         case 'f':
             o.cookie_file = optarg;
@@ -116,6 +145,9 @@ int main(int argc, char **argv)
             if (parse_uint(optarg, 65535, &v))
                 goto bad;
             o.port = (unsigned)v;
+            break;
+        case 'L':
+            o.listen_addr = optarg;
             break;
         case 'E':
             o.no_epmd = 1;
@@ -160,8 +192,26 @@ int main(int argc, char **argv)
             goto bad;
         }
     }
-    if (optind != argc || (!o.sname == !o.name) || (!o.cookie && !o.cookie_file && !getenv("HOME")))
+    /* The cookie leaves argv and the environment before anything else runs:
+     * every user can read /proc/PID/cmdline; environ only this user. */
+    char *cookie = NULL, *env_cookie = getenv("CNB_COOKIE");
+    if (cookie_arg)
+        cookie = take_secret(cookie_arg);
+    else if (env_cookie && !o.cookie_file)
+        cookie = take_secret(env_cookie);
+    if (env_cookie) {
+        explicit_bzero(env_cookie, strlen(env_cookie));
+        unsetenv("CNB_COOKIE");
+    }
+    if ((cookie_arg || (env_cookie && !o.cookie_file)) && !cookie) {
+        fprintf(stderr, "cnode: out of memory\n");
+        return 1;
+    }
+    o.cookie = cookie;
+    if (optind != argc || (!o.sname == !o.name)) {
+        free_secret(cookie);
         goto bad;
+    }
 
     /* Signals: SIGPIPE ignored (sockets use MSG_NOSIGNAL too); SIGTERM/SIGINT
      * are taken synchronously by this thread with sigwait. */
@@ -174,14 +224,16 @@ int main(int argc, char **argv)
 
     cnb_node_t *node;
     int rc = cnb_node_create(&o, &node);
+    free_secret(cookie); /* the node keeps its own copy */
     if (rc) {
+        /* CNB_EINVAL: a bad name or cookie, which a log line explained. */
         fprintf(stderr, "cnode: %s\n", cnb_strerror(rc));
-        return 1;
+        return rc == CNB_EINVAL ? 2 : 1;
     }
     if ((rc = cnb_node_start(node))) {
         fprintf(stderr, "cnode: cannot start: %s\n", cnb_strerror(rc));
         cnb_node_destroy(node);
-        return 1;
+        return rc == CNB_EINVAL ? 2 : 1; /* e.g. a bad --listen address */
     }
     /* Every C node serves its key registry (cnode_registry:attach/2). */
     struct cnb_registry *reg = NULL;

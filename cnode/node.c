@@ -1,7 +1,9 @@
 /* node.c: creating, starting and stopping a node; names, cookie, creation,
- * pids and refs, logging, the peers snapshot other threads read.
+ * pids and refs, the peers snapshot other threads read (the logger is log.c).
  * Tests: tests/integration/dist_*_tests.erl. */
 #include "node_int.h"
+#include "auth_limit.h"
+#include "cookie.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -10,13 +12,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,58 +55,6 @@ uint32_t cnb__random32(void)
         v = (uint32_t)ts.tv_nsec ^ (uint32_t)getpid() * 2654435761u;
     }
     return v;
-}
-
-static const char *level_name(int level)
-{
-    switch (level) {
-    case CNB_LOG_ERROR:
-        return "error";
-    case CNB_LOG_WARNING:
-        return "warning";
-    case CNB_LOG_INFO:
-        return "info";
-    default:
-        return "debug";
-    }
-}
-
-static void vlog(const cnb_node_t *n, int level, const char *fmt, va_list ap)
-{
-    if (n && level > n->log_level)
-        return;
-    char msg[1024];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    /* One write per line so lines from several threads never interleave. */
-    char line[1400];
-    int len = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] %s: %s\n",
-                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                       tm.tm_sec, (long)(tv.tv_usec / 1000), level_name(level),
-                       n ? n->name : "cnode", msg);
-    if (len > (int)sizeof(line))
-        len = (int)sizeof(line);
-    ssize_t w = write(STDERR_FILENO, line, (size_t)len);
-    (void)w;
-}
-
-void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog(n, level, fmt, ap);
-    va_end(ap);
-}
-
-void cnb_node_log(const cnb_node_t *n, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog(n, level, fmt, ap);
-    va_end(ap);
 }
 
 static int short_host(char *out, size_t cap)
@@ -153,19 +101,6 @@ static int valid_alive(const char *s)
         if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-'))
             return 0;
     return 1;
-}
-
-static int read_cookie_file(const char *path, char *out, size_t cap)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return CNB_ESYS;
-    size_t n = fread(out, 1, cap - 1, f);
-    fclose(f);
-    out[n] = 0;
-    while (n > 0 && isspace((unsigned char)out[n - 1]))
-        out[--n] = 0;
-    return n > 0 ? 0 : CNB_EINVAL;
 }
 
 int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
@@ -233,27 +168,13 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
         goto bad;
     }
     snprintf(n->name, sizeof(n->name), "%s@%s", n->alive, n->host);
-
-    if (opts->cookie) {
-        if (strlen(opts->cookie) >= sizeof(n->cookie) || !opts->cookie[0]) {
-            cnb__log(n, CNB_LOG_ERROR, "bad cookie (empty or longer than %zu bytes)",
-                     sizeof(n->cookie) - 1);
-            goto bad;
-        }
-        snprintf(n->cookie, sizeof(n->cookie), "%s", opts->cookie);
-    } else {
-        char path[1024];
-        const char *file = opts->cookie_file;
-        if (!file) {
-            const char *home = getenv("HOME");
-            snprintf(path, sizeof(path), "%s/.erlang.cookie", home ? home : ".");
-            file = path;
-        }
-        if (read_cookie_file(file, n->cookie, sizeof(n->cookie)) != 0) {
-            cnb__log(n, CNB_LOG_ERROR, "cannot read a cookie from %s", file);
-            goto bad;
-        }
+    if (!cnb__hs_name_ok((const uint8_t *)n->name, strlen(n->name))) {
+        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': peers would refuse it", n->name);
+        goto bad;
     }
+
+    if (cnb__cookie_load(n, opts, n->cookie, sizeof(n->cookie)))
+        goto bad;
     do {
         n->creation = cnb__random32();
     } while (n->creation == 0);
@@ -276,47 +197,64 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     *out = n;
     return 0;
 bad:
+    explicit_bzero(n->cookie, sizeof(n->cookie));
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
     free(n);
     return CNB_EINVAL;
 }
 
+/* The address to listen on: opts.listen_addr (a numeric IPv4 or IPv6
+ * address, as inet_dist_use_interface takes), else every interface (IPv6
+ * dual stack with opts.ipv6). Returns 0 or CNB_EINVAL after a log line. */
+static int listen_address(cnb_node_t *n, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    const char *addr = n->opts.listen_addr;
+    if (addr && inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
+        ss->ss_family = AF_INET;
+    } else if (addr && inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
+        ss->ss_family = AF_INET6;
+    } else if (addr) {
+        cnb__log(n, CNB_LOG_ERROR, "bad listen address '%s': give a numeric IPv4 or IPv6 address",
+                 addr);
+        return CNB_EINVAL;
+    } else if (n->opts.ipv6) {
+        ss->ss_family = AF_INET6;
+        a6->sin6_addr = in6addr_any;
+    } else {
+        ss->ss_family = AF_INET;
+        a4->sin_addr.s_addr = htonl(INADDR_ANY);
+    }
+    if (ss->ss_family == AF_INET) {
+        a4->sin_port = htons((uint16_t)n->opts.port);
+        *len = sizeof(*a4);
+    } else {
+        a6->sin6_port = htons((uint16_t)n->opts.port);
+        *len = sizeof(*a6);
+    }
+    return 0;
+}
+
 static int open_listener(cnb_node_t *n)
 {
-    int fd;
-    if (n->opts.ipv6) {
-        fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return CNB_ESYS;
-        int off = 0, on = 1;
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-        struct sockaddr_in6 a;
-        memset(&a, 0, sizeof(a));
-        a.sin6_family = AF_INET6;
-        a.sin6_addr = in6addr_any;
-        a.sin6_port = htons((uint16_t)n->opts.port);
-        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-            goto err;
-    } else {
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return CNB_ESYS;
-        int on = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof(a));
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_ANY);
-        a.sin_port = htons((uint16_t)n->opts.port);
-        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-            goto err;
-    }
-    if (listen(fd, 511) != 0)
-        goto err;
     struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
+    socklen_t sl;
+    int rc = listen_address(n, &ss, &sl);
+    if (rc)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return CNB_ESYS;
+    int on = 1, off = 0;
+    if (ss.ss_family == AF_INET6 && !n->opts.listen_addr) /* dual stack */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 511) != 0)
+        goto err;
+    sl = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
         goto err;
@@ -326,7 +264,8 @@ static int open_listener(cnb_node_t *n)
     n->listen_ev.fd = fd;
     return 0;
 err:
-    cnb__log(n, CNB_LOG_ERROR, "cannot listen on port %u: %s", n->opts.port, strerror(errno));
+    cnb__log(n, CNB_LOG_ERROR, "cannot listen on port %u of %s: %s", n->opts.port,
+             n->opts.listen_addr ? n->opts.listen_addr : "every interface", strerror(errno));
     close(fd);
     return CNB_ESYS;
 }
@@ -352,7 +291,8 @@ static int prepare(cnb_node_t *n)
     epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->wake_ev.fd, &e);
     if (!n->opts.no_epmd && (rc = cnb__epmd_register(n)))
         return rc;
-    cnb__log(n, CNB_LOG_INFO, "listening on port %u%s, creation %u", n->port,
+    cnb__log(n, CNB_LOG_INFO, "listening on port %u of %s%s, creation %u", n->port,
+             n->opts.listen_addr ? n->opts.listen_addr : "every interface",
              n->opts.no_epmd ? " (no epmd)" : "", n->creation);
     if ((rc = cnb__rt_start(n->rt))) {
         cnb__log(n, CNB_LOG_ERROR, "cannot start the worker pool");
@@ -431,6 +371,7 @@ void cnb_node_destroy(cnb_node_t *n)
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
     free(n->peers);
+    cnb__auth_free(n->auth);
     free(n);
 }
 

@@ -152,6 +152,7 @@ struct cnb_node {
     struct cnb_hold *holds; /* messages for peers being connected (conn_hold.c) */
     cnb_accept_guard_t accept_guard; /* fd exhaustion back-off (accept_guard.c) */
     cnb_keep_t keep[CNB_MAX_KEEP];
+    struct cnb_auth_limit *auth; /* failed cookie checks per address (auth_limit.c) */
     int nkeep;
     int64_t now;
 

@@ -90,9 +90,12 @@ typedef void (*cnb_on_node_fn)(cnb_node_t *node, const char *peer, int up, void 
 typedef struct cnb_node_opts {
     const char *sname;       /* short name "c1" or "c1@host" (host: the short host name) */
     const char *name;        /* long name "c1@host.example" or "c1" (host: the FQDN) */
-    const char *cookie;      /* the cookie text */
-    const char *cookie_file; /* or a file holding it (like ~/.erlang.cookie) */
+    const char *cookie;      /* the cookie text (copied; the caller may wipe it) */
+    const char *cookie_file; /* or a file holding it, owner-only as erl wants
+                                (NULL and no cookie: ~/.erlang.cookie) */
     unsigned port;           /* listen port; 0: any free port */
+    const char *listen_addr; /* numeric IP address of the one interface to listen on
+                                (as inet_dist_use_interface); NULL: every interface */
     int no_epmd;             /* do not register with epmd; peers need name@host:port */
     int ipv6;                /* listen on IPv6 (dual stack) and prefer IPv6 for peers */
     unsigned net_ticktime;   /* seconds (default 60, as net_kernel's); ticks at 1/4 */

@@ -18,6 +18,7 @@
                   cookie => atom() | string(),
                   connect => [node()],
                   port => 0..65535,
+                  listen => inet:ip_address() | string(),
                   no_epmd => boolean(),
                   ipv6 => boolean(),
                   ticktime => pos_integer(),
@@ -32,7 +33,9 @@
 
 %% @doc Starts the C node `Name@Host' (Host: this node's host unless given)
 %% with the `cnode' flags that Opts names (see opts()); the cookie defaults to
-%% this node's and is passed in a 0600 file; `connect' defaults to [node()].
+%% this node's and is passed in the program's environment (never its command
+%% line); `listen' (an IP address, as inet_dist_use_interface) binds its
+%% distribution port to that one interface; `connect' defaults to [node()].
 %% Returns once the node printed READY and is connected:
 %% {ok, CNode}, or {error, Reason} (nothing is left running then), e.g.
 %% {error, {bad_option, {Key, Value}}}, {error, {already_started, CNode}},

@@ -1,5 +1,6 @@
 %% @doc One supervised C node: owns the port of the `cnode' program, passes the
-%% cookie through a 0600 file (never the command line), waits for its
+%% cookie in its environment (CNB_COOKIE, which only this user can read in
+%% /proc and the program wipes at start; never the command line), waits for its
 %% `READY <node>' line, forwards its log lines to `logger' (metadata
 %% `#{cnode => Node}'), and when the program dies unexpectedly makes sure no
 %% `:global' name of the dead node is left before exiting, so the supervisor
@@ -55,8 +56,8 @@ host_of(Node, Long) ->
     end.
 
 %% @doc The command-line arguments for Opts (validated). The cookie is not
-%% among them: it goes in a file. Returns {error, {bad_option, Opt}} for an
-%% unknown or ill-typed option.
+%% among them: it goes in the environment. Returns {error, {bad_option, Opt}}
+%% for an unknown or ill-typed option.
 -spec args(atom(), map()) -> {ok, [string()]} | {error, term()}.
 args(Name, Opts) when is_atom(Name), is_map(Opts) ->
     try
@@ -78,6 +79,17 @@ opt_args(cookie, C) when is_atom(C); is_list(C) -> [];
 opt_args(connect, Ns) when is_list(Ns) ->
     lists:append([["--connect", to_list(N)] || N <- Ns]);
 opt_args(port, P) when is_integer(P), P >= 0, P < 65536 -> ["--port", integer_to_list(P)];
+opt_args(listen, A) when is_tuple(A) ->
+    %% An IP address tuple, as kernel's inet_dist_use_interface.
+    case inet:ntoa(A) of
+        {error, _} -> throw({bad_option, {listen, A}});
+        Text -> ["--listen", Text]
+    end;
+opt_args(listen, A) when is_list(A) ->
+    case inet:parse_strict_address(A) of
+        {ok, _} -> ["--listen", A];
+        {error, _} -> throw({bad_option, {listen, A}})
+    end;
 opt_args(no_epmd, true) -> ["--no-epmd"];
 opt_args(no_epmd, false) -> [];
 opt_args(ipv6, true) -> ["--ipv6"];
@@ -171,14 +183,12 @@ launch(St = #st{name = Name, opts = Opts, node = Node}) ->
         {error, _} = E -> E;
         {ok, Args} ->
             Exe = maps:get(executable, Opts, cnode_bridge:cnode_executable()),
-            {ok, CookieFile} = write_cookie(maps:get(cookie, Opts, erlang:get_cookie())),
+            Cookie = to_list(maps:get(cookie, Opts, erlang:get_cookie())),
             Port = open_port({spawn_executable, Exe},
-                             [{args, Args ++ ["--cookie-file", CookieFile]},
+                             [{args, Args}, {env, [{"CNB_COOKIE", Cookie}]},
                               {line, 8192}, binary, exit_status, stderr_to_stdout]),
             {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-            R = wait_ready(Port, Node, maps:get(ready_timeout, Opts, 15000)),
-            _ = file:delete(CookieFile),
-            case R of
+            case wait_ready(Port, Node, maps:get(ready_timeout, Opts, 15000)) of
                 ok ->
                     _ = net_kernel:connect_node(Node),
                     ?LOG_INFO("C node ~ts ready (os pid ~b)", [Node, OsPid], #{cnode => Node}),
@@ -198,19 +208,6 @@ wait_ready(Port, Node, Timeout) ->
     after Timeout ->
             {error, ready_timeout}
     end.
-
-%% The cookie in a file only we can read, removed once the node is ready.
-write_cookie(Cookie) ->
-    Dir = filename:basedir(user_cache, "cnode_bridge"),
-    ok = filelib:ensure_dir(filename:join(Dir, "x")),
-    ok = file:change_mode(Dir, 8#700),
-    F = filename:join(Dir, "cookie." ++ os:getpid() ++ "." ++
-                          integer_to_list(erlang:unique_integer([positive]))),
-    {ok, Fd} = file:open(F, [write, exclusive, raw]),
-    ok = file:change_mode(F, 8#600),
-    ok = file:write(Fd, to_list(Cookie)),
-    ok = file:close(Fd),
-    {ok, F}.
 
 %% "2026-...Z [level] node: message" -> logger at that level.
 log_line(Node, Line) ->

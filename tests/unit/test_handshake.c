@@ -1,7 +1,7 @@
 /* test_handshake.c: Check tests of the version 6 handshake state machine
  * (cnode/handshake.c): two machines talking to each other through memory, fed
  * whole, byte by byte and in random splits; wrong cookies, refusals, missing
- * flags, truncated and corrupted packets. */
+ * flags, truncated and corrupted packets, node names a real node cannot have. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,6 +290,52 @@ START_TEST(digest_known_value)
 }
 END_TEST
 
+/* Node names: what net_kernel lets a node be called passes, the rest (and
+ * anything that could forge a log line) is refused. */
+START_TEST(node_name_rules)
+{
+    static const char *good[] = {"a@b", "alpha@host", "n_1-x@host.example.com", "c@127.0.0.1",
+                                 "v6@::1", "x@h\xc3\xa9te", "Z9@[weird]!~"};
+    static const char *bad[] = {"", "@", "a@", "@h", "noat", "a@b@c", "a b@h", "a@h h",
+                                "a.b@h", "a\n@h", "a@h\n2026 [error] x: forged",
+                                "a@\x1b[31mred", "a@h\x7f", "a@h\xc2\x9b", "a@h\xff",
+                                "\xc3\xa9@h", "a@h\t", "a@h\xe2\x80\xa8"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++)
+        ck_assert_msg(cnb__hs_name_ok((const uint8_t *)good[i], strlen(good[i])), "%s", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        ck_assert_msg(!cnb__hs_name_ok((const uint8_t *)bad[i], strlen(bad[i])), "%s", bad[i]);
+    ck_assert(!cnb__hs_name_ok((const uint8_t *)"a\0b@h", 5));
+    char longname[300];
+    memset(longname, 'a', sizeof(longname));
+    longname[1] = '@';
+    ck_assert(cnb__hs_name_ok((const uint8_t *)longname, 255));
+    ck_assert(!cnb__hs_name_ok((const uint8_t *)longname, 256));
+}
+END_TEST
+
+/* An acceptor refuses send_name with a bad name before any status, and says
+ * which name (raw: the logger escapes it). */
+START_TEST(handshake_bad_name_refused)
+{
+    static const char *bad[] = {"evil\n2026-01-01T00:00:00.000Z [error] x: forged@h",
+                                "a@\x1b[2Jhost", "nohost", "a b@h"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        cnb_hs_t a, b;
+        cnb_buf_t aout = {0}, bout = {0};
+        cnb__hs_init(&a, CNB_HS_INITIATOR, 2, bad[i], CNB_DFLAGS_OURS, 1, "c", 1, NULL);
+        ck_assert_int_eq(cnb__hs_start(&a, &aout), 0);
+        cnb__hs_init(&b, CNB_HS_ACCEPTOR, 2, B_NAME, CNB_DFLAGS_OURS, 2, "c", 2, NULL);
+        size_t used = 0;
+        ck_assert_int_eq(cnb__hs_input(&b, aout.data, aout.len, &used, &bout), CNB_EPROTO);
+        ck_assert_uint_eq(bout.len, 0);
+        ck_assert_ptr_nonnull(strstr(b.err, "bad node name"));
+        ck_assert_str_eq(b.peer_name, "");
+        cnb__buf_free(&aout);
+        cnb__buf_free(&bout);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("handshake");
@@ -307,6 +353,8 @@ int main(void)
     tcase_add_test(tc, handshake_garbage);
     tcase_add_test(tc, handshake_tls_headers);
     tcase_add_test(tc, digest_known_value);
+    tcase_add_test(tc, node_name_rules);
+    tcase_add_test(tc, handshake_bad_name_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -16,7 +16,7 @@
 -export([start_node/2, stop_node/2, call/5, call/4]).
 -export([start_cnode/2, stop_cnode/2, kill_cnode/2, cnode_output/2, cnode_os_pid/2,
          cnode_alive/2, wait_cnode_exit/3]).
--export([os_pid_alive/1, wait_until/2]).
+-export([os_pid_alive/1, wait_until/2, free_port/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -type ctx() :: pid().
@@ -252,6 +252,8 @@ terminate(_Reason, St) ->
 
 guard() -> filename:join([root(), "scripts", "guard"]).
 
+%% @doc A TCP port that was free a moment ago.
+-spec free_port() -> inet:port_number().
 free_port() ->
     {ok, L} = gen_tcp:listen(0, [{reuseaddr, true}]),
     {ok, P} = inet:port(L),
