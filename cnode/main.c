@@ -32,6 +32,7 @@ static void usage(FILE *f)
             "  --max-message B     largest incoming message in bytes (default 268435456)\n"
             "  --log-level L       error | warning | info | debug (default info)\n"
             "  --threads N         worker threads (default 2)\n"
+            "  --max-links-per-peer N  links + monitors one node may hold here (default 1048576)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
             "  --demo              run the demo workers (echo, cache_sup)\n"
             "Prints \"READY <node>\" on stdout once it is published and listening.\n");
@@ -82,6 +83,7 @@ int main(int argc, char **argv)
         {"max-message", required_argument, 0, 'm'}, {"log-level", required_argument, 0, 'l'},
         {"threads", required_argument, 0, 'T'},   {"exit-on-eof", no_argument, 0, 'e'},
         {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
+        {"max-links-per-peer", required_argument, 0, 'L'},
         {0, 0, 0, 0}};
     cnb_node_opts_t o;
     memset(&o, 0, sizeof(o));
@@ -146,6 +148,11 @@ int main(int argc, char **argv)
             if (parse_uint(optarg, 1024, &v) || v == 0)
                 goto bad;
             o.threads = (unsigned)v;
+            break;
+        case 'L':
+            if (parse_uint(optarg, 0xffffffffUL, &v) || v == 0)
+                goto bad;
+            o.max_links_per_peer = (size_t)v;
             break;
         case 'e':
             exit_on_eof = 1;
