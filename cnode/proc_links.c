@@ -139,10 +139,12 @@ static void tab_resize(cnb_ltab_t *t, size_t ns, rec_hash_fn hf)
     t->size = ns;
 }
 
-/* After removals: give memory back once the table is mostly empty. */
-static void tab_shrink(cnb_ltab_t *t, rec_hash_fn hf)
+/* After removals: give memory back once the table is mostly empty; the
+ * smallest bucket array stays unless free_empty (a bulk removal), so that a
+ * monitor set and cleared per call does not allocate each time. */
+static void tab_shrink(cnb_ltab_t *t, rec_hash_fn hf, int free_empty)
 {
-    if (t->count == 0) {
+    if (t->count == 0 && free_empty) {
         free(t->b);
         t->b = NULL;
         t->size = 0;
@@ -175,10 +177,10 @@ static void tab_remove(cnb_ltab_t *t, rec_t *r, rec_hash_fn hf)
             t->count--;
             break;
         }
-    tab_shrink(t, hf);
+    tab_shrink(t, hf, 0);
 }
 
-/* Takes the records keep() refuses out of t, as a list. */
+/* Takes the records take() accepts out of t, as a list. */
 static rec_t *tab_take(cnb_ltab_t *t, rec_hash_fn hf, int (*take)(const rec_t *, const void *),
                        const void *arg)
 {
@@ -195,7 +197,7 @@ static rec_t *tab_take(cnb_ltab_t *t, rec_hash_fn hf, int (*take)(const rec_t *,
                 pp = &r->next;
             }
         }
-    tab_shrink(t, hf);
+    tab_shrink(t, hf, 1);
     return out;
 }
 
