@@ -36,6 +36,7 @@ static void usage(FILE *f)
             "  --max-message B     largest incoming message in bytes (default 268435456)\n"
             "  --log-level L       error | warning | info | debug (default info)\n"
             "  --threads N         worker threads (default 2)\n"
+            "  --max-links-per-peer N  links + monitors one node may hold here (default 1048576)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
             "  --demo              run the demo workers (echo, cache_sup)\n"
             "Environment: CNB_COOKIE  the cookie, when neither --cookie nor --cookie-file is\n"
@@ -108,6 +109,7 @@ int main(int argc, char **argv)
         {"threads", required_argument, 0, 'T'},   {"exit-on-eof", no_argument, 0, 'e'},
         {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
         {"listen", required_argument, 0, 'L'},
+        {"max-links-per-peer", required_argument, 0, 'K'},
         {0, 0, 0, 0}};
     cnb_node_opts_t o;
     memset(&o, 0, sizeof(o));
@@ -178,6 +180,11 @@ int main(int argc, char **argv)
             if (parse_uint(optarg, 1024, &v) || v == 0)
                 goto bad;
             o.threads = (unsigned)v;
+            break;
+        case 'K':
+            if (parse_uint(optarg, 0xffffffffUL, &v) || v == 0)
+                goto bad;
+            o.max_links_per_peer = (size_t)v;
             break;
         case 'e':
             exit_on_eof = 1;

@@ -1,12 +1,17 @@
 /* runtime.c: C workers as Erlang processes: the process table, mailboxes of
  * signals, the worker pool, links (old and UNLINK_ID protocols), monitors
  * (by pid and by name), exit signals and trap_exit, gen_server and sys
- * messages, and termination that fires links and monitors.
+ * messages, and termination that fires links and monitors. The records of
+ * links and monitors live in proc_links.c, their node names in link_names.c.
  *
  * Ownership: a process's links and monitors are touched only by the pool
  * thread running it; every signal from elsewhere (the I/O thread, other
  * workers) goes through its mailbox, in arrival order, as in Erlang.
- * Tests: tests/integration/runtime_tests.erl, tests/integration/exunit/. */
+ * Connections: a link or monitor belongs to the connection it was made over
+ * (its node's epoch); once that connection is gone, its effects are local
+ * only: nothing is sent back to the node that left.
+ * Tests: tests/integration/runtime_tests.erl, hostile_signals_tests.erl,
+ * tests/integration/exunit/. */
 #include "runtime.h"
 
 #include <stdio.h>
@@ -15,9 +20,11 @@
 #include <time.h>
 
 #include "node_int.h"
+#include "proc_links.h"
 
 #define BATCH 64          /* signals a worker handles before yielding its thread */
 #define TAB_INIT 1024
+#define LINKS_PER_PEER_DEFAULT ((size_t)1 << 20)
 
 enum sig_kind {
     SIG_MSG = 1,
@@ -34,12 +41,16 @@ enum sig_kind {
     SIG_SHUTDOWN
 };
 
+/* What a signal says besides its data; every name in it is interned (one
+ * reference each, dropped by free_sig). */
 typedef struct sig_meta {
-    erlang_pid from;
-    erlang_ref ref;
+    cnb_cpid_t from;
+    cnb_cref_t ref;
     uint64_t id;
-    int by_name;                /* MONITOR/DEMONITOR/DOWN by name */
-    char name[MAXATOMLEN_UTF8]; /* that name; NODEDOWN: the node */
+    cnb_lname_t *name;     /* MONITOR/DEMONITOR by name: that name; NODEDOWN: the node */
+    int reserved;          /* LINK/MONITOR: holds a count on from's node (the cap) */
+    uint32_t epoch;        /* from's node epoch on arrival; NODEDOWN: the epoch that ended */
+    int by_name;           /* MONITOR/DEMONITOR/DOWN by name */
 } sig_meta_t;
 
 typedef struct sig {
@@ -49,22 +60,6 @@ typedef struct sig {
     size_t len;
     char data[]; /* message or reason: ETF with version byte */
 } sig_t;
-
-typedef struct link {
-    struct link *next;
-    erlang_pid pid;
-    int active;
-    uint64_t unlink_id; /* outstanding UNLINK_ID when !active */
-} link_t;
-
-typedef struct mon {
-    struct mon *next;
-    erlang_ref ref;
-    erlang_pid pid;             /* on_me: the monitoring pid; held: the target */
-    int by_name;
-    char name[MAXATOMLEN_UTF8]; /* held by name: target name; on_me: our name */
-    char node[CNB_NAME_MAX];    /* held by name: target node */
-} mon_t;
 
 struct cnb_proc {
     cnb_rt_t *rt;
@@ -83,10 +78,8 @@ struct cnb_proc {
     struct cnb_proc *rq_next;
     struct cnb_proc *hnext; /* pid table chain */
     struct cnb_proc *nnext; /* name table chain */
-    /* owned by the running thread */
-    link_t *links;
-    mon_t *on_me;
-    mon_t *held;
+    /* owned by the running thread (pl.holds: under the names' lock) */
+    cnb_plinks_t pl;
     ei_x_buff reason;
     int has_reason;
     uint64_t unlink_seq;
@@ -107,6 +100,8 @@ struct cnb_rt {
     unsigned nthreads;
     pthread_t *threads;
     int started;
+    cnb_lnames_t *ln;  /* names of link and monitor records; per-peer counts */
+    size_t forged;     /* link/monitor signals whose sender is not the peer */
 };
 
 static uint64_t pid_key(const erlang_pid *p)
@@ -148,15 +143,17 @@ static unsigned name_hash(const char *s, size_t size)
 
 /* ------------------------------------------------------------------ table */
 
-static cnb_proc_t *find_locked(cnb_rt_t *rt, const erlang_pid *pid)
+static cnb_proc_t *find_key_locked(cnb_rt_t *rt, uint64_t k)
 {
-    if (!cnb_node_is_local_pid(rt->node, pid))
-        return NULL;
-    uint64_t k = pid_key(pid);
     for (cnb_proc_t *p = rt->tab[k % rt->tab_size]; p; p = p->hnext)
         if (p->key == k)
             return p;
     return NULL;
+}
+
+static cnb_proc_t *find_locked(cnb_rt_t *rt, const erlang_pid *pid)
+{
+    return cnb_node_is_local_pid(rt->node, pid) ? find_key_locked(rt, pid_key(pid)) : NULL;
 }
 
 static cnb_proc_t *find_name_locked(cnb_rt_t *rt, const char *name)
@@ -251,9 +248,19 @@ static sig_t *new_sig(int kind, const char *data, size_t len, int with_meta)
     return s;
 }
 
-static void free_sig(sig_t *s)
+/* Frees s and what its meta holds: names, and a count reserved on p. */
+static void free_sig(cnb_proc_t *p, sig_t *s)
 {
-    free(s->meta);
+    sig_meta_t *mt = s->meta;
+    if (mt) {
+        cnb_lnames_t *L = p->rt->ln;
+        if (mt->reserved)
+            cnb__ln_release(L, &p->pl.holds, mt->from.node);
+        cnb__cpid_put(L, &mt->from);
+        cnb__cref_put(L, &mt->ref);
+        cnb__ln_put(L, mt->name);
+        free(mt);
+    }
     free(s);
 }
 
@@ -366,18 +373,91 @@ int cnb__sig_down(cnb_node_t *n, const erlang_pid *obj, const char *obj_name,
 
 /* ------------------------------------------------------------------ I/O side */
 
-static void reply_noproc_link(cnb_node_t *n, const cnb_msg_t *m)
+/* Answers a link or monitor from m that cannot be made: an exit or a DOWN
+ * with reason why (noproc: no such process; system_limit: the peer's cap). */
+static void refuse(cnb_node_t *n, const cnb_msg_t *m, const char *why)
 {
     char r[32];
-    size_t rl = cnb__atom_term(r, "noproc");
-    cnb__sig_exit(n, CNB_OP_EXIT, &m->to, &m->from, r, rl);
+    size_t rl = cnb__atom_term(r, why);
+    if (m->op == CNB_OP_LINK)
+        cnb__sig_exit(n, CNB_OP_EXIT, &m->to, &m->from, r, rl);
+    else
+        cnb__sig_down(n, &m->to, m->has_to ? NULL : m->toname, &m->from, &m->ref, r, rl);
 }
 
-static void reply_noproc_monitor(cnb_node_t *n, const cnb_msg_t *m)
+/* ERTS takes link, monitor and exit signals only from processes of the node
+ * the connection is to; one naming another node's process would tie records
+ * to a connection it does not come over. Returns 1 when m is such a forgery
+ * (dropped, logged now and then). */
+static int forged(cnb_node_t *n, cnb_rt_t *rt, const cnb_msg_t *m)
 {
-    char r[32];
-    size_t rl = cnb__atom_term(r, "noproc");
-    cnb__sig_down(n, &m->to, m->has_to ? NULL : m->toname, &m->from, &m->ref, r, rl);
+    switch (m->op) {
+    case CNB_OP_LINK:
+    case CNB_OP_UNLINK:
+    case CNB_OP_UNLINK_ID:
+    case CNB_OP_UNLINK_ID_ACK:
+    case CNB_OP_EXIT:
+    case CNB_OP_EXIT2:
+    case CNB_OP_MONITOR_P:
+    case CNB_OP_DEMONITOR_P:
+    case CNB_OP_MONITOR_P_EXIT:
+        break;
+    default:
+        return 0;
+    }
+    if (!m->has_from || !strcmp(m->peer, n->name) || !strcmp(m->from.node, m->peer))
+        return 0;
+    size_t k = __atomic_add_fetch(&rt->forged, 1, __ATOMIC_RELAXED);
+    if (!(k & (k - 1))) /* 1st, 2nd, 4th, 8th...: a flood cannot flood the log */
+        cnb__log(n, CNB_LOG_WARNING,
+                 "dropped op %d from %s: its sender is not a process of that node (%zu so far)",
+                 m->op, m->peer, k);
+    return 1;
+}
+
+/* Fills s's meta from m (names interned) and, for a link or a monitor,
+ * reserves its count on the sender's node, refusing it at the per-peer cap.
+ * Returns 0, or nonzero when s must be dropped (refusal already sent). */
+static int fill_meta(cnb_node_t *n, cnb_proc_t *p, sig_t *s, const cnb_msg_t *m)
+{
+    cnb_lnames_t *L = n->rt->ln;
+    sig_meta_t *mt = s->meta;
+    if ((m->has_from && cnb__cpid_set(L, &mt->from, &m->from)) ||
+        (m->has_ref && cnb__cref_set(L, &mt->ref, &m->ref)))
+        goto nomem;
+    mt->id = m->unlink_id;
+    if (!m->has_to && m->toname[0]) {
+        mt->by_name = 1;
+        if (s->kind == SIG_MONITOR && !(mt->name = cnb__ln_get(L, m->toname)))
+            goto nomem;
+    }
+    if (m->op == CNB_OP_MONITOR_P_EXIT) /* "from" is the monitored object: pid or name */
+        mt->by_name = !m->has_from;
+    if (!mt->from.node)
+        return 0;
+    if (s->kind != SIG_LINK && s->kind != SIG_MONITOR) {
+        mt->epoch = cnb__ln_epoch(L, mt->from.node);
+        return 0;
+    }
+    int first = 0;
+    int limited = strcmp(m->peer, n->name) != 0;
+    int rc = cnb__ln_hold(L, &p->pl.holds, p->key, mt->from.node, limited, &mt->epoch, &first);
+    if (rc == CNB_ETOOBIG) {
+        if (first)
+            cnb__log(n, CNB_LOG_WARNING,
+                     "%s holds %zu links and monitors here, the most allowed "
+                     "(max_links_per_peer): refusing more with system_limit",
+                     m->peer, cnb__ln_cap(L));
+        refuse(n, m, "system_limit");
+        return 1;
+    }
+    if (rc)
+        goto nomem;
+    mt->reserved = 1; /* free_sig gives it back; a record takes its own */
+    return 0;
+nomem:
+    cnb__log(n, CNB_LOG_WARNING, "out of memory: dropped op %d from %s", m->op, m->peer);
+    return 1;
 }
 
 int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
@@ -385,6 +465,8 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
     cnb_rt_t *rt = n->rt;
     if (!rt)
         return 0;
+    if (forged(n, rt, m))
+        return 1;
     if (m->op == CNB_OP_ALIAS_SEND || m->op == CNB_OP_SEND || m->op == CNB_OP_MONITOR_P_EXIT)
         if (cnb__calls_deliver(n, m))
             return 1;
@@ -409,7 +491,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         if (p)
             s = new_sig(SIG_LINK, NULL, 0, 1);
         else if (cnb_node_is_local_pid(n, &m->to))
-            reply_noproc_link(n, m);
+            refuse(n, m, "noproc");
         else
             handled = 0;
         break;
@@ -434,7 +516,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         if (p)
             s = new_sig(SIG_MONITOR, NULL, 0, 1);
         else if (m->has_to ? cnb_node_is_local_pid(n, &m->to) : 1)
-            reply_noproc_monitor(n, m);
+            refuse(n, m, "noproc");
         break;
     case CNB_OP_DEMONITOR_P:
         if (p)
@@ -454,20 +536,9 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         handled = p != NULL;
         break;
     }
-    if (s && s->meta) {
-        if (m->has_from)
-            s->meta->from = m->from;
-        if (m->has_ref)
-            s->meta->ref = m->ref;
-        s->meta->id = m->unlink_id;
-        if (!m->has_to && m->toname[0]) {
-            s->meta->by_name = 1;
-            snprintf(s->meta->name, sizeof(s->meta->name), "%s", m->toname);
-        }
-        if (m->op == CNB_OP_MONITOR_P_EXIT) {
-            /* "from" is the monitored object: a pid, or a name (toname). */
-            s->meta->by_name = !m->has_from;
-        }
+    if (s && s->meta && fill_meta(n, p, s, m)) {
+        free_sig(p, s);
+        s = NULL;
     }
     if (s)
         push_sig(p, s);
@@ -475,6 +546,8 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
     return handled;
 }
 
+/* Only the processes holding links or monitors across the lost connection
+ * hear of it; each drops them all at once when it takes the signal. */
 void cnb__rt_nodedown(cnb_node_t *n, const char *peer)
 {
     cnb_rt_t *rt = n->rt;
@@ -482,16 +555,25 @@ void cnb__rt_nodedown(cnb_node_t *n, const char *peer)
         return;
     cnb__calls_nodedown(n, peer);
     cnb__relay_nodedown(n, peer);
+    uint64_t *keys = NULL;
+    cnb_lname_t *e = NULL;
+    uint32_t ended = 0;
+    size_t k = cnb__ln_nodedown(rt->ln, peer, &keys, &e, &ended);
+    if (!k)
+        return;
     pthread_rwlock_rdlock(&rt->tab_lock);
-    for (size_t i = 0; i < rt->tab_size; i++)
-        for (cnb_proc_t *p = rt->tab[i]; p; p = p->hnext) {
-            sig_t *s = new_sig(SIG_NODEDOWN, NULL, 0, 1);
-            if (!s)
-                continue;
-            snprintf(s->meta->name, sizeof(s->meta->name), "%s", peer);
-            push_sig(p, s);
-        }
+    for (size_t i = 0; i < k; i++) {
+        cnb_proc_t *p = find_key_locked(rt, keys[i]);
+        sig_t *s = p ? new_sig(SIG_NODEDOWN, NULL, 0, 1) : NULL;
+        if (!s)
+            continue; /* its records' epoch is over: it will owe that node nothing */
+        s->meta->name = cnb__ln_dup(rt->ln, e);
+        s->meta->epoch = ended;
+        push_sig(p, s);
+    }
     pthread_rwlock_unlock(&rt->tab_lock);
+    cnb__ln_put(rt->ln, e);
+    free(keys);
 }
 
 /* ------------------------------------------------------------------ worker side */
@@ -523,52 +605,66 @@ static void set_reason(cnb_proc_t *p, const char *t, size_t len)
 static void deliver_info(cnb_proc_t *p, const char *t, size_t len);
 
 /* {'EXIT', From, Reason} for a trapping process. */
-static void info_exit(cnb_proc_t *p, const erlang_pid *from, const char *reason, size_t len)
+static void info_exit(cnb_proc_t *p, const cnb_cpid_t *from, const char *reason, size_t len)
 {
+    erlang_pid f;
+    cnb__cpid_get(from, &f);
     ei_x_buff x;
     ei_x_new_with_version(&x);
     ei_x_encode_tuple_header(&x, 3);
     ei_x_encode_atom(&x, "EXIT");
-    ei_x_encode_pid(&x, from);
+    ei_x_encode_pid(&x, &f);
     ei_x_append_buf(&x, reason + 1, (int)len - 1);
     deliver_info(p, x.buff, (size_t)x.index);
     ei_x_free(&x);
 }
 
-static link_t *find_link(cnb_proc_t *p, const erlang_pid *pid, link_t ***prev)
+/* A signal owed to a record made at `epoch` on `node` goes only while the
+ * connection it was made over is still the current one: never to a node
+ * that left (nor over a newer connection to it). */
+static int owed(cnb_proc_t *p, const cnb_lname_t *node, uint32_t epoch)
 {
-    for (link_t **pp = &p->links; *pp; pp = &(*pp)->next)
-        if (cnb__pid_eq(&(*pp)->pid, pid)) {
-            if (prev)
-                *prev = pp;
-            return *pp;
-        }
-    return NULL;
+    return node && cnb__ln_current(p->rt->ln, node, epoch);
 }
 
-static void drop_link(link_t **pp)
+/* Links to pid (again): an unlink in progress is forgotten. epoch: NULL for
+ * its node's current one. Returns 0 or CNB_ENOMEM. */
+static int add_link(cnb_proc_t *p, const cnb_cpid_t *pid, const uint32_t *epoch)
 {
-    link_t *l = *pp;
-    *pp = l->next;
-    free(l);
-}
-
-static int add_link(cnb_proc_t *p, const erlang_pid *pid)
-{
-    link_t *l = find_link(p, pid, NULL);
-    if (l) {
-        l->active = 1;
-        l->unlink_id = 0;
-        return 0;
-    }
-    l = calloc(1, sizeof(*l));
+    cnb_link_t *l = cnb__pl_link(&p->pl, pid);
     if (!l)
-        return CNB_ENOMEM;
-    l->pid = *pid;
+        return cnb__pl_link_add(p->rt->ln, &p->pl, pid, epoch) ? 0 : CNB_ENOMEM;
     l->active = 1;
-    l->next = p->links;
-    p->links = l;
+    l->unlink_id = 0;
+    l->epoch = epoch ? *epoch : cnb__ln_epoch(p->rt->ln, pid->node);
     return 0;
+}
+
+static int add_link_pid(cnb_proc_t *p, const erlang_pid *pid)
+{
+    cnb_cpid_t c;
+    if (cnb__cpid_set(p->rt->ln, &c, pid))
+        return CNB_ENOMEM;
+    int rc = add_link(p, &c, NULL);
+    cnb__cpid_put(p->rt->ln, &c);
+    return rc;
+}
+
+/* The end of p's links: an exit with reason to each linked process still
+ * reachable over the connection the link was made over. */
+static size_t fire_links(cnb_proc_t *p, const char *reason, size_t rlen)
+{
+    size_t k = 0;
+    for (cnb_link_t *l = cnb__pl_links_take(&p->pl, NULL, 0), *nx; l; l = nx, k++) {
+        nx = l->next;
+        if (l->active && owed(p, l->pid.node, l->epoch)) {
+            erlang_pid to;
+            cnb__cpid_get(&l->pid, &to);
+            cnb__sig_exit(p->node, CNB_OP_EXIT, &p->pid, &to, reason, rlen);
+        }
+        cnb__pl_link_free(p->rt->ln, &p->pl, l);
+    }
+    return k;
 }
 
 static void callback_failed(cnb_proc_t *p, const char *cb, int code)
@@ -807,14 +903,13 @@ info:
     deliver_info(p, b, len);
 }
 
-/* A link's exit signal (or noconnection). */
-static void link_exit(cnb_proc_t *p, const erlang_pid *from, const char *reason, size_t len)
+/* A link's exit signal. */
+static void link_exit(cnb_proc_t *p, const cnb_cpid_t *from, const char *reason, size_t len)
 {
-    link_t **pp;
-    link_t *l = find_link(p, from, &pp);
+    cnb_link_t *l = cnb__pl_link(&p->pl, from);
     if (!l || !l->active)
         return;
-    drop_link(pp);
+    cnb__pl_link_drop(p->rt->ln, &p->pl, l);
     if (p->trap_exit)
         info_exit(p, from, reason, len);
     else if (!is_atom_term(reason, len, "normal")) {
@@ -823,70 +918,105 @@ static void link_exit(cnb_proc_t *p, const erlang_pid *from, const char *reason,
     }
 }
 
-static mon_t *take_mon(mon_t **list, const erlang_ref *ref)
-{
-    for (mon_t **pp = list; *pp; pp = &(*pp)->next)
-        if (cnb__ref_eq(&(*pp)->ref, ref)) {
-            mon_t *m = *pp;
-            *pp = m->next;
-            return m;
-        }
-    return NULL;
-}
-
 /* {'DOWN', Ref, process, Obj, Reason} to a worker holding monitor m. */
-static void info_down(cnb_proc_t *p, const mon_t *m, const char *reason, size_t len)
+static void info_down(cnb_proc_t *p, const cnb_mon_t *m, const char *reason, size_t len)
 {
+    erlang_ref ref;
+    erlang_pid obj;
+    cnb__cref_get(&m->ref, &ref);
     ei_x_buff x;
     ei_x_new_with_version(&x);
     ei_x_encode_tuple_header(&x, 5);
     ei_x_encode_atom(&x, "DOWN");
-    ei_x_encode_ref(&x, &m->ref);
+    ei_x_encode_ref(&x, &ref);
     ei_x_encode_atom(&x, "process");
-    if (m->by_name) {
+    if (m->name) {
         ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, m->name);
-        ei_x_encode_atom(&x, m->node);
+        ei_x_encode_atom(&x, cnb__ln_str(m->name));
+        ei_x_encode_atom(&x, cnb__ln_str(m->node));
     } else {
-        ei_x_encode_pid(&x, &m->pid);
+        cnb__cpid_get(&m->pid, &obj);
+        ei_x_encode_pid(&x, &obj);
     }
     ei_x_append_buf(&x, reason + 1, (int)len - 1);
     deliver_info(p, x.buff, (size_t)x.index);
     ei_x_free(&x);
 }
 
+static int is_self(const cnb_proc_t *p, const cnb_cpid_t *c)
+{
+    return c->num == p->pid.num && c->serial == p->pid.serial &&
+           c->creation == p->pid.creation && !strcmp(cnb__ln_str(c->node), p->pid.node);
+}
+
+/* The connection to node mt->name went down at epoch mt->epoch: every record
+ * across it goes first, so that nothing is owed to that node whatever this
+ * process does next; then its links and the monitors it held fire locally
+ * with noconnection. Monitors on it from there just go. */
+static void nodedown(cnb_proc_t *p, const sig_meta_t *mt)
+{
+    cnb_lnames_t *L = p->rt->ln;
+    char r[32];
+    size_t rl = cnb__atom_term(r, "noconnection"), k = 0;
+    cnb_link_t *links = cnb__pl_links_take(&p->pl, mt->name, mt->epoch);
+    cnb_mon_t *held = cnb__pl_mons_take(&p->pl.held, mt->name, mt->epoch);
+    cnb_mon_t *on_me = cnb__pl_mons_take(&p->pl.on_me, mt->name, mt->epoch);
+    for (cnb_link_t *l = links, *nx; l; l = nx, k++) {
+        nx = l->next;
+        if (l->active && !p->dead) {
+            if (p->trap_exit)
+                info_exit(p, &l->pid, r, rl);
+            else {
+                set_reason(p, r, rl);
+                p->dead = 1;
+            }
+        }
+        cnb__pl_link_free(L, &p->pl, l);
+    }
+    for (cnb_mon_t *m = held, *nx; m; m = nx, k++) {
+        nx = m->next;
+        if (!p->dead)
+            info_down(p, m, r, rl);
+        cnb__pl_mon_free(L, &p->pl, m);
+    }
+    for (cnb_mon_t *m = on_me, *nx; m; m = nx, k++) {
+        nx = m->next;
+        cnb__pl_mon_free(L, &p->pl, m);
+    }
+    cnb__ln_freed(L, k);
+}
+
 static void handle_sig(cnb_proc_t *p, sig_t *s)
 {
     sig_meta_t *mt = s->meta;
+    cnb_lnames_t *L = p->rt->ln;
+    cnb_link_t *l;
+    cnb_mon_t *m;
     switch (s->kind) {
     case SIG_MSG:
         handle_msg(p, s->data, s->len);
         break;
     case SIG_LINK:
-        if (!find_link(p, &mt->from, NULL))
-            add_link(p, &mt->from);
+        if (!cnb__pl_link(&p->pl, &mt->from))
+            add_link(p, &mt->from, &mt->epoch);
         break;
-    case SIG_UNLINK: {
-        link_t **pp;
-        if (find_link(p, &mt->from, &pp))
-            drop_link(pp);
+    case SIG_UNLINK:
+        if ((l = cnb__pl_link(&p->pl, &mt->from)))
+            cnb__pl_link_drop(L, &p->pl, l);
         break;
-    }
-    case SIG_UNLINK_ID: {
-        link_t **pp;
-        link_t *l = find_link(p, &mt->from, &pp);
-        if (l && l->active)
-            drop_link(pp);
-        cnb__sig_unlink_ack(p->node, mt->id, &p->pid, &mt->from);
+    case SIG_UNLINK_ID:
+        if ((l = cnb__pl_link(&p->pl, &mt->from)) && l->active)
+            cnb__pl_link_drop(L, &p->pl, l);
+        if (owed(p, mt->from.node, mt->epoch)) {
+            erlang_pid to;
+            cnb__cpid_get(&mt->from, &to);
+            cnb__sig_unlink_ack(p->node, mt->id, &p->pid, &to);
+        }
         break;
-    }
-    case SIG_UNLINK_ID_ACK: {
-        link_t **pp;
-        link_t *l = find_link(p, &mt->from, &pp);
-        if (l && !l->active && l->unlink_id == mt->id)
-            drop_link(pp);
+    case SIG_UNLINK_ID_ACK:
+        if ((l = cnb__pl_link(&p->pl, &mt->from)) && !l->active && l->unlink_id == mt->id)
+            cnb__pl_link_drop(L, &p->pl, l);
         break;
-    }
     case SIG_EXIT:
         link_exit(p, &mt->from, s->data, s->len);
         break;
@@ -896,86 +1026,54 @@ static void handle_sig(cnb_proc_t *p, sig_t *s)
             p->dead = 1;
         } else if (p->trap_exit) {
             info_exit(p, &mt->from, s->data, s->len);
-        } else if (!is_atom_term(s->data, s->len, "normal") || cnb__pid_eq(&mt->from, &p->pid)) {
+        } else if (!is_atom_term(s->data, s->len, "normal") || is_self(p, &mt->from)) {
             set_reason(p, s->data, s->len);
             p->dead = 1;
         }
         break;
-    case SIG_MONITOR: {
-        mon_t *m = calloc(1, sizeof(*m));
-        if (!m)
-            break;
-        m->ref = mt->ref;
-        m->pid = mt->from;
-        m->by_name = mt->by_name;
-        if (mt->by_name)
-            snprintf(m->name, sizeof(m->name), "%s", mt->name);
-        m->next = p->on_me;
-        p->on_me = m;
+    case SIG_MONITOR:
+        cnb__pl_mon_add(L, &p->pl, &p->pl.on_me, &mt->ref, &mt->from, mt->from.node,
+                        mt->by_name ? mt->name : NULL, &mt->epoch);
         break;
-    }
     case SIG_DEMONITOR:
-        free(take_mon(&p->on_me, &mt->ref));
+        if ((m = cnb__pl_mon_take(&p->pl.on_me, &mt->ref)))
+            cnb__pl_mon_free(L, &p->pl, m);
         break;
-    case SIG_DOWN: {
-        mon_t *m = take_mon(&p->held, &mt->ref);
-        if (m) {
+    case SIG_DOWN:
+        if ((m = cnb__pl_mon_take(&p->pl.held, &mt->ref))) {
             info_down(p, m, s->data, s->len);
-            free(m);
+            cnb__pl_mon_free(L, &p->pl, m);
         }
         break;
-    }
-    case SIG_NODEDOWN: {
-        char r[32];
-        size_t rl = cnb__atom_term(r, "noconnection");
-        const char *peer = mt->name;
-        /* Links across the lost connection. */
-        for (link_t **pp = &p->links; *pp && !p->dead;) {
-            if (!strcmp((*pp)->pid.node, peer)) {
-                erlang_pid from = (*pp)->pid;
-                int active = (*pp)->active;
-                drop_link(pp);
-                if (!active)
-                    continue;
-                if (p->trap_exit)
-                    info_exit(p, &from, r, rl);
-                else {
-                    set_reason(p, r, rl);
-                    p->dead = 1;
-                }
-            } else {
-                pp = &(*pp)->next;
-            }
-        }
-        /* Monitors we hold on processes there: DOWN noconnection. */
-        for (mon_t **pp = &p->held; *pp && !p->dead;) {
-            const char *mn = (*pp)->by_name ? (*pp)->node : (*pp)->pid.node;
-            if (!strcmp(mn, peer)) {
-                mon_t *m = *pp;
-                *pp = m->next;
-                info_down(p, m, r, rl);
-                free(m);
-            } else {
-                pp = &(*pp)->next;
-            }
-        }
-        /* Monitors processes there held on us: gone with the connection. */
-        for (mon_t **pp = &p->on_me; *pp;) {
-            if (!strcmp((*pp)->pid.node, peer)) {
-                mon_t *m = *pp;
-                *pp = m->next;
-                free(m);
-            } else {
-                pp = &(*pp)->next;
-            }
-        }
+    case SIG_NODEDOWN:
+        nodedown(p, mt);
         break;
-    }
     case SIG_SHUTDOWN:
         set_reason_atom(p, "shutdown");
         p->dead = 1;
         break;
     }
+}
+
+/* Drops the monitors p holds, telling each target still reachable over the
+ * connection it was set over when tell. Returns how many there were. */
+static size_t drop_held(cnb_proc_t *p, int tell)
+{
+    size_t k = 0;
+    for (cnb_mon_t *m = cnb__pl_mons_take(&p->pl.held, NULL, 0), *nx; m; m = nx, k++) {
+        nx = m->next;
+        if (tell && owed(p, m->node, m->epoch)) {
+            erlang_pid to;
+            erlang_ref ref;
+            if (!m->name)
+                cnb__cpid_get(&m->pid, &to);
+            cnb__cref_get(&m->ref, &ref);
+            cnb__sig_monitor(p->node, CNB_OP_DEMONITOR_P, &p->pid, &to,
+                             m->name ? cnb__ln_str(m->name) : NULL, cnb__ln_str(m->node), &ref);
+        }
+        cnb__pl_mon_free(p->rt->ln, &p->pl, m);
+    }
+    return k;
 }
 
 /* The worker ends: terminate, leave the table, answer what is still queued,
@@ -1012,36 +1110,40 @@ static void finish(cnb_proc_t *p)
     pthread_mutex_unlock(&p->mu);
     while (s) {
         sig_t *nx = s->next;
-        if (s->kind == SIG_LINK)
-            cnb__sig_exit(n, CNB_OP_EXIT, &p->pid, &s->meta->from, reason, rlen);
-        else if (s->kind == SIG_MONITOR)
-            cnb__sig_down(n, &p->pid, s->meta->by_name ? s->meta->name : NULL, &s->meta->from,
-                          &s->meta->ref, reason, rlen);
-        else if (s->kind == SIG_UNLINK_ID)
-            cnb__sig_unlink_ack(n, s->meta->id, &p->pid, &s->meta->from);
-        free_sig(s);
+        sig_meta_t *mt = s->meta;
+        if ((s->kind == SIG_LINK || s->kind == SIG_MONITOR || s->kind == SIG_UNLINK_ID) &&
+            owed(p, mt->from.node, mt->epoch)) {
+            erlang_pid to;
+            erlang_ref ref;
+            cnb__cpid_get(&mt->from, &to);
+            if (s->kind == SIG_LINK)
+                cnb__sig_exit(n, CNB_OP_EXIT, &p->pid, &to, reason, rlen);
+            else if (s->kind == SIG_UNLINK_ID)
+                cnb__sig_unlink_ack(n, mt->id, &p->pid, &to);
+            else {
+                cnb__cref_get(&mt->ref, &ref);
+                cnb__sig_down(n, &p->pid, mt->by_name ? cnb__ln_str(mt->name) : NULL, &to, &ref,
+                              reason, rlen);
+            }
+        }
+        free_sig(p, s);
         s = nx;
     }
-    while (p->links) {
-        link_t *l = p->links;
-        p->links = l->next;
-        if (l->active)
-            cnb__sig_exit(n, CNB_OP_EXIT, &p->pid, &l->pid, reason, rlen);
-        free(l);
+    size_t k = fire_links(p, reason, rlen);
+    for (cnb_mon_t *m = cnb__pl_mons_take(&p->pl.on_me, NULL, 0), *nx; m; m = nx, k++) {
+        nx = m->next;
+        if (owed(p, m->node, m->epoch)) {
+            erlang_pid to;
+            erlang_ref ref;
+            cnb__cpid_get(&m->pid, &to);
+            cnb__cref_get(&m->ref, &ref);
+            cnb__sig_down(n, &p->pid, m->name ? cnb__ln_str(m->name) : NULL, &to, &ref, reason,
+                          rlen);
+        }
+        cnb__pl_mon_free(rt->ln, &p->pl, m);
     }
-    while (p->on_me) {
-        mon_t *m = p->on_me;
-        p->on_me = m->next;
-        cnb__sig_down(n, &p->pid, m->by_name ? m->name : NULL, &m->pid, &m->ref, reason, rlen);
-        free(m);
-    }
-    while (p->held) {
-        mon_t *m = p->held;
-        p->held = m->next;
-        cnb__sig_monitor(n, CNB_OP_DEMONITOR_P, &p->pid, &m->pid, m->by_name ? m->name : NULL,
-                         m->node, &m->ref);
-        free(m);
-    }
+    k += drop_held(p, 1);
+    cnb__ln_freed(rt->ln, k);
     cnb__log(n, CNB_LOG_DEBUG, "worker <%u.%u>%s%s ended", p->pid.num, p->pid.serial,
              name[0] ? " " : "", name);
     ei_x_free(&p->reason);
@@ -1064,7 +1166,7 @@ static void run(cnb_proc_t *p)
             p->tail = NULL;
         pthread_mutex_unlock(&p->mu);
         handle_sig(p, s);
-        free_sig(s);
+        free_sig(p, s);
         if (p->dead) {
             finish(p);
             return;
@@ -1129,6 +1231,7 @@ int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_s
     pthread_mutex_init(&p->mu, NULL);
     cnb_node_make_pid(n, &p->pid);
     p->key = pid_key(&p->pid);
+    p->pl.key = p->key;
     p->trap_exit = o && o->trap_exit;
     p->scheduled = 1; /* not runnable until live */
     if (o && o->name) {
@@ -1144,24 +1247,14 @@ int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_s
             return CNB_EEXIST;
         }
     }
-    if (o && o->link && add_link(p, o->link) == 0)
+    if (o && o->link && add_link_pid(p, o->link) == 0)
         cnb__sig_link(n, &p->pid, o->link);
     int rc = ops->init ? ops->init(p, arg, &p->state) : 0;
     if (rc < 0) {
         /* A failed init: links made so far get the reason, like proc_lib. */
         set_reason_atom(p, "init_failed");
-        while (p->links) {
-            link_t *l = p->links;
-            p->links = l->next;
-            cnb__sig_exit(n, CNB_OP_EXIT, &p->pid, &l->pid, p->reason.buff,
-                          (size_t)p->reason.index);
-            free(l);
-        }
-        while (p->held) {
-            mon_t *m = p->held;
-            p->held = m->next;
-            free(m);
-        }
+        fire_links(p, p->reason.buff, (size_t)p->reason.index);
+        drop_held(p, 0);
         ei_x_free(&p->reason);
         pthread_mutex_destroy(&p->mu);
         free(p);
@@ -1232,14 +1325,17 @@ int cnb_link(cnb_proc_t *p, const erlang_pid *to)
         return CNB_EINVAL;
     if (cnb__pid_eq(to, &p->pid))
         return 0;
-    int rc = add_link(p, to);
+    int rc = add_link_pid(p, to);
     return rc ? rc : cnb__sig_link(p->node, &p->pid, to);
 }
 
 int cnb_unlink(cnb_proc_t *p, const erlang_pid *to)
 {
-    link_t **pp;
-    link_t *l = find_link(p, to, &pp);
+    cnb_cpid_t c;
+    if (!to || cnb__cpid_set(p->rt->ln, &c, to))
+        return to ? CNB_ENOMEM : CNB_EINVAL;
+    cnb_link_t *l = cnb__pl_link(&p->pl, &c);
+    cnb__cpid_put(p->rt->ln, &c);
     if (!l || !l->active)
         return 0;
     if (peer_has(p->node, to->node, CNB_DFLAG_UNLINK_ID)) {
@@ -1247,51 +1343,76 @@ int cnb_unlink(cnb_proc_t *p, const erlang_pid *to)
         l->unlink_id = ++p->unlink_seq;
         return cnb__sig_unlink(p->node, l->unlink_id, &p->pid, to);
     }
-    drop_link(pp);
+    cnb__pl_link_drop(p->rt->ln, &p->pl, l);
     return cnb__sig_unlink(p->node, 0, &p->pid, to);
+}
+
+/* A new monitor p holds on pid to, or on name at node; its ref in *ref. */
+static int add_held(cnb_proc_t *p, const erlang_pid *to, const char *name, const char *node,
+                    erlang_ref *ref)
+{
+    cnb_lnames_t *L = p->rt->ln;
+    cnb_cref_t cr = {0};
+    cnb_cpid_t cp = {0};
+    cnb_lname_t *nm = NULL, *nd = NULL;
+    cnb_node_make_ref(p->node, ref);
+    int rc = CNB_ENOMEM;
+    if (cnb__cref_set(L, &cr, ref) || (to && cnb__cpid_set(L, &cp, to)) ||
+        (name && !(nm = cnb__ln_get(L, name))) || (node && !(nd = cnb__ln_get(L, node))))
+        goto out;
+    if (cnb__pl_mon_add(L, &p->pl, &p->pl.held, &cr, to ? &cp : NULL, to ? cp.node : nd, nm,
+                        NULL))
+        rc = 0;
+out:
+    cnb__cref_put(L, &cr);
+    cnb__cpid_put(L, &cp);
+    cnb__ln_put(L, nm);
+    cnb__ln_put(L, nd);
+    return rc;
 }
 
 int cnb_monitor(cnb_proc_t *p, const erlang_pid *to, erlang_ref *ref)
 {
-    mon_t *m = calloc(1, sizeof(*m));
-    if (!m || !to)
-        return free(m), CNB_ENOMEM;
-    cnb_node_make_ref(p->node, &m->ref);
-    m->pid = *to;
-    snprintf(m->node, sizeof(m->node), "%s", to->node);
-    m->next = p->held;
-    p->held = m;
+    erlang_ref r;
+    if (!to)
+        return CNB_EINVAL;
+    int rc = add_held(p, to, NULL, NULL, &r);
+    if (rc)
+        return rc;
     if (ref)
-        *ref = m->ref;
-    return cnb__sig_monitor(p->node, CNB_OP_MONITOR_P, &p->pid, to, NULL, NULL, &m->ref);
+        *ref = r;
+    return cnb__sig_monitor(p->node, CNB_OP_MONITOR_P, &p->pid, to, NULL, NULL, &r);
 }
 
 int cnb_monitor_name(cnb_proc_t *p, const char *name, const char *node, erlang_ref *ref)
 {
+    erlang_ref r;
     if (!name || !node || strlen(name) >= MAXATOMLEN_UTF8 || strlen(node) >= CNB_NAME_MAX)
         return CNB_EINVAL;
-    mon_t *m = calloc(1, sizeof(*m));
-    if (!m)
-        return CNB_ENOMEM;
-    cnb_node_make_ref(p->node, &m->ref);
-    m->by_name = 1;
-    snprintf(m->name, sizeof(m->name), "%s", name);
-    snprintf(m->node, sizeof(m->node), "%s", node);
-    m->next = p->held;
-    p->held = m;
+    int rc = add_held(p, NULL, name, node, &r);
+    if (rc)
+        return rc;
     if (ref)
-        *ref = m->ref;
-    return cnb__sig_monitor(p->node, CNB_OP_MONITOR_P, &p->pid, NULL, name, node, &m->ref);
+        *ref = r;
+    return cnb__sig_monitor(p->node, CNB_OP_MONITOR_P, &p->pid, NULL, name, node, &r);
 }
 
 int cnb_demonitor(cnb_proc_t *p, const erlang_ref *ref)
 {
-    mon_t *m = take_mon(&p->held, ref);
+    cnb_lnames_t *L = p->rt->ln;
+    cnb_cref_t c;
+    if (!ref || cnb__cref_set(L, &c, ref))
+        return ref ? CNB_ENOMEM : CNB_EINVAL;
+    cnb_mon_t *m = cnb__pl_mon_take(&p->pl.held, &c);
+    cnb__cref_put(L, &c);
     if (!m)
         return 0;
-    int rc = cnb__sig_monitor(p->node, CNB_OP_DEMONITOR_P, &p->pid, &m->pid,
-                              m->by_name ? m->name : NULL, m->node, &m->ref);
-    free(m);
+    erlang_pid to;
+    if (!m->name)
+        cnb__cpid_get(&m->pid, &to);
+    int rc = cnb__sig_monitor(p->node, CNB_OP_DEMONITOR_P, &p->pid, &to,
+                              m->name ? cnb__ln_str(m->name) : NULL, cnb__ln_str(m->node), ref);
+    cnb__pl_mon_free(L, &p->pl, m);
     return rc;
 }
 
@@ -1403,7 +1524,10 @@ int cnb__rt_create(cnb_node_t *n, unsigned threads, cnb_rt_t **out)
     rt->tab = calloc(rt->tab_size, sizeof(*rt->tab));
     rt->names = calloc(rt->names_size, sizeof(*rt->names));
     rt->threads = calloc(rt->nthreads, sizeof(*rt->threads));
-    if (!rt->tab || !rt->names || !rt->threads) {
+    size_t cap = n->opts.max_links_per_peer ? n->opts.max_links_per_peer : LINKS_PER_PEER_DEFAULT;
+    uint64_t seed = ((uint64_t)cnb__random32() << 32) | cnb__random32();
+    if (!rt->tab || !rt->names || !rt->threads || cnb__ln_create(cap, seed, &rt->ln)) {
+        cnb__ln_destroy(rt->ln);
         free(rt->tab);
         free(rt->names);
         free(rt->threads);
@@ -1442,20 +1566,9 @@ void cnb__rt_destroy(cnb_rt_t *rt)
             nx = p->hnext;
             for (sig_t *s = p->head, *sn; s; s = sn) {
                 sn = s->next;
-                free_sig(s);
+                free_sig(p, s);
             }
-            while (p->links) {
-                link_t *l = p->links;
-                p->links = l->next;
-                free(l);
-            }
-            for (mon_t **lists[2] = {&p->on_me, &p->held}, **lp = lists[0]; lp;
-                 lp = lp == lists[0] ? lists[1] : NULL)
-                while (*lp) {
-                    mon_t *m = *lp;
-                    *lp = m->next;
-                    free(m);
-                }
+            cnb__pl_clear(rt->ln, &p->pl);
             ei_x_free(&p->reason);
             free(p->name);
             pthread_mutex_destroy(&p->mu);
@@ -1464,6 +1577,7 @@ void cnb__rt_destroy(cnb_rt_t *rt)
     free(rt->tab);
     free(rt->names);
     free(rt->threads);
+    cnb__ln_destroy(rt->ln);
     pthread_rwlock_destroy(&rt->tab_lock);
     pthread_mutex_destroy(&rt->rq_mu);
     pthread_cond_destroy(&rt->rq_cv);

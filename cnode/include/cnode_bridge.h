@@ -107,6 +107,9 @@ typedef struct cnb_node_opts {
     cnb_on_message_fn on_message; /* messages neither the node nor a worker takes */
     cnb_on_node_fn on_node;
     void *user;
+    size_t max_links_per_peer; /* links + monitors one peer node may hold on this node's
+                                  processes (default 1048576); past it new ones are
+                                  refused with exit/DOWN system_limit and one log line */
 } cnb_node_opts_t;
 
 /* Creates a node: resolves its full name, reads the cookie, draws a random
