@@ -1,5 +1,6 @@
 /* node_int.h: internals shared by the files of the node runtime (node.c,
- * loop.c, conn.c, epmd.c, dispatch.c, send.c). Not part of the public API. */
+ * loop.c, conn_policy.c, conn_hold.c, accept_guard.c, epmd.c, dispatch.c,
+ * send.c). Not part of the public API. */
 #ifndef CNB_NODE_INT_H
 #define CNB_NODE_INT_H
 
