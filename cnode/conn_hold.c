@@ -14,7 +14,7 @@ cnb_hold_t *cnb__hold_find(cnb_node_t *n, const char *peer)
     return NULL;
 }
 
-cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, cnb_chunk_t *ch)
+cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, const char *spec, cnb_chunk_t *ch)
 {
     cnb_hold_t *h = cnb__hold_find(n, peer);
     size_t held = h ? h->bytes : 0;
@@ -34,6 +34,7 @@ cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, cnb_chunk_t *ch)
             return NULL;
         }
         snprintf(h->peer, sizeof(h->peer), "%s", peer);
+        snprintf(h->spec, sizeof(h->spec), "%s", spec);
         h->since = n->now;
         h->next = n->holds;
         n->holds = h;

@@ -1,12 +1,16 @@
 /* test_conn_race.c: Check tests of simultaneous connects between two C nodes
  * in one process (--no-epmd, loopback): both send to each other at the same
  * instant after being disconnected, many rounds; every message arrives, in
- * order, whichever attempt wins (conn_policy.c, conn_hold.c). Under ASan
+ * order, whichever attempt wins (conn_policy.c, conn_hold.c); and one refused
+ * with nok whose messages wait until it can dial again. Under ASan
  * (`make asan`) they also check that held messages are never leaked or freed
  * twice. RACE_DEBUG=1 shows the nodes' debug log (how each race went). The
  * same race against real Erlang nodes: tests/integration/simultaneous_tests.erl. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +57,14 @@ static int r_info(cnb_proc_t *self, void *state, const char *msg, size_t len)
 
 static const cnb_worker_ops_t rec_ops = {.init = r_init, .handle_info = r_info};
 
-static cnb_node_t *start(const char *sname, rec_t *r)
+static cnb_node_t *start(const char *sname, unsigned setuptime, rec_t *r)
 {
     cnb_node_opts_t o;
     memset(&o, 0, sizeof(o));
     o.sname = sname;
     o.cookie = "race-cookie";
     o.no_epmd = 1;
+    o.net_setuptime = setuptime;
     o.log_level = getenv("RACE_DEBUG") ? CNB_LOG_DEBUG : CNB_LOG_ERROR;
     cnb_node_t *n = NULL;
     ck_assert_int_eq(cnb_node_create(&o, &n), 0);
@@ -120,7 +125,7 @@ static void race(const char *name_a, const char *name_b)
     memset(&rb, 0, sizeof(rb));
     pthread_mutex_init(&ra.mu, NULL);
     pthread_mutex_init(&rb.mu, NULL);
-    cnb_node_t *a = start(name_a, &ra), *b = start(name_b, &rb);
+    cnb_node_t *a = start(name_a, 7, &ra), *b = start(name_b, 7, &rb);
     side_t sa = {.n = a}, sb = {.n = b};
     snprintf(sa.peer, sizeof(sa.peer), "%s:%u", cnb_node_name(b), cnb_node_port(b));
     snprintf(sb.peer, sizeof(sb.peer), "%s:%u", cnb_node_name(a), cnb_node_port(a));
@@ -159,12 +164,58 @@ START_TEST(both_send_at_once)
 }
 END_TEST
 
+static void send_seq(cnb_node_t *n, const char *peer, int round, int from, int to)
+{
+    for (int i = from; i <= to; i++) {
+        char buf[32];
+        int k = 0;
+        ei_encode_version(buf, &k);
+        ei_encode_tuple_header(buf, &k, 2);
+        ei_encode_long(buf, &k, round);
+        ei_encode_long(buf, &k, i);
+        ck_assert_int_eq(cnb_reg_send(n, NULL, peer, "w", buf, (size_t)k), 0);
+    }
+}
+
+/* hi sends to lo while lo's own attempt to hi hangs (it dialled a port where
+ * nothing answers the handshake): lo, the greater name, answers nok again and
+ * again; hi keeps its messages and dials again until lo's attempt times out
+ * (lo's net_setuptime, 1 s, within hi's 7 s), then delivers all, in order. */
+START_TEST(refused_then_dial_again)
+{
+    static rec_t rhi, rlo;
+    memset(&rhi, 0, sizeof(rhi));
+    memset(&rlo, 0, sizeof(rlo));
+    pthread_mutex_init(&rhi.mu, NULL);
+    pthread_mutex_init(&rlo.mu, NULL);
+    cnb_node_t *hi = start("hi@localhost", 7, &rhi), *lo = start("lo@localhost", 1, &rlo);
+    /* A listener that takes connections (the kernel's backlog) and never speaks. */
+    int stall = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    ck_assert(stall >= 0 && !bind(stall, (struct sockaddr *)&sa, sizeof(sa)) &&
+              !listen(stall, 8) && !getsockname(stall, (struct sockaddr *)&sa, &sl));
+    char to_hi[128], to_lo[128];
+    snprintf(to_hi, sizeof(to_hi), "%s:%u", cnb_node_name(hi), (unsigned)ntohs(sa.sin_port));
+    snprintf(to_lo, sizeof(to_lo), "%s:%u", cnb_node_name(lo), cnb_node_port(lo));
+    send_seq(lo, to_hi, 2, 1, 1); /* lo's attempt to hi: stuck in the handshake */
+    usleep(100000);
+    send_seq(hi, to_lo, 1, 1, MSGS);
+    ck_assert_msg(all_in(&rlo, 1), "lo got %d of %d from hi", rlo.got[1], MSGS);
+    ck_assert(!rlo.disorder);
+    close(stall);
+    cnb_node_destroy(hi);
+    cnb_node_destroy(lo);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("conn_race");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, both_send_at_once);
+    tcase_add_test(tc, refused_then_dial_again);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
