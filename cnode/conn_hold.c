@@ -14,9 +14,19 @@ cnb_hold_t *cnb__hold_find(cnb_node_t *n, const char *peer)
     return NULL;
 }
 
-cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, cnb_chunk_t *ch)
+cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, const char *spec, cnb_chunk_t *ch)
 {
     cnb_hold_t *h = cnb__hold_find(n, peer);
+    size_t held = h ? h->bytes : 0;
+    if (held + ch->len > n->opts.max_pending) {
+        size_t refused = h ? h->dropped++ : 0;
+        if (refused % 1000 == 0)
+            cnb__log(n, CNB_LOG_WARNING,
+                     "queue for %s (still connecting) is full (%zu bytes): message dropped", peer,
+                     held);
+        free(ch);
+        return NULL;
+    }
     if (!h) {
         if (!(h = calloc(1, sizeof(*h)))) {
             cnb__log(n, CNB_LOG_ERROR, "out of memory: message for %s dropped", peer);
@@ -24,17 +34,10 @@ cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, cnb_chunk_t *ch)
             return NULL;
         }
         snprintf(h->peer, sizeof(h->peer), "%s", peer);
+        snprintf(h->spec, sizeof(h->spec), "%s", spec);
         h->since = n->now;
         h->next = n->holds;
         n->holds = h;
-    }
-    if (h->bytes + ch->len > n->opts.max_pending) {
-        if (h->dropped++ % 1000 == 0)
-            cnb__log(n, CNB_LOG_WARNING,
-                     "queue for %s (still connecting) is full (%zu bytes): message dropped", peer,
-                     h->bytes);
-        free(ch);
-        return NULL;
     }
     cnb__chunk_append(&h->head, &h->tail, ch);
     h->bytes += ch->len - ch->off;

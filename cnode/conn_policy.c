@@ -90,8 +90,8 @@ void cnb__conn_attempt_ended(cnb_node_t *n, cnb_conn_t *c)
     cnb_conn_t *up = cnb__conn_find(n, peer);
     cnb_hold_t *h = cnb__hold_find(n, peer);
     if (up) {
-        if (h)
-            cnb__hold_move_to(n, up);
+        if (h && cnb__hold_move_to(n, up))
+            cnb__conn_flush_soon(n, up);
         return;
     }
     if (cnb__conn_attempt(n, peer, c, 0))
@@ -120,7 +120,8 @@ void cnb__hold_timers(cnb_node_t *n)
         nx = h->next;
         cnb_conn_t *up = cnb__conn_find(n, h->peer);
         if (up) {
-            cnb__hold_move_to(n, up);
+            if (cnb__hold_move_to(n, up))
+                cnb__conn_flush_soon(n, up);
             continue;
         }
         if (cnb__conn_attempt(n, h->peer, NULL, 0))
@@ -130,7 +131,7 @@ void cnb__hold_timers(cnb_node_t *n)
                 h->retry_at = 0;
                 cnb__log(n, CNB_LOG_DEBUG, "%s refused us and has not connected: dialing again",
                          h->peer);
-                cnb__connect_out(n, h->peer); /* gives up itself when it cannot */
+                cnb__connect_out(n, h->spec); /* gives up itself when it cannot */
             }
             continue;
         }

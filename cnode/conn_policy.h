@@ -13,6 +13,7 @@
 typedef struct cnb_hold {
     struct cnb_hold *next;
     char peer[CNB_NAME_MAX]; /* name@host */
+    char spec[CNB_NAME_MAX]; /* as first sent to: name@host[:port], to dial again */
     cnb_chunk_t *head, *tail;
     size_t bytes, count;
     size_t dropped;   /* refused because the hold was full */
@@ -22,11 +23,13 @@ typedef struct cnb_hold {
 
 /* conn_hold.c */
 cnb_hold_t *cnb__hold_find(cnb_node_t *n, const char *peer);
-/* Appends ch (ownership passes) to peer's hold, made when missing. Returns
- * the hold, or NULL when ch was dropped (hold full: logged; out of memory). */
-cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, cnb_chunk_t *ch);
+/* Appends ch (ownership passes) to the hold of peer (name@host), made when
+ * missing; spec is how the sender named it (name@host[:port]). Returns the
+ * hold, or NULL when ch was dropped (hold full: logged; out of memory). */
+cnb_hold_t *cnb__hold_push(cnb_node_t *n, const char *peer, const char *spec, cnb_chunk_t *ch);
 /* Moves everything held for c->peer in front of c's write queue and forgets
- * the hold. Returns the number of messages moved. */
+ * the hold; the caller makes sure c gets flushed. Returns the number of
+ * messages moved. */
 size_t cnb__hold_move_to(cnb_node_t *n, cnb_conn_t *c);
 /* Frees peer's hold with one warning naming why when it held messages.
  * Returns 1 when there was a hold, else 0. */

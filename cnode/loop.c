@@ -129,6 +129,11 @@ void cnb__conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
     conn_close(n, c, level, why);
 }
 
+void cnb__conn_flush_soon(cnb_node_t *n, cnb_conn_t *c)
+{
+    mark_dirty(n, c);
+}
+
 static cnb_conn_t *conn_new(cnb_node_t *n, int fd)
 {
     cnb_conn_t *c = calloc(1, sizeof(*c));
@@ -404,8 +409,11 @@ void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
         cnb__conn_enqueue(n, c, ch);
         return;
     }
-    cnb_hold_t *h = cnb__hold_push(n, name, ch);
-    if (h && !h->retry_at && !cnb__conn_attempt(n, name, NULL, 1))
+    /* Only a new hold needs an attempt: from then on, an attempt that ends
+     * without winning passes the hold on (conn_policy.c), so a burst of sends
+     * to a node being connected costs no scan of the connections each. */
+    cnb_hold_t *h = cnb__hold_push(n, name, spec, ch);
+    if (h && h->count == 1 && !h->retry_at && !cnb__conn_attempt(n, name, NULL, 1))
         cnb__connect_out(n, spec);
 }
 

@@ -1,6 +1,6 @@
 /* node_int.h: internals shared by the files of the node runtime (node.c,
- * loop.c, conn.c, epmd.c, dispatch.c, send.c, spawn.c, spawn_relay.c). Not part
- * of the public API. */
+ * loop.c, conn_policy.c, conn_hold.c, accept_guard.c, epmd.c, dispatch.c,
+ * send.c, spawn.c, spawn_relay.c). Not part of the public API. */
 #ifndef CNB_NODE_INT_H
 #define CNB_NODE_INT_H
 
@@ -208,6 +208,8 @@ void cnb__route(cnb_node_t *n, cnb_chunk_t *ch);
  * and the runtime told nodedown). */
 cnb_conn_t *cnb__connect_out(cnb_node_t *n, const char *spec);
 void cnb__conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why);
+/* Has c's write queue flushed at the end of this loop turn. */
+void cnb__conn_flush_soon(cnb_node_t *n, cnb_conn_t *c);
 
 /* send.c: builds a frame: 4-byte length, 112, ctrl, payload. */
 cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_len,
