@@ -100,6 +100,12 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
                  CNB_ETF_MAX_DEPTH);
         return;
     }
+    if (rc == CNB_ETOOBIG) {
+        cnb__log(n, CNB_LOG_WARNING,
+                 "message from %s of %zu bytes is past what ei can index (2 GiB): dropped", peer,
+                 len);
+        return;
+    }
     if (rc == CNB_ENOMEM) {
         cnb__log(n, CNB_LOG_ERROR, "out of memory decoding a message from %s: dropped", peer);
         return;

@@ -64,7 +64,11 @@ enum cnb_op {
 /* One decoded incoming control message, handed to on_message on the I/O thread.
  * Everything it points to is valid only during the callback. The _TT variants
  * are reported with the op of their plain form (trace tokens are ignored), the
- * PAYLOAD_ variants with the op of their plain form and the reason in payload. */
+ * PAYLOAD_ variants with the op of their plain form and the reason in payload.
+ * Every term in it, and every term a worker callback is given, is whole and
+ * nested at most 1,000 levels deep: deeper messages are dropped with a log
+ * line, deeper exit reasons arrive as the atom term_too_deep (so ei's
+ * recursive decoders never need more than about 2 MB of stack on them). */
 typedef struct cnb_msg {
     int op;                 /* enum cnb_op, normalised as above */
     const char *peer;       /* full name of the node it came from */

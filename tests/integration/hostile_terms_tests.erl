@@ -10,7 +10,7 @@
 
 %% Run on the peer node (the deep terms are made there and never cross the
 %% peer's stdio).
--export([call_deep/2, send_deep/3, exit_deep/2, linked_exit_deep/2, monitored_exit_deep/2]).
+-export([call_deep/3, send_deep/3, exit_deep/2, linked_exit_deep/2, monitored_exit_deep/2]).
 
 -define(DEPTH, 200000).
 -define(DEEP_LINE, "nested deeper than 1000 levels").
@@ -25,6 +25,7 @@ deep_terms_test_() ->
                || {Name, F} <- [{"call_deep_list", fun call_deep_list/1},
                                 {"call_deep_tuple", fun call_deep_tuple/1},
                                 {"call_deep_map", fun call_deep_map/1},
+                                {"registry_call_deep_key", fun registry_call_deep_key/1},
                                 {"send_deep_message", fun send_deep_message/1},
                                 {"cast_deep_request", fun cast_deep_request/1},
                                 {"net_kernel_deep_tag", fun net_kernel_deep_tag/1},
@@ -65,7 +66,15 @@ call_deep_map(Env) -> deep_call(Env, map).
 %% times out (it used to get noconnection: the C node died).
 deep_call(#{peer := A, cnode := CN} = Env, Kind) ->
     R = survives(Env, ?DEEP_LINE,
-                 fun() -> cnb_cluster:call(A, ?MODULE, call_deep, [CN, Kind]) end),
+                 fun() -> cnb_cluster:call(A, ?MODULE, call_deep, [{echo, CN}, bare, Kind]) end),
+    ?assertEqual(timeout, R).
+
+%% The registry worker's requests take the same path: {lookup, DeepKey}.
+registry_call_deep_key(#{peer := A, cnode := CN} = Env) ->
+    R = survives(Env, ?DEEP_LINE,
+                 fun() ->
+                         cnb_cluster:call(A, ?MODULE, call_deep, [{cnode_registry, CN}, lookup, map])
+                 end),
     ?assertEqual(timeout, R).
 
 send_deep_message(#{peer := A, cnode := CN} = Env) ->
@@ -114,9 +123,13 @@ wrap(map, X) -> #{k => X}.
 summary(R) when is_atom(R) -> R;
 summary(_) -> deep_term.
 
--spec call_deep(node(), atom()) -> term().
-call_deep(CN, Kind) ->
-    try gen_server:call({echo, CN}, deep(Kind), 3000) of
+-spec call_deep(term(), bare | lookup, atom()) -> term().
+call_deep(To, Wrap, Kind) ->
+    Req = case Wrap of
+              bare -> deep(Kind);
+              lookup -> {lookup, deep(Kind)}
+          end,
+    try gen_server:call(To, Req, 3000) of
         R -> {reply, summary(R)}
     catch
         exit:{timeout, _} -> timeout;
