@@ -27,11 +27,18 @@ partition_test_() ->
              fun(Net) ->
                      [{lists:flatten(io_lib:format("~s, C node ~s, round ~b", [P, Cn, R])),
                        {timeout, 240, fun() -> run(Net, P, Cn) end}}
-                      || Cn <- cnames(), P <- [one_off, anchor_off, split], R <- lists:seq(1, rounds())]
+                      || Cn <- cnames(), P <- patterns(), R <- lists:seq(1, rounds())]
              end}
     end.
 
 full() -> os:getenv("RELIABILITY") =:= "full".
+
+%% RELIABILITY_PATTERNS=one_off,split runs only those.
+patterns() ->
+    case os:getenv("RELIABILITY_PATTERNS") of
+        false -> [one_off, anchor_off, split];
+        Ps -> [list_to_existing_atom(P) || P <- string:lexemes(Ps, ",")]
+    end.
 
 %% The C node sorts below the Erlang nodes (c1 < n*) in the reduced run; the
 %% full run also has it sort above (z1).
