@@ -11,6 +11,7 @@
 #   netns.sh heal TAG I          link of namespace I up again
 #   netns.sh block TAG I ADDR    namespace I drops what it sends to ADDR (blackhole route)
 #   netns.sh unblock TAG I ADDR  undoes block
+#   netns.sh reset TAG           every link of TAG up, every blackhole route gone
 #   netns.sh ns TAG I            prints the namespace name
 #   netns.sh addr I              prints the address of namespace I
 # TAG: letters and digits, at most 6 (interface names are at most 15 bytes).
@@ -76,11 +77,18 @@ case "${1:-}" in
     need_tag "$2"; exec ip -n "$(ns "$2" "$3")" route add blackhole "$4/32" ;;
   unblock)
     need_tag "$2"; exec ip -n "$(ns "$2" "$3")" route del blackhole "$4/32" ;;
+  reset)
+    need_tag "$2"; tag=$2
+    for s in $(ip netns list | awk '{print $1}' | grep -E "^cnb${tag}n[0-9]+$"); do
+      ip link set "$(hostveth "$tag" "${s##*n}")" up
+      ip -n "$s" route flush type blackhole
+    done
+    exit 0 ;;
   ns)
     need_tag "$2"; ns "$2" "$3" ;;
   addr)
     echo "$PREFIX.$((1 + $2))" ;;
   *)
-    echo "usage: netns.sh can | up TAG N | down TAG | cut|heal TAG I | block|unblock TAG I ADDR | ns TAG I | addr I" >&2
+    echo "usage: netns.sh can | up TAG N | down TAG | cut|heal TAG I | block|unblock TAG I ADDR | reset TAG | ns TAG I | addr I" >&2
     exit 2 ;;
 esac

@@ -27,15 +27,25 @@ partition_test_() ->
              fun(Net) ->
                      [{lists:flatten(io_lib:format("~s, C node ~s, round ~b", [P, Cn, R])),
                        {timeout, 240, fun() -> run(Net, P, Cn) end}}
-                      || Cn <- cnames(), P <- [one_off, anchor_off, split], R <- lists:seq(1, rounds())]
+                      || Cn <- cnames(), P <- patterns(), R <- lists:seq(1, rounds())]
              end}
     end.
 
 full() -> os:getenv("RELIABILITY") =:= "full".
 
+%% RELIABILITY_PATTERNS=one_off,split runs only those.
+patterns() ->
+    case os:getenv("RELIABILITY_PATTERNS") of
+        false -> [one_off, anchor_off, split];
+        Ps -> [list_to_existing_atom(P) || P <- string:lexemes(Ps, ",")]
+    end.
+
 %% The C node sorts below the Erlang nodes (c1 < n*) in the reduced run; the
-%% full run also has it sort above (z1).
-cnames() -> case full() of true -> ["c1", "z1"]; false -> ["c1"] end.
+%% full run also has it sort above (z1), and runs the baseline: the same with
+%% Erlang processes on side A's first node holding the names instead of C
+%% workers (the C node still serves the registry), which shows that what the
+%% checks expect is what :global does.
+cnames() -> case full() of true -> ["c1", "z1", "baseline"]; false -> ["c1"] end.
 
 %% @doc How many times each scenario runs: 1, 3 with RELIABILITY=full, or
 %% RELIABILITY_ROUNDS.
@@ -60,9 +70,11 @@ pattern(split) ->
 %% @doc One pattern on a fresh cluster; fails listing every check that failed.
 -spec run(rel_net:net(), atom(), string()) -> ok.
 run(Net, Pattern, Cname) ->
-    Cl = rel_net:cluster(Net, #{cname => Cname}),
+    Cl = (rel_net:cluster(Net, #{cname => Cname}))#{baseline => Cname =:= "baseline"},
     try run_(Cl, Pattern)
-    after rel_net:stop_cluster(Cl)
+    after
+        rel_net:stop_cluster(Cl),
+        rel_net:reset(Net) % a failed run may have left the network cut
     end.
 
 run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
@@ -72,7 +84,10 @@ run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
     Call = fun(P, Dest, Req) -> cnb_cluster:call(P, gen_server, call, [Dest, Req, 20000]) end,
     %% The subscriber of the probes' info messages, on side A.
     S = cnb_cluster:call(A1, rel_checks, holder, []),
-    Ws = [{Case, Kind, make_w(Case, A1, CN, S, Call)} || {Case, Kind} <- ?CASES],
+    Ws = [{Case, Kind, case Cl of
+                           #{baseline := true} -> make_erl_w(Case, A1);
+                           _ -> make_w(Case, A1, CN, S, Call)
+                       end} || {Case, Kind} <- ?CASES],
     Names = [name(Case) || {Case, _, _} <- Ws],
     {ok, View0} = rel_checks:agree(rel_net:peers(Cl), 10000),
     [?assertEqual(W, proplists:get_value(name(Case), View0)) || {Case, _, W} <- Ws],
@@ -165,6 +180,11 @@ make_w(Case, A1, CN, S, Call) ->
           end,
     W.
 
+%% The baseline's holder of Case's name: an Erlang process on side A.
+make_erl_w(Case, A1) ->
+    {W, yes} = cnb_cluster:call(A1, rel_checks, register_as, [name(Case) | resolver_arg(Case)]),
+    W.
+
 resolver(c_exit) -> fun global:random_exit_name/3;
 resolver(c_notify) -> fun global:random_notify_name/3;
 resolver(beam_exit) -> fun global:random_exit_name/3;
@@ -225,14 +245,18 @@ check_all(#{c_node := CN}, A1, B1, S, Expected, Agree) ->
         [{all, stale_names, [], Stale} || Stale =/= []] ++
         [{all, stale_registry_entries, [], StaleE} || StaleE =/= []].
 
-%% Whether Pid got Msg: a probe (C) reports it to the subscriber S as
-%% {probe_info, Pid, Msg}; an Erlang holder on side B keeps it. Waits up to 3 s.
+%% Whether Pid got Msg: a probe (C) reports it to the subscriber S (on A1)
+%% as {probe_info, Pid, Msg}; an Erlang holder on B1 or A1 keeps it. Waits up
+%% to 3 s.
 told(A1, B1, S, Pid, Msg) ->
+    NodeA = cnb_cluster:call(A1, erlang, node, []),
+    NodeB = cnb_cluster:call(B1, erlang, node, []),
     cnb_cluster:wait_until(
       fun() ->
-              case node(Pid) =:= cnb_cluster:call(B1, erlang, node, []) of
-                  true -> lists:member(Msg, msgs(B1, Pid));
-                  false -> lists:member({probe_info, Pid, Msg}, msgs(A1, S))
+              case node(Pid) of
+                  NodeB -> lists:member(Msg, msgs(B1, Pid));
+                  NodeA -> lists:member(Msg, msgs(A1, Pid));
+                  _ -> lists:member({probe_info, Pid, Msg}, msgs(A1, S))
               end
       end, 3000).
 

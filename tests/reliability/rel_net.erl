@@ -8,7 +8,8 @@
 -module(rel_net).
 
 -export([can/0, up/0, down/1, cluster/2, stop_cluster/1]).
--export([start_erl/3, restart_erl/2, start_c/2, restart_c/1, cut/2, heal/2, block/3, unblock/3]).
+-export([start_erl/3, restart_erl/2, start_c/2, restart_c/1, cut/2, heal/2, block/3, unblock/3,
+         reset/1]).
 -export([addr/1, ns/2, peers/1, peer/2, node_of/2, os_pid/2, sh/1]).
 
 -define(EPMD_PORT, 14369). % inside our namespaces only
@@ -123,6 +124,10 @@ addr(I) -> "10.213.7." ++ integer_to_list(1 + I).
 %% @doc Cuts namespace I off (its link down) / heals it.
 cut(#{tag := Tag}, I) -> {0, _} = netns(["cut", Tag, integer_to_list(I)]), ok.
 heal(#{tag := Tag}, I) -> {0, _} = netns(["heal", Tag, integer_to_list(I)]), ok.
+
+%% @doc Every link up and every blackhole route gone (after a failed test).
+-spec reset(net()) -> ok.
+reset(#{tag := Tag}) -> {0, _} = netns(["reset", Tag]), ok.
 
 %% @doc Namespace I drops what it sends to namespace J / stops doing so.
 block(#{tag := Tag}, I, J) -> {0, _} = netns(["block", Tag, integer_to_list(I), addr(J)]), ok.

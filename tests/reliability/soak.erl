@@ -113,6 +113,9 @@ finish(St = #{cn := CN, nodes := Nodes, os_pid := OsPid, samples := Ss0, stats :
                     "fds start ~b (after 1 min ~b), end ~b, max ~b",
                     [hd(Rss), element(1, Warm), lists:last(Rss), lists:max(Rss),
                      hd(Fds), element(2, Warm), lists:last(Fds), lists:max(Fds)]),
+    Every5 = [S || {K, S} <- lists:zip(lists:seq(0, length(Ss) - 1), Ss),
+                   K rem (300000 div ?SAMPLE_MS) =:= 0],
+    rel_checks:note("soak: C node {RSS kB, fds} every 5 min: ~w", [Every5]),
     Fails = [{c_node_died, OsPid} || not Alive] ++
         [{nodes_disagree, Agree} || element(1, Agree) =/= ok] ++
         [{lost_replies, maps:get(lost, Stats, 0)} || maps:get(lost, Stats, 0) =/= 0] ++
