@@ -183,10 +183,12 @@ int64_t cnb__now_ms(void);
 #define CNB_THREAD_STACK ((size_t)8 << 20)
 /* pthread_create with a CNB_THREAD_STACK stack; returns pthread_create's result. */
 int cnb__thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
-void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 uint32_t cnb__random32(void);
 void cnb__peers_set(cnb_node_t *n, const char *peer, uint64_t flags, int up);
+
+/* log.c: one escaped, rate-limited line (see log.h). */
+void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* epmd.c */
 int cnb__epmd_register(cnb_node_t *n);
