@@ -89,7 +89,7 @@ int cnb__links_meta(cnb_node_t *n, cnb_proc_t *p, sig_t *s, const cnb_msg_t *m)
     }
     if (rc)
         goto nomem;
-    mt->reserved = 1; /* free_sig gives it back; a record takes its own */
+    mt->reserved = 1; /* free_sig gives it back unless a record took it over */
     return 0;
 nomem:
     cnb__log(n, CNB_LOG_WARNING, "out of memory: dropped op %d from %s", m->op, m->peer);
@@ -138,7 +138,7 @@ static int add_link(cnb_proc_t *p, const cnb_cpid_t *pid, const uint32_t *epoch)
 {
     cnb_link_t *l = cnb__pl_link(&p->pl, pid);
     if (!l)
-        return cnb__pl_link_add(p->rt->ln, &p->pl, pid, epoch) ? 0 : CNB_ENOMEM;
+        return cnb__pl_link_add(p->rt->ln, &p->pl, pid, epoch, 0) ? 0 : CNB_ENOMEM;
     l->active = 1;
     l->unlink_id = 0;
     l->epoch = epoch ? *epoch : cnb__ln_epoch(p->rt->ln, pid->node);
@@ -280,9 +280,10 @@ void cnb__links_sig(cnb_proc_t *p, sig_t *s)
     cnb_link_t *l;
     cnb_mon_t *m;
     switch (s->kind) {
-    case SIG_LINK:
-        if (!cnb__pl_link(&p->pl, &mt->from))
-            add_link(p, &mt->from, &mt->epoch);
+    case SIG_LINK: /* the new record takes over the signal's reserved count */
+        if (!cnb__pl_link(&p->pl, &mt->from) &&
+            cnb__pl_link_add(L, &p->pl, &mt->from, &mt->epoch, mt->reserved))
+            mt->reserved = 0;
         break;
     case SIG_UNLINK:
         if ((l = cnb__pl_link(&p->pl, &mt->from)))
@@ -315,9 +316,10 @@ void cnb__links_sig(cnb_proc_t *p, sig_t *s)
             p->dead = 1;
         }
         break;
-    case SIG_MONITOR:
-        cnb__pl_mon_add(L, &p->pl, &p->pl.on_me, &mt->ref, &mt->from, mt->from.node,
-                        mt->by_name ? mt->name : NULL, &mt->epoch);
+    case SIG_MONITOR: /* as for LINK */
+        if (cnb__pl_mon_add(L, &p->pl, &p->pl.on_me, &mt->ref, &mt->from, mt->from.node,
+                            mt->by_name ? mt->name : NULL, &mt->epoch, mt->reserved))
+            mt->reserved = 0;
         break;
     case SIG_DEMONITOR:
         if ((m = cnb__pl_mon_take(&p->pl.on_me, &mt->ref)))
@@ -426,7 +428,7 @@ static int monitor(cnb_proc_t *p, const erlang_pid *to, const char *name, const 
         (name && !(nm = cnb__ln_get(L, name))) || (node && !(nd = cnb__ln_get(L, node))))
         goto out;
     if (!cnb__pl_mon_add(L, &p->pl, &p->pl.held, &cr, to ? &cp : NULL, to ? cp.node : nd, nm,
-                         NULL))
+                         NULL, 0))
         goto out;
     if (ref)
         *ref = r;
