@@ -237,15 +237,23 @@ cnb_link_t *cnb__pl_link(cnb_plinks_t *pl, const cnb_cpid_t *pid)
     return NULL;
 }
 
+static void link_free(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_link_t *l, int release)
+{
+    if (release)
+        cnb__ln_release(L, &pl->holds, l->pid.node);
+    cnb__cpid_put(L, &l->pid);
+    free(l);
+}
+
 cnb_link_t *cnb__pl_link_add(cnb_lnames_t *L, cnb_plinks_t *pl, const cnb_cpid_t *pid,
-                             const uint32_t *epoch)
+                             const uint32_t *epoch, int adopt)
 {
     cnb_link_t *l = calloc(1, sizeof(*l));
-    uint32_t cur;
+    uint32_t cur = 0;
     int first;
     if (!l)
         return NULL;
-    if (cnb__ln_hold(L, &pl->holds, pl->key, pid->node, 0, &cur, &first)) {
+    if (!adopt && cnb__ln_hold(L, &pl->holds, pl->key, pid->node, 0, &cur, &first)) {
         free(l);
         return NULL;
     }
@@ -254,7 +262,7 @@ cnb_link_t *cnb__pl_link_add(cnb_lnames_t *L, cnb_plinks_t *pl, const cnb_cpid_t
     l->epoch = epoch ? *epoch : cur;
     l->active = 1;
     if (tab_insert(&pl->links, (rec_t *)l, link_rec_hash)) {
-        cnb__pl_link_free(L, pl, l);
+        link_free(L, pl, l, !adopt); /* an adopted hold stays the caller's */
         return NULL;
     }
     return l;
@@ -262,9 +270,7 @@ cnb_link_t *cnb__pl_link_add(cnb_lnames_t *L, cnb_plinks_t *pl, const cnb_cpid_t
 
 void cnb__pl_link_free(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_link_t *l)
 {
-    cnb__ln_release(L, &pl->holds, l->pid.node);
-    cnb__cpid_put(L, &l->pid);
-    free(l);
+    link_free(L, pl, l, 1);
 }
 
 void cnb__pl_link_drop(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_link_t *l)
@@ -281,16 +287,27 @@ cnb_link_t *cnb__pl_links_take(cnb_plinks_t *pl, const cnb_lname_t *node, uint32
 
 /* ------------------------------------------------------------ monitors */
 
+static void mon_free(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_mon_t *m, int release)
+{
+    if (release)
+        cnb__ln_release(L, &pl->holds, m->node);
+    cnb__cref_put(L, &m->ref);
+    cnb__ln_put(L, m->pid.node);
+    cnb__ln_put(L, m->node);
+    cnb__ln_put(L, m->name);
+    free(m);
+}
+
 cnb_mon_t *cnb__pl_mon_add(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_ltab_t *t,
                            const cnb_cref_t *ref, const cnb_cpid_t *pid, cnb_lname_t *node,
-                           cnb_lname_t *name, const uint32_t *epoch)
+                           cnb_lname_t *name, const uint32_t *epoch, int adopt)
 {
     cnb_mon_t *m = calloc(1, sizeof(*m));
-    uint32_t cur;
+    uint32_t cur = 0;
     int first;
     if (!m)
         return NULL;
-    if (cnb__ln_hold(L, &pl->holds, pl->key, node, 0, &cur, &first)) {
+    if (!adopt && cnb__ln_hold(L, &pl->holds, pl->key, node, 0, &cur, &first)) {
         free(m);
         return NULL;
     }
@@ -304,7 +321,7 @@ cnb_mon_t *cnb__pl_mon_add(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_ltab_t *t,
     m->name = name ? cnb__ln_dup(L, name) : NULL;
     m->epoch = epoch ? *epoch : cur;
     if (tab_insert(t, (rec_t *)m, mon_rec_hash)) {
-        cnb__pl_mon_free(L, pl, m);
+        mon_free(L, pl, m, !adopt); /* an adopted hold stays the caller's */
         return NULL;
     }
     return m;
@@ -324,12 +341,7 @@ cnb_mon_t *cnb__pl_mon_take(cnb_ltab_t *t, const cnb_cref_t *ref)
 
 void cnb__pl_mon_free(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_mon_t *m)
 {
-    cnb__ln_release(L, &pl->holds, m->node);
-    cnb__cref_put(L, &m->ref);
-    cnb__ln_put(L, m->pid.node);
-    cnb__ln_put(L, m->node);
-    cnb__ln_put(L, m->name);
-    free(m);
+    mon_free(L, pl, m, 1);
 }
 
 cnb_mon_t *cnb__pl_mons_take(cnb_ltab_t *t, const cnb_lname_t *node, uint32_t upto)

@@ -128,19 +128,23 @@ typedef struct cnb_plinks {
 /* The link to pid, or NULL. */
 cnb_link_t *cnb__pl_link(cnb_plinks_t *pl, const cnb_cpid_t *pid);
 /* A new active link to pid (there must be none). epoch: NULL for the node's
- * current one. Returns it, or NULL (no memory). */
+ * current one. adopt (epoch given): the record takes over a hold the caller
+ * has on pid's node (a reserved signal's) instead of taking one more, so the
+ * per-peer count never counts one link twice. Returns it, or NULL (no
+ * memory; an adopted hold stays the caller's). */
 cnb_link_t *cnb__pl_link_add(cnb_lnames_t *L, cnb_plinks_t *pl, const cnb_cpid_t *pid,
-                             const uint32_t *epoch);
+                             const uint32_t *epoch, int adopt);
 /* Takes l out of the table and frees it. */
 void cnb__pl_link_drop(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_link_t *l);
 /* Frees a record already taken out of its table. */
 void cnb__pl_link_free(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_link_t *l);
 
 /* A new monitor record in t (&pl->on_me or &pl->held); pid may be NULL (by
- * name), name NULL (by pid). Returns it, or NULL (no memory). */
+ * name), name NULL (by pid); epoch and adopt as for links (adopt: a hold on
+ * node). Returns it, or NULL (no memory). */
 cnb_mon_t *cnb__pl_mon_add(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_ltab_t *t,
                            const cnb_cref_t *ref, const cnb_cpid_t *pid, cnb_lname_t *node,
-                           cnb_lname_t *name, const uint32_t *epoch);
+                           cnb_lname_t *name, const uint32_t *epoch, int adopt);
 /* Takes the monitor with ref out of t: returns it (free it), or NULL. */
 cnb_mon_t *cnb__pl_mon_take(cnb_ltab_t *t, const cnb_cref_t *ref);
 void cnb__pl_mon_free(cnb_lnames_t *L, cnb_plinks_t *pl, cnb_mon_t *m);

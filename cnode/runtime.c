@@ -1,15 +1,11 @@
-/* runtime.c: C workers as Erlang processes: the process table, mailboxes of
- * signals, the worker pool, links (old and UNLINK_ID protocols), monitors
- * (by pid and by name), exit signals and trap_exit, gen_server and sys
- * messages, and termination that fires links and monitors. The records of
- * links and monitors live in proc_links.c, their node names in link_names.c.
+/* runtime.c: C workers as Erlang processes: the process table and names,
+ * mailboxes of signals, the worker pool, gen_server and sys messages, and
+ * termination. What links, monitors and exit signals do is in links.c (their
+ * records in proc_links.c, node names and connection epochs in link_names.c).
  *
  * Ownership: a process's links and monitors are touched only by the pool
  * thread running it; every signal from elsewhere (the I/O thread, other
  * workers) goes through its mailbox, in arrival order, as in Erlang.
- * Connections: a link or monitor belongs to the connection it was made over
- * (its node's epoch); once that connection is gone, its effects are local
- * only: nothing is sent back to the node that left.
  * Tests: tests/integration/runtime_tests.erl, hostile_signals_tests.erl,
  * tests/integration/exunit/. */
 #include "runtime.h"
@@ -19,90 +15,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "node_int.h"
-#include "proc_links.h"
+#include "runtime_int.h"
 
 #define BATCH 64          /* signals a worker handles before yielding its thread */
 #define TAB_INIT 1024
 #define LINKS_PER_PEER_DEFAULT ((size_t)1 << 20)
-
-enum sig_kind {
-    SIG_MSG = 1,
-    SIG_LINK,
-    SIG_UNLINK,
-    SIG_UNLINK_ID,
-    SIG_UNLINK_ID_ACK,
-    SIG_EXIT,
-    SIG_EXIT2,
-    SIG_MONITOR,
-    SIG_DEMONITOR,
-    SIG_DOWN,
-    SIG_NODEDOWN,
-    SIG_SHUTDOWN
-};
-
-/* What a signal says besides its data; every name in it is interned (one
- * reference each, dropped by free_sig). */
-typedef struct sig_meta {
-    cnb_cpid_t from;
-    cnb_cref_t ref;
-    uint64_t id;
-    cnb_lname_t *name;     /* MONITOR/DEMONITOR by name: that name; NODEDOWN: the node */
-    int reserved;          /* LINK/MONITOR: holds a count on from's node (the cap) */
-    uint32_t epoch;        /* from's node epoch on arrival; NODEDOWN: the epoch that ended */
-    int by_name;           /* MONITOR/DEMONITOR/DOWN by name */
-} sig_meta_t;
-
-typedef struct sig {
-    struct sig *next;
-    int kind;
-    sig_meta_t *meta; /* NULL for plain messages */
-    size_t len;
-    char data[]; /* message or reason: ETF with version byte */
-} sig_t;
-
-struct cnb_proc {
-    cnb_rt_t *rt;
-    cnb_node_t *node;
-    uint64_t key; /* pid counter: num | serial << 15 */
-    erlang_pid pid;
-    const cnb_worker_ops_t *ops;
-    void *state;
-    char *name; /* registered name (malloc'd), or NULL */
-    int trap_exit;
-    /* mailbox */
-    pthread_mutex_t mu;
-    sig_t *head, *tail;
-    int scheduled;
-    int dead;
-    struct cnb_proc *rq_next;
-    struct cnb_proc *hnext; /* pid table chain */
-    struct cnb_proc *nnext; /* name table chain */
-    /* owned by the running thread (pl.holds: under the names' lock) */
-    cnb_plinks_t pl;
-    ei_x_buff reason;
-    int has_reason;
-    uint64_t unlink_seq;
-};
-
-struct cnb_rt {
-    cnb_node_t *node;
-    pthread_rwlock_t tab_lock;
-    cnb_proc_t **tab;
-    size_t tab_size, count;
-    cnb_proc_t **names;
-    size_t names_size;
-    pthread_mutex_t rq_mu;
-    pthread_cond_t rq_cv;
-    pthread_cond_t idle_cv; /* count reached 0 */
-    cnb_proc_t *rq_head, *rq_tail;
-    int stop;
-    unsigned nthreads;
-    pthread_t *threads;
-    int started;
-    cnb_lnames_t *ln;  /* names of link and monitor records; per-peer counts */
-    size_t forged;     /* link/monitor signals whose sender is not the peer */
-};
 
 static uint64_t pid_key(const erlang_pid *p)
 {
@@ -286,7 +203,7 @@ int cnb__sig_link(cnb_node_t *n, const erlang_pid *from, const erlang_pid *to)
     return send_ctrl(n, to->node, &x, NULL, 0);
 }
 
-static int peer_has(cnb_node_t *n, const char *peer, uint64_t flag)
+int cnb__rt_peer_has(cnb_node_t *n, const char *peer, uint64_t flag)
 {
     if (!strcmp(peer, cnb_node_name(n)))
         return 1;
@@ -298,7 +215,7 @@ int cnb__sig_unlink(cnb_node_t *n, uint64_t id, const erlang_pid *from, const er
     ei_x_buff x;
     if (ei_x_new_with_version(&x))
         return CNB_ENOMEM;
-    if (peer_has(n, to->node, CNB_DFLAG_UNLINK_ID)) {
+    if (cnb__rt_peer_has(n, to->node, CNB_DFLAG_UNLINK_ID)) {
         ei_x_encode_tuple_header(&x, 4);
         ei_x_encode_long(&x, CNB_OP_UNLINK_ID);
         ei_x_encode_ulonglong(&x, id);
@@ -373,99 +290,12 @@ int cnb__sig_down(cnb_node_t *n, const erlang_pid *obj, const char *obj_name,
 
 /* ------------------------------------------------------------------ I/O side */
 
-/* Answers a link or monitor from m that cannot be made: an exit or a DOWN
- * with reason why (noproc: no such process; system_limit: the peer's cap). */
-static void refuse(cnb_node_t *n, const cnb_msg_t *m, const char *why)
-{
-    char r[32];
-    size_t rl = cnb__atom_term(r, why);
-    if (m->op == CNB_OP_LINK)
-        cnb__sig_exit(n, CNB_OP_EXIT, &m->to, &m->from, r, rl);
-    else
-        cnb__sig_down(n, &m->to, m->has_to ? NULL : m->toname, &m->from, &m->ref, r, rl);
-}
-
-/* ERTS takes link, monitor and exit signals only from processes of the node
- * the connection is to; one naming another node's process would tie records
- * to a connection it does not come over. Returns 1 when m is such a forgery
- * (dropped, logged now and then). */
-static int forged(cnb_node_t *n, cnb_rt_t *rt, const cnb_msg_t *m)
-{
-    switch (m->op) {
-    case CNB_OP_LINK:
-    case CNB_OP_UNLINK:
-    case CNB_OP_UNLINK_ID:
-    case CNB_OP_UNLINK_ID_ACK:
-    case CNB_OP_EXIT:
-    case CNB_OP_EXIT2:
-    case CNB_OP_MONITOR_P:
-    case CNB_OP_DEMONITOR_P:
-    case CNB_OP_MONITOR_P_EXIT:
-        break;
-    default:
-        return 0;
-    }
-    if (!m->has_from || !strcmp(m->peer, n->name) || !strcmp(m->from.node, m->peer))
-        return 0;
-    size_t k = __atomic_add_fetch(&rt->forged, 1, __ATOMIC_RELAXED);
-    if (!(k & (k - 1))) /* 1st, 2nd, 4th, 8th...: a flood cannot flood the log */
-        cnb__log(n, CNB_LOG_WARNING,
-                 "dropped op %d from %s: its sender is not a process of that node (%zu so far)",
-                 m->op, m->peer, k);
-    return 1;
-}
-
-/* Fills s's meta from m (names interned) and, for a link or a monitor,
- * reserves its count on the sender's node, refusing it at the per-peer cap.
- * Returns 0, or nonzero when s must be dropped (refusal already sent). */
-static int fill_meta(cnb_node_t *n, cnb_proc_t *p, sig_t *s, const cnb_msg_t *m)
-{
-    cnb_lnames_t *L = n->rt->ln;
-    sig_meta_t *mt = s->meta;
-    if ((m->has_from && cnb__cpid_set(L, &mt->from, &m->from)) ||
-        (m->has_ref && cnb__cref_set(L, &mt->ref, &m->ref)))
-        goto nomem;
-    mt->id = m->unlink_id;
-    if (!m->has_to && m->toname[0]) {
-        mt->by_name = 1;
-        if (s->kind == SIG_MONITOR && !(mt->name = cnb__ln_get(L, m->toname)))
-            goto nomem;
-    }
-    if (m->op == CNB_OP_MONITOR_P_EXIT) /* "from" is the monitored object: pid or name */
-        mt->by_name = !m->has_from;
-    if (!mt->from.node)
-        return 0;
-    if (s->kind != SIG_LINK && s->kind != SIG_MONITOR) {
-        mt->epoch = cnb__ln_epoch(L, mt->from.node);
-        return 0;
-    }
-    int first = 0;
-    int limited = strcmp(m->peer, n->name) != 0;
-    int rc = cnb__ln_hold(L, &p->pl.holds, p->key, mt->from.node, limited, &mt->epoch, &first);
-    if (rc == CNB_ETOOBIG) {
-        if (first)
-            cnb__log(n, CNB_LOG_WARNING,
-                     "%s holds %zu links and monitors here, the most allowed "
-                     "(max_links_per_peer): refusing more with system_limit",
-                     m->peer, cnb__ln_cap(L));
-        refuse(n, m, "system_limit");
-        return 1;
-    }
-    if (rc)
-        goto nomem;
-    mt->reserved = 1; /* free_sig gives it back; a record takes its own */
-    return 0;
-nomem:
-    cnb__log(n, CNB_LOG_WARNING, "out of memory: dropped op %d from %s", m->op, m->peer);
-    return 1;
-}
-
 int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
 {
     cnb_rt_t *rt = n->rt;
     if (!rt)
         return 0;
-    if (forged(n, rt, m))
+    if (cnb__links_forged(n, m))
         return 1;
     if (m->op == CNB_OP_ALIAS_SEND || m->op == CNB_OP_SEND || m->op == CNB_OP_MONITOR_P_EXIT)
         if (cnb__calls_deliver(n, m))
@@ -491,7 +321,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         if (p)
             s = new_sig(SIG_LINK, NULL, 0, 1);
         else if (cnb_node_is_local_pid(n, &m->to))
-            refuse(n, m, "noproc");
+            cnb__links_refuse(n, m, "noproc");
         else
             handled = 0;
         break;
@@ -516,7 +346,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         if (p)
             s = new_sig(SIG_MONITOR, NULL, 0, 1);
         else if (m->has_to ? cnb_node_is_local_pid(n, &m->to) : 1)
-            refuse(n, m, "noproc");
+            cnb__links_refuse(n, m, "noproc");
         break;
     case CNB_OP_DEMONITOR_P:
         if (p)
@@ -536,7 +366,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         handled = p != NULL;
         break;
     }
-    if (s && s->meta && fill_meta(n, p, s, m)) {
+    if (s && s->meta && cnb__links_meta(n, p, s, m)) {
         free_sig(p, s);
         s = NULL;
     }
@@ -578,7 +408,7 @@ void cnb__rt_nodedown(cnb_node_t *n, const char *peer)
 
 /* ------------------------------------------------------------------ worker side */
 
-static int is_atom_term(const char *t, size_t len, const char *atom)
+int cnb__rt_is_atom(const char *t, size_t len, const char *atom)
 {
     int i = 0, ver;
     char a[MAXATOMLEN_UTF8];
@@ -586,7 +416,7 @@ static int is_atom_term(const char *t, size_t len, const char *atom)
            !strcmp(a, atom) && (size_t)i == len;
 }
 
-static void set_reason_atom(cnb_proc_t *p, const char *atom)
+void cnb__rt_set_reason_atom(cnb_proc_t *p, const char *atom)
 {
     ei_x_free(&p->reason);
     ei_x_new_with_version(&p->reason);
@@ -594,77 +424,12 @@ static void set_reason_atom(cnb_proc_t *p, const char *atom)
     p->has_reason = 1;
 }
 
-static void set_reason(cnb_proc_t *p, const char *t, size_t len)
+void cnb__rt_set_reason(cnb_proc_t *p, const char *t, size_t len)
 {
     ei_x_free(&p->reason);
     ei_x_new(&p->reason);
     ei_x_append_buf(&p->reason, t, (int)len);
     p->has_reason = 1;
-}
-
-static void deliver_info(cnb_proc_t *p, const char *t, size_t len);
-
-/* {'EXIT', From, Reason} for a trapping process. */
-static void info_exit(cnb_proc_t *p, const cnb_cpid_t *from, const char *reason, size_t len)
-{
-    erlang_pid f;
-    cnb__cpid_get(from, &f);
-    ei_x_buff x;
-    ei_x_new_with_version(&x);
-    ei_x_encode_tuple_header(&x, 3);
-    ei_x_encode_atom(&x, "EXIT");
-    ei_x_encode_pid(&x, &f);
-    ei_x_append_buf(&x, reason + 1, (int)len - 1);
-    deliver_info(p, x.buff, (size_t)x.index);
-    ei_x_free(&x);
-}
-
-/* A signal owed to a record made at `epoch` on `node` goes only while the
- * connection it was made over is still the current one: never to a node
- * that left (nor over a newer connection to it). */
-static int owed(cnb_proc_t *p, const cnb_lname_t *node, uint32_t epoch)
-{
-    return node && cnb__ln_current(p->rt->ln, node, epoch);
-}
-
-/* Links to pid (again): an unlink in progress is forgotten. epoch: NULL for
- * its node's current one. Returns 0 or CNB_ENOMEM. */
-static int add_link(cnb_proc_t *p, const cnb_cpid_t *pid, const uint32_t *epoch)
-{
-    cnb_link_t *l = cnb__pl_link(&p->pl, pid);
-    if (!l)
-        return cnb__pl_link_add(p->rt->ln, &p->pl, pid, epoch) ? 0 : CNB_ENOMEM;
-    l->active = 1;
-    l->unlink_id = 0;
-    l->epoch = epoch ? *epoch : cnb__ln_epoch(p->rt->ln, pid->node);
-    return 0;
-}
-
-static int add_link_pid(cnb_proc_t *p, const erlang_pid *pid)
-{
-    cnb_cpid_t c;
-    if (cnb__cpid_set(p->rt->ln, &c, pid))
-        return CNB_ENOMEM;
-    int rc = add_link(p, &c, NULL);
-    cnb__cpid_put(p->rt->ln, &c);
-    return rc;
-}
-
-/* The end of p's links: an exit with reason to each linked process still
- * reachable over the connection the link was made over. */
-static size_t fire_links(cnb_proc_t *p, const char *reason, size_t rlen)
-{
-    size_t k = 0;
-    for (cnb_link_t *l = cnb__pl_links_take(&p->pl, NULL, 0), *nx; l; l = nx, k++) {
-        nx = l->next;
-        if (l->active && owed(p, l->pid.node, l->epoch)) {
-            erlang_pid to;
-            cnb__cpid_get(&l->pid, &to);
-            cnb__sig_exit(p->node, CNB_OP_EXIT, &p->pid, &to, reason, rlen);
-        }
-        cnb__pl_link_free(p->rt->ln, &p->pl, l);
-    }
-    return k;
 }
 
 static void callback_failed(cnb_proc_t *p, const char *cb, int code)
@@ -687,12 +452,12 @@ static void after_callback(cnb_proc_t *p, const char *cb, int rc)
         callback_failed(p, cb, rc);
     else if (rc == CNB_STOP) {
         if (!p->has_reason)
-            set_reason_atom(p, "normal");
+            cnb__rt_set_reason_atom(p, "normal");
         p->dead = 1;
     }
 }
 
-static void deliver_info(cnb_proc_t *p, const char *t, size_t len)
+void cnb__rt_info(cnb_proc_t *p, const char *t, size_t len)
 {
     if (!p->ops->handle_info)
         return;
@@ -799,7 +564,7 @@ static void handle_system(cnb_proc_t *p, const cnb_from_t *from, const char *req
                 ei_x_buff r;
                 ei_x_new_with_version(&r);
                 ei_x_append_buf(&r, req + s0, j - s0);
-                set_reason(p, r.buff, (size_t)r.index);
+                cnb__rt_set_reason(p, r.buff, (size_t)r.index);
                 ei_x_free(&r);
                 p->dead = 1;
             }
@@ -900,180 +665,23 @@ static void handle_msg(cnb_proc_t *p, const char *b, size_t len)
         return;
     }
 info:
-    deliver_info(p, b, len);
-}
-
-/* A link's exit signal. */
-static void link_exit(cnb_proc_t *p, const cnb_cpid_t *from, const char *reason, size_t len)
-{
-    cnb_link_t *l = cnb__pl_link(&p->pl, from);
-    if (!l || !l->active)
-        return;
-    cnb__pl_link_drop(p->rt->ln, &p->pl, l);
-    if (p->trap_exit)
-        info_exit(p, from, reason, len);
-    else if (!is_atom_term(reason, len, "normal")) {
-        set_reason(p, reason, len);
-        p->dead = 1;
-    }
-}
-
-/* {'DOWN', Ref, process, Obj, Reason} to a worker holding monitor m. */
-static void info_down(cnb_proc_t *p, const cnb_mon_t *m, const char *reason, size_t len)
-{
-    erlang_ref ref;
-    erlang_pid obj;
-    cnb__cref_get(&m->ref, &ref);
-    ei_x_buff x;
-    ei_x_new_with_version(&x);
-    ei_x_encode_tuple_header(&x, 5);
-    ei_x_encode_atom(&x, "DOWN");
-    ei_x_encode_ref(&x, &ref);
-    ei_x_encode_atom(&x, "process");
-    if (m->name) {
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_atom(&x, cnb__ln_str(m->name));
-        ei_x_encode_atom(&x, cnb__ln_str(m->node));
-    } else {
-        cnb__cpid_get(&m->pid, &obj);
-        ei_x_encode_pid(&x, &obj);
-    }
-    ei_x_append_buf(&x, reason + 1, (int)len - 1);
-    deliver_info(p, x.buff, (size_t)x.index);
-    ei_x_free(&x);
-}
-
-static int is_self(const cnb_proc_t *p, const cnb_cpid_t *c)
-{
-    return c->num == p->pid.num && c->serial == p->pid.serial &&
-           c->creation == p->pid.creation && !strcmp(cnb__ln_str(c->node), p->pid.node);
-}
-
-/* The connection to node mt->name went down at epoch mt->epoch: every record
- * across it goes first, so that nothing is owed to that node whatever this
- * process does next; then its links and the monitors it held fire locally
- * with noconnection. Monitors on it from there just go. */
-static void nodedown(cnb_proc_t *p, const sig_meta_t *mt)
-{
-    cnb_lnames_t *L = p->rt->ln;
-    char r[32];
-    size_t rl = cnb__atom_term(r, "noconnection"), k = 0;
-    cnb_link_t *links = cnb__pl_links_take(&p->pl, mt->name, mt->epoch);
-    cnb_mon_t *held = cnb__pl_mons_take(&p->pl.held, mt->name, mt->epoch);
-    cnb_mon_t *on_me = cnb__pl_mons_take(&p->pl.on_me, mt->name, mt->epoch);
-    for (cnb_link_t *l = links, *nx; l; l = nx, k++) {
-        nx = l->next;
-        if (l->active && !p->dead) {
-            if (p->trap_exit)
-                info_exit(p, &l->pid, r, rl);
-            else {
-                set_reason(p, r, rl);
-                p->dead = 1;
-            }
-        }
-        cnb__pl_link_free(L, &p->pl, l);
-    }
-    for (cnb_mon_t *m = held, *nx; m; m = nx, k++) {
-        nx = m->next;
-        if (!p->dead)
-            info_down(p, m, r, rl);
-        cnb__pl_mon_free(L, &p->pl, m);
-    }
-    for (cnb_mon_t *m = on_me, *nx; m; m = nx, k++) {
-        nx = m->next;
-        cnb__pl_mon_free(L, &p->pl, m);
-    }
-    cnb__ln_freed(L, k);
+    cnb__rt_info(p, b, len);
 }
 
 static void handle_sig(cnb_proc_t *p, sig_t *s)
 {
-    sig_meta_t *mt = s->meta;
-    cnb_lnames_t *L = p->rt->ln;
-    cnb_link_t *l;
-    cnb_mon_t *m;
     switch (s->kind) {
     case SIG_MSG:
         handle_msg(p, s->data, s->len);
         break;
-    case SIG_LINK:
-        if (!cnb__pl_link(&p->pl, &mt->from))
-            add_link(p, &mt->from, &mt->epoch);
-        break;
-    case SIG_UNLINK:
-        if ((l = cnb__pl_link(&p->pl, &mt->from)))
-            cnb__pl_link_drop(L, &p->pl, l);
-        break;
-    case SIG_UNLINK_ID:
-        if ((l = cnb__pl_link(&p->pl, &mt->from)) && l->active)
-            cnb__pl_link_drop(L, &p->pl, l);
-        if (owed(p, mt->from.node, mt->epoch)) {
-            erlang_pid to;
-            cnb__cpid_get(&mt->from, &to);
-            cnb__sig_unlink_ack(p->node, mt->id, &p->pid, &to);
-        }
-        break;
-    case SIG_UNLINK_ID_ACK:
-        if ((l = cnb__pl_link(&p->pl, &mt->from)) && !l->active && l->unlink_id == mt->id)
-            cnb__pl_link_drop(L, &p->pl, l);
-        break;
-    case SIG_EXIT:
-        link_exit(p, &mt->from, s->data, s->len);
-        break;
-    case SIG_EXIT2:
-        if (is_atom_term(s->data, s->len, "kill")) {
-            set_reason_atom(p, "killed");
-            p->dead = 1;
-        } else if (p->trap_exit) {
-            info_exit(p, &mt->from, s->data, s->len);
-        } else if (!is_atom_term(s->data, s->len, "normal") || is_self(p, &mt->from)) {
-            set_reason(p, s->data, s->len);
-            p->dead = 1;
-        }
-        break;
-    case SIG_MONITOR:
-        cnb__pl_mon_add(L, &p->pl, &p->pl.on_me, &mt->ref, &mt->from, mt->from.node,
-                        mt->by_name ? mt->name : NULL, &mt->epoch);
-        break;
-    case SIG_DEMONITOR:
-        if ((m = cnb__pl_mon_take(&p->pl.on_me, &mt->ref)))
-            cnb__pl_mon_free(L, &p->pl, m);
-        break;
-    case SIG_DOWN:
-        if ((m = cnb__pl_mon_take(&p->pl.held, &mt->ref))) {
-            info_down(p, m, s->data, s->len);
-            cnb__pl_mon_free(L, &p->pl, m);
-        }
-        break;
-    case SIG_NODEDOWN:
-        nodedown(p, mt);
-        break;
     case SIG_SHUTDOWN:
-        set_reason_atom(p, "shutdown");
+        cnb__rt_set_reason_atom(p, "shutdown");
         p->dead = 1;
         break;
+    default:
+        cnb__links_sig(p, s);
+        break;
     }
-}
-
-/* Drops the monitors p holds, telling each target still reachable over the
- * connection it was set over when tell. Returns how many there were. */
-static size_t drop_held(cnb_proc_t *p, int tell)
-{
-    size_t k = 0;
-    for (cnb_mon_t *m = cnb__pl_mons_take(&p->pl.held, NULL, 0), *nx; m; m = nx, k++) {
-        nx = m->next;
-        if (tell && owed(p, m->node, m->epoch)) {
-            erlang_pid to;
-            erlang_ref ref;
-            if (!m->name)
-                cnb__cpid_get(&m->pid, &to);
-            cnb__cref_get(&m->ref, &ref);
-            cnb__sig_monitor(p->node, CNB_OP_DEMONITOR_P, &p->pid, &to,
-                             m->name ? cnb__ln_str(m->name) : NULL, cnb__ln_str(m->node), &ref);
-        }
-        cnb__pl_mon_free(p->rt->ln, &p->pl, m);
-    }
-    return k;
 }
 
 /* The worker ends: terminate, leave the table, answer what is still queued,
@@ -1083,7 +691,7 @@ static void finish(cnb_proc_t *p)
     cnb_rt_t *rt = p->rt;
     cnb_node_t *n = p->node;
     if (!p->has_reason)
-        set_reason_atom(p, "normal");
+        cnb__rt_set_reason_atom(p, "normal");
     const char *reason = p->reason.buff;
     size_t rlen = (size_t)p->reason.index;
     if (p->ops->terminate)
@@ -1110,40 +718,11 @@ static void finish(cnb_proc_t *p)
     pthread_mutex_unlock(&p->mu);
     while (s) {
         sig_t *nx = s->next;
-        sig_meta_t *mt = s->meta;
-        if ((s->kind == SIG_LINK || s->kind == SIG_MONITOR || s->kind == SIG_UNLINK_ID) &&
-            owed(p, mt->from.node, mt->epoch)) {
-            erlang_pid to;
-            erlang_ref ref;
-            cnb__cpid_get(&mt->from, &to);
-            if (s->kind == SIG_LINK)
-                cnb__sig_exit(n, CNB_OP_EXIT, &p->pid, &to, reason, rlen);
-            else if (s->kind == SIG_UNLINK_ID)
-                cnb__sig_unlink_ack(n, mt->id, &p->pid, &to);
-            else {
-                cnb__cref_get(&mt->ref, &ref);
-                cnb__sig_down(n, &p->pid, mt->by_name ? cnb__ln_str(mt->name) : NULL, &to, &ref,
-                              reason, rlen);
-            }
-        }
+        cnb__links_unanswered(p, s, reason, rlen);
         free_sig(p, s);
         s = nx;
     }
-    size_t k = fire_links(p, reason, rlen);
-    for (cnb_mon_t *m = cnb__pl_mons_take(&p->pl.on_me, NULL, 0), *nx; m; m = nx, k++) {
-        nx = m->next;
-        if (owed(p, m->node, m->epoch)) {
-            erlang_pid to;
-            erlang_ref ref;
-            cnb__cpid_get(&m->pid, &to);
-            cnb__cref_get(&m->ref, &ref);
-            cnb__sig_down(n, &p->pid, m->name ? cnb__ln_str(m->name) : NULL, &to, &ref, reason,
-                          rlen);
-        }
-        cnb__pl_mon_free(rt->ln, &p->pl, m);
-    }
-    k += drop_held(p, 1);
-    cnb__ln_freed(rt->ln, k);
+    cnb__links_end(p, reason, rlen);
     cnb__log(n, CNB_LOG_DEBUG, "worker <%u.%u>%s%s ended", p->pid.num, p->pid.serial,
              name[0] ? " " : "", name);
     ei_x_free(&p->reason);
@@ -1203,7 +782,7 @@ static void *pool_thread(void *arg)
  * tab_lock write-locked; returns with it unlocked. */
 static void abandon_locked(cnb_rt_t *rt, cnb_proc_t *p)
 {
-    set_reason_atom(p, "normal");
+    cnb__rt_set_reason_atom(p, "normal");
     p->dead = 1;
     rt->count++; /* finish() takes it out again */
     p->hnext = rt->tab[p->key % rt->tab_size];
@@ -1247,14 +826,13 @@ int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_s
             return CNB_EEXIST;
         }
     }
-    if (o && o->link && add_link_pid(p, o->link) == 0)
+    if (o && o->link && cnb__links_add(p, o->link) == 0)
         cnb__sig_link(n, &p->pid, o->link);
     int rc = ops->init ? ops->init(p, arg, &p->state) : 0;
     if (rc < 0) {
         /* A failed init: links made so far get the reason, like proc_lib. */
-        set_reason_atom(p, "init_failed");
-        fire_links(p, p->reason.buff, (size_t)p->reason.index);
-        drop_held(p, 0);
+        cnb__rt_set_reason_atom(p, "init_failed");
+        cnb__links_abort(p);
         ei_x_free(&p->reason);
         pthread_mutex_destroy(&p->mu);
         free(p);
@@ -1308,7 +886,7 @@ int cnb_proc_set_reason(cnb_proc_t *p, const char *reason, size_t len)
 {
     if (!reason || len < 2 || (unsigned char)reason[0] != 131)
         return CNB_EINVAL;
-    set_reason(p, reason, len);
+    cnb__rt_set_reason(p, reason, len);
     return 0;
 }
 
@@ -1317,103 +895,6 @@ int cnb_trap_exit(cnb_proc_t *p, int on)
     int old = p->trap_exit;
     p->trap_exit = on != 0;
     return old;
-}
-
-int cnb_link(cnb_proc_t *p, const erlang_pid *to)
-{
-    if (!to)
-        return CNB_EINVAL;
-    if (cnb__pid_eq(to, &p->pid))
-        return 0;
-    int rc = add_link_pid(p, to);
-    return rc ? rc : cnb__sig_link(p->node, &p->pid, to);
-}
-
-int cnb_unlink(cnb_proc_t *p, const erlang_pid *to)
-{
-    cnb_cpid_t c;
-    if (!to || cnb__cpid_set(p->rt->ln, &c, to))
-        return to ? CNB_ENOMEM : CNB_EINVAL;
-    cnb_link_t *l = cnb__pl_link(&p->pl, &c);
-    cnb__cpid_put(p->rt->ln, &c);
-    if (!l || !l->active)
-        return 0;
-    if (peer_has(p->node, to->node, CNB_DFLAG_UNLINK_ID)) {
-        l->active = 0;
-        l->unlink_id = ++p->unlink_seq;
-        return cnb__sig_unlink(p->node, l->unlink_id, &p->pid, to);
-    }
-    cnb__pl_link_drop(p->rt->ln, &p->pl, l);
-    return cnb__sig_unlink(p->node, 0, &p->pid, to);
-}
-
-/* A new monitor p holds on pid to, or on name at node; its ref in *ref. */
-static int add_held(cnb_proc_t *p, const erlang_pid *to, const char *name, const char *node,
-                    erlang_ref *ref)
-{
-    cnb_lnames_t *L = p->rt->ln;
-    cnb_cref_t cr = {0};
-    cnb_cpid_t cp = {0};
-    cnb_lname_t *nm = NULL, *nd = NULL;
-    cnb_node_make_ref(p->node, ref);
-    int rc = CNB_ENOMEM;
-    if (cnb__cref_set(L, &cr, ref) || (to && cnb__cpid_set(L, &cp, to)) ||
-        (name && !(nm = cnb__ln_get(L, name))) || (node && !(nd = cnb__ln_get(L, node))))
-        goto out;
-    if (cnb__pl_mon_add(L, &p->pl, &p->pl.held, &cr, to ? &cp : NULL, to ? cp.node : nd, nm,
-                        NULL))
-        rc = 0;
-out:
-    cnb__cref_put(L, &cr);
-    cnb__cpid_put(L, &cp);
-    cnb__ln_put(L, nm);
-    cnb__ln_put(L, nd);
-    return rc;
-}
-
-int cnb_monitor(cnb_proc_t *p, const erlang_pid *to, erlang_ref *ref)
-{
-    erlang_ref r;
-    if (!to)
-        return CNB_EINVAL;
-    int rc = add_held(p, to, NULL, NULL, &r);
-    if (rc)
-        return rc;
-    if (ref)
-        *ref = r;
-    return cnb__sig_monitor(p->node, CNB_OP_MONITOR_P, &p->pid, to, NULL, NULL, &r);
-}
-
-int cnb_monitor_name(cnb_proc_t *p, const char *name, const char *node, erlang_ref *ref)
-{
-    erlang_ref r;
-    if (!name || !node || strlen(name) >= MAXATOMLEN_UTF8 || strlen(node) >= CNB_NAME_MAX)
-        return CNB_EINVAL;
-    int rc = add_held(p, NULL, name, node, &r);
-    if (rc)
-        return rc;
-    if (ref)
-        *ref = r;
-    return cnb__sig_monitor(p->node, CNB_OP_MONITOR_P, &p->pid, NULL, name, node, &r);
-}
-
-int cnb_demonitor(cnb_proc_t *p, const erlang_ref *ref)
-{
-    cnb_lnames_t *L = p->rt->ln;
-    cnb_cref_t c;
-    if (!ref || cnb__cref_set(L, &c, ref))
-        return ref ? CNB_ENOMEM : CNB_EINVAL;
-    cnb_mon_t *m = cnb__pl_mon_take(&p->pl.held, &c);
-    cnb__cref_put(L, &c);
-    if (!m)
-        return 0;
-    erlang_pid to;
-    if (!m->name)
-        cnb__cpid_get(&m->pid, &to);
-    int rc = cnb__sig_monitor(p->node, CNB_OP_DEMONITOR_P, &p->pid, &to,
-                              m->name ? cnb__ln_str(m->name) : NULL, cnb__ln_str(m->node), ref);
-    cnb__pl_mon_free(L, &p->pl, m);
-    return rc;
 }
 
 int cnb_exit(cnb_node_t *n, const erlang_pid *from, const erlang_pid *to, const char *reason,

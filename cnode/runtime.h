@@ -1,7 +1,8 @@
 /* runtime.h: internals of the process runtime (runtime.c: processes,
- * mailboxes, the worker pool, links, monitors; calls.c: calls from C and
- * replies; timer.c: send_after). Not part of the public API.
- * Tests: tests/integration/runtime_tests.erl. */
+ * mailboxes, the worker pool; links.c with proc_links.c and link_names.c:
+ * links, monitors; calls.c: calls from C and replies; timer.c: send_after).
+ * Not part of the public API.
+ * Tests: tests/integration/runtime_tests.erl, hostile_signals_tests.erl. */
 #ifndef CNB_RUNTIME_H
 #define CNB_RUNTIME_H
 

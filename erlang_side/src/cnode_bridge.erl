@@ -26,6 +26,7 @@
                   max_message => pos_integer(),
                   log_level => error | warning | info | debug,
                   threads => pos_integer(),
+                  max_links_per_peer => pos_integer(),
                   demo => boolean(),
                   executable => file:filename(),
                   ready_timeout => pos_integer()}.

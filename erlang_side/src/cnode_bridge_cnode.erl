@@ -100,6 +100,8 @@ opt_args(max_message, B) when is_integer(B), B >= 1024 -> ["--max-message", inte
 opt_args(log_level, L) when L =:= error; L =:= warning; L =:= info; L =:= debug ->
     ["--log-level", atom_to_list(L)];
 opt_args(threads, N) when is_integer(N), N > 0 -> ["--threads", integer_to_list(N)];
+opt_args(max_links_per_peer, N) when is_integer(N), N > 0 ->
+    ["--max-links-per-peer", integer_to_list(N)];
 opt_args(demo, true) -> ["--demo"];
 opt_args(demo, false) -> [];
 opt_args(executable, E) when is_list(E) -> [];
