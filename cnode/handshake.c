@@ -1,6 +1,6 @@
 /* handshake.c: the version 6 distribution handshake as a byte-driven state
  * machine (see handshake.h). Tests: tests/unit/test_handshake.c and the
- * integration suites in tests/integration/dist_*_tests.erl. */
+ * integration suites in tests/integration/dist_*_tests.erl and hostile_auth_tests.erl. */
 #include "handshake.h"
 
 #include <openssl/crypto.h>
