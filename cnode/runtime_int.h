@@ -32,8 +32,8 @@ typedef struct sig_meta {
     cnb_cpid_t from;
     cnb_cref_t ref;
     uint64_t id;
-    cnb_lname_t *name;     /* MONITOR/DEMONITOR by name: that name; NODEDOWN: the node */
-    int reserved;          /* LINK/MONITOR: holds a count on from's node (the cap) */
+    cnb_lname_t *name;     /* MONITOR by name: our name it used; NODEDOWN: the node */
+    int reserved;          /* LINK/MONITOR: holds a count on from's node until a record takes it */
     uint32_t epoch;        /* from's node epoch on arrival; NODEDOWN: the epoch that ended */
     int by_name;           /* MONITOR/DEMONITOR/DOWN by name */
 } sig_meta_t;
