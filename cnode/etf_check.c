@@ -258,8 +258,8 @@ long cnb__etf_skip_limit(const uint8_t *p, size_t len, unsigned max_depth)
             i += 4 + 1 + 16 + 4 + 4;
             /* Within the fun's own bytes, so a bad inner length cannot take
              * us past them. */
-            if ((rc = skip_atom(p, end, &i)) || (rc = skip_int(p, end, &i)) ||
-                (rc = skip_int(p, end, &i)) || (rc = skip_pid(p, end, &i)))
+            if (skip_atom(p, end, &i) || skip_int(p, end, &i) || skip_int(p, end, &i) ||
+                skip_pid(p, end, &i))
                 FAIL(CNB_EMALFORMED);
             if (children == 0 && i != end)
                 FAIL(CNB_EMALFORMED);
