@@ -152,8 +152,10 @@ int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g,
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct cnb__reg_hdr *hdr = reg->hdr;
     uint32_t cur = CNB__LD(st->bump_cur), end = CNB__LD(st->bump_end);
+    if (need_g == 0)
+        return 0;
     if (end >= cur && (uint64_t)(end - cur) >= need_g)
-        return span_chk(reg, cur, need_g ? need_g : 1) ? 0 : (cnb__reg_bad = 0, CNB_ECORRUPT);
+        return span_chk(reg, cur, need_g) ? 0 : (cnb__reg_bad = 0, CNB_ECORRUPT);
     uint64_t want = need_g > BUMP_REUSE_MIN_G ? need_g : BUMP_REUSE_MIN_G;
     if (want < ((uint64_t)1 << 31) && atomic_load(&st->log.len) == 0) {
         int took = bump_from_free(reg, si, want, skip);

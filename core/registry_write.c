@@ -75,10 +75,12 @@ static int plan_insert(struct cnb_registry *reg, uint32_t si, uint64_t h, const 
     int rc = cnb__reg_bad ? CNB_ECORRUPT : cnb__reg_reserve_for(reg, si, sizes, n);
     if (rc)
         return rc;
+    uint64_t kt = atomic_load_explicit(&st->ktab, memory_order_relaxed);
+    uint64_t ot = atomic_load_explicit(&st->otab, memory_order_relaxed);
     if (p->kbits)
-        p->nk = cnb__reg_table_build(reg, si, CNB__LD(st->ktab), p->kbits, 0);
+        p->nk = cnb__reg_table_build(reg, si, kt, p->kbits, 0);
     if (p->obits && !cnb__reg_bad)
-        p->no = cnb__reg_table_build(reg, si, CNB__LD(st->otab), p->obits, 1);
+        p->no = cnb__reg_table_build(reg, si, ot, p->obits, 1);
     return cnb__reg_bad ? CNB_ECORRUPT : 0;
 }
 
@@ -506,7 +508,7 @@ ssize_t cnb__reg_remove_node_idx(struct cnb_registry *reg, uint32_t node,
         int rc = cnb__reg_stripe_lock(reg, si);
         if (rc)
             return rc;
-        uint64_t t = CNB__LD(st->ktab);
+        uint64_t t = atomic_load_explicit(&st->ktab, memory_order_relaxed);
         unsigned bits = cnb__tab_bits(t);
         if (cnb__tab_ref(t) && !cnb__reg_tab_ok(reg, t))
             rc = CNB_ECORRUPT;
