@@ -1,6 +1,7 @@
 /* registry_worker.c: the `cnode_registry' worker of a C node (protocol in
- * registry_worker.h): owns the node's registry segment, tells attaching BEAM
- * nodes where it is, serves the registry operations to attachers on other
+ * registry_worker.h): owns the node's registry segment (a sealed memfd named
+ * by a link in /dev/shm, see core/registry.c), tells attaching BEAM nodes
+ * where it is, serves the registry operations to attachers on other
  * hosts, and purges the entries of BEAM nodes that detach or die.
  * Tests: tests/integration/nif_tests.erl. */
 #include <dirent.h>
@@ -300,12 +301,14 @@ static void seg_prefix(const char *node, char *out, size_t cap)
     out[o] = 0;
 }
 
-/* Removes registry segments (ours: /dev/shm/cnb-*) that no live process maps
- * any more, e.g. those of C nodes killed with SIGKILL: opening one purges its
- * dead attachers; if only we are left, it is garbage. A live C node keeps its
- * own segment open, so it is never removed; a segment changed in the last
- * SWEEP_AGE seconds is left alone too (its creator links it into place a
- * moment before it records itself as an attacher). */
+/* Removes registry segment names (ours: /dev/shm/cnb-*) that lead nowhere any
+ * more. A name is a link to its creator's fd (/proc/PID/fd/N, see
+ * core/registry.c): when the creator (a C node killed with SIGKILL, say) is
+ * gone, the link dangles and is removed. A name that still opens is left
+ * alone unless only we attach to it. A live C node keeps its own segment open,
+ * so it is never removed; a name changed in the last SWEEP_AGE seconds is left
+ * alone too (its creator links it into place a moment before it records
+ * itself as an attacher). */
 static void sweep_old(cnb_node_t *node, const char *prefix, const char *mine)
 {
     DIR *d = opendir(SHM_DIR);
@@ -318,10 +321,18 @@ static void sweep_old(cnb_node_t *node, const char *prefix, const char *mine)
         if (strncmp(e->d_name, prefix, pl) != 0)
             continue;
         snprintf(path, sizeof path, "%s/%s", SHM_DIR, e->d_name);
-        struct stat st;
+        struct stat st, lst;
         time_t now = time(NULL);
-        if (strcmp(path, mine) == 0 || stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
-            now - st.st_mtime < SWEEP_AGE || now - st.st_ctime < SWEEP_AGE)
+        if (strcmp(path, mine) == 0 || lstat(path, &lst) != 0 ||
+            now - lst.st_mtime < SWEEP_AGE || now - lst.st_ctime < SWEEP_AGE)
+            continue;
+        if (S_ISLNK(lst.st_mode) && lst.st_uid == geteuid() && stat(path, &st) != 0) {
+            if (unlink(path) == 0)
+                cnb_node_log(node, CNB_LOG_INFO, "cnode_registry: removed dangling name %s",
+                             path);
+            continue;
+        }
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
             continue;
         cnb_registry_opts_t o;
         memset(&o, 0, sizeof o);

@@ -52,11 +52,12 @@ extern "C" {
 #endif
 
 /* Starts the `cnode_registry' worker of node (after cnb_node_start). It opens
- * the registry segment at segment_path, or when NULL creates
- * /dev/shm/cnb-<node>-<creation in hex> (unique keys, mode 0600), first
- * removing /dev/shm/cnb-* segments that no live process maps any more (left
- * by C nodes killed with SIGKILL). The segment file is unlinked when the
- * worker stops cleanly.
+ * the registry segment at segment_path, or when NULL creates one named
+ * /dev/shm/cnb-<node>-<creation in hex> (unique keys, mode 0600; the name is a
+ * link to this process's sealed memfd, see cnb_registry.h), first removing
+ * /dev/shm/cnb-* names that lead nowhere any more (left by C nodes killed with
+ * SIGKILL). The name is unlinked when the worker stops cleanly; the segment
+ * itself goes with the last process that has it open.
  *
  * out: if not NULL, *out gets the registry handle for other C code of this
  * program (cnb_registry_*_term below); the caller then owns the handle and

@@ -1,8 +1,17 @@
 /* registry.c: opening, creating and validating a registry segment, and mapping
- * it: each process reserves the segment's maximum size of address space once
- * (PROT_NONE) and maps the file into it piece by piece as it grows, so the base
- * address never moves and no thread ever reads an unmapped old copy.
- * Tests: tests/unit/test_registry.c (open, refuse, mode, growth). */
+ * it: each process reserves the address range every ref can reach once and maps
+ * the file into it piece by piece as it grows, so the base address never moves
+ * and no thread ever reads an unmapped old copy.
+ *
+ * A segment is a memfd sealed with F_SEAL_SHRINK | F_SEAL_SEAL: no process,
+ * whatever it opens, can make the file shorter than a mapping of it (which
+ * would be a SIGBUS in every process that maps it), nor add a seal. A named
+ * segment is a symbolic link, path -> /proc/<creator pid>/fd/<fd>, that other
+ * processes of the user open while the creator keeps the segment open; a file
+ * that is not sealed so is refused before it is mapped.
+ * Tests: tests/unit/test_registry.c (open, refuse, mode, growth, seals),
+ * tests/unit/test_registry_hostile.c. */
+#define _GNU_SOURCE 1
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -23,6 +32,13 @@
 #define DEF_FEED_SLOT_SIZE 256u
 #define DEF_NODE_CAP 4096u
 #define MIN_MAX_SIZE ((uint64_t)16 << 20)
+#define SEALS (F_SEAL_SHRINK | F_SEAL_SEAL)
+/* Address space reserved per handle: every offset a 32-bit granule ref plus a
+ * 32-bit length can reach, so that a read through a corrupt ref lands in the
+ * reservation (read-only zero pages beyond the file) and never faults. */
+#define RESERVE (CNB__REG_LIMIT + ((uint64_t)1 << 32))
+
+__thread int cnb__reg_bad;
 
 uint64_t cnb__reg_now_ns(void)
 {
@@ -96,16 +112,18 @@ static void layout(struct cnb__reg_hdr *h)
     h->arena_off = round_up(off, h->page_size);
 }
 
-/* Reserve the address space and map the first `size` bytes of fd. */
+/* Reserve the address space and map the first `size` bytes of fd. `reserve` is
+ * how far the segment may grow; the range reserved is RESERVE, read-only
+ * anonymous memory (not charged to the commit limit) beyond the file. */
 static int map_segment(struct cnb_registry *reg, uint64_t reserve, uint64_t size)
 {
-    void *base = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+    void *base = mmap(NULL, RESERVE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                       -1, 0);
     if (base == MAP_FAILED)
         return CNB_ENOMEM;
     if (mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, reg->fd, 0) ==
         MAP_FAILED) {
-        munmap(base, reserve);
+        munmap(base, RESERVE);
         return CNB_ESYS;
     }
     reg->base = base;
@@ -132,6 +150,11 @@ static void bind(struct cnb_registry *reg)
     reg->node_cap = h->node_cap;
     reg->feed_slots = h->feed_slots;
     reg->feed_slot_size = h->feed_slot_size;
+    reg->attach_cap = h->attach_cap;
+    reg->page_size = h->page_size;
+    reg->arena_off = h->arena_off;
+    reg->feed_off = h->feed_off;
+    reg->max_size = h->max_size;
 }
 
 int cnb__reg_remap(struct cnb_registry *reg)
@@ -142,6 +165,15 @@ int cnb__reg_remap(struct cnb_registry *reg)
     uint64_t have = atomic_load_explicit(&reg->mapped, memory_order_relaxed);
     if (want > reg->reserve)
         want = reg->reserve;
+    if (want > have) {
+        /* The header's size is only a claim: never map past the end of the
+         * file (a page there is a SIGBUS when touched). */
+        struct stat sb;
+        if (fstat(reg->fd, &sb) != 0)
+            want = have;
+        else if (want > (uint64_t)sb.st_size)
+            want = (uint64_t)sb.st_size / reg->page_size * reg->page_size;
+    }
     if (want > have) {
         if (mmap(reg->base + have, want - have, PROT_READ | PROT_WRITE,
                  MAP_SHARED | MAP_FIXED, reg->fd, (off_t)have) == MAP_FAILED) {
@@ -161,21 +193,24 @@ int cnb__reg_remap(struct cnb_registry *reg)
 int cnb__reg_grow(struct cnb_registry *reg, uint64_t need)
 {
     struct cnb__reg_hdr *h = reg->hdr;
+    struct stat sb;
+    if (fstat(reg->fd, &sb) != 0)
+        return CNB_ESYS;
+    /* The header's size is believed only as far as the file goes. */
     uint64_t fs = atomic_load_explicit(&h->file_size, memory_order_relaxed);
+    if (fs > (uint64_t)sb.st_size)
+        fs = (uint64_t)sb.st_size;
     if (need > fs) {
         uint64_t nsz = fs + fs / 2;
         if (nsz < fs + ((uint64_t)1 << 20))
             nsz = fs + ((uint64_t)1 << 20);
         if (nsz < need)
             nsz = need;
-        nsz = round_up(nsz, h->page_size);
+        nsz = round_up(nsz, reg->page_size);
         if (nsz > reg->reserve)
             nsz = reg->reserve;
         if (nsz < need)
             return CNB_ENOMEM;
-        struct stat sb;
-        if (fstat(reg->fd, &sb) != 0)
-            return CNB_ESYS;
         if ((uint64_t)sb.st_size < nsz && ftruncate(reg->fd, (off_t)nsz) != 0)
             return errno == EFBIG || errno == ENOSPC ? CNB_ENOMEM : CNB_ESYS;
         atomic_store_explicit(&h->file_size, nsz, memory_order_release);
@@ -238,6 +273,8 @@ static int create_segment(struct cnb_registry *reg, const cnb_registry_opts_t *o
         errno != ENOSYS)
         return openerr(o, errno == ENOSPC ? CNB_ENOMEM : CNB_ESYS,
                        "cannot allocate the new segment: %s", strerror(errno));
+    if (fcntl(reg->fd, F_ADD_SEALS, SEALS) != 0)
+        return openerr(o, CNB_ESYS, "cannot seal the new segment: %s", strerror(errno));
     int rc = map_segment(reg, t.max_size, t.arena_off);
     if (rc)
         return openerr(o, rc, "cannot map the new segment: %s", strerror(errno));
@@ -334,6 +371,12 @@ static int attach_segment(struct cnb_registry *reg, const cnb_registry_opts_t *o
     if (o->kind && (uint32_t)o->kind != t.kind)
         return openerr(o, CNB_EINVAL, "%s: is a %s registry", path,
                        t.kind == CNB_REG_UNIQUE ? "unique" : "duplicate");
+    int seals = fcntl(reg->fd, F_GET_SEALS);
+    if (seals < 0 || (seals & SEALS) != SEALS)
+        return openerr(o, CNB_EPERM,
+                       "%s: not sealed against shrinking (F_SEAL_SHRINK): a process could "
+                       "truncate it under the mapping; not mapped",
+                       path);
     int rc = map_segment(reg, t.max_size, fsize);
     if (rc)
         return openerr(o, rc, "%s: cannot map: %s", path, strerror(errno));
@@ -365,17 +408,42 @@ static int check_opts(const cnb_registry_opts_t *o)
 static void unmap(struct cnb_registry *reg)
 {
     if (reg->base)
-        munmap(reg->base, reg->reserve);
+        munmap(reg->base, RESERVE);
     reg->base = NULL;
     atomic_store(&reg->mapped, 0);
 }
 
+/* A new sealed segment in reg->fd (a memfd). */
+static int create_memfd(struct cnb_registry *reg, const cnb_registry_opts_t *o)
+{
+    reg->fd = memfd_create("cnb_registry", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (reg->fd < 0)
+        return openerr(o, CNB_ESYS, "memfd_create: %s", strerror(errno));
+    return create_segment(reg, o);
+}
+
+static void drop_segment(struct cnb_registry *reg)
+{
+    unmap(reg);
+    if (reg->fd >= 0)
+        close(reg->fd);
+    reg->fd = -1;
+}
+
+/* Opens the segment named by path (following the link to the creator's fd),
+ * or creates one and links path to it. */
 static int open_path(struct cnb_registry *reg, const cnb_registry_opts_t *o, int *created)
 {
-    static _Atomic unsigned counter;
     const char *path = o->path;
     for (int tries = 0; tries < 8; tries++) {
-        reg->fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        struct stat lsb;
+        int is_link = lstat(path, &lsb) == 0 && S_ISLNK(lsb.st_mode);
+        if (is_link && lsb.st_uid != geteuid())
+            return openerr(o, CNB_EPERM, "%s: a link owned by uid %u, not by this user", path,
+                           (unsigned)lsb.st_uid);
+        /* O_NONBLOCK: a FIFO or device put in the segment's place must not block
+         * the open; anything but a regular file is refused right after. */
+        reg->fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
         if (reg->fd >= 0) {
             if ((o->flags & CNB_REG_CREATE) && (o->flags & CNB_REG_EXCL))
                 return openerr(o, CNB_EEXIST, "%s: exists", path);
@@ -387,38 +455,30 @@ static int open_path(struct cnb_registry *reg, const cnb_registry_opts_t *o, int
             return openerr(o, CNB_ESYS, "%s: %s", path, strerror(errno));
         if (!(o->flags & CNB_REG_CREATE))
             return openerr(o, CNB_ENOENT, "%s: no such registry", path);
-        /* Build it under a private name, then link it into place: nobody ever
-         * opens a half-made segment, and two creators cannot both win. */
-        size_t plen = strlen(path);
-        char *tmp = malloc(plen + 64);
-        if (!tmp)
-            return CNB_ENOMEM;
-        snprintf(tmp, plen + 64, "%s.tmp.%d.%u", path, (int)getpid(),
-                 atomic_fetch_add(&counter, 1));
-        reg->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (reg->fd < 0) {
-            int e = errno;
-            free(tmp);
-            return openerr(o, e == EACCES ? CNB_EPERM : CNB_ESYS, "%s: cannot create: %s",
-                           path, strerror(e));
+        /* A link whose target is gone: its creator closed the segment or
+         * died, and the segment went with the last process that had it. */
+        if (is_link) {
+            (void)unlink(path);
+            continue;
         }
-        int rc = create_segment(reg, o);
-        if (rc == 0 && link(tmp, path) == 0) {
-            unlink(tmp);
-            free(tmp);
+        /* Build it, then link it into place: nobody ever opens a half-made
+         * segment, and two creators cannot both win. */
+        int rc = create_memfd(reg, o);
+        if (rc) {
+            drop_segment(reg);
+            return rc;
+        }
+        char target[64];
+        snprintf(target, sizeof target, "/proc/%d/fd/%d", (int)getpid(), reg->fd);
+        if (symlink(target, path) == 0) {
             *created = 1;
             return 0;
         }
         int e = errno;
-        unlink(tmp);
-        free(tmp);
-        unmap(reg);
-        close(reg->fd);
-        reg->fd = -1;
-        if (rc)
-            return rc;
+        drop_segment(reg);
         if (e != EEXIST)
-            return openerr(o, CNB_ESYS, "%s: cannot link: %s", path, strerror(e));
+            return openerr(o, e == EACCES ? CNB_EPERM : CNB_ESYS, "%s: cannot link: %s", path,
+                           strerror(e));
         if (o->flags & CNB_REG_EXCL)
             return openerr(o, CNB_EEXIST, "%s: exists", path);
     }
@@ -446,11 +506,7 @@ int cnb_registry_open(const cnb_registry_opts_t *opts, struct cnb_registry **out
     pthread_mutex_init(&reg->map_lock, NULL);
     int created = 0;
     if (!opts->path) {
-        reg->fd = memfd_create("cnb_registry", MFD_CLOEXEC);
-        if (reg->fd < 0)
-            rc = openerr(opts, CNB_ESYS, "memfd_create: %s", strerror(errno));
-        else
-            rc = create_segment(reg, opts);
+        rc = create_memfd(reg, opts);
         created = 1;
     } else {
         rc = open_path(reg, opts, &created);
@@ -516,11 +572,12 @@ int cnb_registry_info(struct cnb_registry *reg, cnb_registry_info_t *info)
     info->max_value_size = reg->max_value;
     info->count = cnb_registry_count(reg);
     info->file_size = atomic_load(&h->file_size);
-    info->arena_used = atomic_load(&h->top) - h->arena_off;
+    uint64_t top = atomic_load(&h->top);
+    info->arena_used = top > reg->arena_off ? top - reg->arena_off : 0;
     info->generation = atomic_load(&h->generation);
     info->feed_head = atomic_load(&h->feed_head);
     info->nodes = atomic_load(&h->ncount) - 1;
-    for (uint32_t i = 0; i < h->attach_cap; i++)
+    for (uint32_t i = 0; i < reg->attach_cap; i++)
         info->attached += atomic_load(&reg->attach[i].state) == CNB__ATT_LIVE;
     return 0;
 }

@@ -51,15 +51,39 @@ uint64_t cnb__reg_alloc_cost(uint64_t bytes)
     return cnb__reg_class_size(cnb__reg_class_ceil((uint32_t)g));
 }
 
+/* Free block lists hold refs that another process may have rewritten: the next
+ * link of block ref, or 0 (and the operation marked bad) when ref is not a
+ * mapped arena block. */
+static uint32_t next_free(struct cnb_registry *reg, uint32_t ref)
+{
+    if (!cnb__reg_ref_chk(reg, ref, 4))
+        return 0;
+    return CNB__LD(*(uint32_t *)cnb__reg_data(reg, ref));
+}
+
+/* Is [ref, ref + size_g) granules a mapped arena region? (Marks bad if not.) */
+static int span_chk(struct cnb_registry *reg, uint32_t ref, uint64_t size_g)
+{
+    if (size_g == 0 || (uint64_t)ref + size_g > ((uint64_t)1 << 32)) {
+        cnb__reg_bad = 1;
+        return 0;
+    }
+    return cnb__reg_ref_chk(reg, ref, (size_g << CNB__REG_GSHIFT) - 8);
+}
+
 /* The rest of stripe si's bump region becomes a free block (logged in log). It
  * was bump space, unreachable, so its header needs no log. */
 static void bump_retire(struct cnb_registry *reg, struct cnb__reg_stripe *st, uint32_t si,
                         struct cnb__reg_log *log)
 {
-    uint32_t rem = st->bump_end - st->bump_cur;
-    if (!rem)
+    uint32_t r = CNB__LD(st->bump_cur), end = CNB__LD(st->bump_end);
+    if (end == r)
         return;
-    uint32_t r = st->bump_cur;
+    uint32_t rem = end - r;
+    if (end < r || !span_chk(reg, r, rem)) {
+        cnb__reg_bad = 1;
+        return;
+    }
     unsigned c = cnb__reg_class_floor(rem);
     struct cnb__reg_block *b = cnb__reg_block(reg, r);
     b->size_g = rem;
@@ -74,12 +98,19 @@ static void bump_take(struct cnb_registry *reg, uint32_t si, uint32_t *link, uin
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct cnb__reg_log *log = &st->log;
-    uint32_t size = cnb__reg_block(reg, ref)->size_g;
-    cnb__reg_log_w32(reg, log, link, *(uint32_t *)cnb__reg_data(reg, ref));
+    if (!cnb__reg_ref_chk(reg, ref, 8))
+        return;
+    uint32_t size = CNB__LD(cnb__reg_block(reg, ref)->size_g);
+    if (!span_chk(reg, ref, size))
+        return;
+    cnb__reg_log_w32(reg, log, link, next_free(reg, ref));
     bump_retire(reg, st, si, log);
     cnb__reg_log_w32(reg, log, &st->bump_cur, ref);
     cnb__reg_log_w32(reg, log, &st->bump_end, ref + size);
-    cnb__reg_log_commit(log);
+    if (cnb__reg_bad)
+        cnb__reg_log_rollback(reg, log);
+    else
+        cnb__reg_log_commit(log);
 }
 
 #define BUMP_REUSE_MIN_G 256u /* 4 KiB: smaller free blocks stay for their class */
@@ -92,12 +123,18 @@ static int bump_from_free(struct cnb_registry *reg, uint32_t si, uint64_t want,
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     for (unsigned x = cnb__reg_class_ceil((uint32_t)want); x < CNB__REG_NCLASS; x++) {
-        uint32_t *link = &st->heads[x], ref = *link;
+        uint32_t *link = &st->heads[x], ref = CNB__LD(*link);
         for (unsigned k = skip ? skip[x] : 0; ref && k > 0; k--) {
+            if (!cnb__reg_ref_chk(reg, ref, 4))
+                return 0;
             link = cnb__reg_data(reg, ref);
-            ref = *link;
+            ref = CNB__LD(*link);
         }
-        if (!ref || cnb__reg_block(reg, ref)->size_g < want)
+        if (!ref)
+            continue;
+        if (!cnb__reg_ref_chk(reg, ref, 8))
+            return 0;
+        if (CNB__LD(cnb__reg_block(reg, ref)->size_g) < want)
             continue;
         bump_take(reg, si, link, ref);
         return 1;
@@ -114,30 +151,46 @@ int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g,
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct cnb__reg_hdr *hdr = reg->hdr;
-    if ((uint64_t)(st->bump_end - st->bump_cur) >= need_g)
+    uint32_t cur = CNB__LD(st->bump_cur), end = CNB__LD(st->bump_end);
+    if (need_g == 0)
         return 0;
+    if (end >= cur && (uint64_t)(end - cur) >= need_g)
+        return span_chk(reg, cur, need_g) ? 0 : (cnb__reg_bad = 0, CNB_ECORRUPT);
     uint64_t want = need_g > BUMP_REUSE_MIN_G ? need_g : BUMP_REUSE_MIN_G;
     if (want < ((uint64_t)1 << 31) && atomic_load(&st->log.len) == 0) {
-        if (bump_from_free(reg, si, want, skip))
-            return 0;
+        int took = bump_from_free(reg, si, want, skip);
+        unsigned x = CNB__REG_NCLASS;
         /* Adopted blocks go to the head of their list: take that one, not one
          * a plan has promised. */
-        unsigned x = adopt_global_min(reg, si, cnb__reg_class_ceil((uint32_t)want));
-        if (x < CNB__REG_NCLASS) {
-            bump_take(reg, si, &st->heads[x], st->heads[x]);
-            return 0;
+        if (!took && !cnb__reg_bad &&
+            (x = adopt_global_min(reg, si, cnb__reg_class_ceil((uint32_t)want))) <
+                CNB__REG_NCLASS) {
+            bump_take(reg, si, &st->heads[x], CNB__LD(st->heads[x]));
+            took = 1;
         }
+        if (cnb__reg_bad) {
+            cnb__reg_bad = 0;
+            return CNB_ECORRUPT;
+        }
+        if (took)
+            return 0;
     }
     int rc = cnb__reg_glock(reg);
     if (rc)
         return rc;
-    uint64_t chunk_g = st->chunk_g ? st->chunk_g : CNB__REG_CHUNK_MIN_G;
+    uint64_t chunk_g = CNB__LD(st->chunk_g);
+    if (chunk_g < CNB__REG_CHUNK_MIN_G || chunk_g > CNB__REG_CHUNK_MAX_G)
+        chunk_g = CNB__REG_CHUNK_MIN_G;
     if (chunk_g < need_g + 1)
         chunk_g = need_g + 1;
-    uint64_t page_g = hdr->page_size >> CNB__REG_GSHIFT;
+    uint64_t page_g = reg->page_size >> CNB__REG_GSHIFT;
     chunk_g = (chunk_g + page_g - 1) / page_g * page_g;
     uint64_t top = atomic_load_explicit(&hdr->top, memory_order_relaxed);
     uint64_t bytes = chunk_g << CNB__REG_GSHIFT;
+    if (top < reg->arena_off || top % reg->page_size) {
+        rc = CNB_ECORRUPT;
+        goto out;
+    }
     if (bytes > reg->reserve || top > reg->reserve - bytes || chunk_g >= ((uint64_t)1 << 32)) {
         rc = CNB_ENOMEM;
         goto out;
@@ -145,6 +198,10 @@ int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g,
     rc = cnb__reg_grow(reg, top + bytes);
     if (rc)
         goto out;
+    if (!cnb__reg_in_map(reg, top, bytes)) {
+        rc = CNB_ECORRUPT; /* the file is not as long as the header says */
+        goto out;
+    }
     /* Back the chunk with memory now, so that a full tmpfs is an error here
      * rather than a SIGBUS later. Not every file system can. */
     if (fallocate(reg->fd, 0, (off_t)top, (off_t)bytes) != 0 && errno != EOPNOTSUPP &&
@@ -167,7 +224,13 @@ int cnb__reg_reserve(struct cnb_registry *reg, uint32_t si, uint64_t need_g,
     uint64_t next = (uint64_t)(st->chunk_g ? st->chunk_g : CNB__REG_CHUNK_MIN_G) * 2;
     cnb__reg_log_w32(reg, log, &st->chunk_g,
                      (uint32_t)(next > CNB__REG_CHUNK_MAX_G ? CNB__REG_CHUNK_MAX_G : next));
-    cnb__reg_log_commit(log);
+    if (cnb__reg_bad) {
+        cnb__reg_bad = 0;
+        cnb__reg_log_rollback(reg, log);
+        rc = CNB_ECORRUPT;
+    } else {
+        cnb__reg_log_commit(log);
+    }
 out:
     cnb__reg_gunlock(reg);
     return rc;
@@ -181,9 +244,9 @@ static unsigned pick_class(struct cnb_registry *reg, const struct cnb__reg_strip
 {
     unsigned last = c >= 64 ? c + 3 : c;
     for (unsigned x = c; x <= last && x < CNB__REG_NCLASS; x++) {
-        uint32_t ref = st->heads[x];
+        uint32_t ref = CNB__LD(st->heads[x]);
         for (unsigned k = skip ? skip[x] : 0; ref && k > 0; k--)
-            ref = *(uint32_t *)cnb__reg_data(reg, ref);
+            ref = next_free(reg, ref);
         if (ref)
             return x;
     }
@@ -214,13 +277,20 @@ static unsigned adopt_global_span(struct cnb_registry *reg, uint32_t si, unsigne
     unsigned x = pick_global_span(reg, c, span);
     if (x < CNB__REG_NCLASS) {
         struct cnb__reg_log *log = &hdr->glog;
-        uint32_t ref = hdr->gheads[x];
-        uint32_t *next = cnb__reg_data(reg, ref);
-        cnb__reg_log_w32(reg, log, &hdr->gheads[x], *next);
-        cnb__reg_log_w32(reg, log, &cnb__reg_block(reg, ref)->tag, CNB__TAG_FREE | si);
-        cnb__reg_log_w32(reg, log, next, st->heads[x]);
-        cnb__reg_log_w32(reg, log, &st->heads[x], ref);
-        cnb__reg_log_commit(log);
+        uint32_t ref = CNB__LD(hdr->gheads[x]);
+        if (cnb__reg_ref_chk(reg, ref, 4)) {
+            uint32_t *next = cnb__reg_data(reg, ref);
+            cnb__reg_log_w32(reg, log, &hdr->gheads[x], CNB__LD(*next));
+            cnb__reg_log_w32(reg, log, &cnb__reg_block(reg, ref)->tag, CNB__TAG_FREE | si);
+            cnb__reg_log_w32(reg, log, next, CNB__LD(st->heads[x]));
+            cnb__reg_log_w32(reg, log, &st->heads[x], ref);
+        }
+        if (cnb__reg_bad) {
+            cnb__reg_log_rollback(reg, log);
+            x = CNB__REG_NCLASS; /* the caller sees cnb__reg_bad */
+        } else {
+            cnb__reg_log_commit(log);
+        }
     }
     cnb__reg_gunlock(reg);
     return x;
@@ -244,18 +314,32 @@ void cnb__reg_donate(struct cnb_registry *reg, uint32_t si)
     if (!st->big_freed || cnb__reg_glock(reg) != 0)
         return;
     struct cnb__reg_log *log = &hdr->glog;
+    int bad = cnb__reg_bad; /* this runs after the operation's own end */
+    cnb__reg_bad = 0;
     for (unsigned c = cnb__reg_class_floor(CNB__REG_BIG_G); c < CNB__REG_NCLASS; c++) {
-        while (st->heads[c]) {
-            uint32_t ref = st->heads[c];
+        uint32_t ref;
+        struct cnb__reg_walk w;
+        cnb__reg_walk_init(&w, reg);
+        /* Only blocks tagged as this stripe's free ones move: a list another
+         * process looped or pointed elsewhere stops here. */
+        while ((ref = CNB__LD(st->heads[c])) != 0 && cnb__reg_walk_step(&w, ref) &&
+               cnb__reg_ref_ok(reg, ref, 4) &&
+               CNB__LD(cnb__reg_block(reg, ref)->tag) == (CNB__TAG_FREE | si)) {
             uint32_t *next = cnb__reg_data(reg, ref);
-            cnb__reg_log_w32(reg, log, &st->heads[c], *next);
+            cnb__reg_log_w32(reg, log, &st->heads[c], CNB__LD(*next));
             cnb__reg_log_w32(reg, log, &cnb__reg_block(reg, ref)->tag,
                              CNB__TAG_FREE | CNB__GLOBAL);
-            cnb__reg_log_w32(reg, log, next, hdr->gheads[c]);
+            cnb__reg_log_w32(reg, log, next, CNB__LD(hdr->gheads[c]));
             cnb__reg_log_w32(reg, log, &hdr->gheads[c], ref);
+            if (cnb__reg_bad) {
+                cnb__reg_log_rollback(reg, log);
+                break;
+            }
             cnb__reg_log_commit(log);
         }
+        cnb__reg_bad = 0;
     }
+    cnb__reg_bad = bad;
     cnb__reg_log_w32(reg, log, &st->big_freed, 0);
     cnb__reg_log_commit(log);
     cnb__reg_gunlock(reg);
@@ -298,11 +382,16 @@ uint32_t cnb__reg_alloc(struct cnb_registry *reg, uint32_t si, uint64_t bytes,
     uint32_t g = (uint32_t)((bytes + 8 + CNB__REG_GRAN - 1) >> CNB__REG_GSHIFT);
     unsigned c = cnb__reg_class_ceil(g);
     unsigned x = pick_class(reg, st, c, NULL);
-    uint32_t ref = x < CNB__REG_NCLASS ? st->heads[x] : 0;
+    uint32_t ref = x < CNB__REG_NCLASS ? CNB__LD(st->heads[x]) : 0;
+    if (cnb__reg_bad)
+        return 0;
     if (ref) {
         c = x;
+        /* The caller writes `bytes` into it: all of them must be mapped. */
+        if (!span_chk(reg, ref, g))
+            return 0;
         uint32_t *link = cnb__reg_data(reg, ref);
-        uint32_t next = *link;
+        uint32_t next = CNB__LD(*link);
         /* The caller overwrites the block; should the operation be rolled back
          * the block is back on the list and needs its link: log it as is. */
         cnb__reg_log_w32(reg, log, link, next);
@@ -311,9 +400,13 @@ uint32_t cnb__reg_alloc(struct cnb_registry *reg, uint32_t si, uint64_t bytes,
         return ref;
     }
     uint32_t gs = (uint32_t)cnb__reg_class_size(c);
-    ref = st->bump_cur;
-    if (st->bump_end - ref < gs)
-        __builtin_trap(); /* a bug: the operation did not reserve enough */
+    ref = CNB__LD(st->bump_cur);
+    uint32_t end = CNB__LD(st->bump_end);
+    /* Reserved beforehand: only another process's writes make it short. */
+    if (end < ref || end - ref < gs || !span_chk(reg, ref, gs)) {
+        cnb__reg_bad = 1;
+        return 0;
+    }
     cnb__reg_log_w32(reg, log, &st->bump_cur, ref + gs);
     struct cnb__reg_block *b = cnb__reg_block(reg, ref);
     b->size_g = gs;
@@ -325,11 +418,14 @@ void cnb__reg_free(struct cnb_registry *reg, uint32_t si, uint32_t ref)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct cnb__reg_log *log = &st->log;
+    if (!cnb__reg_ref_chk(reg, ref, 4))
+        return;
     struct cnb__reg_block *b = cnb__reg_block(reg, ref);
-    unsigned c = cnb__reg_class_floor(b->size_g);
-    if (b->size_g >= CNB__REG_BIG_G && !st->big_freed)
+    uint32_t size_g = CNB__LD(b->size_g);
+    unsigned c = cnb__reg_class_floor(size_g);
+    if (size_g >= CNB__REG_BIG_G && !st->big_freed)
         cnb__reg_log_w32(reg, log, &st->big_freed, 1);
-    cnb__reg_log_w32(reg, log, cnb__reg_data(reg, ref), st->heads[c]);
+    cnb__reg_log_w32(reg, log, cnb__reg_data(reg, ref), CNB__LD(st->heads[c]));
     cnb__reg_log_w32(reg, log, &b->tag, CNB__TAG_FREE | si);
     cnb__reg_log_w32(reg, log, &st->heads[c], ref);
 }

@@ -44,20 +44,20 @@ static int alock(struct cnb_registry *reg)
 
 static void aunlock(struct cnb_registry *reg)
 {
-    pthread_mutex_unlock(&reg->hdr->alock);
+    cnb__reg_mutex_unlock(&reg->hdr->alock);
 }
 
 static void try_simple(struct cnb_registry *reg, pthread_mutex_t *m,
                        void (*repair)(struct cnb_registry *))
 {
-    int rc = pthread_mutex_trylock(m);
+    int rc = cnb__reg_mutex_trylock(m);
     if (rc == EOWNERDEAD) {
         if (repair)
             repair(reg);
         pthread_mutex_consistent(m);
-        pthread_mutex_unlock(m);
+        cnb__reg_mutex_unlock(m);
     } else if (rc == 0) {
-        pthread_mutex_unlock(m);
+        cnb__reg_mutex_unlock(m);
     }
 }
 
@@ -81,7 +81,7 @@ ssize_t cnb_registry_purge(struct cnb_registry *reg)
     if (!reg)
         return CNB_EINVAL;
     struct cnb__reg_attach *at = reg->attach;
-    uint32_t cap = reg->hdr->attach_cap;
+    uint32_t cap = reg->attach_cap;
     int rc = alock(reg);
     if (rc)
         return rc;
@@ -134,7 +134,7 @@ int cnb__reg_attach(struct cnb_registry *reg)
     if (rc)
         return rc;
     reg->attach_slot = -1;
-    for (uint32_t i = 0; i < reg->hdr->attach_cap; i++) {
+    for (uint32_t i = 0; i < reg->attach_cap; i++) {
         struct cnb__reg_attach *a = &reg->attach[i];
         if (atomic_load(&a->state) != CNB__ATT_FREE)
             continue;

@@ -337,9 +337,9 @@ int cnb_registry_check(struct cnb_registry *reg, char *msg, size_t msglen)
     cnb_free(&reg->alloc, c.bumps);
 out:
     if (fl)
-        pthread_mutex_unlock(&reg->hdr->flock);
+        cnb__reg_mutex_unlock(&reg->hdr->flock);
     if (nl)
-        pthread_mutex_unlock(&reg->hdr->nlock);
+        cnb__reg_mutex_unlock(&reg->hdr->nlock);
     if (g)
         cnb__reg_gunlock(reg);
     while (locked-- > 0)

@@ -10,7 +10,7 @@
 static struct cnb__reg_feed_slot *slot_of(struct cnb_registry *reg, uint64_t seq,
                                           uint64_t *off)
 {
-    uint64_t o = reg->hdr->feed_off + (seq & (reg->feed_slots - 1)) * reg->feed_slot_size;
+    uint64_t o = reg->feed_off + (seq & (reg->feed_slots - 1)) * reg->feed_slot_size;
     if (off)
         *off = o;
     return CNB__AT(reg, o);
@@ -31,25 +31,29 @@ void cnb__reg_feed_append(struct cnb_registry *reg, uint32_t si, int event,
     atomic_thread_fence(memory_order_release);
     size_t cap = reg->feed_slot_size - CNB__FEED_HDR;
     unsigned flags = 0;
+    /* e's lengths are loaded once: the copies below must stay in the slot. */
+    uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
+    if (!cnb__reg_in_map(reg, CNB__OFF(reg, e), CNB__ENTRY_HDR + (uint64_t)klen + vlen))
+        klen = vlen = 0; /* cannot be for an entry a writer checked; stays in bounds */
     s->event = (uint32_t)event;
-    s->klen = e->klen;
-    s->vlen = e->vlen;
+    s->klen = klen;
+    s->vlen = vlen;
     s->node = e->node;
     s->num = e->num;
     s->serial = e->serial;
     s->creation = e->creation;
     s->khash = e->hash;
-    if ((uint64_t)e->klen + e->vlen <= cap) {
-        memcpy(s->data, e->data, (size_t)e->klen + e->vlen);
-    } else if (e->klen <= cap) {
-        memcpy(s->data, e->data, e->klen);
+    if ((uint64_t)klen + vlen <= cap) {
+        memcpy(s->data, e->data, (size_t)klen + vlen);
+    } else if (klen <= cap) {
+        memcpy(s->data, e->data, klen);
         flags = CNB_REG_EVF_VALUE_OMITTED;
     } else {
         flags = CNB_REG_EVF_KEY_OMITTED | CNB_REG_EVF_VALUE_OMITTED;
     }
     s->flags = flags;
     atomic_store_explicit(&reg->hdr->feed_head, seq + 1, memory_order_release);
-    pthread_mutex_unlock(&reg->hdr->flock);
+    cnb__reg_mutex_unlock(&reg->hdr->flock);
     cnb__reg_log_w64(reg, &st->log, &st->feed_pending, pending);
 }
 
@@ -84,6 +88,9 @@ ssize_t cnb_registry_feed_poll(struct cnb_registry *reg, uint64_t *pos, size_t m
     uint64_t p = *pos ? *pos : 1, miss = 0, n = reg->feed_slots;
     size_t cap = reg->feed_slot_size - CNB__FEED_HDR;
     int rc = 0, repaired = 0;
+    /* A slot whose state keeps changing under the reader (another process
+     * writing it) is not read forever. */
+    unsigned rereads = 0;
     if (p > head)
         p = head;
     if (head > n && p < head - n) {
@@ -146,7 +153,7 @@ ssize_t cnb_registry_feed_poll(struct cnb_registry *reg, uint64_t *pos, size_t m
         if (st2 != st1 || torn) {
             res->n = n0; /* changed under us: look at the slot again */
             res->buf_len = b0;
-            if (st2 == st1)
+            if (st2 == st1 || ++rereads > 64)
                 break; /* torn with a stable state: cannot be, stop */
             continue;
         }

@@ -176,8 +176,13 @@ struct cnb_registry {
     struct cnb__reg_node *nodes;
     _Atomic uint32_t *nodeidx;
     char *feed;
+    /* Copies of the header's immutable fields, taken once at open after the
+     * checks: another process may rewrite the header, and every bound used
+     * below (region offsets, sizes, divisors) must stay what was checked. */
     uint32_t nstripes, sbits, kind, max_key, max_value;
     uint32_t node_cap, feed_slots, feed_slot_size;
+    uint32_t attach_cap, page_size;
+    uint64_t arena_off, feed_off, max_size;
     int attach_slot;
     uint32_t owner_node;
     uint32_t owner_creation;
@@ -263,6 +268,70 @@ static inline int cnb__reg_in_map(struct cnb_registry *reg, uint64_t off, uint64
     return off <= m && len <= m - off;
 }
 
+/* ---- hostile memory ------------------------------------------------------------
+ * Any process of the same user can write anything into the segment at any time.
+ * Nothing read from it may crash or hang us: every ref is checked before it is
+ * followed (cnb__reg_ref_ok), every loop over shared links is bounded
+ * (cnb__reg_walk), and a value is loaded once (CNB__LD) before it is checked and
+ * used. The address range after the mapped file is reserved read-only (zero
+ * pages), so a stray read anywhere a 32-bit ref and length reach cannot fault;
+ * stray writes are what the checks prevent. */
+
+#define CNB__LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* Set by a writer that met a bad ref or a full undo log in the middle of an
+ * operation: the store was skipped, and the operation must roll back and
+ * return CNB_ECORRUPT (cnb__reg_tx_end). Per thread: a thread runs one
+ * operation at a time. */
+extern __thread int cnb__reg_bad;
+
+/* Is ref a block in the arena whose 8-byte header and `bytes` data bytes are
+ * mapped? */
+static inline int cnb__reg_ref_ok(struct cnb_registry *reg, uint32_t ref, uint64_t bytes)
+{
+    uint64_t off = CNB__REF_OFF(ref);
+    return off >= reg->arena_off && cnb__reg_in_map(reg, off, bytes + 8);
+}
+
+/* cnb__reg_ref_ok for a writer: a bad ref marks the operation bad. */
+static inline int cnb__reg_ref_chk(struct cnb_registry *reg, uint32_t ref, uint64_t bytes)
+{
+    if (cnb__reg_ref_ok(reg, ref, bytes))
+        return 1;
+    cnb__reg_bad = 1;
+    return 0;
+}
+
+/* A walk along links read from shared memory: at most as many steps as the
+ * mapping holds entries, and a cycle is found (Brent: the saved ref moves to
+ * the current one at every power of two of steps) within twice its length. */
+struct cnb__reg_walk {
+    uint32_t saved;
+    uint64_t power, lam, left;
+};
+
+static inline void cnb__reg_walk_init(struct cnb__reg_walk *w, struct cnb_registry *reg)
+{
+    w->saved = 0;
+    w->power = w->lam = 1;
+    w->left = atomic_load_explicit(&reg->mapped, memory_order_relaxed) >> 6;
+}
+
+/* Returns 1 to go on to ref, 0 when the links loop or run too long. */
+static inline int cnb__reg_walk_step(struct cnb__reg_walk *w, uint32_t ref)
+{
+    if (ref == w->saved || w->left == 0)
+        return 0;
+    w->left--;
+    if (w->lam == w->power) {
+        w->saved = ref;
+        w->power <<= 1;
+        w->lam = 0;
+    }
+    w->lam++;
+    return 1;
+}
+
 /* Writes text into msg (snprintf-style); returns CNB_ECORRUPT. */
 int cnb__reg_fail(char *msg, size_t msglen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -282,6 +351,22 @@ uint64_t cnb__reg_now_ns(void);
  * each log record, and at commit). In every other program it is undefined, a
  * null weak symbol, and costs one predictable branch. */
 void cnb__reg_fault_point(void) __attribute__((weak));
+
+/* Every lock wait is bounded: a lock word another process scribbled on, or a
+ * holder that never lets go, makes the call fail with CNB_ECORRUPT after
+ * cnb__reg_lock_wait_ms (2000; tests lower it) rather than block forever. */
+extern int cnb__reg_lock_wait_ms;
+/* pthread_mutex_timedlock with that bound. Returns 0, EOWNERDEAD or another
+ * errno value. Every lock of a mutex in the segment goes through these three
+ * (see registry_tx.c: glibc's pointers in the mutex are kept as it wrote them). */
+int cnb__reg_mutex_lock(pthread_mutex_t *m);
+int cnb__reg_mutex_trylock(pthread_mutex_t *m);
+void cnb__reg_mutex_unlock(pthread_mutex_t *m);
+
+/* Ends a write transaction of stripe si (seqlock odd): commits, or rolls back
+ * when cnb__reg_bad was set during it. Returns 0 or CNB_ECORRUPT. Clears the
+ * flag. */
+int cnb__reg_tx_end(struct cnb_registry *reg, uint32_t si);
 
 /* Lock a stripe (repairing what a dead holder left). Returns 0 or CNB_ECORRUPT. */
 int cnb__reg_stripe_lock(struct cnb_registry *reg, uint32_t si);
@@ -326,7 +411,8 @@ int cnb__reg_reserve_for(struct cnb_registry *reg, uint32_t si, const uint64_t *
                          int n);
 /* Granules one allocation of `bytes` consumes at worst. */
 uint64_t cnb__reg_alloc_cost(uint64_t bytes);
-/* Allocate a block with `bytes` of data (reserved beforehand). Returns its ref. */
+/* Allocate a block with `bytes` of data (reserved beforehand). Returns its ref,
+ * or 0 (and cnb__reg_bad set) when the stripe's allocator state is corrupt. */
 uint32_t cnb__reg_alloc(struct cnb_registry *reg, uint32_t si, uint64_t bytes,
                         uint32_t kind);
 void cnb__reg_free(struct cnb_registry *reg, uint32_t si, uint32_t ref);
@@ -337,6 +423,15 @@ void cnb__reg_donate(struct cnb_registry *reg, uint32_t si);
 
 static inline uint32_t cnb__tab_ref(uint64_t t) { return (uint32_t)(t >> 8); }
 static inline unsigned cnb__tab_bits(uint64_t t) { return (unsigned)(t & 0xFF); }
+
+/* Is table word t (nonzero ref) a mapped table of a size the registry makes?
+ * (Also keeps the home-slot shifts, 64 - bits - stripe bits, in range.) */
+static inline int cnb__reg_tab_ok(struct cnb_registry *reg, uint64_t t)
+{
+    unsigned bits = cnb__tab_bits(t);
+    return bits >= CNB__REG_MIN_BITS && bits <= 31 && bits + reg->sbits < 64 &&
+           cnb__reg_ref_ok(reg, cnb__tab_ref(t), (uint64_t)8 << bits);
+}
 
 /* What a chain is looked up by: a key (which 0) or an owner (which 1). */
 struct cnb__reg_probe {
@@ -366,7 +461,7 @@ uint32_t cnb__reg_chain_head(struct cnb_registry *reg, uint32_t si,
 /* Bits of the table to build before adding a chain, 0 if none is needed. */
 unsigned cnb__reg_rehash_bits(uint64_t tab, uint64_t live, uint64_t used);
 /* Build a new table of 2^bits slots holding the chains of `old` (pre-phase:
- * only new memory is written). Returns the new table word. */
+ * only new memory is written). Returns the new table word, 0 if corrupt. */
 uint64_t cnb__reg_table_build(struct cnb_registry *reg, uint32_t si, uint64_t old,
                               unsigned bits, int which);
 /* Seqlock odd, logged: link the new entry ref into its chain of table `which`
@@ -419,9 +514,10 @@ void cnb__reg_feed_publish(struct cnb_registry *reg, uint32_t si);
 /* ---- registry_read.c -------------------------------------------------------- */
 
 int cnb__reg_res_reset(cnb_registry_result_t *res);
-/* Append an item copied from entry e (key and value bytes copied). */
+/* Append an item copied from entry e: klen and vlen as loaded and checked by
+ * the caller (key and value bytes copied). */
 int cnb__reg_res_add(struct cnb_registry *reg, cnb_registry_result_t *res,
-                     const struct cnb__reg_entry *e);
+                     const struct cnb__reg_entry *e, uint32_t klen, uint32_t vlen);
 /* Point items' key/value at buf (after the buffer stopped moving). */
 void cnb__reg_res_fix(cnb_registry_result_t *res);
 int cnb__reg_res_push(cnb_registry_result_t *res, const void *key, size_t klen,
@@ -429,8 +525,9 @@ int cnb__reg_res_push(cnb_registry_result_t *res, const void *key, size_t klen,
 
 /* ---- registry_write.c ------------------------------------------------------- */
 
-/* Remove one entry (stripe locked): its own transaction and feed event. */
-void cnb__reg_remove_entry(struct cnb_registry *reg, uint32_t si, uint32_t ref,
+/* Remove one entry (stripe locked): its own transaction and feed event.
+ * Returns 0 or CNB_ECORRUPT (nothing changed then). */
+int cnb__reg_remove_entry(struct cnb_registry *reg, uint32_t si, uint32_t ref,
                            int feed);
 ssize_t cnb__reg_remove_node_idx(struct cnb_registry *reg, uint32_t node,
                                  uint32_t creation);

@@ -19,6 +19,8 @@ static uint32_t find(struct cnb_registry *reg, const char *name, size_t n, uint3
 {
     uint32_t mask = reg->node_cap * 2 - 1;
     uint32_t count = atomic_load_explicit(&reg->hdr->ncount, memory_order_acquire);
+    if (count > reg->node_cap)
+        count = reg->node_cap; /* the index table is bounded, whatever the count says */
     uint32_t i = h & mask;
     for (uint32_t k = 0; k <= mask; k++, i = (i + 1) & mask) {
         uint32_t v = atomic_load_explicit(&reg->nodeidx[i], memory_order_acquire);
@@ -35,9 +37,14 @@ static void index_insert(struct cnb_registry *reg, uint32_t idx)
 {
     uint32_t mask = reg->node_cap * 2 - 1;
     uint32_t i = reg->nodes[idx].hash & mask;
-    while (atomic_load_explicit(&reg->nodeidx[i], memory_order_relaxed) != 0)
-        i = (i + 1) & mask;
-    atomic_store_explicit(&reg->nodeidx[i], idx, memory_order_release);
+    /* Twice as many slots as names: a free one, unless another process filled
+     * the index; then the name stays unindexed (found by nobody, harmless). */
+    for (uint32_t k = 0; k <= mask; k++, i = (i + 1) & mask) {
+        if (atomic_load_explicit(&reg->nodeidx[i], memory_order_relaxed) == 0) {
+            atomic_store_explicit(&reg->nodeidx[i], idx, memory_order_release);
+            return;
+        }
+    }
 }
 
 uint32_t cnb__reg_node_find(struct cnb_registry *reg, const char *name)
@@ -77,8 +84,8 @@ int cnb__reg_node_intern(struct cnb_registry *reg, const char *name)
     idx = find(reg, name, n, h);
     if (!idx) {
         uint32_t count = atomic_load_explicit(&reg->hdr->ncount, memory_order_relaxed);
-        if (count >= reg->node_cap) {
-            rc = CNB_ETOOBIG;
+        if (count == 0 || count >= reg->node_cap) {
+            rc = count ? CNB_ETOOBIG : CNB_ECORRUPT;
         } else {
             struct cnb__reg_node *nd = &reg->nodes[count];
             memset(nd->name, 0, sizeof nd->name);
@@ -90,7 +97,7 @@ int cnb__reg_node_intern(struct cnb_registry *reg, const char *name)
             idx = count;
         }
     }
-    pthread_mutex_unlock(&reg->hdr->nlock);
+    cnb__reg_mutex_unlock(&reg->hdr->nlock);
     return rc ? rc : (int)idx;
 }
 
@@ -99,7 +106,7 @@ const char *cnb__reg_node_str(struct cnb_registry *reg, uint32_t idx)
     if (idx == 0 || idx >= reg->node_cap)
         return "";
     const struct cnb__reg_node *nd = &reg->nodes[idx];
-    uint32_t len = nd->len;
+    uint32_t len = CNB__LD(nd->len);
     /* Names are written once, NUL-terminated, before they are published; a
      * name that is not is taken as none rather than read past. */
     return len <= 255 && nd->name[len] == 0 ? nd->name : "";

@@ -10,6 +10,10 @@
 
 #define RETRY (-100000)  /* a read function saw something out of the mapping */
 #define SPIN_REPAIR 2048 /* odd sequence spins before checking for a dead writer */
+#define MAX_ODD_ROUNDS 8 /* then the stripe lock: an odd number that stays odd is
+                            either a writer that takes long (the lock waits for
+                            it) or another process's scribble (the locker makes
+                            it even) -- never a reader spinning forever */
 #define MAX_ATTEMPTS 64  /* torn reads before falling back to the stripe lock */
 #define NOPTR SIZE_MAX
 
@@ -93,18 +97,19 @@ void cnb__reg_res_fix(cnb_registry_result_t *res)
     }
 }
 
-/* Copy entry e (whose lengths the caller checked) into res. */
+/* Copy entry e into res: klen and vlen are the lengths the caller loaded and
+ * checked (never read again: another process may change them meanwhile). */
 int cnb__reg_res_add(struct cnb_registry *reg, cnb_registry_result_t *res,
-                     const struct cnb__reg_entry *e)
+                     const struct cnb__reg_entry *e, uint32_t klen, uint32_t vlen)
 {
-    uint32_t klen = e->klen, vlen = e->vlen;
     cnb_registry_item_t *it;
     int rc = cnb__reg_res_push(res, e->data, klen, e->data + klen, vlen, &it);
     if (rc)
         return rc;
-    it->hash = e->hash;
-    it->owner = (cnb_registry_owner_t){cnb__reg_node_str(reg, e->node), e->num, e->serial,
-                                       e->creation};
+    it->hash = CNB__LD(e->hash);
+    it->owner = (cnb_registry_owner_t){cnb__reg_node_str(reg, CNB__LD(e->node)),
+                                       CNB__LD(e->num), CNB__LD(e->serial),
+                                       CNB__LD(e->creation)};
     return 0;
 }
 
@@ -133,7 +138,7 @@ static int stripe_read(struct cnb_registry *reg, uint32_t si, read_fn fn, void *
     for (int attempt = 0;; attempt++) {
         res->n = n0;
         res->buf_len = b0;
-        if (attempt >= MAX_ATTEMPTS) {
+        if (attempt >= MAX_ATTEMPTS || spins >= SPIN_REPAIR * MAX_ODD_ROUNDS) {
             int rc = cnb__reg_stripe_lock(reg, si);
             if (rc)
                 return rc;
@@ -174,24 +179,27 @@ static int stripe_read(struct cnb_registry *reg, uint32_t si, read_fn fn, void *
 static int add_chain(struct cnb_registry *reg, uint32_t head, int which,
                      const struct cnb__reg_probe *filter, cnb_registry_result_t *res)
 {
-    uint64_t guard = atomic_load_explicit(&reg->mapped, memory_order_relaxed) >> 6;
+    struct cnb__reg_walk w;
+    cnb__reg_walk_init(&w, reg);
     int n = 0;
-    for (uint32_t r = head; r; guard--) {
+    for (uint32_t r = head; r;) {
         uint64_t eoff = CNB__REF_OFF(r) + 8;
-        if (guard == 0 || !cnb__reg_in_map(reg, eoff, CNB__ENTRY_HDR))
+        /* A loop or an overlong chain is a torn read, or memory another
+         * process wrote: RETRY tells them apart (the sequence number). */
+        if (!cnb__reg_walk_step(&w, r) || !cnb__reg_in_map(reg, eoff, CNB__ENTRY_HDR))
             return RETRY;
         const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
-        uint32_t klen = e->klen, vlen = e->vlen;
+        uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
         if (klen > reg->max_key || vlen > reg->max_value ||
             !cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, (uint64_t)klen + vlen))
             return RETRY;
         if (!filter || cnb__reg_probe_match(filter, e)) {
-            int rc = cnb__reg_res_add(reg, res, e);
+            int rc = cnb__reg_res_add(reg, res, e, klen, vlen);
             if (rc)
                 return rc;
             n++;
         }
-        r = e->next[which];
+        r = CNB__LD(e->next[which]);
     }
     return n;
 }
@@ -207,7 +215,7 @@ static int64_t find_head(struct cnb_registry *reg, uint32_t si,
     unsigned bits = cnb__tab_bits(t);
     if (!ref)
         return 0;
-    if (bits > 32 || !cnb__reg_in_map(reg, CNB__REF_OFF(ref) + 8, (uint64_t)8 << bits))
+    if (!cnb__reg_tab_ok(reg, t))
         return RETRY;
     const uint64_t *slots = cnb__reg_data(reg, ref);
     uint64_t mask = ((uint64_t)1 << bits) - 1;
@@ -224,7 +232,7 @@ static int64_t find_head(struct cnb_registry *reg, uint32_t si,
             return RETRY;
         const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
         if (!p->which) {
-            uint32_t klen = e->klen;
+            uint32_t klen = CNB__LD(e->klen);
             if (e->hash != p->h || klen != p->klen)
                 continue;
             if (!cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, klen))
@@ -400,8 +408,7 @@ static int scan_fn(struct cnb_registry *reg, uint32_t si, void *argp,
     a->stripe_end = 1;
     if (!ref)
         return 0;
-    if (bits > 32 || bits + reg->sbits > 64 ||
-        !cnb__reg_in_map(reg, CNB__REF_OFF(ref) + 8, (uint64_t)8 << bits))
+    if (!cnb__reg_tab_ok(reg, t))
         return RETRY;
     const uint64_t *slots = cnb__reg_data(reg, ref);
     uint64_t size = (uint64_t)1 << bits, mask = size - 1;
@@ -532,7 +539,7 @@ static void pend_start(struct cnb_registry *reg, const cnb_registry_key_t *k,
     unsigned bits = cnb__tab_bits(t);
     if (!ref)
         return;
-    if (bits > 32 || !cnb__reg_in_map(reg, CNB__REF_OFF(ref) + 8, (uint64_t)8 << bits)) {
+    if (!cnb__reg_tab_ok(reg, t)) {
         p->slow = 1;
         return;
     }
@@ -580,7 +587,7 @@ static int pend_finish(struct cnb_registry *reg, const cnb_registry_key_t *k,
     int n = 0;
     if (p->eoff) {
         const struct cnb__reg_entry *e = CNB__AT(reg, p->eoff);
-        uint32_t klen = e->klen;
+        uint32_t klen = CNB__LD(e->klen);
         if (e->hash != p->h || klen != k->len ||
             !cnb__reg_in_map(reg, p->eoff + CNB__ENTRY_HDR, klen) ||
             (klen && memcmp(e->data, k->key, klen) != 0))

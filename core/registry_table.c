@@ -69,37 +69,70 @@ static uint64_t *tab_word(struct cnb__reg_stripe *st, int which)
     return (uint64_t *)(which ? &st->otab : &st->ktab);
 }
 
-/* Finds p's slot (stripe locked). Returns the slot index and sets *head, or
- * returns -1 and sets *free_slot to where a new chain would go. */
-static int64_t find_slot(struct cnb_registry *reg, uint32_t si,
-                         const struct cnb__reg_probe *p, uint32_t *head, int64_t *free_slot)
+/* The slots of table word t (*bits set), or NULL (the operation marked bad)
+ * when t does not name a mapped table. */
+static uint64_t *tab_slots(struct cnb_registry *reg, uint64_t t, unsigned *bits)
 {
-    uint64_t t = *tab_word(&reg->stripes[si], p->which);
+    if (!cnb__reg_tab_ok(reg, t)) {
+        cnb__reg_bad = 1;
+        return NULL;
+    }
+    *bits = cnb__tab_bits(t);
+    return cnb__reg_data(reg, cnb__tab_ref(t));
+}
+
+/* Is slot value v's entry one p looks for? Checks the entry is mapped (with
+ * the key bytes compared) first; a bad ref marks the operation bad. */
+static int slot_match(struct cnb_registry *reg, const struct cnb__reg_probe *p, uint64_t v)
+{
+    if ((uint32_t)(v >> 32) != (uint32_t)p->h)
+        return 0;
+    uint64_t need = CNB__ENTRY_HDR + (p->which ? 0 : (uint64_t)p->klen);
+    if (!cnb__reg_ref_chk(reg, (uint32_t)v, need))
+        return 0;
+    return cnb__reg_probe_match(p, entry(reg, (uint32_t)v));
+}
+
+/* Finds p's slot (stripe locked). Returns a pointer to it and sets *head, or
+ * returns NULL and sets *free_slot (if asked) to where a new chain would go
+ * (NULL when the table is full or corrupt). */
+static uint64_t *find_slot(struct cnb_registry *reg, uint32_t si,
+                           const struct cnb__reg_probe *p, uint32_t *head,
+                           uint64_t **free_slot)
+{
+    uint64_t t = CNB__LD(*tab_word(&reg->stripes[si], p->which));
     *head = 0;
     if (free_slot)
-        *free_slot = -1;
+        *free_slot = NULL;
     if (!cnb__tab_ref(t))
-        return -1;
-    unsigned bits = cnb__tab_bits(t);
+        return NULL;
+    if (!p->which && p->klen > reg->max_key) {
+        cnb__reg_bad = 1;
+        return NULL;
+    }
+    unsigned bits;
+    uint64_t *slots = tab_slots(reg, t, &bits);
+    if (!slots)
+        return NULL;
     uint64_t mask = ((uint64_t)1 << bits) - 1;
-    const uint64_t *slots = cnb__reg_data(reg, cnb__tab_ref(t));
     uint64_t j = cnb__reg_probe_home(reg, p, bits);
     for (uint64_t k = 0; k <= mask; k++, j = (j + 1) & mask) {
-        uint64_t v = slots[j];
+        uint64_t v = CNB__LD(slots[j]);
         if ((uint32_t)v <= CNB__SLOT_TOMB) {
-            if (free_slot && *free_slot < 0)
-                *free_slot = (int64_t)j;
+            if (free_slot && !*free_slot)
+                *free_slot = &slots[j];
             if (v == CNB__SLOT_EMPTY)
-                return -1;
+                return NULL;
             continue;
         }
-        if ((uint32_t)(v >> 32) == (uint32_t)p->h &&
-            cnb__reg_probe_match(p, entry(reg, (uint32_t)v))) {
+        if (slot_match(reg, p, v)) {
             *head = (uint32_t)v;
-            return (int64_t)j;
+            return &slots[j];
         }
+        if (cnb__reg_bad)
+            return NULL;
     }
-    return -1;
+    return NULL;
 }
 
 uint32_t cnb__reg_chain_head(struct cnb_registry *reg, uint32_t si,
@@ -120,7 +153,7 @@ static unsigned bits_for(uint64_t n)
 
 unsigned cnb__reg_rehash_bits(uint64_t tab, uint64_t live, uint64_t used)
 {
-    if (!cnb__tab_ref(tab))
+    if (!cnb__tab_ref(tab) || cnb__tab_bits(tab) > 31)
         return bits_for((live + 1) * 2);
     uint64_t size = (uint64_t)1 << cnb__tab_bits(tab);
     if ((used + 1) * 4 <= size * 3)
@@ -133,31 +166,36 @@ uint64_t cnb__reg_table_build(struct cnb_registry *reg, uint32_t si, uint64_t ol
 {
     uint64_t size = (uint64_t)1 << bits, mask = size - 1;
     uint32_t ref = cnb__reg_alloc(reg, si, size * 8, CNB__TAG_TABLE);
+    if (!ref)
+        return 0;
     uint64_t *slots = cnb__reg_data(reg, ref);
     memset(slots, 0, size * 8);
     uint32_t oref = cnb__tab_ref(old);
     if (oref) {
-        const uint64_t *os = cnb__reg_data(reg, oref);
-        uint64_t osize = (uint64_t)1 << cnb__tab_bits(old);
+        unsigned obits;
+        const uint64_t *os = tab_slots(reg, old, &obits);
+        if (!os)
+            return 0;
+        uint64_t osize = (uint64_t)1 << obits;
         for (uint64_t i = 0; i < osize; i++) {
-            uint64_t v = os[i];
+            uint64_t v = CNB__LD(os[i]);
             if ((uint32_t)v <= CNB__SLOT_TOMB)
                 continue;
+            if (!cnb__reg_ref_chk(reg, (uint32_t)v, CNB__ENTRY_HDR))
+                return 0;
             struct cnb__reg_probe p;
             cnb__reg_probe_entry(&p, which, entry(reg, (uint32_t)v));
-            uint64_t j = cnb__reg_probe_home(reg, &p, bits);
-            while (slots[j] != CNB__SLOT_EMPTY)
+            uint64_t j = cnb__reg_probe_home(reg, &p, bits), k = 0;
+            while (slots[j] != CNB__SLOT_EMPTY && k++ < size)
                 j = (j + 1) & mask;
+            if (k >= size) { /* more chains than the old table's count said */
+                cnb__reg_bad = 1;
+                return 0;
+            }
             slots[j] = v;
         }
     }
     return ((uint64_t)ref << 8) | bits;
-}
-
-static uint64_t *slot_at(struct cnb_registry *reg, uint32_t si, int which, int64_t j)
-{
-    uint64_t t = *tab_word(&reg->stripes[si], which);
-    return (uint64_t *)cnb__reg_data(reg, cnb__tab_ref(t)) + j;
 }
 
 void cnb__reg_chain_link(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref)
@@ -168,35 +206,45 @@ void cnb__reg_chain_link(struct cnb_registry *reg, uint32_t si, int which, uint3
     struct cnb__reg_probe p;
     cnb__reg_probe_entry(&p, which, e);
     uint32_t head;
-    int64_t free_slot;
-    int64_t j = find_slot(reg, si, &p, &head, &free_slot);
+    uint64_t *free_slot;
+    uint64_t *slot = find_slot(reg, si, &p, &head, &free_slot);
     e->prev[which] = 0; /* e is fresh memory: plain stores */
-    if (j >= 0) {
+    if (slot) {
         e->next[which] = head;
         cnb__reg_log_w32(reg, log, &entry(reg, head)->prev[which], ref);
-        cnb__reg_log_w64(reg, log, slot_at(reg, si, which, j),
-                         ((p.h & 0xFFFFFFFFu) << 32) | ref);
+        cnb__reg_log_w64(reg, log, slot, ((p.h & 0xFFFFFFFFu) << 32) | ref);
         return;
     }
     e->next[which] = 0;
-    uint64_t *slot = slot_at(reg, si, which, free_slot);
-    if (*slot == CNB__SLOT_TOMB) {
+    if (!free_slot) { /* a full or corrupt table: planning made room */
+        cnb__reg_bad = 1;
+        return;
+    }
+    if (CNB__LD(*free_slot) == CNB__SLOT_TOMB) {
         uint32_t *tomb = which ? &st->otomb : &st->ktomb;
         cnb__reg_log_w32(reg, log, tomb, *tomb - 1);
     }
     uint32_t *live = which ? &st->olive : &st->klive;
     cnb__reg_log_w32(reg, log, live, *live + 1);
-    cnb__reg_log_w64(reg, log, slot, ((p.h & 0xFFFFFFFFu) << 32) | ref);
+    cnb__reg_log_w64(reg, log, free_slot, ((p.h & 0xFFFFFFFFu) << 32) | ref);
 }
 
-/* The slot whose chain starts at ref. */
-static int64_t head_slot(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref)
+/* The slot whose chain starts at ref, or NULL. */
+static uint64_t *head_slot(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref)
 {
     struct cnb__reg_probe p;
     cnb__reg_probe_entry(&p, which, entry(reg, ref));
     uint32_t head;
-    int64_t j = find_slot(reg, si, &p, &head, NULL);
-    return head == ref ? j : -1;
+    uint64_t *slot = find_slot(reg, si, &p, &head, NULL);
+    return head == ref ? slot : NULL;
+}
+
+/* A link field of entry ref (checked), or NULL (the operation marked bad). */
+static uint32_t *link_of(struct cnb_registry *reg, uint32_t ref, int next, int which)
+{
+    if (!cnb__reg_ref_chk(reg, ref, CNB__ENTRY_HDR))
+        return NULL;
+    return next ? &entry(reg, ref)->next[which] : &entry(reg, ref)->prev[which];
 }
 
 void cnb__reg_chain_unlink(struct cnb_registry *reg, uint32_t si, int which, uint32_t ref)
@@ -204,16 +252,19 @@ void cnb__reg_chain_unlink(struct cnb_registry *reg, uint32_t si, int which, uin
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct cnb__reg_log *log = &st->log;
     struct cnb__reg_entry *e = entry(reg, ref);
-    uint32_t next = e->next[which], prev = e->prev[which];
+    uint32_t next = CNB__LD(e->next[which]), prev = CNB__LD(e->prev[which]);
+    uint32_t *l;
     if (prev) {
-        cnb__reg_log_w32(reg, log, &entry(reg, prev)->next[which], next);
+        if ((l = link_of(reg, prev, 1, which)))
+            cnb__reg_log_w32(reg, log, l, next);
     } else {
-        int64_t j = head_slot(reg, si, which, ref);
-        if (j < 0)
-            return; /* cannot be: cnb_registry_check reports such a table */
-        uint64_t *slot = slot_at(reg, si, which, j);
+        uint64_t *slot = head_slot(reg, si, which, ref);
+        if (!slot) { /* not where it should be: checked and reported by the checker */
+            cnb__reg_bad = 1;
+            return;
+        }
         if (next) {
-            cnb__reg_log_w64(reg, log, slot, (*slot & 0xFFFFFFFF00000000ULL) | next);
+            cnb__reg_log_w64(reg, log, slot, (CNB__LD(*slot) & 0xFFFFFFFF00000000ULL) | next);
         } else {
             uint32_t *tomb = which ? &st->otomb : &st->ktomb;
             uint32_t *live = which ? &st->olive : &st->klive;
@@ -222,8 +273,8 @@ void cnb__reg_chain_unlink(struct cnb_registry *reg, uint32_t si, int which, uin
             cnb__reg_log_w32(reg, log, live, *live - 1);
         }
     }
-    if (next)
-        cnb__reg_log_w32(reg, log, &entry(reg, next)->prev[which], prev);
+    if (next && (l = link_of(reg, next, 0, which)))
+        cnb__reg_log_w32(reg, log, l, prev);
 }
 
 void cnb__reg_chain_replace(struct cnb_registry *reg, uint32_t si, int which,
@@ -231,19 +282,23 @@ void cnb__reg_chain_replace(struct cnb_registry *reg, uint32_t si, int which,
 {
     struct cnb__reg_log *log = &reg->stripes[si].log;
     struct cnb__reg_entry *o = entry(reg, old_ref), *n = entry(reg, new_ref);
-    n->next[which] = o->next[which]; /* fresh memory */
-    n->prev[which] = o->prev[which];
-    if (o->prev[which]) {
-        cnb__reg_log_w32(reg, log, &entry(reg, o->prev[which])->next[which], new_ref);
+    uint32_t next = CNB__LD(o->next[which]), prev = CNB__LD(o->prev[which]);
+    uint32_t *l;
+    n->next[which] = next; /* fresh memory */
+    n->prev[which] = prev;
+    if (prev) {
+        if ((l = link_of(reg, prev, 1, which)))
+            cnb__reg_log_w32(reg, log, l, new_ref);
     } else {
-        int64_t j = head_slot(reg, si, which, old_ref);
-        if (j >= 0) {
-            uint64_t *slot = slot_at(reg, si, which, j);
-            cnb__reg_log_w64(reg, log, slot, (*slot & 0xFFFFFFFF00000000ULL) | new_ref);
+        uint64_t *slot = head_slot(reg, si, which, old_ref);
+        if (!slot) {
+            cnb__reg_bad = 1;
+            return;
         }
+        cnb__reg_log_w64(reg, log, slot, (CNB__LD(*slot) & 0xFFFFFFFF00000000ULL) | new_ref);
     }
-    if (o->next[which])
-        cnb__reg_log_w32(reg, log, &entry(reg, o->next[which])->prev[which], new_ref);
+    if (next && (l = link_of(reg, next, 0, which)))
+        cnb__reg_log_w32(reg, log, l, new_ref);
 }
 
 int cnb__reg_key_norm(struct cnb_registry *reg, struct cnb__reg_key *k, const void *key,

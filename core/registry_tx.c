@@ -10,6 +10,7 @@
  * (attach) are taken alone. A stripe's repair takes G first, because a G
  * transaction (a chunk grant) may have written the stripe's allocator fields. */
 #include <errno.h>
+#include <time.h>
 
 #include "registry_int.h"
 
@@ -21,25 +22,44 @@ static inline void fault_point(void)
         cnb__reg_fault_point();
 }
 
-static void log_rec(struct cnb__reg_log *log, uint64_t where, uint64_t old)
+/* Returns 1 if recorded; 0 (the operation marked bad) when the log is full,
+ * which only a length another process wrote into it can make happen: every
+ * operation is sized to fit. */
+static int log_rec(struct cnb__reg_log *log, uint64_t where, uint64_t old)
 {
     fault_point(); /* the previous store done, this one not recorded */
     uint32_t n = atomic_load_explicit(&log->len, memory_order_relaxed);
-    if (n >= CNB__REG_LOG_CAP)
-        __builtin_trap(); /* a bug: every operation is sized to fit the log */
+    if (n >= CNB__REG_LOG_CAP) {
+        cnb__reg_bad = 1;
+        return 0;
+    }
     log->recs[n].where = where;
     log->recs[n].old = old;
     atomic_store_explicit(&log->len, n + 1, memory_order_release);
     atomic_signal_fence(memory_order_seq_cst);
     fault_point(); /* recorded, not stored */
+    return 1;
+}
+
+/* May a logged store of `size` bytes go to p? Only inside the mapped file and
+ * aligned; else the operation is marked bad and the store skipped. */
+static int store_ok(struct cnb_registry *reg, const void *p, uint64_t size)
+{
+    uint64_t off = CNB__OFF(reg, p);
+    if ((const char *)p >= reg->base && off % size == 0 && cnb__reg_in_map(reg, off, size))
+        return 1;
+    cnb__reg_bad = 1;
+    return 0;
 }
 
 void cnb__reg_log_w64(struct cnb_registry *reg, struct cnb__reg_log *log, void *p,
                       uint64_t v)
 {
     uint64_t *w = p;
-    log_rec(log, CNB__OFF(reg, p) | ((uint64_t)CNB__LOG_W64 << 56),
-            __atomic_load_n(w, __ATOMIC_RELAXED));
+    if (!store_ok(reg, p, 8) ||
+        !log_rec(log, CNB__OFF(reg, p) | ((uint64_t)CNB__LOG_W64 << 56),
+                 __atomic_load_n(w, __ATOMIC_RELAXED)))
+        return;
     __atomic_store_n(w, v, __ATOMIC_RELAXED);
 }
 
@@ -47,8 +67,10 @@ void cnb__reg_log_w32(struct cnb_registry *reg, struct cnb__reg_log *log, void *
                       uint32_t v)
 {
     uint32_t *w = p;
-    log_rec(log, CNB__OFF(reg, p) | ((uint64_t)CNB__LOG_W32 << 56),
-            __atomic_load_n(w, __ATOMIC_RELAXED));
+    if (!store_ok(reg, p, 4) ||
+        !log_rec(log, CNB__OFF(reg, p) | ((uint64_t)CNB__LOG_W32 << 56),
+                 __atomic_load_n(w, __ATOMIC_RELAXED)))
+        return;
     __atomic_store_n(w, v, __ATOMIC_RELAXED);
 }
 
@@ -56,7 +78,7 @@ void cnb__reg_log_feedvoid(struct cnb_registry *reg, struct cnb__reg_log *log,
                            uint64_t slot_off, uint64_t state)
 {
     (void)reg;
-    log_rec(log, slot_off | ((uint64_t)CNB__LOG_FEEDVOID << 56), state);
+    (void)log_rec(log, slot_off | ((uint64_t)CNB__LOG_FEEDVOID << 56), state);
 }
 
 void cnb__reg_log_commit(struct cnb__reg_log *log)
@@ -73,11 +95,13 @@ void cnb__reg_log_rollback(struct cnb_registry *reg, struct cnb__reg_log *log)
     if (n > CNB__REG_LOG_CAP)
         n = CNB__REG_LOG_CAP;
     for (uint32_t i = n; i-- > 0;) {
-        uint64_t where = log->recs[i].where, old = log->recs[i].old;
+        uint64_t where = CNB__LD(log->recs[i].where), old = CNB__LD(log->recs[i].old);
         uint64_t off = where & WHERE_MASK;
         unsigned type = (unsigned)(where >> 56);
-        if (!cnb__reg_in_map(reg, off, 8))
-            continue; /* cannot be: every logged address was mapped when written */
+        /* Every logged address was mapped and aligned when written; a record
+         * that says otherwise was written by someone else: skipped. */
+        if (!cnb__reg_in_map(reg, off, 8) || off % (type == CNB__LOG_W32 ? 4 : 8))
+            continue;
         if (type == CNB__LOG_W64) {
             __atomic_store_n((uint64_t *)CNB__AT(reg, off), old, __ATOMIC_RELAXED);
         } else if (type == CNB__LOG_W32) {
@@ -119,10 +143,126 @@ static void glog_repair(struct cnb_registry *reg)
     cnb__reg_log_rollback(reg, &reg->hdr->glog);
 }
 
+/* glibc links a held robust mutex into the thread's robust list through
+ * pointers stored in the mutex itself (here: shared memory), and follows and
+ * writes through them when it unlocks. Another process may overwrite them while
+ * we hold the lock, so they are saved right after locking and put back right
+ * before unlocking: glibc only follows pointers it wrote. The kind field picks
+ * glibc's code path (a PI kind would make it call futex_lock_pi on a scribbled
+ * owner): checked against a mutex made here, and put back, before locking.
+ * Locks nest at most three deep (stripe -> G -> F). */
+#ifdef __GLIBC__
+#define HELD_MAX 8
+struct held {
+    pthread_mutex_t *m;
+    void *prev, *next;
+};
+static __thread struct held held[HELD_MAX];
+static __thread unsigned nheld;
+static _Atomic int ref_kind = -1;
+#endif
+
+int cnb__reg_lock_wait_ms = 2000;
+
+#ifdef __GLIBC__
+
+static void kind_fix(pthread_mutex_t *m)
+{
+    int k = atomic_load_explicit(&ref_kind, memory_order_relaxed);
+    if (k < 0) {
+        pthread_mutexattr_t a;
+        pthread_mutex_t t;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        pthread_mutex_init(&t, &a);
+        k = t.__data.__kind;
+        pthread_mutex_destroy(&t);
+        pthread_mutexattr_destroy(&a);
+        atomic_store_explicit(&ref_kind, k, memory_order_relaxed);
+    }
+    if (__atomic_load_n(&m->__data.__kind, __ATOMIC_RELAXED) != k)
+        __atomic_store_n(&m->__data.__kind, k, __ATOMIC_RELAXED);
+}
+
+static void held_save(pthread_mutex_t *m)
+{
+    if (nheld < HELD_MAX)
+        held[nheld++] = (struct held){m, m->__data.__list.__prev, m->__data.__list.__next};
+}
+
+static void held_restore(pthread_mutex_t *m)
+{
+    for (unsigned i = nheld; i-- > 0;) {
+        if (held[i].m != m)
+            continue;
+        m->__data.__list.__prev = held[i].prev;
+        m->__data.__list.__next = held[i].next;
+        kind_fix(m);
+        for (unsigned j = i + 1; j < nheld; j++)
+            held[j - 1] = held[j];
+        nheld--;
+        return;
+    }
+}
+#else
+static void kind_fix(pthread_mutex_t *m) { (void)m; }
+static void held_save(pthread_mutex_t *m) { (void)m; }
+static void held_restore(pthread_mutex_t *m) { (void)m; }
+#endif
+
+int cnb__reg_mutex_trylock(pthread_mutex_t *m)
+{
+    kind_fix(m);
+    int rc = pthread_mutex_trylock(m);
+    if (rc == 0 || rc == EOWNERDEAD)
+        held_save(m);
+    return rc;
+}
+
+void cnb__reg_mutex_unlock(pthread_mutex_t *m)
+{
+    held_restore(m);
+    pthread_mutex_unlock(m);
+}
+
+int cnb__reg_mutex_lock(pthread_mutex_t *m)
+{
+    int rc = cnb__reg_mutex_trylock(m);
+    if (rc != EBUSY)
+        return rc;
+    struct timespec ts;
+    int ms = cnb__reg_lock_wait_ms;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    rc = pthread_mutex_timedlock(m, &ts);
+    if (rc == 0 || rc == EOWNERDEAD)
+        held_save(m);
+    return rc;
+}
+
+int cnb__reg_tx_end(struct cnb_registry *reg, uint32_t si)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    int bad = cnb__reg_bad;
+    cnb__reg_bad = 0;
+    if (bad)
+        cnb__reg_log_rollback(reg, &st->log);
+    else
+        cnb__reg_log_commit(&st->log);
+    cnb__reg_seq_end(st);
+    return bad ? CNB_ECORRUPT : 0;
+}
+
 int cnb__reg_lock_simple(pthread_mutex_t *m, void (*repair)(struct cnb_registry *),
                          struct cnb_registry *reg)
 {
-    int rc = pthread_mutex_lock(m);
+    int rc = cnb__reg_mutex_lock(m);
     if (rc == EOWNERDEAD) {
         sync_map(reg);
         if (repair)
@@ -143,7 +283,7 @@ int cnb__reg_glock(struct cnb_registry *reg)
 
 void cnb__reg_gunlock(struct cnb_registry *reg)
 {
-    pthread_mutex_unlock(&reg->hdr->glock);
+    cnb__reg_mutex_unlock(&reg->hdr->glock);
 }
 
 /* The holder of stripe si died: undo its half-done operation, or finish the
@@ -170,7 +310,7 @@ static void stripe_repair(struct cnb_registry *reg, uint32_t si)
 int cnb__reg_stripe_lock(struct cnb_registry *reg, uint32_t si)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
-    int rc = pthread_mutex_lock(&st->lock);
+    int rc = cnb__reg_mutex_lock(&st->lock);
     if (rc == EOWNERDEAD) {
         stripe_repair(reg, si);
         pthread_mutex_consistent(&st->lock);
@@ -178,6 +318,14 @@ int cnb__reg_stripe_lock(struct cnb_registry *reg, uint32_t si)
     }
     if (rc != 0)
         return CNB_ECORRUPT;
+    cnb__reg_bad = 0;
+    /* Holding the lock, with no dead holder to repair: an odd sequence number
+     * or a non-empty log can only have been written by another process. Made
+     * even (readers would wait on it) and emptied (never applied). */
+    if (atomic_load_explicit(&st->seq, memory_order_relaxed) & 1)
+        cnb__reg_seq_end(st);
+    if (atomic_load_explicit(&st->log.len, memory_order_relaxed))
+        atomic_store_explicit(&st->log.len, 0, memory_order_relaxed);
     sync_map(reg);
     return 0;
 }
@@ -186,18 +334,18 @@ void cnb__reg_stripe_unlock(struct cnb_registry *reg, uint32_t si)
 {
     if (reg->stripes[si].big_freed)
         cnb__reg_donate(reg, si);
-    pthread_mutex_unlock(&reg->stripes[si].lock);
+    cnb__reg_mutex_unlock(&reg->stripes[si].lock);
 }
 
 void cnb__reg_stripe_try_repair(struct cnb_registry *reg, uint32_t si)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
-    int rc = pthread_mutex_trylock(&st->lock);
+    int rc = cnb__reg_mutex_trylock(&st->lock);
     if (rc == EOWNERDEAD) {
         stripe_repair(reg, si);
         pthread_mutex_consistent(&st->lock);
-        pthread_mutex_unlock(&st->lock);
+        cnb__reg_mutex_unlock(&st->lock);
     } else if (rc == 0) {
-        pthread_mutex_unlock(&st->lock);
+        cnb__reg_mutex_unlock(&st->lock);
     }
 }

@@ -72,14 +72,16 @@ static int plan_insert(struct cnb_registry *reg, uint32_t si, uint64_t h, const 
     if (p->obits)
         sizes[n++] = (uint64_t)8 << p->obits;
     sizes[n++] = entry_bytes;
-    int rc = cnb__reg_reserve_for(reg, si, sizes, n);
+    int rc = cnb__reg_bad ? CNB_ECORRUPT : cnb__reg_reserve_for(reg, si, sizes, n);
     if (rc)
         return rc;
+    uint64_t kt = atomic_load_explicit(&st->ktab, memory_order_relaxed);
+    uint64_t ot = atomic_load_explicit(&st->otab, memory_order_relaxed);
     if (p->kbits)
-        p->nk = cnb__reg_table_build(reg, si, st->ktab, p->kbits, 0);
-    if (p->obits)
-        p->no = cnb__reg_table_build(reg, si, st->otab, p->obits, 1);
-    return 0;
+        p->nk = cnb__reg_table_build(reg, si, kt, p->kbits, 0);
+    if (p->obits && !cnb__reg_bad)
+        p->no = cnb__reg_table_build(reg, si, ot, p->obits, 1);
+    return cnb__reg_bad ? CNB_ECORRUPT : 0;
 }
 
 /* Seqlock odd: switch to the tables built by plan_insert. */
@@ -108,6 +110,8 @@ static uint32_t new_entry(struct cnb_registry *reg, uint32_t si, uint64_t h,
                           size_t vlen)
 {
     uint32_t ref = cnb__reg_alloc(reg, si, CNB__ENTRY_HDR + klen + vlen, CNB__TAG_ENTRY);
+    if (!ref)
+        return 0;
     struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
     e->hash = h;
     e->klen = (uint32_t)klen;
@@ -124,12 +128,21 @@ static uint32_t new_entry(struct cnb_registry *reg, uint32_t si, uint64_t h,
     return ref;
 }
 
-static void finish(struct cnb_registry *reg, uint32_t si)
+/* Ends stripe si's transaction (committed, or rolled back if it met corrupt
+ * memory) and publishes its feed event. Returns 0 or CNB_ECORRUPT. */
+static int finish(struct cnb_registry *reg, uint32_t si)
 {
-    struct cnb__reg_stripe *st = &reg->stripes[si];
-    cnb__reg_log_commit(&st->log);
-    cnb__reg_seq_end(st);
+    int rc = cnb__reg_tx_end(reg, si);
     cnb__reg_feed_publish(reg, si);
+    return rc;
+}
+
+/* The pre-phase met corrupt memory: undo what it did (nothing reachable). */
+static int abandon(struct cnb_registry *reg, uint32_t si, int rc)
+{
+    cnb__reg_bad = 0;
+    cnb__reg_log_rollback(reg, &reg->stripes[si].log);
+    return rc;
 }
 
 static int insert_locked(struct cnb_registry *reg, uint32_t si, uint64_t h,
@@ -139,13 +152,13 @@ static int insert_locked(struct cnb_registry *reg, uint32_t si, uint64_t h,
     struct cnb__reg_stripe *st = &reg->stripes[si];
     struct plan p;
     int rc = plan_insert(reg, si, h, key, klen, node, owner, CNB__ENTRY_HDR + klen + vlen, &p);
-    if (rc) {
-        cnb__reg_log_rollback(reg, &st->log); /* nothing reachable changed yet */
-        return rc;
-    }
+    if (rc)
+        return abandon(reg, si, rc); /* nothing reachable changed yet */
     uint32_t ref = new_entry(reg, si, h, key, klen, node, owner ? owner->num : 0,
                              owner ? owner->serial : 0, owner ? owner->creation : 0,
                              val, vlen);
+    if (!ref)
+        return abandon(reg, si, CNB_ECORRUPT);
     const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
     if (!is_meta(reg, si))
         cnb__reg_feed_append(reg, si, CNB_REG_EV_REGISTER, e);
@@ -155,11 +168,10 @@ static int insert_locked(struct cnb_registry *reg, uint32_t si, uint64_t h,
     if (!is_meta(reg, si))
         cnb__reg_chain_link(reg, si, 1, ref);
     cnb__reg_log_w64(reg, &st->log, (void *)&reg->counts[si], slot_count(reg, si) + 1);
-    finish(reg, si);
-    return 0;
+    return finish(reg, si);
 }
 
-void cnb__reg_remove_entry(struct cnb_registry *reg, uint32_t si, uint32_t ref, int feed)
+int cnb__reg_remove_entry(struct cnb_registry *reg, uint32_t si, uint32_t ref, int feed)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
@@ -171,7 +183,7 @@ void cnb__reg_remove_entry(struct cnb_registry *reg, uint32_t si, uint32_t ref, 
         cnb__reg_chain_unlink(reg, si, 1, ref);
     cnb__reg_log_w64(reg, &st->log, (void *)&reg->counts[si], slot_count(reg, si) - 1);
     cnb__reg_free(reg, si, ref);
-    finish(reg, si);
+    return finish(reg, si);
 }
 
 /* Replace entry ref by a copy with a new value (stripe locked). Returns 0 or a
@@ -181,12 +193,17 @@ static int replace_value(struct cnb_registry *reg, uint32_t si, uint32_t ref,
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
     const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
-    uint64_t bytes = CNB__ENTRY_HDR + (uint64_t)e->klen + vlen;
+    uint32_t klen = CNB__LD(e->klen);
+    if (klen > reg->max_key || !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR + (uint64_t)klen))
+        return CNB_ECORRUPT;
+    uint64_t bytes = CNB__ENTRY_HDR + (uint64_t)klen + vlen;
     int rc = cnb__reg_reserve_for(reg, si, &bytes, 1);
     if (rc)
         return rc;
-    uint32_t nref = new_entry(reg, si, e->hash, e->data, e->klen, e->node, e->num,
+    uint32_t nref = new_entry(reg, si, e->hash, e->data, klen, e->node, e->num,
                               e->serial, e->creation, val, vlen);
+    if (!nref)
+        return abandon(reg, si, CNB_ECORRUPT);
     const struct cnb__reg_entry *ne = cnb__reg_data(reg, nref);
     if (feed)
         cnb__reg_feed_append(reg, si, CNB_REG_EV_UPDATE, ne);
@@ -195,8 +212,7 @@ static int replace_value(struct cnb_registry *reg, uint32_t si, uint32_t ref,
     if (!is_meta(reg, si))
         cnb__reg_chain_replace(reg, si, 1, ref, nref);
     cnb__reg_free(reg, si, ref);
-    finish(reg, si);
-    return 0;
+    return finish(reg, si);
 }
 
 static int check_owner(const cnb_pid_t *owner)
@@ -225,6 +241,10 @@ static int register_key(struct cnb_registry *reg, const void *key, size_t key_le
         return rc;
     if (reg->kind == CNB_REG_UNIQUE) {
         uint32_t ref = key_head(reg, si, h, key, key_len);
+        if (cnb__reg_bad) {
+            rc = abandon(reg, si, CNB_ECORRUPT);
+            goto out;
+        }
         if (ref) {
             if (current) {
                 const struct cnb__reg_entry *e = cnb__reg_data(reg, ref);
@@ -262,13 +282,25 @@ static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t 
         return rc;
     ssize_t n = 0;
     uint32_t ref, next;
+    struct cnb__reg_walk w;
+    cnb__reg_walk_init(&w, reg);
     for (ref = key_head(reg, si, h, key, key_len); ref; ref = next) {
+        if (!cnb__reg_walk_step(&w, ref) || !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR)) {
+            n = CNB_ECORRUPT;
+            break;
+        }
         const struct cnb__reg_entry *e = entry(reg, ref);
-        next = e->next[0];
+        next = CNB__LD(e->next[0]);
         if (!owner_is(e, node, owner))
             continue;
         if (pred) {
-            int m = pred(ctx, e->data + e->klen, e->vlen);
+            uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
+            if (klen > reg->max_key || vlen > reg->max_value ||
+                !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR + (uint64_t)klen + vlen)) {
+                n = CNB_ECORRUPT;
+                break;
+            }
+            int m = pred(ctx, e->data + klen, vlen);
             if (m < 0) {
                 n = m;
                 break;
@@ -276,9 +308,14 @@ static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t 
             if (!m)
                 continue;
         }
-        cnb__reg_remove_entry(reg, si, ref, 1);
+        if (cnb__reg_remove_entry(reg, si, ref, 1)) {
+            n = CNB_ECORRUPT;
+            break;
+        }
         n++;
     }
+    if (cnb__reg_bad)
+        n = abandon(reg, si, CNB_ECORRUPT);
     cnb__reg_stripe_unlock(reg, si);
     return n;
 }
@@ -378,9 +415,15 @@ static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_
         return rc;
     ssize_t n = 0;
     uint32_t ref, next;
+    struct cnb__reg_walk w;
+    cnb__reg_walk_init(&w, reg);
     for (ref = key_head(reg, si, h, key, key_len); ref; ref = next) {
+        if (!cnb__reg_walk_step(&w, ref) || !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR)) {
+            n = CNB_ECORRUPT;
+            break;
+        }
         const struct cnb__reg_entry *e = entry(reg, ref);
-        next = e->next[0];
+        next = CNB__LD(e->next[0]);
         if (!owner_is(e, node, owner))
             continue;
         rc = replace_value(reg, si, ref, value, value_len, 1);
@@ -390,6 +433,8 @@ static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_
         }
         n++;
     }
+    if (cnb__reg_bad)
+        n = abandon(reg, si, CNB_ECORRUPT);
     cnb__reg_stripe_unlock(reg, si);
     return n == 0 ? CNB_ENOENT : n;
 }
@@ -413,13 +458,43 @@ ssize_t cnb_registry_remove_owner(struct cnb_registry *reg, const cnb_pid_t *own
         if (rc)
             return rc;
         uint32_t ref;
-        while ((ref = cnb__reg_chain_head(reg, si, &op)) != 0) {
-            cnb__reg_remove_entry(reg, si, ref, 1);
+        while ((ref = cnb__reg_chain_head(reg, si, &op)) != 0 &&
+               (rc = cnb__reg_remove_entry(reg, si, ref, 1)) == 0)
             n++;
-        }
+        if (cnb__reg_bad)
+            rc = abandon(reg, si, CNB_ECORRUPT);
         cnb__reg_stripe_unlock(reg, si);
+        if (rc)
+            return rc;
     }
     return n;
+}
+
+/* Removes the entries of (node, creation) found from stripe si's key table
+ * (locked), counting them in *n. Returns 0 or CNB_ECORRUPT. */
+static int remove_node_table(struct cnb_registry *reg, uint32_t si, const uint64_t *slots,
+                             uint64_t size, uint32_t node, uint32_t creation, ssize_t *n)
+{
+    for (uint64_t j = 0; j < size; j++) {
+        uint64_t v = CNB__LD(slots[j]);
+        if ((uint32_t)v <= CNB__SLOT_TOMB)
+            continue;
+        uint32_t next;
+        struct cnb__reg_walk w;
+        cnb__reg_walk_init(&w, reg);
+        for (uint32_t ref = (uint32_t)v; ref; ref = next) {
+            if (!cnb__reg_walk_step(&w, ref) || !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR))
+                return CNB_ECORRUPT;
+            const struct cnb__reg_entry *e = entry(reg, ref);
+            next = CNB__LD(e->next[0]);
+            if (e->node == node && (creation == 0 || e->creation == creation)) {
+                if (cnb__reg_remove_entry(reg, si, ref, 1))
+                    return CNB_ECORRUPT;
+                (*n)++;
+            }
+        }
+    }
+    return 0;
 }
 
 ssize_t cnb__reg_remove_node_idx(struct cnb_registry *reg, uint32_t node,
@@ -433,26 +508,18 @@ ssize_t cnb__reg_remove_node_idx(struct cnb_registry *reg, uint32_t node,
         int rc = cnb__reg_stripe_lock(reg, si);
         if (rc)
             return rc;
-        uint64_t t = st->ktab;
-        if (cnb__tab_ref(t)) {
-            uint64_t size = (uint64_t)1 << cnb__tab_bits(t);
-            const uint64_t *slots = cnb__reg_data(reg, cnb__tab_ref(t));
-            for (uint64_t j = 0; j < size; j++) {
-                uint64_t v = slots[j];
-                if ((uint32_t)v <= CNB__SLOT_TOMB)
-                    continue;
-                uint32_t next;
-                for (uint32_t ref = (uint32_t)v; ref; ref = next) {
-                    const struct cnb__reg_entry *e = entry(reg, ref);
-                    next = e->next[0];
-                    if (e->node == node && (creation == 0 || e->creation == creation)) {
-                        cnb__reg_remove_entry(reg, si, ref, 1);
-                        n++;
-                    }
-                }
-            }
-        }
+        uint64_t t = atomic_load_explicit(&st->ktab, memory_order_relaxed);
+        unsigned bits = cnb__tab_bits(t);
+        if (cnb__tab_ref(t) && !cnb__reg_tab_ok(reg, t))
+            rc = CNB_ECORRUPT;
+        else if (cnb__tab_ref(t))
+            rc = remove_node_table(reg, si, cnb__reg_data(reg, cnb__tab_ref(t)),
+                                   (uint64_t)1 << bits, node, creation, &n);
+        if (cnb__reg_bad)
+            rc = abandon(reg, si, CNB_ECORRUPT);
         cnb__reg_stripe_unlock(reg, si);
+        if (rc)
+            return rc;
     }
     return n;
 }
@@ -479,7 +546,9 @@ static int meta_put_key(struct cnb_registry *reg, const void *key, size_t key_le
     if (rc)
         return rc;
     uint32_t ref = key_head(reg, si, h, key, key_len);
-    if (ref)
+    if (cnb__reg_bad)
+        rc = abandon(reg, si, CNB_ECORRUPT);
+    else if (ref)
         rc = replace_value(reg, si, ref, value, value_len, 0);
     else
         rc = insert_locked(reg, si, h, key, key_len, 0, NULL, value, value_len);
@@ -499,8 +568,10 @@ static int meta_delete_key(struct cnb_registry *reg, const void *key, size_t key
     if (rc)
         return rc;
     uint32_t ref = key_head(reg, si, h, key, key_len);
-    if (ref)
-        cnb__reg_remove_entry(reg, si, ref, 0);
+    if (cnb__reg_bad)
+        rc = abandon(reg, si, CNB_ECORRUPT);
+    else if (ref)
+        rc = cnb__reg_remove_entry(reg, si, ref, 0);
     else
         rc = CNB_ENOENT;
     cnb__reg_stripe_unlock(reg, si);
@@ -526,9 +597,13 @@ int cnb__reg_presize(struct cnb_registry *reg, uint32_t si, uint64_t entries)
     p.nk = cnb__reg_table_build(reg, si, 0, p.kbits, 0);
     if (p.obits)
         p.no = cnb__reg_table_build(reg, si, 0, p.obits, 1);
+    if (cnb__reg_bad) {
+        rc = abandon(reg, si, CNB_ECORRUPT);
+        goto out;
+    }
     cnb__reg_seq_begin(st);
     plan_publish(reg, si, &p);
-    finish(reg, si);
+    rc = finish(reg, si);
 out:
     cnb__reg_stripe_unlock(reg, si);
     return rc;

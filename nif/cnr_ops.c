@@ -542,9 +542,12 @@ static ERL_NIF_TERM canon_failed(ErlNifEnv *env, int rc)
  * newest entry first; Elixir's Registry lists entries in insertion order). */
 enum item_shape { PID_VALUE, VALUE, KEY };
 
-/* The list of items[from..to) (reversed, as above). */
-static ERL_NIF_TERM items_range(ErlNifEnv *env, const cnb_registry_result_t *res, size_t from,
-                                size_t to, enum item_shape shape)
+/* The list of items[from..to) (reversed, as above) in *out. Returns 1, or 0
+ * when an item's bytes are not a term or its owner not a pid (memory another
+ * process wrote): the caller raises then, with nothing half-built handed out.
+ * Never puts an exception term in a list. */
+static int items_range(ErlNifEnv *env, const cnb_registry_result_t *res, size_t from,
+                       size_t to, enum item_shape shape, ERL_NIF_TERM *out)
 {
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = from; i < to; i++) {
@@ -552,27 +555,31 @@ static ERL_NIF_TERM items_range(ErlNifEnv *env, const cnb_registry_result_t *res
         ERL_NIF_TERM v, p, e;
         if (shape == KEY) {
             if (!cnr_decode(env, it->key, it->key_len, &e))
-                return raise_code(env, CNB_ECORRUPT);
+                return 0;
         } else {
             if (!cnr_decode(env, it->value, it->value_len, &v))
-                return raise_code(env, CNB_ECORRUPT);
+                return 0;
             if (shape == VALUE) {
                 e = v;
             } else {
                 if (!CNR_PID_MAKE(env, &it->owner, &p))
-                    return raise_code(env, CNB_ECORRUPT);
+                    return 0;
                 e = enif_make_tuple2(env, p, v);
             }
         }
         list = enif_make_list_cell(env, e, list);
     }
-    return list;
+    *out = list;
+    return 1;
 }
 
+/* The list of all items, or raises error({cnode_registry, corrupt}). */
 static ERL_NIF_TERM items_list(ErlNifEnv *env, const cnb_registry_result_t *res,
                                enum item_shape shape)
 {
-    return items_range(env, res, 0, res->n, shape);
+    ERL_NIF_TERM list;
+    return items_range(env, res, 0, res->n, shape, &list) ? list
+                                                          : raise_code(env, CNB_ECORRUPT);
 }
 
 /* The end of a read that lists items: when the result outgrew the bound of a
@@ -849,7 +856,12 @@ static ERL_NIF_TERM op_lookup_many(ErlNifEnv *env, struct cnr_reg *reg,
             r = enif_make_list(env, 0);
             size_t end = res->n;
             for (unsigned i = len; i-- > 0;) {
-                ERL_NIF_TERM one = items_range(env, res, end - counts[i], end, PID_VALUE);
+                ERL_NIF_TERM one;
+                if (counts[i] > end ||
+                    !items_range(env, res, end - counts[i], end, PID_VALUE, &one)) {
+                    r = raise_code(env, CNB_ECORRUPT);
+                    break;
+                }
                 end -= counts[i];
                 r = enif_make_list_cell(env, one, r);
             }
@@ -897,10 +909,13 @@ static ERL_NIF_TERM snap_slice(ErlNifEnv *env, struct cnr_snap *s, ERL_NIF_TERM 
 {
     enif_mutex_lock(s->lock);
     size_t to = s->left, from = to > max ? to - max : 0;
-    ERL_NIF_TERM list = items_range(env, &s->res, from, to, PID_VALUE);
-    s->left = from;
+    ERL_NIF_TERM list;
+    int ok = items_range(env, &s->res, from, to, PID_VALUE, &list);
+    s->left = ok ? from : 0;
     size_t bytes = s->res.cap * sizeof *s->res.items + s->res.buf_cap;
     enif_mutex_unlock(s->lock);
+    if (!ok)
+        return raise_code(env, CNB_ECORRUPT);
     if (from > 0)
         return enif_make_tuple2(env, list, st);
     if (bytes > BOUND_BYTES) {

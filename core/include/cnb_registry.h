@@ -15,7 +15,15 @@
  * many failed attempts against a busy writer a reader falls back to the stripe
  * lock. Writers take one of the striped robust process-shared locks; a process
  * killed in the middle of any write leaves an undo log that the next locker rolls
- * back. A handle must not be used across fork(); open a new one in the child. */
+ * back. A handle must not be used across fork(); open a new one in the child.
+ *
+ * Hostile memory: another process of the same user can write anything into the
+ * segment. No call crashes or hangs on that: offsets, lengths and links read
+ * from the segment are bounds-checked, loops over them bounded, lock waits
+ * bounded (2 s) and a reader's wait on a stripe whose sequence number stays
+ * odd bounded (it falls back to the lock, whose taker makes it even). What
+ * such writes break is reported as CNB_ECORRUPT (a write that meets it is
+ * rolled back); the data read may be wrong, never out of bounds. */
 #ifndef CNB_REGISTRY_H
 #define CNB_REGISTRY_H
 
@@ -52,8 +60,16 @@ enum cnb_registry_kind {
 /* Options for cnb_registry_open. Zero fields mean "default". The sizing fields
  * are used only when the segment is created; an attacher takes the creator's. */
 typedef struct cnb_registry_opts {
-    /* A file on tmpfs (e.g. "/dev/shm/myreg"), created with mode 0600; or NULL for
-     * a process-private registry (anonymous memory, same code). */
+    /* The segment's name (e.g. "/dev/shm/myreg"); or NULL for a process-private
+     * registry (same code). A segment is a memfd sealed against shrinking
+     * (F_SEAL_SHRINK | F_SEAL_SEAL), mode 0600, so that no process can truncate
+     * it under another's mapping (SIGBUS). Creating with a path makes path a
+     * symbolic link to /proc/<creator pid>/fd/<fd>: other processes of the user
+     * attach through it while the creator keeps the handle open, and the
+     * segment goes with the last process that has it open (a dangling name is
+     * ENOENT, and taken over by CNB_REG_CREATE). Attaching opens whatever path
+     * names (a /proc/PID/fd/N path works too) and refuses, before mapping it,
+     * a file that is not sealed so (CNB_EPERM): a plain file is refused. */
     const char *path;
     unsigned flags;          /* CNB_REG_CREATE, CNB_REG_EXCL */
     int kind;                /* creating: CNB_REG_UNIQUE (default) or DUPLICATE;
@@ -130,7 +146,7 @@ void cnb_registry_result_free(cnb_registry_result_t *res);
 /* Opens (attaches to) or creates a registry. On success *out is a handle the
  * caller frees with cnb_registry_close. Attaching records this OS process in the
  * segment and purges leftovers of attachers that are gone (cnb_registry_purge).
- * Errors: CNB_EINVAL (bad option), CNB_ENOENT (no such file and no
+ * Errors: CNB_EINVAL (bad option), CNB_ENOENT (no such segment and no
  * CNB_REG_CREATE), CNB_EEXIST (CNB_REG_EXCL and it exists), CNB_EBADFILE (not a
  * registry segment: bad magic, or a layout this build cannot map), CNB_EVERSION
  * (another format version), CNB_ECORRUPT (header checksum or region bounds
@@ -141,7 +157,7 @@ int cnb_registry_open(const cnb_registry_opts_t *opts, struct cnb_registry **out
 /* Detaches and frees the handle (NULL is fine). The segment stays. */
 void cnb_registry_close(struct cnb_registry *reg);
 
-/* Removes the segment file. Attached processes keep their mapping. Returns 0,
+/* Removes the segment's name. Attached processes keep their mapping. Returns 0,
  * CNB_ENOENT or CNB_ESYS. */
 int cnb_registry_unlink(const char *path);
 

@@ -216,7 +216,10 @@ feed_head(#st{mode = remote, cnode = CNode}) ->
     end.
 
 poll(St = #st{pos = Pos}) ->
-    case feed_poll(St, Pos) of
+    %% On a segment another process scribbled on, feed_poll raises
+    %% error({cnode_registry, corrupt}): those events are lost to the
+    %% listeners, the attachment goes on.
+    case catch feed_poll(St, Pos) of
         {Events, Next, _Missed} when is_list(Events), is_integer(Next) ->
             Me = node(),
             [dispatch(St, E) || E <- Events, node(element(3, E)) =/= Me],

@@ -13,7 +13,7 @@
 
 %% Run on peer nodes.
 -export([keeper/1, keeper_call/2, owner/3, peer_reload/0, peer_unload/0,
-         wait_gone/3, listener/1, heard/1, probe/2]).
+         wait_gone/3, listener/1, heard/1, probe/2, hammer/2]).
 
 -define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun Name/0}}).
 -define(C(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> with_cluster(fun Name/1) end}}).
@@ -65,7 +65,8 @@ cnode_tests() ->
      ?C(two_beams_share_one_segment, 60),
      ?C(kill_9_cnode, 60),
      ?C(kill_9_beam, 60),
-     ?C(detach_purges_on_c_side, 60)].
+     ?C(detach_purges_on_c_side, 60),
+     ?C(hostile_segment, 120)].
 
 %%% ------------------------------------------------------------------ helpers
 
@@ -845,3 +846,111 @@ detach_purges_on_c_side(C) ->
     ?assertEqual([], c(P, {echo, CN}, {lookup, {user, 1}})),
     ?assertMatch({'EXIT', {badarg, _}},
                  on(P, K, fun() -> cnode_registry:lookup(r, {user, 1}) end)).
+
+%% Another OS process (build/tests/tools/shm_scribble) writes random bytes into
+%% the C node's segment and tries to truncate it, while a BEAM peer attached to
+%% it (with a listener, so the feed is polled) calls every cnode_registry
+%% function and the C node keeps serving. Both survive; every call answers
+%% data, {error, corrupt}, or raises error({cnode_registry, corrupt}) -- or,
+%% for space the scribbles made look used up, enomem or too_big -- within a
+%% bounded time; the truncations are all refused.
+hostile_segment(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{listeners => [nobody_listens]}),
+    [{ok, _} = c(P, {cache_sup, CN}, {start, I, <<"v">>}) || I <- lists:seq(1, 20)],
+    _ = on(P, K, fun() -> [owner(r, {user, I}, I) || I <- lists:seq(1, 50)] end),
+    {ok, Info} = c(P, {cnode_registry, CN}, info),
+    Path = binary_to_list(maps:get(path, Info)),
+    Seed = integer_to_list(erlang:unique_integer([positive])),
+    Port = open_port({spawn_executable, scribbler()},
+                     [{args, [Path, "5", Seed]}, binary, exit_status, use_stdio,
+                      {line, 256}]),
+    Stats = cnb_cluster:call(P, ?MODULE, hammer, [K, 5000]),
+    {Out, Status} = port_result(Port, []),
+    note("hostile segment (seed ~s): ~s; calls: ~p", [Seed, Out, Stats]),
+    ?assertEqual(0, Status), % every truncation refused
+    ?assertEqual([], maps:get(unexpected, Stats, [])),
+    ?assert(maps:get(calls, Stats) > 0),
+    %% Both still answer.
+    ?assert(is_atom(cnb_cluster:call(P, erlang, node, []))),
+    ?assertMatch({ok, #{}}, c(P, {cnode_registry, CN}, info)),
+    ?assertMatch(X when is_list(X) orelse element(1, X) =:= error,
+                 c(P, {echo, CN}, {lookup, {cache, 1}})).
+
+scribbler() ->
+    Root = cnb_cluster:root(),
+    Tool = filename:join([Root, "build", "tests", "tools", "shm_scribble"]),
+    case filelib:is_regular(Tool) of
+        true -> Tool;
+        false -> error({shm_scribble_not_built, Tool, "run `make c` first"})
+    end.
+
+port_result(Port, Acc) ->
+    receive
+        {Port, {data, {_, Line}}} -> port_result(Port, [Line | Acc]);
+        {Port, {exit_status, S}} -> {lists:join(" ", lists:reverse(Acc)), S}
+    after 60000 -> error(scribbler_timeout)
+    end.
+
+%% On a peer: runs every cnode_registry function on `r' through keeper K
+%% for Ms milliseconds; counts the answers by kind. A call that raises
+%% anything but corrupt/enomem (or badarg where the API says so) is unexpected.
+hammer(K, Ms) ->
+    Deadline = erlang:monotonic_time(millisecond) + Ms,
+    Ref = make_ref(),
+    Self = self(),
+    K ! {run, fun() -> Self ! {Ref, hammer_loop(Deadline, #{calls => 0})} end, self(), make_ref()},
+    receive {Ref, Stats} -> Stats after 25000 -> #{unexpected => [hammer_timeout]} end.
+
+hammer_loop(Deadline, Acc) ->
+    case erlang:monotonic_time(millisecond) >= Deadline of
+        true -> Acc;
+        false ->
+            {Name, F} = lists:nth(rand:uniform(length(hostile_calls())), hostile_calls()),
+            Kind = classify(Name, F),
+            Acc1 = maps:update_with(Kind, fun(N) -> N + 1 end, 1, Acc),
+            Acc2 = case Kind of
+                       {unexpected, _, _, _} = U ->
+                           maps:update_with(unexpected, fun(L) -> [U | L] end, [U], Acc1);
+                       _ -> Acc1
+                   end,
+            hammer_loop(Deadline, maps:update_with(calls, fun(N) -> N + 1 end, Acc2))
+    end.
+
+hostile_calls() ->
+    R = r,
+    K = {user, rand:uniform(60)},
+    Self = self(),
+    [{register, fun() -> cnode_registry:register(R, K, x) end},
+     {unregister, fun() -> cnode_registry:unregister(R, K) end},
+     {unregister_match, fun() -> cnode_registry:unregister_match(R, K, '_') end},
+     {lookup, fun() -> cnode_registry:lookup(R, K) end},
+     {lookup_many, fun() -> cnode_registry:lookup_many(R, [K, {cache, 1}, {user, 2}]) end},
+     {keys, fun() -> cnode_registry:keys(R, Self) end},
+     {values, fun() -> cnode_registry:values(R, K, Self) end},
+     {update_value, fun() -> cnode_registry:update_value(R, K, fun(V) -> V end) end},
+     {count, fun() -> cnode_registry:count(R) end},
+     {count_match, fun() -> cnode_registry:count_match(R, K, '_') end},
+     {match, fun() -> cnode_registry:match(R, K, '_') end},
+     {select, fun() -> cnode_registry:select(R, [{{'$1', '_', '_'}, [], ['$1']}]) end},
+     {count_select, fun() -> cnode_registry:count_select(R, [{{'_', '_', '_'}, [], [true]}]) end},
+     {dispatch, fun() -> cnode_registry:dispatch(R, K, fun(_) -> ok end) end},
+     {meta, fun() -> cnode_registry:meta(R, m) end},
+     {put_meta, fun() -> cnode_registry:put_meta(R, m, 1) end},
+     {delete_meta, fun() -> cnode_registry:delete_meta(R, m) end},
+     {register_name, fun() -> cnode_registry:register_name({R, K}, Self) end},
+     {whereis_name, fun() -> cnode_registry:whereis_name({R, K}) end},
+     {unregister_name, fun() -> cnode_registry:unregister_name({R, K}) end},
+     {send, fun() -> cnode_registry:send({R, {absent, 1}}, hi) end}].
+
+classify(Name, F) ->
+    try F() of
+        {error, corrupt} -> corrupt;
+        {error, R} when R =:= enomem; R =:= too_big -> space;
+        _ -> data
+    catch
+        error:{cnode_registry, corrupt} -> corrupt;
+        error:{cnode_registry, R} when R =:= enomem; R =:= too_big -> space;
+        error:badarg when Name =:= send -> data; % no such key: as documented
+        Class:Reason:Stack -> {unexpected, Name, {Class, Reason}, hd(Stack ++ [none])}
+    end.

@@ -750,10 +750,10 @@ START_TEST(refuse_bad_files)
     unlink(path);
 
     /* a real one, then damaged in several ways */
+    /* (the segment lives while a process has it open: r stays open) */
     struct cnb_registry *r = open_kind(CNB_REG_UNIQUE, path);
     cnb_pid_t a = mkpid("a@h", 1, 1);
     ck_assert_int_eq(cnb_registry_register(r, "k", 1, &a, "v", 1, NULL), 0);
-    cnb_registry_close(r);
     ck_assert_int_eq(open_err(path, err, sizeof err, CNB_REG_CREATE | CNB_REG_EXCL),
                      CNB_EEXIST);
     ck_assert_int_eq(open_err(path, err, sizeof err, 0), 0);
@@ -786,17 +786,50 @@ START_TEST(refuse_bad_files)
 
     patch_file(path, 0, "XXXX", 4);
     ck_assert_int_eq(open_err(path, err, sizeof err, 0), CNB_EBADFILE);
+    patch_file(path, 0, "CNBR", 4);
+    cnb_registry_close(r);
+
+    /* once its creator closed it the segment is gone, and so is the name */
+    ck_assert_int_eq(open_err(path, err, sizeof err, 0), CNB_ENOENT);
+    r = open_kind(CNB_REG_UNIQUE, path); /* a dangling name is taken over */
+    cnb_registry_close(r);
 
     /* kind mismatch */
     unlink(path);
     r = open_kind(CNB_REG_DUPLICATE, path);
-    cnb_registry_close(r);
     cnb_registry_opts_t o = {0};
+    struct cnb_registry *r2;
     o.path = path;
     o.kind = CNB_REG_UNIQUE;
-    ck_assert_int_eq(cnb_registry_open(&o, &r), CNB_EINVAL);
+    ck_assert_int_eq(cnb_registry_open(&o, &r2), CNB_EINVAL);
+    cnb_registry_close(r);
     ck_assert_int_eq(cnb_registry_unlink(path), 0);
     ck_assert_int_eq(cnb_registry_unlink(path), CNB_ENOENT);
+}
+
+/* A segment copied into a plain file (which any process could truncate under
+ * a mapping: SIGBUS) is refused before it is mapped. */
+START_TEST(refuse_unsealed_file)
+{
+    char err[256];
+    const char *path = new_path();
+    char plain[160];
+    snprintf(plain, sizeof plain, "%s.plain", path);
+    struct cnb_registry *r = open_kind(CNB_REG_UNIQUE, path);
+    int in = open(path, O_RDONLY);
+    ck_assert_int_ge(in, 0);
+    struct stat sb;
+    ck_assert_int_eq(fstat(in, &sb), 0);
+    char *buf = malloc((size_t)sb.st_size);
+    ck_assert_int_eq(pread(in, buf, (size_t)sb.st_size, 0), sb.st_size);
+    close(in);
+    write_file(plain, buf, (size_t)sb.st_size, 0600);
+    free(buf);
+    ck_assert_int_eq(open_err(plain, err, sizeof err, 0), CNB_EPERM);
+    ck_assert_ptr_nonnull(strstr(err, "F_SEAL_SHRINK"));
+    unlink(plain);
+    cnb_registry_close(r);
+    unlink(path);
 }
 END_TEST
 
@@ -996,6 +1029,7 @@ static Suite *registry_suite(void)
     TCase *tf = tcase_create("segment");
     tcase_set_timeout(tf, 120);
     tcase_add_test(tf, refuse_bad_files);
+    tcase_add_test(tf, refuse_unsealed_file);
     tcase_add_test(tf, two_handles_share);
     tcase_add_test(tf, growth_while_reading);
     tcase_add_test(tf, purge_dead_attacher);
