@@ -64,6 +64,7 @@ after_checks(What, Peers, CN) ->
     end,
     View.
 
+%% The result of register_loop L on peer P once it has finished (4 min at most).
 wait_loop(P, L) ->
     {ok, R} = cnb_cluster:wait_until(
                 fun() -> cnb_cluster:call(P, ?MODULE, loop_result, [L]) =/= running end, 240000)
