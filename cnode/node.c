@@ -4,6 +4,7 @@
 #include "node_int.h"
 #include "auth_limit.h"
 #include "cookie.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -131,45 +132,45 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
 
     const char *nm = opts->sname ? opts->sname : opts->name;
     if (!nm || (opts->sname && opts->name)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "give exactly one of a short name (--sname) or a long name (--name)");
+        cnb__log(n, CNB_LOG_ERROR, "give exactly one of a short name (--sname) or a long name (--name)");
         goto bad;
     }
     n->longnames = opts->name != NULL;
     const char *at = strchr(nm, '@');
     size_t alen = at ? (size_t)(at - nm) : strlen(nm);
     if (alen == 0 || alen >= sizeof(n->alive)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s'", nm);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s'", nm);
         goto bad;
     }
     memcpy(n->alive, nm, alen);
     n->alive[alen] = 0;
     if (!valid_alive(n->alive)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': use letters, digits, '_' and '-'", nm);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s': use letters, digits, '_' and '-'", nm);
         goto bad;
     }
     if (at) {
         snprintf(n->host, sizeof(n->host), "%s", at + 1);
     } else if ((n->longnames ? long_host(n->host, sizeof(n->host))
                              : short_host(n->host, sizeof(n->host))) != 0) {
-        cnb__log(NULL, CNB_LOG_ERROR, "cannot find this host's name");
+        cnb__log(n, CNB_LOG_ERROR, "cannot find this host's name");
         goto bad;
     }
     if (!n->host[0]) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': empty host", nm);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s': empty host", nm);
         goto bad;
     }
     if (!n->longnames && strchr(n->host, '.')) {
-        cnb__log(NULL, CNB_LOG_ERROR,
+        cnb__log(n, CNB_LOG_ERROR,
                  "short name '%s' has a dotted host; use --name for long names", nm);
         goto bad;
     }
     if (strlen(n->alive) + 1 + strlen(n->host) >= sizeof(n->name)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "node name too long");
+        cnb__log(n, CNB_LOG_ERROR, "node name too long");
         goto bad;
     }
     snprintf(n->name, sizeof(n->name), "%s@%s", n->alive, n->host);
     if (!cnb__hs_name_ok((const uint8_t *)n->name, strlen(n->name))) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': peers would refuse it", n->name);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s': peers would refuse it", n->name);
         goto bad;
     }
 
@@ -189,6 +190,7 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
         cnb__calls_destroy(n->calls);
     cnb__relay_destroy(n);
         cnb__rt_destroy(n->rt);
+        cnb__log_forget(n);
         pthread_mutex_destroy(&n->inbox_mu);
         pthread_mutex_destroy(&n->peers_mu);
         free(n);
@@ -198,6 +200,7 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     return 0;
 bad:
     explicit_bzero(n->cookie, sizeof(n->cookie));
+    cnb__log_forget(n);
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
     free(n);
@@ -372,6 +375,7 @@ void cnb_node_destroy(cnb_node_t *n)
     pthread_mutex_destroy(&n->peers_mu);
     free(n->peers);
     cnb__auth_free(n->auth);
+    cnb__log_forget(n);
     free(n);
 }
 
