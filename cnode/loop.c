@@ -5,6 +5,7 @@
 #include "conn_policy.h"
 #include "node_int.h"
 #include "auth_limit.h"
+#include "etf_check.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -116,7 +117,8 @@ static void conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
     if (c->was_up)
         cnb__peers_set(n, c->peer, 0, 0);
     if (live) {
-        cnb__rt_nodedown(n, c->peer);
+        if (n->upper.nodedown)
+            n->upper.nodedown(n, c->peer);
         if (n->opts.on_node)
             n->opts.on_node(n, c->peer, 0, n->opts.user);
     } else if (c->attempt) {
@@ -385,7 +387,7 @@ void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
 {
     if (!strcmp(ch->peer, n->name)) {
         /* To ourselves: dispatch locally, as the network would. */
-        cnb__dispatch(n, NULL, ch->data + 7, ch->len - 7, 0);
+        cnb__deliver_up(n, NULL, ch->data + 7, ch->len - 7, 0);
         free(ch);
         return;
     }
@@ -527,6 +529,33 @@ static cnb_frag_limits_t frag_limits(const cnb_node_t *n)
     return lim;
 }
 
+void cnb__deliver_up(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
+                     int versioned)
+{
+    const char *peer = c ? c->peer : n->name;
+    cnb_decoded_t d;
+    int rc = cnb__dist_decode(body, len, versioned, &d);
+    if (rc == CNB_EDEPTH) {
+        cnb__log(n, CNB_LOG_WARNING,
+                 "message from %s (%zu bytes) nested deeper than %u levels: dropped", peer, len,
+                 CNB_ETF_MAX_DEPTH);
+    } else if (rc == CNB_ETOOBIG) {
+        cnb__log(n, CNB_LOG_WARNING,
+                 "message from %s of %zu bytes is past what ei can index (2 GiB): dropped", peer,
+                 len);
+    } else if (rc == CNB_ENOMEM) {
+        cnb__log(n, CNB_LOG_ERROR, "out of memory decoding a message from %s: dropped", peer);
+    } else if (rc) {
+        cnb__log(n, CNB_LOG_WARNING, "malformed control message from %s (%zu bytes): dropped",
+                 peer, len);
+    } else {
+        d.msg.peer = peer;
+        if (n->upper.message)
+            n->upper.message(n, &d, len, c != NULL);
+        cnb__dist_decoded_free(&d);
+    }
+}
+
 /* Returns -1 when the packet made us close the connection. */
 static int handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t len)
 {
@@ -538,16 +567,16 @@ static int handle_packet(cnb_node_t *n, cnb_conn_t *c, const uint8_t *p, size_t 
         return 0;
     }
     if (pkt.kind == CNB_PKT_PASS) {
-        cnb__dispatch(n, c, pkt.body, pkt.body_len, 1);
+        cnb__deliver_up(n, c, pkt.body, pkt.body_len, 1);
     } else if (pkt.kind == CNB_PKT_HDR) {
-        cnb__dispatch(n, c, pkt.body, pkt.body_len, 0);
+        cnb__deliver_up(n, c, pkt.body, pkt.body_len, 0);
     } else {
         uint8_t *msg = NULL;
         size_t mlen = 0;
         cnb_frag_limits_t lim = frag_limits(n);
         rc = cnb__frag_add(&c->frags, &pkt, &lim, n->now, &msg, &mlen);
         if (rc == 1) {
-            cnb__dispatch(n, c, msg, mlen, 0);
+            cnb__deliver_up(n, c, msg, mlen, 0);
             free(msg);
         } else if (rc < 0) {
             char why[200];

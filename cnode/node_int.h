@@ -1,6 +1,11 @@
-/* node_int.h: internals shared by the files of the node runtime (node.c,
- * loop.c, conn_policy.c, conn_hold.c, accept_guard.c, epmd.c, dispatch.c,
- * send.c, spawn.c, spawn_relay.c). Not part of the public API. */
+/* node_int.h: internals of the node's connection layer (node.c, loop.c,
+ * conn_policy.c, conn_hold.c, accept_guard.c, auth_limit.c, epmd.c, send.c,
+ * handshake.c, frame.c, dist_decode.c): connections, connect/accept,
+ * handshakes, framing, epmd. It knows no processes: the runtime above plugs
+ * in through the callbacks of cnb_upper_t (node_rt.h registers them) and
+ * includes this header; nothing here includes the runtime's.
+ * Not part of the public API. Tests: tests/unit/test_frame.c,
+ * tests/unit/test_conn_race.c, tests/integration/dist_tests.erl. */
 #ifndef CNB_NODE_INT_H
 #define CNB_NODE_INT_H
 
@@ -13,9 +18,9 @@
 #include "accept_guard.h"
 #include "buf.h"
 #include "cnode_bridge.h"
+#include "dist_decode.h"
 #include "frame.h"
 #include "handshake.h"
-#include "runtime.h"
 
 #define CNB_NAME_MAX 256
 #define CNB_NAME_TEXT 256 /* a term printed for a log line (truncated) */
@@ -115,6 +120,21 @@ typedef struct cnb_keep {
     int64_t backoff;         /* ms */
 } cnb_keep_t;
 
+/* What the layer above (the process runtime) plugs into the connection
+ * layer: set once by cnb_node_create (node_rt.c) before the node starts; the
+ * connection layer calls nothing of the runtime but these. Both run on the
+ * I/O thread and may send (cnb__submit routes at once there). */
+typedef struct cnb_upper {
+    /* One incoming message, whole and checked (dist_decode.h), with
+     * d->msg.peer set. len: the body's length, for log lines. from_wire: 0
+     * for what this node sent itself (loopback): that gets no reply for a
+     * dead process. */
+    void (*message)(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_wire);
+    /* peer is gone: its live connection closed, or none could be made.
+     * Called before on_node(peer, 0). */
+    void (*nodedown)(cnb_node_t *n, const char *peer);
+} cnb_upper_t;
+
 typedef struct cnb_peer_info {
     char name[CNB_NAME_MAX];
     uint64_t flags;
@@ -161,12 +181,16 @@ struct cnb_node {
     cnb_chunk_t *inbox_head, *inbox_tail;
     int inbox_signalled;
 
-    /* The process runtime, calls from C, timers. */
-    cnb_rt_t *rt;
-    cnb_calls_t *calls;
-    cnb_timers_t *timers;
+    /* The layer above (see cnb_upper_t). */
+    cnb_upper_t upper;
 
-    /* global resolvers other nodes run for us (spawn_relay.c); I/O thread. */
+    /* The runtime's own state, kept in the node for it (node_rt.c creates
+     * and frees it): the connection layer never looks inside. The process
+     * runtime, calls from C, timers; global resolvers other nodes run for us
+     * (spawn_relay.c, I/O thread). */
+    struct cnb_rt *rt;
+    struct cnb_calls *calls;
+    struct cnb_timers *timers;
     struct cnb_relay *relays;
     unsigned nrelays;
 
@@ -176,7 +200,16 @@ struct cnb_node {
     int npeers, peers_cap;
 };
 
-/* node.c */
+/* node.c: the connection layer's half of a node's life; node_rt.c wraps it
+ * with the runtime's. node_create: names, cookie, creation (nothing opened);
+ * 0 or CNB_EINVAL, CNB_ENOMEM. node_prepare: listener, epoll, epmd; 0 or
+ * as cnb_node_start. node_launch: the I/O loop on a thread of its own.
+ * node_free: closes and frees what node_create and node_prepare made
+ * (the I/O thread stopped first). */
+int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out);
+int cnb__node_prepare(cnb_node_t *n);
+int cnb__node_launch(cnb_node_t *n);
+void cnb__node_free(cnb_node_t *n);
 int64_t cnb__now_ms(void);
 /* The stack of the I/O thread and the worker pool's threads: room for ei's
  * recursive decoders on terms of CNB_ETF_MAX_DEPTH (see etf_check.h). */
@@ -218,30 +251,9 @@ cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_le
                               const char *payload, size_t payload_len);
 int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch);
 
-/* spawn.c: SPAWN_REQUEST (erpc) -- global:resolve_it relayed, others notsup.
- * payload: the argument list with its version byte (NULL if none). */
-void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const char *payload,
-                        size_t payload_len);
-/* SPAWN_REPLY {31, Req, To, Flags, Pid} (pid != NULL) or {.., Flags, Err}. */
-void cnb__spawn_reply(cnb_node_t *n, const char *peer, const erlang_ref *req,
-                      const erlang_pid *to, int flags, const erlang_pid *pid, const char *err);
-
-/* spawn_relay.c: global:resolve_it run by the requesting node for us. All on
- * the I/O thread. relay_start returns 0 (the relay owns the request from then
- * on: it answers it) or CNB_ENOMEM (too many in flight, out of memory). The
- * _spawn_reply and _down calls return 1 when the message was a relay's. */
-int cnb__relay_start(cnb_node_t *n, const char *peer, const erlang_ref *req,
-                     const erlang_pid *from, const erlang_pid *gl, const char *args,
-                     size_t args_len, const char *name, size_t name_len);
-int cnb__relay_spawn_reply(cnb_node_t *n, const char *peer, const char *ctrl);
-int cnb__relay_down(cnb_node_t *n, const cnb_msg_t *m);
-void cnb__relay_nodedown(cnb_node_t *n, const char *peer);
-void cnb__relay_destroy(cnb_node_t *n); /* after the I/O thread has stopped */
-/* Prints the term t (no version byte) for a log line, truncated to cap. */
-void cnb__name_text(const char *t, size_t len, char *out, size_t cap);
-
-/* dispatch.c */
-void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
-                   int versioned);
+/* loop.c: hands one incoming message body up (decoded and checked; bad ones
+ * dropped here with one log line). c: NULL for loopback. */
+void cnb__deliver_up(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
+                     int versioned);
 
 #endif /* CNB_NODE_INT_H */
