@@ -318,12 +318,7 @@ void cnb_node_join(cnb_node_t *n)
 
 void cnb__node_free(cnb_node_t *n)
 {
-    cnb_chunk_t *ch = n->inbox_head;
-    while (ch) {
-        cnb_chunk_t *nx = ch->next;
-        free(ch);
-        ch = nx;
-    }
+    cnb__inbox_free(n);
     if (n->listen_ev.fd >= 0)
         close(n->listen_ev.fd);
     if (n->wake_ev.fd >= 0)

@@ -25,17 +25,29 @@
 #define CNB_NAME_MAX 256
 #define CNB_NAME_TEXT 256 /* a term printed for a log line (truncated) */
 
-enum cnb_chunk_kind { CHUNK_DATA = 0, CHUNK_CONNECT = 2, CHUNK_DISCONNECT = 3, CHUNK_KEEP = 4 };
-
-/* One outgoing frame, ready for the wire (4-byte length included). */
+/* One outgoing frame, ready for the wire (4-byte length included): what the
+ * wire needs, and while it waits in the inbox to be routed, the name of its
+ * destination, stored after the frame bytes in the same allocation (sized to
+ * the name, not CNB_NAME_MAX). */
 typedef struct cnb_chunk {
     struct cnb_chunk *next;
-    char peer[CNB_NAME_MAX]; /* destination node (used while in the inbox) */
-    int kind;                /* CHUNK_DATA, or a request to the I/O thread */
+    const char *dest; /* destination node (inbox, routing); NULL for ticks */
     size_t len;
     size_t off; /* bytes already written */
     uint8_t data[];
 } cnb_chunk_t;
+
+/* A request to the I/O thread (cnb_node_connect, _keep_connected,
+ * _disconnect): a type of its own, never a frame. */
+enum cnb_ctl_kind { CTL_CONNECT = 1, CTL_KEEP, CTL_DISCONNECT };
+
+typedef struct cnb_ctl {
+    struct cnb_ctl *next;
+    int kind;    /* enum cnb_ctl_kind */
+    size_t after; /* frames queued in the inbox before it: the I/O thread
+                     takes frames and requests in the order they were given */
+    char peer[]; /* the node it is about */
+} cnb_ctl_t;
 
 /* Appends ch to the list head..tail (a write queue or a hold). */
 static inline void cnb__chunk_append(cnb_chunk_t **head, cnb_chunk_t **tail, cnb_chunk_t *ch)
@@ -176,9 +188,11 @@ struct cnb_node {
     int nkeep;
     int64_t now;
 
-    /* Cross-thread inbox. */
+    /* Cross-thread inbox (inbox.c): frames to route and control requests. */
     pthread_mutex_t inbox_mu;
     cnb_chunk_t *inbox_head, *inbox_tail;
+    size_t inbox_frames; /* frames in it, the clock of cnb_ctl_t.after */
+    cnb_ctl_t *ctl_head, *ctl_tail;
     int inbox_signalled;
 
     /* The layer above (see cnb_upper_t). */
@@ -231,27 +245,39 @@ int cnb__epmd_port_request(const char *alive, uint8_t *out, size_t cap);
 int cnb__epmd_port_reply(const uint8_t *p, size_t n);
 int cnb__epmd_tcp_port(void);
 
-/* loop.c */
+/* The I/O thread's files: loop.c (the epoll loop and its timer),
+ * conn_life.c (a connection's life: table, accept, up, close), conn_out.c
+ * (connecting out: epmd, TCP, keep-connected), conn_io.c (reading, framing,
+ * writing, routing), inbox.c (what other threads hand it). */
 void *cnb__loop(void *arg);
 /* The authenticated (C_UP) connection to peer (name@host), or NULL: pending
  * ones are never found here, so they shadow nothing. */
 cnb_conn_t *cnb__conn_find(cnb_node_t *n, const char *peer);
 void cnb__conn_enqueue(cnb_node_t *n, cnb_conn_t *c, cnb_chunk_t *ch);
+/* Sends ch (ch->dest set) on the live connection to its node, or holds it
+ * while one is made; to this node itself, delivers it here. Takes ch. */
 void cnb__route(cnb_node_t *n, cnb_chunk_t *ch);
 /* Starts (or returns the running) outgoing attempt to spec (name@host[:port]);
  * NULL when none could be started (then whatever was held for it is dropped
- * and the runtime told nodedown). */
+ * and the layer above told nodedown). */
 cnb_conn_t *cnb__connect_out(cnb_node_t *n, const char *spec);
+/* Closes c now (a log line at level when why is set); freed at the end of
+ * the loop turn (cnb__conn_bury). A live one's peer is reported down. */
 void cnb__conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why);
 /* Has c's write queue flushed at the end of this loop turn. */
 void cnb__conn_flush_soon(cnb_node_t *n, cnb_conn_t *c);
 
-/* send.c: builds a frame: 4-byte length, 112, ctrl, payload. */
+/* send.c: builds a frame for peer (NULL: no destination): 4-byte length,
+ * 131 68 header, ctrl, payload. NULL when out of memory or too big. */
 cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_len,
                               const char *payload, size_t payload_len);
+/* inbox.c: hands a frame (ch->dest set) to the I/O thread, which routes it;
+ * on the I/O thread, routes it at once. Takes ch. Returns 0 or CNB_ECLOSED. */
 int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch);
+/* Frees the inbox's frames and requests (node_free). */
+void cnb__inbox_free(cnb_node_t *n);
 
-/* loop.c: hands one incoming message body up (decoded and checked; bad ones
+/* conn_io.c: hands one incoming message body up (decoded and checked; bad ones
  * dropped here with one log line). c: NULL for loopback. */
 void cnb__deliver_up(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
                      int versioned);
