@@ -38,7 +38,9 @@ static void reply_noproc(cnb_node_t *n, const char *peer, int op, const cnb_msg_
         ei_encode_pid(buf, &i, &m->from);
         ei_encode_ref(buf, &i, &m->ref);
     }
-    cnb_send_ctrl(n, peer, buf, (size_t)i, reason, (size_t)r);
+    int rc = cnb_send_ctrl(n, peer, buf, (size_t)i, reason, (size_t)r);
+    if (rc && rc != CNB_ECLOSED)
+        cnb__log(n, CNB_LOG_WARNING, "noproc reply to %s not sent: %s", peer, cnb_strerror(rc));
 }
 
 /* net_kernel: {'$gen_call', {From, Tag}, {is_auth, Node}} -> reply yes. */
@@ -63,8 +65,8 @@ static void net_kernel(cnb_node_t *n, const cnb_msg_t *m)
     ei_x_buff x;
     if (ei_x_new_with_version(&x))
         goto nomem;
-    if (ei_x_encode_tuple_header(&x, 2) || ei_x_append_buf(&x, b + tag_start, tag_end - tag_start) ||
-        ei_x_encode_atom(&x, "yes")) {
+    if (ei_x_encode_tuple_header(&x, 2) ||
+        ei_x_append_buf(&x, b + tag_start, tag_end - tag_start) || ei_x_encode_atom(&x, "yes")) {
         ei_x_free(&x);
         goto nomem;
     }
@@ -79,11 +81,12 @@ static void net_kernel(cnb_node_t *n, const cnb_msg_t *m)
             !strcmp(atom, "alias") && !ei_decode_ref(b, &t, &alias))
             via_alias = 1;
     }
-    if (via_alias)
-        cnb_alias_send(n, NULL, &alias, x.buff, (size_t)x.index);
-    else
-        cnb_send(n, NULL, &from, x.buff, (size_t)x.index);
+    int rc = via_alias ? cnb_alias_send(n, NULL, &alias, x.buff, (size_t)x.index)
+                       : cnb_send(n, NULL, &from, x.buff, (size_t)x.index);
     ei_x_free(&x);
+    if (rc && rc != CNB_ECLOSED)
+        cnb__log(n, CNB_LOG_WARNING, "is_auth from %s not answered: %s", m->peer,
+                 cnb_strerror(rc));
     return;
 ignore:
     cnb__log(n, CNB_LOG_DEBUG, "ignored a net_kernel request from %s", m->peer);
