@@ -51,7 +51,8 @@ int64_t cnb__auth_wait(cnb_auth_limit_t *t, const uint8_t key[16], int64_t now, 
  * longest gives way. */
 uint32_t cnb__auth_fail(cnb_auth_limit_t *t, const uint8_t key[16], int64_t now);
 
-/* ---- the two calls of the I/O loop (loop.c); the table lives in the node */
+/* ---- the two calls of the I/O thread (conn_life.c at accept, conn_io.c in the
+ * handshake); the table lives in the node */
 struct cnb_node;
 struct cnb_hs;
 

@@ -77,7 +77,8 @@ void cnb__conn_won(cnb_node_t *n, cnb_conn_t *c)
 void cnb__conn_give_up(cnb_node_t *n, const char *peer, const char *why)
 {
     cnb__hold_drop(n, peer, why);
-    cnb__rt_nodedown(n, peer); /* links, monitors, calls: noconnection */
+    if (n->upper.nodedown) /* links, monitors, calls: noconnection */
+        n->upper.nodedown(n, peer);
     if (n->opts.on_node)
         n->opts.on_node(n, peer, 0, n->opts.user);
 }

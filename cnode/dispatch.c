@@ -1,11 +1,14 @@
-/* dispatch.c: takes incoming messages through cnb__dist_decode (every term
- * checked whole and no deeper than CNB_ETF_MAX_DEPTH first), answers what the
- * node itself owns (net_kernel's is_auth, signals to pids of an older
- * creation of this node, and, with no handler installed, links and monitors
- * to processes that do not exist), and hands the rest to on_message. Tests: tests/integration/dist_*_tests.erl. */
-#include "dist_decode.h"
+/* dispatch.c: the runtime's policy for incoming messages, which the
+ * connection layer hands up decoded and checked (cnb_upper_t.message, see
+ * cnb__deliver_up in loop.c): answers what the node itself owns (net_kernel's
+ * is_auth, signals to pids of an older creation of this node, and, with no
+ * handler installed, links and monitors to processes that do not exist),
+ * passes spawn requests and relays on, signals to the runtime, and the rest
+ * to on_message. It is part of the runtime, not of the connection layer: it
+ * applies process policy. Tests: tests/integration/dist_tests.erl,
+ * hostile_signals_tests.erl, global_resolver_tests.erl. */
 #include "etf_check.h"
-#include "node_int.h"
+#include "node_rt.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +38,9 @@ static void reply_noproc(cnb_node_t *n, const char *peer, int op, const cnb_msg_
         ei_encode_pid(buf, &i, &m->from);
         ei_encode_ref(buf, &i, &m->ref);
     }
-    cnb_send_ctrl(n, peer, buf, (size_t)i, reason, (size_t)r);
+    int rc = cnb_send_ctrl(n, peer, buf, (size_t)i, reason, (size_t)r);
+    if (rc && rc != CNB_ECLOSED)
+        cnb__log(n, CNB_LOG_WARNING, "noproc reply to %s not sent: %s", peer, cnb_strerror(rc));
 }
 
 /* net_kernel: {'$gen_call', {From, Tag}, {is_auth, Node}} -> reply yes. */
@@ -59,10 +64,12 @@ static void net_kernel(cnb_node_t *n, const cnb_msg_t *m)
     /* Reply {Tag, yes}. */
     ei_x_buff x;
     if (ei_x_new_with_version(&x))
-        return;
-    ei_x_encode_tuple_header(&x, 2);
-    ei_x_append_buf(&x, b + tag_start, tag_end - tag_start);
-    ei_x_encode_atom(&x, "yes");
+        goto nomem;
+    if (ei_x_encode_tuple_header(&x, 2) ||
+        ei_x_append_buf(&x, b + tag_start, tag_end - tag_start) || ei_x_encode_atom(&x, "yes")) {
+        ei_x_free(&x);
+        goto nomem;
+    }
     /* A tag [alias|Ref] is answered through the alias (OTP 24+ gen:call). */
     int t = tag_start, type, size;
     erlang_ref alias;
@@ -74,14 +81,18 @@ static void net_kernel(cnb_node_t *n, const cnb_msg_t *m)
             !strcmp(atom, "alias") && !ei_decode_ref(b, &t, &alias))
             via_alias = 1;
     }
-    if (via_alias)
-        cnb_alias_send(n, NULL, &alias, x.buff, (size_t)x.index);
-    else
-        cnb_send(n, NULL, &from, x.buff, (size_t)x.index);
+    int rc = via_alias ? cnb_alias_send(n, NULL, &alias, x.buff, (size_t)x.index)
+                       : cnb_send(n, NULL, &from, x.buff, (size_t)x.index);
     ei_x_free(&x);
+    if (rc && rc != CNB_ECLOSED)
+        cnb__log(n, CNB_LOG_WARNING, "is_auth from %s not answered: %s", m->peer,
+                 cnb_strerror(rc));
     return;
 ignore:
     cnb__log(n, CNB_LOG_DEBUG, "ignored a net_kernel request from %s", m->peer);
+    return;
+nomem:
+    cnb__log(n, CNB_LOG_ERROR, "out of memory: is_auth from %s not answered", m->peer);
 }
 
 static int stale_pid(const cnb_node_t *n, const erlang_pid *p)
@@ -89,49 +100,25 @@ static int stale_pid(const cnb_node_t *n, const erlang_pid *p)
     return !strcmp(p->node, n->name) && p->creation != n->creation;
 }
 
-void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len, int versioned)
+void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_wire)
 {
-    const char *peer = c ? c->peer : n->name;
-    cnb_decoded_t d;
-    int rc = cnb__dist_decode(body, len, versioned, &d);
-    if (rc == CNB_EDEPTH) {
-        cnb__log(n, CNB_LOG_WARNING,
-                 "message from %s (%zu bytes) nested deeper than %u levels: dropped", peer, len,
-                 CNB_ETF_MAX_DEPTH);
-        return;
-    }
-    if (rc == CNB_ETOOBIG) {
-        cnb__log(n, CNB_LOG_WARNING,
-                 "message from %s of %zu bytes is past what ei can index (2 GiB): dropped", peer,
-                 len);
-        return;
-    }
-    if (rc == CNB_ENOMEM) {
-        cnb__log(n, CNB_LOG_ERROR, "out of memory decoding a message from %s: dropped", peer);
-        return;
-    }
-    if (rc) {
-        cnb__log(n, CNB_LOG_WARNING, "malformed control message from %s (%zu bytes): dropped",
-                 peer, len);
-        return;
-    }
-    cnb_msg_t m = d.msg;
-    m.peer = peer;
+    const char *peer = d->msg.peer;
+    cnb_msg_t m = d->msg;
     int op = m.op;
-    if (d.kind == CNB_DEC_SPAWN) {
+    if (d->kind == CNB_DEC_SPAWN) {
         cnb__spawn_request(n, peer, m.ctrl, m.payload, m.payload_len);
-        goto out;
+        return;
     }
-    if (d.kind == CNB_DEC_SPAWN_REPLY) {
+    if (d->kind == CNB_DEC_SPAWN_REPLY) {
         if (!cnb__relay_spawn_reply(n, peer, m.ctrl))
             cnb__log(n, CNB_LOG_DEBUG, "ignored a spawn reply from %s", peer);
-        goto out;
+        return;
     }
-    if (d.kind == CNB_DEC_IGNORED) {
-        cnb__log(n, CNB_LOG_DEBUG, "ignored control message %ld from %s", d.raw_op, peer);
-        goto out;
+    if (d->kind == CNB_DEC_IGNORED) {
+        cnb__log(n, CNB_LOG_DEBUG, "ignored control message %ld from %s", d->raw_op, peer);
+        return;
     }
-    if (d.reason_replaced)
+    if (d->reason_replaced)
         cnb__log(n, CNB_LOG_WARNING,
                  "exit reason from %s (%zu bytes) nested deeper than %u levels: delivered as "
                  "term_too_deep",
@@ -142,13 +129,13 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
     if (m.has_to && stale_pid(n, &m.to) && op != CNB_OP_MONITOR_P_EXIT) {
         cnb__log(n, CNB_LOG_DEBUG, "dropped op %d from %s to a pid of an older creation (%u)",
                  m.op, peer, m.to.creation);
-        if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && c)
+        if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && from_wire)
             reply_noproc(n, peer, op, &m);
-        goto out;
+        return;
     }
     if (m.has_ref && op == CNB_OP_ALIAS_SEND && !strcmp(m.ref.node, n->name) &&
         m.ref.creation != n->creation)
-        goto out;
+        return;
 
     if (!m.has_to && !strcmp(m.toname, "net_kernel")) {
         /* Our net_kernel "process" lives as long as the connection: a monitor
@@ -157,15 +144,13 @@ void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len
         if (op == CNB_OP_REG_SEND && m.payload)
             net_kernel(n, &m);
         if (op == CNB_OP_REG_SEND || op == CNB_OP_MONITOR_P || op == CNB_OP_DEMONITOR_P)
-            goto out;
+            return;
     }
     if (cnb__relay_down(n, &m) || cnb__rt_deliver(n, &m))
-        goto out;
+        return;
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);
-    } else if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && c) {
+    } else if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && from_wire) {
         reply_noproc(n, peer, op, &m);
     }
-out:
-    cnb__dist_decoded_free(&d);
 }

@@ -92,6 +92,118 @@ static int ctrl_arity(long op)
 static const uint8_t too_deep_atom[] = {119, 13, 't', 'e', 'r', 'm', '_', 't', 'o',
                                         'o', '_', 'd', 'e', 'e', 'p'};
 
+/* Decodes the fields of the control tuple of operation *op (index *i just past
+ * the op) into d->msg and sets d->kind; *op becomes its plain form (the _TT
+ * and PAYLOAD_ forms folded). *reason_at: where an exit reason inside the
+ * tuple starts (left alone when none); *reason_payload: the payload is an
+ * exit reason. Returns 0, or non-zero when a field does not decode. */
+static int decode_fields(const char *b, int *i, cnb_decoded_t *d, long *opp, int *reason_at,
+                         int *reason_payload)
+{
+    cnb_msg_t *m = &d->msg;
+    long op = *opp;
+    int rc = 0, has;
+    switch (op) {
+    case CNB_OP_LINK:
+    case CNB_OP_UNLINK:
+    case CNB_OP_GROUP_LEADER:
+        rc = ei_decode_pid(b, i, &m->from) || ei_decode_pid(b, i, &m->to);
+        m->has_from = m->has_to = 1;
+        break;
+    case CNB_OP_SEND:
+    case CNB_OP_SEND_TT:
+        rc = ei_skip_term(b, i) || ei_decode_pid(b, i, &m->to);
+        m->has_to = 1;
+        op = CNB_OP_SEND;
+        break;
+    case CNB_OP_SEND_SENDER:
+    case CNB_OP_SEND_SENDER_TT:
+        rc = ei_decode_pid(b, i, &m->from) || ei_decode_pid(b, i, &m->to);
+        m->has_from = m->has_to = 1;
+        op = CNB_OP_SEND;
+        break;
+    case CNB_OP_REG_SEND:
+    case CNB_OP_REG_SEND_TT:
+        rc = ei_decode_pid(b, i, &m->from) || ei_skip_term(b, i) ||
+             ei_decode_atom(b, i, m->toname);
+        m->has_from = 1;
+        op = CNB_OP_REG_SEND;
+        break;
+    case CNB_OP_EXIT:
+    case CNB_OP_EXIT2:
+    case CNB_OP_EXIT_TT:
+    case CNB_OP_EXIT2_TT:
+        rc = ei_decode_pid(b, i, &m->from) || ei_decode_pid(b, i, &m->to);
+        if (!rc && (op == CNB_OP_EXIT_TT || op == CNB_OP_EXIT2_TT))
+            rc = ei_skip_term(b, i);
+        *reason_at = *i;
+        m->has_from = m->has_to = 1;
+        op = (op == CNB_OP_EXIT || op == CNB_OP_EXIT_TT) ? CNB_OP_EXIT : CNB_OP_EXIT2;
+        break;
+    case CNB_OP_PAYLOAD_EXIT:
+    case CNB_OP_PAYLOAD_EXIT_TT:
+    case CNB_OP_PAYLOAD_EXIT2:
+    case CNB_OP_PAYLOAD_EXIT2_TT:
+        rc = ei_decode_pid(b, i, &m->from) || ei_decode_pid(b, i, &m->to) || !m->payload;
+        m->has_from = m->has_to = 1;
+        *reason_payload = 1;
+        op = (op == CNB_OP_PAYLOAD_EXIT || op == CNB_OP_PAYLOAD_EXIT_TT) ? CNB_OP_EXIT
+                                                                           : CNB_OP_EXIT2;
+        break;
+    case CNB_OP_MONITOR_P:
+    case CNB_OP_DEMONITOR_P:
+        rc = ei_decode_pid(b, i, &m->from) || decode_proc(b, i, &m->to, &has, m->toname) ||
+             ei_decode_ref(b, i, &m->ref);
+        m->has_from = 1;
+        m->has_to = !rc && has;
+        m->has_ref = 1;
+        break;
+    case CNB_OP_MONITOR_P_EXIT:
+    case CNB_OP_PAYLOAD_MONITOR_P_EXIT:
+        /* {21, FromProc, ToPid, Ref, Reason}: "from" is the monitored process
+         * (pid or name), "to" the monitoring pid here. */
+        rc = decode_proc(b, i, &m->from, &has, m->toname) || ei_decode_pid(b, i, &m->to) ||
+             ei_decode_ref(b, i, &m->ref);
+        m->has_from = !rc && has;
+        m->has_to = m->has_ref = 1;
+        if (op == CNB_OP_MONITOR_P_EXIT)
+            *reason_at = *i;
+        else
+            rc = rc || !m->payload;
+        *reason_payload = op == CNB_OP_PAYLOAD_MONITOR_P_EXIT;
+        op = CNB_OP_MONITOR_P_EXIT;
+        break;
+    case CNB_OP_ALIAS_SEND:
+    case CNB_OP_ALIAS_SEND_TT:
+        rc = ei_decode_pid(b, i, &m->from) || ei_decode_ref(b, i, &m->ref);
+        m->has_from = m->has_ref = 1;
+        op = CNB_OP_ALIAS_SEND;
+        break;
+    case CNB_OP_UNLINK_ID:
+    case CNB_OP_UNLINK_ID_ACK: {
+        EI_ULONGLONG id;
+        rc = ei_decode_ulonglong(b, i, &id) || ei_decode_pid(b, i, &m->from) ||
+             ei_decode_pid(b, i, &m->to);
+        m->unlink_id = (uint64_t)id;
+        m->has_from = m->has_to = 1;
+        break;
+    }
+    case CNB_OP_SPAWN_REQUEST:
+    case CNB_OP_SPAWN_REQUEST_TT:
+        d->kind = CNB_DEC_SPAWN;
+        break;
+    case CNB_OP_SPAWN_REPLY:
+    case CNB_OP_SPAWN_REPLY_TT:
+        d->kind = CNB_DEC_SPAWN_REPLY;
+        break;
+    default:
+        d->kind = CNB_DEC_IGNORED;
+        break;
+    }
+    *opp = op;
+    return rc;
+}
+
 int cnb__dist_decode(const uint8_t *body, size_t len, int versioned, cnb_decoded_t *d)
 {
     memset(d, 0, sizeof(*d));
@@ -139,7 +251,7 @@ int cnb__dist_decode(const uint8_t *body, size_t len, int versioned, cnb_decoded
     m->ctrl = b + off;
     m->ctrl_len = (size_t)clen;
 
-    int i = (int)off, arity, has;
+    int i = (int)off, arity;
     long op;
     if (ei_decode_tuple_header(b, &i, &arity) || arity < 1 || ei_decode_long(b, &i, &op))
         goto bad;
@@ -149,103 +261,7 @@ int cnb__dist_decode(const uint8_t *body, size_t len, int versioned, cnb_decoded
         goto bad;
     int reason_at = -1; /* reasons of the non-payload EXIT variants sit in the control tuple */
     int reason_payload = 0; /* the payload is an exit reason */
-    switch (op) {
-    case CNB_OP_LINK:
-    case CNB_OP_UNLINK:
-    case CNB_OP_GROUP_LEADER:
-        rc = ei_decode_pid(b, &i, &m->from) || ei_decode_pid(b, &i, &m->to);
-        m->has_from = m->has_to = 1;
-        break;
-    case CNB_OP_SEND:
-    case CNB_OP_SEND_TT:
-        rc = ei_skip_term(b, &i) || ei_decode_pid(b, &i, &m->to);
-        m->has_to = 1;
-        op = CNB_OP_SEND;
-        break;
-    case CNB_OP_SEND_SENDER:
-    case CNB_OP_SEND_SENDER_TT:
-        rc = ei_decode_pid(b, &i, &m->from) || ei_decode_pid(b, &i, &m->to);
-        m->has_from = m->has_to = 1;
-        op = CNB_OP_SEND;
-        break;
-    case CNB_OP_REG_SEND:
-    case CNB_OP_REG_SEND_TT:
-        rc = ei_decode_pid(b, &i, &m->from) || ei_skip_term(b, &i) ||
-             ei_decode_atom(b, &i, m->toname);
-        m->has_from = 1;
-        op = CNB_OP_REG_SEND;
-        break;
-    case CNB_OP_EXIT:
-    case CNB_OP_EXIT2:
-    case CNB_OP_EXIT_TT:
-    case CNB_OP_EXIT2_TT:
-        rc = ei_decode_pid(b, &i, &m->from) || ei_decode_pid(b, &i, &m->to);
-        if (!rc && (op == CNB_OP_EXIT_TT || op == CNB_OP_EXIT2_TT))
-            rc = ei_skip_term(b, &i);
-        reason_at = i;
-        m->has_from = m->has_to = 1;
-        op = (op == CNB_OP_EXIT || op == CNB_OP_EXIT_TT) ? CNB_OP_EXIT : CNB_OP_EXIT2;
-        break;
-    case CNB_OP_PAYLOAD_EXIT:
-    case CNB_OP_PAYLOAD_EXIT_TT:
-    case CNB_OP_PAYLOAD_EXIT2:
-    case CNB_OP_PAYLOAD_EXIT2_TT:
-        rc = ei_decode_pid(b, &i, &m->from) || ei_decode_pid(b, &i, &m->to) || !m->payload;
-        m->has_from = m->has_to = 1;
-        reason_payload = 1;
-        op = (op == CNB_OP_PAYLOAD_EXIT || op == CNB_OP_PAYLOAD_EXIT_TT) ? CNB_OP_EXIT
-                                                                           : CNB_OP_EXIT2;
-        break;
-    case CNB_OP_MONITOR_P:
-    case CNB_OP_DEMONITOR_P:
-        rc = ei_decode_pid(b, &i, &m->from) || decode_proc(b, &i, &m->to, &has, m->toname) ||
-             ei_decode_ref(b, &i, &m->ref);
-        m->has_from = 1;
-        m->has_to = !rc && has;
-        m->has_ref = 1;
-        break;
-    case CNB_OP_MONITOR_P_EXIT:
-    case CNB_OP_PAYLOAD_MONITOR_P_EXIT:
-        /* {21, FromProc, ToPid, Ref, Reason}: "from" is the monitored process
-         * (pid or name), "to" the monitoring pid here. */
-        rc = decode_proc(b, &i, &m->from, &has, m->toname) || ei_decode_pid(b, &i, &m->to) ||
-             ei_decode_ref(b, &i, &m->ref);
-        m->has_from = !rc && has;
-        m->has_to = m->has_ref = 1;
-        if (op == CNB_OP_MONITOR_P_EXIT)
-            reason_at = i;
-        else
-            rc = rc || !m->payload;
-        reason_payload = op == CNB_OP_PAYLOAD_MONITOR_P_EXIT;
-        op = CNB_OP_MONITOR_P_EXIT;
-        break;
-    case CNB_OP_ALIAS_SEND:
-    case CNB_OP_ALIAS_SEND_TT:
-        rc = ei_decode_pid(b, &i, &m->from) || ei_decode_ref(b, &i, &m->ref);
-        m->has_from = m->has_ref = 1;
-        op = CNB_OP_ALIAS_SEND;
-        break;
-    case CNB_OP_UNLINK_ID:
-    case CNB_OP_UNLINK_ID_ACK: {
-        EI_ULONGLONG id;
-        rc = ei_decode_ulonglong(b, &i, &id) || ei_decode_pid(b, &i, &m->from) ||
-             ei_decode_pid(b, &i, &m->to);
-        m->unlink_id = (uint64_t)id;
-        m->has_from = m->has_to = 1;
-        break;
-    }
-    case CNB_OP_SPAWN_REQUEST:
-    case CNB_OP_SPAWN_REQUEST_TT:
-        d->kind = CNB_DEC_SPAWN;
-        break;
-    case CNB_OP_SPAWN_REPLY:
-    case CNB_OP_SPAWN_REPLY_TT:
-        d->kind = CNB_DEC_SPAWN_REPLY;
-        break;
-    default:
-        d->kind = CNB_DEC_IGNORED;
-        break;
-    }
+    rc = decode_fields(b, &i, d, &op, &reason_at, &reason_payload);
     if (rc)
         goto bad;
     m->op = (int)op;

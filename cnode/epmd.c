@@ -1,6 +1,6 @@
 /* epmd.c: the epmd client: ALIVE2 registration (kept open for the node's life)
  * and the PORT_PLEASE2 request/reply used when connecting out.
- * Tests: tests/unit/test_frame.c (reply parsing), tests/integration/dist_*. */
+ * Tests: tests/unit/test_frame.c (reply parsing), tests/integration/dist_tests.erl. */
 #include "node_int.h"
 
 #include <arpa/inet.h>

@@ -1,6 +1,6 @@
 /* handshake.c: the version 6 distribution handshake as a byte-driven state
  * machine (see handshake.h). Tests: tests/unit/test_handshake.c and the
- * integration suites in tests/integration/dist_*_tests.erl and hostile_auth_tests.erl. */
+ * integration suites in tests/integration/dist_tests.erl and hostile_auth_tests.erl. */
 #include "handshake.h"
 
 #include <openssl/crypto.h>
@@ -216,26 +216,11 @@ int cnb__hs_refuse(cnb_hs_t *hs, int code, const char *why)
     return fail(hs, code, why);
 }
 
-int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb_buf_t *out)
+/* The acceptor's steps: one whole packet (tag, body b of n bytes) in the
+ * current state; returns as cnb__hs_input. */
+static int acceptor_step(cnb_hs_t *hs, uint8_t tag, const uint8_t *b, size_t n, cnb_buf_t *out)
 {
-    *used = 0;
-    if (hs->state == ST_DONE || hs->state == ST_FAILED || hs->state == ST_I_START ||
-        hs->state == ST_A_NAME_RECEIVED)
-        return hs->state == ST_FAILED ? CNB_EPROTO : CNB_ESTATE;
-    if (len < hs->hdr)
-        return CNB_HS_MORE;
-    size_t plen = hs->hdr == 2 ? cnb__get16(in) : cnb__get32(in);
-    if (plen == 0 || plen > 2048)
-        return fail(hs, CNB_EPROTO, "handshake packet with an impossible length");
-    if (len < hs->hdr + plen)
-        return CNB_HS_MORE;
-    const uint8_t *p = in + hs->hdr;
-    uint8_t tag = p[0];
-    const uint8_t *b = p + 1;
-    size_t n = plen - 1;
-    *used = hs->hdr + plen;
     int rc;
-
     switch (hs->state) {
     case ST_A_WAIT_NAME:
         if (tag == 'n')
@@ -285,6 +270,16 @@ int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb
         return CNB_HS_DONE;
     }
 
+    default:
+        return fail(hs, CNB_ESTATE, "handshake in an impossible state");
+    }
+}
+
+/* The initiator's steps, as acceptor_step. */
+static int initiator_step(cnb_hs_t *hs, uint8_t tag, const uint8_t *b, size_t n, cnb_buf_t *out)
+{
+    int rc;
+    switch (hs->state) {
     case ST_I_WAIT_STATUS:
         if (tag != 's')
             return fail(hs, CNB_EPROTO, "expected status ('s')");
@@ -353,4 +348,29 @@ int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb
     default:
         return fail(hs, CNB_ESTATE, "handshake in an impossible state");
     }
+}
+
+int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb_buf_t *out)
+{
+    *used = 0;
+    if (hs->state == ST_DONE || hs->state == ST_FAILED || hs->state == ST_I_START ||
+        hs->state == ST_A_NAME_RECEIVED)
+        return hs->state == ST_FAILED ? CNB_EPROTO : CNB_ESTATE;
+    if (len < hs->hdr)
+        return CNB_HS_MORE;
+    size_t plen = hs->hdr == 2 ? cnb__get16(in) : cnb__get32(in);
+    if (plen == 0 || plen > 2048)
+        return fail(hs, CNB_EPROTO, "handshake packet with an impossible length");
+    if (len < hs->hdr + plen)
+        return CNB_HS_MORE;
+    const uint8_t *p = in + hs->hdr;
+    uint8_t tag = p[0];
+    const uint8_t *b = p + 1;
+    size_t n = plen - 1;
+    *used = hs->hdr + plen;
+
+    if (hs->state == ST_A_WAIT_NAME || hs->state == ST_A_WAIT_ALIVE_ANSWER ||
+        hs->state == ST_A_WAIT_REPLY)
+        return acceptor_step(hs, tag, b, n, out);
+    return initiator_step(hs, tag, b, n, out);
 }

@@ -1,6 +1,6 @@
 /* handshake.h: the distribution handshake (version 6, OTP 23+) as a pure state
  * machine: bytes in, bytes out, no sockets, so it can be fed byte by byte in the
- * unit tests (tests/unit/test_handshake.c). Used by conn.c. */
+ * unit tests (tests/unit/test_handshake.c). Used by conn_life.c, conn_out.c, conn_io.c. */
 #ifndef CNB_HANDSHAKE_H
 #define CNB_HANDSHAKE_H
 

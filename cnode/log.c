@@ -102,6 +102,7 @@ static void fill_report(const cnb_rl_slot_t *s, int64_t now, cnb_rl_report_t *re
     rep->window_ms = now - s->win_start;
     rep->fmt = s->fmt;
     memcpy(rep->who, s->who, sizeof(rep->who));
+    rep->owner = s->owner;
 }
 
 static void slot_start(cnb_rl_slot_t *s, const void *key, int level, const char *fmt, int64_t now)
@@ -116,8 +117,8 @@ static void slot_start(cnb_rl_slot_t *s, const void *key, int level, const char 
 
 #define RL_PROBE 8
 
-int cnb__rl_admit(cnb_rl_t *rl, const void *key, int level, const char *who, const char *fmt,
-                  int64_t now, cnb_rl_report_t *rep)
+int cnb__rl_admit(cnb_rl_t *rl, const void *key, int level, const char *who, const void *owner,
+                  const char *fmt, int64_t now, cnb_rl_report_t *rep)
 {
     rep->suppressed = 0;
     uintptr_t h = ((uintptr_t)key >> 3) * 2654435761u + (unsigned)level;
@@ -144,6 +145,7 @@ int cnb__rl_admit(cnb_rl_t *rl, const void *key, int level, const char *who, con
         slot_start(s, key, level, fmt, now);
     }
     snprintf(s->who, sizeof(s->who), "%s", who);
+    s->owner = owner;
     if (s->count < CNB_RL_BURST) {
         s->count++;
         return 1;
@@ -160,6 +162,23 @@ int cnb__rl_expired(cnb_rl_t *rl, int64_t now, cnb_rl_report_t *rep)
             fill_report(s, now, rep);
             s->key = NULL;
             return 1;
+        }
+    }
+    return 0;
+}
+
+int cnb__rl_take_owner(cnb_rl_t *rl, const void *owner, int64_t now, cnb_rl_report_t *rep)
+{
+    for (unsigned i = 0; i < CNB_RL_SLOTS; i++) {
+        cnb_rl_slot_t *s = &rl->slot[i];
+        if (s->key && s->owner == owner) {
+            int had = s->suppressed != 0;
+            if (had)
+                fill_report(s, now, rep);
+            s->key = NULL;
+            s->owner = NULL;
+            if (had)
+                return 1;
         }
     }
     return 0;
@@ -186,14 +205,19 @@ static const char *level_name(int level)
     }
 }
 
-/* Writes one line: timestamp, level, who, then msg escaped. The escaped text
- * is capped at 4 KB so a line stays far below the 8 KB line limit of the
+/* Writes one line: msg escaped, to the node's log hook (opts.log) when it
+ * has one, else to stderr with a timestamp, the level and who. The escaped
+ * text is capped at 4 KB so a line stays far below the 8 KB line limit of the
  * supervising port (erlang_side/src/cnode_bridge_cnode.erl), which would
  * otherwise split it and read the tail as a line of its own. */
-static void write_line(int level, const char *who, const char *msg)
+static void write_line(const cnb_node_t *n, int level, const char *who, const char *msg)
 {
     char safe[4096];
     cnb__log_escape(msg, safe, sizeof(safe));
+    if (n && n->opts.log) {
+        n->opts.log(level, who, safe, n->opts.log_user);
+        return;
+    }
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
@@ -213,43 +237,52 @@ static void write_line(int level, const char *who, const char *msg)
     (void)w;
 }
 
+/* Writes a limiter report to the sink of the node that logged last at that
+ * site. Called with limiter_mu held, so cnb__log_forget (which takes it too)
+ * knows no report for a node being destroyed is still on its way. */
 static void write_report(const cnb_rl_report_t *rep)
 {
     char msg[400];
     snprintf(msg, sizeof(msg), "suppressed %lu similar lines in %lld ms (\"%.120s\")",
              rep->suppressed, (long long)rep->window_ms, rep->fmt ? rep->fmt : "?");
-    write_line(rep->level, rep->who, msg);
+    write_line(rep->owner, rep->level, rep->who, msg);
 }
 
 static void vlog(const cnb_node_t *n, int level, const char *fmt, va_list ap)
 {
     if (n && level > n->log_level)
         return;
-    const char *who = n ? n->name : "cnode";
+    /* A node being created has no name yet, but already its hook. */
+    const char *who = n && n->name[0] ? n->name : "cnode";
     cnb_rl_report_t rep;
     pthread_mutex_lock(&limiter_mu);
-    int admit = cnb__rl_admit(&limiter, fmt, level, who, fmt, cnb__now_ms(), &rep);
-    pthread_mutex_unlock(&limiter_mu);
+    int admit = cnb__rl_admit(&limiter, fmt, level, who, n, fmt, cnb__now_ms(), &rep);
     if (rep.suppressed)
         write_report(&rep);
+    pthread_mutex_unlock(&limiter_mu);
     if (!admit)
         return;
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    write_line(level, who, msg);
+    write_line(n, level, who, msg);
 }
 
 void cnb__log_tick(void)
 {
-    for (;;) {
-        cnb_rl_report_t rep;
-        pthread_mutex_lock(&limiter_mu);
-        int more = cnb__rl_expired(&limiter, cnb__now_ms(), &rep);
-        pthread_mutex_unlock(&limiter_mu);
-        if (!more)
-            return;
+    cnb_rl_report_t rep;
+    pthread_mutex_lock(&limiter_mu);
+    while (cnb__rl_expired(&limiter, cnb__now_ms(), &rep))
         write_report(&rep);
-    }
+    pthread_mutex_unlock(&limiter_mu);
+}
+
+void cnb__log_forget(const void *node)
+{
+    cnb_rl_report_t rep;
+    pthread_mutex_lock(&limiter_mu);
+    while (cnb__rl_take_owner(&limiter, node, cnb__now_ms(), &rep))
+        write_report(&rep);
+    pthread_mutex_unlock(&limiter_mu);
 }
 
 void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)

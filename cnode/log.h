@@ -32,6 +32,7 @@ typedef struct cnb_rl_slot {
     unsigned count;           /* lines admitted in this window */
     unsigned long suppressed; /* lines dropped in this window */
     char who[CNB_RL_WHO];     /* node name of the last line, for the report */
+    const void *owner;        /* the node of the last line (NULL: none), for the report */
     const char *fmt;          /* the call site's format, for the report */
 } cnb_rl_slot_t;
 
@@ -45,15 +46,21 @@ typedef struct cnb_rl_report {
     int level;
     int64_t window_ms;
     char who[CNB_RL_WHO];
+    const void *owner;
     const char *fmt;
 } cnb_rl_report_t;
 
-/* Decides about one line of key (with its level and node name who) at time
- * now (ms). Returns 1 when the line is to be written, 0 when it is
+/* Decides about one line of key (with its level, node name who and node
+ * owner, kept opaque for the report) at time now (ms). Returns 1 when the line is to be written, 0 when it is
  * suppressed. When the key's previous window ended with lines suppressed,
  * fills *rep (rep->suppressed > 0) so the caller reports them first. */
-int cnb__rl_admit(cnb_rl_t *rl, const void *key, int level, const char *who, const char *fmt,
-                  int64_t now, cnb_rl_report_t *rep);
+int cnb__rl_admit(cnb_rl_t *rl, const void *key, int level, const char *who, const void *owner,
+                  const char *fmt, int64_t now, cnb_rl_report_t *rep);
+
+/* Finds one key whose last line came from owner with lines suppressed, fills
+ * *rep and frees the slot, whatever its window. Returns 1 when it found one,
+ * 0 when none is left. */
+int cnb__rl_take_owner(cnb_rl_t *rl, const void *owner, int64_t now, cnb_rl_report_t *rep);
 
 /* Finds one key whose window has ended with lines suppressed, fills *rep and
  * starts it afresh. Returns 1 when it found one, 0 when none is left: call it
@@ -63,5 +70,10 @@ int cnb__rl_expired(cnb_rl_t *rl, int64_t now, cnb_rl_report_t *rep);
 /* Reports what the process-wide limiter has left to report (see
  * cnb__rl_expired). Called by the I/O loop's timer; any thread may call it. */
 void cnb__log_tick(void);
+
+/* Reports now what the limiter holds back from node (an opaque cnb_node_t *)
+ * and forgets it: after this returns, no report is sent to that node's log
+ * hook. cnb_node_destroy calls it. */
+void cnb__log_forget(const void *node);
 
 #endif /* CNB_LOG_H */

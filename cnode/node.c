@@ -1,9 +1,11 @@
-/* node.c: creating, starting and stopping a node; names, cookie, creation,
+/* node.c: the connection layer's half of a node's life (node_rt.c adds the
+ * runtime's): names, cookie, creation, the listener and epoll, stopping;
  * pids and refs, the peers snapshot other threads read (the logger is log.c).
- * Tests: tests/integration/dist_*_tests.erl. */
+ * Tests: tests/unit/test_node.c, tests/integration/dist_tests.erl. */
 #include "node_int.h"
 #include "auth_limit.h"
 #include "cookie.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -103,7 +105,7 @@ static int valid_alive(const char *s)
     return 1;
 }
 
-int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
+int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
 {
     pthread_once(&ei_once, init_ei);
     *out = NULL;
@@ -131,45 +133,45 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
 
     const char *nm = opts->sname ? opts->sname : opts->name;
     if (!nm || (opts->sname && opts->name)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "give exactly one of a short name (--sname) or a long name (--name)");
+        cnb__log(n, CNB_LOG_ERROR, "give exactly one of a short name (--sname) or a long name (--name)");
         goto bad;
     }
     n->longnames = opts->name != NULL;
     const char *at = strchr(nm, '@');
     size_t alen = at ? (size_t)(at - nm) : strlen(nm);
     if (alen == 0 || alen >= sizeof(n->alive)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s'", nm);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s'", nm);
         goto bad;
     }
     memcpy(n->alive, nm, alen);
     n->alive[alen] = 0;
     if (!valid_alive(n->alive)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': use letters, digits, '_' and '-'", nm);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s': use letters, digits, '_' and '-'", nm);
         goto bad;
     }
     if (at) {
         snprintf(n->host, sizeof(n->host), "%s", at + 1);
     } else if ((n->longnames ? long_host(n->host, sizeof(n->host))
                              : short_host(n->host, sizeof(n->host))) != 0) {
-        cnb__log(NULL, CNB_LOG_ERROR, "cannot find this host's name");
+        cnb__log(n, CNB_LOG_ERROR, "cannot find this host's name");
         goto bad;
     }
     if (!n->host[0]) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': empty host", nm);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s': empty host", nm);
         goto bad;
     }
     if (!n->longnames && strchr(n->host, '.')) {
-        cnb__log(NULL, CNB_LOG_ERROR,
+        cnb__log(n, CNB_LOG_ERROR,
                  "short name '%s' has a dotted host; use --name for long names", nm);
         goto bad;
     }
     if (strlen(n->alive) + 1 + strlen(n->host) >= sizeof(n->name)) {
-        cnb__log(NULL, CNB_LOG_ERROR, "node name too long");
+        cnb__log(n, CNB_LOG_ERROR, "node name too long");
         goto bad;
     }
     snprintf(n->name, sizeof(n->name), "%s@%s", n->alive, n->host);
     if (!cnb__hs_name_ok((const uint8_t *)n->name, strlen(n->name))) {
-        cnb__log(NULL, CNB_LOG_ERROR, "bad node name '%s': peers would refuse it", n->name);
+        cnb__log(n, CNB_LOG_ERROR, "bad node name '%s': peers would refuse it", n->name);
         goto bad;
     }
 
@@ -182,22 +184,11 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     atomic_init(&n->pid_counter, 0);
     atomic_init(&n->ref_counter, 0);
     atomic_init(&n->stopping, 0);
-    if (cnb__rt_create(n, opts->threads, &n->rt) || cnb__calls_create(&n->calls) ||
-        cnb__timers_create(n, &n->timers)) {
-        cnb__log(n, CNB_LOG_ERROR, "cannot create the process runtime");
-        cnb__timers_destroy(n->timers);
-        cnb__calls_destroy(n->calls);
-    cnb__relay_destroy(n);
-        cnb__rt_destroy(n->rt);
-        pthread_mutex_destroy(&n->inbox_mu);
-        pthread_mutex_destroy(&n->peers_mu);
-        free(n);
-        return CNB_ENOMEM;
-    }
     *out = n;
     return 0;
 bad:
     explicit_bzero(n->cookie, sizeof(n->cookie));
+    cnb__log_forget(n);
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
     free(n);
@@ -270,8 +261,8 @@ err:
     return CNB_ESYS;
 }
 
-/* Everything but the I/O loop itself: sockets, epmd, the worker pool. */
-static int prepare(cnb_node_t *n)
+/* Everything but the I/O loop itself: sockets, epmd. */
+int cnb__node_prepare(cnb_node_t *n)
 {
     int rc;
     if (n->thread_started || n->epfd >= 0)
@@ -294,35 +285,16 @@ static int prepare(cnb_node_t *n)
     cnb__log(n, CNB_LOG_INFO, "listening on port %u of %s%s, creation %u", n->port,
              n->opts.listen_addr ? n->opts.listen_addr : "every interface",
              n->opts.no_epmd ? " (no epmd)" : "", n->creation);
-    if ((rc = cnb__rt_start(n->rt))) {
-        cnb__log(n, CNB_LOG_ERROR, "cannot start the worker pool");
-        return rc;
-    }
     return 0;
 }
 
-int cnb_node_start(cnb_node_t *n)
+int cnb__node_launch(cnb_node_t *n)
 {
-    int rc = prepare(n);
-    if (rc)
-        return rc;
     if (cnb__thread_create(&n->thread, cnb__loop, n) != 0) {
         cnb__log(n, CNB_LOG_ERROR, "cannot start the I/O thread");
         return CNB_ESYS;
     }
     n->thread_started = 1;
-    return 0;
-}
-
-int cnb_node_run(cnb_node_t *n)
-{
-    int rc = prepare(n);
-    if (rc)
-        return rc;
-    n->thread = pthread_self();
-    n->thread_started = 2; /* the loop runs on this (the caller's) thread */
-    cnb__loop(n);
-    n->thread_started = 0;
     return 0;
 }
 
@@ -344,22 +316,9 @@ void cnb_node_join(cnb_node_t *n)
     }
 }
 
-void cnb_node_destroy(cnb_node_t *n)
+void cnb__node_free(cnb_node_t *n)
 {
-    if (!n)
-        return;
-    cnb_node_stop(n);
-    cnb_node_join(n);
-    /* Timers first (they send), then the pool, then what calls may hold. */
-    cnb__timers_destroy(n->timers);
-    cnb__rt_destroy(n->rt);
-    cnb__calls_destroy(n->calls);
-    cnb_chunk_t *ch = n->inbox_head;
-    while (ch) {
-        cnb_chunk_t *nx = ch->next;
-        free(ch);
-        ch = nx;
-    }
+    cnb__inbox_free(n);
     if (n->listen_ev.fd >= 0)
         close(n->listen_ev.fd);
     if (n->wake_ev.fd >= 0)
@@ -372,6 +331,7 @@ void cnb_node_destroy(cnb_node_t *n)
     pthread_mutex_destroy(&n->peers_mu);
     free(n->peers);
     cnb__auth_free(n->auth);
+    cnb__log_forget(n);
     free(n);
 }
 

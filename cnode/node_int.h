@@ -1,6 +1,11 @@
-/* node_int.h: internals shared by the files of the node runtime (node.c,
- * loop.c, conn_policy.c, conn_hold.c, accept_guard.c, epmd.c, dispatch.c,
- * send.c, spawn.c, spawn_relay.c). Not part of the public API. */
+/* node_int.h: internals of the node's connection layer (node.c, loop.c,
+ * conn_policy.c, conn_hold.c, accept_guard.c, auth_limit.c, epmd.c, send.c,
+ * handshake.c, frame.c, dist_decode.c): connections, connect/accept,
+ * handshakes, framing, epmd. It knows no processes: the runtime above plugs
+ * in through the callbacks of cnb_upper_t (node_rt.h registers them) and
+ * includes this header; nothing here includes the runtime's.
+ * Not part of the public API. Tests: tests/unit/test_frame.c,
+ * tests/unit/test_conn_race.c, tests/integration/dist_tests.erl. */
 #ifndef CNB_NODE_INT_H
 #define CNB_NODE_INT_H
 
@@ -13,24 +18,36 @@
 #include "accept_guard.h"
 #include "buf.h"
 #include "cnode_bridge.h"
+#include "dist_decode.h"
 #include "frame.h"
 #include "handshake.h"
-#include "runtime.h"
 
 #define CNB_NAME_MAX 256
 #define CNB_NAME_TEXT 256 /* a term printed for a log line (truncated) */
 
-enum cnb_chunk_kind { CHUNK_DATA = 0, CHUNK_CONNECT = 2, CHUNK_DISCONNECT = 3, CHUNK_KEEP = 4 };
-
-/* One outgoing frame, ready for the wire (4-byte length included). */
+/* One outgoing frame, ready for the wire (4-byte length included): what the
+ * wire needs, and while it waits in the inbox to be routed, the name of its
+ * destination, stored after the frame bytes in the same allocation (sized to
+ * the name, not CNB_NAME_MAX). */
 typedef struct cnb_chunk {
     struct cnb_chunk *next;
-    char peer[CNB_NAME_MAX]; /* destination node (used while in the inbox) */
-    int kind;                /* CHUNK_DATA, or a request to the I/O thread */
+    const char *dest; /* destination node (inbox, routing); NULL for ticks */
     size_t len;
     size_t off; /* bytes already written */
     uint8_t data[];
 } cnb_chunk_t;
+
+/* A request to the I/O thread (cnb_node_connect, _keep_connected,
+ * _disconnect): a type of its own, never a frame. */
+enum cnb_ctl_kind { CTL_CONNECT = 1, CTL_KEEP, CTL_DISCONNECT };
+
+typedef struct cnb_ctl {
+    struct cnb_ctl *next;
+    int kind;    /* enum cnb_ctl_kind */
+    size_t after; /* frames queued in the inbox before it: the I/O thread
+                     takes frames and requests in the order they were given */
+    char peer[]; /* the node it is about */
+} cnb_ctl_t;
 
 /* Appends ch to the list head..tail (a write queue or a hold). */
 static inline void cnb__chunk_append(cnb_chunk_t **head, cnb_chunk_t **tail, cnb_chunk_t *ch)
@@ -115,6 +132,21 @@ typedef struct cnb_keep {
     int64_t backoff;         /* ms */
 } cnb_keep_t;
 
+/* What the layer above (the process runtime) plugs into the connection
+ * layer: set once by cnb_node_create (node_rt.c) before the node starts; the
+ * connection layer calls nothing of the runtime but these. Both run on the
+ * I/O thread and may send (cnb__submit routes at once there). */
+typedef struct cnb_upper {
+    /* One incoming message, whole and checked (dist_decode.h), with
+     * d->msg.peer set. len: the body's length, for log lines. from_wire: 0
+     * for what this node sent itself (loopback): that gets no reply for a
+     * dead process. */
+    void (*message)(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_wire);
+    /* peer is gone: its live connection closed, or none could be made.
+     * Called before on_node(peer, 0). */
+    void (*nodedown)(cnb_node_t *n, const char *peer);
+} cnb_upper_t;
+
 typedef struct cnb_peer_info {
     char name[CNB_NAME_MAX];
     uint64_t flags;
@@ -156,17 +188,23 @@ struct cnb_node {
     int nkeep;
     int64_t now;
 
-    /* Cross-thread inbox. */
+    /* Cross-thread inbox (inbox.c): frames to route and control requests. */
     pthread_mutex_t inbox_mu;
     cnb_chunk_t *inbox_head, *inbox_tail;
+    size_t inbox_frames; /* frames in it, the clock of cnb_ctl_t.after */
+    cnb_ctl_t *ctl_head, *ctl_tail;
     int inbox_signalled;
 
-    /* The process runtime, calls from C, timers. */
-    cnb_rt_t *rt;
-    cnb_calls_t *calls;
-    cnb_timers_t *timers;
+    /* The layer above (see cnb_upper_t). */
+    cnb_upper_t upper;
 
-    /* global resolvers other nodes run for us (spawn_relay.c); I/O thread. */
+    /* The runtime's own state, kept in the node for it (node_rt.c creates
+     * and frees it): the connection layer never looks inside. The process
+     * runtime, calls from C, timers; global resolvers other nodes run for us
+     * (spawn_relay.c, I/O thread). */
+    struct cnb_rt *rt;
+    struct cnb_calls *calls;
+    struct cnb_timers *timers;
     struct cnb_relay *relays;
     unsigned nrelays;
 
@@ -176,7 +214,16 @@ struct cnb_node {
     int npeers, peers_cap;
 };
 
-/* node.c */
+/* node.c: the connection layer's half of a node's life; node_rt.c wraps it
+ * with the runtime's. node_create: names, cookie, creation (nothing opened);
+ * 0 or CNB_EINVAL, CNB_ENOMEM. node_prepare: listener, epoll, epmd; 0 or
+ * as cnb_node_start. node_launch: the I/O loop on a thread of its own.
+ * node_free: closes and frees what node_create and node_prepare made
+ * (the I/O thread stopped first). */
+int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out);
+int cnb__node_prepare(cnb_node_t *n);
+int cnb__node_launch(cnb_node_t *n);
+void cnb__node_free(cnb_node_t *n);
 int64_t cnb__now_ms(void);
 /* The stack of the I/O thread and the worker pool's threads: room for ei's
  * recursive decoders on terms of CNB_ETF_MAX_DEPTH (see etf_check.h). */
@@ -198,50 +245,41 @@ int cnb__epmd_port_request(const char *alive, uint8_t *out, size_t cap);
 int cnb__epmd_port_reply(const uint8_t *p, size_t n);
 int cnb__epmd_tcp_port(void);
 
-/* loop.c */
+/* The I/O thread's files: loop.c (the epoll loop and its timer),
+ * conn_life.c (a connection's life: table, accept, up, close), conn_out.c
+ * (connecting out: epmd, TCP, keep-connected), conn_io.c (reading, framing,
+ * writing, routing), inbox.c (what other threads hand it). */
 void *cnb__loop(void *arg);
 /* The authenticated (C_UP) connection to peer (name@host), or NULL: pending
  * ones are never found here, so they shadow nothing. */
 cnb_conn_t *cnb__conn_find(cnb_node_t *n, const char *peer);
 void cnb__conn_enqueue(cnb_node_t *n, cnb_conn_t *c, cnb_chunk_t *ch);
+/* Sends ch (ch->dest set) on the live connection to its node, or holds it
+ * while one is made; to this node itself, delivers it here. Takes ch. */
 void cnb__route(cnb_node_t *n, cnb_chunk_t *ch);
 /* Starts (or returns the running) outgoing attempt to spec (name@host[:port]);
  * NULL when none could be started (then whatever was held for it is dropped
- * and the runtime told nodedown). */
+ * and the layer above told nodedown). */
 cnb_conn_t *cnb__connect_out(cnb_node_t *n, const char *spec);
+/* Closes c now (a log line at level when why is set); freed at the end of
+ * the loop turn (cnb__conn_bury). A live one's peer is reported down. */
 void cnb__conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why);
 /* Has c's write queue flushed at the end of this loop turn. */
 void cnb__conn_flush_soon(cnb_node_t *n, cnb_conn_t *c);
 
-/* send.c: builds a frame: 4-byte length, 112, ctrl, payload. */
+/* send.c: builds a frame for peer (NULL: no destination): 4-byte length,
+ * 131 68 header, ctrl, payload. NULL when out of memory or too big. */
 cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_len,
                               const char *payload, size_t payload_len);
+/* inbox.c: hands a frame (ch->dest set) to the I/O thread, which routes it;
+ * on the I/O thread, routes it at once. Takes ch. Returns 0 or CNB_ECLOSED. */
 int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch);
+/* Frees the inbox's frames and requests (node_free). */
+void cnb__inbox_free(cnb_node_t *n);
 
-/* spawn.c: SPAWN_REQUEST (erpc) -- global:resolve_it relayed, others notsup.
- * payload: the argument list with its version byte (NULL if none). */
-void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const char *payload,
-                        size_t payload_len);
-/* SPAWN_REPLY {31, Req, To, Flags, Pid} (pid != NULL) or {.., Flags, Err}. */
-void cnb__spawn_reply(cnb_node_t *n, const char *peer, const erlang_ref *req,
-                      const erlang_pid *to, int flags, const erlang_pid *pid, const char *err);
-
-/* spawn_relay.c: global:resolve_it run by the requesting node for us. All on
- * the I/O thread. relay_start returns 0 (the relay owns the request from then
- * on: it answers it) or CNB_ENOMEM (too many in flight, out of memory). The
- * _spawn_reply and _down calls return 1 when the message was a relay's. */
-int cnb__relay_start(cnb_node_t *n, const char *peer, const erlang_ref *req,
-                     const erlang_pid *from, const erlang_pid *gl, const char *args,
-                     size_t args_len, const char *name, size_t name_len);
-int cnb__relay_spawn_reply(cnb_node_t *n, const char *peer, const char *ctrl);
-int cnb__relay_down(cnb_node_t *n, const cnb_msg_t *m);
-void cnb__relay_nodedown(cnb_node_t *n, const char *peer);
-void cnb__relay_destroy(cnb_node_t *n); /* after the I/O thread has stopped */
-/* Prints the term t (no version byte) for a log line, truncated to cap. */
-void cnb__name_text(const char *t, size_t len, char *out, size_t cap);
-
-/* dispatch.c */
-void cnb__dispatch(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
-                   int versioned);
+/* conn_io.c: hands one incoming message body up (decoded and checked; bad ones
+ * dropped here with one log line). c: NULL for loopback. */
+void cnb__deliver_up(cnb_node_t *n, cnb_conn_t *c, const uint8_t *body, size_t len,
+                     int versioned);
 
 #endif /* CNB_NODE_INT_H */

@@ -8,7 +8,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "node_int.h"
+#include "node_rt.h"
 #include "proc_links.h"
 
 enum sig_kind {

@@ -1,11 +1,10 @@
-/* send.c: building outgoing frames and handing them to the I/O thread from any
- * thread (the inbox and its eventfd wake-up); the public send functions.
- * Tests: tests/integration/dist_*_tests.erl, bench/bench_dist.c. */
+/* send.c: building outgoing frames and the public send functions, from any
+ * thread (inbox.c hands the frames to the I/O thread).
+ * Tests: tests/integration/dist_tests.erl, bench/bench_dist.c. */
 #include "node_int.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_len,
                               const char *payload, size_t payload_len)
@@ -22,17 +21,18 @@ cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_le
         payload_len = 0;
     }
     size_t body = 3 + ctrl_len + payload_len;
+    size_t dest_len = peer ? strlen(peer) + 1 : 0;
     if (body > UINT32_MAX)
         return NULL;
-    cnb_chunk_t *ch = malloc(sizeof(*ch) + 4 + body);
+    cnb_chunk_t *ch = malloc(sizeof(*ch) + 4 + body + dest_len);
     if (!ch)
         return NULL;
     ch->next = NULL;
-    ch->kind = CHUNK_DATA;
-    if (peer)
-        snprintf(ch->peer, sizeof(ch->peer), "%s", peer);
-    else
-        ch->peer[0] = 0;
+    ch->dest = NULL;
+    if (peer) { /* after the frame bytes: the wire never sees it */
+        memcpy(ch->data + 4 + body, peer, dest_len);
+        ch->dest = (const char *)ch->data + 4 + body;
+    }
     ch->off = 0;
     ch->len = 4 + body;
     cnb__put32(ch->data, (uint32_t)body);
@@ -43,34 +43,6 @@ cnb_chunk_t *cnb__chunk_frame(const char *peer, const char *ctrl, size_t ctrl_le
     if (payload_len)
         memcpy(ch->data + 7 + ctrl_len, payload, payload_len);
     return ch;
-}
-
-int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch)
-{
-    if (atomic_load(&n->stopping)) {
-        free(ch);
-        return CNB_ECLOSED;
-    }
-    if (n->thread_started && pthread_equal(pthread_self(), n->thread)) {
-        cnb__route(n, ch); /* on the I/O thread already: no queue hop */
-        return 0;
-    }
-    int wake;
-    pthread_mutex_lock(&n->inbox_mu);
-    if (n->inbox_tail)
-        n->inbox_tail->next = ch;
-    else
-        n->inbox_head = ch;
-    n->inbox_tail = ch;
-    wake = !n->inbox_signalled;
-    n->inbox_signalled = 1;
-    pthread_mutex_unlock(&n->inbox_mu);
-    if (wake) {
-        uint64_t one = 1;
-        ssize_t w = write(n->wake_ev.fd, &one, sizeof(one));
-        (void)w;
-    }
-    return 0;
 }
 
 int cnb_send_ctrl(cnb_node_t *n, const char *peer, const char *ctrl, size_t ctrl_len,

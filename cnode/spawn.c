@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "etf_check.h"
-#include "node_int.h"
+#include "node_rt.h"
 
 void cnb__spawn_reply(cnb_node_t *n, const char *peer, const erlang_ref *req,
                       const erlang_pid *to, int flags, const erlang_pid *pid, const char *err)

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "etf_check.h"
-#include "node_int.h"
+#include "node_rt.h"
 
 /* More resolvers than this in flight at once is no sane cluster: refused.
  * Per peer too, so that a peer that never answers blocks only itself. */

@@ -90,6 +90,15 @@ typedef struct cnb_msg {
 typedef void (*cnb_on_message_fn)(cnb_node_t *node, const cnb_msg_t *msg, void *user);
 /* A connection to `peer` came up (up = 1) or went down (up = 0). I/O thread. */
 typedef void (*cnb_on_node_fn)(cnb_node_t *node, const char *peer, int up, void *user);
+/* One log line for the host's own logger: its level (enum cnb_log_level), the
+ * node's name ("cnode" while it has none yet) and the text, already escaped
+ * (no control characters, no newline, at most 4 KB) and without a timestamp.
+ * Lines below the node's log_level never reach it; repeated lines are rate
+ * limited as on stderr. It runs on whichever thread logs (the I/O thread, a
+ * pool thread, a caller's), from several at once: keep it short, thread-safe,
+ * and do not log through cnb_node_log from it. After cnb_node_destroy returns
+ * it is never called again for that node. */
+typedef void (*cnb_log_fn)(int level, const char *node, const char *line, void *user);
 
 typedef struct cnb_node_opts {
     const char *sname;       /* short name "c1" or "c1@host" (host: the short host name) */
@@ -114,6 +123,9 @@ typedef struct cnb_node_opts {
     size_t max_links_per_peer; /* links + monitors one peer node may hold on this node's
                                   processes (default 1048576); past it new ones are
                                   refused with exit/DOWN system_limit and one log line */
+    cnb_log_fn log;            /* where log lines go (NULL: stderr, one timestamped line
+                                  each) */
+    void *log_user;            /* passed to log */
 } cnb_node_opts_t;
 
 /* Creates a node: resolves its full name, reads the cookie, draws a random
@@ -194,7 +206,7 @@ int cnb_send_ctrl(cnb_node_t *node, const char *peer, const char *ctrl, size_t c
 /* Peer capability flags of a connected node (0 when not connected). */
 uint64_t cnb_node_peer_flags(cnb_node_t *node, const char *peer);
 
-/* Logging through the node's logger (stderr, one line per event). */
+/* Logging through the node's logger (opts.log, else stderr; one line per event). */
 void cnb_node_log(const cnb_node_t *node, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -69,16 +69,16 @@ START_TEST(limiter_burst_then_report)
     cnb_rl_report_t rep;
     int admitted = 0;
     for (int i = 0; i < 1000; i++) {
-        admitted += cnb__rl_admit(&rl, site_a, 1, "n@h", site_a, 5000 + i % 500, &rep);
+        admitted += cnb__rl_admit(&rl, site_a, 1, "n@h", NULL, site_a, 5000 + i % 500, &rep);
         ck_assert_uint_eq(rep.suppressed, 0);
     }
     ck_assert_int_eq(admitted, CNB_RL_BURST);
     /* Another site is not held back by the first. */
-    ck_assert_int_eq(cnb__rl_admit(&rl, site_b, 1, "n@h", site_b, 5100, &rep), 1);
+    ck_assert_int_eq(cnb__rl_admit(&rl, site_b, 1, "n@h", NULL, site_b, 5100, &rep), 1);
     /* Nothing to report before the window ends. */
     ck_assert_int_eq(cnb__rl_expired(&rl, 5999, &rep), 0);
     /* The next line after the window gets the count of the last one. */
-    ck_assert_int_eq(cnb__rl_admit(&rl, site_a, 1, "n@h", site_a, 6000, &rep), 1);
+    ck_assert_int_eq(cnb__rl_admit(&rl, site_a, 1, "n@h", NULL, site_a, 6000, &rep), 1);
     ck_assert_uint_eq(rep.suppressed, 1000 - CNB_RL_BURST);
     ck_assert_str_eq(rep.who, "n@h");
     ck_assert_ptr_eq(rep.fmt, site_a);
@@ -92,7 +92,7 @@ START_TEST(limiter_reports_when_quiet)
     memset(&rl, 0, sizeof(rl));
     cnb_rl_report_t rep;
     for (int i = 0; i < CNB_RL_BURST + 7; i++)
-        cnb__rl_admit(&rl, site_a, 2, "n@h", site_a, 100, &rep);
+        cnb__rl_admit(&rl, site_a, 2, "n@h", NULL, site_a, 100, &rep);
     ck_assert_int_eq(cnb__rl_expired(&rl, 1099, &rep), 0);
     ck_assert_int_eq(cnb__rl_expired(&rl, 1100, &rep), 1);
     ck_assert_uint_eq(rep.suppressed, 7);
@@ -100,8 +100,8 @@ START_TEST(limiter_reports_when_quiet)
     ck_assert_int_eq(cnb__rl_expired(&rl, 1100, &rep), 0); /* reported once */
     /* The level is part of the key. */
     for (int i = 0; i < CNB_RL_BURST; i++)
-        ck_assert_int_eq(cnb__rl_admit(&rl, site_b, 1, "n@h", site_b, 2000, &rep), 1);
-    ck_assert_int_eq(cnb__rl_admit(&rl, site_b, 2, "n@h", site_b, 2000, &rep), 1);
+        ck_assert_int_eq(cnb__rl_admit(&rl, site_b, 1, "n@h", NULL, site_b, 2000, &rep), 1);
+    ck_assert_int_eq(cnb__rl_admit(&rl, site_b, 2, "n@h", NULL, site_b, 2000, &rep), 1);
 }
 END_TEST
 
@@ -115,7 +115,7 @@ START_TEST(limiter_full_table_loses_no_count)
     for (int round = 0; round < 3; round++)
         for (int k = 0; k < (int)sizeof(keys); k++)
             for (int i = 0; i < CNB_RL_BURST + 1; i++) {
-                if (!cnb__rl_admit(&rl, &keys[k], 1, "n@h", "x", round * 10 + k % 7, &rep))
+                if (!cnb__rl_admit(&rl, &keys[k], 1, "n@h", NULL, "x", round * 10 + k % 7, &rep))
                     dropped++;
                 reported += rep.suppressed;
             }
@@ -190,12 +190,107 @@ START_TEST(logger_rate_limits_a_flood)
 }
 END_TEST
 
+/* What a host's log hook received. */
+typedef struct sink {
+    int lines;
+    int level[8];
+    char node[8][64];
+    char text[8][256];
+} sink_t;
+
+static void hook(int level, const char *node, const char *line, void *user)
+{
+    sink_t *k = user;
+    if (k->lines < 8) {
+        k->level[k->lines] = level;
+        snprintf(k->node[k->lines], sizeof(k->node[0]), "%s", node);
+        snprintf(k->text[k->lines], sizeof(k->text[0]), "%s", line);
+    }
+    k->lines++;
+}
+
+static sink_t hook_sink;
+
+static void log_through_hook(void)
+{
+    memset(&hook_sink, 0, sizeof(hook_sink));
+    cnb_node_opts_t o = {.sname = "hooked@localhost", .cookie = "c", .log_level = CNB_LOG_INFO,
+                         .log = hook, .log_user = &hook_sink};
+    cnb_node_t *n = NULL;
+    ck_assert_int_eq(cnb_node_create(&o, &n), 0);
+    cnb_node_log(n, CNB_LOG_WARNING, "peer said %s", "a\n[error] forged");
+    cnb_node_log(n, CNB_LOG_DEBUG, "below the level: %d", 1);
+    for (int i = 0; i < CNB_RL_BURST + 30; i++)
+        cnb_node_log(n, CNB_LOG_INFO, "hook flood %d", i);
+    /* What the limiter held back is reported to the hook at destroy, and
+     * nothing comes after. */
+    cnb_node_destroy(n);
+    /* Errors of a node that cannot be created reach its hook too. */
+    o.sname = "bad name@localhost";
+    ck_assert_int_eq(cnb_node_create(&o, &n), CNB_EINVAL);
+}
+
+START_TEST(log_hook_gets_lines_not_stderr)
+{
+    char *out = capture_stderr(log_through_hook);
+    ck_assert_str_eq(out, ""); /* stderr stays silent: every line went to the hook */
+    free(out);
+    sink_t *k = &hook_sink;
+    /* warning + a burst of the flood + the report + the create error */
+    ck_assert_int_eq(k->lines, 1 + CNB_RL_BURST + 1 + 1);
+    ck_assert_int_eq(k->level[0], CNB_LOG_WARNING);
+    ck_assert_str_eq(k->node[0], "hooked@localhost");
+    ck_assert_str_eq(k->text[0], "peer said a\\n[error] forged");
+    ck_assert_str_eq(k->text[1], "hook flood 0");
+    ck_assert_int_eq(k->level[1], CNB_LOG_INFO);
+}
+END_TEST
+
+/* The last line a hook received, for the two lines past the 8 the sink
+ * above keeps: the limiter's report and a create error. */
+static struct {
+    int level;
+    char node[64], text[256];
+} last;
+
+static void last_hook(int level, const char *node, const char *line, void *user)
+{
+    (void)user;
+    last.level = level;
+    snprintf(last.node, sizeof(last.node), "%s", node);
+    snprintf(last.text, sizeof(last.text), "%s", line);
+}
+
+START_TEST(log_hook_gets_reports_and_create_errors)
+{
+    memset(&last, 0, sizeof(last));
+    cnb_node_opts_t o = {.sname = "tail@localhost", .cookie = "c", .log_level = CNB_LOG_INFO,
+                         .log = last_hook};
+    cnb_node_t *n = NULL;
+    ck_assert_int_eq(cnb_node_create(&o, &n), 0);
+    for (int i = 0; i < CNB_RL_BURST + 30; i++)
+        cnb_node_log(n, CNB_LOG_INFO, "tail flood %d", i);
+    cnb_node_destroy(n);
+    ck_assert_int_eq(last.level, CNB_LOG_INFO);
+    ck_assert_str_eq(last.node, "tail@localhost");
+    ck_assert_ptr_nonnull(strstr(last.text, "suppressed 30 similar lines in "));
+    ck_assert_ptr_nonnull(strstr(last.text, "(\"tail flood %d\")"));
+    o.sname = "bad name@localhost";
+    ck_assert_int_eq(cnb_node_create(&o, &n), CNB_EINVAL);
+    ck_assert_int_eq(last.level, CNB_LOG_ERROR);
+    ck_assert_str_eq(last.node, "cnode");
+    ck_assert_ptr_nonnull(strstr(last.text, "bad node name"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("log");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, escape_controls);
+    tcase_add_test(tc, log_hook_gets_lines_not_stderr);
+    tcase_add_test(tc, log_hook_gets_reports_and_create_errors);
     tcase_add_test(tc, escape_utf8);
     tcase_add_test(tc, escape_truncates_whole);
     tcase_add_test(tc, limiter_burst_then_report);

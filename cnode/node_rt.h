@@ -1,0 +1,42 @@
+/* node_rt.h: the runtime side of the node, above the connection layer
+ * (node_int.h): the policy for incoming messages (dispatch.c), spawn requests
+ * and global resolver relays (spawn.c, spawn_relay.c), and the node's life
+ * (node_rt.c), which creates the runtime and plugs it into the connection
+ * layer through cnb_upper_t. Arrows: these files call the connection layer
+ * and the runtime (runtime.h); the connection layer calls none of them.
+ * Not part of the public API. Tests: tests/integration/dist_tests.erl,
+ * global_resolver_tests.erl, hostile_signals_tests.erl. */
+#ifndef CNB_NODE_RT_H
+#define CNB_NODE_RT_H
+
+#include "node_int.h"
+#include "runtime.h"
+
+/* spawn.c: SPAWN_REQUEST (erpc) -- global:resolve_it relayed, others notsup.
+ * payload: the argument list with its version byte (NULL if none). */
+void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const char *payload,
+                        size_t payload_len);
+/* SPAWN_REPLY {31, Req, To, Flags, Pid} (pid != NULL) or {.., Flags, Err}. */
+void cnb__spawn_reply(cnb_node_t *n, const char *peer, const erlang_ref *req,
+                      const erlang_pid *to, int flags, const erlang_pid *pid, const char *err);
+
+/* spawn_relay.c: global:resolve_it run by the requesting node for us. All on
+ * the I/O thread. relay_start returns 0 (the relay owns the request from then
+ * on: it answers it) or CNB_ENOMEM (too many in flight, out of memory). The
+ * _spawn_reply and _down calls return 1 when the message was a relay's. */
+int cnb__relay_start(cnb_node_t *n, const char *peer, const erlang_ref *req,
+                     const erlang_pid *from, const erlang_pid *gl, const char *args,
+                     size_t args_len, const char *name, size_t name_len);
+int cnb__relay_spawn_reply(cnb_node_t *n, const char *peer, const char *ctrl);
+int cnb__relay_down(cnb_node_t *n, const cnb_msg_t *m);
+void cnb__relay_nodedown(cnb_node_t *n, const char *peer);
+void cnb__relay_destroy(cnb_node_t *n); /* after the I/O thread has stopped */
+/* Prints the term t (no version byte) for a log line, truncated to cap. */
+void cnb__name_text(const char *t, size_t len, char *out, size_t cap);
+
+/* dispatch.c: the runtime's cnb_upper_t.message (see node_int.h): answers
+ * what the node itself owns, hands signals to the runtime, the rest to
+ * opts.on_message. */
+void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_wire);
+
+#endif /* CNB_NODE_RT_H */
