@@ -199,15 +199,18 @@ int cnb_rpc(cnb_node_t *n, const char *peer, const char *mod, const char *fun, c
     /* {call, Mod, Fun, Args, user}: rex runs it with `user` as group leader
      * (no I/O comes back to us) and replies with the result. */
     ei_x_buff x;
-    if (ei_x_new_with_version(&x))
-        return CNB_ENOMEM;
-    int e = ei_x_encode_tuple_header(&x, 5);
+    int e = ei_x_new_with_version(&x);
+    e |= ei_x_encode_tuple_header(&x, 5);
     e |= ei_x_encode_atom(&x, "call");
     e |= ei_x_encode_atom(&x, mod);
     e |= ei_x_encode_atom(&x, fun);
     e |= ei_x_append_buf(&x, args + 1, (int)len - 1);
     e |= ei_x_encode_atom(&x, "user");
-    int rc = e ? CNB_ENOMEM : cnb_call(n, NULL, "rex", peer, x.buff, (size_t)x.index, timeout_ms, reply);
+    int rc = CNB_ENOMEM;
+    if (e)
+        memset(reply, 0, sizeof(*reply)); /* as cnb_call leaves it: ei_x_free takes it */
+    else
+        rc = cnb_call(n, NULL, "rex", peer, x.buff, (size_t)x.index, timeout_ms, reply);
     ei_x_free(&x);
     return rc;
 }

@@ -136,7 +136,7 @@ static void handle_system(cnb_proc_t *p, const cnb_from_t *from, const char *req
         if (have_state)
             e = ei_x_append_buf(&x, st.buff, st.index);
         else
-            e = ei_x_encode_tuple_header(&x, 2) | ei_x_encode_atom(&x, "cnode_worker") |
+            e = ei_x_encode_tuple_header(&x, 2) || ei_x_encode_atom(&x, "cnode_worker") ||
                 ei_x_encode_pid(&x, &p->pid);
     } else if (!strcmp(atom, "get_status")) {
         e = encode_status(&x, p, have_state ? &st : NULL);
@@ -147,8 +147,8 @@ static void handle_system(cnb_proc_t *p, const cnb_from_t *from, const char *req
         e = ei_x_encode_atom(&x, "ok");
     } else {
         /* Refused cleanly: {error, {unsupported_system_message, Request}} */
-        e = ei_x_encode_tuple_header(&x, 2) | ei_x_encode_atom(&x, "error") |
-            ei_x_encode_tuple_header(&x, 2) | ei_x_encode_atom(&x, "unsupported_system_message") |
+        e = ei_x_encode_tuple_header(&x, 2) || ei_x_encode_atom(&x, "error") ||
+            ei_x_encode_tuple_header(&x, 2) || ei_x_encode_atom(&x, "unsupported_system_message") ||
             ei_x_append_buf(&x, req, req_len);
     }
     if (e)

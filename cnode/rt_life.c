@@ -58,8 +58,8 @@ void cnb__rt_callback_failed(cnb_proc_t *p, const char *cb, int code)
     ei_x_free(&p->reason);
     int e = ei_x_new_with_version(&p->reason);
     if (!e)
-        e = ei_x_encode_tuple_header(&p->reason, 3) |
-            ei_x_encode_atom(&p->reason, "callback_failed") | ei_x_encode_atom(&p->reason, cb) |
+        e = ei_x_encode_tuple_header(&p->reason, 3) ||
+            ei_x_encode_atom(&p->reason, "callback_failed") || ei_x_encode_atom(&p->reason, cb) ||
             ei_x_encode_long(&p->reason, code);
     reason_done(p, e);
     p->dead = 1;

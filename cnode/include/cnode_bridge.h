@@ -20,11 +20,13 @@ extern "C" {
 
 typedef struct cnb_node cnb_node_t;
 
+/* Levels of cnb_node_opts_t.log_level; 0 (a zeroed opts) means the default,
+ * CNB_LOG_INFO, as does any value out of range. */
 enum cnb_log_level {
-    CNB_LOG_ERROR = 0,
-    CNB_LOG_WARNING = 1,
-    CNB_LOG_INFO = 2,
-    CNB_LOG_DEBUG = 3
+    CNB_LOG_ERROR = 1,
+    CNB_LOG_WARNING = 2,
+    CNB_LOG_INFO = 3,
+    CNB_LOG_DEBUG = 4
 };
 
 /* Distribution control message operations we decode (erl_dist_protocol.html,
@@ -106,7 +108,7 @@ typedef struct cnb_node_opts {
     unsigned net_setuptime;  /* seconds a handshake may take (default 7) */
     size_t max_message;      /* largest incoming message in bytes (default 256 MiB) */
     size_t max_pending;      /* bytes queued per peer while connecting (default 64 MiB) */
-    int log_level;           /* enum cnb_log_level (default CNB_LOG_INFO) */
+    int log_level;           /* enum cnb_log_level (0: the default, CNB_LOG_INFO) */
     unsigned threads;        /* worker pool threads (default 2) */
     cnb_on_message_fn on_message; /* messages neither the node nor a worker takes */
     cnb_on_node_fn on_node;
