@@ -109,13 +109,13 @@ void cnb__proc_finish(cnb_proc_t *p)
 {
     cnb_rt_t *rt = p->rt;
     cnb_node_t *n = p->node;
-    if (!p->has_reason)
-        cnb__rt_set_reason_atom(p, "normal");
-    char fallback[32]; /* the reason when no memory was left to hold it */
+    /* With no reason set, normal; with one lost for want of memory,
+     * out_of_memory: both encoded on the stack, needing no allocation. */
+    char fallback[32];
     const char *reason = p->reason.buff;
     size_t rlen = (size_t)p->reason.index;
-    if (p->has_reason < 0) {
-        rlen = cnb__atom_term(fallback, "out_of_memory");
+    if (p->has_reason <= 0) {
+        rlen = cnb__atom_term(fallback, p->has_reason < 0 ? "out_of_memory" : "normal");
         reason = fallback;
     }
     if (p->ops->terminate)

@@ -12,6 +12,7 @@
 
 #include "node_int.h"
 #include "proc_links.h"
+#include "runtime.h"
 
 enum sig_kind {
     SIG_MSG = 1,
