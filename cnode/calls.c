@@ -52,17 +52,29 @@ void cnb__calls_destroy(cnb_calls_t *c)
     free(c);
 }
 
-/* Copies the Reply of a {Tag, Reply} message into s->reply. */
-static void take_reply(slot_t *s, const char *b, size_t len)
+/* Ends s with result, its reply the term of len bytes at t (with version
+ * byte: body 0) or, without memory for it, with CNB_ENOMEM. */
+static void finish_slot(cnb_node_t *n, slot_t *s, int result, const char *t, size_t len, int body)
+{
+    s->done = 1;
+    s->result = result;
+    if ((body ? ei_x_new_with_version(&s->reply) : ei_x_new(&s->reply)) ||
+        ei_x_append_buf(&s->reply, t, (int)len)) {
+        ei_x_free(&s->reply);
+        s->result = CNB_ENOMEM;
+        cnb__log(n, CNB_LOG_WARNING, "out of memory: the reply to a call was lost");
+    }
+}
+
+/* Takes the Reply of a {Tag, Reply} message into s; anything else is not a
+ * reply, and s waits on. */
+static void take_reply(cnb_node_t *n, slot_t *s, const char *b, size_t len)
 {
     int i = 0, ver, arity;
     if (ei_decode_version(b, &i, &ver) || ei_decode_tuple_header(b, &i, &arity) || arity != 2 ||
         ei_skip_term(b, &i))
         return;
-    ei_x_new_with_version(&s->reply);
-    ei_x_append_buf(&s->reply, b + i, (int)len - i);
-    s->done = 1;
-    s->result = 0;
+    finish_slot(n, s, 0, b + i, len - (size_t)i, 1);
 }
 
 int cnb__calls_deliver(cnb_node_t *n, const cnb_msg_t *m)
@@ -75,18 +87,18 @@ int cnb__calls_deliver(cnb_node_t *n, const cnb_msg_t *m)
             continue;
         if (m->op == CNB_OP_ALIAS_SEND && m->has_ref && cnb__ref_eq(&m->ref, &s->ref)) {
             if (m->payload)
-                take_reply(s, m->payload, m->payload_len);
+                take_reply(n, s, m->payload, m->payload_len);
             hit = 1;
         } else if (m->op == CNB_OP_SEND && m->has_to && cnb__pid_eq(&m->to, &s->tmp)) {
             if (m->payload)
-                take_reply(s, m->payload, m->payload_len);
+                take_reply(n, s, m->payload, m->payload_len);
             hit = 1;
         } else if (m->op == CNB_OP_MONITOR_P_EXIT && m->has_ref && cnb__ref_eq(&m->ref, &s->ref)) {
-            s->done = 1;
-            s->result = CNB_ENOPROC;
-            if (m->payload) {
-                ei_x_new(&s->reply);
-                ei_x_append_buf(&s->reply, m->payload, (int)m->payload_len);
+            if (m->payload)
+                finish_slot(n, s, CNB_ENOPROC, m->payload, m->payload_len, 0);
+            else {
+                s->done = 1;
+                s->result = CNB_ENOPROC;
             }
             hit = 1;
         }
@@ -134,17 +146,8 @@ int cnb_call(cnb_node_t *n, const erlang_pid *to, const char *name, const char *
     /* Monitor first (same ref), then {'$gen_call', {Tmp, [alias|Ref]}, Req}. */
     int rc = cnb__sig_monitor(n, CNB_OP_MONITOR_P, &s->tmp, to, to ? NULL : name, s->peer,
                               &s->ref);
-    if (!rc) {
-        ei_x_buff x;
-        ei_x_new_with_version(&x);
-        ei_x_encode_tuple_header(&x, 3);
-        ei_x_encode_atom(&x, "$gen_call");
-        ei_x_encode_tuple_header(&x, 2);
-        ei_x_encode_pid(&x, &s->tmp);
-        ei_x_encode_list_header(&x, 1);
-        ei_x_encode_atom(&x, "alias");
-        ei_x_encode_ref(&x, &s->ref);
-        ei_x_append_buf(&x, req + 1, (int)len - 1);
+    ei_x_buff x;
+    if (!rc && !(rc = cnb__gen_call_msg(&x, &s->tmp, &s->ref, req, len))) {
         if (to)
             rc = cnb_send(n, &s->tmp, to, x.buff, (size_t)x.index);
         else
@@ -173,14 +176,16 @@ int cnb_call(cnb_node_t *n, const erlang_pid *to, const char *name, const char *
             break;
         }
     pthread_mutex_unlock(&c->mu);
-    if (rc == CNB_ETIMEDOUT) /* the monitor (and alias) go away with the slot */
+    /* The monitor (and alias) go away with the slot; after ENOMEM it may
+     * have been made, so it goes too (a DEMONITOR of none is harmless). */
+    if (rc == CNB_ETIMEDOUT || rc == CNB_ENOMEM)
         cnb__sig_monitor(n, CNB_OP_DEMONITOR_P, &s->tmp, to, to ? NULL : name, s->peer, &s->ref);
     if (s->reply.buff && (rc == 0 || rc == CNB_ENOPROC))
         *reply = s->reply; /* handed over */
     else {
-        if (s->reply.buff)
-            ei_x_free(&s->reply);
-        ei_x_new_with_version(reply);
+        ei_x_free(&s->reply);
+        if (ei_x_new_with_version(reply) && !rc)
+            rc = CNB_ENOMEM;
     }
     free(s);
     return rc;
@@ -194,14 +199,18 @@ int cnb_rpc(cnb_node_t *n, const char *peer, const char *mod, const char *fun, c
     /* {call, Mod, Fun, Args, user}: rex runs it with `user` as group leader
      * (no I/O comes back to us) and replies with the result. */
     ei_x_buff x;
-    ei_x_new_with_version(&x);
-    ei_x_encode_tuple_header(&x, 5);
-    ei_x_encode_atom(&x, "call");
-    ei_x_encode_atom(&x, mod);
-    ei_x_encode_atom(&x, fun);
-    ei_x_append_buf(&x, args + 1, (int)len - 1);
-    ei_x_encode_atom(&x, "user");
-    int rc = cnb_call(n, NULL, "rex", peer, x.buff, (size_t)x.index, timeout_ms, reply);
+    int e = ei_x_new_with_version(&x);
+    e |= ei_x_encode_tuple_header(&x, 5);
+    e |= ei_x_encode_atom(&x, "call");
+    e |= ei_x_encode_atom(&x, mod);
+    e |= ei_x_encode_atom(&x, fun);
+    e |= ei_x_append_buf(&x, args + 1, (int)len - 1);
+    e |= ei_x_encode_atom(&x, "user");
+    int rc = CNB_ENOMEM;
+    if (e)
+        memset(reply, 0, sizeof(*reply)); /* as cnb_call leaves it: ei_x_free takes it */
+    else
+        rc = cnb_call(n, NULL, "rex", peer, x.buff, (size_t)x.index, timeout_ms, reply);
     ei_x_free(&x);
     return rc;
 }

@@ -34,10 +34,15 @@ static int candidates(cnb_node_t *n, char (*out)[MAXATOMLEN_UTF8], int max)
 }
 
 /* rpc global:Fun(Args...) on the first node that answers. args: the ETF of
- * the argument list. */
-static int global_rpc(cnb_node_t *n, const char *fun, ei_x_buff *args, unsigned timeout_ms,
-                      ei_x_buff *reply)
+ * the argument list; enc: its encoders' results OR-ed (nonzero: out of
+ * memory, nothing sent). *reply is always left for ei_x_free (on an error, an
+ * empty buffer or none). */
+static int global_rpc(cnb_node_t *n, const char *fun, ei_x_buff *args, int enc,
+                      unsigned timeout_ms, ei_x_buff *reply)
 {
+    memset(reply, 0, sizeof(*reply));
+    if (enc)
+        return CNB_ENOMEM;
     char (*nodes)[MAXATOMLEN_UTF8] = malloc(MAX_TRY * sizeof(*nodes));
     if (!nodes)
         return CNB_ENOMEM;
@@ -65,8 +70,8 @@ static int global_rpc(cnb_node_t *n, const char *fun, ei_x_buff *args, unsigned 
         rc = CNB_ENOCONN;
     }
     free(nodes);
-    if (rc)
-        ei_x_new_with_version(reply);
+    if (rc && ei_x_new_with_version(reply))
+        memset(reply, 0, sizeof(*reply)); /* ei_x_free takes it as it is */
     return rc;
 }
 
@@ -75,13 +80,13 @@ static int valid_term(const char *t, size_t len)
     return t && len >= 2 && (unsigned char)t[0] == 131;
 }
 
-static void put_method(ei_x_buff *x, int resolve)
+/* {global, Method}; returns nonzero when an encoder failed. */
+static int put_method(ei_x_buff *x, int resolve)
 {
-    ei_x_encode_tuple_header(x, 2);
-    ei_x_encode_atom(x, "global");
-    ei_x_encode_atom(x, resolve == CNB_GLOBAL_RANDOM_NOTIFY ? "random_notify_name"
-                        : resolve == CNB_GLOBAL_NOTIFY_ALL  ? "notify_all_name"
-                                                            : "random_exit_name");
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "global") ||
+           ei_x_encode_atom(x, resolve == CNB_GLOBAL_RANDOM_NOTIFY ? "random_notify_name"
+                               : resolve == CNB_GLOBAL_NOTIFY_ALL  ? "notify_all_name"
+                                                                   : "random_exit_name");
 }
 
 static int reply_atom_is(const ei_x_buff *r, const char *atom)
@@ -97,15 +102,15 @@ static int name_call(cnb_node_t *n, const char *fun, const char *name, size_t le
                      ei_x_buff *reply)
 {
     ei_x_buff a;
-    ei_x_new_with_version(&a);
-    ei_x_encode_list_header(&a, 1 + (pid != NULL) + (with_method != 0));
-    ei_x_append_buf(&a, name + 1, (int)len - 1);
+    int e = ei_x_new_with_version(&a);
+    e |= ei_x_encode_list_header(&a, 1 + (pid != NULL) + (with_method != 0));
+    e |= ei_x_append_buf(&a, name + 1, (int)len - 1);
     if (pid)
-        ei_x_encode_pid(&a, pid);
+        e |= ei_x_encode_pid(&a, pid);
     if (with_method)
-        put_method(&a, resolve);
-    ei_x_encode_empty_list(&a);
-    int rc = global_rpc(n, fun, &a, timeout_ms, reply);
+        e |= put_method(&a, resolve);
+    e |= ei_x_encode_empty_list(&a);
+    int rc = global_rpc(n, fun, &a, e, timeout_ms, reply);
     ei_x_free(&a);
     return rc;
 }
@@ -179,9 +184,9 @@ int cnb_global_send(cnb_node_t *n, const char *name, size_t len, const char *msg
 int cnb_global_registered_names(cnb_node_t *n, unsigned timeout_ms, ei_x_buff *out)
 {
     ei_x_buff a;
-    ei_x_new_with_version(&a);
-    ei_x_encode_empty_list(&a);
-    int rc = global_rpc(n, "registered_names", &a, timeout_ms, out);
+    int e = ei_x_new_with_version(&a);
+    e |= ei_x_encode_empty_list(&a);
+    int rc = global_rpc(n, "registered_names", &a, e, timeout_ms, out);
     ei_x_free(&a);
     return rc;
 }

@@ -14,16 +14,6 @@
 
 /* ------------------------------------------------------------------ I/O side */
 
-void cnb__links_refuse(cnb_node_t *n, const cnb_msg_t *m, const char *why)
-{
-    char r[32];
-    size_t rl = cnb__atom_term(r, why);
-    if (m->op == CNB_OP_LINK)
-        cnb__sig_exit(n, CNB_OP_EXIT, &m->to, &m->from, r, rl);
-    else
-        cnb__sig_down(n, &m->to, m->has_to ? NULL : m->toname, &m->from, &m->ref, r, rl);
-}
-
 /* ERTS takes link, monitor and exit signals only from processes of the node
  * the connection is to; one naming another node's process would tie records
  * to a connection it does not come over. */
@@ -84,7 +74,7 @@ int cnb__links_meta(cnb_node_t *n, cnb_proc_t *p, sig_t *s, const cnb_msg_t *m)
                      "%s holds %zu links and monitors here, the most allowed "
                      "(max_links_per_peer): refusing more with system_limit",
                      m->peer, cnb__ln_cap(L));
-        cnb__links_refuse(n, m, "system_limit");
+        cnb__sig_refuse(n, m, "system_limit");
         return 1;
     }
     if (rc)

@@ -1,7 +1,8 @@
-/* runtime.h: internals of the process runtime (runtime.c: processes,
- * mailboxes, the worker pool; links.c with proc_links.c and link_names.c:
- * links, monitors; calls.c: calls from C and replies; timer.c: send_after).
- * Not part of the public API.
+/* runtime.h: the process runtime as the rest of the node sees it (runtime.c
+ * and the rt_*.c files: processes, mailboxes, the worker pool, signals,
+ * gen_server/sys; links.c with proc_links.c and link_names.c: links,
+ * monitors; calls.c: calls from C; timer.c: send_after). Not part of the
+ * public API.
  * Tests: tests/integration/runtime_tests.erl, hostile_signals_tests.erl. */
 #ifndef CNB_RUNTIME_H
 #define CNB_RUNTIME_H
@@ -38,8 +39,10 @@ void cnb__calls_nodedown(cnb_node_t *n, const char *peer);
 int cnb__timers_create(cnb_node_t *n, cnb_timers_t **out);
 void cnb__timers_destroy(cnb_timers_t *t);
 
-/* Control-message encoders shared by runtime.c and calls.c: each sends one
- * signal to the node that owns `to` (this node included, by loopback). */
+/* rt_signals.c: control-message encoders shared by the runtime and calls.c:
+ * each sends one signal to the node that owns `to` (this node included, by
+ * loopback). Each returns 0 once queued, or a negative CNB_E* code
+ * (CNB_ENOMEM: not encoded, and logged). */
 int cnb__sig_link(cnb_node_t *n, const erlang_pid *from, const erlang_pid *to);
 int cnb__sig_unlink(cnb_node_t *n, uint64_t id, const erlang_pid *from, const erlang_pid *to);
 int cnb__sig_unlink_ack(cnb_node_t *n, uint64_t id, const erlang_pid *from,
@@ -53,12 +56,25 @@ int cnb__sig_monitor(cnb_node_t *n, int op, const erlang_pid *from, const erlang
 int cnb__sig_down(cnb_node_t *n, const erlang_pid *obj, const char *obj_name,
                   const erlang_pid *to, const erlang_ref *ref, const char *reason, size_t len);
 
-/* Pid and ref equality (node, numbers, creation). */
+/* rt_signals.c: the one answer to a link or monitor m that cannot be made:
+ * an exit (LINK) or a DOWN (MONITOR_P, by pid or name) with reason why, an
+ * atom (noproc: no such process; system_limit: the peer's cap), from m's
+ * target to m's sender. Returns as the encoders above. */
+int cnb__sig_refuse(cnb_node_t *n, const cnb_msg_t *m, const char *why);
+
+/* rt_gen.c: {'$gen_call', {From, [alias|Alias]}, Req} (Req with version
+ * byte, len bytes) into x, made here (the caller frees it on 0). The reply
+ * comes back through the alias: cnb_reply's side of the same tag. Returns 0
+ * or CNB_ENOMEM (x freed). */
+int cnb__gen_call_msg(ei_x_buff *x, const erlang_pid *from, const erlang_ref *alias,
+                      const char *req, size_t len);
+
+/* rt_table.c: pid and ref equality (node, numbers, creation). */
 int cnb__pid_eq(const erlang_pid *a, const erlang_pid *b);
 int cnb__ref_eq(const erlang_ref *a, const erlang_ref *b);
 
-/* Encodes an atom as a complete term with version byte into buf (>= 300
- * bytes). Returns its length. */
+/* rt_signals.c: an atom as a complete term with version byte into buf
+ * (at least the atom's length + 5 bytes). Returns its length. */
 size_t cnb__atom_term(char *buf, const char *atom);
 
 #endif /* CNB_RUNTIME_H */

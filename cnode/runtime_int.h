@@ -1,5 +1,7 @@
-/* runtime_int.h: internals shared by the files of the process runtime:
- * runtime.c (table, mailboxes, pool, gen_server/sys, termination) and
+/* runtime_int.h: internals shared by the files of the process runtime, one
+ * job each: runtime.c (entry points, delivery), rt_table.c (pids, names),
+ * rt_sched.c (mailboxes, run queue, pool), rt_signals.c (signals sent),
+ * rt_life.c (spawn, callbacks, termination), rt_gen.c (gen_server, sys) and
  * links.c (links, monitors and exit signals). Not part of the public API.
  * Tests: tests/integration/runtime_tests.erl, hostile_signals_tests.erl. */
 #ifndef CNB_RUNTIME_INT_H
@@ -10,6 +12,7 @@
 
 #include "node_rt.h"
 #include "proc_links.h"
+#include "runtime.h"
 
 enum sig_kind {
     SIG_MSG = 1,
@@ -49,7 +52,7 @@ typedef struct sig {
 struct cnb_proc {
     cnb_rt_t *rt;
     cnb_node_t *node;
-    uint64_t key; /* pid counter: num | serial << 15 */
+    uint64_t key; /* cnb__pt_key: num | serial << 15, unique among live workers */
     erlang_pid pid;
     const cnb_worker_ops_t *ops;
     void *state;
@@ -66,7 +69,7 @@ struct cnb_proc {
     /* owned by the running thread (pl.holds: under the names' lock) */
     cnb_plinks_t pl;
     ei_x_buff reason;
-    int has_reason;
+    int has_reason; /* 1 reason set, 0 not yet, -1 lost for want of memory */
     uint64_t unlink_seq;
 };
 
@@ -79,7 +82,6 @@ struct cnb_rt {
     size_t names_size;
     pthread_mutex_t rq_mu;
     pthread_cond_t rq_cv;
-    pthread_cond_t idle_cv; /* count reached 0 */
     cnb_proc_t *rq_head, *rq_tail;
     int stop;
     unsigned nthreads;
@@ -89,23 +91,61 @@ struct cnb_rt {
     size_t forged;     /* link/monitor signals whose sender is not the peer */
 };
 
-/* runtime.c: the reason a worker will end with (a term with version byte),
- * whether a term is a given atom, and handle_info (a failed or stopping
- * callback marks the worker dead). */
+/* rt_table.c: the table's key of a pid; lookups (tab_lock held, read or
+ * write); a pid for a new worker whose key no live worker holds (the pid
+ * counter wraps after 2^28); insertion and a name for p (tab_lock
+ * write-locked; the name: 0 or CNB_ENOMEM); p's removal from both (takes
+ * tab_lock). */
+uint64_t cnb__pt_key(const erlang_pid *p);
+cnb_proc_t *cnb__pt_find_key_locked(cnb_rt_t *rt, uint64_t k);
+cnb_proc_t *cnb__pt_find_locked(cnb_rt_t *rt, const erlang_pid *pid);
+cnb_proc_t *cnb__pt_find_name_locked(cnb_rt_t *rt, const char *name);
+void cnb__pt_fresh_pid(cnb_rt_t *rt, erlang_pid *pid);
+void cnb__pt_insert_locked(cnb_rt_t *rt, cnb_proc_t *p);
+int cnb__pt_name_add_locked(cnb_rt_t *rt, cnb_proc_t *p, const char *name);
+void cnb__pt_remove(cnb_rt_t *rt, cnb_proc_t *p);
+
+/* rt_sched.c: a signal (data copied; meta zeroed when with_meta), NULL when
+ * out of memory; freeing one with what its meta holds (names, a count
+ * reserved on p); appending one to p's mailbox (takes s; schedules p if it
+ * was idle); p going live after spawn (scheduled if signals came
+ * meanwhile); taking p's whole queue at its end; the pool's threads. */
+sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta);
+void cnb__sig_free(cnb_proc_t *p, sig_t *s);
+void cnb__mbox_push(cnb_proc_t *p, sig_t *s);
+void cnb__mbox_go_live(cnb_proc_t *p);
+sig_t *cnb__mbox_take_all(cnb_proc_t *p);
+int cnb__pool_start(cnb_rt_t *rt); /* 0, or CNB_ESYS when no thread started */
+void cnb__pool_stop(cnb_rt_t *rt); /* joins the threads */
+
+/* rt_life.c, the worker's thread: what s does to p; p's end (terminate,
+ * out of the table, queued signals answered, links and monitors fired,
+ * freed). */
+void cnb__proc_handle(cnb_proc_t *p, sig_t *s);
+void cnb__proc_finish(cnb_proc_t *p);
+/* rt_life.c: the reason p will end with (a term with version byte; body:
+ * without it), whether a term is a given atom, a callback's result (a failed
+ * or stopping callback marks p dead; failed: {callback_failed, Cb, Code}),
+ * and handle_info. Out of memory, the reason is lost and p ends with
+ * out_of_memory (logged). */
 void cnb__rt_set_reason(cnb_proc_t *p, const char *t, size_t len);
+void cnb__rt_set_reason_body(cnb_proc_t *p, const char *body, size_t len);
 void cnb__rt_set_reason_atom(cnb_proc_t *p, const char *atom);
 int cnb__rt_is_atom(const char *t, size_t len, const char *atom);
+void cnb__rt_callback_failed(cnb_proc_t *p, const char *cb, int code);
+void cnb__rt_after_callback(cnb_proc_t *p, const char *cb, int rc);
 void cnb__rt_info(cnb_proc_t *p, const char *t, size_t len);
-/* 1 when peer (or this node) has the distribution flag. */
+/* rt_signals.c: 1 when peer (or this node) has the distribution flag. */
 int cnb__rt_peer_has(cnb_node_t *n, const char *peer, uint64_t flag);
+
+/* rt_gen.c, the worker's thread: a message (with version byte) taken as a
+ * gen_server call or cast, a sys message, or else handed to handle_info. */
+void cnb__gen_msg(cnb_proc_t *p, const char *b, size_t len);
 
 /* links.c, I/O thread: 1 when m is a link, monitor or exit signal naming a
  * sender that is not on the peer it came from (dropped and logged now and
  * then). */
 int cnb__links_forged(cnb_node_t *n, const cnb_msg_t *m);
-/* Answers a link or monitor from m that cannot be made: an exit or a DOWN
- * with reason why (noproc: no such process; system_limit: the peer's cap). */
-void cnb__links_refuse(cnb_node_t *n, const cnb_msg_t *m, const char *why);
 /* Fills s's meta from m (names interned) and, for a link or a monitor,
  * reserves its count on the sender's node, refusing it at the per-peer cap.
  * Returns 0, or nonzero when s must be dropped (a refusal already sent). */

@@ -17,12 +17,13 @@ void cnb__spawn_reply(cnb_node_t *n, const char *peer, const erlang_ref *req,
                       const erlang_pid *to, int flags, const erlang_pid *pid, const char *err)
 {
     ei_x_buff x;
-    if (ei_x_new_with_version(&x))
-        return;
-    if (!ei_x_encode_tuple_header(&x, 5) && !ei_x_encode_long(&x, CNB_OP_SPAWN_REPLY) &&
-        !ei_x_encode_ref(&x, req) && !ei_x_encode_pid(&x, to) && !ei_x_encode_long(&x, flags) &&
+    if (!ei_x_new_with_version(&x) && !ei_x_encode_tuple_header(&x, 5) &&
+        !ei_x_encode_long(&x, CNB_OP_SPAWN_REPLY) && !ei_x_encode_ref(&x, req) &&
+        !ei_x_encode_pid(&x, to) && !ei_x_encode_long(&x, flags) &&
         !(pid ? ei_x_encode_pid(&x, pid) : ei_x_encode_atom(&x, err)))
         cnb_send_ctrl(n, peer, x.buff, (size_t)x.index, NULL, 0);
+    else
+        cnb__log(n, CNB_LOG_WARNING, "out of memory: the spawn reply to %s was not sent", peer);
     ei_x_free(&x);
 }
 

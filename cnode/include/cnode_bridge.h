@@ -20,11 +20,13 @@ extern "C" {
 
 typedef struct cnb_node cnb_node_t;
 
+/* Levels of cnb_node_opts_t.log_level; 0 (a zeroed opts) means the default,
+ * CNB_LOG_INFO, as does any value out of range. */
 enum cnb_log_level {
-    CNB_LOG_ERROR = 0,
-    CNB_LOG_WARNING = 1,
-    CNB_LOG_INFO = 2,
-    CNB_LOG_DEBUG = 3
+    CNB_LOG_ERROR = 1,
+    CNB_LOG_WARNING = 2,
+    CNB_LOG_INFO = 3,
+    CNB_LOG_DEBUG = 4
 };
 
 /* Distribution control message operations we decode (erl_dist_protocol.html,
@@ -115,7 +117,7 @@ typedef struct cnb_node_opts {
     unsigned net_setuptime;  /* seconds a handshake may take (default 7) */
     size_t max_message;      /* largest incoming message in bytes (default 256 MiB) */
     size_t max_pending;      /* bytes queued per peer while connecting (default 64 MiB) */
-    int log_level;           /* enum cnb_log_level (default CNB_LOG_INFO) */
+    int log_level;           /* enum cnb_log_level (0: the default, CNB_LOG_INFO) */
     unsigned threads;        /* worker pool threads (default 2) */
     cnb_on_message_fn on_message; /* messages neither the node nor a worker takes */
     cnb_on_node_fn on_node;
@@ -177,7 +179,11 @@ int cnb_node_disconnect(cnb_node_t *node, const char *peer);
 /* Copies into out up to max connected node names; returns how many are up. */
 int cnb_node_connected(cnb_node_t *node, char (*out)[MAXATOMLEN_UTF8], int max);
 
-/* A new pid / reference of this node (thread-safe, never reused in one run). */
+/* A new pid / reference of this node (thread-safe). A pid's num and serial
+ * (15 + 13 bits, as a peer without V4_NC holds them) count the pids made so
+ * far, so they repeat after 2^28 pids; the runtime never gives a new worker
+ * the pid of a live one. References (82 bits of counter) do not repeat in
+ * one run. */
 void cnb_node_make_pid(cnb_node_t *node, erlang_pid *pid);
 void cnb_node_make_ref(cnb_node_t *node, erlang_ref *ref);
 
@@ -190,7 +196,9 @@ int cnb_node_is_local_ref(const cnb_node_t *node, const erlang_ref *ref);
  * the I/O thread, which connects on demand. msg is ETF with the 131 version
  * byte (an ei_x_buff's buff/index). Returns 0 once queued, CNB_EINVAL,
  * CNB_ENOMEM, CNB_ECLOSED (node stopping). Delivery is not confirmed, as with
- * Erlang's `!`. */
+ * Erlang's `!`. from: the sender, which REG_SEND and ALIAS_SEND carry (NULL:
+ * a fresh pid of this node); cnb_send ignores it, since the distribution
+ * protocol's SEND names no sender (the receiver cannot see one). */
 int cnb_send(cnb_node_t *node, const erlang_pid *from, const erlang_pid *to,
              const char *msg, size_t len);
 int cnb_reg_send(cnb_node_t *node, const erlang_pid *from, const char *peer,
@@ -269,7 +277,9 @@ int cnb_spawn(cnb_node_t *node, const cnb_worker_ops_t *ops, void *arg,
 /* Inside callbacks: the worker itself. */
 const erlang_pid *cnb_self(const cnb_proc_t *self);
 cnb_node_t *cnb_proc_node(const cnb_proc_t *self);
-/* Sets the exit reason used when a callback returns CNB_STOP. */
+/* Sets the exit reason used when a callback returns CNB_STOP. Returns 0,
+ * CNB_EINVAL (not a term with its version byte), or CNB_ENOMEM (then the
+ * worker ends with out_of_memory). */
 int cnb_proc_set_reason(cnb_proc_t *self, const char *reason, size_t len);
 int cnb_trap_exit(cnb_proc_t *self, int on);
 /* Links and monitors (Erlang semantics; UNLINK_ID protocol with peers that
@@ -302,7 +312,7 @@ int cnb_cancel_timer(cnb_node_t *node, uint64_t tref); /* 0, or CNB_ENOENT (fire
  * waiting). On success returns 0 and *reply holds the reply term (with version
  * byte; ei_x_free it). Errors: CNB_ETIMEDOUT (a late reply is dropped),
  * CNB_ENOPROC (no such process, or it exited: *reply holds the exit reason),
- * CNB_ENOCONN (node unreachable), CNB_EINVAL. */
+ * CNB_ENOCONN (node unreachable), CNB_EINVAL, CNB_ENOMEM. */
 int cnb_call(cnb_node_t *node, const erlang_pid *to, const char *name, const char *peer,
              const char *req, size_t len, unsigned timeout_ms, ei_x_buff *reply);
 /* rpc:call(Peer, Mod, Fun, Args) through the peer's rex server; args is the

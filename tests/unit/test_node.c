@@ -157,6 +157,37 @@ START_TEST(many_workers_and_shutdown)
 }
 END_TEST
 
+/* A zeroed log_level means the documented default, info: an info line is
+ * written (to stderr, caught here in a temporary file). */
+START_TEST(zeroed_log_level_is_info)
+{
+    cnb_node_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.sname = "unit@localhost";
+    o.cookie = "unit-cookie";
+    o.no_epmd = 1;
+    cnb_node_t *n = NULL;
+    ck_assert_int_eq(cnb_node_create(&o, &n), 0);
+    FILE *tmp = tmpfile();
+    ck_assert_ptr_nonnull(tmp);
+    int saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(dup2(fileno(tmp), STDERR_FILENO), 0);
+    cnb_node_log(n, CNB_LOG_INFO, "zeroed-level info line");
+    cnb_node_log(n, CNB_LOG_DEBUG, "zeroed-level debug line");
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[4096] = "";
+    rewind(tmp);
+    size_t got = fread(buf, 1, sizeof(buf) - 1, tmp);
+    buf[got] = 0;
+    fclose(tmp);
+    ck_assert_ptr_nonnull(strstr(buf, "zeroed-level info line"));
+    ck_assert_ptr_null(strstr(buf, "zeroed-level debug line"));
+    cnb_node_destroy(n);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     cnb_node_opts_t o;
@@ -191,6 +222,7 @@ int main(void)
     tcase_add_test(tc, run_on_host_thread_and_call);
     tcase_add_test(tc, many_workers_and_shutdown);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, zeroed_log_level_is_info);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

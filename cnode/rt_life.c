@@ -1,0 +1,291 @@
+/* rt_life.c: the life of a C worker: spawn (init, name, going live), its
+ * callbacks' results, the reason it ends with, what each signal does to it
+ * (links, monitors and exits are links.c's), its end (terminate, leaving the
+ * table, answering what is still queued) and the node's shutdown of all.
+ * Tests: tests/integration/runtime_tests.erl, supervision_tests.erl,
+ * hostile_signals_tests.erl, tests/integration/exunit/. */
+#include "runtime_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int cnb__rt_is_atom(const char *t, size_t len, const char *atom)
+{
+    int i = 0, ver;
+    char a[MAXATOMLEN_UTF8];
+    return len > 0 && !ei_decode_version(t, &i, &ver) && !ei_decode_atom(t, &i, a) &&
+           !strcmp(a, atom) && (size_t)i == len;
+}
+
+/* ------------------------------------------------------------------ reasons */
+
+/* Ends setting p's reason: failed (an encoder out of memory) marks it lost,
+ * so p ends with out_of_memory rather than a reason it did not have. */
+static void reason_done(cnb_proc_t *p, int failed)
+{
+    if (!failed) {
+        p->has_reason = 1;
+        return;
+    }
+    ei_x_free(&p->reason);
+    p->has_reason = -1;
+    cnb__log(p->node, CNB_LOG_WARNING, "worker <%u.%u>: out of memory, it ends with out_of_memory",
+             p->pid.num, p->pid.serial);
+}
+
+void cnb__rt_set_reason_atom(cnb_proc_t *p, const char *atom)
+{
+    ei_x_free(&p->reason);
+    reason_done(p, ei_x_new_with_version(&p->reason) || ei_x_encode_atom(&p->reason, atom));
+}
+
+void cnb__rt_set_reason(cnb_proc_t *p, const char *t, size_t len)
+{
+    ei_x_free(&p->reason);
+    reason_done(p, ei_x_new(&p->reason) || ei_x_append_buf(&p->reason, t, (int)len));
+}
+
+void cnb__rt_set_reason_body(cnb_proc_t *p, const char *body, size_t len)
+{
+    ei_x_free(&p->reason);
+    reason_done(p, ei_x_new_with_version(&p->reason) || ei_x_append_buf(&p->reason, body, (int)len));
+}
+
+void cnb__rt_callback_failed(cnb_proc_t *p, const char *cb, int code)
+{
+    ei_x_free(&p->reason);
+    int e = ei_x_new_with_version(&p->reason);
+    if (!e)
+        e = ei_x_encode_tuple_header(&p->reason, 3) ||
+            ei_x_encode_atom(&p->reason, "callback_failed") || ei_x_encode_atom(&p->reason, cb) ||
+            ei_x_encode_long(&p->reason, code);
+    reason_done(p, e);
+    p->dead = 1;
+    cnb__log(p->node, CNB_LOG_WARNING, "worker <%u.%u> %s failed: %s", p->pid.num, p->pid.serial,
+             cb, cnb_strerror(code));
+}
+
+void cnb__rt_after_callback(cnb_proc_t *p, const char *cb, int rc)
+{
+    if (rc < 0)
+        cnb__rt_callback_failed(p, cb, rc);
+    else if (rc == CNB_STOP) {
+        if (!p->has_reason)
+            cnb__rt_set_reason_atom(p, "normal");
+        p->dead = 1;
+    }
+}
+
+void cnb__rt_info(cnb_proc_t *p, const char *t, size_t len)
+{
+    if (!p->ops->handle_info)
+        return;
+    cnb__rt_after_callback(p, "handle_info", p->ops->handle_info(p, p->state, t, len));
+}
+
+/* ------------------------------------------------------------------ signals in */
+
+void cnb__proc_handle(cnb_proc_t *p, sig_t *s)
+{
+    switch (s->kind) {
+    case SIG_MSG:
+        cnb__gen_msg(p, s->data, s->len);
+        break;
+    case SIG_SHUTDOWN:
+        cnb__rt_set_reason_atom(p, "shutdown");
+        p->dead = 1;
+        break;
+    default:
+        cnb__links_sig(p, s);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ the end */
+
+void cnb__proc_finish(cnb_proc_t *p)
+{
+    cnb_rt_t *rt = p->rt;
+    cnb_node_t *n = p->node;
+    /* With no reason set, normal; with one lost for want of memory,
+     * out_of_memory: both encoded on the stack, needing no allocation. */
+    char fallback[32];
+    const char *reason = p->reason.buff;
+    size_t rlen = (size_t)p->reason.index;
+    if (p->has_reason <= 0) {
+        rlen = cnb__atom_term(fallback, p->has_reason < 0 ? "out_of_memory" : "normal");
+        reason = fallback;
+    }
+    if (p->ops->terminate)
+        p->ops->terminate(p, p->state, reason, rlen);
+    char name[MAXATOMLEN_UTF8];
+    snprintf(name, sizeof(name), "%s", p->name ? p->name : "");
+
+    cnb__pt_remove(rt, p);
+    /* Nobody can push now. Signals still queued arrived before the end. */
+    for (sig_t *s = cnb__mbox_take_all(p), *nx; s; s = nx) {
+        nx = s->next;
+        cnb__links_unanswered(p, s, reason, rlen);
+        cnb__sig_free(p, s);
+    }
+    cnb__links_end(p, reason, rlen);
+    cnb__log(n, CNB_LOG_DEBUG, "worker <%u.%u>%s%s ended", p->pid.num, p->pid.serial,
+             name[0] ? " " : "", name);
+    ei_x_free(&p->reason);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+/* ------------------------------------------------------------------ spawn */
+
+/* A worker whose init ran but that cannot go live (its name was taken
+ * meanwhile, or no memory for the name): it ends at once, normally, so its
+ * terminate runs and whatever init linked or monitored is told. Called with
+ * tab_lock write-locked; returns with it unlocked. */
+static void abandon_locked(cnb_rt_t *rt, cnb_proc_t *p)
+{
+    cnb__rt_set_reason_atom(p, "normal");
+    p->dead = 1;
+    cnb__pt_insert_locked(rt, p); /* cnb__proc_finish takes it out again */
+    pthread_rwlock_unlock(&rt->tab_lock);
+    cnb__proc_finish(p);
+}
+
+/* The pid of the worker registered as name, into out; 0 when none. */
+static int name_owner(cnb_rt_t *rt, const char *name, erlang_pid *out)
+{
+    pthread_rwlock_rdlock(&rt->tab_lock);
+    cnb_proc_t *owner = cnb__pt_find_name_locked(rt, name);
+    if (owner)
+        *out = owner->pid;
+    pthread_rwlock_unlock(&rt->tab_lock);
+    return owner != NULL;
+}
+
+int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_spawn_opts_t *o,
+              erlang_pid *out)
+{
+    cnb_rt_t *rt = n->rt;
+    const char *name = o ? o->name : NULL;
+    if (!ops || !out)
+        return CNB_EINVAL;
+    if (atomic_load(&n->stopping) || rt->stop)
+        return CNB_ECLOSED;
+    if (name && (!name[0] || strlen(name) >= MAXATOMLEN_UTF8))
+        return CNB_EINVAL;
+    if (name && name_owner(rt, name, out))
+        return CNB_EEXIST; /* refused early, before init runs */
+    cnb_proc_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return CNB_ENOMEM;
+    p->rt = rt;
+    p->node = n;
+    p->ops = ops;
+    pthread_mutex_init(&p->mu, NULL);
+    cnb__pt_fresh_pid(rt, &p->pid);
+    p->key = cnb__pt_key(&p->pid);
+    p->pl.key = p->key;
+    p->trap_exit = o && o->trap_exit;
+    p->scheduled = 1; /* not runnable until live */
+    if (o && o->link && cnb__links_add(p, o->link) == 0)
+        cnb__sig_link(n, &p->pid, o->link);
+    int rc = ops->init ? ops->init(p, arg, &p->state) : 0;
+    if (rc < 0) {
+        /* A failed init: links made so far get the reason, like proc_lib. */
+        cnb__rt_set_reason_atom(p, "init_failed");
+        cnb__links_abort(p);
+        ei_x_free(&p->reason);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return rc;
+    }
+    pthread_rwlock_wrlock(&rt->tab_lock);
+    cnb_proc_t *owner = name ? cnb__pt_find_name_locked(rt, name) : NULL;
+    if (owner) {
+        /* Lost a race for the name: end this one as if it had stopped. */
+        *out = owner->pid;
+        abandon_locked(rt, p);
+        return CNB_EEXIST;
+    }
+    if (name && cnb__pt_name_add_locked(rt, p, name)) {
+        abandon_locked(rt, p);
+        return CNB_ENOMEM;
+    }
+    cnb__pt_insert_locked(rt, p);
+    *out = p->pid;
+    pthread_rwlock_unlock(&rt->tab_lock);
+    cnb__mbox_go_live(p); /* run whatever arrived meanwhile */
+    return 0;
+}
+
+/* ------------------------------------------------------------------ C API */
+
+const erlang_pid *cnb_self(const cnb_proc_t *p)
+{
+    return &p->pid;
+}
+
+cnb_node_t *cnb_proc_node(const cnb_proc_t *p)
+{
+    return p->node;
+}
+
+int cnb_proc_set_reason(cnb_proc_t *p, const char *reason, size_t len)
+{
+    if (!reason || len < 2 || (unsigned char)reason[0] != 131)
+        return CNB_EINVAL;
+    cnb__rt_set_reason(p, reason, len);
+    return p->has_reason > 0 ? 0 : CNB_ENOMEM;
+}
+
+int cnb_trap_exit(cnb_proc_t *p, int on)
+{
+    int old = p->trap_exit;
+    p->trap_exit = on != 0;
+    return old;
+}
+
+int cnb_exit(cnb_node_t *n, const erlang_pid *from, const erlang_pid *to, const char *reason,
+             size_t len)
+{
+    if (!to || !reason || len < 2 || (unsigned char)reason[0] != 131)
+        return CNB_EINVAL;
+    erlang_pid f;
+    if (!from) {
+        cnb_node_make_pid(n, &f);
+        from = &f;
+    }
+    return cnb__sig_exit(n, CNB_OP_EXIT2, from, to, reason, len);
+}
+
+int cnb_node_shutdown(cnb_node_t *n, unsigned timeout_ms)
+{
+    cnb_rt_t *rt = n->rt;
+    size_t lost = 0;
+    pthread_rwlock_rdlock(&rt->tab_lock);
+    for (size_t i = 0; i < rt->tab_size; i++)
+        for (cnb_proc_t *p = rt->tab[i]; p; p = p->hnext) {
+            sig_t *s = cnb__sig_new(SIG_SHUTDOWN, NULL, 0, 0);
+            if (s)
+                cnb__mbox_push(p, s);
+            else
+                lost++;
+        }
+    pthread_rwlock_unlock(&rt->tab_lock);
+    if (lost)
+        cnb__log(n, CNB_LOG_WARNING, "out of memory: %zu worker(s) not told to shut down", lost);
+    /* Wait for the count to reach zero, polling with a short sleep: workers
+     * end on the pool's threads, and nothing signals the count's changes. */
+    int64_t end = cnb__now_ms() + timeout_ms;
+    while (cnb_node_process_count(n) > 0 && cnb__now_ms() < end) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    size_t left = cnb_node_process_count(n);
+    if (left)
+        cnb__log(n, CNB_LOG_WARNING, "%zu worker(s) did not end within %u ms", left, timeout_ms);
+    cnb_node_stop(n);
+    return left ? CNB_ETIMEDOUT : 0;
+}

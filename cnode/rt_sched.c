@@ -1,0 +1,158 @@
+/* rt_sched.c: scheduling of the process runtime: each worker's mailbox of
+ * signals, the run queue of workers with signals waiting, and the pool of
+ * threads that takes them from it, BATCH signals at a time.
+ * Tests: tests/integration/runtime_tests.erl, bench (runtime section). */
+#include "runtime_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH 64 /* signals a worker handles before yielding its thread */
+
+static void rq_push(cnb_rt_t *rt, cnb_proc_t *p)
+{
+    pthread_mutex_lock(&rt->rq_mu);
+    p->rq_next = NULL;
+    if (rt->rq_tail)
+        rt->rq_tail->rq_next = p;
+    else
+        rt->rq_head = p;
+    rt->rq_tail = p;
+    pthread_cond_signal(&rt->rq_cv);
+    pthread_mutex_unlock(&rt->rq_mu);
+}
+
+void cnb__mbox_push(cnb_proc_t *p, sig_t *s)
+{
+    int sched = 0;
+    s->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->tail)
+        p->tail->next = s;
+    else
+        p->head = s;
+    p->tail = s;
+    if (!p->scheduled && !p->dead) {
+        p->scheduled = 1;
+        sched = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (sched)
+        rq_push(p->rt, p);
+}
+
+void cnb__mbox_go_live(cnb_proc_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int sched = p->head != NULL;
+    p->scheduled = sched;
+    pthread_mutex_unlock(&p->mu);
+    if (sched)
+        rq_push(p->rt, p);
+}
+
+sig_t *cnb__mbox_take_all(cnb_proc_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    sig_t *s = p->head;
+    p->head = p->tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    return s;
+}
+
+sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta)
+{
+    sig_t *s = malloc(sizeof(*s) + len);
+    if (!s)
+        return NULL;
+    s->next = NULL;
+    s->kind = kind;
+    s->len = len;
+    if (len)
+        memcpy(s->data, data, len);
+    s->meta = NULL;
+    if (with_meta && !(s->meta = calloc(1, sizeof(*s->meta)))) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void cnb__sig_free(cnb_proc_t *p, sig_t *s)
+{
+    sig_meta_t *mt = s->meta;
+    if (mt) {
+        cnb_lnames_t *L = p->rt->ln;
+        if (mt->reserved)
+            cnb__ln_release(L, &p->pl.holds, mt->from.node);
+        cnb__cpid_put(L, &mt->from);
+        cnb__cref_put(L, &mt->ref);
+        cnb__ln_put(L, mt->name);
+        free(mt);
+    }
+    free(s);
+}
+
+/* Runs up to BATCH of p's signals; p ends (and is freed) as soon as one
+ * leaves it dead. */
+static void run(cnb_proc_t *p)
+{
+    for (int k = 0; k < BATCH; k++) {
+        pthread_mutex_lock(&p->mu);
+        sig_t *s = p->head;
+        if (!s) {
+            p->scheduled = 0;
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+        p->head = s->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+        cnb__proc_handle(p, s);
+        cnb__sig_free(p, s);
+        if (p->dead) {
+            cnb__proc_finish(p);
+            return;
+        }
+    }
+    rq_push(p->rt, p); /* still scheduled: let others run first */
+}
+
+static void *pool_thread(void *arg)
+{
+    cnb_rt_t *rt = arg;
+    for (;;) {
+        pthread_mutex_lock(&rt->rq_mu);
+        while (!rt->rq_head && !rt->stop)
+            pthread_cond_wait(&rt->rq_cv, &rt->rq_mu);
+        if (!rt->rq_head && rt->stop) {
+            pthread_mutex_unlock(&rt->rq_mu);
+            return NULL;
+        }
+        cnb_proc_t *p = rt->rq_head;
+        rt->rq_head = p->rq_next;
+        if (!rt->rq_head)
+            rt->rq_tail = NULL;
+        pthread_mutex_unlock(&rt->rq_mu);
+        run(p);
+    }
+}
+
+int cnb__pool_start(cnb_rt_t *rt)
+{
+    for (unsigned i = 0; i < rt->nthreads; i++)
+        if (cnb__thread_create(&rt->threads[i], pool_thread, rt) == 0)
+            rt->started++;
+    return rt->started ? 0 : CNB_ESYS;
+}
+
+void cnb__pool_stop(cnb_rt_t *rt)
+{
+    pthread_mutex_lock(&rt->rq_mu);
+    rt->stop = 1;
+    pthread_cond_broadcast(&rt->rq_cv);
+    pthread_mutex_unlock(&rt->rq_mu);
+    for (int i = 0; i < rt->started; i++)
+        pthread_join(rt->threads[i], NULL);
+}
