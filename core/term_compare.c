@@ -779,112 +779,16 @@ out:
 
 /* ---- skipping ------------------------------------------------------------- */
 
-static int atom_size(const uint8_t *p, const uint8_t *end, size_t *n)
-{
-    size_t avail = (size_t)(end - p);
-    if (avail < 2)
-        return CNB_ETRUNC;
-    if (p[0] == CNB__TAG_SMALL_ATOM_UTF8)
-        *n = 2 + (size_t)p[1];
-    else if (p[0] == CNB__TAG_ATOM_UTF8 && avail >= 3)
-        *n = 3 + (size_t)cnb__get16(p + 1);
-    else
-        return p[0] == CNB__TAG_ATOM_UTF8 ? CNB_ETRUNC : CNB_EMALFORMED;
-    return 0;
-}
-
 int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next)
 {
     uint64_t remaining = 1;
-    size_t n, a;
+    cnb__term_head_t h;
     int r;
     while (remaining) {
-        size_t avail = (size_t)(end - p);
-        if (avail < 1)
-            return CNB_ETRUNC;
-        remaining--;
-        switch (p[0]) {
-        case CNB__TAG_SMALL_INTEGER:
-            n = 2;
-            break;
-        case CNB__TAG_INTEGER:
-            n = 5;
-            break;
-        case CNB__TAG_SMALL_BIG:
-            n = avail >= 2 ? 3 + (size_t)p[1] : 3;
-            break;
-        case CNB__TAG_LARGE_BIG:
-            n = avail >= 5 ? 6 + (size_t)cnb__get32(p + 1) : 6;
-            break;
-        case CNB__TAG_NEW_FLOAT:
-            n = 9;
-            break;
-        case CNB__TAG_SMALL_ATOM_UTF8:
-        case CNB__TAG_ATOM_UTF8:
-            if ((r = atom_size(p, end, &n)))
-                return r;
-            break;
-        case CNB__TAG_SMALL_TUPLE:
-            n = 2;
-            if (avail >= 2)
-                remaining += p[1];
-            break;
-        case CNB__TAG_LARGE_TUPLE:
-            n = 5;
-            if (avail >= 5)
-                remaining += cnb__get32(p + 1);
-            break;
-        case CNB__TAG_NIL:
-            n = 1;
-            break;
-        case CNB__TAG_STRING:
-            n = avail >= 3 ? 3 + (size_t)cnb__get16(p + 1) : 3;
-            break;
-        case CNB__TAG_LIST:
-            n = 5;
-            if (avail >= 5)
-                remaining += (uint64_t)cnb__get32(p + 1) + 1;
-            break;
-        case CNB__TAG_BINARY:
-            n = avail >= 5 ? 5 + (size_t)cnb__get32(p + 1) : 5;
-            break;
-        case CNB__TAG_BIT_BINARY:
-            n = avail >= 5 ? 6 + (size_t)cnb__get32(p + 1) : 6;
-            break;
-        case CNB__TAG_MAP:
-            n = 5;
-            if (avail >= 5)
-                remaining += (uint64_t)cnb__get32(p + 1) * 2;
-            break;
-        case CNB__TAG_NEW_PID:
-        case CNB__TAG_NEW_PORT:
-        case CNB__TAG_V4_PORT:
-            if ((r = atom_size(p + 1, end, &a)))
-                return r;
-            n = 1 + a + (p[0] == CNB__TAG_NEW_PORT ? 8 : 12);
-            break;
-        case CNB__TAG_NEWER_REFERENCE:
-            if (avail < 3)
-                return CNB_ETRUNC;
-            if ((r = atom_size(p + 3, end, &a)))
-                return r;
-            n = 3 + a + 4 + 4 * (size_t)cnb__get16(p + 1);
-            break;
-        case CNB__TAG_EXPORT:
-            n = 1;
-            remaining += 3;
-            break;
-        case CNB__TAG_NEW_FUN:
-            n = 30;
-            if (avail >= 30)
-                remaining += 4 + (uint64_t)cnb__get32(p + 26);
-            break;
-        default:
-            return CNB_EMALFORMED;
-        }
-        if (avail < n)
-            return CNB_ETRUNC;
-        p += n;
+        if ((r = cnb__term_head(p, end, &h)))
+            return r;
+        remaining += h.children - 1;
+        p += h.size;
     }
     *next = p;
     return 0;

@@ -1,5 +1,6 @@
 /* term_int.h: internals shared by the files of core/term (term.c, term_canon.c,
- * term_valid.c, term_compare.c, term_hash.c). Not a public header.
+ * term_valid.c, term_compare.c, term_hash.c); the tags and the
+ * header reader are in term_read.h. Not a public header.
  * Tests: tests/unit/test_term.c, tests/integration/term_prop_tests.erl. */
 #ifndef CNB_TERM_INT_H
 #define CNB_TERM_INT_H
@@ -10,46 +11,12 @@
 
 #include "cnb_bytes.h"
 #include "cnb_term.h"
+#include "term_read.h"
 
-/* External term format tags (erts erl_ext_dist.html). */
-enum {
-    CNB__TAG_VERSION = 131,
-    CNB__TAG_COMPRESSED = 80,
-    CNB__TAG_NEW_FLOAT = 70,
-    CNB__TAG_BIT_BINARY = 77,
-    CNB__TAG_ATOM_CACHE_REF = 82,
-    CNB__TAG_NEW_PID = 88,
-    CNB__TAG_NEW_PORT = 89,
-    CNB__TAG_NEWER_REFERENCE = 90,
-    CNB__TAG_SMALL_INTEGER = 97,
-    CNB__TAG_INTEGER = 98,
-    CNB__TAG_FLOAT = 99,
-    CNB__TAG_ATOM = 100,
-    CNB__TAG_REFERENCE = 101,
-    CNB__TAG_PORT = 102,
-    CNB__TAG_PID = 103,
-    CNB__TAG_SMALL_TUPLE = 104,
-    CNB__TAG_LARGE_TUPLE = 105,
-    CNB__TAG_NIL = 106,
-    CNB__TAG_STRING = 107,
-    CNB__TAG_LIST = 108,
-    CNB__TAG_BINARY = 109,
-    CNB__TAG_SMALL_BIG = 110,
-    CNB__TAG_LARGE_BIG = 111,
-    CNB__TAG_NEW_FUN = 112,
-    CNB__TAG_EXPORT = 113,
-    CNB__TAG_NEW_REFERENCE = 114,
-    CNB__TAG_SMALL_ATOM = 115,
-    CNB__TAG_MAP = 116,
-    CNB__TAG_ATOM_UTF8 = 118,
-    CNB__TAG_SMALL_ATOM_UTF8 = 119,
-    CNB__TAG_V4_PORT = 120,
-};
 
 /* Facts about OTP 25 that the canonical form depends on. */
 #define CNB__MAX_ATOM_CHARS 255u       /* characters, not bytes */
 #define CNB__MAX_STRING_EXT 65535u     /* longest list term_to_binary writes as STRING_EXT */
-#define CNB__MAX_REF_WORDS 5u          /* references: 1..5 words */
 #define CNB__OLD_REF_WORD0_LIMIT (1u << 18) /* first word of REFERENCE_EXT/NEW_REFERENCE_EXT */
 #define CNB__TINY_CREATION_MAX 3u      /* 1-byte creations of the old pid/port/ref tags */
 #define CNB__NEW_PORT_ID_MAX 0x0fffffffu /* larger port ids are written as V4_PORT_EXT */
