@@ -95,6 +95,24 @@ static inline int cnb__obuf_reserve(cnb__obuf_t *o, size_t n)
 int cnb__term_canon_slow(const uint8_t *p, const uint8_t *end, const cnb__term_limits_t *lim,
                          cnb__obuf_t *o);
 
+/* The writers of the general path (term_canon_emit.c). Each returns 0 or a
+ * negative CNB_E* code and, on success, advances *pp past what it read. */
+
+/* Writes the canonical form of the leaf term (no children) whose header h
+ * was read at *pp. */
+int cnb__canon_leaf(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
+                    const cnb__term_head_t *h);
+
+/* Writes EXPORT_EXT at *pp: module, function, arity (typed, read here). */
+int cnb__canon_export(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end);
+
+/* Writes the fixed fields, module, OldIndex, OldUniq and creator pid of the
+ * NEW_FUN_EXT whose header h was read at *pp, leaving *pp at its first free
+ * variable; *size_at is the output offset of its Size field, to be patched
+ * once the free variables are written. */
+int cnb__canon_fun(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
+                   const cnb__term_head_t *h, size_t *size_at);
+
 /* Sets *next to the end of the canonical term that starts at p. Returns 0 or
  * CNB_EMALFORMED/CNB_ETRUNC. Iterative: any depth. */
 int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next);
