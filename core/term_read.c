@@ -24,6 +24,23 @@ static int node_atom(const uint8_t *q, const uint8_t *end, size_t *size)
     return avail < *size ? CNB_ETRUNC : 0;
 }
 
+/* The bytes after the node atom of a pid, port or old reference: id, serial,
+ * creation; id, creation; or word, creation (old creations take 1 byte). */
+static size_t id_size(uint8_t tag)
+{
+    switch (tag) {
+    case CNB__TAG_PID:
+        return 9;
+    case CNB__TAG_NEW_PID:
+    case CNB__TAG_V4_PORT:
+        return 12;
+    case CNB__TAG_NEW_PORT:
+        return 8;
+    default: /* PORT, REFERENCE */
+        return 5;
+    }
+}
+
 int cnb__term_head(const uint8_t *p, const uint8_t *end, cnb__term_head_t *h)
 {
     size_t avail, hdr, own = 0, node = 0;
@@ -114,21 +131,7 @@ int cnb__term_head(const uint8_t *p, const uint8_t *end, cnb__term_head_t *h)
     case CNB__TAG_REFERENCE:
         hdr = 1;
         id_fields = 1;
-        switch (p[0]) { /* id, serial, creation; id, creation; or word, creation */
-        case CNB__TAG_PID:
-            own = 9;
-            break;
-        case CNB__TAG_NEW_PID:
-        case CNB__TAG_V4_PORT:
-            own = 12;
-            break;
-        case CNB__TAG_PORT:
-        case CNB__TAG_REFERENCE:
-            own = 5;
-            break;
-        default: /* NEW_PORT */
-            own = 8;
-        }
+        own = id_size(p[0]);
         h->n = p[0] == CNB__TAG_REFERENCE;
         break;
     case CNB__TAG_NEW_REFERENCE:
