@@ -169,6 +169,148 @@ static int fun_fields(const uint8_t **pp, const uint8_t *end, const cnb__term_he
     return 1;
 }
 
+/* 1 if the term whose header h was read at p is canonical as far as its own
+ * bytes go (its children are checked as they come), else 0. fix: NULL, or a
+ * writable alias of h->data where a -0.0 is rewritten to 0.0 (counted in
+ * *fixed). Not for EXPORT_EXT and NEW_FUN_EXT, whose fields walk reads. */
+static int head_ok(const uint8_t *p, const uint8_t *end, const cnb__term_head_t *h, uint8_t *fix,
+                   size_t *fixed)
+{
+    switch (h->tag) {
+    case CNB__TAG_SMALL_INTEGER:
+    case CNB__TAG_BINARY:
+    case CNB__TAG_SMALL_TUPLE:
+    case CNB__TAG_NIL:
+        break;
+    case CNB__TAG_INTEGER:
+    case CNB__TAG_SMALL_BIG:
+    case CNB__TAG_LARGE_BIG: {
+        int64_t v;
+        int fits;
+        if (!canon_int(p, h, &v, &fits))
+            return 0;
+        break;
+    }
+    case CNB__TAG_NEW_FLOAT:
+        if (!cnb__float_bits_ok(cnb__get64(h->data)))
+            return 0;
+        if (fix && cnb__get64(h->data) == CNB__NEG_ZERO_BITS) {
+            memset(fix, 0, 8);
+            (*fixed)++;
+        }
+        break;
+    case CNB__TAG_SMALL_ATOM_UTF8:
+    case CNB__TAG_ATOM_UTF8:
+        if (!canon_atom(h))
+            return 0;
+        break;
+    case CNB__TAG_LARGE_TUPLE:
+        if (h->n <= 255)
+            return 0;
+        break;
+    case CNB__TAG_STRING:
+        if (h->n == 0)
+            return 0;
+        break;
+    case CNB__TAG_LIST:
+        if (h->n == 0 || h->n > (size_t)(end - p) - h->size) /* every element takes a byte */
+            return 0;
+        break;
+    case CNB__TAG_BIT_BINARY: {
+        unsigned bits = p[5];
+        if (h->n == 0 || bits == 0 || bits > 7)
+            return 0;
+        if (h->data[h->n - 1] & (0xffu >> bits)) /* unused low bits must be zero */
+            return 0;
+        break;
+    }
+    case CNB__TAG_MAP:
+        if (h->n > ((size_t)(end - p) - h->size) / 2)
+            return 0;
+        break;
+    case CNB__TAG_NEW_PID:
+        if (!canon_pid_len(p, end))
+            return 0;
+        break;
+    case CNB__TAG_NEW_PORT:
+        if (!canon_atom_len(p + h->hdr, end) || cnb__get32(h->data) > CNB__NEW_PORT_ID_MAX)
+            return 0;
+        break;
+    case CNB__TAG_V4_PORT:
+        if (!canon_atom_len(p + h->hdr, end) || cnb__get64(h->data) <= CNB__NEW_PORT_ID_MAX)
+            return 0;
+        break;
+    case CNB__TAG_NEWER_REFERENCE:
+        if (h->n == 0 || !canon_atom_len(p + h->hdr, end))
+            return 0;
+        break;
+    default:
+        /* Old or non-canonical encodings. */
+        return 0;
+    }
+    return 1;
+}
+
+/* Returns the length of a canonical EXPORT_EXT at p, or 0. */
+static size_t export_len(const uint8_t *p, const uint8_t *end)
+{
+    size_t n, m, k;
+    int64_t ar;
+    if (!(n = canon_atom_len(p + 1, end)) || !(m = canon_atom_len(p + 1 + n, end)))
+        return 0;
+    if (!(k = canon_int64(p + 1 + n + m, end, &ar)) || ar < 0 || ar > (int64_t)UINT32_MAX)
+        return 0;
+    return 1 + n + m + k;
+}
+
+/* An item of the map f ended at p: after a key, checks that it comes after
+ * the previous key. Returns 1, 0 if the map is not canonical, CNB_ENOMEM. */
+static int map_item_done(vframe_t *f, const uint8_t *p, const cnb_allocator_t *alloc)
+{
+    if (!(f->count & 1)) {
+        f->cur_k = p;
+        return 1;
+    }
+    if (f->prev_k) {
+        int order, tie;
+        int r = cnb__term_cmp(f->prev_k, (size_t)(f->prev_e - f->prev_k), f->cur_k,
+                              (size_t)(p - f->cur_k), 1, alloc, &order, &tie);
+        if (r < 0)
+            return r == CNB_ENOMEM ? r : 0;
+        /* Strictly ascending; keys equal in term order only in a large map,
+         * shorter reference first (see term_canon.c key_cmp). */
+        if (order > 0 || (order == 0 && (tie >= 0 || f->npairs <= CNB__FLATMAP_MAX)))
+            return 0;
+    }
+    f->prev_k = f->cur_k;
+    f->prev_e = p;
+    return 1;
+}
+
+/* Sets up the frame f for the items of the tuple, list or map whose header
+ * is h. */
+static void open_frame(vframe_t *f, const cnb__term_head_t *h)
+{
+    f->remaining = h->n;
+    switch (h->tag) {
+    case CNB__TAG_LIST:
+        f->kind = V_LIST;
+        f->count = h->n;
+        f->all_bytes = 1;
+        f->in_tail = 0;
+        break;
+    case CNB__TAG_MAP:
+        f->kind = V_MAP;
+        f->remaining = h->children;
+        f->npairs = h->n;
+        f->count = 0;
+        f->prev_k = NULL;
+        break;
+    default:
+        f->kind = V_TUPLE;
+    }
+}
+
 /* The walk of cnb__term_is_canonical. fix: NULL, or a writable alias of the
  * bytes at p, where every -0.0 found is rewritten to 0.0 (*fixed counts them). */
 static int walk(const uint8_t *p, const uint8_t *end, size_t max_depth,
@@ -185,87 +327,13 @@ static int walk(const uint8_t *p, const uint8_t *end, size_t max_depth,
 parse:
     if (cnb__term_head(p, end, &h))
         goto out;
-    switch (h.tag) {
-    case CNB__TAG_SMALL_INTEGER:
-    case CNB__TAG_BINARY:
-    case CNB__TAG_SMALL_TUPLE:
-    case CNB__TAG_NIL:
-        break;
-    case CNB__TAG_INTEGER:
-    case CNB__TAG_SMALL_BIG:
-    case CNB__TAG_LARGE_BIG: {
-        int64_t v;
-        int fits;
-        if (!canon_int(p, &h, &v, &fits))
-            goto out;
-        break;
-    }
-    case CNB__TAG_NEW_FLOAT:
-        if (!cnb__float_bits_ok(cnb__get64(h.data)))
-            goto out;
-        if (fix && cnb__get64(h.data) == CNB__NEG_ZERO_BITS) {
-            memset(fix + (h.data - start), 0, 8);
-            (*fixed)++;
-        }
-        break;
-    case CNB__TAG_SMALL_ATOM_UTF8:
-    case CNB__TAG_ATOM_UTF8:
-        if (!canon_atom(&h))
-            goto out;
-        break;
-    case CNB__TAG_LARGE_TUPLE:
-        if (h.n <= 255)
-            goto out;
-        break;
-    case CNB__TAG_STRING:
-        if (h.n == 0)
-            goto out;
-        break;
-    case CNB__TAG_LIST:
-        if (h.n == 0 || h.n > (size_t)(end - p) - h.size) /* every element takes a byte */
-            goto out;
-        break;
-    case CNB__TAG_BIT_BINARY: {
-        unsigned bits = p[5];
-        if (h.n == 0 || bits == 0 || bits > 7)
-            goto out;
-        if (h.data[h.n - 1] & (0xffu >> bits)) /* unused low bits must be zero */
-            goto out;
-        break;
-    }
-    case CNB__TAG_MAP:
-        if (h.n > ((size_t)(end - p) - h.size) / 2)
-            goto out;
-        break;
-    case CNB__TAG_NEW_PID:
-        if (!canon_pid_len(p, end))
-            goto out;
-        break;
-    case CNB__TAG_NEW_PORT:
-        if (!canon_atom_len(p + h.hdr, end) || cnb__get32(h.data) > CNB__NEW_PORT_ID_MAX)
-            goto out;
-        break;
-    case CNB__TAG_V4_PORT:
-        if (!canon_atom_len(p + h.hdr, end) || cnb__get64(h.data) <= CNB__NEW_PORT_ID_MAX)
-            goto out;
-        break;
-    case CNB__TAG_NEWER_REFERENCE:
-        if (h.n == 0 || !canon_atom_len(p + h.hdr, end))
-            goto out;
-        break;
-    case CNB__TAG_EXPORT: {
-        size_t m;
-        int64_t ar;
-        p += h.size;
-        if (!(n = canon_atom_len(p, end)) || !(m = canon_atom_len(p + n, end)))
-            goto out;
-        p += n + m;
-        if (!(n = canon_int64(p, end, &ar)) || ar < 0 || ar > (int64_t)UINT32_MAX)
+    if (h.tag == CNB__TAG_EXPORT) {
+        if (!(n = export_len(p, end)))
             goto out;
         p += n;
         goto next;
     }
-    case CNB__TAG_NEW_FUN: {
+    if (h.tag == CNB__TAG_NEW_FUN) {
         const uint8_t *fun_end;
         if (!fun_fields(&p, end, &h, &fun_end))
             goto out;
@@ -279,10 +347,8 @@ parse:
         f->fun_end = fun_end;
         goto next;
     }
-    default:
-        /* Old or non-canonical encodings. */
+    if (!head_ok(p, end, &h, fix ? fix + (h.data - start) : NULL, fixed))
         goto out;
-    }
     p += h.size;
     if (h.children == 0)
         goto next;
@@ -290,25 +356,7 @@ parse:
         ret = r;
         goto out;
     }
-    f = &st[top - 1];
-    f->remaining = h.n;
-    switch (h.tag) {
-    case CNB__TAG_LIST:
-        f->kind = V_LIST;
-        f->count = h.n;
-        f->all_bytes = 1;
-        f->in_tail = 0;
-        break;
-    case CNB__TAG_MAP:
-        f->kind = V_MAP;
-        f->remaining = h.children;
-        f->npairs = h.n;
-        f->count = 0;
-        f->prev_k = NULL;
-        break;
-    default:
-        f->kind = V_TUPLE;
-    }
+    open_frame(&st[top - 1], &h);
     goto next;
 
 next:
@@ -318,32 +366,10 @@ next:
     }
     f = &st[top - 1];
     switch (f->kind) {
-    case V_TUPLE:
-        if (f->remaining) {
-            f->remaining--;
-            goto parse;
-        }
-        break;
     case V_MAP:
-        if (f->count & 1) {
-            /* A key just ended at p. */
-            if (f->prev_k) {
-                int order, tie;
-                r = cnb__term_cmp(f->prev_k, (size_t)(f->prev_e - f->prev_k), f->cur_k,
-                                  (size_t)(p - f->cur_k), 1, alloc, &order, &tie);
-                if (r < 0) {
-                    ret = r == CNB_ENOMEM ? r : 0;
-                    goto out;
-                }
-                /* Strictly ascending; keys equal in term order only in a large
-                 * map, shorter reference first (see term_canon.c key_cmp). */
-                if (order > 0 || (order == 0 && (tie >= 0 || f->npairs <= CNB__FLATMAP_MAX)))
-                    goto out;
-            }
-            f->prev_k = f->cur_k;
-            f->prev_e = p;
-        } else {
-            f->cur_k = p;
+        if ((r = map_item_done(f, p, alloc)) <= 0) {
+            ret = r;
+            goto out;
         }
         if (f->remaining) {
             f->remaining--;
@@ -351,12 +377,13 @@ next:
             goto parse;
         }
         break;
+    case V_TUPLE:
     case V_FUN:
         if (f->remaining) {
             f->remaining--;
             goto parse;
         }
-        if (p != f->fun_end)
+        if (f->kind == V_FUN && p != f->fun_end)
             goto out;
         break;
     case V_LIST:
