@@ -23,7 +23,7 @@ typedef struct vframe {
 
 /* 1 if the atom whose header is h is in canonical form: UTF-8 of at most 255
  * characters, SMALL_ATOM_UTF8_EXT up to 255 bytes, ATOM_UTF8_EXT beyond. */
-static int canon_atom(const cnb__term_head_t *h)
+CNB__ALWAYS_INLINE int canon_atom(const cnb__term_head_t *h)
 {
     size_t n = (size_t)h->n, i = 0;
     const uint8_t *s = h->data;
@@ -60,7 +60,7 @@ static size_t canon_atom_len(const uint8_t *p, const uint8_t *end)
  * smallest of SMALL_INTEGER, INTEGER, SMALL_BIG, LARGE_BIG; no high zero
  * digits); then *fits says whether it fits a 64-bit signed integer, stored in
  * *val. 0 if it is not (or not an integer). */
-static int canon_int(const uint8_t *p, const cnb__term_head_t *h, int64_t *val, int *fits)
+CNB__ALWAYS_INLINE int canon_int(const uint8_t *p, const cnb__term_head_t *h, int64_t *val, int *fits)
 {
     *fits = 1;
     switch (h->tag) {
@@ -169,31 +169,41 @@ static int fun_fields(const uint8_t **pp, const uint8_t *end, const cnb__term_he
     return 1;
 }
 
-/* 1 if the term whose header h was read at p is canonical as far as its own
- * bytes go (its children are checked as they come), else 0. fix: NULL, or a
- * writable alias of h->data where a -0.0 is rewritten to 0.0 (counted in
- * *fixed). Not for EXPORT_EXT and NEW_FUN_EXT, whose fields walk reads. */
-static int head_ok(const uint8_t *p, const uint8_t *end, const cnb__term_head_t *h, uint8_t *fix,
+/* What walk does next with a term whose header head_ok has checked. */
+enum { H_NOT, H_LEAF, H_OPEN, H_EXPORT, H_FUN };
+
+/* Checks the term whose header h was read at p as far as its own bytes go
+ * (its children are checked as they come). Returns H_NOT if it is not
+ * canonical; H_LEAF for a term without children; H_OPEN for a tuple, list or
+ * map with items; H_EXPORT and H_FUN, whose fields walk reads. fix: NULL, or
+ * a writable alias of h->data where a -0.0 is rewritten to 0.0 (counted in
+ * *fixed). */
+CNB__ALWAYS_INLINE int head_ok(const uint8_t *p, const uint8_t *end, const cnb__term_head_t *h, uint8_t *fix,
                    size_t *fixed)
 {
     switch (h->tag) {
     case CNB__TAG_SMALL_INTEGER:
     case CNB__TAG_BINARY:
-    case CNB__TAG_SMALL_TUPLE:
     case CNB__TAG_NIL:
         break;
+    case CNB__TAG_SMALL_TUPLE:
+        return h->n ? H_OPEN : H_LEAF;
+    case CNB__TAG_EXPORT:
+        return H_EXPORT;
+    case CNB__TAG_NEW_FUN:
+        return H_FUN;
     case CNB__TAG_INTEGER:
     case CNB__TAG_SMALL_BIG:
     case CNB__TAG_LARGE_BIG: {
         int64_t v;
         int fits;
         if (!canon_int(p, h, &v, &fits))
-            return 0;
+            return H_NOT;
         break;
     }
     case CNB__TAG_NEW_FLOAT:
         if (!cnb__float_bits_ok(cnb__get64(h->data)))
-            return 0;
+            return H_NOT;
         if (fix && cnb__get64(h->data) == CNB__NEG_ZERO_BITS) {
             memset(fix, 0, 8);
             (*fixed)++;
@@ -202,53 +212,51 @@ static int head_ok(const uint8_t *p, const uint8_t *end, const cnb__term_head_t 
     case CNB__TAG_SMALL_ATOM_UTF8:
     case CNB__TAG_ATOM_UTF8:
         if (!canon_atom(h))
-            return 0;
+            return H_NOT;
         break;
     case CNB__TAG_LARGE_TUPLE:
-        if (h->n <= 255)
-            return 0;
-        break;
+        return h->n <= 255 ? H_NOT : H_OPEN;
     case CNB__TAG_STRING:
         if (h->n == 0)
-            return 0;
+            return H_NOT;
         break;
     case CNB__TAG_LIST:
         if (h->n == 0 || h->n > (size_t)(end - p) - h->size) /* every element takes a byte */
-            return 0;
-        break;
+            return H_NOT;
+        return H_OPEN;
     case CNB__TAG_BIT_BINARY: {
         unsigned bits = p[5];
         if (h->n == 0 || bits == 0 || bits > 7)
-            return 0;
+            return H_NOT;
         if (h->data[h->n - 1] & (0xffu >> bits)) /* unused low bits must be zero */
-            return 0;
+            return H_NOT;
         break;
     }
     case CNB__TAG_MAP:
         if (h->n > ((size_t)(end - p) - h->size) / 2)
-            return 0;
-        break;
+            return H_NOT;
+        return h->n ? H_OPEN : H_LEAF;
     case CNB__TAG_NEW_PID:
         if (!canon_pid_len(p, end))
-            return 0;
+            return H_NOT;
         break;
     case CNB__TAG_NEW_PORT:
         if (!canon_atom_len(p + h->hdr, end) || cnb__get32(h->data) > CNB__NEW_PORT_ID_MAX)
-            return 0;
+            return H_NOT;
         break;
     case CNB__TAG_V4_PORT:
         if (!canon_atom_len(p + h->hdr, end) || cnb__get64(h->data) <= CNB__NEW_PORT_ID_MAX)
-            return 0;
+            return H_NOT;
         break;
     case CNB__TAG_NEWER_REFERENCE:
         if (h->n == 0 || !canon_atom_len(p + h->hdr, end))
-            return 0;
+            return H_NOT;
         break;
     default:
         /* Old or non-canonical encodings. */
-        return 0;
+        return H_NOT;
     }
-    return 1;
+    return H_LEAF;
 }
 
 /* Returns the length of a canonical EXPORT_EXT at p, or 0. */
@@ -327,13 +335,16 @@ static int walk(const uint8_t *p, const uint8_t *end, size_t max_depth,
 parse:
     if (cnb__term_head(p, end, &h))
         goto out;
-    if (h.tag == CNB__TAG_EXPORT) {
+    switch (head_ok(p, end, &h, fix ? fix + (h.data - start) : NULL, fixed)) {
+    case H_LEAF:
+        p += h.size;
+        goto next;
+    case H_EXPORT:
         if (!(n = export_len(p, end)))
             goto out;
         p += n;
         goto next;
-    }
-    if (h.tag == CNB__TAG_NEW_FUN) {
+    case H_FUN: {
         const uint8_t *fun_end;
         if (!fun_fields(&p, end, &h, &fun_end))
             goto out;
@@ -347,11 +358,12 @@ parse:
         f->fun_end = fun_end;
         goto next;
     }
-    if (!head_ok(p, end, &h, fix ? fix + (h.data - start) : NULL, fixed))
+    case H_OPEN:
+        break;
+    default:
         goto out;
+    }
     p += h.size;
-    if (h.children == 0)
-        goto next;
     if ((r = push(&st, &cap, &top, inl, max_depth, alloc)) <= 0) {
         ret = r;
         goto out;

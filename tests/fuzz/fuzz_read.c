@@ -1,4 +1,4 @@
-/* fuzz_read.c: libFuzzer target for core/term_read.c (cnb__term_head, the one
+/* fuzz_read.c: libFuzzer target for core/term_read.h (cnb__term_head, the one
  * reader of the external term format) and the skippers built on it. Any input
  * must give a header inside the input or CNB_ETRUNC/CNB_EMALFORMED; the header
  * must not depend on bytes past the term's own; the wire-side check

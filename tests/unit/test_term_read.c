@@ -1,4 +1,4 @@
-/* test_term_read.c: unit tests of core/term_read.c (cnb__term_head, the one
+/* test_term_read.c: unit tests of core/term_read.h (cnb__term_head, the one
  * reader of the external term format): each tag's header, size, count and
  * children, every prefix truncated, and the tags and fields it refuses. */
 #include <check.h>
