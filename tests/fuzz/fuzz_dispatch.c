@@ -71,7 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             ei_agrees((const uint8_t *)m->payload + 1, m->payload_len - 1);
         }
-        if (d.kind != CNB_DEC_SIGNAL && d.kind != CNB_DEC_SPAWN && d.kind != CNB_DEC_IGNORED)
+        if (d.kind != CNB_DEC_SIGNAL && d.kind != CNB_DEC_SPAWN && d.kind != CNB_DEC_SPAWN_REPLY &&
+            d.kind != CNB_DEC_IGNORED)
             abort();
         cnb__dist_decoded_free(&d);
     }
