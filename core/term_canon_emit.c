@@ -62,9 +62,10 @@ static void intval_of(const uint8_t *p, const cnb__term_head_t *h, intval_t *v)
         v->neg = 0;
 }
 
-/* Reads an integer term at p. Returns its encoded length, or a negative code
- * (CNB_EMALFORMED for another type, before any length is looked at). */
-static ssize_t read_int(const uint8_t *p, const uint8_t *end, intval_t *v)
+/* Reads an integer term at p into *v and its encoded length into *len.
+ * Returns 0 or a negative code (CNB_EMALFORMED for another type, before any
+ * length is looked at). */
+static int read_int(const uint8_t *p, const uint8_t *end, intval_t *v, size_t *len)
 {
     cnb__term_head_t h;
     int r;
@@ -73,7 +74,8 @@ static ssize_t read_int(const uint8_t *p, const uint8_t *end, intval_t *v)
     if ((r = cnb__term_head(p, end, &h)))
         return r;
     intval_of(p, &h, v);
-    return (ssize_t)h.size;
+    *len = h.size;
+    return 0;
 }
 
 static uint64_t intval_mag64(const intval_t *v)
@@ -501,7 +503,7 @@ int cnb__canon_export(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
 {
     const uint8_t *p = *pp + 1;
     intval_t v;
-    ssize_t len;
+    size_t len;
     int r;
     if ((r = cnb__obuf_reserve(o, 1)))
         return r;
@@ -510,8 +512,8 @@ int cnb__canon_export(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
         return r;
     if ((r = skip_empty_lists(&p, end)))
         return r;
-    if ((len = read_int(p, end, &v)) < 0)
-        return (int)len;
+    if ((r = read_int(p, end, &v, &len)))
+        return r;
     /* OTP 25 takes any non-negative small and keeps its low 32 bits. */
     if (v.neg || !intval_is_small(&v))
         return CNB_EMALFORMED;
@@ -544,11 +546,9 @@ int cnb__canon_fun(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
         return r;
     for (int i = 0; i < 2; i++) { /* OldIndex, OldUniq */
         intval_t v;
-        if ((r = skip_empty_lists(&p, end)))
+        size_t len;
+        if ((r = skip_empty_lists(&p, end)) || (r = read_int(p, end, &v, &len)))
             return r;
-        ssize_t len = read_int(p, end, &v);
-        if (len < 0)
-            return (int)len;
         if (!intval_is_small(&v))
             return CNB_EMALFORMED;
         if ((r = emit_int(o, &v)))
