@@ -20,46 +20,13 @@ static inline uint8_t *wr(cnb__obuf_t *o, size_t n)
     return w;
 }
 
-/* Integers in any of the four encodings, as sign and little-endian magnitude
- * without high zero bytes. */
-typedef struct intval {
-    int neg;
-    const uint8_t *dig;
-    size_t n;
-    uint8_t tmp[8];
-} intval_t;
+/* Integers in any of the four encodings (term_int.h). */
+typedef cnb__intval_t intval_t;
 
 static int is_int_tag(uint8_t tag)
 {
     return tag == CNB__TAG_SMALL_INTEGER || tag == CNB__TAG_INTEGER ||
            tag == CNB__TAG_SMALL_BIG || tag == CNB__TAG_LARGE_BIG;
-}
-
-/* The integer whose header h was read at p. */
-static void intval_of(const uint8_t *p, const cnb__term_head_t *h, intval_t *v)
-{
-    v->neg = 0;
-    if (h->tag == CNB__TAG_SMALL_INTEGER) {
-        v->tmp[0] = p[1];
-        v->dig = v->tmp;
-        v->n = 1;
-    } else if (h->tag == CNB__TAG_INTEGER) {
-        int32_t s = (int32_t)cnb__get32(p + 1);
-        uint32_t m = s < 0 ? 0u - (uint32_t)s : (uint32_t)s;
-        v->neg = s < 0;
-        for (int i = 0; i < 4; i++)
-            v->tmp[i] = (uint8_t)(m >> (8 * i));
-        v->dig = v->tmp;
-        v->n = 4;
-    } else { /* SMALL_BIG, LARGE_BIG: sign byte, then little-endian digits */
-        v->n = (size_t)h->n;
-        v->neg = p[h->hdr - 1] != 0;
-        v->dig = h->data;
-    }
-    while (v->n && v->dig[v->n - 1] == 0)
-        v->n--;
-    if (v->n == 0)
-        v->neg = 0;
 }
 
 /* Reads an integer term at p into *v and its encoded length into *len.
@@ -73,7 +40,7 @@ static int read_int(const uint8_t *p, const uint8_t *end, intval_t *v, size_t *l
         return CNB_EMALFORMED;
     if ((r = cnb__term_head(p, end, &h)))
         return r;
-    intval_of(p, &h, v);
+    cnb__intval_of(p, &h, v);
     *len = h.size;
     return 0;
 }
@@ -418,7 +385,7 @@ int cnb__canon_leaf(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
     case CNB__TAG_SMALL_BIG:
     case CNB__TAG_LARGE_BIG: {
         intval_t v;
-        intval_of(p, h, &v);
+        cnb__intval_of(p, h, &v);
         if ((r = emit_int(o, &v)))
             return r;
         break;

@@ -131,22 +131,13 @@ static int cmp_atoms(const atomv_t *a, const atomv_t *b)
 typedef struct num {
     int is_float;
     double d;
-    int neg;
-    const uint8_t *dig; /* little-endian magnitude, no high zero bytes */
-    size_t n;
-    uint8_t tmp[8];
+    cnb__intval_t i;
 } num_t;
 
 static void num_from_u32(num_t *v, int neg, uint32_t m)
 {
     v->is_float = 0;
-    v->neg = neg && m != 0;
-    for (int i = 0; i < 4; i++)
-        v->tmp[i] = (uint8_t)(m >> (8 * i));
-    v->dig = v->tmp;
-    v->n = 4;
-    while (v->n && v->dig[v->n - 1] == 0)
-        v->n--;
+    cnb__intval_from_u32(&v->i, neg, m);
 }
 
 /* The number whose header h was read at p. */
@@ -154,23 +145,11 @@ static int num_of(const uint8_t *p, const cnb__term_head_t *h, num_t *v)
 {
     switch (h->tag) {
     case CNB__TAG_SMALL_INTEGER:
-        num_from_u32(v, 0, p[1]);
-        return 0;
-    case CNB__TAG_INTEGER: {
-        int32_t s = (int32_t)cnb__get32(p + 1);
-        num_from_u32(v, s < 0, s < 0 ? 0u - (uint32_t)s : (uint32_t)s);
-        return 0;
-    }
+    case CNB__TAG_INTEGER:
     case CNB__TAG_SMALL_BIG:
     case CNB__TAG_LARGE_BIG:
         v->is_float = 0;
-        v->n = (size_t)h->n;
-        v->neg = p[h->hdr - 1] != 0;
-        v->dig = h->data;
-        while (v->n && v->dig[v->n - 1] == 0)
-            v->n--;
-        if (v->n == 0)
-            v->neg = 0;
+        cnb__intval_of(p, h, &v->i);
         return 0;
     case CNB__TAG_NEW_FLOAT: {
         uint64_t bits = cnb__get64(h->data);
@@ -209,7 +188,7 @@ static int cmp_mag(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
     return 0;
 }
 
-static int cmp_ints(const num_t *a, const num_t *b)
+static int cmp_ints(const cnb__intval_t *a, const cnb__intval_t *b)
 {
     if (a->neg != b->neg)
         return a->neg ? -1 : 1;
@@ -218,7 +197,7 @@ static int cmp_ints(const num_t *a, const num_t *b)
 }
 
 /* sign(I - d), exactly, for an integer I and a finite double d. */
-static int cmp_int_float(const num_t *i, double d)
+static int cmp_int_float(const cnb__intval_t *i, double d)
 {
     if (d == 0.0)
         return i->n == 0 ? 0 : (i->neg ? -1 : 1);
@@ -265,10 +244,10 @@ static int cmp_nums(const num_t *a, const num_t *b, int exact)
     if (a->is_float && b->is_float)
         return (a->d > b->d) - (a->d < b->d);
     if (!a->is_float && !b->is_float)
-        return cmp_ints(a, b);
+        return cmp_ints(&a->i, &b->i);
     if (exact) /* map key order: every integer before every float */
         return a->is_float ? 1 : -1;
-    return a->is_float ? -cmp_int_float(b, a->d) : cmp_int_float(a, b->d);
+    return a->is_float ? -cmp_int_float(&b->i, a->d) : cmp_int_float(&a->i, b->d);
 }
 
 static int cmp_u64(uint64_t a, uint64_t b)
@@ -474,7 +453,7 @@ static int cmp_funs(cmpctx_t *c, int exact, int *ord)
     if (!o)
         o = cmp_u64(fa.index, fb.index);
     if (!o)
-        o = cmp_ints(&fa.old_uniq, &fb.old_uniq);
+        o = cmp_ints(&fa.old_uniq.i, &fb.old_uniq.i);
     if (!o)
         o = cmp_u64(fa.nfree, fb.nfree);
     *pa = fa.env;

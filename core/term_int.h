@@ -48,6 +48,46 @@ static inline int cnb__float_bits_ok(uint64_t bits)
     return ((bits >> 52) & 0x7ff) != 0x7ff;
 }
 
+/* An integer as sign and little-endian magnitude without high zero bytes;
+ * dig points into the term or into tmp. */
+typedef struct cnb__intval {
+    int neg;
+    const uint8_t *dig;
+    size_t n;
+    uint8_t tmp[8];
+} cnb__intval_t;
+
+static inline void cnb__intval_from_u32(cnb__intval_t *v, int neg, uint32_t m)
+{
+    v->neg = neg && m != 0;
+    for (int i = 0; i < 4; i++)
+        v->tmp[i] = (uint8_t)(m >> (8 * i));
+    v->dig = v->tmp;
+    v->n = 4;
+    while (v->n && v->dig[v->n - 1] == 0)
+        v->n--;
+}
+
+/* The integer (SMALL_INTEGER, INTEGER, SMALL_BIG or LARGE_BIG) whose header
+ * h was read at p. */
+static inline void cnb__intval_of(const uint8_t *p, const cnb__term_head_t *h, cnb__intval_t *v)
+{
+    if (h->tag == CNB__TAG_SMALL_INTEGER) {
+        cnb__intval_from_u32(v, 0, p[1]);
+    } else if (h->tag == CNB__TAG_INTEGER) {
+        int32_t s = (int32_t)cnb__get32(p + 1);
+        cnb__intval_from_u32(v, s < 0, s < 0 ? 0u - (uint32_t)s : (uint32_t)s);
+    } else { /* a big: sign byte, then little-endian digits */
+        v->n = (size_t)h->n;
+        v->neg = p[h->hdr - 1] != 0;
+        v->dig = h->data;
+        while (v->n && v->dig[v->n - 1] == 0)
+            v->n--;
+        if (v->n == 0)
+            v->neg = 0;
+    }
+}
+
 /* Fills in defaults for a NULL opts or zero fields. */
 void cnb__term_limits(const cnb_term_opts_t *opts, cnb__term_limits_t *lim);
 
