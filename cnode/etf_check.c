@@ -17,12 +17,12 @@ static int atom_fits(uint8_t tag, uint64_t n)
     return n <= (cnb__term_atom_is_latin1(tag) ? ATOM_MAX_LATIN1 : ATOM_MAX_UTF8);
 }
 
-/* The node atom of a pid, port or reference whose header is h. */
+/* The node atom of a pid, port or reference whose header h was read at
+ * term (the reader has checked it is an atom inside the term). */
 static int node_fits(const cnb__term_head_t *h, const uint8_t *term)
 {
-    const uint8_t *a = term + h->hdr;
-    int small = a[0] == CNB__TAG_SMALL_ATOM || a[0] == CNB__TAG_SMALL_ATOM_UTF8;
-    return atom_fits(a[0], small ? a[1] : cnb__get16(a + 1));
+    cnb__term_head_t a;
+    return cnb__term_head(term + h->hdr, term + h->size, &a) == 0 && atom_fits(a.tag, a.n);
 }
 
 enum want { W_ATOM, W_INT, W_SMALL_INT, W_PID };

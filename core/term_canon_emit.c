@@ -292,11 +292,13 @@ static int skip_empty_lists(const uint8_t **pp, const uint8_t *end)
 {
     const uint8_t *p = *pp;
     while (p < end && p[0] == CNB__TAG_LIST) {
-        if ((size_t)(end - p) < 5)
-            return CNB_ETRUNC;
-        if (cnb__get32(p + 1) != 0)
+        cnb__term_head_t h;
+        int r = cnb__term_head(p, end, &h);
+        if (r)
+            return r;
+        if (h.n != 0)
             break;
-        p += 5;
+        p += h.size;
     }
     *pp = p;
     return 0;
