@@ -1,69 +1,135 @@
-/* etf_check.c: see etf_check.h. Tests: tests/unit/test_frame.c. */
+/* etf_check.c: see etf_check.h. The wire's policy on top of core's term reader
+ * (core/term_read.h). Tests: tests/unit/test_frame.c, tests/fuzz/fuzz_read.c. */
 #include "etf_check.h"
 
 #include "buf.h"
+#include "../core/term_read.h"
 
 /* ei decodes an atom into a buffer of MAXATOMLEN_UTF8 (255 * 4 + 1) bytes;
  * Erlang atoms hold at most 255 characters. */
 #define ATOM_MAX_LATIN1 255u
 #define ATOM_MAX_UTF8 1020u
 
-/* Skips an atom term at p[*i]; 0 or a negative code. */
-static int skip_atom(const uint8_t *p, size_t len, size_t *i)
+/* An atom of this tag and n bytes (cnb__term_head's n) is no longer than ei
+ * decodes. */
+static int atom_fits(uint8_t tag, uint64_t n)
 {
-    if (*i >= len)
-        return CNB_ETRUNC;
-    uint8_t tag = p[(*i)++];
-    size_t n;
-    if (tag == 100 || tag == 118) { /* ATOM, ATOM_UTF8: 2-byte length */
-        if (len - *i < 2)
-            return CNB_ETRUNC;
-        n = cnb__get16(p + *i);
-        *i += 2;
-    } else if (tag == 115 || tag == 119) { /* SMALL_ATOM(_UTF8): 1-byte length */
-        if (len - *i < 1)
-            return CNB_ETRUNC;
-        n = p[(*i)++];
-    } else {
-        return CNB_EMALFORMED;
+    return n <= (cnb__term_atom_is_latin1(tag) ? ATOM_MAX_LATIN1 : ATOM_MAX_UTF8);
+}
+
+/* The node atom of a pid, port or reference whose header h was read at
+ * term (the reader has checked it is an atom inside the term). */
+static int node_fits(const cnb__term_head_t *h, const uint8_t *term)
+{
+    cnb__term_head_t a;
+    return cnb__term_head(term + h->hdr, term + h->size, &a) == 0 && atom_fits(a.tag, a.n);
+}
+
+enum want { W_ATOM, W_INT, W_SMALL_INT, W_PID };
+
+static int is_wanted(enum want w, uint8_t tag)
+{
+    switch (w) {
+    case W_ATOM:
+        return cnb__term_is_atom_tag(tag);
+    case W_INT: /* what ei_decode_long reads in a fun */
+        return tag == CNB__TAG_SMALL_INTEGER || tag == CNB__TAG_INTEGER;
+    case W_SMALL_INT:
+        return tag == CNB__TAG_SMALL_INTEGER;
+    default:
+        return tag == CNB__TAG_NEW_PID || tag == CNB__TAG_PID;
     }
-    if (n > ((tag == 118 || tag == 119) ? ATOM_MAX_UTF8 : ATOM_MAX_LATIN1))
-        return CNB_EMALFORMED;
-    if (len - *i < n)
-        return CNB_ETRUNC;
-    *i += n;
-    return 0;
 }
 
-/* Skips SMALL_INTEGER or INTEGER (what ei_decode_long reads in a fun). */
-static int skip_int(const uint8_t *p, size_t len, size_t *i)
+/* Skips one term of the type w (a field of EXPORT_EXT or NEW_FUN_EXT) at
+ * p[*i], within [p, p+len). Returns 0 or a negative code. */
+static int skip_typed(const uint8_t *p, size_t len, size_t *i, enum want w)
 {
+    cnb__term_head_t h;
+    int rc;
     if (*i >= len)
         return CNB_ETRUNC;
-    size_t k = p[*i] == 97 ? 1 : p[*i] == 98 ? 4 : 0;
-    if (!k)
+    if (!is_wanted(w, p[*i]))
         return CNB_EMALFORMED;
-    if (len - *i - 1 < k)
-        return CNB_ETRUNC;
-    *i += 1 + k;
-    return 0;
-}
-
-/* Skips a pid (NEW_PID or PID). */
-static int skip_pid(const uint8_t *p, size_t len, size_t *i)
-{
-    if (*i >= len)
-        return CNB_ETRUNC;
-    uint8_t tag = p[(*i)++];
-    if (tag != 88 && tag != 103)
-        return CNB_EMALFORMED;
-    int rc = skip_atom(p, len, i);
-    if (rc)
+    if ((rc = cnb__term_head(p + *i, p + len, &h)))
         return rc;
-    size_t k = tag == 88 ? 12 : 9; /* id, serial, creation (4 or 1) */
-    if (len - *i < k)
-        return CNB_ETRUNC;
-    *i += k;
+    if (w == W_ATOM && !atom_fits(h.tag, h.n))
+        return CNB_EMALFORMED;
+    if (w == W_PID && !node_fits(&h, p + *i))
+        return CNB_EMALFORMED;
+    *i += h.size;
+    return 0;
+}
+
+/* The policy of the wire on one term whose header h was read at p[i]: sets
+ * *children (terms nested in it, read next) and *end (a fun: where its free
+ * variables must end) and returns 0, or a negative code. */
+static int check_one(const uint8_t *p, size_t len, size_t i, const cnb__term_head_t *h,
+                     uint64_t *children, size_t *end, size_t *next)
+{
+    const uint8_t *t = p + i;
+    size_t j = i + h->size;
+    *children = 0;
+    *end = 0;
+    switch (h->tag) {
+    case CNB__TAG_ATOM:
+    case CNB__TAG_SMALL_ATOM:
+    case CNB__TAG_ATOM_UTF8:
+    case CNB__TAG_SMALL_ATOM_UTF8:
+        if (!atom_fits(h->tag, h->n))
+            return CNB_EMALFORMED;
+        break;
+    case CNB__TAG_NEW_PID:
+    case CNB__TAG_PID:
+    case CNB__TAG_NEW_PORT:
+    case CNB__TAG_PORT:
+    case CNB__TAG_V4_PORT:
+    case CNB__TAG_REFERENCE:
+    case CNB__TAG_NEW_REFERENCE:
+    case CNB__TAG_NEWER_REFERENCE:
+        if (!node_fits(h, t))
+            return CNB_EMALFORMED;
+        break;
+    case CNB__TAG_SMALL_TUPLE:
+    case CNB__TAG_LARGE_TUPLE:
+    case CNB__TAG_LIST:
+    case CNB__TAG_MAP:
+        *children = h->children;
+        break;
+    case CNB__TAG_BIT_BINARY:
+        if (t[5] < 1 || t[5] > 8 || h->n == 0)
+            return CNB_EMALFORMED;
+        break;
+    case CNB__TAG_NEW_FUN: {
+        /* Size counts itself and everything after: module, OldIndex,
+         * OldUniq, pid, then NumFree free variables. */
+        size_t n = cnb__get32(t + 1);
+        if (n < CNB__FUN_HDR - 1)
+            return CNB_EMALFORMED;
+        if (len - i - 1 < n)
+            return CNB_ETRUNC;
+        *end = i + 1 + n;
+        /* Within the fun's own bytes, so a bad inner length cannot take us
+         * past them. */
+        if (skip_typed(p, *end, &j, W_ATOM) || skip_typed(p, *end, &j, W_INT) ||
+            skip_typed(p, *end, &j, W_INT) || skip_typed(p, *end, &j, W_PID))
+            return CNB_EMALFORMED;
+        *children = h->n;
+        if (h->n == 0 && j != *end)
+            return CNB_EMALFORMED;
+        break;
+    }
+    case CNB__TAG_EXPORT: { /* module, function, arity (read here, typed) */
+        int rc;
+        if ((rc = skip_typed(p, len, &j, W_ATOM)) || (rc = skip_typed(p, len, &j, W_ATOM)) ||
+            (rc = skip_typed(p, len, &j, W_SMALL_INT)))
+            return rc;
+        break;
+    }
+    default:
+        break;
+    }
+    *next = j;
     return 0;
 }
 
@@ -74,13 +140,6 @@ typedef struct frame {
     size_t end;
 } frame_t;
 
-#define NEED(k)                          \
-    do {                                 \
-        if (len - i < (size_t)(k)) {     \
-            ret = CNB_ETRUNC;            \
-            goto out;                    \
-        }                                \
-    } while (0)
 #define FAIL(code)    \
     do {              \
         ret = (code); \
@@ -114,169 +173,17 @@ long cnb__etf_skip_limit(const uint8_t *p, size_t len, unsigned max_depth)
         pending--;
         uint64_t children = 0; /* terms nested in this one, read next */
         size_t end = 0;
-        NEED(1);
-        uint8_t tag = p[i++];
-        switch (tag) {
-        case 97: /* SMALL_INTEGER */
-            NEED(1);
-            i += 1;
-            break;
-        case 98: /* INTEGER */
-            NEED(4);
-            i += 4;
-            break;
-        case 70: /* NEW_FLOAT */
-            NEED(8);
-            i += 8;
-            break;
-        case 100:
-        case 115:
-        case 118:
-        case 119:
-            i--;
-            if ((rc = skip_atom(p, len, &i)))
-                FAIL(rc);
-            break;
-        case 88:  /* NEW_PID: node, id, serial, creation */
-        case 103: /* PID: node, id, serial, creation(1) */
-            i--;
-            if ((rc = skip_pid(p, len, &i)))
-                FAIL(rc);
-            break;
-        case 89:  /* NEW_PORT */
-        case 102: /* PORT */
-        case 120: /* V4_PORT */
-            if ((rc = skip_atom(p, len, &i)))
-                FAIL(rc);
-            {
-                size_t k = tag == 89 ? 8 : tag == 102 ? 5 : 12;
-                NEED(k);
-                i += k;
-            }
-            break;
-        case 101: /* REFERENCE: node, id(4), creation(1) */
-            if ((rc = skip_atom(p, len, &i)))
-                FAIL(rc);
-            NEED(5);
-            i += 5;
-            break;
-        case 90:  /* NEWER_REFERENCE: Len(2) node creation(4) ids */
-        case 114: /* NEW_REFERENCE: Len(2) node creation(1) ids */
-        {
-            NEED(2);
-            size_t words = cnb__get16(p + i);
-            i += 2;
-            if (words > 5) /* ei's erlang_ref holds 5 */
-                FAIL(CNB_EMALFORMED);
-            if ((rc = skip_atom(p, len, &i)))
-                FAIL(rc);
-            size_t k = (tag == 90 ? 4 : 1) + 4 * words;
-            NEED(k);
-            i += k;
-            break;
-        }
-        case 104: /* SMALL_TUPLE */
-            NEED(1);
-            children = p[i++];
-            break;
-        case 105: /* LARGE_TUPLE */
-            NEED(4);
-            children = cnb__get32(p + i);
-            i += 4;
-            break;
-        case 116: /* MAP */
-            NEED(4);
-            children = 2 * (uint64_t)cnb__get32(p + i);
-            i += 4;
-            break;
-        case 106: /* NIL */
-            break;
-        case 107: /* STRING */
-        {
-            NEED(2);
-            size_t n = cnb__get16(p + i);
-            i += 2;
-            NEED(n);
-            i += n;
-            break;
-        }
-        case 108: /* LIST: elements and tail */
-            NEED(4);
-            children = (uint64_t)cnb__get32(p + i) + 1;
-            i += 4;
-            break;
-        case 109: /* BINARY */
-        {
-            NEED(4);
-            size_t n = cnb__get32(p + i);
-            i += 4;
-            NEED(n);
-            i += n;
-            break;
-        }
-        case 77: /* BIT_BINARY */
-        {
-            NEED(5);
-            size_t n = cnb__get32(p + i);
-            uint8_t bits = p[i + 4];
-            i += 5;
-            if (bits < 1 || bits > 8 || n == 0)
-                FAIL(CNB_EMALFORMED);
-            NEED(n);
-            i += n;
-            break;
-        }
-        case 110: /* SMALL_BIG */
-        {
-            NEED(2);
-            size_t n = p[i];
-            i += 2;
-            NEED(n);
-            i += n;
-            break;
-        }
-        case 111: /* LARGE_BIG */
-        {
-            NEED(5);
-            size_t n = cnb__get32(p + i);
-            i += 5;
-            NEED(n);
-            i += n;
-            break;
-        }
-        case 112: /* NEW_FUN: Size (counts itself and everything after),
-                   * Arity, Uniq(16), Index, NumFree, Module, OldIndex,
-                   * OldUniq, Pid, then NumFree free variables */
-        {
-            NEED(4 + 1 + 16 + 4 + 4);
-            size_t n = cnb__get32(p + i);
-            if (n < 4 + 1 + 16 + 4 + 4)
-                FAIL(CNB_EMALFORMED);
-            NEED(n);
-            end = i + n;
-            children = cnb__get32(p + i + 4 + 1 + 16 + 4);
-            i += 4 + 1 + 16 + 4 + 4;
-            /* Within the fun's own bytes, so a bad inner length cannot take
-             * us past them. */
-            if (skip_atom(p, end, &i) || skip_int(p, end, &i) || skip_int(p, end, &i) ||
-                skip_pid(p, end, &i))
-                FAIL(CNB_EMALFORMED);
-            if (children == 0 && i != end)
-                FAIL(CNB_EMALFORMED);
-            break;
-        }
-        case 113: /* EXPORT: module, function, arity (read here, typed) */
-            if ((rc = skip_atom(p, len, &i)) || (rc = skip_atom(p, len, &i)))
-                FAIL(rc);
-            NEED(2);
-            if (p[i] != 97)
-                FAIL(CNB_EMALFORMED);
-            i += 2;
-            break;
-        default: /* 82 atom cache ref, 80 compressed, 99 old float, 117 old
-                  * fun, 131 version, unknown */
+        if (i >= len)
+            FAIL(CNB_ETRUNC);
+        /* Atom cache references, compressed terms, old funs and a version
+         * byte the reader refuses; old floats (NEW_FLOATS is mandatory) the
+         * wire does. */
+        if (p[i] == CNB__TAG_FLOAT)
             FAIL(CNB_EMALFORMED);
-        }
+        cnb__term_head_t h;
+        if ((rc = cnb__term_head(p + i, p + len, &h)) ||
+            (rc = check_one(p, len, i, &h, &children, &end, &i)))
+            FAIL(rc);
         if (children == 0)
             continue;
         if (pending + children > len - i) /* as above: a byte per term */

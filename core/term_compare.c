@@ -1,6 +1,6 @@
 /* term_compare.c: Erlang term order (OTP 25 `<`, `==`, and the exact order of
  * map keys) on canonical ETF, walking both terms side by side with an explicit
- * stack. Tests: tests/unit/test_term.c, tests/integration/term_prop_tests.erl. */
+ * stack; headers come from core's term reader (term_read.h). Tests: tests/unit/test_term.c, tests/integration/term_prop_tests.erl. */
 #include "term_int.h"
 
 #include <math.h>
@@ -107,24 +107,15 @@ typedef struct atomv {
 /* Reads a canonical atom at *pp. */
 static int rd_atom(const uint8_t **pp, const uint8_t *end, atomv_t *a)
 {
-    const uint8_t *p = *pp;
-    size_t avail = (size_t)(end - p);
-    if (avail < 2)
-        return CNB_ETRUNC;
-    if (p[0] == CNB__TAG_SMALL_ATOM_UTF8) {
-        a->n = p[1];
-        a->s = p + 2;
-    } else if (p[0] == CNB__TAG_ATOM_UTF8) {
-        if (avail < 3)
-            return CNB_ETRUNC;
-        a->n = cnb__get16(p + 1);
-        a->s = p + 3;
-    } else {
+    cnb__term_head_t h;
+    int r;
+    if ((r = cnb__term_head(*pp, end, &h)))
+        return r;
+    if (h.tag != CNB__TAG_SMALL_ATOM_UTF8 && h.tag != CNB__TAG_ATOM_UTF8)
         return CNB_EMALFORMED;
-    }
-    if ((size_t)(end - a->s) < a->n)
-        return CNB_ETRUNC;
-    *pp = a->s + a->n;
+    a->s = h.data;
+    a->n = (size_t)h.n;
+    *pp += h.size;
     return 0;
 }
 
@@ -140,81 +131,49 @@ static int cmp_atoms(const atomv_t *a, const atomv_t *b)
 typedef struct num {
     int is_float;
     double d;
-    int neg;
-    const uint8_t *dig; /* little-endian magnitude, no high zero bytes */
-    size_t n;
-    uint8_t tmp[8];
+    cnb__intval_t i;
 } num_t;
 
 static void num_from_u32(num_t *v, int neg, uint32_t m)
 {
     v->is_float = 0;
-    v->neg = neg && m != 0;
-    for (int i = 0; i < 4; i++)
-        v->tmp[i] = (uint8_t)(m >> (8 * i));
-    v->dig = v->tmp;
-    v->n = 4;
-    while (v->n && v->dig[v->n - 1] == 0)
-        v->n--;
+    cnb__intval_from_u32(&v->i, neg, m);
+}
+
+/* The number whose header h was read at p. */
+static int num_of(const uint8_t *p, const cnb__term_head_t *h, num_t *v)
+{
+    switch (h->tag) {
+    case CNB__TAG_SMALL_INTEGER:
+    case CNB__TAG_INTEGER:
+    case CNB__TAG_SMALL_BIG:
+    case CNB__TAG_LARGE_BIG:
+        v->is_float = 0;
+        cnb__intval_of(p, h, &v->i);
+        return 0;
+    case CNB__TAG_NEW_FLOAT: {
+        uint64_t bits = cnb__get64(h->data);
+        v->is_float = 1;
+        memcpy(&v->d, &bits, 8);
+        return 0;
+    }
+    default:
+        return CNB_EMALFORMED;
+    }
 }
 
 /* Reads a canonical number at *pp (or the virtual byte virt). */
 static int rd_num(const uint8_t **pp, const uint8_t *end, int virt, num_t *v)
 {
-    const uint8_t *p = *pp;
-    size_t avail = (size_t)(end - p), len;
+    cnb__term_head_t h;
+    int r;
     if (virt >= 0) {
         num_from_u32(v, 0, (uint32_t)virt);
         return 0;
     }
-    if (avail < 1)
-        return CNB_ETRUNC;
-    switch (p[0]) {
-    case CNB__TAG_SMALL_INTEGER:
-        if (avail < 2)
-            return CNB_ETRUNC;
-        num_from_u32(v, 0, p[1]);
-        len = 2;
-        break;
-    case CNB__TAG_INTEGER: {
-        if (avail < 5)
-            return CNB_ETRUNC;
-        int32_t s = (int32_t)cnb__get32(p + 1);
-        num_from_u32(v, s < 0, s < 0 ? 0u - (uint32_t)s : (uint32_t)s);
-        len = 5;
-        break;
-    }
-    case CNB__TAG_SMALL_BIG:
-    case CNB__TAG_LARGE_BIG: {
-        size_t hl = p[0] == CNB__TAG_SMALL_BIG ? 3 : 6;
-        if (avail < hl)
-            return CNB_ETRUNC;
-        v->is_float = 0;
-        v->n = hl == 3 ? p[1] : cnb__get32(p + 1);
-        v->neg = p[hl - 1] != 0;
-        v->dig = p + hl;
-        if (avail - hl < v->n)
-            return CNB_ETRUNC;
-        len = hl + v->n;
-        while (v->n && v->dig[v->n - 1] == 0)
-            v->n--;
-        if (v->n == 0)
-            v->neg = 0;
-        break;
-    }
-    case CNB__TAG_NEW_FLOAT: {
-        if (avail < 9)
-            return CNB_ETRUNC;
-        uint64_t bits = cnb__get64(p + 1);
-        v->is_float = 1;
-        memcpy(&v->d, &bits, 8);
-        len = 9;
-        break;
-    }
-    default:
-        return CNB_EMALFORMED;
-    }
-    *pp = p + len;
+    if ((r = cnb__term_head(*pp, end, &h)) || (r = num_of(*pp, &h, v)))
+        return r;
+    *pp += h.size;
     return 0;
 }
 
@@ -229,7 +188,7 @@ static int cmp_mag(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
     return 0;
 }
 
-static int cmp_ints(const num_t *a, const num_t *b)
+static int cmp_ints(const cnb__intval_t *a, const cnb__intval_t *b)
 {
     if (a->neg != b->neg)
         return a->neg ? -1 : 1;
@@ -238,7 +197,7 @@ static int cmp_ints(const num_t *a, const num_t *b)
 }
 
 /* sign(I - d), exactly, for an integer I and a finite double d. */
-static int cmp_int_float(const num_t *i, double d)
+static int cmp_int_float(const cnb__intval_t *i, double d)
 {
     if (d == 0.0)
         return i->n == 0 ? 0 : (i->neg ? -1 : 1);
@@ -285,10 +244,10 @@ static int cmp_nums(const num_t *a, const num_t *b, int exact)
     if (a->is_float && b->is_float)
         return (a->d > b->d) - (a->d < b->d);
     if (!a->is_float && !b->is_float)
-        return cmp_ints(a, b);
+        return cmp_ints(&a->i, &b->i);
     if (exact) /* map key order: every integer before every float */
         return a->is_float ? 1 : -1;
-    return a->is_float ? -cmp_int_float(b, a->d) : cmp_int_float(a, b->d);
+    return a->is_float ? -cmp_int_float(&b->i, a->d) : cmp_int_float(&a->i, b->d);
 }
 
 static int cmp_u64(uint64_t a, uint64_t b)
@@ -296,95 +255,53 @@ static int cmp_u64(uint64_t a, uint64_t b)
     return (a > b) - (a < b);
 }
 
-/* NEW_PID_EXT: ordered by serial, number, node name, creation. */
-static int cmp_pids(const uint8_t **pa, const uint8_t *ea, const uint8_t **pb,
-                    const uint8_t *eb, int *ord)
+/* A leaf of a class other than number and atom, as term order sees it. */
+typedef struct leaf {
+    atomv_t node;        /* pid, port, reference */
+    uint32_t cre;        /* creation */
+    uint64_t id;         /* port: number */
+    uint32_t num, ser;   /* pid: number, serial */
+    const uint8_t *data; /* reference: words; bitstring: bytes */
+    uint64_t len;        /* reference: words; bitstring: bits */
+} leaf_t;
+
+/* Reads a pid, port, reference or bitstring of class k at *pp. */
+static int rd_leaf(const uint8_t **pp, const uint8_t *end, int k, leaf_t *v)
 {
-    atomv_t na, nb;
-    const uint8_t *a = *pa + 1, *b = *pb + 1;
+    const uint8_t *p = *pp, *node;
+    cnb__term_head_t h;
     int r;
-    if ((r = rd_atom(&a, ea, &na)) || (r = rd_atom(&b, eb, &nb)))
+    if ((r = cnb__term_head(p, end, &h)))
         return r;
-    if ((size_t)(ea - a) < 12 || (size_t)(eb - b) < 12)
-        return CNB_ETRUNC;
-    int c = cmp_u64(cnb__get32(a + 4), cnb__get32(b + 4));
-    if (!c)
-        c = cmp_u64(cnb__get32(a), cnb__get32(b));
-    if (!c)
-        c = cmp_atoms(&na, &nb);
-    if (!c)
-        c = cmp_u64(cnb__get32(a + 8), cnb__get32(b + 8));
-    *ord = c;
-    *pa = a + 12;
-    *pb = b + 12;
-    return 0;
-}
-
-/* NEW_PORT_EXT/V4_PORT_EXT: node name, creation, then number. */
-static int rd_port(const uint8_t **pp, const uint8_t *end, atomv_t *node, uint64_t *id,
-                   uint32_t *cre)
-{
-    const uint8_t *p = *pp + 1;
-    int v4 = **pp == CNB__TAG_V4_PORT, r;
-    if ((r = rd_atom(&p, end, node)))
-        return r;
-    if ((size_t)(end - p) < (v4 ? 12u : 8u))
-        return CNB_ETRUNC;
-    *id = v4 ? cnb__get64(p) : cnb__get32(p);
-    p += v4 ? 8 : 4;
-    *cre = cnb__get32(p);
-    *pp = p + 4;
-    return 0;
-}
-
-/* NEWER_REFERENCE_EXT: node name, creation, then the words as one number with
- * the last word most significant (missing words count as zero). */
-static int rd_ref(const uint8_t **pp, const uint8_t *end, atomv_t *node, uint32_t *cre,
-                  const uint8_t **words, size_t *nw)
-{
-    const uint8_t *p = *pp + 1;
-    int r;
-    if ((size_t)(end - p) < 2)
-        return CNB_ETRUNC;
-    *nw = cnb__get16(p);
-    p += 2;
-    if ((r = rd_atom(&p, end, node)))
-        return r;
-    if ((size_t)(end - p) < 4 + 4 * *nw)
-        return CNB_ETRUNC;
-    *cre = cnb__get32(p);
-    *words = p + 4;
-    *pp = p + 4 + 4 * *nw;
-    return 0;
-}
-
-/* Bitstrings: the common prefix of bits, then the bit length. */
-static int rd_bits(const uint8_t **pp, const uint8_t *end, const uint8_t **data,
-                   uint64_t *nbits)
-{
-    const uint8_t *p = *pp;
-    size_t avail = (size_t)(end - p), n;
-    if (p[0] == CNB__TAG_BINARY) {
-        if (avail < 5)
-            return CNB_ETRUNC;
-        n = cnb__get32(p + 1);
-        if (avail - 5 < n)
-            return CNB_ETRUNC;
-        *data = p + 5;
-        *nbits = (uint64_t)n * 8;
-        *pp = p + 5 + n;
-    } else {
-        if (avail < 6)
-            return CNB_ETRUNC;
-        n = cnb__get32(p + 1);
-        if (avail - 6 < n)
-            return CNB_ETRUNC;
-        if (n == 0 || p[5] == 0 || p[5] > 8)
-            return CNB_EMALFORMED;
-        *data = p + 6;
-        *nbits = (uint64_t)(n - 1) * 8 + p[5];
-        *pp = p + 6 + n;
+    node = p + h.hdr;
+    switch (k) {
+    case K_PID: /* number, serial, creation */
+        v->num = cnb__get32(h.data);
+        v->ser = cnb__get32(h.data + 4);
+        v->cre = cnb__get32(h.data + 8);
+        break;
+    case K_PORT: { /* number (4 or 8 bytes), creation */
+        int v4 = h.tag == CNB__TAG_V4_PORT;
+        v->id = v4 ? cnb__get64(h.data) : cnb__get32(h.data);
+        v->cre = cnb__get32(h.data + (v4 ? 8 : 4));
+        break;
     }
+    case K_REF: /* creation, then the words, the last most significant */
+        v->cre = cnb__get32(h.data);
+        v->data = h.data + 4;
+        v->len = h.n;
+        break;
+    default: /* K_BITS: the bytes, then the bit length */
+        if (h.tag == CNB__TAG_BIT_BINARY && (h.n == 0 || p[5] == 0 || p[5] > 8))
+            return CNB_EMALFORMED;
+        v->data = h.data;
+        v->len = h.tag == CNB__TAG_BINARY ? h.n * 8 : (h.n - 1) * 8 + p[5];
+        *pp = p + h.size;
+        return 0;
+    }
+    if ((r = rd_atom(&node, end, &v->node)))
+        return r;
+    *pp = p + h.size;
     return 0;
 }
 
@@ -417,13 +334,14 @@ typedef struct funv {
 
 static int rd_fun(const uint8_t *p, const uint8_t *end, funv_t *f)
 {
-    int r;
+    cnb__term_head_t h;
     num_t oi;
-    if ((size_t)(end - p) < 30)
-        return CNB_ETRUNC;
-    f->index = cnb__get32(p + 22);
-    f->nfree = cnb__get32(p + 26);
-    p += 30;
+    int r;
+    if ((r = cnb__term_head(p, end, &h)))
+        return r;
+    f->index = cnb__get32(p + CNB__FUN_INDEX_AT);
+    f->nfree = (uint32_t)h.n;
+    p += h.size;
     if ((r = rd_atom(&p, end, &f->module)))
         return r;
     if ((r = rd_num(&p, end, VIRT_REAL, &oi)) || (r = rd_num(&p, end, VIRT_REAL, &f->old_uniq)))
@@ -432,10 +350,9 @@ static int rd_fun(const uint8_t *p, const uint8_t *end, funv_t *f)
         return CNB_EMALFORMED;
     if ((size_t)(end - p) < 1 || p[0] != CNB__TAG_NEW_PID)
         return CNB_EMALFORMED;
-    const uint8_t *after;
-    if ((r = cnb__term_skip(p, end, &after)))
+    if ((r = cnb__term_head(p, end, &h)))
         return r;
-    f->env = after;
+    f->env = p + h.size;
     return 0;
 }
 
@@ -467,6 +384,129 @@ static int item_class(const cmpctx_t *c, int s, int virt)
     return klass(c->cur[s][0]);
 }
 
+/* Term order of two pids, ports, references or bitstrings of class k. */
+static int cmp_leaves(cmpctx_t *c, int k, const leaf_t *a, const leaf_t *b)
+{
+    int o;
+    switch (k) {
+    case K_PID: /* serial, number, node name, creation */
+        o = cmp_u64(a->ser, b->ser);
+        if (!o)
+            o = cmp_u64(a->num, b->num);
+        if (!o)
+            o = cmp_atoms(&a->node, &b->node);
+        return o ? o : cmp_u64(a->cre, b->cre);
+    case K_PORT: /* node name, creation, number */
+        o = cmp_atoms(&a->node, &b->node);
+        if (!o)
+            o = cmp_u64(a->cre, b->cre);
+        return o ? o : cmp_u64(a->id, b->id);
+    case K_REF: /* node name, creation, the words (missing ones count as 0) */
+        o = cmp_atoms(&a->node, &b->node);
+        if (!o)
+            o = cmp_u64(a->cre, b->cre);
+        for (size_t i = a->len > b->len ? a->len : b->len; !o && i-- > 0;)
+            o = cmp_u64(i < a->len ? cnb__get32(a->data + 4 * i) : 0,
+                        i < b->len ? cnb__get32(b->data + 4 * i) : 0);
+        if (!o && a->len != b->len && !c->tie)
+            c->tie = a->len < b->len ? -1 : 1;
+        return o;
+    default: /* K_BITS: the common prefix of bits, then the bit length */
+        return cmp_bits(a->data, a->len, b->data, b->len);
+    }
+}
+
+/* Two funs: local before external; externals by module, function, arity;
+ * locals by module, index, OldUniq, free-variable count, then (a frame is
+ * pushed) the free variables. */
+static int cmp_funs(cmpctx_t *c, int exact, int *ord)
+{
+    const uint8_t **pa = &c->cur[0], **pb = &c->cur[1];
+    const uint8_t *ea = c->end[0], *eb = c->end[1];
+    int xa = (*pa)[0] == CNB__TAG_EXPORT, xb = (*pb)[0] == CNB__TAG_EXPORT, r;
+    if (xa != xb) { /* OTP 25: local funs before external funs */
+        *ord = xa ? 1 : -1;
+        return 0;
+    }
+    if (xa) {
+        atomv_t ma, fa, mb, fb;
+        num_t aa, ab;
+        const uint8_t *a = *pa + 1, *b = *pb + 1;
+        if ((r = rd_atom(&a, ea, &ma)) || (r = rd_atom(&a, ea, &fa)) ||
+            (r = rd_num(&a, ea, VIRT_REAL, &aa)) || (r = rd_atom(&b, eb, &mb)) ||
+            (r = rd_atom(&b, eb, &fb)) || (r = rd_num(&b, eb, VIRT_REAL, &ab)))
+            return r;
+        int o = cmp_atoms(&ma, &mb);
+        if (!o)
+            o = cmp_atoms(&fa, &fb);
+        if (!o)
+            o = cmp_nums(&aa, &ab, 0);
+        *ord = o;
+        *pa = a;
+        *pb = b;
+        return 0;
+    }
+    funv_t fa, fb;
+    if ((r = rd_fun(*pa, ea, &fa)) || (r = rd_fun(*pb, eb, &fb)))
+        return r;
+    int o = cmp_atoms(&fa.module, &fb.module);
+    if (!o)
+        o = cmp_u64(fa.index, fb.index);
+    if (!o)
+        o = cmp_ints(&fa.old_uniq.i, &fb.old_uniq.i);
+    if (!o)
+        o = cmp_u64(fa.nfree, fb.nfree);
+    *pa = fa.env;
+    *pb = fb.env;
+    if (o || fa.nfree == 0) {
+        *ord = o;
+        return 0;
+    }
+    if ((r = push(c, F_SEQ, (uint8_t)exact)))
+        return r;
+    c->st[c->top - 1].n = fa.nfree;
+    return 0;
+}
+
+/* Two tuples, maps or lists (class k): sizes first for tuples and maps;
+ * when they are equal and not empty, a frame for their contents. */
+static int open_pair(cmpctx_t *c, int k, int exact, int *ord)
+{
+    cnb__term_head_t h[2];
+    kframe_t *f;
+    int r;
+    for (int s = 0; s < 2; s++)
+        if ((r = cnb__term_head(c->cur[s], c->end[s], &h[s])))
+            return r;
+    if (k == K_LIST) {
+        if ((r = push(c, F_LIST, (uint8_t)exact)))
+            return r;
+        f = &c->st[c->top - 1];
+        for (int s = 0; s < 2; s++) {
+            f->is_str[s] = h[s].tag == CNB__TAG_STRING;
+            f->rem[s] = h[s].n;
+            c->cur[s] = f->is_str[s] ? h[s].data : c->cur[s] + h[s].size;
+        }
+        return 0;
+    }
+    c->cur[0] += h[0].size;
+    c->cur[1] += h[1].size;
+    if (h[0].n != h[1].n || h[0].n == 0) {
+        *ord = cmp_u64(h[0].n, h[1].n);
+        return 0;
+    }
+    if ((r = push(c, k == K_TUPLE ? F_SEQ : F_MAPK, (uint8_t)exact)))
+        return r;
+    f = &c->st[c->top - 1];
+    f->n = h[0].n;
+    if (k == K_MAP) {
+        f->npairs = h[0].n;
+        f->mstart[0] = c->cur[0];
+        f->mstart[1] = c->cur[1];
+    }
+    return 0;
+}
+
 /* Compares the items on both sides. Sets *ord when they differ; when they are
  * compound and their headers are equal, pushes a frame for their contents. */
 static int cmp_items(cmpctx_t *c, const int virt[2], int exact, int *ord)
@@ -496,161 +536,27 @@ static int cmp_items(cmpctx_t *c, const int virt[2], int exact, int *ord)
         *ord = cmp_atoms(&x, &y);
         return 0;
     }
-    case K_REF: {
-        atomv_t na, nb;
-        uint32_t ca, cb;
-        const uint8_t *wa, *wb;
-        size_t la, lb;
-        if ((r = rd_ref(pa, ea, &na, &ca, &wa, &la)) || (r = rd_ref(pb, eb, &nb, &cb, &wb, &lb)))
-            return r;
-        int o = cmp_atoms(&na, &nb);
-        if (!o)
-            o = cmp_u64(ca, cb);
-        for (size_t i = la > lb ? la : lb; !o && i-- > 0;)
-            o = cmp_u64(i < la ? cnb__get32(wa + 4 * i) : 0, i < lb ? cnb__get32(wb + 4 * i) : 0);
-        if (!o && la != lb && !c->tie)
-            c->tie = la < lb ? -1 : 1;
-        *ord = o;
-        return 0;
-    }
-    case K_PORT: {
-        atomv_t na, nb;
-        uint64_t ia, ib;
-        uint32_t ca, cb;
-        if ((r = rd_port(pa, ea, &na, &ia, &ca)) || (r = rd_port(pb, eb, &nb, &ib, &cb)))
-            return r;
-        int o = cmp_atoms(&na, &nb);
-        if (!o)
-            o = cmp_u64(ca, cb);
-        if (!o)
-            o = cmp_u64(ia, ib);
-        *ord = o;
-        return 0;
-    }
+    case K_REF:
+    case K_PORT:
     case K_PID:
-        return cmp_pids(pa, ea, pb, eb, ord);
-    case K_FUN: {
-        int xa = (*pa)[0] == CNB__TAG_EXPORT, xb = (*pb)[0] == CNB__TAG_EXPORT;
-        if (xa != xb) { /* OTP 25: local funs before external funs */
-            *ord = xa ? 1 : -1;
-            return 0;
-        }
-        if (xa) {
-            atomv_t ma, fa, mb, fb;
-            num_t aa, ab;
-            const uint8_t *a = *pa + 1, *b = *pb + 1;
-            if ((r = rd_atom(&a, ea, &ma)) || (r = rd_atom(&a, ea, &fa)) ||
-                (r = rd_num(&a, ea, VIRT_REAL, &aa)) || (r = rd_atom(&b, eb, &mb)) ||
-                (r = rd_atom(&b, eb, &fb)) || (r = rd_num(&b, eb, VIRT_REAL, &ab)))
-                return r;
-            int o = cmp_atoms(&ma, &mb);
-            if (!o)
-                o = cmp_atoms(&fa, &fb);
-            if (!o)
-                o = cmp_nums(&aa, &ab, 0);
-            *ord = o;
-            *pa = a;
-            *pb = b;
-            return 0;
-        }
-        funv_t fa, fb;
-        if ((r = rd_fun(*pa, ea, &fa)) || (r = rd_fun(*pb, eb, &fb)))
+    case K_BITS: {
+        leaf_t x, y;
+        if ((r = rd_leaf(pa, ea, ka, &x)) || (r = rd_leaf(pb, eb, ka, &y)))
             return r;
-        int o = cmp_atoms(&fa.module, &fb.module);
-        if (!o)
-            o = cmp_u64(fa.index, fb.index);
-        if (!o)
-            o = cmp_ints(&fa.old_uniq, &fb.old_uniq);
-        if (!o)
-            o = cmp_u64(fa.nfree, fb.nfree);
-        *pa = fa.env;
-        *pb = fb.env;
-        if (o || fa.nfree == 0) {
-            *ord = o;
-            return 0;
-        }
-        if ((r = push(c, F_SEQ, (uint8_t)exact)))
-            return r;
-        c->st[c->top - 1].n = fa.nfree;
+        *ord = cmp_leaves(c, ka, &x, &y);
         return 0;
     }
-    case K_TUPLE: {
-        uint64_t na, nb;
-        const uint8_t *a = *pa, *b = *pb;
-        size_t ha = a[0] == CNB__TAG_SMALL_TUPLE ? 2 : 5, hb = b[0] == CNB__TAG_SMALL_TUPLE ? 2 : 5;
-        if ((size_t)(ea - a) < ha || (size_t)(eb - b) < hb)
-            return CNB_ETRUNC;
-        na = ha == 2 ? a[1] : cnb__get32(a + 1);
-        nb = hb == 2 ? b[1] : cnb__get32(b + 1);
-        *pa = a + ha;
-        *pb = b + hb;
-        if (na != nb || na == 0) {
-            *ord = cmp_u64(na, nb);
-            return 0;
-        }
-        if ((r = push(c, F_SEQ, (uint8_t)exact)))
-            return r;
-        c->st[c->top - 1].n = na;
-        return 0;
-    }
-    case K_MAP: {
-        if ((size_t)(ea - *pa) < 5 || (size_t)(eb - *pb) < 5)
-            return CNB_ETRUNC;
-        uint64_t na = cnb__get32(*pa + 1), nb = cnb__get32(*pb + 1);
-        *pa += 5;
-        *pb += 5;
-        if (na != nb || na == 0) {
-            *ord = cmp_u64(na, nb);
-            return 0;
-        }
-        if ((r = push(c, F_MAPK, (uint8_t)exact)))
-            return r;
-        kframe_t *f = &c->st[c->top - 1];
-        f->n = f->npairs = na;
-        f->mstart[0] = *pa;
-        f->mstart[1] = *pb;
-        return 0;
-    }
+    case K_FUN:
+        return cmp_funs(c, exact, ord);
     case K_NIL:
         if (virt[0] == VIRT_REAL)
             *pa += 1;
         if (virt[1] == VIRT_REAL)
             *pb += 1;
         return 0;
-    case K_LIST: {
-        if ((r = push(c, F_LIST, (uint8_t)exact)))
-            return r;
-        kframe_t *f = &c->st[c->top - 1];
-        for (int s = 0; s < 2; s++) {
-            const uint8_t *p = c->cur[s];
-            size_t avail = (size_t)(c->end[s] - p);
-            if (p[0] == CNB__TAG_STRING) {
-                if (avail < 3)
-                    return CNB_ETRUNC;
-                f->is_str[s] = 1;
-                f->rem[s] = cnb__get16(p + 1);
-                if (avail - 3 < f->rem[s])
-                    return CNB_ETRUNC;
-                c->cur[s] = p + 3;
-            } else {
-                if (avail < 5)
-                    return CNB_ETRUNC;
-                f->rem[s] = cnb__get32(p + 1);
-                c->cur[s] = p + 5;
-            }
-        }
-        return 0;
+    default: /* K_TUPLE, K_MAP, K_LIST */
+        return open_pair(c, ka, exact, ord);
     }
-    case K_BITS: {
-        const uint8_t *da, *db;
-        uint64_t la, lb;
-        if ((r = rd_bits(pa, ea, &da, &la)) || (r = rd_bits(pb, eb, &db, &lb)))
-            return r;
-        *ord = cmp_bits(da, la, db, lb);
-        return 0;
-    }
-    }
-    return CNB_EMALFORMED;
 }
 
 static int skip_both(cmpctx_t *c)
@@ -779,112 +685,16 @@ out:
 
 /* ---- skipping ------------------------------------------------------------- */
 
-static int atom_size(const uint8_t *p, const uint8_t *end, size_t *n)
-{
-    size_t avail = (size_t)(end - p);
-    if (avail < 2)
-        return CNB_ETRUNC;
-    if (p[0] == CNB__TAG_SMALL_ATOM_UTF8)
-        *n = 2 + (size_t)p[1];
-    else if (p[0] == CNB__TAG_ATOM_UTF8 && avail >= 3)
-        *n = 3 + (size_t)cnb__get16(p + 1);
-    else
-        return p[0] == CNB__TAG_ATOM_UTF8 ? CNB_ETRUNC : CNB_EMALFORMED;
-    return 0;
-}
-
 int cnb__term_skip(const uint8_t *p, const uint8_t *end, const uint8_t **next)
 {
     uint64_t remaining = 1;
-    size_t n, a;
+    cnb__term_head_t h;
     int r;
     while (remaining) {
-        size_t avail = (size_t)(end - p);
-        if (avail < 1)
-            return CNB_ETRUNC;
-        remaining--;
-        switch (p[0]) {
-        case CNB__TAG_SMALL_INTEGER:
-            n = 2;
-            break;
-        case CNB__TAG_INTEGER:
-            n = 5;
-            break;
-        case CNB__TAG_SMALL_BIG:
-            n = avail >= 2 ? 3 + (size_t)p[1] : 3;
-            break;
-        case CNB__TAG_LARGE_BIG:
-            n = avail >= 5 ? 6 + (size_t)cnb__get32(p + 1) : 6;
-            break;
-        case CNB__TAG_NEW_FLOAT:
-            n = 9;
-            break;
-        case CNB__TAG_SMALL_ATOM_UTF8:
-        case CNB__TAG_ATOM_UTF8:
-            if ((r = atom_size(p, end, &n)))
-                return r;
-            break;
-        case CNB__TAG_SMALL_TUPLE:
-            n = 2;
-            if (avail >= 2)
-                remaining += p[1];
-            break;
-        case CNB__TAG_LARGE_TUPLE:
-            n = 5;
-            if (avail >= 5)
-                remaining += cnb__get32(p + 1);
-            break;
-        case CNB__TAG_NIL:
-            n = 1;
-            break;
-        case CNB__TAG_STRING:
-            n = avail >= 3 ? 3 + (size_t)cnb__get16(p + 1) : 3;
-            break;
-        case CNB__TAG_LIST:
-            n = 5;
-            if (avail >= 5)
-                remaining += (uint64_t)cnb__get32(p + 1) + 1;
-            break;
-        case CNB__TAG_BINARY:
-            n = avail >= 5 ? 5 + (size_t)cnb__get32(p + 1) : 5;
-            break;
-        case CNB__TAG_BIT_BINARY:
-            n = avail >= 5 ? 6 + (size_t)cnb__get32(p + 1) : 6;
-            break;
-        case CNB__TAG_MAP:
-            n = 5;
-            if (avail >= 5)
-                remaining += (uint64_t)cnb__get32(p + 1) * 2;
-            break;
-        case CNB__TAG_NEW_PID:
-        case CNB__TAG_NEW_PORT:
-        case CNB__TAG_V4_PORT:
-            if ((r = atom_size(p + 1, end, &a)))
-                return r;
-            n = 1 + a + (p[0] == CNB__TAG_NEW_PORT ? 8 : 12);
-            break;
-        case CNB__TAG_NEWER_REFERENCE:
-            if (avail < 3)
-                return CNB_ETRUNC;
-            if ((r = atom_size(p + 3, end, &a)))
-                return r;
-            n = 3 + a + 4 + 4 * (size_t)cnb__get16(p + 1);
-            break;
-        case CNB__TAG_EXPORT:
-            n = 1;
-            remaining += 3;
-            break;
-        case CNB__TAG_NEW_FUN:
-            n = 30;
-            if (avail >= 30)
-                remaining += 4 + (uint64_t)cnb__get32(p + 26);
-            break;
-        default:
-            return CNB_EMALFORMED;
-        }
-        if (avail < n)
-            return CNB_ETRUNC;
-        p += n;
+        if ((r = cnb__term_head(p, end, &h)))
+            return r;
+        remaining += h.children - 1;
+        p += h.size;
     }
     *next = p;
     return 0;

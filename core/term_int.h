@@ -1,5 +1,6 @@
 /* term_int.h: internals shared by the files of core/term (term.c, term_canon.c,
- * term_valid.c, term_compare.c, term_hash.c). Not a public header.
+ * term_valid.c, term_compare.c, term_hash.c); the tags and the
+ * header reader are in term_read.h. Not a public header.
  * Tests: tests/unit/test_term.c, tests/integration/term_prop_tests.erl. */
 #ifndef CNB_TERM_INT_H
 #define CNB_TERM_INT_H
@@ -10,46 +11,12 @@
 
 #include "cnb_bytes.h"
 #include "cnb_term.h"
+#include "term_read.h"
 
-/* External term format tags (erts erl_ext_dist.html). */
-enum {
-    CNB__TAG_VERSION = 131,
-    CNB__TAG_COMPRESSED = 80,
-    CNB__TAG_NEW_FLOAT = 70,
-    CNB__TAG_BIT_BINARY = 77,
-    CNB__TAG_ATOM_CACHE_REF = 82,
-    CNB__TAG_NEW_PID = 88,
-    CNB__TAG_NEW_PORT = 89,
-    CNB__TAG_NEWER_REFERENCE = 90,
-    CNB__TAG_SMALL_INTEGER = 97,
-    CNB__TAG_INTEGER = 98,
-    CNB__TAG_FLOAT = 99,
-    CNB__TAG_ATOM = 100,
-    CNB__TAG_REFERENCE = 101,
-    CNB__TAG_PORT = 102,
-    CNB__TAG_PID = 103,
-    CNB__TAG_SMALL_TUPLE = 104,
-    CNB__TAG_LARGE_TUPLE = 105,
-    CNB__TAG_NIL = 106,
-    CNB__TAG_STRING = 107,
-    CNB__TAG_LIST = 108,
-    CNB__TAG_BINARY = 109,
-    CNB__TAG_SMALL_BIG = 110,
-    CNB__TAG_LARGE_BIG = 111,
-    CNB__TAG_NEW_FUN = 112,
-    CNB__TAG_EXPORT = 113,
-    CNB__TAG_NEW_REFERENCE = 114,
-    CNB__TAG_SMALL_ATOM = 115,
-    CNB__TAG_MAP = 116,
-    CNB__TAG_ATOM_UTF8 = 118,
-    CNB__TAG_SMALL_ATOM_UTF8 = 119,
-    CNB__TAG_V4_PORT = 120,
-};
 
 /* Facts about OTP 25 that the canonical form depends on. */
 #define CNB__MAX_ATOM_CHARS 255u       /* characters, not bytes */
 #define CNB__MAX_STRING_EXT 65535u     /* longest list term_to_binary writes as STRING_EXT */
-#define CNB__MAX_REF_WORDS 5u          /* references: 1..5 words */
 #define CNB__OLD_REF_WORD0_LIMIT (1u << 18) /* first word of REFERENCE_EXT/NEW_REFERENCE_EXT */
 #define CNB__TINY_CREATION_MAX 3u      /* 1-byte creations of the old pid/port/ref tags */
 #define CNB__NEW_PORT_ID_MAX 0x0fffffffu /* larger port ids are written as V4_PORT_EXT */
@@ -79,6 +46,46 @@ long cnb__term_utf8_chars(const uint8_t *s, size_t n);
 static inline int cnb__float_bits_ok(uint64_t bits)
 {
     return ((bits >> 52) & 0x7ff) != 0x7ff;
+}
+
+/* An integer as sign and little-endian magnitude without high zero bytes;
+ * dig points into the term or into tmp. */
+typedef struct cnb__intval {
+    int neg;
+    const uint8_t *dig;
+    size_t n;
+    uint8_t tmp[8];
+} cnb__intval_t;
+
+static inline void cnb__intval_from_u32(cnb__intval_t *v, int neg, uint32_t m)
+{
+    v->neg = neg && m != 0;
+    for (int i = 0; i < 4; i++)
+        v->tmp[i] = (uint8_t)(m >> (8 * i));
+    v->dig = v->tmp;
+    v->n = 4;
+    while (v->n && v->dig[v->n - 1] == 0)
+        v->n--;
+}
+
+/* The integer (SMALL_INTEGER, INTEGER, SMALL_BIG or LARGE_BIG) whose header
+ * h was read at p. */
+static inline void cnb__intval_of(const uint8_t *p, const cnb__term_head_t *h, cnb__intval_t *v)
+{
+    if (h->tag == CNB__TAG_SMALL_INTEGER) {
+        cnb__intval_from_u32(v, 0, p[1]);
+    } else if (h->tag == CNB__TAG_INTEGER) {
+        int32_t s = (int32_t)cnb__get32(p + 1);
+        cnb__intval_from_u32(v, s < 0, s < 0 ? 0u - (uint32_t)s : (uint32_t)s);
+    } else { /* a big: sign byte, then little-endian digits */
+        v->n = (size_t)h->n;
+        v->neg = p[h->hdr - 1] != 0;
+        v->dig = h->data;
+        while (v->n && v->dig[v->n - 1] == 0)
+            v->n--;
+        if (v->n == 0)
+            v->neg = 0;
+    }
 }
 
 /* Fills in defaults for a NULL opts or zero fields. */
@@ -127,6 +134,24 @@ static inline int cnb__obuf_reserve(cnb__obuf_t *o, size_t n)
  * Returns 0 or a negative CNB_E* code; on error o->len is meaningless. */
 int cnb__term_canon_slow(const uint8_t *p, const uint8_t *end, const cnb__term_limits_t *lim,
                          cnb__obuf_t *o);
+
+/* The writers of the general path (term_canon_emit.c). Each returns 0 or a
+ * negative CNB_E* code and, on success, advances *pp past what it read. */
+
+/* Writes the canonical form of the leaf term (no children) whose header h
+ * was read at *pp. */
+int cnb__canon_leaf(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
+                    const cnb__term_head_t *h);
+
+/* Writes EXPORT_EXT at *pp: module, function, arity (typed, read here). */
+int cnb__canon_export(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end);
+
+/* Writes the fixed fields, module, OldIndex, OldUniq and creator pid of the
+ * NEW_FUN_EXT whose header h was read at *pp, leaving *pp at its first free
+ * variable; *size_at is the output offset of its Size field, to be patched
+ * once the free variables are written. */
+int cnb__canon_fun(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
+                   const cnb__term_head_t *h, size_t *size_at);
 
 /* Sets *next to the end of the canonical term that starts at p. Returns 0 or
  * CNB_EMALFORMED/CNB_ETRUNC. Iterative: any depth. */

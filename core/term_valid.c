@@ -1,6 +1,7 @@
 /* term_valid.c: the fast path of cnb_term_canonical: decides, in one pass and
  * without writing anything, whether a term is already in canonical form (then
- * the caller just copies it). Tests: tests/unit/test_term.c, tests/fuzz/. */
+ * the caller just copies it). Its policy sits on core's term reader
+ * (term_read.h). Tests: tests/unit/test_term.c, tests/fuzz/. */
 #include "term_int.h"
 
 enum { V_TUPLE, V_LIST, V_MAP, V_FUN };
@@ -20,30 +21,14 @@ typedef struct vframe {
 
 #define V_INLINE_FRAMES 32
 
-/* Returns the length of a canonical atom at p (tag included) or 0 if there is
- * none. */
-static size_t canon_atom_len(const uint8_t *p, const uint8_t *end)
+/* 1 if the atom whose header is h is in canonical form: UTF-8 of at most 255
+ * characters, SMALL_ATOM_UTF8_EXT up to 255 bytes, ATOM_UTF8_EXT beyond. */
+CNB__ALWAYS_INLINE int canon_atom(const cnb__term_head_t *h)
 {
-    size_t avail = (size_t)(end - p), n, hdr;
-    if (avail < 2)
+    size_t n = (size_t)h->n, i = 0;
+    const uint8_t *s = h->data;
+    if (h->tag != CNB__TAG_SMALL_ATOM_UTF8 && (h->tag != CNB__TAG_ATOM_UTF8 || n <= 255))
         return 0;
-    if (p[0] == CNB__TAG_SMALL_ATOM_UTF8) {
-        n = p[1];
-        hdr = 2;
-    } else if (p[0] == CNB__TAG_ATOM_UTF8) {
-        if (avail < 3)
-            return 0;
-        n = cnb__get16(p + 1);
-        hdr = 3;
-        if (n <= 255) /* would have been SMALL_ATOM_UTF8_EXT */
-            return 0;
-    } else {
-        return 0;
-    }
-    if (avail - hdr < n)
-        return 0;
-    const uint8_t *s = p + hdr;
-    size_t i = 0;
     /* ASCII fast path, eight bytes at a time. */
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
@@ -56,52 +41,73 @@ static size_t canon_atom_len(const uint8_t *p, const uint8_t *end)
             break;
     if (i < n) {
         long chars = cnb__term_utf8_chars(s, n);
-        if (chars < 0 || (unsigned long)chars > CNB__MAX_ATOM_CHARS)
+        return chars >= 0 && (unsigned long)chars <= CNB__MAX_ATOM_CHARS;
+    }
+    return n <= CNB__MAX_ATOM_CHARS;
+}
+
+/* Returns the length of a canonical atom at p (tag included) or 0 if there is
+ * none. */
+static size_t canon_atom_len(const uint8_t *p, const uint8_t *end)
+{
+    cnb__term_head_t h;
+    if (cnb__term_head(p, end, &h) || !canon_atom(&h))
+        return 0;
+    return h.size;
+}
+
+/* 1 if the integer whose header h was read at p is in canonical form (the
+ * smallest of SMALL_INTEGER, INTEGER, SMALL_BIG, LARGE_BIG; no high zero
+ * digits); then *fits says whether it fits a 64-bit signed integer, stored in
+ * *val. 0 if it is not (or not an integer). */
+CNB__ALWAYS_INLINE int canon_int(const uint8_t *p, const cnb__term_head_t *h, int64_t *val, int *fits)
+{
+    *fits = 1;
+    switch (h->tag) {
+    case CNB__TAG_SMALL_INTEGER:
+        *val = p[1];
+        return 1;
+    case CNB__TAG_INTEGER: {
+        int32_t v = (int32_t)cnb__get32(p + 1);
+        *val = v;
+        return v < 0 || v > 255;
+    }
+    case CNB__TAG_SMALL_BIG:
+    case CNB__TAG_LARGE_BIG: {
+        size_t n = (size_t)h->n;
+        int neg = p[h->hdr - 1];
+        if (n == 0 || neg > 1 || h->data[n - 1] == 0)
             return 0;
-    } else if (n > CNB__MAX_ATOM_CHARS) {
+        if (h->tag == CNB__TAG_LARGE_BIG && n <= 255) /* would have been SMALL_BIG_EXT */
+            return 0;
+        *fits = 0;
+        if (n > 8)
+            return 1;
+        uint64_t m = 0;
+        for (size_t i = n; i-- > 0;)
+            m = m << 8 | h->data[i];
+        if (neg ? m <= UINT64_C(0x80000000) : m <= 0x7fffffff) /* would have been INTEGER_EXT */
+            return 0;
+        if (neg ? m > (UINT64_C(1) << 63) : m > (uint64_t)INT64_MAX)
+            return 1;
+        *fits = 1;
+        *val = neg ? (int64_t)(0 - m) : (int64_t)m;
+        return 1;
+    }
+    default:
         return 0;
     }
-    return hdr + n;
 }
 
 /* Returns the length of a canonical integer at p whose value fits a 64-bit
  * signed integer, storing the value, or 0 if there is none. */
 static size_t canon_int64(const uint8_t *p, const uint8_t *end, int64_t *val)
 {
-    size_t avail = (size_t)(end - p);
-    if (avail < 2)
+    cnb__term_head_t h;
+    int fits;
+    if (cnb__term_head(p, end, &h) || !canon_int(p, &h, val, &fits) || !fits)
         return 0;
-    switch (p[0]) {
-    case CNB__TAG_SMALL_INTEGER:
-        *val = p[1];
-        return 2;
-    case CNB__TAG_INTEGER: {
-        if (avail < 5)
-            return 0;
-        int32_t v = (int32_t)cnb__get32(p + 1);
-        if (v >= 0 && v <= 255)
-            return 0;
-        *val = v;
-        return 5;
-    }
-    case CNB__TAG_SMALL_BIG: {
-        size_t n = p[1];
-        if (avail < 3 || avail - 3 < n || n == 0 || n > 8 || p[2] > 1 || p[2 + n] == 0)
-            return 0;
-        uint64_t m = 0;
-        for (size_t i = n; i-- > 0;)
-            m = m << 8 | p[3 + i];
-        int neg = p[2];
-        if (neg ? m <= UINT64_C(0x80000000) : m <= 0x7fffffff)
-            return 0;
-        if (neg ? m > (UINT64_C(1) << 63) : m > (uint64_t)INT64_MAX)
-            return 0;
-        *val = neg ? (int64_t)(0 - m) : (int64_t)m;
-        return 3 + n;
-    }
-    default:
-        return 0;
-    }
+    return h.size;
 }
 
 /* OTP's is_small() on a 64-bit emulator: -2^59 <= v < 2^59. */
@@ -126,6 +132,193 @@ static int push(vframe_t **st, size_t *cap, size_t *top, vframe_t *inl, size_t m
     return 1;
 }
 
+/* Returns the length of a canonical pid (NEW_PID_EXT) at p, or 0. */
+static size_t canon_pid_len(const uint8_t *p, const uint8_t *end)
+{
+    cnb__term_head_t h;
+    if (cnb__term_head(p, end, &h) || h.tag != CNB__TAG_NEW_PID || !canon_atom_len(p + h.hdr, end))
+        return 0;
+    return h.size;
+}
+
+/* Reads the fields of the NEW_FUN_EXT whose header h is at *pp, up to its
+ * free variables: module, OldIndex, OldUniq (smalls) and the creator pid,
+ * each canonical. Sets *pp past them and *fun_end to where the Size field
+ * says the fun ends. Returns 1, or 0 if the fun is not canonical. */
+static int fun_fields(const uint8_t **pp, const uint8_t *end, const cnb__term_head_t *h,
+                      const uint8_t **fun_end)
+{
+    const uint8_t *p = *pp;
+    size_t size = cnb__get32(p + 1), n;
+    int64_t v;
+    if (size > (size_t)(end - p) - 1)
+        return 0;
+    *fun_end = p + 1 + size;
+    p += h->size;
+    if (!(n = canon_atom_len(p, end)))
+        return 0;
+    p += n;
+    for (int i = 0; i < 2; i++) { /* OldIndex, OldUniq */
+        if (!(n = canon_int64(p, end, &v)) || !is_small(v))
+            return 0;
+        p += n;
+    }
+    if (!(n = canon_pid_len(p, end)))
+        return 0;
+    *pp = p + n;
+    return 1;
+}
+
+/* What walk does next with a term whose header head_ok has checked. */
+enum { H_NOT, H_LEAF, H_OPEN, H_EXPORT, H_FUN };
+
+/* Checks the term whose header h was read at p as far as its own bytes go
+ * (its children are checked as they come). Returns H_NOT if it is not
+ * canonical; H_LEAF for a term without children; H_OPEN for a tuple, list or
+ * map with items; H_EXPORT and H_FUN, whose fields walk reads. fix: NULL, or
+ * a writable alias of h->data where a -0.0 is rewritten to 0.0 (counted in
+ * *fixed). */
+CNB__ALWAYS_INLINE int head_ok(const uint8_t *p, const uint8_t *end, const cnb__term_head_t *h, uint8_t *fix,
+                   size_t *fixed)
+{
+    switch (h->tag) {
+    case CNB__TAG_SMALL_INTEGER:
+    case CNB__TAG_BINARY:
+    case CNB__TAG_NIL:
+        break;
+    case CNB__TAG_SMALL_TUPLE:
+        return h->n ? H_OPEN : H_LEAF;
+    case CNB__TAG_EXPORT:
+        return H_EXPORT;
+    case CNB__TAG_NEW_FUN:
+        return H_FUN;
+    case CNB__TAG_INTEGER:
+    case CNB__TAG_SMALL_BIG:
+    case CNB__TAG_LARGE_BIG: {
+        int64_t v;
+        int fits;
+        if (!canon_int(p, h, &v, &fits))
+            return H_NOT;
+        break;
+    }
+    case CNB__TAG_NEW_FLOAT:
+        if (!cnb__float_bits_ok(cnb__get64(h->data)))
+            return H_NOT;
+        if (fix && cnb__get64(h->data) == CNB__NEG_ZERO_BITS) {
+            memset(fix, 0, 8);
+            (*fixed)++;
+        }
+        break;
+    case CNB__TAG_SMALL_ATOM_UTF8:
+    case CNB__TAG_ATOM_UTF8:
+        if (!canon_atom(h))
+            return H_NOT;
+        break;
+    case CNB__TAG_LARGE_TUPLE:
+        return h->n <= 255 ? H_NOT : H_OPEN;
+    case CNB__TAG_STRING:
+        if (h->n == 0)
+            return H_NOT;
+        break;
+    case CNB__TAG_LIST:
+        if (h->n == 0 || h->n > (size_t)(end - p) - h->size) /* every element takes a byte */
+            return H_NOT;
+        return H_OPEN;
+    case CNB__TAG_BIT_BINARY: {
+        unsigned bits = p[5];
+        if (h->n == 0 || bits == 0 || bits > 7)
+            return H_NOT;
+        if (h->data[h->n - 1] & (0xffu >> bits)) /* unused low bits must be zero */
+            return H_NOT;
+        break;
+    }
+    case CNB__TAG_MAP:
+        if (h->n > ((size_t)(end - p) - h->size) / 2)
+            return H_NOT;
+        return h->n ? H_OPEN : H_LEAF;
+    case CNB__TAG_NEW_PID:
+        if (!canon_pid_len(p, end))
+            return H_NOT;
+        break;
+    case CNB__TAG_NEW_PORT:
+        if (!canon_atom_len(p + h->hdr, end) || cnb__get32(h->data) > CNB__NEW_PORT_ID_MAX)
+            return H_NOT;
+        break;
+    case CNB__TAG_V4_PORT:
+        if (!canon_atom_len(p + h->hdr, end) || cnb__get64(h->data) <= CNB__NEW_PORT_ID_MAX)
+            return H_NOT;
+        break;
+    case CNB__TAG_NEWER_REFERENCE:
+        if (h->n == 0 || !canon_atom_len(p + h->hdr, end))
+            return H_NOT;
+        break;
+    default:
+        /* Old or non-canonical encodings. */
+        return H_NOT;
+    }
+    return H_LEAF;
+}
+
+/* Returns the length of a canonical EXPORT_EXT at p, or 0. */
+static size_t export_len(const uint8_t *p, const uint8_t *end)
+{
+    size_t n, m, k;
+    int64_t ar;
+    if (!(n = canon_atom_len(p + 1, end)) || !(m = canon_atom_len(p + 1 + n, end)))
+        return 0;
+    if (!(k = canon_int64(p + 1 + n + m, end, &ar)) || ar < 0 || ar > (int64_t)UINT32_MAX)
+        return 0;
+    return 1 + n + m + k;
+}
+
+/* An item of the map f ended at p: after a key, checks that it comes after
+ * the previous key. Returns 1, 0 if the map is not canonical, CNB_ENOMEM. */
+static int map_item_done(vframe_t *f, const uint8_t *p, const cnb_allocator_t *alloc)
+{
+    if (!(f->count & 1)) {
+        f->cur_k = p;
+        return 1;
+    }
+    if (f->prev_k) {
+        int order, tie;
+        int r = cnb__term_cmp(f->prev_k, (size_t)(f->prev_e - f->prev_k), f->cur_k,
+                              (size_t)(p - f->cur_k), 1, alloc, &order, &tie);
+        if (r < 0)
+            return r == CNB_ENOMEM ? r : 0;
+        /* Strictly ascending; keys equal in term order only in a large map,
+         * shorter reference first (see term_canon.c key_cmp). */
+        if (order > 0 || (order == 0 && (tie >= 0 || f->npairs <= CNB__FLATMAP_MAX)))
+            return 0;
+    }
+    f->prev_k = f->cur_k;
+    f->prev_e = p;
+    return 1;
+}
+
+/* Sets up the frame f for the items of the tuple, list or map whose header
+ * is h. */
+static void open_frame(vframe_t *f, const cnb__term_head_t *h)
+{
+    f->remaining = h->n;
+    switch (h->tag) {
+    case CNB__TAG_LIST:
+        f->kind = V_LIST;
+        f->count = h->n;
+        f->all_bytes = 1;
+        f->in_tail = 0;
+        break;
+    case CNB__TAG_MAP:
+        f->kind = V_MAP;
+        f->remaining = h->children;
+        f->npairs = h->n;
+        f->count = 0;
+        f->prev_k = NULL;
+        break;
+    default:
+        f->kind = V_TUPLE;
+    }
+}
+
 /* The walk of cnb__term_is_canonical. fix: NULL, or a writable alias of the
  * bytes at p, where every -0.0 found is rewritten to 0.0 (*fixed counts them). */
 static int walk(const uint8_t *p, const uint8_t *end, size_t max_depth,
@@ -135,226 +328,48 @@ static int walk(const uint8_t *p, const uint8_t *end, size_t max_depth,
     vframe_t inl[V_INLINE_FRAMES];
     vframe_t *st = inl, *f;
     size_t cap = V_INLINE_FRAMES, top = 0; /* top: number of frames in use */
+    cnb__term_head_t h;
     int ret = 0, r;
-    size_t n, avail;
+    size_t n;
 
 parse:
-    avail = (size_t)(end - p);
-    if (avail < 1)
+    if (cnb__term_head(p, end, &h))
         goto out;
-    switch (p[0]) {
-    case CNB__TAG_SMALL_INTEGER:
-        if (avail < 2)
-            goto out;
-        p += 2;
+    switch (head_ok(p, end, &h, fix ? fix + (h.data - start) : NULL, fixed)) {
+    case H_LEAF:
+        p += h.size;
         goto next;
-    case CNB__TAG_INTEGER:
-    case CNB__TAG_SMALL_BIG: {
-        int64_t v;
-        if (p[0] == CNB__TAG_SMALL_BIG && avail >= 2 && p[1] > 4) {
-            n = p[1];
-            goto big;
-        }
-        if (!(n = canon_int64(p, end, &v)))
+    case H_EXPORT:
+        if (!(n = export_len(p, end)))
             goto out;
         p += n;
         goto next;
-    }
-    case CNB__TAG_LARGE_BIG:
-        if (avail < 6)
+    case H_FUN: {
+        const uint8_t *fun_end;
+        if (!fun_fields(&p, end, &h, &fun_end))
             goto out;
-        n = cnb__get32(p + 1);
-        if (n <= 255)
-            goto out;
-        p += 3; /* make the layout look like SMALL_BIG_EXT for the shared checks */
-        avail -= 3;
-    big:
-        if (avail < 3 || avail - 3 < n || p[2] > 1 || p[2 + n] == 0)
-            goto out;
-        p += 3 + n;
-        goto next;
-    case CNB__TAG_NEW_FLOAT:
-        if (avail < 9 || !cnb__float_bits_ok(cnb__get64(p + 1)))
-            goto out;
-        if (fix && cnb__get64(p + 1) == CNB__NEG_ZERO_BITS) {
-            memset(fix + (p - start) + 1, 0, 8);
-            (*fixed)++;
-        }
-        p += 9;
-        goto next;
-    case CNB__TAG_SMALL_ATOM_UTF8:
-    case CNB__TAG_ATOM_UTF8:
-        if (!(n = canon_atom_len(p, end)))
-            goto out;
-        p += n;
-        goto next;
-    case CNB__TAG_SMALL_TUPLE:
-        if (avail < 2)
-            goto out;
-        n = p[1];
-        p += 2;
-        goto tuple;
-    case CNB__TAG_LARGE_TUPLE:
-        if (avail < 5)
-            goto out;
-        n = cnb__get32(p + 1);
-        if (n <= 255)
-            goto out;
-        p += 5;
-    tuple:
-        if (n == 0)
-            goto next;
-        if ((r = push(&st, &cap, &top, inl, max_depth, alloc)) <= 0) {
-            ret = r;
-            goto out;
-        }
-        f = &st[top - 1];
-        f->kind = V_TUPLE;
-        f->remaining = n;
-        goto next;
-    case CNB__TAG_NIL:
-        p += 1;
-        goto next;
-    case CNB__TAG_STRING:
-        if (avail < 3)
-            goto out;
-        n = cnb__get16(p + 1);
-        if (n == 0 || avail - 3 < n)
-            goto out;
-        p += 3 + n;
-        goto next;
-    case CNB__TAG_LIST:
-        if (avail < 5)
-            goto out;
-        n = cnb__get32(p + 1);
-        if (n == 0 || n > avail - 5) /* every element takes at least one byte */
-            goto out;
-        p += 5;
-        if ((r = push(&st, &cap, &top, inl, max_depth, alloc)) <= 0) {
-            ret = r;
-            goto out;
-        }
-        f = &st[top - 1];
-        f->kind = V_LIST;
-        f->remaining = n;
-        f->count = n;
-        f->all_bytes = 1;
-        f->in_tail = 0;
-        goto next;
-    case CNB__TAG_BINARY:
-        if (avail < 5 || avail - 5 < (n = cnb__get32(p + 1)))
-            goto out;
-        p += 5 + n;
-        goto next;
-    case CNB__TAG_BIT_BINARY: {
-        if (avail < 6)
-            goto out;
-        n = cnb__get32(p + 1);
-        unsigned bits = p[5];
-        if (n == 0 || bits == 0 || bits > 7 || avail - 6 < n)
-            goto out;
-        if (p[5 + n] & (0xffu >> bits)) /* unused low bits must be zero */
-            goto out;
-        p += 6 + n;
-        goto next;
-    }
-    case CNB__TAG_MAP:
-        if (avail < 5)
-            goto out;
-        n = cnb__get32(p + 1);
-        p += 5;
-        if (n == 0)
-            goto next;
-        if (n > (avail - 5) / 2)
-            goto out;
-        if ((r = push(&st, &cap, &top, inl, max_depth, alloc)) <= 0) {
-            ret = r;
-            goto out;
-        }
-        f = &st[top - 1];
-        f->kind = V_MAP;
-        f->remaining = (uint64_t)n * 2;
-        f->npairs = n;
-        f->count = 0;
-        f->prev_k = NULL;
-        goto next;
-    case CNB__TAG_NEW_PID:
-        if (!(n = canon_atom_len(p + 1, end)) || (size_t)(end - (p + 1 + n)) < 12)
-            goto out;
-        p += 1 + n + 12;
-        goto next;
-    case CNB__TAG_NEW_PORT:
-        if (!(n = canon_atom_len(p + 1, end)) || (size_t)(end - (p + 1 + n)) < 8)
-            goto out;
-        if (cnb__get32(p + 1 + n) > CNB__NEW_PORT_ID_MAX)
-            goto out;
-        p += 1 + n + 8;
-        goto next;
-    case CNB__TAG_V4_PORT:
-        if (!(n = canon_atom_len(p + 1, end)) || (size_t)(end - (p + 1 + n)) < 12)
-            goto out;
-        if (cnb__get64(p + 1 + n) <= CNB__NEW_PORT_ID_MAX)
-            goto out;
-        p += 1 + n + 12;
-        goto next;
-    case CNB__TAG_NEWER_REFERENCE: {
-        if (avail < 3)
-            goto out;
-        size_t words = cnb__get16(p + 1);
-        if (words == 0 || words > CNB__MAX_REF_WORDS || !(n = canon_atom_len(p + 3, end)) ||
-            (size_t)(end - (p + 3 + n)) < 4 + 4 * words)
-            goto out;
-        p += 3 + n + 4 + 4 * words;
-        goto next;
-    }
-    case CNB__TAG_EXPORT: {
-        size_t m;
-        int64_t ar;
-        if (!(n = canon_atom_len(p + 1, end)) || !(m = canon_atom_len(p + 1 + n, end)))
-            goto out;
-        p += 1 + n + m;
-        if (!(n = canon_int64(p, end, &ar)) || ar < 0 || ar > (int64_t)UINT32_MAX)
-            goto out;
-        p += n;
-        goto next;
-    }
-    case CNB__TAG_NEW_FUN: {
-        int64_t v;
-        if (avail < 30)
-            goto out;
-        size_t size = cnb__get32(p + 1);
-        if (size > avail - 1)
-            goto out;
-        const uint8_t *fun_end = p + 1 + size;
-        uint32_t nfree = cnb__get32(p + 26);
-        p += 30;
-        if (!(n = canon_atom_len(p, end)))
-            goto out;
-        p += n;
-        for (int i = 0; i < 2; i++) { /* OldIndex, OldUniq */
-            if (!(n = canon_int64(p, end, &v)) || !is_small(v))
-                goto out;
-            p += n;
-        }
-        if ((size_t)(end - p) < 1 || p[0] != CNB__TAG_NEW_PID)
-            goto out;
-        if (!(n = canon_atom_len(p + 1, end)) || (size_t)(end - (p + 1 + n)) < 12)
-            goto out;
-        p += 1 + n + 12;
         if ((r = push(&st, &cap, &top, inl, max_depth, alloc)) <= 0) {
             ret = r;
             goto out;
         }
         f = &st[top - 1];
         f->kind = V_FUN;
-        f->remaining = nfree;
+        f->remaining = h.n;
         f->fun_end = fun_end;
         goto next;
     }
+    case H_OPEN:
+        break;
     default:
-        /* Old or non-canonical encodings, compressed terms, and invalid tags. */
         goto out;
     }
+    p += h.size;
+    if ((r = push(&st, &cap, &top, inl, max_depth, alloc)) <= 0) {
+        ret = r;
+        goto out;
+    }
+    open_frame(&st[top - 1], &h);
+    goto next;
 
 next:
     if (top == 0) {
@@ -363,32 +378,10 @@ next:
     }
     f = &st[top - 1];
     switch (f->kind) {
-    case V_TUPLE:
-        if (f->remaining) {
-            f->remaining--;
-            goto parse;
-        }
-        break;
     case V_MAP:
-        if (f->count & 1) {
-            /* A key just ended at p. */
-            if (f->prev_k) {
-                int order, tie;
-                r = cnb__term_cmp(f->prev_k, (size_t)(f->prev_e - f->prev_k), f->cur_k,
-                                  (size_t)(p - f->cur_k), 1, alloc, &order, &tie);
-                if (r < 0) {
-                    ret = r == CNB_ENOMEM ? r : 0;
-                    goto out;
-                }
-                /* Strictly ascending; keys equal in term order only in a large
-                 * map, shorter reference first (see term_canon.c key_cmp). */
-                if (order > 0 || (order == 0 && (tie >= 0 || f->npairs <= CNB__FLATMAP_MAX)))
-                    goto out;
-            }
-            f->prev_k = f->cur_k;
-            f->prev_e = p;
-        } else {
-            f->cur_k = p;
+        if ((r = map_item_done(f, p, alloc)) <= 0) {
+            ret = r;
+            goto out;
         }
         if (f->remaining) {
             f->remaining--;
@@ -396,12 +389,13 @@ next:
             goto parse;
         }
         break;
+    case V_TUPLE:
     case V_FUN:
         if (f->remaining) {
             f->remaining--;
             goto parse;
         }
-        if (p != f->fun_end)
+        if (f->kind == V_FUN && p != f->fun_end)
             goto out;
         break;
     case V_LIST:

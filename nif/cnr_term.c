@@ -2,20 +2,15 @@
  * ETF (what core/registry compares), canonical bytes back to a term, pids to
  * and from cnb_pid_t, error codes to {error, Reason}.
  * Tests: tests/integration/nif_tests.erl (canonical bytes against
- * term_to_binary(T, [deterministic, {minor_version, 2}]), pids of every kind). */
+ * term_to_binary(T, [deterministic, {minor_version, 2}]), pids of every kind).
+ * Reading ETF, it takes tags and headers from core's term reader
+ * (core/term_read.h) and keeps only its fast paths' policy. */
 #include <string.h>
 
+#include "../core/term_read.h"
 #include "cnb_bytes.h"
 #include "cnb_term.h"
 #include "cnr.h"
-
-#define TAG_VERSION 131
-#define TAG_NEW_PID 88
-#define TAG_PID 103
-#define TAG_ATOM 100
-#define TAG_SMALL_ATOM 115
-#define TAG_ATOM_UTF8 118
-#define TAG_SMALL_ATOM_UTF8 119
 
 
 /* ---- canonical encoding ---------------------------------------------------- */
@@ -90,15 +85,15 @@ static int put_atom(ErlNifEnv *env, struct wbuf *w, ERL_NIF_TERM t, struct atom_
         s->len = (unsigned char)o;
         s->atom = t;
     }
-    return put1(w, TAG_SMALL_ATOM_UTF8) && put1(w, s->len) && put(w, s->utf8, s->len);
+    return put1(w, CNB__TAG_SMALL_ATOM_UTF8) && put1(w, s->len) && put(w, s->utf8, s->len);
 }
 
 static int put_int(struct wbuf *w, ErlNifSInt64 v)
 {
     if (v >= 0 && v <= 255)
-        return put1(w, 97) && put1(w, (unsigned char)v);
+        return put1(w, CNB__TAG_SMALL_INTEGER) && put1(w, (unsigned char)v);
     if (v >= INT32_MIN && v <= INT32_MAX)
-        return put1(w, 98) && put_be32(w, (uint32_t)(int32_t)v);
+        return put1(w, CNB__TAG_INTEGER) && put_be32(w, (uint32_t)(int32_t)v);
     uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
     unsigned char dig[8];
     unsigned n = 0;
@@ -106,7 +101,7 @@ static int put_int(struct wbuf *w, ErlNifSInt64 v)
         dig[n++] = (unsigned char)mag;
         mag >>= 8;
     }
-    return put1(w, 110) && put1(w, (unsigned char)n) && put1(w, v < 0) && put(w, dig, n);
+    return put1(w, CNB__TAG_SMALL_BIG) && put1(w, (unsigned char)n) && put1(w, v < 0) && put(w, dig, n);
 }
 
 static int put_uint(struct wbuf *w, ErlNifUInt64 v)
@@ -116,7 +111,7 @@ static int put_uint(struct wbuf *w, ErlNifUInt64 v)
     unsigned char dig[8];
     for (int i = 0; i < 8; i++)
         dig[i] = (unsigned char)(v >> (8 * i));
-    return put1(w, 110) && put1(w, 8) && put1(w, 0) && put(w, dig, 8);
+    return put1(w, CNB__TAG_SMALL_BIG) && put1(w, 8) && put1(w, 0) && put(w, dig, 8);
 }
 
 /* cache: this thread's atom_cache (looked up once per encoding). */
@@ -146,19 +141,19 @@ static int direct(ErlNifEnv *env, struct wbuf *w, ERL_NIF_TERM t, int depth,
             return 0;
         uint64_t bits;
         memcpy(&bits, &d, 8);
-        return put1(w, 70) && put_be32(w, (uint32_t)(bits >> 32)) && put_be32(w, (uint32_t)bits);
+        return put1(w, CNB__TAG_NEW_FLOAT) && put_be32(w, (uint32_t)(bits >> 32)) && put_be32(w, (uint32_t)bits);
     }
     case ERL_NIF_TERM_TYPE_BITSTRING:
         if (!enif_is_binary(env, t) || !enif_inspect_binary(env, t, &b) || b.size > UINT32_MAX)
             return 0;
-        return put1(w, 109) && put_be32(w, (uint32_t)b.size) && put(w, b.data, b.size);
+        return put1(w, CNB__TAG_BINARY) && put_be32(w, (uint32_t)b.size) && put(w, b.data, b.size);
     case ERL_NIF_TERM_TYPE_TUPLE:
         if (!enif_get_tuple(env, t, &arity, &el))
             return 0;
         if (arity < 256) {
-            if (!put1(w, 104) || !put1(w, (unsigned char)arity))
+            if (!put1(w, CNB__TAG_SMALL_TUPLE) || !put1(w, (unsigned char)arity))
                 return 0;
-        } else if (!put1(w, 105) || !put_be32(w, (uint32_t)arity)) {
+        } else if (!put1(w, CNB__TAG_LARGE_TUPLE) || !put_be32(w, (uint32_t)arity)) {
             return 0;
         }
         for (int k = 0; k < arity; k++)
@@ -167,14 +162,14 @@ static int direct(ErlNifEnv *env, struct wbuf *w, ERL_NIF_TERM t, int depth,
         return 1;
     case ERL_NIF_TERM_TYPE_LIST: {
         if (enif_is_empty_list(env, t))
-            return put1(w, 106);
+            return put1(w, CNB__TAG_NIL);
         if (!enif_get_list_length(env, t, &len)) /* improper */
             return 0;
         /* A list of bytes is a STRING_EXT (up to 65535 of them). */
         ERL_NIF_TERM head, tail = t;
         int bytes = len <= 65535;
         size_t start = w->len;
-        if (bytes && put1(w, 107) && put1(w, (unsigned char)(len >> 8)) &&
+        if (bytes && put1(w, CNB__TAG_STRING) && put1(w, (unsigned char)(len >> 8)) &&
             put1(w, (unsigned char)len)) {
             int v;
             while (enif_get_list_cell(env, tail, &head, &tail)) {
@@ -187,13 +182,13 @@ static int direct(ErlNifEnv *env, struct wbuf *w, ERL_NIF_TERM t, int depth,
                 return 1;
             w->len = start;
         }
-        if (!put1(w, 108) || !put_be32(w, len))
+        if (!put1(w, CNB__TAG_LIST) || !put_be32(w, len))
             return 0;
         tail = t;
         while (enif_get_list_cell(env, tail, &head, &tail))
             if (!direct(env, w, head, depth + 1, cache))
                 return 0;
-        return put1(w, 106);
+        return put1(w, CNB__TAG_NIL);
     }
     default:
         return 0;
@@ -235,7 +230,7 @@ int cnr_canon(ErlNifEnv *env, ERL_NIF_TERM t, struct cnr_canon *c)
     c->p = c->inl;
     c->len = 0;
     struct wbuf w = {c->inl, 0, sizeof c->inl};
-    if (put1(&w, TAG_VERSION) && direct(env, &w, t, 0, atom_cache)) {
+    if (put1(&w, CNB__TAG_VERSION) && direct(env, &w, t, 0, atom_cache)) {
         c->len = w.len;
         return 0;
     }
@@ -259,105 +254,85 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
                ERL_NIF_TERM *out, int depth)
 {
     const unsigned char *p = *pp;
-    size_t avail = (size_t)(end - p), n;
-    if (avail < 1 || depth > DIRECT_DEPTH)
+    ERL_NIF_TERM el[16];
+    cnb__term_head_t h;
+    size_t n;
+    if (depth > DIRECT_DEPTH || cnb__term_head(p, end, &h))
         return 0;
-    switch (p[0]) {
-    case 97: /* SMALL_INTEGER_EXT */
-        if (avail < 2)
-            return 0;
+    n = (size_t)h.n;
+    switch (h.tag) {
+    case CNB__TAG_SMALL_INTEGER:
         *out = enif_make_int(env, p[1]);
-        *pp = p + 2;
-        return 1;
-    case 98: /* INTEGER_EXT */
-        if (avail < 5)
-            return 0;
-        *out = enif_make_int(env, (int32_t)cnb__get32(p + 1));
-        *pp = p + 5;
-        return 1;
-    case 70: { /* NEW_FLOAT_EXT */
-        if (avail < 9)
-            return 0;
-        uint64_t bits = (uint64_t)cnb__get32(p + 1) << 32 | cnb__get32(p + 5);
+        break;
+    case CNB__TAG_INTEGER:
+        *out = enif_make_int(env, (int32_t)cnb__get32(h.data));
+        break;
+    case CNB__TAG_NEW_FLOAT: {
+        uint64_t bits = cnb__get64(h.data);
         double d;
         memcpy(&d, &bits, 8);
         *out = enif_make_double(env, d);
-        *pp = p + 9;
-        return 1;
+        break;
     }
-    case TAG_SMALL_ATOM_UTF8:
-        if (avail < 2 || avail - 2 < (n = p[1]))
-            return 0;
+    case CNB__TAG_SMALL_ATOM_UTF8:
         for (size_t i = 0; i < n; i++)
-            if (p[2 + i] >= 0x80)
+            if (h.data[i] >= 0x80)
                 return 0;
-        if (!enif_make_existing_atom_len(env, (const char *)p + 2, n, out, ERL_NIF_LATIN1))
+        if (!enif_make_existing_atom_len(env, (const char *)h.data, n, out, ERL_NIF_LATIN1))
             return 0;
-        *pp = p + 2 + n;
-        return 1;
-    case 109: { /* BINARY_EXT */
-        if (avail < 5 || avail - 5 < (n = cnb__get32(p + 1)))
-            return 0;
+        break;
+    case CNB__TAG_BINARY: {
         unsigned char *b = enif_make_new_binary(env, n, out);
         if (!b)
             return 0;
-        memcpy(b, p + 5, n);
-        *pp = p + 5 + n;
-        return 1;
+        memcpy(b, h.data, n);
+        break;
     }
-    case 106: /* NIL_EXT */
+    case CNB__TAG_NIL:
         *out = enif_make_list(env, 0);
-        *pp = p + 1;
-        return 1;
-    case 104: { /* SMALL_TUPLE_EXT */
-        ERL_NIF_TERM el[16];
-        if (avail < 2 || (n = p[1]) > 16)
-            return 0;
-        p += 2;
-        for (size_t i = 0; i < n; i++)
-            if (!dec(env, &p, end, &el[i], depth + 1))
-                return 0;
-        *out = enif_make_tuple_from_array(env, el, (unsigned)n);
-        *pp = p;
-        return 1;
-    }
-    case 107: { /* STRING_EXT */
-        if (avail < 3 || avail - 3 < (n = cnb__get16(p + 1)) || n > 64)
+        break;
+    case CNB__TAG_STRING: {
+        if (n > 64)
             return 0;
         ERL_NIF_TERM l = enif_make_list(env, 0);
         for (size_t i = n; i-- > 0;)
-            l = enif_make_list_cell(env, enif_make_int(env, p[3 + i]), l);
+            l = enif_make_list_cell(env, enif_make_int(env, h.data[i]), l);
         *out = l;
-        *pp = p + 3 + n;
-        return 1;
+        break;
     }
-    case 108: { /* LIST_EXT, proper */
-        ERL_NIF_TERM el[16], tail;
-        if (avail < 5 || (n = cnb__get32(p + 1)) > 16)
+    case CNB__TAG_SMALL_TUPLE:
+    case CNB__TAG_LIST: { /* a LIST_EXT must be proper */
+        if (n > 16)
             return 0;
-        p += 5;
+        p += h.size;
         for (size_t i = 0; i < n; i++)
             if (!dec(env, &p, end, &el[i], depth + 1))
                 return 0;
-        if (p >= end || p[0] != 106)
+        if (h.tag == CNB__TAG_SMALL_TUPLE) {
+            *out = enif_make_tuple_from_array(env, el, (unsigned)n);
+            *pp = p;
+            return 1;
+        }
+        if (p >= end || p[0] != CNB__TAG_NIL)
             return 0;
-        p++;
-        tail = enif_make_list(env, 0);
+        ERL_NIF_TERM tail = enif_make_list(env, 0);
         for (size_t i = n; i-- > 0;)
             tail = enif_make_list_cell(env, el[i], tail);
         *out = tail;
-        *pp = p;
+        *pp = p + 1;
         return 1;
     }
     default:
         return 0;
     }
+    *pp = p + h.size;
+    return 1;
 }
 
 int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM *out)
 {
     const unsigned char *q = p + 1, *end = p + len;
-    if (len > 1 && p[0] == TAG_VERSION && dec(env, &q, end, out, 0) && q == end)
+    if (len > 1 && p[0] == CNB__TAG_VERSION && dec(env, &q, end, out, 0) && q == end)
         return 1;
     return enif_binary_to_term(env, p, len, out, 0) == len;
 }
@@ -365,35 +340,17 @@ int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM 
 /* ---- pids -------------------------------------------------------------------- */
 
 /* Reads the node atom at p (one of the four atom encodings) as UTF-8 into out.
- * Returns the bytes consumed, or 0. */
+ * Returns the bytes consumed, or 0 (not an atom, empty, or over 255 bytes of
+ * UTF-8). */
 static size_t read_node(const unsigned char *p, const unsigned char *end, char out[256])
 {
-    size_t n, hdr;
-    int latin1;
-    if (end - p < 2)
+    cnb__term_head_t h;
+    if (cnb__term_head(p, end, &h) || !cnb__term_is_atom_tag(h.tag))
         return 0;
-    switch (p[0]) {
-    case TAG_SMALL_ATOM_UTF8:
-    case TAG_SMALL_ATOM:
-        n = p[1];
-        hdr = 2;
-        break;
-    case TAG_ATOM_UTF8:
-    case TAG_ATOM:
-        if (end - p < 3)
-            return 0;
-        n = cnb__get16(p + 1);
-        hdr = 3;
-        break;
-    default:
-        return 0;
-    }
-    latin1 = p[0] == TAG_ATOM || p[0] == TAG_SMALL_ATOM;
-    if ((size_t)(end - p) < hdr + n)
-        return 0;
+    int latin1 = cnb__term_atom_is_latin1(h.tag);
     size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = p[hdr + i];
+    for (size_t i = 0; i < h.n; i++) {
+        unsigned char ch = h.data[i];
         if (latin1 && ch >= 0x80) {
             if (o + 2 > 255)
                 return 0;
@@ -408,7 +365,7 @@ static size_t read_node(const unsigned char *p, const unsigned char *end, char o
     if (o == 0)
         return 0;
     out[o] = 0;
-    return hdr + n;
+    return h.size;
 }
 
 int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out)
@@ -418,19 +375,14 @@ int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out)
     if (!enif_is_pid(env, t) || !enif_term_to_binary(env, t, &b))
         return 0;
     const unsigned char *p = b.data, *end = b.data + b.size;
-    if (b.size < 3 || p[0] != TAG_VERSION || (p[1] != TAG_NEW_PID && p[1] != TAG_PID))
+    cnb__term_head_t h;
+    if (b.size < 3 || p[0] != CNB__TAG_VERSION || (p[1] != CNB__TAG_NEW_PID && p[1] != CNB__TAG_PID))
         goto out;
-    int is_new = p[1] == TAG_NEW_PID;
-    p += 2;
-    size_t n = read_node(p, end, out->node);
-    if (!n)
+    if (cnb__term_head(p + 1, end, &h) || !read_node(p + 1 + h.hdr, end, out->node))
         goto out;
-    p += n;
-    if (end - p < (is_new ? 12 : 9))
-        goto out;
-    out->num = cnb__get32(p);
-    out->serial = cnb__get32(p + 4);
-    out->creation = is_new ? cnb__get32(p + 8) : p[8];
+    out->num = cnb__get32(h.data);
+    out->serial = cnb__get32(h.data + 4);
+    out->creation = h.tag == CNB__TAG_NEW_PID ? cnb__get32(h.data + 8) : h.data[8];
     ok = 1;
 out:
     enif_release_binary(&b);
@@ -464,9 +416,9 @@ int cnr_pid_make(ErlNifEnv *env, const char *node, uint32_t num, uint32_t serial
         *out = s->term;
         return 1;
     }
-    buf[i++] = TAG_VERSION;
-    buf[i++] = TAG_NEW_PID;
-    buf[i++] = TAG_SMALL_ATOM_UTF8;
+    buf[i++] = CNB__TAG_VERSION;
+    buf[i++] = CNB__TAG_NEW_PID;
+    buf[i++] = CNB__TAG_SMALL_ATOM_UTF8;
     buf[i++] = (unsigned char)nl;
     memcpy(buf + i, node, nl);
     i += nl;

@@ -9,14 +9,8 @@
 
 #include "cnb_term.h"
 #include "../../core/term_int.h"
+#include "fuzz_check.h"
 
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-            abort();                                                                   \
-        }                                                                              \
-    } while (0)
 
 static int known_error(ssize_t r)
 {
