@@ -136,6 +136,13 @@ int cnb_global_whereis(cnb_node_t *n, const char *name, size_t len, erlang_pid *
     return rc;
 }
 
+/* Pids compare equal by node, number, serial and creation. */
+static int same_pid(const erlang_pid *a, const erlang_pid *b)
+{
+    return a->num == b->num && a->serial == b->serial && a->creation == b->creation &&
+           !strcmp(a->node, b->node);
+}
+
 int cnb_global_register(cnb_node_t *n, const char *name, size_t len, const erlang_pid *pid,
                         int resolve, unsigned timeout_ms, erlang_pid *owner)
 {
@@ -144,9 +151,22 @@ int cnb_global_register(cnb_node_t *n, const char *name, size_t len, const erlan
     ei_x_buff r;
     int rc = name_call(n, "register_name", name, len, pid, 1, resolve, timeout_ms, &r);
     if (!rc && !reply_atom_is(&r, "yes")) {
-        rc = CNB_EEXIST;
-        if (owner && cnb_global_whereis(n, name, len, owner, timeout_ms))
-            memset(owner, 0, sizeof(*owner));
+        /* `no` also comes when the name is already ours: an earlier attempt
+         * registered it through an anchor that went away before answering,
+         * and this is the retry through another one. That is success. */
+        erlang_pid cur;
+        int found = !cnb_global_whereis(n, name, len, &cur, timeout_ms);
+        if (found && same_pid(&cur, pid)) {
+            rc = 0;
+        } else {
+            rc = CNB_EEXIST;
+            if (owner) {
+                if (found)
+                    *owner = cur;
+                else
+                    memset(owner, 0, sizeof(*owner));
+            }
+        }
     }
     ei_x_free(&r);
     return rc;
