@@ -45,8 +45,11 @@ static void usage(FILE *f)
             "Exit status: 0 after SIGTERM/SIGINT, 2 for bad arguments, name or cookie, 1 else.\n");
 }
 
+/* Each parser takes NULL (no argument) as a bad value. */
 static int parse_level(const char *s)
 {
+    if (!s)
+        return -1;
     if (!strcmp(s, "error"))
         return CNB_LOG_ERROR;
     if (!strcmp(s, "warning"))
@@ -60,6 +63,8 @@ static int parse_level(const char *s)
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
+    if (!s)
+        return -1;
     char *end;
     errno = 0;
     unsigned long v = strtoul(s, &end, 10);
