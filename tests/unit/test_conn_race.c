@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cnode_bridge.h"
+#include "check_run.h"
 
 #define ROUNDS 40
 #define MSGS 5
@@ -217,9 +218,5 @@ int main(void)
     tcase_add_test(tc, both_send_at_once);
     tcase_add_test(tc, refused_then_dial_again);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }

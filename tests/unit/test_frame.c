@@ -13,6 +13,7 @@
 #include "etf_check.h"
 #include "frame.h"
 #include "node_int.h"
+#include "check_run.h"
 
 START_TEST(frame_packets_in_random_splits)
 {
@@ -706,9 +707,5 @@ int main(void)
     tcase_add_test(tc, etf_skip_funs);
     tcase_add_test(tc, epmd_reply);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }

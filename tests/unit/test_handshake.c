@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "handshake.h"
+#include "check_run.h"
 
 #define A_NAME "alpha@host"
 #define B_NAME "beta@host"
@@ -356,9 +357,5 @@ int main(void)
     tcase_add_test(tc, node_name_rules);
     tcase_add_test(tc, handshake_bad_name_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cnode_bridge.h"
+#include "check_run.h"
 
 static cnb_node_t *new_node(void)
 {
@@ -224,9 +225,5 @@ int main(void)
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, zeroed_log_level_is_info);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }

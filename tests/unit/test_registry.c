@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cnb_registry.h"
+#include "check_run.h"
 
 static char g_path[128];
 static int g_seq;
@@ -1039,9 +1040,5 @@ static Suite *registry_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(registry_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return cnb_check_run(registry_suite());
 }

@@ -19,6 +19,7 @@
 
 #include "cnb_registry.h"
 #include "registry_int.h" /* the crash-injection hook, a stripe's bump region */
+#include "check_run.h"
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -1160,9 +1161,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return cnb_check_run(suite());
 }

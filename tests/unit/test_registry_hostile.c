@@ -21,6 +21,7 @@
 #include "cnb_registry.h"
 #include "cnb_term.h"
 #include "registry_int.h" /* the segment layout, to corrupt it on purpose */
+#include "check_run.h"
 
 #define NKEYS 400
 
@@ -587,9 +588,5 @@ int main(void)
     tcase_add_test(tc, truncation_refused);
     tcase_add_test(tc, concurrent_scribbler);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cnb_check_run(s);
 }

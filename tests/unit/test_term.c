@@ -13,6 +13,7 @@
 #include "cnb_term.h"
 /* White-box checks of the general path against the fast path. */
 #include "../../core/term_int.h"
+#include "check_run.h"
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -951,9 +952,5 @@ static Suite *term_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(term_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return cnb_check_run(term_suite());
 }
