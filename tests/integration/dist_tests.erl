@@ -30,11 +30,7 @@ dist_test_() ->
      ?T(connect_at_start_while_peer_pings, 120),
      ?T(reconnects_to_connect_nodes, 60)].
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 cname(Prefix) -> cnb_cluster:unique_name(Prefix).
 

@@ -29,11 +29,7 @@ hostile_auth_test_() ->
      ?T(listen_binds_one_interface, 60),
      ?T(launcher_listen_option, 60)].
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 cname(Prefix) -> cnb_cluster:unique_name(Prefix).
 

@@ -17,11 +17,7 @@ hostile_conn_test_() ->
      ?T(squatter_does_not_stop_reconnect, 90),
      ?T(fd_exhaustion, 120)].
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 start_c(C, Args) -> start_c(C, Args, [], #{}).
 

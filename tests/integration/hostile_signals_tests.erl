@@ -23,11 +23,7 @@ hostile_signals_test_() ->
      ?T(cap_refuses_with_one_log_line, 120),
      ?T(nothing_sent_back_to_a_departed_node, 120)].
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 start_c(C, Extra) ->
     {ok, Port, Node} = cnb_cluster:start_cnode(

@@ -189,11 +189,7 @@ fragments_test_() ->
      ?T(fragments_count_capped, 120),
      ?T(fragment_stall_times_out, 60)].
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 %% A C node listening on a known port, and an Erlang node that checks it.
 start_c(C, Extra) ->

@@ -70,11 +70,7 @@ cnode_tests() ->
 
 %%% ------------------------------------------------------------------ helpers
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 reg_name() ->
     list_to_atom(cnb_cluster:unique_name("nifreg")).

@@ -25,11 +25,7 @@ runtime_test_() ->
      ?T(shutdown_fires_with_shutdown, 60),
      ?T(ten_thousand_workers, 300)].
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 start_c(C) -> start_c(C, []).
 

@@ -16,11 +16,7 @@ supervision_test_() ->
      ?T(logs_arrive_in_logger, 60),
      ?T(boot_list_from_app_env, 60)].
 
-with_cluster(F) ->
-    C = cnb_cluster:new(),
-    try F(C)
-    after cnb_cluster:stop(C)
-    end.
+with_cluster(F) -> cnb_cluster:with(F).
 
 setup_app() ->
     {ok, _} = application:ensure_all_started(cnode_bridge),

@@ -12,7 +12,7 @@
 -module(cnb_cluster).
 -behaviour(gen_server).
 
--export([new/0, new/1, stop/1, root/0, unique_name/1, epmd_port/1, cookie/1, hostname/0]).
+-export([new/0, new/1, stop/1, with/1, root/0, unique_name/1, epmd_port/1, cookie/1, hostname/0]).
 -export([start_node/2, stop_node/2, call/5, call/4]).
 -export([start_cnode/2, stop_cnode/2, kill_cnode/2, cnode_output/2, cnode_os_pid/2,
          cnode_alive/2, wait_cnode_exit/3]).
@@ -51,6 +51,15 @@ stop(Ctx) ->
     catch gen_server:call(Ctx, stop_all, 60000),
     catch gen_server:stop(Ctx),
     ok.
+
+%% Runs F(Ctx) with a fresh context and stops everything it started, however
+%% F ends. Returns what F returns.
+-spec with(fun((ctx()) -> T)) -> T.
+with(F) ->
+    Ctx = new(),
+    try F(Ctx)
+    after stop(Ctx)
+    end.
 
 %% @doc The repository root (CNB_ROOT, or found from this module's location).
 -spec root() -> file:filename().
