@@ -13,34 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Sends an exit-style signal back for a process that does not exist. */
-static void reply_noproc(cnb_node_t *n, const char *peer, int op, const cnb_msg_t *m)
+/* A LINK or MONITOR_P for a process that does not exist gets the runtime's
+ * one refusal (an exit or DOWN `noproc`), and only when its sender is on the
+ * peer it came over: a forged sender gets nothing, as the runtime drops it. */
+static void reply_noproc(cnb_node_t *n, const char *peer, const cnb_msg_t *m)
 {
-    char buf[3 * MAXATOMLEN_UTF8 + 128];
-    char reason[16];
-    int i = 0, r = 0;
-    ei_encode_version(reason, &r);
-    ei_encode_atom(reason, &r, "noproc");
-    ei_encode_version(buf, &i);
-    if (op == CNB_OP_LINK) {
-        /* PAYLOAD_EXIT {24, From, To} + noproc, from the dead "to" to "from". */
-        ei_encode_tuple_header(buf, &i, 3);
-        ei_encode_long(buf, &i, CNB_OP_PAYLOAD_EXIT);
-        ei_encode_pid(buf, &i, &m->to);
-        ei_encode_pid(buf, &i, &m->from);
-    } else { /* MONITOR_P: PAYLOAD_MONITOR_P_EXIT {28, ToProc, FromPid, Ref} */
-        ei_encode_tuple_header(buf, &i, 4);
-        ei_encode_long(buf, &i, CNB_OP_PAYLOAD_MONITOR_P_EXIT);
-        if (m->has_to)
-            ei_encode_pid(buf, &i, &m->to);
-        else
-            ei_encode_atom(buf, &i, m->toname);
-        ei_encode_pid(buf, &i, &m->from);
-        ei_encode_ref(buf, &i, &m->ref);
-    }
-    int rc = cnb_send_ctrl(n, peer, buf, (size_t)i, reason, (size_t)r);
-    if (rc && rc != CNB_ECLOSED)
-        cnb__log(n, CNB_LOG_WARNING, "noproc reply to %s not sent: %s", peer, cnb_strerror(rc));
+    if (!strcmp(m->from.node, peer))
+        (void)cnb__sig_refuse(n, m, "noproc");
 }
 
 /* net_kernel: {'$gen_call', {From, Tag}, {is_auth, Node}} -> reply yes. */
@@ -130,7 +109,7 @@ void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_w
         cnb__log(n, CNB_LOG_DEBUG, "dropped op %d from %s to a pid of an older creation (%u)",
                  m.op, peer, m.to.creation);
         if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && from_wire)
-            reply_noproc(n, peer, op, &m);
+            reply_noproc(n, peer, &m);
         return;
     }
     if (m.has_ref && op == CNB_OP_ALIAS_SEND && !strcmp(m.ref.node, n->name) &&
@@ -151,6 +130,6 @@ void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_w
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);
     } else if ((op == CNB_OP_LINK || op == CNB_OP_MONITOR_P) && from_wire) {
-        reply_noproc(n, peer, op, &m);
+        reply_noproc(n, peer, &m);
     }
 }
