@@ -11,6 +11,7 @@
 
 #include "node_int.h"
 #include "runtime.h"
+#include "../core/deadline.h"
 
 typedef struct slot {
     struct slot *next;
@@ -156,13 +157,7 @@ int cnb_call(cnb_node_t *n, const erlang_pid *to, const char *name, const char *
     }
 
     struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    cnb__deadline(CLOCK_MONOTONIC, timeout_ms, &dl);
     pthread_mutex_lock(&c->mu);
     while (!rc && !s->done) {
         if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)

@@ -9,6 +9,7 @@
 
 #include "node_int.h"
 #include "runtime.h"
+#include "../core/deadline.h"
 
 typedef struct tmr {
     int64_t due;
@@ -91,14 +92,7 @@ static void *timer_thread(void *arg)
             continue;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t wait = t->heap[0]->due - now;
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        cnb__deadline(CLOCK_MONOTONIC, t->heap[0]->due - now, &ts);
         pthread_cond_timedwait(&t->cv, &t->mu, &ts);
     }
     pthread_mutex_unlock(&t->mu);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "registry_int.h"
+#include "deadline.h"
 
 #define WHERE_MASK (((uint64_t)1 << 48) - 1)
 
@@ -232,14 +233,7 @@ int cnb__reg_mutex_lock(pthread_mutex_t *m)
     if (rc != EBUSY)
         return rc;
     struct timespec ts;
-    int ms = cnb__reg_lock_wait_ms;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    cnb__deadline(CLOCK_REALTIME, cnb__reg_lock_wait_ms, &ts);
     rc = pthread_mutex_timedlock(m, &ts);
     if (rc == 0 || rc == EOWNERDEAD)
         held_save(m);
