@@ -14,8 +14,10 @@
  *   probe      a worker that links, monitors, calls, exits... on request
  *              (see below), for tests and exploring.
  * Tests: tests/integration/runtime_tests.erl, tests/integration/exunit/. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cnode_bridge.h"
 #include "demo.h"
@@ -312,6 +314,8 @@ static const cnb_worker_ops_t sup_ops = {
  *                              {error, timeout | noproc | noconnection, Detail}
  *   {rpc, Node, M, F, Args, Ms} -> {ok, Result} | {error, ...}
  *   {reply_after, Ms, Term}    replies Term after Ms (a late reply)
+ *   {busy, Ms}                 holds its worker thread for Ms (at most 10 s;
+ *                              signals to it queue meanwhile) -> ok
  *   {global_register, Name, random_exit | random_notify | notify_all}
  *                              registers the probe in :global -> yes | no
  *   {global_whereis, Name}     -> Pid | undefined
@@ -580,6 +584,17 @@ static int p_reply_after(probe_req_t *q)
     return rc < 0 ? rc : CNB_CONTINUE;
 }
 
+static int p_busy(probe_req_t *q)
+{
+    long ms;
+    if (ei_decode_long(q->req, &q->i, &ms) || ms < 0 || ms > 10000)
+        return error_reply(q->reply, "badarg");
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+    return ok_reply(q);
+}
+
 static int p_global_register(probe_req_t *q)
 {
     ei_x_buff nm;
@@ -674,6 +689,7 @@ static const struct {
     {"call", 5, p_call_name},
     {"rpc", 6, p_rpc},
     {"reply_after", 3, p_reply_after},
+    {"busy", 2, p_busy},
     {"global_register", 3, p_global_register},
     {"global_whereis", 2, p_global_whereis},
     {"global_unregister", 2, p_global_unregister},

@@ -24,6 +24,7 @@ struct cnb_lname {
     uint32_t epoch;         /* +1 at each nodedown */
     uint32_t refused_epoch; /* epoch + 1 when a refusal was logged; 0: none yet */
     size_t count;           /* records and reserved signals crossing to this node */
+    size_t releasing;       /* its DEMONITOR/UNLINK signals queued here, not yet run */
     cnb_hold_t *holders;
     char s[];
 };
@@ -196,7 +197,11 @@ int cnb__ln_hold(cnb_lnames_t *L, cnb_hold_t **holds, uint64_t key, cnb_lname_t 
 {
     int rc = 0;
     pthread_mutex_lock(&L->mu);
-    if (limited && e->count >= L->cap) {
+    /* The room a queued DEMONITOR/UNLINK will make counts already: the peer
+     * sent it before this signal, and its worker runs them in that order.
+     * A bogus one (nothing to drop) lets count pass the cap by one while it
+     * is queued, so the excess stays bounded by signals held in memory anyway. */
+    if (limited && e->count >= L->cap + e->releasing) {
         *first = e->refused_epoch != e->epoch + 1;
         e->refused_epoch = e->epoch + 1;
         rc = CNB_ETOOBIG;
@@ -226,6 +231,16 @@ int cnb__ln_hold(cnb_lnames_t *L, cnb_hold_t **holds, uint64_t key, cnb_lname_t 
 out:
     pthread_mutex_unlock(&L->mu);
     return rc;
+}
+
+void cnb__ln_releasing(cnb_lnames_t *L, cnb_lname_t *e, int delta)
+{
+    pthread_mutex_lock(&L->mu);
+    if (delta > 0)
+        e->releasing++;
+    else if (e->releasing)
+        e->releasing--;
+    pthread_mutex_unlock(&L->mu);
 }
 
 void cnb__ln_release(cnb_lnames_t *L, cnb_hold_t **holds, cnb_lname_t *e)

@@ -61,12 +61,17 @@ int cnb__links_meta(cnb_node_t *n, cnb_proc_t *p, sig_t *s, const cnb_msg_t *m)
         mt->by_name = !m->has_from;
     if (!mt->from.node)
         return 0;
+    int limited = strcmp(m->peer, n->name) != 0;
     if (s->kind != SIG_LINK && s->kind != SIG_MONITOR) {
         mt->epoch = cnb__ln_epoch(L, mt->from.node);
+        if (limited && (s->kind == SIG_DEMONITOR || s->kind == SIG_UNLINK ||
+                        s->kind == SIG_UNLINK_ID)) {
+            cnb__ln_releasing(L, mt->from.node, 1);
+            mt->releasing = 1;
+        }
         return 0;
     }
     int first = 0;
-    int limited = strcmp(m->peer, n->name) != 0;
     int rc = cnb__ln_hold(L, &p->pl.holds, p->key, mt->from.node, limited, &mt->epoch, &first);
     if (rc == CNB_ETOOBIG) {
         if (first)

@@ -52,6 +52,9 @@ int cnb__ln_current(cnb_lnames_t *L, const cnb_lname_t *e, uint32_t epoch);
  * the first refusal since e's connection came up), or CNB_ENOMEM. */
 int cnb__ln_hold(cnb_lnames_t *L, cnb_hold_t **holds, uint64_t key, cnb_lname_t *e,
                  int limited, uint32_t *epoch, int *first);
+/* delta +1: a DEMONITOR/UNLINK from node e is queued (the room it will make
+ * counts toward e's cap at once); -1: it has run (or was dropped). */
+void cnb__ln_releasing(cnb_lnames_t *L, cnb_lname_t *e, int delta);
 /* Undoes one cnb__ln_hold. */
 void cnb__ln_release(cnb_lnames_t *L, cnb_hold_t **holds, cnb_lname_t *e);
 

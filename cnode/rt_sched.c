@@ -85,6 +85,8 @@ void cnb__sig_free(cnb_proc_t *p, sig_t *s)
         cnb_lnames_t *L = p->rt->ln;
         if (mt->reserved)
             cnb__ln_release(L, &p->pl.holds, mt->from.node);
+        if (mt->releasing)
+            cnb__ln_releasing(L, mt->from.node, -1);
         cnb__cpid_put(L, &mt->from);
         cnb__cref_put(L, &mt->ref);
         cnb__ln_put(L, mt->name);

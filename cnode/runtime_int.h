@@ -37,6 +37,8 @@ typedef struct sig_meta {
     uint64_t id;
     cnb_lname_t *name;     /* MONITOR by name: our name it used; NODEDOWN: the node */
     int reserved;          /* LINK/MONITOR: holds a count on from's node until a record takes it */
+    int releasing;         /* DEMONITOR/UNLINK from a capped peer: counted in from's node's
+                            * releasing until the signal is freed (cnb__ln_releasing) */
     uint32_t epoch;        /* from's node epoch on arrival; NODEDOWN: the epoch that ended */
     int by_name;           /* MONITOR/DEMONITOR/DOWN by name */
 } sig_meta_t;
