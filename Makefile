@@ -16,8 +16,10 @@ CSTD     := -std=gnu11
 # -Wno-format-truncation: snprintf truncating log text and names is deliberate.
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 CFLAGS   ?= $(OPT) -g
+# include/ holds the whole public API (what a C user compiles against); the
+# project's internal headers live beside their sources in core/ and cnode/.
 ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(SAN) -fPIC -pthread -D_GNU_SOURCE \
-             -Icore/include -Icnode/include -I$(EI_DIR)/include
+             -Iinclude -I$(EI_DIR)/include
 LDLIBS_EI  = -L$(EI_DIR)/lib -lei
 LDLIBS_SYS = -lssl -lcrypto -lz -lpthread -lm -lrt
 
@@ -66,10 +68,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-# The NIF's objects get the NIF headers and hidden visibility.
+# The NIF's objects get the NIF headers and hidden visibility; -iquote core
+# because nif/cnr_term.c names core's internal cnb_bytes.h without its path.
 $(BUILD)/nifobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fvisibility=hidden -I$(ERTS_INC) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -fvisibility=hidden -iquote core -I$(ERTS_INC) -MMD -MP -c $< -o $@
 
 $(LIBCORE): $(CORE_OBJ)
 	@mkdir -p $(dir $@)

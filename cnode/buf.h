@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cnb_bytes.h"
+#include "../core/cnb_bytes.h"
 #include "cnb_common.h"
 
 typedef struct cnb_buf {

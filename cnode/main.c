@@ -1,7 +1,9 @@
 /* main.c: the `cnode` program: a C node that joins a cluster, prints
  * "READY <node>" once published and listening, and runs until SIGTERM/SIGINT.
- * With --demo it runs the demo workers of demo.c (echo, cache_sup).
- * Tests: tests/integration/dist_*_tests.erl. */
+ * With --demo it runs the demo workers of demo.c (echo, cache_sup, probe).
+ * Tests: tests/integration/dist_tests.erl (flags, --connect, exit statuses),
+ * hostile_auth_tests.erl (cookie sources); every integration suite runs it
+ * through tests/integration/support/cnb_cluster.erl. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -102,146 +104,164 @@ static void *eof_watch(void *arg)
     return NULL;
 }
 
-int main(int argc, char **argv)
-{
-    static const struct option longopts[] = {
-        {"sname", required_argument, 0, 's'},     {"name", required_argument, 0, 'n'},
-        {"cookie", required_argument, 0, 'c'},    {"cookie-file", required_argument, 0, 'f'},
-        {"connect", required_argument, 0, 'C'},   {"port", required_argument, 0, 'p'},
-        {"no-epmd", no_argument, 0, 'E'},         {"ipv6", no_argument, 0, '6'},
-        {"ticktime", required_argument, 0, 't'},  {"setuptime", required_argument, 0, 'u'},
-        {"max-message", required_argument, 0, 'm'}, {"log-level", required_argument, 0, 'l'},
-        {"threads", required_argument, 0, 'T'},   {"exit-on-eof", no_argument, 0, 'e'},
-        {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
-        {"listen", required_argument, 0, 'L'},
-        {"max-links-per-peer", required_argument, 0, 'K'},
-        {0, 0, 0, 0}};
+/* What the command line asked for. */
+typedef struct args {
     cnb_node_opts_t o;
-    memset(&o, 0, sizeof(o));
-    o.log_level = CNB_LOG_INFO;
     const char *connects[MAX_CONNECT];
-    int nconnect = 0, demo = 0, exit_on_eof = 0;
+    int nconnect;
+    int demo;
+    int exit_on_eof;
+    char *cookie_arg; /* the last --cookie's text, inside argv */
+} args_t;
+
+static const struct option longopts[] = {
+    {"sname", required_argument, 0, 's'},     {"name", required_argument, 0, 'n'},
+    {"cookie", required_argument, 0, 'c'},    {"cookie-file", required_argument, 0, 'f'},
+    {"connect", required_argument, 0, 'C'},   {"port", required_argument, 0, 'p'},
+    {"no-epmd", no_argument, 0, 'E'},         {"ipv6", no_argument, 0, '6'},
+    {"ticktime", required_argument, 0, 't'},  {"setuptime", required_argument, 0, 'u'},
+    {"max-message", required_argument, 0, 'm'}, {"log-level", required_argument, 0, 'l'},
+    {"threads", required_argument, 0, 'T'},   {"exit-on-eof", no_argument, 0, 'e'},
+    {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
+    {"listen", required_argument, 0, 'L'},
+    {"max-links-per-peer", required_argument, 0, 'K'},
+    {0, 0, 0, 0}};
+
+/* Sets what option c (a longopts letter; not 'h') with argument arg asks for.
+ * Returns 0, or -1 for a bad value or an unknown option. */
+static int set_option(args_t *a, int c, char *arg)
+{
+    cnb_node_opts_t *o = &a->o;
     unsigned long v;
-    int c;
-    char *cookie_arg = NULL; /* the last --cookie's text, inside argv */
+    switch (c) {
+    case 's':
+        o->sname = arg;
+        return 0;
+    case 'n':
+        o->name = arg;
+        return 0;
+    case 'c':
+        if (a->cookie_arg) /* an earlier --cookie: only the last one counts */
+            explicit_bzero(a->cookie_arg, strlen(a->cookie_arg));
+        a->cookie_arg = arg;
+        return 0;
+    case 'f':
+        o->cookie_file = arg;
+        return 0;
+    case 'C':
+        a->connects[a->nconnect++] = arg; /* parse_args checked the room */
+        return 0;
+    case 'p':
+        if (parse_uint(arg, 65535, &v))
+            return -1;
+        o->port = (unsigned)v;
+        return 0;
+    case 'L':
+        o->listen_addr = arg;
+        return 0;
+    case 'E':
+        o->no_epmd = 1;
+        return 0;
+    case '6':
+        o->ipv6 = 1;
+        return 0;
+    case 't':
+        if (parse_uint(arg, 86400, &v) || v == 0)
+            return -1;
+        o->net_ticktime = (unsigned)v;
+        return 0;
+    case 'u':
+        if (parse_uint(arg, 3600, &v) || v == 0)
+            return -1;
+        o->net_setuptime = (unsigned)v;
+        return 0;
+    case 'm':
+        if (parse_uint(arg, 0xffffffffUL, &v) || v < 1024)
+            return -1;
+        o->max_message = (size_t)v;
+        return 0;
+    case 'l':
+        return (o->log_level = parse_level(arg)) < 0 ? -1 : 0;
+    case 'T':
+        if (parse_uint(arg, 1024, &v) || v == 0)
+            return -1;
+        o->threads = (unsigned)v;
+        return 0;
+    case 'K':
+        if (parse_uint(arg, 0xffffffffUL, &v) || v == 0)
+            return -1;
+        o->max_links_per_peer = (size_t)v;
+        return 0;
+    case 'e':
+        a->exit_on_eof = 1;
+        return 0;
+    case 'D':
+        a->demo = 1;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static int bad_args(void)
+{
+    fprintf(stderr, "cnode: bad arguments\n");
+    usage(stderr);
+    return 2;
+}
+
+/* Reads the options into *a (log level info unless given). Returns -1 to go
+ * on, or the status to exit with now: 0 after --help, 2 for a bad option or
+ * value (said on stderr). */
+static int parse_args(int argc, char **argv, args_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->o.log_level = CNB_LOG_INFO;
     opterr = 0;
+    int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            o.sname = optarg;
-            break;
-        case 'n':
-            o.name = optarg;
-            break;
-        case 'c':
-            if (cookie_arg) /* an earlier --cookie: only the last one counts */
-                explicit_bzero(cookie_arg, strlen(cookie_arg));
-            cookie_arg = optarg;
-            break;
-        case 'f':
-            o.cookie_file = optarg;
-            break;
-        case 'C':
-            if (nconnect == MAX_CONNECT) {
-                fprintf(stderr, "cnode: at most %d --connect\n", MAX_CONNECT);
-                return 2;
-            }
-            connects[nconnect++] = optarg;
-            break;
-        case 'p':
-            if (parse_uint(optarg, 65535, &v))
-                goto bad;
-            o.port = (unsigned)v;
-            break;
-        case 'L':
-            o.listen_addr = optarg;
-            break;
-        case 'E':
-            o.no_epmd = 1;
-            break;
-        case '6':
-            o.ipv6 = 1;
-            break;
-        case 't':
-            if (parse_uint(optarg, 86400, &v) || v == 0)
-                goto bad;
-            o.net_ticktime = (unsigned)v;
-            break;
-        case 'u':
-            if (parse_uint(optarg, 3600, &v) || v == 0)
-                goto bad;
-            o.net_setuptime = (unsigned)v;
-            break;
-        case 'm':
-            if (parse_uint(optarg, 0xffffffffUL, &v) || v < 1024)
-                goto bad;
-            o.max_message = (size_t)v;
-            break;
-        case 'l':
-            if ((o.log_level = parse_level(optarg)) < 0)
-                goto bad;
-            break;
-        case 'T':
-            if (parse_uint(optarg, 1024, &v) || v == 0)
-                goto bad;
-            o.threads = (unsigned)v;
-            break;
-        case 'K':
-            if (parse_uint(optarg, 0xffffffffUL, &v) || v == 0)
-                goto bad;
-            o.max_links_per_peer = (size_t)v;
-            break;
-        case 'e':
-            exit_on_eof = 1;
-            break;
-        case 'D':
-            demo = 1;
-            break;
-        case 'h':
+        if (c == 'h') {
             usage(stdout);
             return 0;
-        default:
-            goto bad;
         }
+        if (c == 'C' && a->nconnect == MAX_CONNECT) {
+            fprintf(stderr, "cnode: at most %d --connect\n", MAX_CONNECT);
+            return 2;
+        }
+        if (set_option(a, c, optarg))
+            return bad_args();
     }
-    /* The cookie leaves argv and the environment before anything else runs:
-     * every user can read /proc/PID/cmdline; environ only this user. */
-    char *cookie = NULL, *env_cookie = getenv("CNB_COOKIE");
-    if (cookie_arg)
-        cookie = take_secret(cookie_arg);
-    else if (env_cookie && !o.cookie_file)
-        cookie = take_secret(env_cookie);
+    return -1;
+}
+
+/* The cookie leaves argv and the environment before anything else runs:
+ * every user can read /proc/PID/cmdline; environ only this user. Sets *cookie
+ * to a copy of the last --cookie, else of $CNB_COOKIE unless --cookie-file is
+ * given, else NULL (free it with free_secret). Returns 0, or -1 when out of
+ * memory. */
+static int take_cookie(const args_t *a, char **cookie)
+{
+    char *env_cookie = getenv("CNB_COOKIE");
+    int wanted = a->cookie_arg || (env_cookie && !a->o.cookie_file);
+    *cookie = NULL;
+    if (a->cookie_arg)
+        *cookie = take_secret(a->cookie_arg);
+    else if (env_cookie && !a->o.cookie_file)
+        *cookie = take_secret(env_cookie);
     if (env_cookie) {
         explicit_bzero(env_cookie, strlen(env_cookie));
         unsetenv("CNB_COOKIE");
     }
-    if ((cookie_arg || (env_cookie && !o.cookie_file)) && !cookie) {
-        fprintf(stderr, "cnode: out of memory\n");
-        return 1;
-    }
-    o.cookie = cookie;
-    if (optind != argc || (!o.sname == !o.name)) {
-        free_secret(cookie);
-        goto bad;
-    }
+    return wanted && !*cookie ? -1 : 0;
+}
 
-    /* Signals: SIGPIPE ignored (sockets use MSG_NOSIGNAL too); SIGTERM/SIGINT
-     * are taken synchronously by this thread with sigwait. */
-    signal(SIGPIPE, SIG_IGN);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-
-    cnb_node_t *node;
-    int rc = cnb_node_create(&o, &node);
-    free_secret(cookie); /* the node keeps its own copy */
-    if (rc) {
-        /* CNB_EINVAL: a bad name or cookie, which a log line explained. */
-        fprintf(stderr, "cnode: %s\n", cnb_strerror(rc));
-        return rc == CNB_EINVAL ? 2 : 1;
-    }
+/* Starts the created node, its registry worker, the demo workers if asked, and
+ * the keep-connected peers. Returns -1 when all runs (*regp set), or the status
+ * to exit with (2: a bad --listen address; 1: anything else), the node
+ * destroyed then. */
+static int start_node(cnb_node_t *node, const args_t *a, struct cnb_registry **regp)
+{
+    int rc;
     if ((rc = cnb_node_start(node))) {
         fprintf(stderr, "cnode: cannot start: %s\n", cnb_strerror(rc));
         cnb_node_destroy(node);
@@ -254,19 +274,61 @@ int main(int argc, char **argv)
         cnb_node_destroy(node);
         return 1;
     }
-    if (demo && (rc = cnb_demo_start(node, reg))) {
+    if (a->demo && (rc = cnb_demo_start(node, reg))) {
         fprintf(stderr, "cnode: cannot start the demo workers: %s\n", cnb_strerror(rc));
         cnb_node_shutdown(node, 5000); /* the registry worker removes its segment */
         cnb_node_destroy(node);
         cnb_registry_close(reg);
         return 1;
     }
-    for (int k = 0; k < nconnect; k++)
-        if (cnb_node_keep_connected(node, connects[k]))
-            cnb_node_log(node, CNB_LOG_WARNING, "bad --connect %s", connects[k]);
+    for (int k = 0; k < a->nconnect; k++)
+        if (cnb_node_keep_connected(node, a->connects[k]))
+            cnb_node_log(node, CNB_LOG_WARNING, "bad --connect %s", a->connects[k]);
+    *regp = reg;
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    args_t a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    char *cookie;
+    if (take_cookie(&a, &cookie)) {
+        fprintf(stderr, "cnode: out of memory\n");
+        return 1;
+    }
+    a.o.cookie = cookie;
+    if (optind != argc || (!a.o.sname == !a.o.name)) {
+        free_secret(cookie);
+        return bad_args();
+    }
+
+    /* Signals: SIGPIPE ignored (sockets use MSG_NOSIGNAL too); SIGTERM/SIGINT
+     * are taken synchronously by this thread with sigwait (blocked before any
+     * thread starts, so every thread inherits the mask). */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    cnb_node_t *node;
+    rc = cnb_node_create(&a.o, &node);
+    free_secret(cookie); /* the node keeps its own copy */
+    if (rc) {
+        /* CNB_EINVAL: a bad name or cookie, which a log line explained. */
+        fprintf(stderr, "cnode: %s\n", cnb_strerror(rc));
+        return rc == CNB_EINVAL ? 2 : 1;
+    }
+    struct cnb_registry *reg;
+    if ((rc = start_node(node, &a, &reg)) >= 0)
+        return rc;
     printf("READY %s\n", cnb_node_name(node));
     fflush(stdout);
-    if (exit_on_eof) {
+    if (a.exit_on_eof) {
         pthread_t t;
         pthread_create(&t, NULL, eof_watch, NULL);
         pthread_detach(t);
@@ -279,8 +341,4 @@ int main(int argc, char **argv)
     cnb_node_destroy(node);
     cnb_registry_close(reg);
     return 0;
-bad:
-    fprintf(stderr, "cnode: bad arguments\n");
-    usage(stderr);
-    return 2;
 }

@@ -1,5 +1,5 @@
 /* common.c: error texts and the default allocator (cnb_common.h).
- * Tests: tests/unit/test_common.c. */
+ * Tests: the error-code checks in tests/unit/test_term.c and test_registry.c. */
 #include "cnb_common.h"
 
 #include <stdlib.h>

@@ -263,18 +263,20 @@ out:
     return rc;
 }
 
-/* Removes (pred NULL: every) entry of key owned by owner whose value pred accepts. */
-static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t key_len,
-                               const cnb_pid_t *owner, cnb_registry_value_pred pred,
-                               void *ctx)
+/* What each_owned does to one entry of the owner: returns 1 (counted), 0
+ * (passed over) or a negative code (the walk stops and returns it). Runs under
+ * the stripe lock; the entry's next link is read before it is called, so it
+ * may remove the entry. */
+typedef ssize_t (*owned_fn)(struct cnb_registry *reg, uint32_t si, uint32_t ref,
+                            const struct cnb__reg_entry *e, void *ctx);
+
+/* Under key's stripe lock, calls fn on every entry of key (already checked
+ * against the limits) owned by owner, whose node is interned as node. Returns
+ * how many fn counted, or the first negative code (fn's, or CNB_ECORRUPT for a
+ * bad link, the stripe's transaction then rolled back). */
+static ssize_t each_owned(struct cnb_registry *reg, const void *key, size_t key_len,
+                          uint32_t node, const cnb_pid_t *owner, owned_fn fn, void *ctx)
 {
-    if (!reg || (!key && key_len) || check_owner(owner))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key)
-        return CNB_ETOOBIG;
-    uint32_t node = cnb__reg_node_find(reg, owner->node);
-    if (!node)
-        return 0;
     uint64_t h = key_hash(key, key_len);
     uint32_t si = cnb__reg_stripe_of(reg, h);
     int rc = cnb__reg_stripe_lock(reg, si);
@@ -293,31 +295,55 @@ static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t 
         next = CNB__LD(e->next[0]);
         if (!owner_is(e, node, owner))
             continue;
-        if (pred) {
-            uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
-            if (klen > reg->max_key || vlen > reg->max_value ||
-                !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR + (uint64_t)klen + vlen)) {
-                n = CNB_ECORRUPT;
-                break;
-            }
-            int m = pred(ctx, e->data + klen, vlen);
-            if (m < 0) {
-                n = m;
-                break;
-            }
-            if (!m)
-                continue;
-        }
-        if (cnb__reg_remove_entry(reg, si, ref, 1)) {
-            n = CNB_ECORRUPT;
+        ssize_t m = fn(reg, si, ref, e, ctx);
+        if (m < 0) {
+            n = m;
             break;
         }
-        n++;
+        n += m;
     }
     if (cnb__reg_bad)
         n = abandon(reg, si, CNB_ECORRUPT);
     cnb__reg_stripe_unlock(reg, si);
     return n;
+}
+
+struct unreg_ctx {
+    cnb_registry_value_pred pred; /* NULL: every entry */
+    void *ctx;
+};
+
+/* each_owned's step of unregister_key: removes the entry if pred accepts it. */
+static ssize_t unregister_one(struct cnb_registry *reg, uint32_t si, uint32_t ref,
+                              const struct cnb__reg_entry *e, void *arg)
+{
+    const struct unreg_ctx *u = arg;
+    if (u->pred) {
+        uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
+        if (klen > reg->max_key || vlen > reg->max_value ||
+            !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR + (uint64_t)klen + vlen))
+            return CNB_ECORRUPT;
+        int m = u->pred(u->ctx, e->data + klen, vlen);
+        if (m <= 0)
+            return m;
+    }
+    return cnb__reg_remove_entry(reg, si, ref, 1) ? CNB_ECORRUPT : 1;
+}
+
+/* Removes (pred NULL: every) entry of key owned by owner whose value pred accepts. */
+static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                               const cnb_pid_t *owner, cnb_registry_value_pred pred,
+                               void *ctx)
+{
+    if (!reg || (!key && key_len) || check_owner(owner))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key)
+        return CNB_ETOOBIG;
+    uint32_t node = cnb__reg_node_find(reg, owner->node);
+    if (!node)
+        return 0;
+    struct unreg_ctx u = {pred, ctx};
+    return each_owned(reg, key, key_len, node, owner, unregister_one, &u);
 }
 
 /* ---- the public writers: keys in the registry's form (-0.0 as 0.0) -------------- */
@@ -398,6 +424,20 @@ ssize_t cnb_registry_unregister_match(struct cnb_registry *reg, const void *key,
     return unregister_impl(reg, key, key_len, owner, pred, ctx);
 }
 
+struct update_ctx {
+    const void *value;
+    size_t len;
+};
+
+/* each_owned's step of update_key: the entry gets the new value. */
+static ssize_t update_one(struct cnb_registry *reg, uint32_t si, uint32_t ref,
+                          const struct cnb__reg_entry *e, void *arg)
+{
+    const struct update_ctx *u = arg;
+    int rc = replace_value(reg, si, ref, u->value, u->len, 1);
+    return rc ? rc : 1;
+}
+
 static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_len,
                           const cnb_pid_t *owner, const void *value, size_t value_len)
 {
@@ -408,34 +448,8 @@ static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_
     uint32_t node = cnb__reg_node_find(reg, owner->node);
     if (!node)
         return CNB_ENOENT;
-    uint64_t h = key_hash(key, key_len);
-    uint32_t si = cnb__reg_stripe_of(reg, h);
-    int rc = cnb__reg_stripe_lock(reg, si);
-    if (rc)
-        return rc;
-    ssize_t n = 0;
-    uint32_t ref, next;
-    struct cnb__reg_walk w;
-    cnb__reg_walk_init(&w, reg);
-    for (ref = key_head(reg, si, h, key, key_len); ref; ref = next) {
-        if (!cnb__reg_walk_step(&w, ref) || !cnb__reg_ref_ok(reg, ref, CNB__ENTRY_HDR)) {
-            n = CNB_ECORRUPT;
-            break;
-        }
-        const struct cnb__reg_entry *e = entry(reg, ref);
-        next = CNB__LD(e->next[0]);
-        if (!owner_is(e, node, owner))
-            continue;
-        rc = replace_value(reg, si, ref, value, value_len, 1);
-        if (rc) {
-            n = rc;
-            break;
-        }
-        n++;
-    }
-    if (cnb__reg_bad)
-        n = abandon(reg, si, CNB_ECORRUPT);
-    cnb__reg_stripe_unlock(reg, si);
+    struct update_ctx u = {value, value_len};
+    ssize_t n = each_owned(reg, key, key_len, node, owner, update_one, &u);
     return n == 0 ? CNB_ENOENT : n;
 }
 

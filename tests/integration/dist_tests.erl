@@ -34,60 +34,41 @@ with_cluster(F) -> cnb_cluster:with(F).
 
 cname(Prefix) -> cnb_cluster:unique_name(Prefix).
 
-start_c(C, Args) ->
-    {ok, Port, Node} = cnb_cluster:start_cnode(C, ["--cookie", cnb_cluster:cookie(C) | Args]),
-    {Port, Node}.
-
 hidden_has(Peer, Node) ->
     lists:member(Node, cnb_cluster:call(Peer, erlang, nodes, [hidden])).
-
-log_has(C, Port, Re) ->
-    lists:any(fun(L) -> re:run(L, Re) =/= nomatch end, cnb_cluster:cnode_output(C, Port)).
-
-wait_log(C, Port, Re) ->
-    case cnb_cluster:wait_until(fun() -> log_has(C, Port, Re) end, 10000) of
-        true -> ok;
-        false -> erlang:error({log_line_missing, Re, cnb_cluster:cnode_output(C, Port)})
-    end.
-
-free_port() ->
-    {ok, L} = gen_tcp:listen(0, []),
-    {ok, P} = inet:port(L),
-    gen_tcp:close(L),
-    P.
 
 %%% ------------------------------------------------------------------ tests
 
 connect_out_sname(C) ->
     {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a"}),
-    {_Port, CN} = start_c(C, ["--sname", cname("c"), "--connect", atom_to_list(NA)]),
+    {_Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--connect", atom_to_list(NA)]),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 5000)),
     %% The C node is hidden: not in nodes().
     ?assertNot(lists:member(CN, cnb_cluster:call(A, erlang, nodes, []))).
 
 connect_out_name(C) ->
     {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a", longnames => true}),
-    {_Port, CN} = start_c(C, ["--name", cname("c") ++ "@127.0.0.1",
+    {_Port, CN} = cnb_cnode:start(C, ["--name", cname("c") ++ "@127.0.0.1",
                               "--connect", atom_to_list(NA)]),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 5000)).
 
 connect_in_ping(C) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "a"}),
-    {Port, CN} = start_c(C, ["--sname", cname("c"), "--demo"]),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--demo"]),
     ?assertEqual(pong, cnb_cluster:call(A, net_adm, ping, [CN])),
     ?assert(hidden_has(A, CN)),
     %% Messages both ways over the connection the peer opened.
     Reply = cnb_cluster:call(A, gen_server, call, [{echo, CN}, {hello, self}]),
     ?assertEqual({hello, self}, Reply),
-    wait_log(C, Port, "connected from").
+    cnb_cnode:wait_line(C, Port, "connected from").
 
 %% Ten nodes ping the C node at once while another client sits in the middle
 %% of a handshake; every ping answers within a second.
 many_nodes_with_stalled_peer(C) ->
     Peers = [begin {ok, P, _} = cnb_cluster:start_node(C, #{name => "m"}), P end
              || _ <- lists:seq(1, 10)],
-    TcpPort = free_port(),
-    {_Port, CN} = start_c(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
+    TcpPort = cnb_cluster:free_port(),
+    {_Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
     %% A peer that sends half a send_name and then nothing.
     {ok, Stall} = gen_tcp:connect({127, 0, 0, 1}, TcpPort, [binary, {active, false}]),
     ok = gen_tcp:send(Stall, <<0, 40, $N, 0, 0, 0>>),
@@ -107,18 +88,18 @@ many_nodes_with_stalled_peer(C) ->
 wrong_cookie_inbound(C) ->
     {ok, Bad, _} = cnb_cluster:start_node(C, #{name => "bad", cookie => "not_the_cookie"}),
     {ok, Good, _} = cnb_cluster:start_node(C, #{name => "good"}),
-    {Port, CN} = start_c(C, ["--sname", cname("c")]),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cname("c")]),
     ?assertEqual(pang, cnb_cluster:call(Bad, net_adm, ping, [CN])),
-    wait_log(C, Port, "wrong cookie"),
+    cnb_cnode:wait_line(C, Port, "wrong cookie"),
     %% Still serving others.
     ?assertEqual(pong, cnb_cluster:call(Good, net_adm, ping, [CN])).
 
 wrong_cookie_outbound(C) ->
     {ok, Other, NO} = cnb_cluster:start_node(C, #{name => "other", cookie => "not_the_cookie"}),
     {ok, Good, NG} = cnb_cluster:start_node(C, #{name => "good"}),
-    {Port, CN} = start_c(C, ["--sname", cname("c"), "--connect", atom_to_list(NO),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--connect", atom_to_list(NO),
                              "--connect", atom_to_list(NG)]),
-    wait_log(C, Port, "wrong cookie"),
+    cnb_cnode:wait_line(C, Port, "wrong cookie"),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(Good, CN) end, 5000)),
     ?assertNot(hidden_has(Other, CN)).
 
@@ -128,13 +109,13 @@ silent_peer_dropped(C) ->
     Args = ["-kernel", "net_ticktime", "2"],
     {ok, Live, _} = cnb_cluster:start_node(C, #{name => "live", args => Args}),
     {ok, Mute, _} = cnb_cluster:start_node(C, #{name => "mute", args => Args}),
-    {Port, CN} = start_c(C, ["--sname", cname("c"), "--ticktime", "2"]),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--ticktime", "2"]),
     ?assertEqual(pong, cnb_cluster:call(Live, net_adm, ping, [CN])),
     ?assertEqual(pong, cnb_cluster:call(Mute, net_adm, ping, [CN])),
     MutePid = cnb_cluster:call(Mute, os, getpid, []),
     _ = os:cmd("kill -STOP " ++ MutePid),
     try
-        wait_log(C, Port, "no ticks or data"),
+        cnb_cnode:wait_line(C, Port, "no ticks or data"),
         %% The live peer kept its one connection throughout.
         timer:sleep(2500),
         ?assert(hidden_has(Live, CN)),
@@ -148,11 +129,11 @@ silent_peer_dropped(C) ->
 %% Without epmd: the Erlang node listens on a fixed port (-erl_epmd_port) and
 %% the C node is told name@host:port.
 no_epmd(C) ->
-    P = free_port(),
+    P = cnb_cluster:free_port(),
     {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a",
                                               args => ["-erl_epmd_port", integer_to_list(P),
                                                        "-start_epmd", "false"]}),
-    {_Port, CN} = start_c(C, ["--sname", cname("c"), "--no-epmd",
+    {_Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--no-epmd",
                               "--connect", atom_to_list(NA) ++ ":" ++ integer_to_list(P)]),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 5000)),
     %% And the C node is not in epmd.
@@ -177,11 +158,11 @@ recv_all(S, Acc) ->
 ipv6(C) ->
     {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a6", longnames => true, host => "::1",
                                               args => ["-proto_dist", "inet6_tcp"]}),
-    {Port, CN} = start_c(C, ["--name", cname("c6") ++ "@::1", "--ipv6", "--demo",
+    {Port, CN} = cnb_cnode:start(C, ["--name", cname("c6") ++ "@::1", "--ipv6", "--demo",
                              "--connect", atom_to_list(NA)]),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 5000)),
     ?assertEqual({v6, x}, cnb_cluster:call(A, gen_server, call, [{echo, CN}, {v6, x}])),
-    wait_log(C, Port, "\\(::1"),
+    cnb_cnode:wait_line(C, Port, "\\(::1"),
     %% Inbound over IPv6 too.
     {ok, B, _} = cnb_cluster:start_node(C, #{name => "b6", longnames => true, host => "::1",
                                              args => ["-proto_dist", "inet6_tcp"]}),
@@ -189,8 +170,8 @@ ipv6(C) ->
 
 garbage_on_listen_port(C) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "a"}),
-    TcpPort = free_port(),
-    {Port, CN} = start_c(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
+    TcpPort = cnb_cluster:free_port(),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
     Junk = [<<"GET / HTTP/1.1\r\nHost: x\r\n\r\n">>,
             <<0, 3, $N, 1, 2>>,                      % truncated send_name
             <<0, 20, $n, 0:152>>,                    % old v5 handshake
@@ -202,7 +183,7 @@ garbage_on_listen_port(C) ->
          _ = gen_tcp:recv(S, 0, 300),
          gen_tcp:close(S)
      end || J <- Junk],
-    wait_log(C, Port, "handshake failed"),
+    cnb_cnode:wait_line(C, Port, "handshake failed"),
     ?assert(cnb_cluster:cnode_alive(C, Port)),
     ?assertEqual(pong, cnb_cluster:call(A, net_adm, ping, [CN])).
 
@@ -210,17 +191,17 @@ garbage_on_listen_port(C) ->
 %% messages; the C node reassembles them).
 big_messages_both_ways(C) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "a"}),
-    {_Port, CN} = start_c(C, ["--sname", cname("c"), "--demo"]),
+    {_Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--demo"]),
     %% Built and compared on the peer: only the verdict crosses peer's stdio.
     [?assertEqual({Size, true}, {Size, cnb_cluster:call(A, ?MODULE, echo_check, [CN, Size])})
      || Size <- [100, 70000, 1 bsl 20, 20 bsl 20]].
 
 too_big_message_closes(C) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "a"}),
-    {Port, CN} = start_c(C, ["--sname", cname("c"), "--demo", "--max-message", "100000"]),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--demo", "--max-message", "100000"]),
     ?assertEqual(ok, cnb_cluster:call(A, gen_server, call, [{echo, CN}, ok])),
     cnb_cluster:call(A, erlang, send, [{echo, CN}, {big, binary:copy(<<1>>, 500000)}]),
-    wait_log(C, Port, "exceeds the limit"),
+    cnb_cnode:wait_line(C, Port, "exceeds the limit"),
     %% The node goes on; a new connection works.
     ?assert(cnb_cluster:wait_until(fun() -> not hidden_has(A, CN) end, 5000)),
     ?assertEqual(ok, cnb_cluster:call(A, gen_server, call, [{echo, CN}, ok])).
@@ -230,10 +211,10 @@ too_big_message_closes(C) ->
 stale_creation_dropped(C) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "a"}),
     Name = cname("c"),
-    {Port1, CN} = start_c(C, ["--sname", Name, "--demo"]),
+    {Port1, CN} = cnb_cnode:start(C, ["--sname", Name, "--demo"]),
     Old = cnb_cluster:call(A, ?MODULE, echo_pid, [CN]),
     {ok, _} = cnb_cluster:stop_cnode(C, Port1),
-    {_Port2, CN} = start_c(C, ["--sname", Name, "--demo"]),
+    {_Port2, CN} = cnb_cnode:start(C, ["--sname", Name, "--demo"]),
     New = cnb_cluster:call(A, ?MODULE, echo_pid, [CN]),
     ?assertNotEqual(Old, New),
     ?assertEqual(timeout, cnb_cluster:call(A, ?MODULE, ping_pid, [Old])),
@@ -251,7 +232,7 @@ connect_at_start_while_peer_pings(C) ->
          CN = list_to_atom(Name ++ "@" ++ cnb_cluster:hostname()),
          %% The peer starts pinging before the C node exists.
          Pinger = cnb_cluster:call(A, ?MODULE, ping_until_pong, [CN, 10000]),
-         {Port, CN} = start_c(C, ["--sname", Name, "--connect", atom_to_list(NA),
+         {Port, CN} = cnb_cnode:start(C, ["--sname", Name, "--connect", atom_to_list(NA),
                                   "--log-level", "debug"]),
          ?assertEqual(pong, cnb_cluster:call(A, ?MODULE, await, [Pinger])),
          timer:sleep(300),
@@ -270,7 +251,7 @@ connect_at_start_while_peer_pings(C) ->
 reconnects_to_connect_nodes(C) ->
     {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a"}),
     {ok, B, NB} = cnb_cluster:start_node(C, #{name => "b"}),
-    {Port, CN} = start_c(C, ["--sname", cname("c"), "--connect", atom_to_list(NA),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--connect", atom_to_list(NA),
                              "--connect", atom_to_list(NB)]),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) andalso hidden_has(B, CN) end, 5000)),
     true = cnb_cluster:call(A, erlang, disconnect_node, [CN]),

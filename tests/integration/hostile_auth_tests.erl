@@ -33,20 +33,7 @@ with_cluster(F) -> cnb_cluster:with(F).
 
 cname(Prefix) -> cnb_cluster:unique_name(Prefix).
 
-start_c(C, Args) ->
-    {ok, Port, Node} = cnb_cluster:start_cnode(C, ["--cookie", cnb_cluster:cookie(C) | Args]),
-    {Port, Node}.
-
 output(C, Port) -> cnb_cluster:cnode_output(C, Port).
-
-has_line(C, Port, Re) ->
-    lists:any(fun(L) -> re:run(L, Re) =/= nomatch end, output(C, Port)).
-
-wait_line(C, Port, Re) ->
-    case cnb_cluster:wait_until(fun() -> has_line(C, Port, Re) end, 10000) of
-        true -> ok;
-        false -> erlang:error({log_line_missing, Re, output(C, Port)})
-    end.
 
 app_node(C) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "app"}),
@@ -163,7 +150,7 @@ bad_names_refused_and_escaped(C) ->
 %% back-off is over. The flood of refusals is rate limited in the log.
 wrong_cookie_guesses_back_off(C) ->
     TcpPort = cnb_cluster:free_port(),
-    {Port, _CN} = start_c(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
+    {Port, _CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
     Host = cnb_cluster:hostname(),
     Cookie = cnb_cluster:cookie(C),
     Name = fun(P, I) -> list_to_binary(P ++ integer_to_list(I) ++ "@" ++ Host) end,
@@ -195,8 +182,8 @@ wrong_cookie_guesses_back_off(C) ->
                       authenticated =:= result(handshake({127, 0, 0, 1}, TcpPort,
                                                          Name("good", 2), Cookie))
               end, ?MAX_MS + 5000)),
-    wait_line(C, Port, "refused a connection from 127\\.0\\.0\\.1: [0-9]+ failed cookie checks"),
-    wait_line(C, Port, "suppressed [0-9]+ similar lines"),
+    cnb_cnode:wait_line(C, Port, "refused a connection from 127\\.0\\.0\\.1: [0-9]+ failed cookie checks"),
+    cnb_cnode:wait_line(C, Port, "suppressed [0-9]+ similar lines"),
     Lines = length(output(C, Port)),
     ?debugFmt("~b log lines for the 1000 guesses", [Lines]),
     ?assert(Lines < 200).
@@ -206,7 +193,7 @@ wrong_cookie_guesses_back_off(C) ->
 %% back-off, even the right digest gets no acknowledgement.
 parallel_guesses_not_answered(C) ->
     TcpPort = cnb_cluster:free_port(),
-    {Port, _} = start_c(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
+    {Port, _} = cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
     Host = cnb_cluster:hostname(),
     Opened = [hs_open({127, 0, 0, 3}, TcpPort, list_to_binary("p" ++ integer_to_list(I) ++ "@" ++ Host))
               || I <- lists:seq(1, 10)],
@@ -215,7 +202,7 @@ parallel_guesses_not_answered(C) ->
     ?assertEqual(lists:duplicate(9, rejected),
                  [element(1, hs_reply(S, X, "wrong", T0)) || {ok, S, X, T0} <- Wrong]),
     ?assertMatch({rejected, _, _}, hs_reply(Last, Ch, cnb_cluster:cookie(C), T)),
-    wait_line(C, Port, "not answered: the address is in its back-off after [0-9]+ failed"),
+    cnb_cnode:wait_line(C, Port, "not answered: the address is in its back-off after [0-9]+ failed"),
     %% Another address with the right cookie is answered.
     ?assertEqual(authenticated,
                  result(handshake({127, 0, 0, 1}, TcpPort, list_to_binary("q@" ++ Host),
@@ -227,7 +214,7 @@ parallel_guesses_not_answered(C) ->
 cookie_not_in_cmdline_or_environ(C) ->
     Cookie = cnb_cluster:cookie(C),
     Host = cnb_cluster:hostname(),
-    {Port, _} = start_c(C, ["--sname", cname("c")]),
+    {Port, _} = cnb_cnode:start(C, ["--sname", cname("c")]),
     OsPid = integer_to_list(cnb_cluster:cnode_os_pid(C, Port)),
     {ok, Cmdline} = file:read_file("/proc/" ++ OsPid ++ "/cmdline"),
     ?assertNotEqual(nomatch, binary:match(Cmdline, <<"--cookie">>)),
@@ -276,7 +263,7 @@ bad_cookie_files_exit_2(C) ->
                             C, {["--sname", cname("c"), "--cookie-file", F],
                                 #{wait_ready => false}}),
              ?assertEqual({Name, {ok, 2}}, {Name, cnb_cluster:wait_cnode_exit(C, P, 10000)}),
-             ?assert(has_line(C, P, "refused the cookie file .*" ++ Why))
+             ?assert(cnb_cnode:has_line(C, P, "refused the cookie file .*" ++ Why))
          end || {Name, Text, Mode, Why} <- Cases],
         Good = filename:join(Dir, "good"),
         ok = file:write_file(Good, cnb_cluster:cookie(C) ++ "\n"),
@@ -306,23 +293,23 @@ listen_binds_one_interface(C) ->
     %% Without --listen every address reaches the node: the check below can
     %% see the difference.
     Open = cnb_cluster:free_port(),
-    start_c(C, ["--sname", cname("c"), "--port", integer_to_list(Open)]),
+    cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(Open)]),
     ?assertEqual([{A, true} || A <- Others], [{A, reachable(A, Open)} || A <- Others]),
     TcpPort = cnb_cluster:free_port(),
-    {Port, _} = start_c(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort),
+    {Port, _} = cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort),
                             "--listen", "127.0.0.1"]),
     ?assertEqual([{A, false} || A <- Others], [{A, reachable(A, TcpPort)} || A <- Others]),
     ?assert(reachable({127, 0, 0, 1}, TcpPort)),
     Good = list_to_binary("good@" ++ cnb_cluster:hostname()),
     ?assertEqual(authenticated,
                  result(handshake({127, 0, 0, 1}, TcpPort, Good, cnb_cluster:cookie(C)))),
-    wait_line(C, Port, "listening on port [0-9]+ of 127\\.0\\.0\\.1"),
+    cnb_cnode:wait_line(C, Port, "listening on port [0-9]+ of 127\\.0\\.0\\.1"),
     %% Not an address: refused at start with status 2.
     {ok, Bad, _} = cnb_cluster:start_cnode(
                      C, {["--sname", cname("c"), "--cookie", "x", "--listen", "localhost"],
                          #{wait_ready => false}}),
     ?assertEqual({ok, 2}, cnb_cluster:wait_cnode_exit(C, Bad, 10000)),
-    ?assert(has_line(C, Bad, "bad listen address 'localhost'")).
+    ?assert(cnb_cnode:has_line(C, Bad, "bad listen address 'localhost'")).
 
 %% The launcher's listen option, as inet_dist_use_interface: the address this
 %% host's name resolves to (so BEAM nodes still reach the C node by name).

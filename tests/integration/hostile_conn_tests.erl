@@ -23,20 +23,11 @@ start_c(C, Args) -> start_c(C, Args, [], #{}).
 
 %% Prefix goes before the cnode options: the arguments of Opts' exe.
 start_c(C, Args, Prefix, Opts) ->
-    TcpPort = free_port(),
+    TcpPort = cnb_cluster:free_port(),
     {ok, Port, Node} = cnb_cluster:start_cnode(
                          C, {Prefix ++ ["--cookie", cnb_cluster:cookie(C),
                                         "--port", integer_to_list(TcpPort) | Args], Opts}),
     {Port, Node, TcpPort}.
-
-free_port() ->
-    {ok, L} = gen_tcp:listen(0, []),
-    {ok, P} = inet:port(L),
-    gen_tcp:close(L),
-    P.
-
-count_lines(C, Port, Re) ->
-    length([L || L <- cnb_cluster:cnode_output(C, Port), re:run(L, Re) =/= nomatch]).
 
 %% A client without the cookie: sends send_name ('N', handshake version 6)
 %% claiming Name, reads the status, and keeps the socket open. With
@@ -73,8 +64,8 @@ squatter_takes_no_replies(C) ->
     %% Both were told that a live connection exists (ERTS's up_pending).
     ?assertEqual({<<"alive">>, <<"alive">>}, {St1, St2}),
     %% The live connection was neither replaced nor dropped.
-    ?assertEqual(1, count_lines(C, Port, "connected from " ++ atom_to_list(NA))),
-    ?assertEqual(0, count_lines(C, Port, "connection from " ++ atom_to_list(NA) ++ " closed")),
+    ?assertEqual(1, cnb_cnode:count_lines(C, Port, "connected from " ++ atom_to_list(NA))),
+    ?assertEqual(0, cnb_cnode:count_lines(C, Port, "connection from " ++ atom_to_list(NA) ++ " closed")),
     gen_tcp:close(S1),
     gen_tcp:close(S2).
 
@@ -85,13 +76,13 @@ squatter_does_not_stop_reconnect(C) ->
     {Port, CN, TcpPort} = start_c(C, ["--sname", cnb_cluster:unique_name("c"),
                                       "--connect", atom_to_list(NA)]),
     Up = "connected to " ++ atom_to_list(NA),
-    ?assert(cnb_cluster:wait_until(fun() -> count_lines(C, Port, Up) =:= 1 end, 5000)),
+    ?assert(cnb_cluster:wait_until(fun() -> cnb_cnode:count_lines(C, Port, Up) =:= 1 end, 5000)),
     Self = self(),
     Squatter = spawn_link(fun() -> squat_loop(TcpPort, NA, Self, []) end),
     receive {squatting, Squatter} -> ok after 5000 -> error(no_squat) end,
     true = cnb_cluster:call(A, erlang, disconnect_node, [CN]),
     T0 = erlang:monotonic_time(millisecond),
-    Reconnected = cnb_cluster:wait_until(fun() -> count_lines(C, Port, Up) >= 2 end, 5000),
+    Reconnected = cnb_cluster:wait_until(fun() -> cnb_cnode:count_lines(C, Port, Up) >= 2 end, 5000),
     ?debugFmt("reconnected: ~p after ~b ms, with the anchor's name squatted",
               [Reconnected, erlang:monotonic_time(millisecond) - T0]),
     unlink(Squatter),
@@ -120,7 +111,7 @@ fd_exhaustion(C) ->
     Idle = idle_connections(TcpPort, 200, []),
     timer:sleep(3000),
     Lines = length(cnb_cluster:cnode_output(C, Port)),
-    Exhausted = count_lines(C, Port, "Too many open files"),
+    Exhausted = cnb_cnode:count_lines(C, Port, "Too many open files"),
     ?debugFmt("~b idle connections opened; the C node wrote ~b log lines in 3 s at its fd limit",
               [length(Idle), Lines]),
     ?assert(Exhausted >= 1),

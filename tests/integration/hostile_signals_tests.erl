@@ -27,10 +27,7 @@ hostile_signals_test_() ->
 with_cluster(F) -> cnb_cluster:with(F).
 
 start_c(C, Extra) ->
-    {ok, Port, Node} = cnb_cluster:start_cnode(
-                         C, ["--cookie", cnb_cluster:cookie(C), "--sname",
-                             cnb_cluster:unique_name("c"), "--demo" | Extra]),
-    {Port, Node}.
+    cnb_cnode:start(C, ["--sname", cnb_cluster:unique_name("c"), "--demo" | Extra]).
 
 call(N, M, F, A) -> cnb_cluster:call(N, M, F, A, 120000).
 

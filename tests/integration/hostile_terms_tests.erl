@@ -48,15 +48,12 @@ cleanup(#{ctx := C}) -> cnb_cluster:stop(C).
 %% Runs Act (which makes the C node meet a deep term), then checks: the C node
 %% is up, exactly one new log line matches Re, and a normal call works.
 survives(#{ctx := C, peer := A, port := Port, cnode := CN}, Re, Act) ->
-    Before = count_lines(C, Port, Re),
+    Before = cnb_cnode:count_lines(C, Port, Re),
     Result = Act(),
     ok = expect_one_line(C, Port, Re, Before),
     ?assert(cnb_cluster:cnode_alive(C, Port)),
     ?assertEqual(after_it, cnb_cluster:call(A, gen_server, call, [{echo, CN}, after_it])),
     Result.
-
-count_lines(C, Port, Re) ->
-    length([L || L <- cnb_cluster:cnode_output(C, Port), re:run(L, Re) =/= nomatch]).
 
 call_deep_list(Env) -> deep_call(Env, list).
 call_deep_tuple(Env) -> deep_call(Env, tuple).
@@ -194,19 +191,11 @@ with_cluster(F) -> cnb_cluster:with(F).
 %% A C node listening on a known port, and an Erlang node that checks it.
 start_c(C, Extra) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "a"}),
-    TcpPort = free_port(),
-    {ok, Port, CN} = cnb_cluster:start_cnode(
-                       C, ["--cookie", cnb_cluster:cookie(C), "--sname",
-                           cnb_cluster:unique_name("c"), "--demo", "--port",
-                           integer_to_list(TcpPort) | Extra]),
+    TcpPort = cnb_cluster:free_port(),
+    {Port, CN} = cnb_cnode:start(C, ["--sname", cnb_cluster:unique_name("c"), "--demo",
+                                     "--port", integer_to_list(TcpPort) | Extra]),
     ?assertEqual(ok, cnb_cluster:call(A, gen_server, call, [{echo, CN}, ok])),
     {A, Port, CN, TcpPort}.
-
-free_port() ->
-    {ok, L} = gen_tcp:listen(0, []),
-    {ok, P} = inet:port(L),
-    gen_tcp:close(L),
-    P.
 
 rss_kb(OsPid) ->
     {ok, S} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/status"),
@@ -241,7 +230,7 @@ fragments_count_capped(C) ->
     {_Sent, Failed} = open_fragments(S, 2000, <<"x">>),
     ?assert(Failed orelse closed(S, 3000)),
     ok = expect_one_line(C, Port, "more than 1024 incomplete fragmented messages at once"),
-    ?assertEqual(0, count_lines(C, Port, "exceeds the limit")),
+    ?assertEqual(0, cnb_cnode:count_lines(C, Port, "exceeds the limit")),
     ?assert(cnb_cluster:cnode_alive(C, Port)),
     ?assertEqual(ok, cnb_cluster:call(A, gen_server, call, [{echo, CN}, ok])).
 
@@ -264,9 +253,9 @@ fragment_stall_times_out(C) ->
 expect_one_line(C, Port, Re) -> expect_one_line(C, Port, Re, 0).
 
 expect_one_line(C, Port, Re, Before) ->
-    _ = cnb_cluster:wait_until(fun() -> count_lines(C, Port, Re) > Before end, 10000),
+    _ = cnb_cluster:wait_until(fun() -> cnb_cnode:count_lines(C, Port, Re) > Before end, 10000),
     timer:sleep(300), %% a second line, were there one, would be written by now
-    case count_lines(C, Port, Re) - Before of
+    case cnb_cnode:count_lines(C, Port, Re) - Before of
         1 -> ok;
         N -> erlang:error({log_lines, Re, N, {cnode_alive, cnb_cluster:cnode_alive(C, Port)},
                            cnb_cluster:cnode_output(C, Port)})

@@ -562,10 +562,7 @@ cnode_exe() ->
     end.
 
 start_c(C) ->
-    {ok, Port, CN} = cnb_cluster:start_cnode(
-                       C, {["--sname", cnb_cluster:unique_name("c"), "--cookie",
-                            cnb_cluster:cookie(C), "--demo"], cnode_exe()}),
-    {Port, CN}.
+    cnb_cnode:start(C, ["--sname", cnb_cluster:unique_name("c"), "--demo"], cnode_exe()).
 
 %% On a peer: a process that attaches (and so owns the attachment) and then
 %% runs functions sent to it: keeper_call(K, Fun).

@@ -1,5 +1,7 @@
-/* cnb_common.h: error codes, cnb_strerror and the allocator shared by every core
- * module (and by cnode/ and nif/). Tests: tests/unit/test_common.c. */
+/* cnb_common.h: error codes, cnb_strerror and the allocator, shared by every
+ * other public header (cnode_bridge.h, cnb_registry.h, cnb_term.h) and by the
+ * NIF. Implementation: core/common.c. Tests: the error-code checks in
+ * tests/unit/test_term.c and tests/unit/test_registry.c. */
 #ifndef CNB_COMMON_H
 #define CNB_COMMON_H
 
@@ -39,9 +41,9 @@ extern "C" {
     X(ECORRUPT, -24, "data structure is corrupt")
 
 enum cnb_errno {
-#define CNB__ERR_ENUM(name, code, text) CNB_##name = (code),
-    CNB_ERRNO_MAP(CNB__ERR_ENUM)
-#undef CNB__ERR_ENUM
+#define CNB_ERRNO_ENUMERATOR(name, code, text) CNB_##name = (code),
+    CNB_ERRNO_MAP(CNB_ERRNO_ENUMERATOR)
+#undef CNB_ERRNO_ENUMERATOR
 };
 
 /* Returns a static, never-NULL text for a code from the list above (or for any

@@ -1,6 +1,7 @@
 /* cnb_bytes.h: big-endian reads and writes of 16/32/64-bit integers, the
  * byte order of the external term format and of every distribution and epmd
- * message. Internal helpers (cnb__ prefix) shared by core/ and cnode/.
+ * message. Internal (not in the public include/): shared by core/, cnode/
+ * (as "../core/cnb_bytes.h") and nif/.
  * Tests: tests/unit/test_term.c, tests/unit/test_frame.c. */
 #ifndef CNB_BYTES_H
 #define CNB_BYTES_H

@@ -1,9 +1,12 @@
-/* cnode_bridge.h: the whole public C API of libcnode_bridge, a C node that joins
- * an Erlang/Elixir cluster. This part is the node and its distribution layer:
- * names, epmd, connections in and out, ticks, sending control messages. The
- * process runtime (workers, links, monitors, gen_server manners) builds on it.
- * Implementation: the files in cnode/. Tests: tests/unit/test_handshake.c,
- * tests/unit/test_frame.c, tests/integration/dist_*_tests.erl. */
+/* cnode_bridge.h: the C node of libcnode_bridge, a node that joins an
+ * Erlang/Elixir cluster: names, epmd, connections in and out, ticks, sending
+ * control messages; the process runtime (workers, links, monitors, gen_server
+ * manners) on top of it; :global names. The library's whole public C API is
+ * this folder (include/): this header, cnb_registry.h (the shared-memory key
+ * registry), cnb_term.h (canonical terms) and cnb_common.h (error codes, the
+ * allocator). Implementation: cnode/ (on core/). Tests: tests/unit/test_node.c,
+ * tests/unit/test_handshake.c, tests/unit/test_frame.c,
+ * tests/integration/dist_tests.erl, runtime_tests.erl, global_tests.erl. */
 #ifndef CNODE_BRIDGE_H
 #define CNODE_BRIDGE_H
 

@@ -1,0 +1,38 @@
+%% cnb_cnode: the real cnode program as the integration suites start it and read
+%% its log, on top of cnb_cluster (which owns the process and its output).
+%% Used by dist_tests, hostile_auth_tests, hostile_conn_tests,
+%% hostile_signals_tests, hostile_terms_tests and nif_tests.
+-module(cnb_cnode).
+
+-export([start/2, start/3, has_line/3, wait_line/3, count_lines/3]).
+
+%% @doc Starts the cnode program with the context's cookie (`--cookie') and
+%% Args, and waits for its READY line; returns its port and node name.
+-spec start(cnb_cluster:ctx(), [string()]) -> {port(), node()}.
+start(C, Args) -> start(C, Args, #{}).
+
+%% @doc As start/2, with cnb_cluster:start_cnode/2's options (exe, env, ...).
+-spec start(cnb_cluster:ctx(), [string()], map()) -> {port(), node()}.
+start(C, Args, Opts) ->
+    {ok, Port, Node} = cnb_cluster:start_cnode(C, {["--cookie", cnb_cluster:cookie(C) | Args],
+                                                   Opts}),
+    {Port, Node}.
+
+%% @doc True when a line the cnode wrote so far matches the regular expression.
+-spec has_line(cnb_cluster:ctx(), port(), iodata()) -> boolean().
+has_line(C, Port, Re) ->
+    lists:any(fun(L) -> re:run(L, Re) =/= nomatch end, cnb_cluster:cnode_output(C, Port)).
+
+%% @doc Waits up to 10 s for such a line; fails the test with the output if
+%% none comes.
+-spec wait_line(cnb_cluster:ctx(), port(), iodata()) -> ok.
+wait_line(C, Port, Re) ->
+    case cnb_cluster:wait_until(fun() -> has_line(C, Port, Re) end, 10000) of
+        true -> ok;
+        false -> erlang:error({log_line_missing, Re, cnb_cluster:cnode_output(C, Port)})
+    end.
+
+%% @doc How many lines the cnode wrote so far match the regular expression.
+-spec count_lines(cnb_cluster:ctx(), port(), iodata()) -> non_neg_integer().
+count_lines(C, Port, Re) ->
+    length([L || L <- cnb_cluster:cnode_output(C, Port), re:run(L, Re) =/= nomatch]).
