@@ -480,11 +480,28 @@ START_TEST(odd_sequence_does_not_hang_readers)
 }
 END_TEST
 
+/* The scribbler's seed: CNB_HOSTILE_SEED if set (to replay a failure: the
+ * bytes written and where are the same, their timing against the reader is
+ * not), else a fresh one; printed so that a crash, which Check reports
+ * without any message of ours, can be replayed. */
+static uint64_t scribbler_seed(const char *test)
+{
+    const char *env = getenv("CNB_HOSTILE_SEED");
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t seed = env && *env ? strtoull(env, NULL, 0)
+                                : ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec;
+    if (seed == 0)
+        seed = 1; /* xorshift's one fixed point */
+    fprintf(stderr, "%s: seed %llu\n", test, (unsigned long long)seed);
+    return seed;
+}
+
 /* Another OS process writes random bytes into the segment while this one
  * reads and writes, and tries to truncate it all along. */
 START_TEST(concurrent_scribbler)
 {
-    uint64_t seed = (uint64_t)getpid();
+    uint64_t seed = scribbler_seed(__func__);
     const char *path = new_path();
     struct cnb_registry *r = open_reg(path, CNB_REG_UNIQUE);
     populate(r);
