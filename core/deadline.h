@@ -1,6 +1,6 @@
 /* deadline.h: an absolute time some milliseconds from now on a given clock,
  * for pthread's timed waits. Core-private; cnode/ includes it too. No tests of
- * its own: the timed waits of core/registry_tx.c, cnode/calls.c and
+ * its own: the timed waits of core/registry_mutex.c, cnode/calls.c and
  * cnode/timer.c use it. */
 #ifndef CNB_DEADLINE_H
 #define CNB_DEADLINE_H

@@ -69,11 +69,12 @@ static int walk_arena(struct ck *c)
     struct cnb_registry *reg = c->reg;
     struct cnb__reg_hdr *h = reg->hdr;
     uint64_t top = atomic_load(&h->top), fs = atomic_load(&h->file_size);
-    if (top < h->arena_off || top > fs || fs > reg->reserve ||
+    /* The handle's checked copy of arena_off: the header's may be rewritten. */
+    if (top < reg->arena_off || top > fs || fs > reg->reserve ||
         fs > atomic_load(&reg->mapped))
         FAIL("arena bounds: top %llu, file size %llu", (unsigned long long)top,
              (unsigned long long)fs);
-    uint32_t p = (uint32_t)(h->arena_off >> CNB__REG_GSHIFT);
+    uint32_t p = (uint32_t)(reg->arena_off >> CNB__REG_GSHIFT);
     uint32_t end = (uint32_t)(top >> CNB__REG_GSHIFT);
     /* Each stripe's bump region: the end of one of its chunks, or a free block
      * it took over (anywhere in the arena); walked over, and found once. The
@@ -84,20 +85,22 @@ static int walk_arena(struct ck *c)
     c->nbumps = 0;
     for (uint32_t si = 0; si <= reg->nstripes; si++) {
         const struct cnb__reg_stripe *st = &reg->stripes[si];
-        if (st->bump_cur > st->bump_end)
+        uint32_t cur = CNB__LD(st->bump_cur), bend = CNB__LD(st->bump_end);
+        if (cur > bend)
             FAIL("stripe %u bump region inverted", si);
-        if (st->bump_cur != st->bump_end)
-            c->bumps[c->nbumps++] = (struct bump){st->bump_cur, st->bump_end, si, 0};
+        if (cur != bend)
+            c->bumps[c->nbumps++] = (struct bump){cur, bend, si, 0};
     }
     qsort(c->bumps, c->nbumps, sizeof *c->bumps, bump_cmp);
     size_t bi = 0;
     while (p < end) {
+        /* Every field is loaded once: other processes write while we check. */
         struct cnb__reg_block *cb = cnb__reg_block(reg, p);
-        uint32_t si = CNB__TAG_STRIPE(cb->tag);
-        uint32_t cg = *(uint32_t *)cnb__reg_data(reg, p);
-        if (CNB__TAG_KIND(cb->tag) != CNB__TAG_CHUNK || cb->size_g != 1 || si > reg->nstripes ||
-            cg < 2 || cg > end - p)
-            FAIL("chunk header at granule %u is bad (tag %08x, size %u)", p, cb->tag, cg);
+        uint32_t ctag = CNB__LD(cb->tag), si = CNB__TAG_STRIPE(ctag);
+        uint32_t cg = CNB__LD(*(uint32_t *)cnb__reg_data(reg, p));
+        if (CNB__TAG_KIND(ctag) != CNB__TAG_CHUNK || CNB__LD(cb->size_g) != 1 ||
+            si > reg->nstripes || cg < 2 || cg > end - p)
+            FAIL("chunk header at granule %u is bad (tag %08x, size %u)", p, ctag, cg);
         uint32_t q = p + 1, cend = p + cg;
         while (q < cend) {
             while (bi < c->nbumps && c->bumps[bi].start < q)
@@ -112,20 +115,21 @@ static int walk_arena(struct ck *c)
                 continue;
             }
             struct cnb__reg_block *b = cnb__reg_block(reg, q);
-            uint32_t kind = CNB__TAG_KIND(b->tag);
-            if (b->size_g == 0 || b->size_g > cend - q)
-                FAIL("block at %u (chunk %u) has size %u beyond its chunk", q, p, b->size_g);
+            uint32_t tag = CNB__LD(b->tag), size = CNB__LD(b->size_g);
+            uint32_t kind = CNB__TAG_KIND(tag);
+            if (size == 0 || size > cend - q)
+                FAIL("block at %u (chunk %u) has size %u beyond its chunk", q, p, size);
             /* Big blocks move between stripes through G's lists, and a stripe
              * may carve blocks out of one it took over as its bump region. */
-            uint32_t bs = CNB__TAG_STRIPE(b->tag);
+            uint32_t bs = CNB__TAG_STRIPE(tag);
             if ((kind != CNB__TAG_ENTRY && kind != CNB__TAG_TABLE && kind != CNB__TAG_FREE) ||
                 (bs > reg->nstripes &&
-                 !(bs == CNB__GLOBAL && kind == CNB__TAG_FREE && b->size_g >= CNB__REG_BIG_G)))
-                FAIL("block at %u has tag %08x in a chunk of stripe %u", q, b->tag, si);
-            int rc = add_blk(c, q, b->size_g, b->tag);
+                 !(bs == CNB__GLOBAL && kind == CNB__TAG_FREE && size >= CNB__REG_BIG_G)))
+                FAIL("block at %u has tag %08x in a chunk of stripe %u", q, tag, si);
+            int rc = add_blk(c, q, size, tag);
             if (rc)
                 return rc;
-            q += b->size_g;
+            q += size;
         }
         p = cend;
     }
@@ -187,7 +191,7 @@ static int check_table(struct ck *c, uint32_t si, int which)
     const uint64_t *slots = cnb__reg_data(reg, tref);
     uint64_t size = (uint64_t)1 << bits, mask = size - 1, nlive = 0, ntomb = 0, nent = 0;
     for (uint64_t j = 0; j < size; j++) {
-        uint64_t v = slots[j];
+        uint64_t v = CNB__LD(slots[j]);
         if (v == CNB__SLOT_EMPTY)
             continue;
         if (v == CNB__SLOT_TOMB) {
@@ -205,37 +209,43 @@ static int check_table(struct ck *c, uint32_t si, int which)
                 FAIL("stripe %u %s chain at slot %llu reaches %u, not an entry of it", si, name,
                      (unsigned long long)j, r);
             const struct cnb__reg_entry *e = cnb__reg_data(reg, r);
-            if (e->klen > reg->max_key || e->vlen > reg->max_value ||
-                (uint64_t)b->size * 16 < 8 + CNB__ENTRY_HDR + (uint64_t)e->klen + e->vlen)
-                FAIL("entry %u lengths %u/%u do not fit its block", r, e->klen, e->vlen);
-            if (e->prev[which] != prev)
-                FAIL("entry %u %s chain back link %u, expected %u", r, name, e->prev[which],
+            struct cnb__reg_entry eh; /* its header, loaded once: checked, then used */
+            memcpy(&eh, e, sizeof eh);
+            if (eh.klen > reg->max_key || eh.vlen > reg->max_value ||
+                (uint64_t)b->size * 16 < 8 + CNB__ENTRY_HDR + (uint64_t)eh.klen + eh.vlen)
+                FAIL("entry %u lengths %u/%u do not fit its block", r, eh.klen, eh.vlen);
+            if (eh.prev[which] != prev)
+                FAIL("entry %u %s chain back link %u, expected %u", r, name, eh.prev[which],
                      prev);
             if (r == head) {
-                cnb__reg_probe_entry(&p, which, e);
+                if (which)
+                    cnb__reg_probe_owner(&p, eh.node, eh.num, eh.serial, eh.creation);
+                else
+                    cnb__reg_probe_key(&p, eh.hash, e->data, eh.klen);
                 if ((uint32_t)(v >> 32) != (uint32_t)p.h)
                     FAIL("stripe %u %s slot %llu tag mismatch", si, name,
                          (unsigned long long)j);
                 uint64_t home = cnb__reg_probe_home(reg, &p, bits);
                 for (uint64_t x = home; x != j; x = (x + 1) & mask) {
-                    if (slots[x] == CNB__SLOT_EMPTY)
+                    uint64_t vx = CNB__LD(slots[x]);
+                    if (vx == CNB__SLOT_EMPTY)
                         FAIL("stripe %u %s slot %llu unreachable from its home %llu", si,
                              name, (unsigned long long)j, (unsigned long long)home);
-                    if ((uint32_t)slots[x] > CNB__SLOT_TOMB && find_blk(c, (uint32_t)slots[x]) &&
-                        cnb__reg_probe_match(&p, cnb__reg_data(reg, (uint32_t)slots[x])))
+                    if ((uint32_t)vx > CNB__SLOT_TOMB && find_blk(c, (uint32_t)vx) &&
+                        cnb__reg_probe_match(&p, cnb__reg_data(reg, (uint32_t)vx)))
                         FAIL("stripe %u: one %s has two chains (slots %llu and %llu)", si,
                              name, (unsigned long long)x, (unsigned long long)j);
                 }
             } else if (!cnb__reg_probe_match(&p, e)) {
                 FAIL("entry %u is in the wrong %s chain", r, name);
             }
-            if (si < reg->nstripes && cnb__reg_stripe_of(reg, e->hash) != si)
+            if (si < reg->nstripes && cnb__reg_stripe_of(reg, eh.hash) != si)
                 FAIL("entry %u hashed to stripe %u sits in %u", r,
-                     cnb__reg_stripe_of(reg, e->hash), si);
-            if (si < reg->nstripes ? (e->node == 0 ||
-                                      e->node >= atomic_load(&reg->hdr->ncount))
-                                   : e->node != 0)
-                FAIL("entry %u has node index %u", r, e->node);
+                     cnb__reg_stripe_of(reg, eh.hash), si);
+            if (si < reg->nstripes ? (eh.node == 0 ||
+                                      eh.node >= atomic_load(&reg->hdr->ncount))
+                                   : eh.node != 0)
+                FAIL("entry %u has node index %u", r, eh.node);
             if (which ? b->oseen++ : b->kseen++)
                 FAIL("entry %u twice in %s chains", r, name);
             prev = r;
@@ -266,10 +276,11 @@ static int check_nodes(struct ck *c)
         FAIL("node count %u out of range", count);
     for (uint32_t i = 1; i < count; i++) {
         struct cnb__reg_node *nd = &reg->nodes[i];
-        if (nd->len == 0 || nd->len > 255 || nd->name[nd->len] != 0)
-            FAIL("node %u has a bad name length %u", i, nd->len);
+        uint32_t len = CNB__LD(nd->len);
+        if (len == 0 || len > 255 || nd->name[len] != 0)
+            FAIL("node %u has a bad name length %u", i, len);
         if (cnb__reg_node_find(reg, nd->name) != i)
-            FAIL("node %u (%s) is not found by its name, or is a duplicate", i, nd->name);
+            FAIL("node %u (%.255s) is not found by its name, or is a duplicate", i, nd->name);
     }
     return 0;
 }

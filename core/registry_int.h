@@ -356,9 +356,11 @@ void cnb__reg_fault_point(void) __attribute__((weak));
  * holder that never lets go, makes the call fail with CNB_ECORRUPT after
  * cnb__reg_lock_wait_ms (2000; tests lower it) rather than block forever. */
 extern int cnb__reg_lock_wait_ms;
-/* pthread_mutex_timedlock with that bound. Returns 0, EOWNERDEAD or another
- * errno value. Every lock of a mutex in the segment goes through these three
- * (see registry_tx.c: glibc's pointers in the mutex are kept as it wrote them). */
+/* registry_mutex.c: pthread_mutex_timedlock with that bound. Returns 0,
+ * EOWNERDEAD or another errno value. Every lock of a mutex in the segment goes
+ * through these three: the unlock never follows a pointer read from the mutex
+ * (another process may have written it), and never leaves the mutex on this
+ * thread's robust list. */
 int cnb__reg_mutex_lock(pthread_mutex_t *m);
 int cnb__reg_mutex_trylock(pthread_mutex_t *m);
 void cnb__reg_mutex_unlock(pthread_mutex_t *m);

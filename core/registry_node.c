@@ -62,9 +62,10 @@ void cnb__reg_node_repair(struct cnb_registry *reg)
         return; /* cnb_registry_check reports it */
     for (uint32_t idx = 1; idx < count; idx++) {
         struct cnb__reg_node *nd = &reg->nodes[idx];
-        if (nd->len == 0 || nd->len > 255)
+        uint32_t len = CNB__LD(nd->len); /* checked, then used: loaded once */
+        if (len == 0 || len > 255)
             continue;
-        if (find(reg, nd->name, nd->len, nd->hash) != idx)
+        if (find(reg, nd->name, len, CNB__LD(nd->hash)) != idx)
             index_insert(reg, idx);
     }
 }
@@ -130,7 +131,7 @@ void cnb__reg_node_name(struct cnb_registry *reg, uint32_t idx, char *dst)
         return;
     }
     const struct cnb__reg_node *nd = &reg->nodes[idx];
-    uint32_t len = nd->len;
+    uint32_t len = CNB__LD(nd->len);
     if (len > 255)
         len = 255;
     memcpy(dst, nd->name, len);

@@ -1,5 +1,6 @@
-/* registry_tx.c: the registry's robust locks, per-lock undo logs, the stripe
- * seqlock, and the repair a locker does when the previous holder died.
+/* registry_tx.c: the registry's robust locks (taken through registry_mutex.c),
+ * per-lock undo logs, the stripe seqlock, and the repair a locker does when the
+ * previous holder died.
  * Tests: tests/unit/test_registry_concurrency.c (kill -9 loop).
  *
  * A writer logs {where, old value} before every store to memory that was
@@ -10,10 +11,8 @@
  * (attach) are taken alone. A stripe's repair takes G first, because a G
  * transaction (a chunk grant) may have written the stripe's allocator fields. */
 #include <errno.h>
-#include <time.h>
 
 #include "registry_int.h"
-#include "deadline.h"
 
 #define WHERE_MASK (((uint64_t)1 << 48) - 1)
 
@@ -142,102 +141,6 @@ static void sync_map(struct cnb_registry *reg)
 static void glog_repair(struct cnb_registry *reg)
 {
     cnb__reg_log_rollback(reg, &reg->hdr->glog);
-}
-
-/* glibc links a held robust mutex into the thread's robust list through
- * pointers stored in the mutex itself (here: shared memory), and follows and
- * writes through them when it unlocks. Another process may overwrite them while
- * we hold the lock, so they are saved right after locking and put back right
- * before unlocking: glibc only follows pointers it wrote. The kind field picks
- * glibc's code path (a PI kind would make it call futex_lock_pi on a scribbled
- * owner): checked against a mutex made here, and put back, before locking.
- * Locks nest at most three deep (stripe -> G -> F). */
-#ifdef __GLIBC__
-#define HELD_MAX 8
-struct held {
-    pthread_mutex_t *m;
-    void *prev, *next;
-};
-static __thread struct held held[HELD_MAX];
-static __thread unsigned nheld;
-static _Atomic int ref_kind = -1;
-#endif
-
-int cnb__reg_lock_wait_ms = 2000;
-
-#ifdef __GLIBC__
-
-static void kind_fix(pthread_mutex_t *m)
-{
-    int k = atomic_load_explicit(&ref_kind, memory_order_relaxed);
-    if (k < 0) {
-        pthread_mutexattr_t a;
-        pthread_mutex_t t;
-        pthread_mutexattr_init(&a);
-        pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-        pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-        pthread_mutex_init(&t, &a);
-        k = t.__data.__kind;
-        pthread_mutex_destroy(&t);
-        pthread_mutexattr_destroy(&a);
-        atomic_store_explicit(&ref_kind, k, memory_order_relaxed);
-    }
-    if (__atomic_load_n(&m->__data.__kind, __ATOMIC_RELAXED) != k)
-        __atomic_store_n(&m->__data.__kind, k, __ATOMIC_RELAXED);
-}
-
-static void held_save(pthread_mutex_t *m)
-{
-    if (nheld < HELD_MAX)
-        held[nheld++] = (struct held){m, m->__data.__list.__prev, m->__data.__list.__next};
-}
-
-static void held_restore(pthread_mutex_t *m)
-{
-    for (unsigned i = nheld; i-- > 0;) {
-        if (held[i].m != m)
-            continue;
-        m->__data.__list.__prev = held[i].prev;
-        m->__data.__list.__next = held[i].next;
-        kind_fix(m);
-        for (unsigned j = i + 1; j < nheld; j++)
-            held[j - 1] = held[j];
-        nheld--;
-        return;
-    }
-}
-#else
-static void kind_fix(pthread_mutex_t *m) { (void)m; }
-static void held_save(pthread_mutex_t *m) { (void)m; }
-static void held_restore(pthread_mutex_t *m) { (void)m; }
-#endif
-
-int cnb__reg_mutex_trylock(pthread_mutex_t *m)
-{
-    kind_fix(m);
-    int rc = pthread_mutex_trylock(m);
-    if (rc == 0 || rc == EOWNERDEAD)
-        held_save(m);
-    return rc;
-}
-
-void cnb__reg_mutex_unlock(pthread_mutex_t *m)
-{
-    held_restore(m);
-    pthread_mutex_unlock(m);
-}
-
-int cnb__reg_mutex_lock(pthread_mutex_t *m)
-{
-    int rc = cnb__reg_mutex_trylock(m);
-    if (rc != EBUSY)
-        return rc;
-    struct timespec ts;
-    cnb__deadline(CLOCK_REALTIME, cnb__reg_lock_wait_ms, &ts);
-    rc = pthread_mutex_timedlock(m, &ts);
-    if (rc == 0 || rc == EOWNERDEAD)
-        held_save(m);
-    return rc;
 }
 
 int cnb__reg_tx_end(struct cnb_registry *reg, uint32_t si)
