@@ -237,6 +237,25 @@ const char *cnb__tls_why(SSL *ssl, int ret, char *buf, size_t cap)
     if (vr != X509_V_OK) {
         snprintf(buf, cap, "TLS: the peer's certificate was refused: %s",
                  X509_verify_cert_error_string(vr));
+    } else if (err == SSL_ERROR_SSL && e &&
+               (ERR_GET_REASON(e) == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION ||
+                ERR_GET_REASON(e) == SSL_R_UNSUPPORTED_PROTOCOL ||
+                ERR_GET_REASON(e) == SSL_R_NO_PROTOCOLS_AVAILABLE ||
+                ERR_GET_REASON(e) == SSL_R_WRONG_SSL_VERSION)) {
+        snprintf(buf, cap, "TLS: no protocol version in common with the peer (this node allows "
+                           "%s; --tls-versions)",
+                 SSL_get_min_proto_version(ssl) == SSL_get_max_proto_version(ssl)
+                     ? (SSL_get_max_proto_version(ssl) == TLS1_3_VERSION ? "TLS 1.3 only"
+                                                                         : "TLS 1.2 only")
+                     : "TLS 1.2 and 1.3");
+    } else if (err == SSL_ERROR_SSL && e &&
+               (ERR_GET_REASON(e) == SSL_R_NO_SHARED_CIPHER ||
+                ERR_GET_REASON(e) == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)) {
+        snprintf(buf, cap, "TLS: no cipher in common with the peer (%s)",
+                 ERR_reason_error_string(e));
+    } else if (err == SSL_ERROR_SSL && e && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        snprintf(buf, cap, "TLS: the peer sent no certificate and this node verifies peers "
+                           "(--tls-verify peer)");
     } else if (err == SSL_ERROR_SSL && e) {
         char t[200];
         ERR_error_string_n(e, t, sizeof(t));
