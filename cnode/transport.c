@@ -160,7 +160,11 @@ int cnb__tx_handshake(cnb_conn_t *c, char *why, size_t wcap)
         c->tx_want_out = wants_out;
         return 0;
     }
-    if (rc == CNB_TX_EOF || !why[0]) {
+    if (rc == CNB_TX_ERROR && strncmp(why, "TLS:", 4)) { /* a system error */
+        char sys[120];
+        snprintf(sys, sizeof(sys), "%s", why);
+        snprintf(why, wcap, "TLS: %s during the TLS handshake (the peer refused it)", sys);
+    } else if (rc == CNB_TX_EOF) {
         /* The peer hung up mid-handshake: its side refused something (it
          * logs which) or it is not a TLS node. */
         long vr = SSL_get_verify_result(c->ssl);

@@ -27,7 +27,7 @@ opt(key, F, _) when is_list(F) -> ["--tls-key", F];
 opt(cacert, F, _) when is_list(F) -> ["--tls-cacert", F];
 opt(verify, V, _) when V =:= peer; V =:= none -> ["--tls-verify", atom_to_list(V)];
 opt(versions, Vs = [_ | _], T) ->
-    ["--tls-versions", lists:join(",", [version(V, T) || V <- Vs])];
+    ["--tls-versions", lists:flatten(lists:join(",", [version(V, T) || V <- Vs]))];
 opt(_, _, T) -> throw({bad_option, {tls, T}}).
 
 version(V, _) when V =:= '1.2'; V =:= 'tlsv1.2' -> "1.2";
