@@ -18,6 +18,7 @@
 tls_test_() ->
     [?T(cluster_both_directions, 180),
      ?T(big_messages_both_ways, 90),
+     ?T(stalled_tls_peers_stall_nobody, 90),
      ?T(untrusted_cert_refused, 90),
      ?T(expired_cert_refused, 90),
      ?T(wrong_host_refused_inbound, 90),
@@ -167,6 +168,29 @@ big_messages_both_ways(C, Certs) ->
     ?assertEqual(pong, cnb_cluster:call(A, net_adm, ping, [CN])),
     [?assert(cnb_cluster:call(A, dist_tests, echo_check, [CN, Size], 60000))
      || Size <- [100, 70000, 3000000, 12000000]].
+
+%% Two sockets that stop mid-way into the TLS handshake (one silent, one
+%% after half a ClientHello record) while a TLS node connects and is served;
+%% both are closed after net_setuptime with one line each.
+stalled_tls_peers_stall_nobody(C, Certs) ->
+    {ok, L} = gen_tcp:listen(0, []),
+    {ok, P} = inet:port(L),
+    gen_tcp:close(L),
+    {G, _} = tls_node(C, Certs, "g"),
+    {Port, CN} = tls_cnode(C, Certs, ["--port", integer_to_list(P), "--setuptime", "3"]),
+    {ok, Silent} = gen_tcp:connect("127.0.0.1", P, [binary, {active, false}]),
+    {ok, Half} = gen_tcp:connect("127.0.0.1", P, [binary, {active, false}]),
+    ok = gen_tcp:send(Half, <<16#16, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3>>),
+    ?assertEqual(pong, cnb_cluster:call(G, net_adm, ping, [CN])),
+    ?assertEqual({hello, G}, echo(G, CN)),
+    wait_log(C, Port, "127.0.0.1:[0-9]+ \\(not up\\) closed: TLS handshake timed out"),
+    ?assert(cnb_cluster:wait_until(
+              fun() -> length([X || X <- cnb_cluster:cnode_output(C, Port),
+                                    re:run(X, "TLS handshake timed out") =/= nomatch]) =:= 2
+              end, 5000)),
+    ?assertEqual({error, closed}, gen_tcp:recv(Silent, 0, 2000)),
+    ?assertMatch({error, _}, gen_tcp:recv(Half, 0, 2000)),
+    ?assertEqual({hello, G}, echo(G, CN)).
 
 untrusted_cert_refused(C, Certs) ->
     {G, _} = tls_node(C, Certs, "g"),
