@@ -91,10 +91,11 @@ int cnb__conn_flush(cnb_node_t *n, cnb_conn_t *c)
     if (c->ev.fd < 0)
         return -1;
     char why[300] = "";
-    while (c->hsout.len > c->hsout.off) {
+    /* Handshake bytes, and TLS bytes staged earlier (cnb__tx_backlog). */
+    while (c->hsout.len > c->hsout.off || cnb__tx_backlog(c)) {
         struct iovec iov = {.iov_base = c->hsout.data + c->hsout.off,
                             .iov_len = c->hsout.len - c->hsout.off};
-        ssize_t w = cnb__tx_writev(c, &iov, 1, why, sizeof(why));
+        ssize_t w = cnb__tx_writev(c, &iov, iov.iov_len ? 1 : 0, why, sizeof(why));
         if (w < 0)
             return write_failed(n, c, w, why);
         c->hsout.off += (size_t)w;
@@ -107,7 +108,7 @@ int cnb__conn_flush(cnb_node_t *n, cnb_conn_t *c)
     }
     if (c->state != C_UP)
         return 0;
-    while (c->wq_head) {
+    while (c->wq_head || cnb__tx_backlog(c)) {
         struct iovec iov[IOV_BATCH];
         int cnt = 0;
         for (cnb_chunk_t *ch = c->wq_head; ch && cnt < IOV_BATCH; ch = ch->next, cnt++) {

@@ -129,6 +129,7 @@ typedef struct cnb_conn {
     int tx_fatal;         /* TLS failed: no close_notify */
     int hs_seen;          /* the handshake consumed a packet (plain TCP) */
     int reread;           /* in n->reread: TLS holds input epoll will not report */
+    cnb_buf_t tx_stage;   /* small frames gathered into one TLS record (transport.c) */
     struct cnb_conn *rnext;
 } cnb_conn_t;
 

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* A TLS record's payload at most: what the stage gathers before writing. */
+#define TX_STAGE 16384
 /* A TLS record starts with its content type: 22 handshake, 21 alert. */
 #define TLS_HANDSHAKE_RECORD 0x16
 
@@ -80,6 +82,82 @@ ssize_t cnb__tx_read(cnb_conn_t *c, void *buf, size_t cap, char *why, size_t wca
     return rc;
 }
 
+/* One SSL_write of len bytes at p. Returns what it took (> 0), or as
+ * cnb__tx_writev's failures. */
+static ssize_t ssl_write(cnb_conn_t *c, const uint8_t *p, size_t len, char *why, size_t wcap)
+{
+    int n = len > (size_t)1 << 30 ? 1 << 30 : (int)len;
+    ERR_clear_error();
+    int w = SSL_write(c->ssl, p, n);
+    if (w > 0)
+        return w;
+    int wants_out = 1;
+    ssize_t rc = ssl_failed(c, w, &wants_out, why, wcap);
+    if (rc == CNB_TX_EOF) {
+        snprintf(why, wcap, "closed by peer");
+        rc = CNB_TX_ERROR;
+    }
+    if (rc == CNB_TX_AGAIN)
+        c->tx_wr_wants_in = !wants_out;
+    return rc;
+}
+
+/* Writes the staged bytes. Returns 0 when they are all out, else as
+ * ssl_write's failures (the stage keeps the rest: OpenSSL wants the same
+ * bytes again). */
+static int stage_out(cnb_conn_t *c, char *why, size_t wcap)
+{
+    cnb_buf_t *st = &c->tx_stage;
+    while (st->off < st->len) {
+        ssize_t w = ssl_write(c, st->data + st->off, st->len - st->off, why, wcap);
+        if (w < 0)
+            return (int)w;
+        st->off += (size_t)w;
+    }
+    st->off = st->len = 0;
+    return 0;
+}
+
+/* TLS: small pieces are gathered into c->tx_stage, so a batch of small
+ * frames becomes one record and one send, as sendmsg makes them one send on
+ * TCP; a piece of TX_STAGE bytes or more is written from where it lies (the
+ * queue's front stays put until written, as OpenSSL wants after WANT_WRITE).
+ * Bytes copied into the stage count as written. */
+static ssize_t tls_writev(cnb_conn_t *c, const struct iovec *iov, int cnt, char *why,
+                          size_t wcap)
+{
+    ssize_t taken = 0;
+    int rc = stage_out(c, why, wcap);
+    if (rc)
+        return rc;
+    for (int i = 0; i < cnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        if (len >= TX_STAGE) {
+            if (c->tx_stage.len && (rc = stage_out(c, why, wcap)))
+                return taken ? taken : rc;
+            ssize_t w = ssl_write(c, p, len, why, wcap);
+            if (w < 0)
+                return taken ? taken : w;
+            return taken + w;
+        }
+        if (c->tx_stage.len + len > TX_STAGE && (rc = stage_out(c, why, wcap)))
+            return taken ? taken : rc;
+        if (cnb__buf_put(&c->tx_stage, p, len)) {
+            snprintf(why, wcap, "out of memory");
+            return CNB_TX_ERROR;
+        }
+        taken += (ssize_t)len;
+    }
+    rc = stage_out(c, why, wcap);
+    return taken ? taken : rc;
+}
+
+int cnb__tx_backlog(const cnb_conn_t *c)
+{
+    return c->tx_stage.len > c->tx_stage.off;
+}
+
 ssize_t cnb__tx_writev(cnb_conn_t *c, const struct iovec *iov, int cnt, char *why, size_t wcap)
 {
     if (!c->ssl) {
@@ -99,33 +177,7 @@ ssize_t cnb__tx_writev(cnb_conn_t *c, const struct iovec *iov, int cnt, char *wh
             return CNB_TX_ERROR;
         }
     }
-    /* One SSL_write per piece: with partial writes enabled each returns what
-     * one or more records took; the first refusal ends the batch. */
-    ssize_t total = 0;
-    for (int i = 0; i < cnt; i++) {
-        size_t done = 0;
-        while (done < iov[i].iov_len) {
-            size_t left = iov[i].iov_len - done;
-            int len = left > (size_t)1 << 30 ? 1 << 30 : (int)left;
-            ERR_clear_error();
-            int w = SSL_write(c->ssl, (const char *)iov[i].iov_base + done, len);
-            if (w > 0) {
-                done += (size_t)w;
-                total += w;
-                continue;
-            }
-            int wants_out = 1;
-            ssize_t rc = ssl_failed(c, w, &wants_out, why, wcap);
-            if (rc == CNB_TX_EOF) {
-                snprintf(why, wcap, "closed by peer");
-                rc = CNB_TX_ERROR;
-            }
-            if (rc == CNB_TX_AGAIN)
-                c->tx_wr_wants_in = !wants_out;
-            return total ? total : rc;
-        }
-    }
-    return total;
+    return tls_writev(c, iov, cnt, why, wcap);
 }
 
 int cnb__tx_handshake(cnb_conn_t *c, char *why, size_t wcap)
@@ -194,4 +246,5 @@ void cnb__tx_end(cnb_conn_t *c)
     ERR_clear_error();
     SSL_free(c->ssl);
     c->ssl = NULL;
+    cnb__buf_free(&c->tx_stage);
 }

@@ -22,12 +22,19 @@
  * socket takes data. */
 ssize_t cnb__tx_read(cnb_conn_t *c, void *buf, size_t cap, char *why, size_t wcap);
 
-/* Writes what it can of iov[0..cnt) in order. Returns the bytes written
- * (> 0), CNB_TX_AGAIN (nothing taken: the socket is full, or a TLS write
- * waits for input, c->tx_wr_wants_in) or CNB_TX_ERROR. Over TLS a write
- * that returned CNB_TX_AGAIN must be retried with the same bytes first
- * (the queue's front does not change until it is written). */
+/* Writes what it can of iov[0..cnt) in order. Returns the bytes taken
+ * (> 0; 0 only for cnt 0), CNB_TX_AGAIN (nothing taken: the socket is
+ * full, or a TLS write waits for input, c->tx_wr_wants_in) or
+ * CNB_TX_ERROR. Over TLS small pieces are copied into a stage of up to one
+ * record and count as taken; what the socket did not take of it stays
+ * there (cnb__tx_backlog) and goes first on the next call, which may have
+ * cnt 0. A large piece is written in place: after CNB_TX_AGAIN the caller
+ * offers the same bytes again (the queue's front does not change until
+ * written), as OpenSSL requires. */
 ssize_t cnb__tx_writev(cnb_conn_t *c, const struct iovec *iov, int cnt, char *why, size_t wcap);
+
+/* True when staged TLS bytes still wait for the socket. */
+int cnb__tx_backlog(const cnb_conn_t *c);
 
 /* One step of the TLS handshake. Returns 1 when it is done, 0 when it waits
  * (c->tx_want_out: for the socket to take data, else for input), or -1
