@@ -99,10 +99,6 @@ static SSL_CTX *make_ctx(const cnb_node_t *n, const cnb_tls_t *t)
         what = t->cacert;
         goto bad;
     }
-    if (t->verify && !t->cacert) {
-        what = "verifying peers needs --tls-cacert";
-        goto bad;
-    }
     /* Both roles share the context: as a server it asks for the client's
      * certificate and refuses a client without one (fail_if_no_peer_cert). */
     SSL_CTX_set_verify(ctx,
@@ -146,6 +142,12 @@ int cnb__tls_create(const cnb_node_t *n, const cnb_node_opts_t *o, cnb_tls_t **o
     if (cnb__tls_versions(o->tls_versions, &t->vmin, &t->vmax)) {
         cnb__log(n, CNB_LOG_ERROR, "TLS: bad versions '%s' (give 1.2, 1.3 or 1.2,1.3)",
                  o->tls_versions);
+        cnb__tls_free(t);
+        return CNB_EINVAL;
+    }
+    if (t->verify && !o->tls_cacert) {
+        cnb__log(n, CNB_LOG_ERROR,
+                 "TLS: verifying peers needs their CA (--tls-cacert), or --tls-verify none");
         cnb__tls_free(t);
         return CNB_EINVAL;
     }
