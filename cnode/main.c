@@ -44,6 +44,8 @@ static void usage(FILE *f)
             "  --tls-verify V      peer (default: verify peers both ways; a peer's certificate\n"
             "                      must name the host of its node name) | none\n"
             "  --tls-versions L    1.2, 1.3 or 1.2,1.3 (default 1.2,1.3)\n"
+            "  --tls-ciphers L     allowed ciphers, OpenSSL names separated by ':' (TLS 1.3\n"
+            "                      suites, TLS_..., may be mixed in; default OpenSSL's)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
             "  --demo              run the demo workers (echo, cache_sup)\n"
             "Environment: CNB_COOKIE  the cookie, when neither --cookie nor --cookie-file is\n"
@@ -125,7 +127,7 @@ int main(int argc, char **argv)
         {"max-links-per-peer", required_argument, 0, 'K'},
         {"tls-cert", required_argument, 0, 'X'},  {"tls-key", required_argument, 0, 'k'},
         {"tls-cacert", required_argument, 0, 'A'}, {"tls-verify", required_argument, 0, 'V'},
-        {"tls-versions", required_argument, 0, 'R'},
+        {"tls-versions", required_argument, 0, 'R'}, {"tls-ciphers", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     cnb_node_opts_t o;
     memset(&o, 0, sizeof(o));
@@ -221,6 +223,9 @@ int main(int argc, char **argv)
             break;
         case 'R':
             o.tls_versions = optarg;
+            break;
+        case 'P':
+            o.tls_ciphers = optarg;
             break;
         case 'e':
             exit_on_eof = 1;

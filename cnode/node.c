@@ -182,7 +182,8 @@ int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     if ((err = cnb__tls_create(n, opts, &n->tls)))
         goto bad;
     /* The options' TLS strings are the caller's: only tls.c's copies stay. */
-    n->opts.tls_cert = n->opts.tls_key = n->opts.tls_cacert = n->opts.tls_versions = NULL;
+    n->opts.tls_cert = n->opts.tls_key = n->opts.tls_cacert = NULL;
+    n->opts.tls_versions = n->opts.tls_ciphers = NULL;
     do {
         n->creation = cnb__random32();
     } while (n->creation == 0);

@@ -17,6 +17,7 @@ struct cnb_tls {
     pthread_mutex_t mu; /* guards ctx: reload runs on any thread */
     SSL_CTX *ctx;
     char *cert, *key, *cacert; /* the files, read again on reload */
+    char *ciphers12, *ciphers13; /* --tls-ciphers split by protocol (NULL: defaults) */
     int verify;                /* verify peers (mutual authentication) */
     int vmin, vmax;            /* protocol versions */
 };
@@ -83,6 +84,14 @@ static SSL_CTX *make_ctx(const cnb_node_t *n, const cnb_tls_t *t)
     /* Writes may be partial (a full socket) and retried from a queue that
      * has moved (transport.c). */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (t->ciphers12 && SSL_CTX_set_cipher_list(ctx, t->ciphers12) != 1) {
+        what = "--tls-ciphers (TLS 1.2 names)";
+        goto bad;
+    }
+    if (t->ciphers13 && SSL_CTX_set_ciphersuites(ctx, t->ciphers13) != 1) {
+        what = "--tls-ciphers (TLS 1.3 suites)";
+        goto bad;
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
         what = t->cert;
         goto bad;
@@ -112,6 +121,41 @@ bad:
     return NULL;
 }
 
+/* Splits "A:B:TLS_X" into the TLS 1.2 list ("A:B") and the TLS 1.3 suites
+ * ("TLS_X": their names start with TLS_), each NULL when empty. Returns 0
+ * or CNB_ENOMEM. */
+static int split_ciphers(const char *spec, char **c12, char **c13)
+{
+    size_t cap = strlen(spec) + 1;
+    char *a = calloc(1, cap), *b = calloc(1, cap);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return CNB_ENOMEM;
+    }
+    for (const char *p = spec; *p;) {
+        size_t len = strcspn(p, ":");
+        if (len) {
+            char *dst = strncmp(p, "TLS_", 4) ? a : b;
+            if (*dst)
+                strcat(dst, ":");
+            strncat(dst, p, len);
+        }
+        p += len + (p[len] == ':');
+    }
+    *c12 = a;
+    *c13 = b;
+    if (!*a) {
+        free(a);
+        *c12 = NULL;
+    }
+    if (!*b) {
+        free(b);
+        *c13 = NULL;
+    }
+    return 0;
+}
+
 void cnb__tls_free(cnb_tls_t *t)
 {
     if (!t)
@@ -120,6 +164,8 @@ void cnb__tls_free(cnb_tls_t *t)
     free(t->cert);
     free(t->key);
     free(t->cacert);
+    free(t->ciphers12);
+    free(t->ciphers13);
     pthread_mutex_destroy(&t->mu);
     free(t);
 }
@@ -150,6 +196,10 @@ int cnb__tls_create(const cnb_node_t *n, const cnb_node_opts_t *o, cnb_tls_t **o
                  "TLS: verifying peers needs their CA (--tls-cacert), or --tls-verify none");
         cnb__tls_free(t);
         return CNB_EINVAL;
+    }
+    if (o->tls_ciphers && split_ciphers(o->tls_ciphers, &t->ciphers12, &t->ciphers13)) {
+        cnb__tls_free(t);
+        return CNB_ENOMEM;
     }
     t->cert = strdup(o->tls_cert);
     t->key = strdup(o->tls_key ? o->tls_key : o->tls_cert);

@@ -139,6 +139,9 @@ typedef struct cnb_node_opts {
                                   peer's certificate must name the host of its node
                                   name; 1: accept any peer certificate */
     const char *tls_versions;  /* "1.2", "1.3" or "1.2,1.3" (NULL: 1.2 and 1.3) */
+    const char *tls_ciphers;   /* allowed ciphers, OpenSSL names separated by ':' (TLS 1.2
+                                  cipher names and TLS 1.3 suite names may be mixed;
+                                  NULL: OpenSSL's defaults) */
 } cnb_node_opts_t;
 
 /* Creates a node: resolves its full name, reads the cookie, draws a random

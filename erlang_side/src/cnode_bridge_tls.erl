@@ -11,7 +11,8 @@
                          key => file:filename(),
                          cacert => file:filename(),
                          verify => peer | none,
-                         versions => [tls_version()]}.
+                         versions => [tls_version()],
+                         ciphers => [string()]}.
 -type tls_version() :: '1.2' | '1.3' | 'tlsv1.2' | 'tlsv1.3'.
 -export_type([tls/0]).
 
@@ -28,6 +29,7 @@ opt(cacert, F, _) when is_list(F) -> ["--tls-cacert", F];
 opt(verify, V, _) when V =:= peer; V =:= none -> ["--tls-verify", atom_to_list(V)];
 opt(versions, Vs = [_ | _], T) ->
     ["--tls-versions", lists:flatten(lists:join(",", [version(V, T) || V <- Vs]))];
+opt(ciphers, Cs = [[_ | _] | _], _) -> ["--tls-ciphers", lists:flatten(lists:join(":", Cs))];
 opt(_, _, T) -> throw({bad_option, {tls, T}}).
 
 version(V, _) when V =:= '1.2'; V =:= 'tlsv1.2' -> "1.2";

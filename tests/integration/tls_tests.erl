@@ -27,6 +27,7 @@ tls_test_() ->
      ?T(plaintext_peer_on_tls_node, 90),
      ?T(tls_peer_on_plaintext_node, 90),
      ?T(version_outside_set_refused, 90),
+     ?T(cipher_outside_set_refused, 90),
      ?T(sighup_reloads_certificates, 90),
      ?T(launcher_takes_node_settings, 90),
      {"launcher options", fun launcher_options/0}].
@@ -263,6 +264,16 @@ version_outside_set_refused(C, Certs) ->
                  " \\(not up\\) closed: TLS: no protocol version in common"),
     ?assertEqual({hello, G}, echo(G, CN)).
 
+%% The C node allows one TLS 1.2 cipher (ChaCha20), which OTP offers by
+%% default; a node allowing only AES-GCM is refused.
+cipher_outside_set_refused(C, Certs) ->
+    {G, _} = tls_node(C, Certs, "g"),
+    {Bad, _} = tls_node(C, Certs, "bad", node, #{versions => ['tlsv1.2'],
+                                                 ciphers => "ECDHE-ECDSA-AES128-GCM-SHA256"}, []),
+    {Port, CN} = tls_cnode(C, Certs, ["--tls-versions", "1.2",
+                                      "--tls-ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305"]),
+    refused(C, Port, CN, G, Bad, "connection from .* closed: TLS: no cipher in common with the peer").
+
 %% SIGHUP: new connections use the new certificate (here one from a CA the
 %% Erlang nodes do not trust, so they refuse it); the live one stays.
 sighup_reloads_certificates(C, Certs = #{dir := Dir}) ->
@@ -316,4 +327,6 @@ launcher_options() ->
                   "--tls-versions", "1.2,1.3"],
                  cnode_bridge_tls:args(#{cert => "c.pem", cacert => "ca.pem", verify => none,
                                          versions => ['1.2', 'tlsv1.3']})),
+    ?assertEqual(["--tls-cert", "c", "--tls-ciphers", "A:TLS_B"],
+                 cnode_bridge_tls:args(#{cert => "c", ciphers => ["A", "TLS_B"]})),
     ?assertThrow({bad_option, {tls, _}}, cnode_bridge_tls:args(#{cert => "c", verify => maybe})).

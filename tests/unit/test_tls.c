@@ -1,7 +1,7 @@
 /* test_tls.c: Check tests of TLS distribution's configuration (cnode/tls.c)
  * without peers: --tls-versions parsing, the options cnb_node_create refuses
  * (missing or broken files, a key without a certificate, verification
- * without a CA, bad versions), and reload (a broken file leaves the old
+ * without a CA, bad versions or ciphers), and reload (a broken file leaves the old
  * context; TLS off: CNB_ESTATE). The certificate is made with the openssl
  * program in a temporary directory. Handshakes: tests/integration/tls_tests.erl. */
 #include <check.h>
@@ -101,6 +101,15 @@ START_TEST(create_refusals)
     ck_assert_int_eq(create(&o), CNB_EINVAL);
     o = opts();
     o.tls_versions = "1.4";
+    ck_assert_int_eq(create(&o), CNB_EINVAL);
+    o = opts();
+    o.tls_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256::TLS_AES_128_GCM_SHA256";
+    ck_assert_int_eq(create(&o), 0);
+    o.tls_ciphers = "TLS_AES_128_GCM_SHA256"; /* 1.3 suites only: 1.2 keeps its defaults */
+    ck_assert_int_eq(create(&o), 0);
+    o.tls_ciphers = "NO-SUCH-CIPHER";
+    ck_assert_int_eq(create(&o), CNB_EINVAL);
+    o.tls_ciphers = "TLS_NO_SUCH_SUITE";
     ck_assert_int_eq(create(&o), CNB_EINVAL);
     remove_cert();
 }

@@ -71,7 +71,8 @@ run(Cmd) ->
 
 %% @doc Writes an -ssl_dist_optfile for an Erlang node using the certificate
 %% Which (a key of certs(), or none: no certificate at all) and returns its
-%% path. Opts: verify (verify_peer, the default, or verify_none), versions.
+%% path. Opts: verify (verify_peer, the default, or verify_none), versions,
+%% ciphers (ssl's option as given).
 -spec optfile(certs(), atom(), map()) -> file:filename().
 optfile(Certs = #{dir := Dir, ca := CA}, Which, Opts) ->
     Own = case Which of
@@ -84,7 +85,11 @@ optfile(Certs = #{dir := Dir, ca := CA}, Which, Opts) ->
                undefined -> [];
                Vs -> [{versions, Vs}]
            end,
-    Common = Own ++ [{cacertfile, CA}, {verify, Verify}] ++ Vers,
+    Ciphers = case maps:get(ciphers, Opts, undefined) of
+                  undefined -> [];
+                  Cs -> [{ciphers, Cs}]
+              end,
+    Common = Own ++ [{cacertfile, CA}, {verify, Verify}] ++ Vers ++ Ciphers,
     Server = Common ++ [{fail_if_no_peer_cert, Verify =:= verify_peer}],
     F = filename:join(Dir, cnb_cluster:unique_name("dist") ++ ".conf"),
     ok = file:write_file(F, io_lib:format("~p.~n", [[{server, Server}, {client, Common}]])),
