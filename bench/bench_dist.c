@@ -2,7 +2,8 @@
  * bench/bench_run.erl, which runs the BEAM equivalents in the same run):
  * connection set-up time to an Erlang node, and one-way throughput and sender
  * CPU per message of small messages from C to one BEAM process.
- * Prints "dist.<metric> <value> <unit>" lines. */
+ * Prints "dist.<metric> <value> <unit>" lines; with CNB_BENCH_TLS_CERT, _KEY and
+ * _CACERT set it runs TLS distribution and prints "tls.<metric>" lines. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,10 @@ int main(int argc, char **argv)
     o.cookie = argv[2];
     o.log_level = CNB_LOG_WARNING;
     o.on_node = on_node;
+    o.tls_cert = getenv("CNB_BENCH_TLS_CERT");
+    o.tls_key = getenv("CNB_BENCH_TLS_KEY");
+    o.tls_cacert = getenv("CNB_BENCH_TLS_CACERT");
+    const char *g = o.tls_cert ? "tls" : "dist";
     cnb_node_t *node;
     if (cnb_node_create(&o, &node) || cnb_node_start(node))
         return 1;
@@ -129,7 +134,7 @@ int main(int argc, char **argv)
         usleep(20000); /* let the peer notice the close */
     }
     qsort(t, (size_t)connects, sizeof(double), cmp_double);
-    printf("dist.connect_setup_us %.0f us\n", t[connects / 2] * 1e6);
+    printf("%s.connect_setup_us %.0f us\n", g, t[connects / 2] * 1e6);
     free(t);
 
     /* Throughput: {start, N, Self} to bench_sink, N x {m, I}, wait for done. */
@@ -160,9 +165,9 @@ int main(int argc, char **argv)
         return 1;
     }
     double t1 = now_s(), c1 = cpu_s(); /* the I/O thread's writes included */
-    printf("dist.to_beam_msgs_per_s %.0f msg/s\n", (double)messages / (t1 - t0));
-    printf("dist.sender_cpu_ns_per_msg %.0f ns\n", (c1 - c0) * 1e9 / (double)messages);
-    printf("dist.c_enqueue_ns_per_msg %.0f ns\n", (sent - t0) * 1e9 / (double)messages);
+    printf("%s.to_beam_msgs_per_s %.0f msg/s\n", g, (double)messages / (t1 - t0));
+    printf("%s.sender_cpu_ns_per_msg %.0f ns\n", g, (c1 - c0) * 1e9 / (double)messages);
+    printf("%s.c_enqueue_ns_per_msg %.0f ns\n", g, (sent - t0) * 1e9 / (double)messages);
     cnb_node_destroy(node);
     return 0;
 }

@@ -14,7 +14,7 @@ main() ->
     %% BENCH_ONLY=dist,global runs only those sections (for a quick look; the
     %% report then holds only their figures).
     Sections = [{c, fun c_benches/1}, {beam, fun beam_benches/1}, {dist, fun dist/1},
-                {runtime, fun runtime/1}, {global, fun global/1}],
+                {runtime, fun runtime/1}, {global, fun global/1}, {tls, fun tls/1}],
     Only = case os:getenv("BENCH_ONLY") of
                false -> [N || {N, _} <- Sections];
                S -> [list_to_atom(X) || X <- string:lexemes(S, ",")]
@@ -65,6 +65,52 @@ dist(Root) ->
                  io_lib:format("dist_beam.sender_cpu_ns_per_msg ~p ns", [round(Cpu)])]
     after
         cnb_cluster:stop(C)
+    end.
+
+%% TLS distribution (-proto_dist inet_tls and the C node's --tls-*): set-up
+%% time and one-way throughput of bench_dist against a hidden Erlang node, and
+%% the call round trip to a C worker against an Erlang process, all over TLS.
+tls(Root) ->
+    Certs = cnb_tls_certs:make(),
+    C = cnb_cluster:new(),
+    try
+        Ebin = filename:join([Root, "build", "bench", "ebin"]),
+        TArgs = cnb_tls_certs:erl_args(Certs, node, #{}),
+        {ok, A, NA} = cnb_cluster:start_node(C, #{name => "tsink", args => ["-pa", Ebin | TArgs]}),
+        {ok, B, _} = cnb_cluster:start_node(C, #{name => "tsender",
+                                                 args => ["-pa", Ebin, "-hidden" | TArgs]}),
+        ok = cnb_cluster:call(A, dist_beam, start_sink, []),
+        {Cert, Key} = maps:get(node, Certs),
+        Env = [{"CNB_BENCH_TLS_CERT", Cert}, {"CNB_BENCH_TLS_KEY", Key},
+               {"CNB_BENCH_TLS_CACERT", maps:get(ca, Certs)}],
+        Exe = filename:join([Root, "build", "bench", "bench_dist"]),
+        {ok, Port, _} = cnb_cluster:start_cnode(
+                          C, {[cnb_cluster:unique_name("benchtc"), cnb_cluster:cookie(C),
+                               atom_to_list(NA), integer_to_list(?CONNECTS),
+                               integer_to_list(?MESSAGES)],
+                              #{exe => Exe, wait_ready => false, env => Env}}),
+        Exit = cnb_cluster:wait_cnode_exit(C, Port, 300000),
+        COut = [binary_to_list(L) || L <- cnb_cluster:cnode_output(C, Port)],
+        Exit =:= {ok, 0} orelse erlang:error({bench_dist_tls_failed, Exit, COut}),
+        Setup = cnb_cluster:call(B, dist_beam, connect_setup_us, [NA, ?CONNECTS], 120000),
+        {Rate, Cpu} = cnb_cluster:call(B, dist_beam, send, [NA, ?MESSAGES], 300000),
+        {ok, _, CN} = cnb_cluster:start_cnode(
+                        C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                            cnb_cluster:unique_name("benchtr"), "--demo", "--log-level", "warning"
+                            | cnb_tls_certs:cnode_args(Certs, node)]),
+        Srv = cnb_cluster:call(A, runtime_bench, beam_count_server, []),
+        N = 20000,
+        CRtt = cnb_cluster:call(B, runtime_bench, call_rtt_us, [{echo, CN}, N], 300000),
+        BRtt = cnb_cluster:call(B, runtime_bench, call_rtt_us, [Srv, N], 300000),
+        [L || L <- COut, lists:prefix("tls.", L)] ++
+            [io_lib:format("tls_beam.connect_setup_us ~p us", [Setup]),
+             io_lib:format("tls_beam.to_beam_msgs_per_s ~p msg/s", [round(Rate)]),
+             io_lib:format("tls_beam.sender_cpu_ns_per_msg ~p ns", [round(Cpu)]),
+             io_lib:format("tls.call_rtt_us ~.2f us", [CRtt]),
+             io_lib:format("tls_beam.call_rtt_us ~.2f us", [BRtt])]
+    after
+        cnb_cluster:stop(C),
+        cnb_tls_certs:remove(Certs)
     end.
 
 %% Process-runtime figures: calls, one-way messages and idle memory, for a C
@@ -227,6 +273,9 @@ write_report(Root, Figures) ->
               "  an Erlang process on another node.\n"
               "- `dist.sender_cpu_ns_per_msg`: CPU time of the sending OS process (all its\n"
               "  threads) per message over the same run.\n"
+              "- `tls.*`: the same `dist` figures and `runtime.call_rtt_us` with every node on\n"
+              "  TLS distribution (`-proto_dist inet_tls`, the C node with `--tls-cert`; TLS 1.2,\n"
+              "  ECDSA P-256 certificates, verification both ways).\n"
               "- `runtime.call_rtt_us`: median `gen_server:call` round trip from an Erlang\n"
               "  node to a C worker (`echo`) vs to an Erlang process on another node.\n"
               "- `runtime.to_worker_msgs_per_s`: one-way messages from an Erlang process to\n"

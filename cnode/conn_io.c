@@ -1,6 +1,7 @@
 /* conn_io.c: a connection's bytes on the I/O thread: frames routed to the
  * live connection of their node (or held while one is made), written in
- * batches; input read with a per-turn budget, through the handshake, then
+ * batches through the transport (TCP or TLS, transport.c); input read with
+ * a per-turn budget, through the handshake, then
  * framed, reassembled from fragments and handed up decoded (cnb__deliver_up).
  * Tests: tests/unit/test_frame.c, tests/integration/dist_tests.erl,
  * hostile_terms_tests.erl, bench/bench_dist.c. */
@@ -8,6 +9,7 @@
 #include "conn_policy.h"
 #include "etf_check.h"
 #include "loop_int.h"
+#include "transport.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -71,18 +73,16 @@ void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
         cnb__connect_out(n, spec);
 }
 
-/* After a send on c failed (errno): 1 to try again (EINTR), 0 when the
- * socket is full (EPOLLOUT armed), -1 when c was closed. */
-static int send_failed(cnb_node_t *n, cnb_conn_t *c)
+/* After a write on c returned rc (< 0): 0 when the socket is full or TLS
+ * waits for input (the right event armed), -1 when c was closed. */
+static int write_failed(cnb_node_t *n, cnb_conn_t *c, ssize_t rc, const char *why)
 {
-    if (errno == EINTR)
-        return 1;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (!c->want_out)
+    if (rc == CNB_TX_AGAIN) {
+        if (!c->tx_wr_wants_in && !c->want_out)
             cnb__conn_events(n, c, 1);
         return 0;
     }
-    cnb__conn_close(n, c, CNB_LOG_WARNING, strerror(errno));
+    cnb__conn_close(n, c, CNB_LOG_WARNING, why);
     return -1;
 }
 
@@ -90,15 +90,14 @@ int cnb__conn_flush(cnb_node_t *n, cnb_conn_t *c)
 {
     if (c->ev.fd < 0)
         return -1;
-    while (c->hsout.len > c->hsout.off) {
-        ssize_t w = send(c->ev.fd, c->hsout.data + c->hsout.off, c->hsout.len - c->hsout.off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            int r = send_failed(n, c);
-            if (r > 0)
-                continue;
-            return r;
-        }
+    char why[300] = "";
+    /* Handshake bytes, and TLS bytes staged earlier (cnb__tx_backlog). */
+    while (c->hsout.len > c->hsout.off || cnb__tx_backlog(c)) {
+        struct iovec iov = {.iov_base = c->hsout.data + c->hsout.off,
+                            .iov_len = c->hsout.len - c->hsout.off};
+        ssize_t w = cnb__tx_writev(c, &iov, iov.iov_len ? 1 : 0, why, sizeof(why));
+        if (w < 0)
+            return write_failed(n, c, w, why);
         c->hsout.off += (size_t)w;
         c->t_tx = n->now;
     }
@@ -109,24 +108,16 @@ int cnb__conn_flush(cnb_node_t *n, cnb_conn_t *c)
     }
     if (c->state != C_UP)
         return 0;
-    while (c->wq_head) {
+    while (c->wq_head || cnb__tx_backlog(c)) {
         struct iovec iov[IOV_BATCH];
         int cnt = 0;
         for (cnb_chunk_t *ch = c->wq_head; ch && cnt < IOV_BATCH; ch = ch->next, cnt++) {
             iov[cnt].iov_base = ch->data + ch->off;
             iov[cnt].iov_len = ch->len - ch->off;
         }
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)cnt;
-        ssize_t w = sendmsg(c->ev.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            int r = send_failed(n, c);
-            if (r > 0)
-                continue;
-            return r;
-        }
+        ssize_t w = cnb__tx_writev(c, iov, cnt, why, sizeof(why));
+        if (w < 0)
+            return write_failed(n, c, w, why);
         c->t_tx = n->now;
         size_t left = (size_t)w;
         while (left && c->wq_head) {
@@ -147,7 +138,7 @@ int cnb__conn_flush(cnb_node_t *n, cnb_conn_t *c)
             }
         }
     }
-    if (c->want_out)
+    if (c->want_out && !c->tx_rd_wants_out)
         cnb__conn_events(n, c, 0);
     return 0;
 }
@@ -232,11 +223,22 @@ static int process_input(cnb_node_t *n, cnb_conn_t *c)
         if (c->state == C_EPMD_WAIT)
             return cnb__epmd_reply_in(n, c);
         if (c->state == C_HANDSHAKE) {
+            if (!c->ssl && !c->hs_seen && avail >= 2 && (in[0] == 0x16 || in[0] == 0x15) &&
+                in[1] == 0x03) {
+                /* A TLS record (handshake or alert) where a 2-byte length
+                 * should be: the peer runs inet_tls_dist. */
+                cnb__conn_close(n, c, CNB_LOG_WARNING,
+                                "handshake failed: the peer speaks TLS distribution and this "
+                                "node runs plain TCP (no --tls-cert)");
+                return -1;
+            }
             size_t used = 0;
             int rc = cnb__hs_input(&c->hs, in, avail, &used, &c->hsout);
             if (!c->initiator)
                 rc = cnb__auth_filter(n, &c->hs, c->ev.fd, rc); /* cookie back-off */
             b->off += used;
+            if (used)
+                c->hs_seen = 1;
             if (rc == CNB_HS_MORE)
                 break;
             if (rc < 0) {
@@ -307,28 +309,43 @@ static int process_input(cnb_node_t *n, cnb_conn_t *c)
 
 void cnb__conn_readable(cnb_node_t *n, cnb_conn_t *c)
 {
+    if (c->state == C_TLS) {
+        cnb__conn_tls_step(n, c);
+        return;
+    }
+    if (c->tx_wr_wants_in) { /* a TLS write waited for input */
+        c->tx_wr_wants_in = 0;
+        cnb__conn_flush_soon(n, c);
+    }
     size_t total = 0;
+    char why[300] = "";
     while (c->ev.fd >= 0 && total < READ_BUDGET) {
         if (cnb__buf_reserve(&c->rbuf, READ_CHUNK)) {
             cnb__conn_close(n, c, CNB_LOG_ERROR, "out of memory");
             return;
         }
-        ssize_t r = read(c->ev.fd, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len);
-        if (r == 0) {
-            char why[160];
+        ssize_t r = cnb__tx_read(c, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, why,
+                                 sizeof(why));
+        if (r == CNB_TX_EOF) {
+            char eof[400];
             if (c->state == C_HANDSHAKE)
-                snprintf(why, sizeof(why), "closed by peer during the handshake: %s",
-                         c->hs.err[0] ? c->hs.err : cnb__hs_phase(&c->hs));
+                snprintf(eof, sizeof(eof), "closed by peer during the handshake: %s%s",
+                         c->hs.err[0] ? c->hs.err : cnb__hs_phase(&c->hs),
+                         !c->ssl && !c->hs_seen && c->initiator
+                             ? " (if it runs TLS distribution, give this node --tls-cert)"
+                             : "");
             else
-                snprintf(why, sizeof(why), "closed by peer");
-            cnb__conn_close(n, c, c->was_up ? CNB_LOG_INFO : CNB_LOG_WARNING, why);
+                snprintf(eof, sizeof(eof), "closed by peer");
+            cnb__conn_close(n, c, c->was_up ? CNB_LOG_INFO : CNB_LOG_WARNING, eof);
+            return;
+        }
+        if (r == CNB_TX_AGAIN) {
+            if (c->tx_rd_wants_out && !c->want_out)
+                cnb__conn_events(n, c, 1);
             return;
         }
         if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                cnb__conn_close(n, c, CNB_LOG_WARNING, strerror(errno));
+            cnb__conn_close(n, c, CNB_LOG_WARNING, why);
             return;
         }
         c->rbuf.len += (size_t)r;
@@ -336,5 +353,12 @@ void cnb__conn_readable(cnb_node_t *n, cnb_conn_t *c)
         c->t_rx = n->now;
         if (process_input(n, c) < 0)
             return;
+    }
+    /* Out of budget with input OpenSSL already holds: epoll will not report
+     * it, so the loop reads c again next turn without waiting. */
+    if (c->ev.fd >= 0 && cnb__tx_pending(c) && !c->reread) {
+        c->reread = 1;
+        c->rnext = n->reread;
+        n->reread = c;
     }
 }

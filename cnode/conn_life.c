@@ -7,6 +7,8 @@
 #include "auth_limit.h"
 #include "conn_policy.h"
 #include "loop_int.h"
+#include "tls.h"
+#include "transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -93,9 +95,16 @@ static void conn_close(cnb_node_t *n, cnb_conn_t *c, int level, const char *why)
                  c->peer[0] ? c->peer : c->addr_text, c->was_up ? "" : " (not up)", why);
     if (c->ev.fd >= 0) {
         epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
+        cnb__tx_end(c);
         close(c->ev.fd);
         c->ev.fd = -1;
     }
+    if (c->reread)
+        for (cnb_conn_t **pp = &n->reread; *pp; pp = &(*pp)->rnext)
+            if (*pp == c) {
+                *pp = c->rnext;
+                break;
+            }
     free_wq(c);
     cnb__frag_clear(&c->frags);
     int live = c->in_hash; /* only authenticated connections are in the hash */
@@ -192,12 +201,58 @@ void cnb__accept(cnb_node_t *n)
             continue;
         }
         cnb__addr_text((struct sockaddr *)&ss, c->addr_text, sizeof(c->addr_text));
-        c->state = C_HANDSHAKE;
-        cnb__hs_init(&c->hs, CNB_HS_ACCEPTOR, 2, n->name, CNB_DFLAGS_OURS, n->creation,
-                     n->cookie, cnb__random32(), NULL);
         cnb__conn_epoll_add(n, c, EPOLLIN);
+        if (n->tls) {
+            c->state = C_TLS;
+            if (!(c->ssl = cnb__tls_ssl(n, n->tls, fd, 1, NULL)))
+                cnb__conn_close(n, c, CNB_LOG_ERROR, "cannot start TLS");
+        } else {
+            cnb__conn_hs_begin(n, c);
+        }
         cnb__log(n, CNB_LOG_DEBUG, "accepted a connection from %s", c->addr_text);
     }
+}
+
+/* ---------------------------------------------------------------- handshakes */
+
+void cnb__conn_hs_begin(cnb_node_t *n, cnb_conn_t *c)
+{
+    c->state = C_HANDSHAKE;
+    /* Inside TLS every handshake packet has a 4-byte length (inet_tls_dist
+     * runs the whole connection with {packet, 4}); on TCP 2 bytes. */
+    cnb__hs_init(&c->hs, c->initiator ? CNB_HS_INITIATOR : CNB_HS_ACCEPTOR, c->ssl ? 4 : 2,
+                 n->name, CNB_DFLAGS_OURS, n->creation, n->cookie, cnb__random32(),
+                 c->initiator ? c->peer : NULL);
+    if (c->initiator) {
+        cnb__hs_start(&c->hs, &c->hsout);
+        cnb__conn_flush(n, c);
+    }
+}
+
+void cnb__conn_tls_step(cnb_node_t *n, cnb_conn_t *c)
+{
+    char why[300] = "";
+    int r = cnb__tx_handshake(c, why, sizeof(why));
+    if (r < 0) {
+        cnb__conn_close(n, c, CNB_LOG_WARNING, why);
+        return;
+    }
+    if (r == 0) {
+        if (c->tx_want_out != c->want_out)
+            cnb__conn_events(n, c, c->tx_want_out);
+        return;
+    }
+    char d[120];
+    cnb__tls_describe(c->ssl, d, sizeof(d));
+    cnb__log(n, CNB_LOG_DEBUG, "TLS up %s %s (%s)", c->initiator ? "to" : "from",
+             c->initiator ? c->peer : c->addr_text, d);
+    if (c->want_out)
+        cnb__conn_events(n, c, 0);
+    cnb__conn_hs_begin(n, c);
+    /* The peer's first packet may have come with its last TLS flight: OpenSSL
+     * holds it and epoll will not say so. */
+    if (c->ev.fd >= 0 && !c->closed)
+        cnb__conn_readable(n, c);
 }
 
 /* ---------------------------------------------------------------- input */

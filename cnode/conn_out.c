@@ -1,10 +1,11 @@
 /* conn_out.c: connecting out on the I/O thread: a peer name parsed, epmd
  * asked for its port (PORT_PLEASE2) unless given, a non-blocking TCP connect,
- * then the handshake as initiator; and the keep-connected peers, redialled
+ * TLS when the node runs it, then the handshake as initiator; and the keep-connected peers, redialled
  * with back-off. Tests: tests/integration/dist_tests.erl,
  * simultaneous_tests.erl, tests/unit/test_conn_race.c. */
 #include "conn_policy.h"
 #include "loop_int.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -221,15 +222,30 @@ void cnb__conn_writable(cnb_node_t *n, cnb_conn_t *c)
             cnb__conn_events(n, c, 0);
             return;
         }
-        c->state = C_HANDSHAKE;
-        cnb__hs_init(&c->hs, CNB_HS_INITIATOR, 2, n->name, CNB_DFLAGS_OURS, n->creation,
-                     n->cookie, cnb__random32(), c->peer);
-        cnb__hs_start(&c->hs, &c->hsout);
         cnb__conn_events(n, c, 0);
-        cnb__conn_flush(n, c);
+        if (n->tls) {
+            /* TLS first, with SNI and the certificate checked against
+             * the host of the name we dial. */
+            c->state = C_TLS;
+            if (!(c->ssl = cnb__tls_ssl(n, n->tls, c->ev.fd, 0, c->host))) {
+                cnb__conn_close(n, c, CNB_LOG_ERROR, "cannot start TLS");
+                return;
+            }
+            cnb__conn_tls_step(n, c);
+            return;
+        }
+        cnb__conn_hs_begin(n, c);
+        return;
+    }
+    if (c->state == C_TLS) {
+        cnb__conn_tls_step(n, c);
         return;
     }
     cnb__conn_flush(n, c);
+    if (c->ev.fd >= 0 && c->tx_rd_wants_out) { /* a TLS read waited for this */
+        c->tx_rd_wants_out = 0;
+        cnb__conn_readable(n, c);
+    }
 }
 
 /* Keep-connected peers: tried at once, then whenever not up, with back-off. */

@@ -6,6 +6,7 @@
  * Messages wait in the peer's hold (conn_hold.c) until one attempt wins.
  * Tests: tests/integration/simultaneous_tests.erl, hostile_conn_tests.erl. */
 #include "conn_policy.h"
+#include "tls.h"
 
 #include <string.h>
 
@@ -26,6 +27,12 @@ cnb_conn_t *cnb__conn_attempt(cnb_node_t *n, const char *peer, const cnb_conn_t 
 const char *cnb__conn_accept_status(cnb_node_t *n, cnb_conn_t *c)
 {
     const char *peer = c->hs.peer_name;
+    /* TLS: a client certificate proves a host, the name claims one; they
+     * must agree, or any holder of a valid certificate could pose as any
+     * node. */
+    if (c->ssl && !cnb__tls_peer_host_ok(n->tls, c->ssl, strchr(peer, '@') + 1, c->hs.err,
+                                         sizeof(c->hs.err)))
+        return "not_allowed";
     int peer_long = strchr(strchr(peer, '@') + 1, '.') != NULL;
     if (!n->longnames && peer_long) {
         snprintf(c->hs.err, sizeof(c->hs.err),

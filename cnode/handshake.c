@@ -150,7 +150,8 @@ int cnb__hs_status(cnb_hs_t *hs, const char *status, cnb_buf_t *out)
         return 0;
     }
     hs->state = ST_FAILED;
-    snprintf(hs->err, sizeof(hs->err), "refused the peer with status %s", status);
+    if (!hs->err[0]) /* keep the caller's reason (conn_policy.c sets one) */
+        snprintf(hs->err, sizeof(hs->err), "refused the peer with status %s", status);
     return 0;
 }
 

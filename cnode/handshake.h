@@ -107,7 +107,8 @@ int cnb__hs_input(cnb_hs_t *hs, const uint8_t *in, size_t len, size_t *used, cnb
 
 /* Acceptor, after CNB_HS_NAME_RECEIVED: sends status ("ok", "ok_simultaneous",
  * "nok", "not_allowed" or "alive") and, for ok/ok_simultaneous, the challenge.
- * After "nok"/"not_allowed" the handshake is over (close after flushing).
+ * After "nok"/"not_allowed" the handshake is over (close after flushing);
+ * hs->err keeps a reason the caller wrote there, else names the status.
  * Returns 0, or CNB_ENOMEM / CNB_ESTATE. */
 int cnb__hs_status(cnb_hs_t *hs, const char *status, cnb_buf_t *out);
 

@@ -1,6 +1,7 @@
 /* loop.c: the I/O thread. One epoll loop owns every socket: it hands
- * readiness to the connection files (conn_life.c accepts, conn_out.c
- * connects out, conn_io.c reads and writes), drains the inbox other threads
+ * readiness to the connection files (conn_life.c accepts and runs TLS
+ * handshakes, conn_out.c connects out, conn_io.c reads and writes through
+ * transport.c), reads again what TLS holds past a turn's budget, drains the inbox other threads
  * fill (inbox.c), and every 100 ms sends ticks and checks time-outs.
  * Tests: tests/integration/dist_tests.erl, tests/unit/test_conn_race.c. */
 #include "accept_guard.h"
@@ -53,7 +54,11 @@ static void timers(cnb_node_t *n)
                 }
             }
         } else if (n->now - c->t_start > setup) {
-            cnb__conn_close(n, c, CNB_LOG_WARNING, "connection setup timed out (net_setuptime)");
+            cnb__conn_close(n, c, CNB_LOG_WARNING,
+                            c->state == C_TLS
+                                ? "TLS handshake timed out (net_setuptime): the peer is silent, "
+                                  "or it does not speak TLS"
+                                : "connection setup timed out (net_setuptime)");
         }
     }
 }
@@ -70,7 +75,7 @@ void *cnb__loop(void *arg)
         int timeout = (int)(next_timer - n->now);
         if (timeout < 0)
             timeout = 0;
-        int k = epoll_wait(n->epfd, evs, 64, n->dirty ? 0 : timeout);
+        int k = epoll_wait(n->epfd, evs, 64, n->dirty || n->reread ? 0 : timeout);
         n->now = cnb__now_ms();
         for (int i = 0; i < k; i++) {
             cnb_ev_t *ev = evs[i].data.ptr;
@@ -91,6 +96,15 @@ void *cnb__loop(void *arg)
                         cnb__conn_readable(n, c);
                 }
             }
+        }
+        /* Connections whose TLS input outlasted their read budget last turn. */
+        cnb_conn_t *again = n->reread;
+        n->reread = NULL;
+        for (cnb_conn_t *c = again, *nx; c; c = nx) {
+            nx = c->rnext;
+            c->reread = 0;
+            if (c->ev.fd >= 0)
+                cnb__conn_readable(n, c);
         }
         if (n->now >= next_timer) {
             timers(n);

@@ -1,5 +1,5 @@
 /* loop_int.h: what the I/O thread's files (loop.c, conn_life.c, conn_out.c,
- * conn_io.c, inbox.c) share beyond node_int.h. All run on the I/O thread.
+ * conn_io.c, inbox.c, transport.c) share beyond node_int.h. All run on the I/O thread.
  * Tests: tests/unit/test_conn_race.c, tests/integration/dist_tests.erl. */
 #ifndef CNB_LOOP_INT_H
 #define CNB_LOOP_INT_H
@@ -18,6 +18,12 @@ void cnb__conn_events(cnb_node_t *n, cnb_conn_t *c, int want_out);
 void cnb__addr_text(const struct sockaddr *sa, char *out, size_t cap);
 /* Accepts what the listener has (at most 64 a turn). */
 void cnb__accept(cnb_node_t *n);
+/* Starts the distribution handshake on c, connected (and through TLS when
+ * c->ssl): the initiator sends its name. */
+void cnb__conn_hs_begin(cnb_node_t *n, cnb_conn_t *c);
+/* C_TLS: one step of the TLS handshake on readiness; once done, the
+ * distribution handshake begins inside TLS. Closes c when it fails. */
+void cnb__conn_tls_step(cnb_node_t *n, cnb_conn_t *c);
 /* c has completed the handshake and no other live connection to its peer
  * exists: it becomes the peer's connection and carries what was held. */
 void cnb__conn_up(cnb_node_t *n, cnb_conn_t *c);

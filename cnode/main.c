@@ -39,11 +39,21 @@ static void usage(FILE *f)
             "  --log-level L       error | warning | info | debug (default info)\n"
             "  --threads N         worker threads (default 2)\n"
             "  --max-links-per-peer N  links + monitors one node may hold here (default 1048576)\n"
+            "  --tls-cert F        run TLS distribution (as -proto_dist inet_tls) with this PEM\n"
+            "                      certificate; peers on plain TCP are refused\n"
+            "  --tls-key F         its PEM private key (default: in the --tls-cert file)\n"
+            "  --tls-cacert F      PEM CA certificates peers' certificates must chain to\n"
+            "  --tls-verify V      peer (default: verify peers both ways; a peer's certificate\n"
+            "                      must name the host of its node name) | none\n"
+            "  --tls-versions L    1.2, 1.3 or 1.2,1.3 (default 1.2,1.3)\n"
+            "  --tls-ciphers L     allowed ciphers, OpenSSL names separated by ':' (TLS 1.3\n"
+            "                      suites, TLS_..., may be mixed in; default OpenSSL's)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
             "  --demo              run the demo workers (echo, cache_sup)\n"
             "Environment: CNB_COOKIE  the cookie, when neither --cookie nor --cookie-file is\n"
             "                         given (read, then wiped from the environment)\n"
             "Prints \"READY <node>\" on stdout once it is published and listening.\n"
+            "SIGHUP re-reads the TLS files for new connections (live ones stay).\n"
             "Exit status: 0 after SIGTERM/SIGINT, 2 for bad arguments, name or cookie, 1 else.\n");
 }
 
@@ -125,6 +135,9 @@ static const struct option longopts[] = {
     {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
     {"listen", required_argument, 0, 'L'},
     {"max-links-per-peer", required_argument, 0, 'K'},
+    {"tls-cert", required_argument, 0, 'X'},  {"tls-key", required_argument, 0, 'k'},
+    {"tls-cacert", required_argument, 0, 'A'}, {"tls-verify", required_argument, 0, 'V'},
+    {"tls-versions", required_argument, 0, 'R'}, {"tls-ciphers", required_argument, 0, 'P'},
     {0, 0, 0, 0}};
 
 /* Sets what option c (a longopts letter; not 'h') with argument arg asks for.
@@ -191,6 +204,29 @@ static int set_option(args_t *a, int c, char *arg)
         if (parse_uint(arg, 0xffffffffUL, &v) || v == 0)
             return -1;
         o->max_links_per_peer = (size_t)v;
+        return 0;
+    case 'X':
+        o->tls_cert = arg;
+        return 0;
+    case 'k':
+        o->tls_key = arg;
+        return 0;
+    case 'A':
+        o->tls_cacert = arg;
+        return 0;
+    case 'V':
+        if (!strcmp(arg, "none"))
+            o->tls_verify_none = 1;
+        else if (!strcmp(arg, "peer"))
+            o->tls_verify_none = 0;
+        else
+            return -1;
+        return 0;
+    case 'R':
+        o->tls_versions = arg;
+        return 0;
+    case 'P':
+        o->tls_ciphers = arg;
         return 0;
     case 'e':
         a->exit_on_eof = 1;
@@ -306,13 +342,14 @@ int main(int argc, char **argv)
     }
 
     /* Signals: SIGPIPE ignored (sockets use MSG_NOSIGNAL too); SIGTERM/SIGINT
-     * are taken synchronously by this thread with sigwait (blocked before any
+     * and SIGHUP are taken synchronously by this thread with sigwait (blocked before any
      * thread starts, so every thread inherits the mask). */
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP); /* re-read the TLS files */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     cnb_node_t *node;
@@ -334,7 +371,9 @@ int main(int argc, char **argv)
         pthread_detach(t);
     }
     int sig = 0;
-    sigwait(&set, &sig);
+    while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
+        if (cnb_node_tls_reload(node) == CNB_ESTATE)
+            cnb_node_log(node, CNB_LOG_INFO, "SIGHUP: nothing to reload (TLS is off)");
     cnb_node_log(node, CNB_LOG_INFO, "stopping on signal %d", sig);
     /* Every worker's terminate runs; links and monitors fire with shutdown. */
     cnb_node_shutdown(node, 5000);

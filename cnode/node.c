@@ -6,6 +6,7 @@
 #include "auth_limit.h"
 #include "cookie.h"
 #include "log.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -109,6 +110,7 @@ int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
 {
     pthread_once(&ei_once, init_ei);
     *out = NULL;
+    int err = CNB_EINVAL;
     cnb_node_t *n = calloc(1, sizeof(*n));
     if (!n)
         return CNB_ENOMEM;
@@ -177,6 +179,11 @@ int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
 
     if (cnb__cookie_load(n, opts, n->cookie, sizeof(n->cookie)))
         goto bad;
+    if ((err = cnb__tls_create(n, opts, &n->tls)))
+        goto bad;
+    /* The options' TLS strings are the caller's: only tls.c's copies stay. */
+    n->opts.tls_cert = n->opts.tls_key = n->opts.tls_cacert = NULL;
+    n->opts.tls_versions = n->opts.tls_ciphers = NULL;
     do {
         n->creation = cnb__random32();
     } while (n->creation == 0);
@@ -192,7 +199,7 @@ bad:
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
     free(n);
-    return CNB_EINVAL;
+    return err;
 }
 
 /* The address to listen on: opts.listen_addr (a numeric IPv4 or IPv6
@@ -282,9 +289,9 @@ int cnb__node_prepare(cnb_node_t *n)
     epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->wake_ev.fd, &e);
     if (!n->opts.no_epmd && (rc = cnb__epmd_register(n)))
         return rc;
-    cnb__log(n, CNB_LOG_INFO, "listening on port %u of %s%s, creation %u", n->port,
+    cnb__log(n, CNB_LOG_INFO, "listening on port %u of %s%s%s, creation %u", n->port,
              n->opts.listen_addr ? n->opts.listen_addr : "every interface",
-             n->opts.no_epmd ? " (no epmd)" : "", n->creation);
+             n->opts.no_epmd ? " (no epmd)" : "", n->tls ? " with TLS" : "", n->creation);
     return 0;
 }
 
@@ -331,8 +338,19 @@ void cnb__node_free(cnb_node_t *n)
     pthread_mutex_destroy(&n->peers_mu);
     free(n->peers);
     cnb__auth_free(n->auth);
+    cnb__tls_free(n->tls);
     cnb__log_forget(n);
     free(n);
+}
+
+int cnb_node_tls_reload(cnb_node_t *n)
+{
+    if (!n->tls)
+        return CNB_ESTATE;
+    int rc = cnb__tls_reload(n, n->tls);
+    if (!rc)
+        cnb__log(n, CNB_LOG_INFO, "TLS: certificates reloaded for new connections");
+    return rc;
 }
 
 const char *cnb_node_name(const cnb_node_t *n)

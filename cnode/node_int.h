@@ -81,6 +81,7 @@ enum cnb_conn_state {
     C_EPMD_CONNECTING = 1, /* non-blocking connect to the peer host's epmd */
     C_EPMD_WAIT,           /* PORT_PLEASE2 sent, waiting for PORT2_RESP */
     C_CONNECTING,          /* non-blocking connect to the peer's listen port */
+    C_TLS,                 /* TLS handshake (TLS distribution only, transport.c) */
     C_HANDSHAKE,
     C_UP,
     C_CLOSING /* flushing a last packet (e.g. status "nok") */
@@ -119,6 +120,17 @@ typedef struct cnb_conn {
     cnb_frags_t frags;
     int was_up;
     int close_reason_logged;
+    /* TLS distribution (transport.c): the session, NULL on plain TCP. */
+    struct ssl_st *ssl;
+    int tx_want_out;      /* the TLS handshake waits for the socket to take data */
+    int tx_rd_wants_out;  /* a TLS read waits for the socket to take data */
+    int tx_wr_wants_in;   /* a TLS write waits for input */
+    int tx_peeked;        /* acceptor: the first byte was a TLS record's */
+    int tx_fatal;         /* TLS failed: no close_notify */
+    int hs_seen;          /* the handshake consumed a packet (plain TCP) */
+    int reread;           /* in n->reread: TLS holds input epoll will not report */
+    cnb_buf_t tx_stage;   /* small frames gathered into one TLS record (transport.c) */
+    struct cnb_conn *rnext;
 } cnb_conn_t;
 
 #define CNB_HASH_BUCKETS 256
@@ -181,6 +193,8 @@ struct cnb_node {
     cnb_conn_t *hash[CNB_HASH_BUCKETS];
     cnb_conn_t *dirty;
     cnb_conn_t *graveyard; /* closed this loop turn; freed at its end */
+    cnb_conn_t *reread;    /* to read again next turn without waiting (cnb_conn_t.reread) */
+    struct cnb_tls *tls;   /* TLS distribution's context (tls.h); NULL: plain TCP */
     struct cnb_hold *holds; /* messages for peers being connected (conn_hold.c) */
     cnb_accept_guard_t accept_guard; /* fd exhaustion back-off (accept_guard.c) */
     cnb_keep_t keep[CNB_MAX_KEEP];

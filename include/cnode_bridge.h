@@ -131,6 +131,20 @@ typedef struct cnb_node_opts {
     cnb_log_fn log;            /* where log lines go (NULL: stderr, one timestamped line
                                   each) */
     void *log_user;            /* passed to log */
+    /* TLS distribution, as OTP's inet_tls_dist (-proto_dist inet_tls): on when
+     * tls_cert is set; every connection (not epmd) then runs TLS first and
+     * plain TCP peers are refused. */
+    const char *tls_cert;      /* PEM certificate (chain) of this node */
+    const char *tls_key;       /* PEM private key (NULL: in tls_cert's file) */
+    const char *tls_cacert;    /* PEM CA certificates that peers' certificates must
+                                  chain to (needed unless tls_verify_none) */
+    int tls_verify_none;       /* 0 (default): verify peers both ways (mutual), and a
+                                  peer's certificate must name the host of its node
+                                  name; 1: accept any peer certificate */
+    const char *tls_versions;  /* "1.2", "1.3" or "1.2,1.3" (NULL: 1.2 and 1.3) */
+    const char *tls_ciphers;   /* allowed ciphers, OpenSSL names separated by ':' (TLS 1.2
+                                  cipher names and TLS 1.3 suite names may be mixed;
+                                  NULL: OpenSSL's defaults) */
 } cnb_node_opts_t;
 
 /* Creates a node: resolves its full name, reads the cookie, draws a random
@@ -157,6 +171,12 @@ void cnb_node_join(cnb_node_t *node);
 
 /* Stops, joins, frees. */
 void cnb_node_destroy(cnb_node_t *node);
+
+/* Re-reads the TLS certificate, key and CA files for connections made from
+ * now on; live connections stay as they are. Safe from any thread (not from
+ * a signal handler). Returns 0, CNB_EINVAL (a file did not load: a log line
+ * says which, and the old files stay in use) or CNB_ESTATE (TLS is off). */
+int cnb_node_tls_reload(cnb_node_t *node);
 
 const char *cnb_node_name(const cnb_node_t *node);
 uint32_t cnb_node_creation(const cnb_node_t *node);

@@ -28,6 +28,7 @@
                   threads => pos_integer(),
                   max_links_per_peer => pos_integer(),
                   demo => boolean(),
+                  tls => cnode_bridge_tls:tls(),
                   executable => file:filename(),
                   ready_timeout => pos_integer()}.
 -export_type([opts/0]).
@@ -36,7 +37,10 @@
 %% with the `cnode' flags that Opts names (see opts()); the cookie defaults to
 %% this node's and is passed in the program's environment (never its command
 %% line); `listen' (an IP address, as inet_dist_use_interface) binds its
-%% distribution port to that one interface; `connect' defaults to [node()].
+%% distribution port to that one interface; `connect' defaults to [node()];
+%% `tls' (`false', or #{cert, key, cacert, verify, versions}) defaults to the
+%% settings of this node's own TLS distribution (-proto_dist inet_tls with
+%% -ssl_dist_optfile or -ssl_dist_opt), plain TCP when it has none.
 %% Returns once the node printed READY and is connected:
 %% {ok, CNode}, or {error, Reason} (nothing is left running then), e.g.
 %% {error, {bad_option, {Key, Value}}}, {error, {already_started, CNode}},

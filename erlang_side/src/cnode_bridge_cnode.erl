@@ -102,6 +102,7 @@ opt_args(log_level, L) when L =:= error; L =:= warning; L =:= info; L =:= debug 
 opt_args(threads, N) when is_integer(N), N > 0 -> ["--threads", integer_to_list(N)];
 opt_args(max_links_per_peer, N) when is_integer(N), N > 0 ->
     ["--max-links-per-peer", integer_to_list(N)];
+opt_args(tls, T) -> cnode_bridge_tls:args(T);
 opt_args(demo, true) -> ["--demo"];
 opt_args(demo, false) -> [];
 opt_args(executable, E) when is_list(E) -> [];
@@ -116,7 +117,8 @@ to_list(L) when is_list(L) -> L.
 -spec init({atom(), map()}) -> {ok, #st{}} | {ok, #st{}, {continue, restart}} | {stop, term()}.
 init({Name, Opts0}) ->
     process_flag(trap_exit, true),
-    Opts = maps:merge(#{connect => [node()]}, Opts0),
+    %% TLS: by default as this node's own distribution runs.
+    Opts = maps:merge(#{connect => [node()], tls => cnode_bridge_tls:from_node()}, Opts0),
     St = #st{name = Name, opts = Opts, node = node_name(Name, Opts)},
     case restarts(Name) of
         [] ->

@@ -1,0 +1,332 @@
+%% Integration tests of TLS distribution (issue 15): the real cnode program
+%% with --tls-* beside Erlang nodes on -proto_dist inet_tls (OTP's
+%% inet_tls_dist), certificates made at test time (cnb_tls_certs). Calls,
+%% links, monitors, :global and the registry's remote mode with the C node
+%% both initiating and accepting; big messages; every refusal named in one
+%% log line while the C node keeps serving its other peers; certificates
+%% reloaded on SIGHUP; the launcher taking the BEAM node's own TLS settings.
+-module(tls_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+%% Run on the peer nodes.
+-export([link_exit/1, registry_remote/1]).
+-ifdef(TEST_ONE).
+-endif.
+
+-define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> run(fun Name/2) end}}).
+
+tls_test_() ->
+    [?T(cluster_both_directions, 180),
+     ?T(big_messages_both_ways, 90),
+     ?T(stalled_tls_peers_stall_nobody, 90),
+     ?T(untrusted_cert_refused, 90),
+     ?T(expired_cert_refused, 90),
+     ?T(wrong_host_refused_inbound, 90),
+     ?T(wrong_host_refused_outbound, 90),
+     ?T(no_client_cert_refused, 90),
+     ?T(plaintext_peer_on_tls_node, 90),
+     ?T(tls_peer_on_plaintext_node, 90),
+     ?T(version_outside_set_refused, 90),
+     ?T(cipher_outside_set_refused, 90),
+     ?T(sighup_reloads_certificates, 90),
+     ?T(launcher_takes_node_settings, 90),
+     {"launcher options", fun launcher_options/0}].
+
+run(F) ->
+    Certs = cnb_tls_certs:make(),
+    try cnb_cluster:with(fun(C) -> F(C, Certs) end)
+    after cnb_tls_certs:remove(Certs)
+    end.
+
+%%% ---------------------------------------------------------------- helpers
+
+tls_node(C, Certs, Prefix) -> tls_node(C, Certs, Prefix, node, #{}, []).
+
+tls_node(C, Certs, Prefix, Which, Opts, Extra) ->
+    {ok, P, N} = cnb_cluster:start_node(
+                   C, #{name => Prefix,
+                        args => cnb_tls_certs:erl_args(Certs, Which, Opts) ++ Extra}),
+    {P, N}.
+
+plain_node(C, Prefix) ->
+    {ok, P, N} = cnb_cluster:start_node(C, #{name => Prefix}),
+    {P, N}.
+
+%% A TLS C node with the demo workers; Extra: more flags.
+tls_cnode(C, Certs, Extra) ->
+    {ok, Port, CN} = cnb_cluster:start_cnode(
+                       C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                           cnb_cluster:unique_name("c"), "--demo"
+                           | cnb_tls_certs:cnode_args(Certs, node, Extra)]),
+    {Port, CN}.
+
+echo(P, CN) ->
+    cnb_cluster:call(P, gen_server, call, [{echo, CN}, {hello, P}, 10000]).
+
+hidden_has(P, N) -> lists:member(N, cnb_cluster:call(P, erlang, nodes, [hidden])).
+
+log_has(C, Port, Re) ->
+    lists:any(fun(L) -> re:run(L, Re) =/= nomatch end, cnb_cluster:cnode_output(C, Port)).
+
+wait_log(C, Port, Re) ->
+    case cnb_cluster:wait_until(fun() -> log_has(C, Port, Re) end, 15000) of
+        true -> ok;
+        false -> erlang:error({log_line_missing, Re, [binary_to_list(L) || L <- cnb_cluster:cnode_output(C, Port)]})
+    end.
+
+%% A refused peer: its ping fails, the C node logs Re once for it, and a
+%% peer connected before, and one connecting after, are both served.
+refused(C, Port, CN, Good, Bad, Re) ->
+    ?assertEqual({hello, Good}, echo(Good, CN)),
+    ?assertEqual(pang, cnb_cluster:call(Bad, net_adm, ping, [CN])),
+    wait_log(C, Port, Re),
+    ?assertNot(hidden_has(Bad, CN)),
+    ?assertEqual({hello, Good}, echo(Good, CN)),
+    ok.
+
+%% On a peer: a process trapping exits links to a new C probe, has it crash,
+%% and returns the exit reason it got.
+link_exit(CN) ->
+    process_flag(trap_exit, true),
+    {ok, Probe} = gen_server:call({probe, CN}, spawn),
+    true = link(Probe),
+    catch gen_server:call(Probe, crash, 1000),
+    receive {'EXIT', Probe, R} -> {exited, R} after 5000 -> timeout end.
+
+%% On a peer: attaches to the C node's registry in remote mode (through a
+%% process that outlives this call) and registers and looks up a key.
+registry_remote(CN) ->
+    Parent = self(),
+    spawn(fun() ->
+                  R = cnode_registry:attach(tls_rr, CN, #{mode => remote}),
+                  Parent ! {attached, R},
+                  receive stop -> ok end
+          end),
+    receive {attached, {ok, _}} -> ok after 10000 -> error(no_attach) end,
+    remote = gen_server:call(tls_rr, mode),
+    ok = case cnode_registry:register(tls_rr, {tls_key, 1}, v) of
+             {ok, _} -> ok;
+             Other -> Other
+         end,
+    cnode_registry:lookup(tls_rr, {tls_key, 1}).
+
+%%% ---------------------------------------------------------------- tests
+
+%% Three Erlang nodes on inet_tls (one visible cluster) and the C node, which
+%% connects to a (initiating); b and c reach it through :global (accepting).
+cluster_both_directions(C, Certs) ->
+    Args = ["-kernel", "prevent_overlapping_partitions", "false", "-connect_all", "true"],
+    [{A, NA}, {B, NB}, {Cc, NC}] =
+        [tls_node(C, Certs, Nm, node, #{}, Args) || Nm <- ["a", "b", "c"]],
+    pong = cnb_cluster:call(A, net_adm, ping, [NB]),
+    pong = cnb_cluster:call(A, net_adm, ping, [NC]),
+    [ok = cnb_cluster:call(P, global, sync, []) || P <- [A, B, Cc]],
+    {Port, CN} = tls_cnode(C, Certs, ["--connect", atom_to_list(NA)]),
+    ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 10000)),
+    ?assert(log_has(C, Port, "connected to " ++ atom_to_list(NA))),
+    %% :global: a C worker's name, registered through a, seen everywhere.
+    {ok, W} = cnb_cluster:call(B, gen_server, call, [{cache_sup, CN}, {start, 1, {content, 1}}]),
+    ?assertEqual(CN, node(W)),
+    ?assert(cnb_cluster:wait_until(
+              fun() -> [W, W, W] =:= [cnb_cluster:call(P, global, whereis_name, [{cache, 1}])
+                                      || P <- [A, B, Cc]] end, 10000)),
+    ?assertEqual({ok, {content, 1}},
+                 cnb_cluster:call(Cc, gen_server, call, [{global, {cache, 1}}, get])),
+    ?assert(hidden_has(Cc, CN)),
+    ?assert(log_has(C, Port, "connected from " ++ atom_to_list(NC))),
+    %% A monitor from c fires when the worker stops; the name goes everywhere.
+    Mon = spawn_monitor_on(Cc, W),
+    ok = cnb_cluster:call(A, gen_server, call, [W, stop]),
+    ?assertEqual(normal, Mon()),
+    ?assert(cnb_cluster:wait_until(
+              fun() -> [undefined, undefined, undefined] =:=
+                           [cnb_cluster:call(P, global, whereis_name, [{cache, 1}])
+                            || P <- [A, B, Cc]] end, 10000)),
+    %% A link from b to a C process that crashes.
+    ?assertMatch({exited, _}, cnb_cluster:call(B, ?MODULE, link_exit, [CN])),
+    %% The registry's remote mode, from b, over TLS.
+    ?assertMatch([{_, v}], cnb_cluster:call(B, ?MODULE, registry_remote, [CN])),
+    %% The C node calls out: an rpc from its probe to c.
+    ?assertEqual({ok, NC}, cnb_cluster:call(A, gen_server, call,
+                                            [{probe, CN}, {rpc, NC, erlang, node, [], 5000}])).
+
+%% Monitors Pid from a process on peer P; the returned fun waits for DOWN.
+spawn_monitor_on(P, Pid) ->
+    Self = self(),
+    Tag = make_ref(),
+    spawn_link(fun() ->
+                       R = cnb_cluster:call(P, dist_tests, monitor_reason, [Pid], 20000),
+                       Self ! {Tag, R}
+               end),
+    timer:sleep(300), %% the monitor is set before the worker is stopped
+    fun() -> receive {Tag, R} -> R after 20000 -> timeout end end.
+
+%% Messages of several MB (many TLS records, fragmented distribution
+%% messages) both ways, with the C node accepting.
+big_messages_both_ways(C, Certs) ->
+    {A, _} = tls_node(C, Certs, "a"),
+    {_Port, CN} = tls_cnode(C, Certs, []),
+    ?assertEqual(pong, cnb_cluster:call(A, net_adm, ping, [CN])),
+    [?assert(cnb_cluster:call(A, dist_tests, echo_check, [CN, Size], 60000))
+     || Size <- [100, 70000, 3000000, 12000000]].
+
+%% Two sockets that stop mid-way into the TLS handshake (one silent, one
+%% after half a ClientHello record) while a TLS node connects and is served;
+%% both are closed after net_setuptime with one line each.
+stalled_tls_peers_stall_nobody(C, Certs) ->
+    {ok, L} = gen_tcp:listen(0, []),
+    {ok, P} = inet:port(L),
+    gen_tcp:close(L),
+    {G, _} = tls_node(C, Certs, "g"),
+    {Port, CN} = tls_cnode(C, Certs, ["--port", integer_to_list(P), "--setuptime", "3"]),
+    {ok, Silent} = gen_tcp:connect("127.0.0.1", P, [binary, {active, false}]),
+    {ok, Half} = gen_tcp:connect("127.0.0.1", P, [binary, {active, false}]),
+    ok = gen_tcp:send(Half, <<16#16, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3>>),
+    ?assertEqual(pong, cnb_cluster:call(G, net_adm, ping, [CN])),
+    ?assertEqual({hello, G}, echo(G, CN)),
+    wait_log(C, Port, "127.0.0.1:[0-9]+ \\(not up\\) closed: TLS handshake timed out"),
+    ?assert(cnb_cluster:wait_until(
+              fun() -> length([X || X <- cnb_cluster:cnode_output(C, Port),
+                                    re:run(X, "TLS handshake timed out") =/= nomatch]) =:= 2
+              end, 5000)),
+    ?assertEqual({error, closed}, gen_tcp:recv(Silent, 0, 2000)),
+    ?assertMatch({error, _}, gen_tcp:recv(Half, 0, 2000)),
+    ?assertEqual({hello, G}, echo(G, CN)).
+
+untrusted_cert_refused(C, Certs) ->
+    {G, _} = tls_node(C, Certs, "g"),
+    {Bad, _} = tls_node(C, Certs, "bad", other_ca, #{}, []),
+    {Port, CN} = tls_cnode(C, Certs, []),
+    refused(C, Port, CN, G, Bad,
+            "closed: TLS: the peer's certificate was refused: unable to get local issuer").
+
+expired_cert_refused(C, Certs) ->
+    {G, _} = tls_node(C, Certs, "g"),
+    {Bad, _} = tls_node(C, Certs, "bad", expired, #{}, []),
+    {Port, CN} = tls_cnode(C, Certs, []),
+    refused(C, Port, CN, G, Bad, "closed: TLS: the peer's certificate was refused: certificate has expired").
+
+%% The client's certificate is valid but for another host than its name's.
+wrong_host_refused_inbound(C, Certs) ->
+    {G, _} = tls_node(C, Certs, "g"),
+    {Bad, _} = tls_node(C, Certs, "bad", other_host, #{}, []),
+    {Port, CN} = tls_cnode(C, Certs, []),
+    refused(C, Port, CN, G, Bad, "refused bad_.*: TLS: the peer's certificate is not for host " ++
+                cnb_cluster:hostname()).
+
+%% The C node dials a node whose certificate is for another host.
+wrong_host_refused_outbound(C, Certs) ->
+    {G, NG} = tls_node(C, Certs, "g"),
+    {_Bad, NBad} = tls_node(C, Certs, "bad", other_host, #{}, []),
+    {Port, CN} = tls_cnode(C, Certs, ["--connect", atom_to_list(NBad),
+                                      "--connect", atom_to_list(NG)]),
+    wait_log(C, Port, "connection to " ++ atom_to_list(NBad) ++
+                 " \\(not up\\) closed: TLS: the peer's certificate was refused: [Hh]ostname mismatch"),
+    ?assert(cnb_cluster:wait_until(fun() -> hidden_has(G, CN) end, 10000)),
+    ?assertEqual({hello, G}, echo(G, CN)).
+
+no_client_cert_refused(C, Certs) ->
+    {G, _} = tls_node(C, Certs, "g"),
+    {Bad, _} = tls_node(C, Certs, "bad", none, #{}, []),
+    {Port, CN} = tls_cnode(C, Certs, []),
+    refused(C, Port, CN, G, Bad, "closed: TLS: the peer sent no certificate").
+
+plaintext_peer_on_tls_node(C, Certs) ->
+    {G, _} = tls_node(C, Certs, "g"),
+    {Bad, _} = plain_node(C, "bad"),
+    {Port, CN} = tls_cnode(C, Certs, []),
+    refused(C, Port, CN, G, Bad, "closed: TLS: the peer speaks plain TCP distribution, not TLS").
+
+tls_peer_on_plaintext_node(C, Certs) ->
+    {G, _} = plain_node(C, "g"),
+    {Bad, _} = tls_node(C, Certs, "bad"),
+    {ok, Port, CN} = cnb_cluster:start_cnode(
+                       C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                           cnb_cluster:unique_name("c"), "--demo"]),
+    refused(C, Port, CN, G, Bad,
+            "closed: handshake failed: the peer speaks TLS distribution and this node runs plain TCP").
+
+%% The C node allows TLS 1.3 only; OTP 25's inet_tls_dist offers 1.2 unless
+%% told otherwise. Refused both ways; a 1.3 peer is served.
+version_outside_set_refused(C, Certs) ->
+    {G, NG} = tls_node(C, Certs, "g", node, #{versions => ['tlsv1.3']}, []),
+    {Bad, NBad} = tls_node(C, Certs, "bad", node, #{versions => ['tlsv1.2']}, []),
+    {Port, CN} = tls_cnode(C, Certs, ["--tls-versions", "1.3", "--connect", atom_to_list(NG)]),
+    wait_log(C, Port, "connected to " ++ atom_to_list(NG)),
+    refused(C, Port, CN, G, Bad,
+            "connection from .* closed: TLS: no protocol version in common with the peer "
+            "\\(this node allows TLS 1.3 only"),
+    %% Dialling out to the 1.2-only node fails the same way.
+    ?assertNotEqual({ok, NBad}, cnb_cluster:call(G, gen_server, call,
+                                                 [{probe, CN}, {rpc, NBad, erlang, node, [], 3000},
+                                                  10000])),
+    wait_log(C, Port, "connection to " ++ atom_to_list(NBad) ++
+                 " \\(not up\\) closed: TLS: no protocol version in common"),
+    ?assertEqual({hello, G}, echo(G, CN)).
+
+%% The C node allows one TLS 1.2 cipher (ChaCha20), which OTP offers by
+%% default; a node allowing only AES-GCM is refused.
+cipher_outside_set_refused(C, Certs) ->
+    {G, _} = tls_node(C, Certs, "g"),
+    {Bad, _} = tls_node(C, Certs, "bad", node, #{versions => ['tlsv1.2'],
+                                                 ciphers => "ECDHE-ECDSA-AES128-GCM-SHA256"}, []),
+    {Port, CN} = tls_cnode(C, Certs, ["--tls-versions", "1.2",
+                                      "--tls-ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305"]),
+    refused(C, Port, CN, G, Bad, "connection from .* closed: TLS: no cipher in common with the peer").
+
+%% SIGHUP: new connections use the new certificate (here one from a CA the
+%% Erlang nodes do not trust, so they refuse it); the live one stays.
+sighup_reloads_certificates(C, Certs = #{dir := Dir}) ->
+    {Cert, Key} = maps:get(node, Certs),
+    MyCert = filename:join(Dir, "live.pem"),
+    MyKey = filename:join(Dir, "live.key"),
+    {ok, _} = file:copy(Cert, MyCert),
+    {ok, _} = file:copy(Key, MyKey),
+    {A, _} = tls_node(C, Certs, "a"),
+    {B, _} = tls_node(C, Certs, "b"),
+    {ok, Port, CN} = cnb_cluster:start_cnode(
+                       C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                           cnb_cluster:unique_name("c"), "--demo", "--tls-cert", MyCert,
+                           "--tls-key", MyKey, "--tls-cacert", maps:get(ca, Certs)]),
+    ?assertEqual({hello, A}, echo(A, CN)),
+    {OCert, OKey} = maps:get(other_ca, Certs),
+    {ok, _} = file:copy(OCert, MyCert),
+    {ok, _} = file:copy(OKey, MyKey),
+    OsPid = cnb_cluster:cnode_os_pid(C, Port),
+    _ = os:cmd("kill -HUP " ++ integer_to_list(OsPid)),
+    wait_log(C, Port, "TLS: certificates reloaded for new connections"),
+    ?assertEqual(pang, cnb_cluster:call(B, net_adm, ping, [CN])),
+    wait_log(C, Port, "connection from .* closed: TLS: "),
+    %% The connection made before the reload is still up and served.
+    ?assertEqual({hello, A}, echo(A, CN)),
+    ?assert(cnb_cluster:cnode_alive(C, Port)).
+
+%% A BEAM node on inet_tls starts a C node through cnode_bridge with no tls
+%% option: the C node runs TLS with the node's own certificate settings.
+launcher_takes_node_settings(C, Certs) ->
+    {A, _} = tls_node(C, Certs, "a"),
+    {ok, _} = cnb_cluster:call(A, application, ensure_all_started, [cnode_bridge]),
+    Name = list_to_atom(cnb_cluster:unique_name("l")),
+    {ok, CN} = cnb_cluster:call(A, cnode_bridge, start_cnode, [Name, #{demo => true}], 30000),
+    ?assertEqual({hello, A}, echo(A, CN)),
+    ?assert(hidden_has(A, CN)),
+    %% It is a TLS node: a plain one cannot reach it.
+    {P, _} = plain_node(C, "p"),
+    ?assertEqual(pang, cnb_cluster:call(P, net_adm, ping, [CN])),
+    ok = cnb_cluster:call(A, cnode_bridge, stop_cnode, [CN]).
+
+%% The flags the launcher derives (no nodes needed).
+launcher_options() ->
+    ?assertEqual(false, cnode_bridge_tls:from_args([], [], [])),
+    ?assertEqual(#{cert => "c.pem", key => "k.pem", cacert => "ca.pem", verify => peer},
+                 cnode_bridge_tls:from_args(["inet_tls"], [],
+                                            ["server_certfile", "c.pem", "server_keyfile",
+                                             "k.pem", "server_cacertfile", "ca.pem",
+                                             "server_verify", "verify_peer"])),
+    ?assertEqual(["--tls-cacert", "ca.pem", "--tls-cert", "c.pem", "--tls-verify", "none",
+                  "--tls-versions", "1.2,1.3"],
+                 cnode_bridge_tls:args(#{cert => "c.pem", cacert => "ca.pem", verify => none,
+                                         versions => ['1.2', 'tlsv1.3']})),
+    ?assertEqual(["--tls-cert", "c", "--tls-ciphers", "A:TLS_B"],
+                 cnode_bridge_tls:args(#{cert => "c", ciphers => ["A", "TLS_B"]})),
+    ?assertThrow({bad_option, {tls, _}}, cnode_bridge_tls:args(#{cert => "c", verify => maybe})).
