@@ -43,7 +43,7 @@ CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
 .PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench demo shell clean \
-        test-reliability soak
+        test-reliability soak test-otp
 .DEFAULT_GOAL := all
 
 all: c erlang
@@ -132,6 +132,14 @@ exunit: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run-tests exunit
 
+# The integration suites with every Erlang/Elixir node on OTP 27 and on OTP 29
+# (Debian chroots cached in /var/cache/cnode_bridge, or $$CNB_OTP_CACHE; needs
+# root, else skipped with a note) and the C node built here. CNB_OTP_RELEASES
+# picks releases. See scripts/test-otp.
+test-otp: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/test-otp
+
 # Partitions (network namespaces; needs root, else skipped with a note) and
 # kill storms; `make test' runs the reduced set, RELIABILITY=full the full one.
 # `make soak MINUTES=N': the churn soak. See docs/RELIABILITY.md.
@@ -183,6 +191,6 @@ shell: deps
 	@scripts/demo-shell
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz $(PRIV)/cnode $(PRIV)/*.so erlang_side/ebin _build
+	rm -rf $(BUILD) build-asan build-fuzz build-otp27 build-otp29 $(PRIV)/cnode $(PRIV)/*.so erlang_side/ebin _build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -83,7 +83,7 @@ static int ctrl_arity(long op)
         return 5;
     case CNB_OP_SPAWN_REPLY_TT:
         return 6;
-    default:
+    default: /* also ALTACT_SIG_SEND: 4 or 5, by its flags (decode_altact) */
         return 0;
     }
 }
@@ -92,13 +92,62 @@ static int ctrl_arity(long op)
 static const uint8_t too_deep_atom[] = {119, 13, 't', 'e', 'r', 'm', '_', 't', 'o',
                                         'o', '_', 'd', 'e', 'e', 'p'};
 
+#define ALTACT_KNOWN                                                                    \
+    (CNB_ALTACT_PRIO | CNB_ALTACT_TOKEN | CNB_ALTACT_ALIAS | CNB_ALTACT_NAME | CNB_ALTACT_EXIT)
+
+/* ALTACT_SIG_SEND {37, Flags, From, To[, Token]} of the given arity (index *i
+ * just past the op), then the message or, with EXIT, the exit reason: into
+ * the op of what it carries, the flags kept in sig_flags. Flags we do not
+ * know (a later release's) leave the signal ignored rather than misread.
+ * Returns 0, or non-zero when it does not decode. */
+static int decode_altact(const char *b, int *i, int arity, cnb_decoded_t *d, long *opp,
+                         int *reason_payload)
+{
+    cnb_msg_t *m = &d->msg;
+    long fl;
+    if (ei_decode_long(b, i, &fl) || fl < 0 || fl > INT_MAX)
+        return -1;
+    if (fl & ~(long)ALTACT_KNOWN) {
+        d->kind = CNB_DEC_IGNORED;
+        return 0;
+    }
+    if (arity != ((fl & CNB_ALTACT_TOKEN) ? 5 : 4) ||
+        (fl & (CNB_ALTACT_ALIAS | CNB_ALTACT_NAME)) == (CNB_ALTACT_ALIAS | CNB_ALTACT_NAME) ||
+        !m->payload || ei_decode_pid(b, i, &m->from))
+        return -1;
+    m->has_from = 1;
+    m->sig_flags = (unsigned)fl;
+    int rc;
+    if (fl & CNB_ALTACT_ALIAS) {
+        rc = ei_decode_ref(b, i, &m->ref);
+        m->has_ref = 1;
+    } else if (fl & CNB_ALTACT_NAME) {
+        rc = ei_decode_atom(b, i, m->toname);
+    } else {
+        rc = ei_decode_pid(b, i, &m->to);
+        m->has_to = 1;
+    }
+    if (!rc && (fl & CNB_ALTACT_TOKEN))
+        rc = ei_skip_term(b, i); /* trace tokens are ignored, as for the _TT ops */
+    if (fl & CNB_ALTACT_EXIT) {
+        *reason_payload = 1;
+        /* An exit through an alias has no process to name here. */
+        *opp = (fl & CNB_ALTACT_ALIAS) ? CNB_OP_ALTACT_SIG_SEND : CNB_OP_EXIT2;
+    } else {
+        *opp = (fl & CNB_ALTACT_ALIAS)  ? CNB_OP_ALIAS_SEND
+               : (fl & CNB_ALTACT_NAME) ? CNB_OP_REG_SEND
+                                        : CNB_OP_SEND;
+    }
+    return rc;
+}
+
 /* Decodes the fields of the control tuple of operation *op (index *i just past
  * the op) into d->msg and sets d->kind; *op becomes its plain form (the _TT
  * and PAYLOAD_ forms folded). *reason_at: where an exit reason inside the
  * tuple starts (left alone when none); *reason_payload: the payload is an
  * exit reason. Returns 0, or non-zero when a field does not decode. */
-static int decode_fields(const char *b, int *i, cnb_decoded_t *d, long *opp, int *reason_at,
-                         int *reason_payload)
+static int decode_fields(const char *b, int *i, int arity, cnb_decoded_t *d, long *opp,
+                         int *reason_at, int *reason_payload)
 {
     cnb_msg_t *m = &d->msg;
     long op = *opp;
@@ -188,6 +237,9 @@ static int decode_fields(const char *b, int *i, cnb_decoded_t *d, long *opp, int
         m->has_from = m->has_to = 1;
         break;
     }
+    case CNB_OP_ALTACT_SIG_SEND:
+        rc = decode_altact(b, i, arity, d, &op, reason_payload);
+        break;
     case CNB_OP_SPAWN_REQUEST:
     case CNB_OP_SPAWN_REQUEST_TT:
         d->kind = CNB_DEC_SPAWN;
@@ -261,7 +313,7 @@ int cnb__dist_decode(const uint8_t *body, size_t len, int versioned, cnb_decoded
         goto bad;
     int reason_at = -1; /* reasons of the non-payload EXIT variants sit in the control tuple */
     int reason_payload = 0; /* the payload is an exit reason */
-    rc = decode_fields(b, &i, d, &op, &reason_at, &reason_payload);
+    rc = decode_fields(b, &i, arity, d, &op, &reason_at, &reason_payload);
     if (rc)
         goto bad;
     m->op = (int)op;

@@ -41,6 +41,26 @@ void cnb__mbox_push(cnb_proc_t *p, sig_t *s)
         rq_push(p->rt, p);
 }
 
+void cnb__mbox_push_prio(cnb_proc_t *p, sig_t *s)
+{
+    int sched = 0;
+    pthread_mutex_lock(&p->mu);
+    /* After the priority signals already waiting, ahead of every other. */
+    sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
+    s->next = *at;
+    *at = s;
+    if (!s->next)
+        p->tail = s;
+    p->prio_last = s;
+    if (!p->scheduled && !p->dead) {
+        p->scheduled = 1;
+        sched = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (sched)
+        rq_push(p->rt, p);
+}
+
 void cnb__mbox_go_live(cnb_proc_t *p)
 {
     pthread_mutex_lock(&p->mu);
@@ -55,7 +75,7 @@ sig_t *cnb__mbox_take_all(cnb_proc_t *p)
 {
     pthread_mutex_lock(&p->mu);
     sig_t *s = p->head;
-    p->head = p->tail = NULL;
+    p->head = p->tail = p->prio_last = NULL;
     pthread_mutex_unlock(&p->mu);
     return s;
 }
@@ -110,6 +130,8 @@ static void run(cnb_proc_t *p)
         p->head = s->next;
         if (!p->head)
             p->tail = NULL;
+        if (p->prio_last == s)
+            p->prio_last = NULL;
         pthread_mutex_unlock(&p->mu);
         cnb__proc_handle(p, s);
         cnb__sig_free(p, s);

@@ -71,8 +71,10 @@ static int sig_kind_of(cnb_node_t *n, const cnb_msg_t *m, const cnb_proc_t *p, i
     case CNB_OP_GROUP_LEADER:
         return 0;
     case CNB_OP_ALIAS_SEND:
+    case CNB_OP_ALTACT_SIG_SEND: /* what stays of it: an exit through an alias */
         /* Aliases serve calls only: one that no call waits for anymore is a
-         * late reply, dropped (never handed to anyone else). */
+         * late reply, dropped (never handed to anyone else); an exit signal
+         * through one has no worker to reach. */
         return 0;
     default:
         *handled = p != NULL;
@@ -95,7 +97,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
     if (m->has_to)
         p = cnb__pt_find_locked(rt, &m->to);
     else if ((m->op == CNB_OP_REG_SEND || m->op == CNB_OP_MONITOR_P ||
-              m->op == CNB_OP_DEMONITOR_P) && m->toname[0])
+              m->op == CNB_OP_DEMONITOR_P || m->op == CNB_OP_EXIT2) && m->toname[0])
         p = cnb__pt_find_name_locked(rt, m->toname);
     int handled;
     int kind = sig_kind_of(n, m, p, &handled);
@@ -108,6 +110,8 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
             cnb__log(n, CNB_LOG_WARNING, "out of memory: dropped op %d from %s", m->op, m->peer);
         else if (s->meta && cnb__links_meta(n, p, s, m))
             cnb__sig_free(p, s); /* refused or logged there */
+        else if ((m->sig_flags & CNB_ALTACT_PRIO) && (kind == SIG_MSG || kind == SIG_EXIT2))
+            cnb__mbox_push_prio(p, s); /* EEP 76: ahead of ordinary signals */
         else
             cnb__mbox_push(p, s);
     }

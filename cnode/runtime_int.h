@@ -63,6 +63,7 @@ struct cnb_proc {
     /* mailbox */
     pthread_mutex_t mu;
     sig_t *head, *tail;
+    sig_t *prio_last; /* the last priority signal queued (EEP 76), or NULL */
     int scheduled;
     int dead;
     struct cnb_proc *rq_next;
@@ -115,6 +116,9 @@ void cnb__pt_remove(cnb_rt_t *rt, cnb_proc_t *p);
 sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta);
 void cnb__sig_free(cnb_proc_t *p, sig_t *s);
 void cnb__mbox_push(cnb_proc_t *p, sig_t *s);
+/* A priority signal (ALTACT_SIG_SEND's PRIO flag, EEP 76): queued after the
+ * priority signals already waiting and ahead of all others. */
+void cnb__mbox_push_prio(cnb_proc_t *p, sig_t *s);
 void cnb__mbox_go_live(cnb_proc_t *p);
 sig_t *cnb__mbox_take_all(cnb_proc_t *p);
 int cnb__pool_start(cnb_rt_t *rt); /* 0, or CNB_ESYS when no thread started */

@@ -110,8 +110,13 @@ int cnb_alias_send(cnb_node_t *n, const erlang_pid *from, const erlang_ref *alia
         cnb_node_make_pid(n, &nofrom);
         from = &nofrom;
     }
-    if (ei_encode_version(buf, &i) || ei_encode_tuple_header(buf, &i, 3) ||
-        ei_encode_long(buf, &i, CNB_OP_ALIAS_SEND) || ei_encode_pid(buf, &i, from) ||
+    /* ALIAS_SEND {33, From, Alias} is deprecated since OTP 28 (EEP 76) and
+     * due to go in OTP 30: a peer that offers ALTACT_SIG gets
+     * ALTACT_SIG_SEND {37, ALIAS, From, Alias} instead. */
+    int altact = (cnb_node_peer_flags(n, alias->node) & CNB_DFLAG_ALTACT_SIG) != 0;
+    if (ei_encode_version(buf, &i) || ei_encode_tuple_header(buf, &i, altact ? 4 : 3) ||
+        ei_encode_long(buf, &i, altact ? CNB_OP_ALTACT_SIG_SEND : CNB_OP_ALIAS_SEND) ||
+        (altact && ei_encode_long(buf, &i, CNB_ALTACT_ALIAS)) || ei_encode_pid(buf, &i, from) ||
         ei_encode_ref(buf, &i, alias))
         return CNB_EINVAL;
     return cnb_send_ctrl(n, alias->node, buf, (size_t)i, msg, len);

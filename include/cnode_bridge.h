@@ -63,7 +63,22 @@ enum cnb_op {
     CNB_OP_ALIAS_SEND = 33,
     CNB_OP_ALIAS_SEND_TT = 34,
     CNB_OP_UNLINK_ID = 35,
-    CNB_OP_UNLINK_ID_ACK = 36
+    CNB_OP_UNLINK_ID_ACK = 36,
+    /* OTP 28+ (DFLAG_ALTACT_SIG): {37, Flags, From, To[, Token]}, then the
+     * message or, with CNB_ALTACT_EXIT, the exit reason. Decoded into the op
+     * of what it carries (SEND, REG_SEND, ALIAS_SEND, EXIT2) with
+     * cnb_msg_t.sig_flags set; only an exit signal through an alias keeps
+     * this op. */
+    CNB_OP_ALTACT_SIG_SEND = 37
+};
+
+/* The flags of ALTACT_SIG_SEND (cnb_msg_t.sig_flags). */
+enum cnb_altact_flag {
+    CNB_ALTACT_PRIO = 1,   /* a priority signal (EEP 76): ahead of ordinary ones */
+    CNB_ALTACT_TOKEN = 2,  /* a trace token follows To */
+    CNB_ALTACT_ALIAS = 4,  /* To is an alias (a reference) */
+    CNB_ALTACT_NAME = 8,   /* To is a registered name (an atom) */
+    CNB_ALTACT_EXIT = 16   /* an exit signal: the payload is its reason */
 };
 
 /* One decoded incoming control message, handed to on_message on the I/O thread.
@@ -90,6 +105,8 @@ typedef struct cnb_msg {
     const char *payload;    /* message or exit reason, ETF WITH a leading 131;
                                NULL when the operation has none */
     size_t payload_len;
+    unsigned sig_flags;     /* ALTACT_SIG_SEND's flags (enum cnb_altact_flag) it
+                               came with; 0 for every other control message */
 } cnb_msg_t;
 
 typedef void (*cnb_on_message_fn)(cnb_node_t *node, const cnb_msg_t *msg, void *user);

@@ -169,7 +169,7 @@ handle_info(_, St) ->
 -spec terminate(term(), #st{}) -> ok.
 terminate(Reason, St = #st{port = Port}) when is_port(Port) ->
     %% Closing stdin makes the program shut down cleanly (--exit-on-eof).
-    catch port_close(Port),
+    close_port(Port),
     wait_os_exit(St#st.os_pid, 5000),
     case Reason of
         shutdown -> clear_restarts(St#st.name);
@@ -198,7 +198,7 @@ launch(St = #st{name = Name, opts = Opts, node = Node}) ->
                     ?LOG_INFO("C node ~ts ready (os pid ~b)", [Node, OsPid], #{cnode => Node}),
                     {ok, St#st{port = Port, os_pid = OsPid}};
                 {error, Why} ->
-                    catch port_close(Port),
+                    close_port(Port),
                     _ = os:cmd("kill -9 " ++ integer_to_list(OsPid)),
                     {error, Why}
             end
@@ -272,3 +272,8 @@ clear_restarts(Name) ->
 backoff(Name) ->
     K = length(restarts(Name)),
     min(?BACKOFF_MAX, ?BACKOFF_MIN bsl max(0, K - 1)).
+
+%% port_close/1 on a port that may have closed already. (Not `catch Expr':
+%% OTP 29 deprecates it, and warnings are errors here.)
+close_port(Port) ->
+    try port_close(Port) catch error:badarg -> true end.

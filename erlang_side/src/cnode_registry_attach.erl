@@ -102,7 +102,7 @@ init({Name, CNode, Info0, Opts}) ->
     Listeners = maps:get(listeners, Opts, []),
     Timeout = maps:get(timeout, Opts, 5000),
     Mon = erlang:monitor(process, {?WORKER, CNode}),
-    Info = case catch gen_server:call({?WORKER, CNode}, {attach, self()}, Timeout) of
+    Info = case call_worker(CNode, {attach, self()}, Timeout) of
                {ok, I} when is_map(I) -> I;
                _ -> Info0
            end,
@@ -118,7 +118,7 @@ init({Name, CNode, Info0, Opts}) ->
                   end,
             {ok, St#st{pos = Pos}};
         {error, Reason} ->
-            catch gen_server:call({?WORKER, CNode}, {detach, self()}, Timeout),
+            _ = call_worker(CNode, {detach, self()}, Timeout),
             {stop, Reason}
     end.
 
@@ -178,7 +178,7 @@ handle_info(_Msg, St) ->
 
 -spec terminate(term(), #st{}) -> ok.
 terminate(_Reason, #st{down = Down, cnode = CNode, name = Name}) ->
-    Down orelse (catch gen_server:call({?WORKER, CNode}, {detach, self()}, 5000)),
+    _ = Down orelse call_worker(CNode, {detach, self()}, 5000),
     cnode_registry_nif:drop(Name).
 
 %% The C node is gone: its entries leave this view. In shared mode they are
@@ -210,7 +210,7 @@ os_pid_alive(OsPid) ->
 feed_head(#st{mode = shared, name = Name}) ->
     cnode_registry_nif:feed_head(Name);
 feed_head(#st{mode = remote, cnode = CNode}) ->
-    case catch gen_server:call({?WORKER, CNode}, feed_head, ?CALL_TIMEOUT) of
+    case call_worker(CNode, feed_head, ?CALL_TIMEOUT) of
         N when is_integer(N) -> N;
         _ -> 0
     end.
@@ -219,7 +219,7 @@ poll(St = #st{pos = Pos}) ->
     %% On a segment another process scribbled on, feed_poll raises
     %% error({cnode_registry, corrupt}): those events are lost to the
     %% listeners, the attachment goes on.
-    case catch feed_poll(St, Pos) of
+    case try feed_poll(St, Pos) catch _:_ -> failed end of
         {Events, Next, _Missed} when is_list(Events), is_integer(Next) ->
             Me = node(),
             [dispatch(St, E) || E <- Events, node(element(3, E)) =/= Me],
@@ -231,7 +231,7 @@ poll(St = #st{pos = Pos}) ->
 feed_poll(#st{mode = shared, name = Name}, Pos) ->
     cnode_registry_nif:feed_poll(Name, Pos, ?FEED_MAX);
 feed_poll(#st{mode = remote, cnode = CNode}, Pos) ->
-    catch gen_server:call({?WORKER, CNode}, {feed_poll, Pos, ?FEED_MAX}, ?CALL_TIMEOUT).
+    call_worker(CNode, {feed_poll, Pos, ?FEED_MAX}, ?CALL_TIMEOUT).
 
 dispatch(#st{name = Name, listeners = Ls}, {register, Key, Pid, Value}) ->
     send_all(Ls, {register, Name, Key, Pid, Value});
@@ -239,3 +239,11 @@ dispatch(#st{name = Name, listeners = Ls}, {unregister, Key, Pid}) ->
     send_all(Ls, {unregister, Name, Key, Pid});
 dispatch(_St, _Update) ->
     ok.
+
+%% gen_server:call to the C node's registry worker, {error, Why} when the call
+%% exits (no worker, no connection, timeout). (Not `catch Expr': OTP 29
+%% deprecates it, and warnings are errors here.)
+call_worker(CNode, Req, Timeout) ->
+    try gen_server:call({?WORKER, CNode}, Req, Timeout)
+    catch exit:Why -> {error, Why}
+    end.

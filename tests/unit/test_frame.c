@@ -585,6 +585,93 @@ START_TEST(dist_decode_depth_and_shape)
 }
 END_TEST
 
+/* ALTACT_SIG_SEND {37, Flags, From, To[, Token]} + payload (no version
+ * bytes, as after a distribution header), To as the flags say. */
+static uint8_t *altact_body(long flags, int arity, const erlang_pid *from, const erlang_pid *to,
+                            const erlang_ref *alias, const char *name, size_t *len)
+{
+    char c[1024];
+    int i = 0;
+    ei_encode_tuple_header(c, &i, arity);
+    ei_encode_long(c, &i, CNB_OP_ALTACT_SIG_SEND);
+    ei_encode_long(c, &i, flags);
+    ei_encode_pid(c, &i, from);
+    if (flags & CNB_ALTACT_ALIAS)
+        ei_encode_ref(c, &i, alias);
+    else if (flags & CNB_ALTACT_NAME)
+        ei_encode_atom(c, &i, name);
+    else
+        ei_encode_pid(c, &i, to);
+    if (arity == 5) /* a trace token: any term */
+        ei_encode_tuple_header(c, &i, 0);
+    ei_encode_atom(c, &i, "hello"); /* the message or exit reason */
+    uint8_t *b = malloc((size_t)i);
+    memcpy(b, c, (size_t)i);
+    *len = (size_t)i;
+    return b;
+}
+
+START_TEST(dist_decode_altact_every_flag)
+{
+    erlang_pid a = {.num = 1, .creation = 1}, z = {.num = 2, .creation = 1};
+    strcpy(a.node, "a@h");
+    strcpy(z.node, "z@h");
+    erlang_ref r = {.len = 3, .n = {1, 2, 3}, .creation = 1};
+    strcpy(r.node, "z@h");
+    cnb_decoded_t d;
+    size_t len;
+    for (long f = 0; f < 32; f++) {
+        int arity = (f & CNB_ALTACT_TOKEN) ? 5 : 4;
+        uint8_t *b = altact_body(f, arity, &a, &z, &r, "echo", &len);
+        if ((f & CNB_ALTACT_ALIAS) && (f & CNB_ALTACT_NAME)) { /* To cannot be both */
+            ck_assert_int_eq(cnb__dist_decode(b, len, 0, &d), CNB_EMALFORMED);
+            free(b);
+            continue;
+        }
+        ck_assert_msg(cnb__dist_decode(b, len, 0, &d) == 0, "flags %ld", f);
+        ck_assert_int_eq(d.kind, CNB_DEC_SIGNAL);
+        ck_assert_int_eq(d.raw_op, CNB_OP_ALTACT_SIG_SEND);
+        ck_assert_uint_eq(d.msg.sig_flags, (unsigned)f);
+        ck_assert_int_eq(d.msg.has_from, 1);
+        ck_assert_str_eq(d.msg.from.node, "a@h");
+        int exit = (f & CNB_ALTACT_EXIT) != 0;
+        if (f & CNB_ALTACT_ALIAS) {
+            ck_assert_int_eq(d.msg.op, exit ? CNB_OP_ALTACT_SIG_SEND : CNB_OP_ALIAS_SEND);
+            ck_assert_int_eq(d.msg.has_ref, 1);
+            ck_assert_uint_eq(d.msg.ref.n[2], 3);
+        } else if (f & CNB_ALTACT_NAME) {
+            ck_assert_int_eq(d.msg.op, exit ? CNB_OP_EXIT2 : CNB_OP_REG_SEND);
+            ck_assert_int_eq(d.msg.has_to, 0);
+            ck_assert_str_eq(d.msg.toname, "echo");
+        } else {
+            ck_assert_int_eq(d.msg.op, exit ? CNB_OP_EXIT2 : CNB_OP_SEND);
+            ck_assert_int_eq(d.msg.has_to, 1);
+            ck_assert_uint_eq(d.msg.to.num, 2);
+        }
+        /* The message (or reason) as a payload with its version byte. */
+        int j = 0, ver;
+        char atom[MAXATOMLEN];
+        ck_assert_int_eq(ei_decode_version(d.msg.payload, &j, &ver), 0);
+        ck_assert_int_eq(ei_decode_atom(d.msg.payload, &j, atom), 0);
+        ck_assert_str_eq(atom, "hello");
+        cnb__dist_decoded_free(&d);
+        /* The other arity than the TOKEN flag says: malformed. */
+        uint8_t *w = altact_body(f, 9 - arity, &a, &z, &r, "echo", &len);
+        ck_assert_int_eq(cnb__dist_decode(w, len, 0, &d), CNB_EMALFORMED);
+        free(w);
+        /* Without the message: malformed. */
+        ck_assert_int_eq(cnb__dist_decode(b, len - 7, 0, &d), CNB_EMALFORMED);
+        free(b);
+    }
+    /* A flag this release does not know: ignored, not misread. */
+    uint8_t *b = altact_body(32 | CNB_ALTACT_PRIO, 4, &a, &z, &r, "echo", &len);
+    ck_assert_int_eq(cnb__dist_decode(b, len, 0, &d), 0);
+    ck_assert_int_eq(d.kind, CNB_DEC_IGNORED);
+    cnb__dist_decoded_free(&d);
+    free(b);
+}
+END_TEST
+
 /* A closure: fun of `mod` with the given free-variable bytes (n terms). */
 static void encode_closure(ei_x_buff *x, const char *vars, int vars_len, int n)
 {
@@ -704,6 +791,7 @@ int main(void)
     tcase_add_test(tc, etf_depth_limit);
     tcase_add_test(tc, etf_rejects_what_ei_cannot_decode);
     tcase_add_test(tc, dist_decode_depth_and_shape);
+    tcase_add_test(tc, dist_decode_altact_every_flag);
     tcase_add_test(tc, etf_skip_funs);
     tcase_add_test(tc, epmd_reply);
     suite_add_tcase(s, tc);

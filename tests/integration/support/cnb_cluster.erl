@@ -312,7 +312,7 @@ do_start_node(Opts, St) ->
     Name = unique_name(maps:get(name, Opts, "n")),
     Long = maps:get(longnames, Opts, false),
     Cookie = maps:get(cookie, Opts, St#st.cookie),
-    Paths = [filename:join(root(), "build/itest"), filename:join(root(), "erlang_side/ebin")],
+    Paths = code_paths(),
     Extra = maps:get(args, Opts, []),
     %% Nodes do not form a full mesh unless a test asks for it (-connect_all true).
     ConnectAll = case lists:member("-connect_all", Extra) of
@@ -332,6 +332,12 @@ do_start_node(Opts, St) ->
         {ok, Peer, Node} -> {ok, Peer, Node};
         {error, _} = E -> E
     end.
+
+%% The directories this VM loads the test modules and the application from
+%% (build/itest and erlang_side/ebin, or the build-otpN/ ones scripts/test-otp
+%% gives a runner inside an OTP chroot), so that peers run the same code.
+code_paths() ->
+    [filename:dirname(code:which(M)) || M <- [?MODULE, cnode_bridge]].
 
 do_start_cnode(Args, Opts, St) ->
     Exe = maps:get(exe, Opts, filename:join([root(), "erlang_side", "priv", "cnode"])),
