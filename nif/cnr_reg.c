@@ -261,6 +261,29 @@ static ERL_NIF_TERM reg_publish(ErlNifEnv *env, struct cnr_reg *reg, ERL_NIF_TER
     return rc ? cnr_error(env, rc) : ok;
 }
 
+/* Opens reg's core handle with o (bookkeeping on enif_alloc) and publishes reg
+ * in mode (CNR_PRIVATE or CNR_SHARED). Consumes the caller's reference to reg.
+ * Returns what new/attach answer: ok, {ok, Kind} (attach), {error, Reason}. */
+static ERL_NIF_TERM reg_open(ErlNifEnv *env, struct cnr_reg *reg, cnb_registry_opts_t *o,
+                             int mode)
+{
+    o->alloc = &cnr_g.alloc;
+    int rc = cnb_registry_open(o, &reg->core);
+    if (rc) {
+        reg->core = NULL;
+        enif_release_resource(reg);
+        return cnr_error(env, rc);
+    }
+    cnb_registry_info_t info;
+    cnb_registry_info(reg->core, &info);
+    reg->kind = info.kind;
+    reg->mode = mode;
+    return reg_publish(env, reg,
+                       mode == CNR_SHARED
+                           ? enif_make_tuple2(env, cnr_atom.ok, kind_atom(reg->kind))
+                           : cnr_atom.ok);
+}
+
 /* new(Name, Kind, Listeners) -> ok | {error, exists | Reason}: a
  * process-private registry owned by the caller. */
 CNR_NIF(cnr_new)
@@ -276,16 +299,7 @@ CNR_NIF(cnr_new)
     memset(&o, 0, sizeof o);
     o.flags = CNB_REG_CREATE;
     o.kind = kind;
-    o.alloc = &cnr_g.alloc;
-    int rc = cnb_registry_open(&o, &reg->core);
-    if (rc) {
-        reg->core = NULL;
-        enif_release_resource(reg);
-        return cnr_error(env, rc);
-    }
-    reg->kind = kind;
-    reg->mode = CNR_PRIVATE;
-    return reg_publish(env, reg, cnr_atom.ok);
+    return reg_open(env, reg, &o, CNR_PRIVATE);
 }
 
 /* attach(Name, Path, Listeners, CNode, OwnerNode, OwnerCreation) -> {ok, Kind} |
@@ -318,18 +332,7 @@ CNR_NIF(cnr_attach)
     o.path = pbuf;
     o.owner_node = nbuf;
     o.owner_creation = creation;
-    o.alloc = &cnr_g.alloc;
-    int rc = cnb_registry_open(&o, &reg->core);
-    if (rc) {
-        reg->core = NULL;
-        enif_release_resource(reg);
-        return cnr_error(env, rc);
-    }
-    cnb_registry_info_t info;
-    cnb_registry_info(reg->core, &info);
-    reg->kind = info.kind;
-    reg->mode = CNR_SHARED;
-    return reg_publish(env, reg, enif_make_tuple2(env, cnr_atom.ok, kind_atom(reg->kind)));
+    return reg_open(env, reg, &o, CNR_SHARED);
 }
 
 /* add_remote(Name, Kind, Listeners, CNode) -> ok | {error, exists}: names a

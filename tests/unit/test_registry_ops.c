@@ -58,6 +58,16 @@ static void set_pid(cnb_pid_t *p, uint32_t num)
     p->creation = 1;
 }
 
+/* Arguments key k, value v (in the caller's buffers), owner number num. */
+static void set_args(cnb_regop_args_t *a, unsigned char *kb, unsigned char *vb, long v,
+                     uint32_t num)
+{
+    memset(a, 0, sizeof *a);
+    a->key = atom("k", kb, 64);
+    a->value = integer(v, vb, 64);
+    set_pid(&a->pid, num);
+}
+
 START_TEST(error_atoms_one_per_code)
 {
     ck_assert_str_eq(cnb_erratom(CNB_ENOENT), "not_found");
@@ -95,10 +105,7 @@ START_TEST(outcomes)
     cnb_regop_ctx_t c = {r, CNB_REG_UNIQUE, &res, NULL, NULL};
     unsigned char kb[64], vb[64];
     cnb_regop_args_t a;
-    memset(&a, 0, sizeof a);
-    a.key = atom("k", kb, sizeof kb);
-    a.value = integer(7, vb, sizeof vb);
-    set_pid(&a.pid, 1);
+    set_args(&a, kb, vb, 7, 1);
     cnb_regop_out_t o;
 
     cnb_regop_run(&c, CNB_REGOP_REGISTER, &a, &o);
@@ -156,10 +163,7 @@ START_TEST(update_value_on_duplicate_is_badarg)
     cnb_regop_ctx_t c = {r, CNB_REG_DUPLICATE, NULL, NULL, NULL};
     unsigned char kb[64], vb[64];
     cnb_regop_args_t a;
-    memset(&a, 0, sizeof a);
-    a.key = atom("k", kb, sizeof kb);
-    a.value = integer(1, vb, sizeof vb);
-    set_pid(&a.pid, 1);
+    set_args(&a, kb, vb, 1, 1);
     cnb_regop_out_t o;
     cnb_regop_run(&c, CNB_REGOP_UPDATE_VALUE, &a, &o);
     ck_assert_int_eq(o.answer, CNB_ANS_BADARG);
@@ -183,10 +187,7 @@ START_TEST(dead_holder_gives_way)
     cnb_regop_ctx_t c = {r, CNB_REG_UNIQUE, NULL, always_dead, &asked};
     unsigned char kb[64], vb[64];
     cnb_regop_args_t a;
-    memset(&a, 0, sizeof a);
-    a.key = atom("k", kb, sizeof kb);
-    a.value = integer(1, vb, sizeof vb);
-    set_pid(&a.pid, 1);
+    set_args(&a, kb, vb, 1, 1);
     cnb_regop_out_t o;
     cnb_regop_run(&c, CNB_REGOP_REGISTER, &a, &o);
     set_pid(&a.pid, 2);
