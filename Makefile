@@ -69,7 +69,8 @@ $(BUILD)/%.o: %.c
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 # The NIF's objects get the NIF headers and hidden visibility; -iquote core
-# because nif/cnr_term.c names core's internal cnb_bytes.h without its path.
+# because the NIF names core's internal headers (cnb_bytes.h, cnb_registry_ops.h)
+# without their path.
 $(BUILD)/nifobj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fvisibility=hidden -iquote core -I$(ERTS_INC) -MMD -MP -c $< -o $@

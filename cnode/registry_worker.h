@@ -2,7 +2,8 @@
  * locally as `cnode_registry', that owns the node's key registry (core/registry,
  * a shared-memory segment) and serves BEAM nodes that attach to it; plus
  * helpers for C code that registers terms in that registry. Implementation:
- * cnode/registry_worker.c. Tests: tests/integration/nif_tests.erl.
+ * cnode/registry_worker.c, registry_serve.c (the requests), registry_terms.c
+ * (terms). Tests: tests/integration/nif_tests.erl.
  *
  * Protocol: gen_server calls to {cnode_registry, CNode}. Keys, values and pids
  * are ordinary terms; replies are those of Elixir's Registry where one exists.
@@ -37,7 +38,14 @@
  *   {feed_poll, Seq, Max}              -> {Events, NextSeq, Missed}, events
  *                                         {register | update, Key, Pid, Value} and
  *                                         {unregister, Key, Pid}, oldest first
- * A malformed request gets {error, badarg}; a runtime failure {error, Reason}.
+ * The operations from register to delete_meta are core's (core/registry_ops.c,
+ * which the NIF runs too), so they answer as the NIF does: a bad argument (a
+ * meta key that is neither an atom nor a tuple, update_value on a duplicate
+ * registry, a term over the limits) gets {error, badarg}; a write's runtime
+ * failure {error, Reason}; a read's (lookup, values, keys, meta, scan,
+ * feed_poll) {error, {cnode_registry, Reason}}, which cnode_registry_attach
+ * raises as the NIF raises it. Reason is cnb_erratom's atom for the code
+ * (core's one list). A malformed or unknown request gets {error, badarg}.
  */
 #ifndef CNB_REGISTRY_WORKER_H
 #define CNB_REGISTRY_WORKER_H

@@ -1,5 +1,5 @@
-/* common.c: error texts and the default allocator (cnb_common.h).
- * Tests: the error-code checks in tests/unit/test_term.c and test_registry.c. */
+/* common.c: error texts, names and atoms, and the default allocator
+ * (cnb_common.h). Tests: tests/unit/test_registry_ops.c (the atoms). */
 #include "cnb_common.h"
 
 #include <stdlib.h>
@@ -9,7 +9,7 @@ const char *cnb_strerror(int err)
     switch (err) {
     case 0:
         return "success";
-#define CNB__ERR_TEXT(name, code, text) \
+#define CNB__ERR_TEXT(name, code, atom, text) \
     case (code):                        \
         return text;
         CNB_ERRNO_MAP(CNB__ERR_TEXT)
@@ -24,13 +24,31 @@ const char *cnb_errname(int err)
     switch (err) {
     case 0:
         return "CNB_OK";
-#define CNB__ERR_NAME(name, code, text) \
+#define CNB__ERR_NAME(name, code, atom, text) \
     case (code):                        \
         return "CNB_" #name;
         CNB_ERRNO_MAP(CNB__ERR_NAME)
 #undef CNB__ERR_NAME
     default:
         return "CNB_EUNKNOWN";
+    }
+}
+
+#define CNB__ERR_ONE(name, code, atom, text) +1
+_Static_assert(0 CNB_ERRNO_MAP(CNB__ERR_ONE) == CNB_ERRNO_COUNT,
+               "CNB_ERRNO_COUNT is the length of CNB_ERRNO_MAP");
+#undef CNB__ERR_ONE
+
+const char *cnb_erratom(int err)
+{
+    switch (err) {
+#define CNB__ERR_ATOM(name, code, atom, text) \
+    case (code):                              \
+        return #atom;
+        CNB_ERRNO_MAP(CNB__ERR_ATOM)
+#undef CNB__ERR_ATOM
+    default:
+        return "unknown";
     }
 }
 

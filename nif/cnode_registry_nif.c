@@ -1,7 +1,7 @@
 /* cnode_registry_nif.c: the entry point of the cnode_registry NIF (module
- * cnode_registry_nif): atoms, the registry resource type, load / upgrade /
- * unload, and the function table. The operations are in cnr_ops.c and
- * cnr_scan.c. Tests: tests/integration/nif_tests.erl,
+ * cnode_registry_nif): atoms (core's error atoms among them), the resource types, load / upgrade /
+ * unload, and the function table. The registry resource is in cnr_reg.c, the
+ * operations in cnr_ops.c and cnr_scan.c. Tests: tests/integration/nif_tests.erl,
  * tests/integration/exunit/registry_compat_test.exs.
  *
  * Upgrade: a new instance of cnode_registry_nif loads this same library; the
@@ -14,6 +14,7 @@
 #include "cnr.h"
 
 struct cnr_atoms cnr_atom;
+ERL_NIF_TERM cnr_err_atom[CNB_ERRNO_COUNT + 1];
 struct cnr_global cnr_g;
 
 static void *a_alloc(void *ctx, size_t n)
@@ -39,6 +40,24 @@ static void make_atoms(ErlNifEnv *env)
 #define CNR__MAKE(a, text) cnr_atom.a = enif_make_atom(env, text);
     CNR_ATOMS(CNR__MAKE)
 #undef CNR__MAKE
+    for (int i = 0; i <= CNB_ERRNO_COUNT; i++)
+        cnr_err_atom[i] = enif_make_atom(env, cnb_erratom(-i));
+}
+
+ERL_NIF_TERM cnr_code_atom(int code)
+{
+    return cnr_err_atom[code < 0 && code >= -CNB_ERRNO_COUNT ? -code : 0];
+}
+
+ERL_NIF_TERM cnr_error(ErlNifEnv *env, int code)
+{
+    return enif_make_tuple2(env, cnr_atom.error, cnr_code_atom(code));
+}
+
+ERL_NIF_TERM cnr_raise(ErlNifEnv *env, int code)
+{
+    return enif_raise_exception(env,
+                                enif_make_tuple2(env, cnr_atom.cnode_registry, cnr_code_atom(code)));
 }
 
 static int open_types(ErlNifEnv *env)

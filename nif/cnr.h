@@ -21,15 +21,12 @@
     X(undefined, "undefined") X(unique, "unique") X(duplicate, "duplicate")    \
     X(already_registered, "already_registered") X(register_, "register")       \
     X(unregister, "unregister") X(update, "update") X(done, "done")            \
-    X(enomem, "enomem") X(too_big, "too_big") X(corrupt, "corrupt")            \
-    X(not_found, "not_found") X(exists, "exists") X(badfile, "badfile")        \
-    X(version, "version") X(eperm, "eperm") X(einval, "einval")                \
-    X(esys, "esys") X(failed, "failed") X(kind, "kind") X(mode, "mode")        \
+    X(kind, "kind") X(mode, "mode") X(cnode_registry, "cnode_registry")        \
     X(listeners, "listeners") X(server, "server") X(count, "count")            \
     X(private_, "private") X(shared, "shared") X(remote, "remote")             \
     X(path, "path") X(cnr_remote, "$cnr_remote") X(missed, "missed")           \
     X(value_omitted, "value_omitted") X(key_omitted, "key_omitted")            \
-    X(enoent, "enoent") X(cnode, "cnode") X(owner_down, "$cnr_owner_down")
+    X(cnode, "cnode") X(owner_down, "$cnr_owner_down")
 
 struct cnr_atoms {
 #define CNR__ATOM_FIELD(a, text) ERL_NIF_TERM a;
@@ -38,6 +35,10 @@ struct cnr_atoms {
 };
 
 extern struct cnr_atoms cnr_atom;
+
+/* The atoms of core's error codes (cnb_erratom), made at load from the same
+ * list: cnr_err_atom[-code], [0] for a code not in the list. */
+extern ERL_NIF_TERM cnr_err_atom[CNB_ERRNO_COUNT + 1];
 
 /* ---- the registry resource ------------------------------------------------ */
 
@@ -149,8 +150,27 @@ int cnr_pid_make(ErlNifEnv *env, const char *node, uint32_t num, uint32_t serial
 #define CNR_PID_MAKE(env, p, out) \
     cnr_pid_make((env), (p)->node, (p)->num, (p)->serial, (p)->creation, (out))
 
+/* ---- cnode_registry_nif.c: errors ------------------------------------------- */
+
+/* The atom of a CNB_E* code (cnb_erratom's text). */
+ERL_NIF_TERM cnr_code_atom(int code);
+/* {error, Atom}: a write's runtime failure. */
 ERL_NIF_TERM cnr_error(ErlNifEnv *env, int code);
-ERL_NIF_TERM cnr_code_atom(ErlNifEnv *env, int code);
+/* Raises error({cnode_registry, Atom}): a read's runtime failure (a read's
+ * result has no error case). */
+ERL_NIF_TERM cnr_raise(ErlNifEnv *env, int code);
+
+/* ---- cnr_reg.c: the resource's listeners and owners ----------------------------- */
+
+/* Sends msg to every listener of reg. */
+void cnr_notify(ErlNifEnv *env, const struct cnr_reg *reg, ERL_NIF_TERM msg);
+/* Makes sure reg monitors owner pid (a local process that just registered),
+ * so that its entries go when it dies; counts the registration. Returns 0,
+ * CNB_ENOMEM or CNB_EINVAL. */
+int cnr_owner_watch(ErlNifEnv *env, struct cnr_reg *reg, const ErlNifPid *pid,
+                    const cnb_pid_t *cp);
+/* Counts n entries of owner pid gone (unregister). */
+void cnr_owner_forget(ErlNifEnv *env, struct cnr_reg *reg, const ErlNifPid *pid, uint64_t n);
 
 /* ---- cnr_ops.c, cnr_scan.c: the NIF functions --------------------------------- */
 
@@ -183,7 +203,7 @@ CNR_NIF(cnr_scan);
 CNR_NIF(cnr_feed_head);
 CNR_NIF(cnr_feed_poll);
 
-/* Resource callbacks (cnr_ops.c). */
+/* Resource callbacks (cnr_reg.c; the snapshot's in cnr_ops.c). */
 void cnr_reg_dtor(ErlNifEnv *env, void *obj);
 void cnr_reg_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
 void cnr_snap_dtor(ErlNifEnv *env, void *obj);

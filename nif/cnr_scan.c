@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cnb_registry_ops.h"
 #include "cnr.h"
 
 #define SCAN_BUDGET 256  /* table positions per core call */
@@ -17,12 +18,6 @@ static uint64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static ERL_NIF_TERM raise_code(ErlNifEnv *env, int code)
-{
-    return enif_raise_exception(
-        env, enif_make_tuple2(env, enif_make_atom(env, "cnode_registry"), cnr_code_atom(env, code)));
 }
 
 /* Conses {Key, Pid, Value} for each item onto *acc. Returns 0 or a code. */
@@ -60,7 +55,7 @@ static ERL_NIF_TERM scan_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     int rc = n < 0 ? (int)n : add_items(env, &res, &acc);
     cnb_registry_result_free(&res);
     if (rc)
-        return raise_code(env, rc);
+        return cnr_raise(env, rc);
     if (cur.done)
         return enif_make_tuple2(env, acc, cnr_atom.done);
     nargv[0] = argv[0];
@@ -141,10 +136,10 @@ static ERL_NIF_TERM scan_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
                                      nargv);
         }
         if (n < 0)
-            return raise_code(env, (int)n);
+            return cnr_raise(env, (int)n);
         int rc = add_items(env, res, &acc);
         if (rc)
-            return raise_code(env, rc);
+            return cnr_raise(env, rc);
         count += (uint64_t)n;
         if (cur.done)
             return enif_make_tuple2(env, acc, cnr_atom.done);
@@ -240,35 +235,23 @@ CNR_NIF(cnr_feed_poll)
     ERL_NIF_TERM list = enif_make_list(env, 0), r;
     ssize_t n = cnb_registry_feed_poll(reg->core, &p, (size_t)max, &res, &missed);
     if (n < 0) {
-        r = raise_code(env, (int)n);
+        r = cnr_raise(env, (int)n);
         goto out;
     }
     for (size_t i = res.n; i-- > 0;) {
         const cnb_registry_item_t *it = &res.items[i];
         ERL_NIF_TERM k, pid, v, ev;
-        if ((it->flags & CNB_REG_EVF_KEY_OMITTED) || !it->key) {
-            missed++;
-            continue;
-        }
-        if (!cnr_decode(env, it->key, it->key_len, &k) || !CNR_PID_MAKE(env, &it->owner, &pid)) {
-            missed++;
+        const unsigned char *vp;
+        size_t vl;
+        int use = cnb_regop_feed_value(reg->core, it, &vres, &vp, &vl);
+        if (use <= 0 || !cnr_decode(env, it->key, it->key_len, &k) ||
+            !CNR_PID_MAKE(env, &it->owner, &pid)) {
+            missed += use != 0; /* an entry gone since is no event */
             continue;
         }
         if (it->event == CNB_REG_EV_UNREGISTER) {
             ev = enif_make_tuple3(env, cnr_atom.unregister, k, pid);
         } else {
-            const unsigned char *vp = it->value;
-            size_t vl = it->value_len;
-            if (!vp) {
-                /* The value did not fit: take the entry's current value. */
-                cnb_pid_t owner;
-                cnb_registry_owner_pid(&it->owner, &owner);
-                ssize_t m = cnb_registry_values(reg->core, it->key, it->key_len, &owner, &vres);
-                if (m <= 0)
-                    continue;
-                vp = vres.items[0].value;
-                vl = vres.items[0].value_len;
-            }
             if (!cnr_decode(env, vp, vl, &v)) {
                 missed++;
                 continue;

@@ -439,39 +439,3 @@ int cnr_pid_make(ErlNifEnv *env, const char *node, uint32_t num, uint32_t serial
     }
     return 1;
 }
-
-/* ---- errors ------------------------------------------------------------------ */
-
-ERL_NIF_TERM cnr_code_atom(ErlNifEnv *env, int code)
-{
-    (void)env;
-    switch (code) {
-    case CNB_ENOMEM:
-        return cnr_atom.enomem;
-    case CNB_ETOOBIG:
-        return cnr_atom.too_big;
-    case CNB_ECORRUPT:
-        return cnr_atom.corrupt;
-    case CNB_ENOENT:
-        return cnr_atom.not_found;
-    case CNB_EEXIST:
-        return cnr_atom.exists;
-    case CNB_EBADFILE:
-        return cnr_atom.badfile;
-    case CNB_EVERSION:
-        return cnr_atom.version;
-    case CNB_EPERM:
-        return cnr_atom.eperm;
-    case CNB_EINVAL:
-        return cnr_atom.einval;
-    case CNB_ESYS:
-        return cnr_atom.esys;
-    default:
-        return cnr_atom.failed;
-    }
-}
-
-ERL_NIF_TERM cnr_error(ErlNifEnv *env, int code)
-{
-    return enif_make_tuple2(env, cnr_atom.error, cnr_code_atom(env, code));
-}

@@ -159,8 +159,11 @@ register(Reg, Key, Value) when is_atom(Reg) ->
 %% @doc Removes every entry of the caller under `Key'. Always `ok'.
 -spec unregister(registry(), key()) -> ok.
 unregister(Reg, Key) when is_atom(Reg) ->
-    case ?NIF:unregister(Reg, Key) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister, Key, self()});
+    R = case ?NIF:unregister(Reg, Key) of
+            ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister, Key, self()});
+            R0 -> R0
+        end,
+    case R of
         ok -> ok;
         {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
     end.
@@ -194,8 +197,11 @@ unregister_match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) -
     end.
 
 remove_values(Reg, Key, Values) ->
-    case ?NIF:unregister_values(Reg, Key, Values) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister_values, Key, self(), Values});
+    R = case ?NIF:unregister_values(Reg, Key, Values) of
+            ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister_values, Key, self(), Values});
+            R0 -> R0
+        end,
+    case R of
         N when is_integer(N) -> N;
         {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
     end.
@@ -374,8 +380,11 @@ meta(Reg, Key) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
 %% @doc Sets registry metadata. Always `ok'.
 -spec put_meta(registry(), atom() | tuple(), term()) -> ok.
 put_meta(Reg, Key, Value) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
-    case ?NIF:put_meta(Reg, Key, Value) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {put_meta, Key, Value});
+    R = case ?NIF:put_meta(Reg, Key, Value) of
+            ?REMOTE -> cnode_registry_attach:remote(Reg, {put_meta, Key, Value});
+            R0 -> R0
+        end,
+    case R of
         ok -> ok;
         {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key, Value])
     end.
@@ -383,8 +392,11 @@ put_meta(Reg, Key, Value) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) -
 %% @doc Removes registry metadata. Always `ok'.
 -spec delete_meta(registry(), atom() | tuple()) -> ok.
 delete_meta(Reg, Key) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
-    case ?NIF:delete_meta(Reg, Key) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {delete_meta, Key});
+    R = case ?NIF:delete_meta(Reg, Key) of
+            ?REMOTE -> cnode_registry_attach:remote(Reg, {delete_meta, Key});
+            R0 -> R0
+        end,
+    case R of
         ok -> ok;
         {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
     end.

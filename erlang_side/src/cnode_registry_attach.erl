@@ -63,8 +63,10 @@ start_link(Name, CNode, Info, Opts) ->
     gen_server:start_link({local, Name}, ?MODULE, {Name, CNode, Info, Opts}, []).
 
 %% @doc Runs an operation of a `remote' registry as a call to the C node's
-%% worker, with the same results as the NIF gives locally; tells listeners of
-%% the caller's own registrations.
+%% worker, with the same results as the NIF gives locally (both run core's
+%% operation layer): a read's failure, `{error, {cnode_registry, Reason}}' from
+%% the worker, is raised as the NIF raises it, and `{error, badarg}' raises
+%% `badarg'. Tells listeners of the caller's own registrations.
 -spec remote(atom(), tuple() | count) -> term().
 remote(Reg, Op) ->
     #{cnode := CNode, listeners := Ls, server := Proxy} = cnode_registry_nif:info(Reg),

@@ -62,6 +62,7 @@ cnode_tests() ->
      ?C(owner_death_both_sides, 60),
      ?C(listeners_hear_c_side, 60),
      ?C(remote_mode_same_results, 60),
+     ?C(remote_mode_same_errors, 60),
      ?C(two_beams_share_one_segment, 60),
      ?C(kill_9_cnode, 60),
      ?C(kill_9_beam, 60),
@@ -769,6 +770,69 @@ remote_mode_same_results(C) ->
                                                                 Shared, Remote)],
     ?assertMatch([true, [{W, _}], true, [1], {2, 1}, [{cache, 3}], [{W, _}], 1,
                   {error, {already_registered, W}} | _], Remote).
+
+%% The same bad requests get the same answers, error atoms included, from the
+%% NIF on a segment mapped in the VM and from the C node's worker in remote
+%% mode: both run core's operation layer (core/registry_ops.c), with one table
+%% of error atoms (cnb_erratom).
+remote_mode_same_errors(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, rs, #{}),
+    {ok, _} = on(P, K, fun() -> cnode_registry:attach(rr, CN, #{mode => remote}) end),
+    Big = {m, binary:copy(<<0>>, (1 bsl 20) + 1)}, % over the key size limit (1 MiB)
+    Run = fun(R) ->
+                  Self = self(),
+                  Ops = [{meta, "not an atom or a tuple"},
+                         {put_meta, [a], 1},
+                         {delete_meta, 1.5},
+                         {meta, {absent, R}},
+                         {put_meta, Big, 1},
+                         {meta, Big},
+                         {register, Big, Self, v},
+                         {lookup, Big},
+                         {update_value, {absent, R}, Self, 1},
+                         {values, k, not_a_pid},
+                         {keys, "not a pid"},
+                         {unregister_values, k, Self, not_a_list},
+                         {unregister_values, k, Self, [a | improper]}],
+                  %% Answers only: Big would make the way back slow.
+                  [answer(fun() -> nif_or_remote(R, Op) end) || Op <- Ops] ++
+                      [answer(fun() -> cnode_registry:put_meta(R, Big, 1) end),
+                       answer(fun() -> cnode_registry:meta(R, Big) end)]
+          end,
+    Shared = on(P, K, fun() -> Run(rs) end),
+    Remote = on(P, K, fun() -> Run(rr) end),
+    ?assertEqual(length(Shared), length(Remote)),
+    [?assertEqual({I, S}, {I, Rm})
+     || {I, S, Rm} <- lists:zip3(lists:seq(1, length(Shared)), Shared, Remote)],
+    ?assertEqual([{error, badarg}, {error, badarg}, {error, badarg},
+                  {ok, error}, {ok, {error, too_big}}, {ok, error},
+                  {ok, {error, too_big}}, {ok, []}, {ok, error},
+                  {error, badarg}, {error, badarg}, {error, badarg}, {error, badarg},
+                  {error, {cnode_registry, too_big}}, {ok, error}], Remote).
+
+%% One registry operation as the NIF runs it, or, for a remote registry, as
+%% the C node's worker does (Op in the worker's protocol, registry_worker.h).
+nif_or_remote(R, Op) ->
+    N = cnode_registry_nif,
+    Local = case Op of
+                {register, Key, _, V} -> N:register(R, Key, V);
+                {update_value, Key, _, V} -> N:update_value(R, Key, V);
+                {unregister_values, Key, _, Vs} -> N:unregister_values(R, Key, Vs);
+                {lookup, Key} -> N:lookup(R, Key);
+                {values, Key, Pid} -> N:values(R, Key, Pid);
+                {keys, Pid} -> N:keys(R, Pid);
+                {meta, Key} -> N:meta(R, Key);
+                {put_meta, Key, V} -> N:put_meta(R, Key, V);
+                {delete_meta, Key} -> N:delete_meta(R, Key)
+            end,
+    case Local of
+        '$cnr_remote' -> cnode_registry_attach:remote(R, Op);
+        _ -> Local
+    end.
+
+answer(F) ->
+    try {ok, F()} catch Class:Reason -> {Class, Reason} end.
 
 %% Two BEAM nodes attached to one C node see each other's entries, and their
 %% listeners hear each other.
