@@ -8,23 +8,24 @@
  *
  * glibc links a held robust mutex into the thread's robust list (which the
  * kernel walks when the thread dies) through two pointers stored in the mutex
- * itself, here in shared memory. glibc's unlock reads them back and writes
- * through them: a pointer another process wrote in the meantime is a SIGSEGV,
- * and no saving and restoring around the call closes the window between the
- * restore and glibc's read. Nor does glibc's unlock take the mutex off the list
- * when the lock word no longer holds our thread id (EPERM): the list then keeps
- * a pointer into the segment, and the next robust mutex this thread locks after
- * the segment is unmapped writes through it. So this file unlocks by itself,
- * the way glibc does (list_op_pending, the unlink, owner, the lock word, the
- * futex wake), but from the pointers glibc's lock wrote, kept in thread-local
- * memory: the list head before the lock (read from this thread's
- * robust_list_head, found once with get_robust_list) and the head itself, or
- * the mutex locked after it when locks are released out of order. It falls
- * back to glibc's unlock when it cannot know what glibc wrote (no robust list,
- * more than HELD_MAX locks, or a robust mutex locked after it by other code:
- * then the list pointer it can know is put back first). The kind field picks glibc's code path when locking (a PI kind
- * would have it call futex_lock_pi on a scribbled owner): checked against a
- * mutex made here, and put back, before each lock call. */
+ * itself, here in shared memory; its unlock reads them back and writes through
+ * them (a pointer another process wrote in the meantime: SIGSEGV), and leaves
+ * the mutex on the list when the lock word no longer holds our thread id
+ * (EPERM; after the segment is unmapped, the thread's next robust lock writes
+ * into the hole). Its lock reads the kind field, which picks the code path: a
+ * kind rewritten between our check and glibc's read took it into PI code that
+ * asserts (the one SIGABRT seen in mutex_scribbler after the unlock alone was
+ * fixed) or into lock elision (SIGILL on a CPU without TSX).
+ *
+ * So both are done here, with the futex protocol glibc and the kernel use (the
+ * owner's thread id in the lock word, FUTEX_WAITERS, FUTEX_OWNER_DIED set by the
+ * kernel for a dead owner, list_op_pending around each change) and the list
+ * kept as glibc keeps it, but from thread-local memory only: this thread's
+ * robust_list_head (found once with get_robust_list) and, per held mutex, the
+ * entry it was linked in front of. Nothing read from a mutex is followed or
+ * decides a code path; the kernel's own walk of the list at thread death
+ * tolerates anything. glibc's calls remain only for a thread without a robust
+ * list, or beyond HELD_MAX held locks (the kind put back first). */
 #include <errno.h>
 #include <stddef.h>
 #include <time.h>
@@ -43,8 +44,7 @@ int cnb__reg_lock_wait_ms = 2000;
 #define HELD_MAX 8
 struct held {
     pthread_mutex_t *m;
-    void *next;   /* the robust list's head before the lock: what glibc put in m */
-    int enqueued; /* glibc's lock put m at the head of the list */
+    void *next; /* the entry after m on the robust list */
 };
 static __thread struct held held[HELD_MAX];
 static __thread unsigned nheld;
@@ -64,12 +64,18 @@ static struct robust_list_head *robust_head(void)
     return rhead;
 }
 
-/* The list entry glibc links m by: its __next field. */
+/* The list entry m is linked by: its __next field. */
 static void *entry_of(pthread_mutex_t *m)
 {
     return &m->__data.__list.__next;
 }
 
+static void *unmark(void *entry)
+{
+    return (void *)((uintptr_t)entry & ~(uintptr_t)1); /* bit 0: a PI mutex */
+}
+
+/* For glibc's calls (the fallback): the kind picks glibc's code path. */
 static void kind_fix(pthread_mutex_t *m)
 {
     int k = atomic_load_explicit(&ref_kind, memory_order_relaxed);
@@ -89,98 +95,155 @@ static void kind_fix(pthread_mutex_t *m)
         __atomic_store_n(&m->__data.__kind, k, __ATOMIC_RELAXED);
 }
 
-/* The robust list's head now (before a lock call), NULL without a list. */
-static void *list_head(void)
+static struct held *held_of_entry(void *entry)
 {
-    struct robust_list_head *h = robust_head();
-    return h ? (void *)h->list.next : NULL;
+    for (unsigned i = 0; i < nheld; i++)
+        if (entry_of(held[i].m) == entry)
+            return &held[i];
+    return NULL;
 }
 
-static void held_save(pthread_mutex_t *m, void *before)
+/* Links m at the head of the list, as glibc's ENQUEUE_MUTEX does. */
+static void enqueue(pthread_mutex_t *m, struct robust_list_head *h)
 {
-    struct robust_list_head *h = rhead;
-    if (nheld < HELD_MAX)
-        held[nheld++] = (struct held){m, before, h && (void *)h->list.next == entry_of(m)};
+    void *next = h->list.next;
+    *(void **)((char *)unmark(next) - offsetof(__pthread_list_t, __next)) = entry_of(m);
+    m->__data.__list.__next = next;
+    m->__data.__list.__prev = (void *)h;
+    atomic_signal_fence(memory_order_seq_cst);
+    h->list.next = entry_of(m);
+    held[nheld++] = (struct held){m, next};
 }
 
-/* Unlocks m as glibc does, from what its lock wrote rather than from what is in
- * the mutex now: m is unlinked from between `prev` (the robust list head h, or
- * the entry of the mutex locked right after m) and `next` (the head before m
- * was locked). With prev NULL, m is not on the list: only released. */
+/* Locks m (robust, process-shared) as glibc does: the lock word holds the
+ * owner's thread id, FUTEX_WAITERS when someone may sleep on it, and
+ * FUTEX_OWNER_DIED after the kernel found its owner dead. until NULL: a try.
+ * Returns 0, EOWNERDEAD, EBUSY or ETIMEDOUT. */
+static int own_lock(pthread_mutex_t *m, struct robust_list_head *h, const struct timespec *until)
+{
+    unsigned *lock = (unsigned *)&m->__data.__lock;
+    unsigned id = (unsigned)syscall(SYS_gettid) & FUTEX_TID_MASK;
+    unsigned waiters = 0; /* FUTEX_WAITERS once we slept: others may sleep too */
+    int rc = 0;
+    h->list_op_pending = entry_of(m);
+    atomic_signal_fence(memory_order_seq_cst);
+    unsigned old = __atomic_load_n(lock, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if (old == 0 || (old & FUTEX_OWNER_DIED)) {
+            unsigned nv = id | (old & FUTEX_WAITERS) | waiters;
+            if (!__atomic_compare_exchange_n(lock, &old, nv, 0, __ATOMIC_ACQUIRE,
+                                             __ATOMIC_RELAXED))
+                continue;
+            rc = old ? EOWNERDEAD : 0;
+            break;
+        }
+        struct timespec now;
+        if (until)
+            clock_gettime(CLOCK_REALTIME, &now);
+        if (!until || now.tv_sec > until->tv_sec ||
+            (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec)) {
+            atomic_signal_fence(memory_order_seq_cst);
+            h->list_op_pending = NULL;
+            return until ? ETIMEDOUT : EBUSY;
+        }
+        if (!(old & FUTEX_WAITERS)) {
+            if (!__atomic_compare_exchange_n(lock, &old, old | FUTEX_WAITERS, 0,
+                                             __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                continue;
+            old |= FUTEX_WAITERS;
+        }
+        waiters = FUTEX_WAITERS;
+        /* process-shared: no FUTEX_PRIVATE_FLAG; an absolute real-time bound */
+        syscall(SYS_futex, lock, FUTEX_WAIT_BITSET | FUTEX_CLOCK_REALTIME, old, until, NULL,
+                FUTEX_BITSET_MATCH_ANY);
+        old = __atomic_load_n(lock, __ATOMIC_ACQUIRE);
+    }
+    enqueue(m, h);
+    atomic_signal_fence(memory_order_seq_cst);
+    h->list_op_pending = NULL;
+    __atomic_store_n(&m->__data.__owner, rc ? 0x7fffffff /* inconsistent */ : (int)id,
+                     __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* The entry before m's on the list (the head h, or a newer mutex's entry),
+ * walking newer entries from the head: those locked here by what they were
+ * linked to, others (robust mutexes of other code) by their own link. NULL if
+ * m is not found within a bound. */
+static void *entry_before(struct robust_list_head *h, pthread_mutex_t *m)
+{
+    void *prev = h, *cur = h->list.next;
+    for (int steps = 0; steps < 64 && unmark(cur) != (void *)&h->list; steps++) {
+        if (unmark(cur) == entry_of(m))
+            return prev;
+        struct held *o = held_of_entry(unmark(cur));
+        prev = unmark(cur);
+        cur = o ? o->next : *(void **)prev;
+    }
+    return NULL;
+}
+
+/* Unlinks m from between prev (h or an entry) and next, as glibc's
+ * DEQUEUE_MUTEX does, and releases it. prev NULL: only released. */
 static void own_unlock(pthread_mutex_t *m, struct robust_list_head *h, void *prev, void *next)
 {
+    h->list_op_pending = entry_of(m);
+    atomic_signal_fence(memory_order_seq_cst);
     if (prev) {
-        h->list_op_pending = entry_of(m);
-        atomic_signal_fence(memory_order_seq_cst);
-        /* glibc's unlink: the next entry's __prev becomes prev, prev's __next
-         * (h->list.next when prev is h) becomes next. */
-        void **next_prev = (void **)((char *)((uintptr_t)next & ~(uintptr_t)1) -
-                                     offsetof(__pthread_list_t, __next));
-        *next_prev = prev;
-        *(void **)prev = next;
+        *(void **)((char *)unmark(next) - offsetof(__pthread_list_t, __next)) = prev;
+        *(void **)prev = next; /* h->list.next when prev is h */
         atomic_signal_fence(memory_order_seq_cst);
     }
     __atomic_store_n(&m->__data.__owner, 0, __ATOMIC_RELAXED);
-    __atomic_fetch_sub(&m->__data.__nusers, 1, __ATOMIC_RELAXED);
     unsigned old = __atomic_exchange_n((unsigned *)&m->__data.__lock, 0u, __ATOMIC_RELEASE);
-    if (old & FUTEX_WAITERS) /* process-shared: no FUTEX_PRIVATE_FLAG */
+    if (old & FUTEX_WAITERS)
         syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE, 1, NULL, NULL, 0);
     atomic_signal_fence(memory_order_seq_cst);
-    if (prev)
-        h->list_op_pending = NULL;
+    h->list_op_pending = NULL;
 }
 
-static void unlock_held(pthread_mutex_t *m)
+static int lock_any(pthread_mutex_t *m, const struct timespec *until)
+{
+    struct robust_list_head *h = robust_head();
+    if (h && nheld < HELD_MAX)
+        return own_lock(m, h, until);
+    kind_fix(m); /* no robust list to keep by hand: glibc's lock */
+    return until ? pthread_mutex_timedlock(m, until) : pthread_mutex_trylock(m);
+}
+
+static void unlock_any(pthread_mutex_t *m)
 {
     struct robust_list_head *h = rhead;
-    unsigned i = nheld;
-    while (i-- > 0 && held[i].m != m)
-        ;
-    if (i >= nheld || !h) { /* not ours to know (more than HELD_MAX, no list) */
+    struct held *hd = h ? held_of_entry(entry_of(m)) : NULL;
+    if (!hd) { /* locked by glibc */
         kind_fix(m);
         pthread_mutex_unlock(m);
         return;
     }
-    struct held hd = held[i];
-    struct held *newer = i + 1 < nheld && held[i + 1].enqueued ? &held[i + 1] : NULL;
-    void *prev = NULL; /* not on the list: glibc's lock took a path without it */
-    if (hd.enqueued && (void *)h->list.next == entry_of(m))
-        prev = h;
-    else if (hd.enqueued && newer)
-        prev = entry_of(newer->m); /* locks released out of order */
-    if (hd.enqueued && newer)
-        newer->next = hd.next; /* what its own unlink will need */
-    for (unsigned j = i + 1; j < nheld; j++)
-        held[j - 1] = held[j];
-    nheld--;
-    if (hd.enqueued && !prev) { /* after a robust mutex not locked here */
-        m->__data.__list.__next = hd.next;
-        kind_fix(m);
-        pthread_mutex_unlock(m);
-        return;
-    }
-    own_unlock(m, h, prev, hd.next);
+    void *next = hd->next;
+    void *prev = entry_before(h, m);
+    for (unsigned i = 0; i < nheld; i++) /* a newer one of ours linked to m */
+        if (held[i].next == entry_of(m))
+            held[i].next = next;
+    *hd = held[--nheld];
+    own_unlock(m, h, prev, next);
 }
 #else
-static void kind_fix(pthread_mutex_t *m) { (void)m; }
-static void *list_head(void) { return NULL; }
-static void held_save(pthread_mutex_t *m, void *before) { (void)m; (void)before; }
-static void unlock_held(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+static int lock_any(pthread_mutex_t *m, const struct timespec *until)
+{
+    return until ? pthread_mutex_timedlock(m, until) : pthread_mutex_trylock(m);
+}
+static void unlock_any(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
 #endif
 
 int cnb__reg_mutex_trylock(pthread_mutex_t *m)
 {
-    void *before = list_head();
-    kind_fix(m);
-    int rc = pthread_mutex_trylock(m);
-    if (rc == 0 || rc == EOWNERDEAD)
-        held_save(m, before);
-    return rc;
+    return lock_any(m, NULL);
 }
 
 void cnb__reg_mutex_unlock(pthread_mutex_t *m)
 {
-    unlock_held(m);
+    unlock_any(m);
 }
 
 int cnb__reg_mutex_lock(pthread_mutex_t *m)
@@ -190,10 +253,5 @@ int cnb__reg_mutex_lock(pthread_mutex_t *m)
         return rc;
     struct timespec ts;
     cnb__deadline(CLOCK_REALTIME, cnb__reg_lock_wait_ms, &ts);
-    void *before = list_head();
-    kind_fix(m);
-    rc = pthread_mutex_timedlock(m, &ts);
-    if (rc == 0 || rc == EOWNERDEAD)
-        held_save(m, before);
-    return rc;
+    return lock_any(m, &ts);
 }
