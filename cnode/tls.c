@@ -135,11 +135,13 @@ static int split_ciphers(const char *spec, char **c12, char **c13)
     }
     for (const char *p = spec; *p;) {
         size_t len = strcspn(p, ":");
-        if (len) {
+        if (len) { /* each list is at most as long as spec: no overflow */
             char *dst = strncmp(p, "TLS_", 4) ? a : b;
-            if (*dst)
-                strcat(dst, ":");
-            strncat(dst, p, len);
+            size_t at = strlen(dst);
+            if (at)
+                dst[at++] = ':';
+            memcpy(dst + at, p, len);
+            dst[at + len] = 0;
         }
         p += len + (p[len] == ':');
     }
