@@ -47,9 +47,9 @@ extern "C" {
 #define CNB_ERRNO_COUNT 24
 
 enum cnb_errno {
-#define CNB__ERR_ENUM(name, code, atom, text) CNB_##name = (code),
-    CNB_ERRNO_MAP(CNB__ERR_ENUM)
-#undef CNB__ERR_ENUM
+#define CNB_ERRNO_ENUMERATOR(name, code, atom, text) CNB_##name = (code),
+    CNB_ERRNO_MAP(CNB_ERRNO_ENUMERATOR)
+#undef CNB_ERRNO_ENUMERATOR
 };
 
 /* Returns a static, never-NULL text for a code from the list above (or for any
