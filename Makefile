@@ -107,6 +107,11 @@ $(BUILD)/bench/%: bench/%.c $(LIBCNODE)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBCNODE) $(LDLIBS_EI) $(LDLIBS_SYS)
 
+# The NIF's term paths outside the VM: its own object, stand-ins for enif_*.
+$(BUILD)/bench/bench_nif_term: bench/bench_nif_term.c $(BUILD)/nifobj/nif/cnr_term.o $(LIBCORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(ERTS_INC) -Inif -o $@ $< $(BUILD)/nifobj/nif/cnr_term.o $(LIBCORE) -lz -lpthread -lrt
+
 erlang: c
 	scripts/build-erlang
 

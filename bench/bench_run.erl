@@ -306,8 +306,27 @@ write_report(Root, Figures) ->
               "- `global.gone_after_exit_us`: from `exit(Pid, kill)` of the owner to the name\n"
               "  being gone on another node: a C worker vs an Erlang process.\n"
               "- `global.gone_after_kill9_us`: the same after `kill -9` of the owner's OS\n"
-              "  process: the C node vs an Erlang node.\n">>],
-    file:write_file(filename:join([Root, "docs", "BENCHMARKS.md"]), Text).
+              "  process: the C node vs an Erlang node.\n"
+              "- `term_paths.*_ns`, `nif_term_paths.*_ns` (no BEAM pair; under All figures):\n"
+              "  the term fast paths per input (bench/bench_term_paths.c,\n"
+              "  bench/bench_nif_term.c); see Term reader cost (issue 14) below.\n">>],
+    Path = filename:join([Root, "docs", "BENCHMARKS.md"]),
+    file:write_file(Path, [Text, kept_sections(Path)]).
+
+%% The sections written by hand (a "## " heading other than the generated
+%% ones) are kept, after the generated ones.
+kept_sections(Path) ->
+    case file:read_file(Path) of
+        {ok, Old} ->
+            [_ | Parts] = binary:split(Old, <<"\n## ">>, [global]),
+            [[<<"\n## ">>, P] || P <- Parts, not generated_section(P)];
+        {error, _} ->
+            []
+    end.
+
+generated_section(P) ->
+    lists:any(fun(T) -> binary:longest_common_prefix([P, T]) =:= byte_size(T) end,
+              [<<"Side by side\n">>, <<"All figures\n">>, <<"What each pair measures\n">>]).
 
 ratio(_, 0, _) -> "n/a";
 ratio(0, _, _) -> "n/a";

@@ -21,8 +21,9 @@ static int atom_fits(uint8_t tag, uint64_t n)
  * term (the reader has checked it is an atom inside the term). */
 static int node_fits(const cnb__term_head_t *h, const uint8_t *term)
 {
-    cnb__term_head_t a;
-    return cnb__term_head(term + h->hdr, term + h->size, &a) == 0 && atom_fits(a.tag, a.n);
+    const uint8_t *text;
+    size_t n = cnb__term_node_text(term + h->hdr, &text);
+    return atom_fits(term[h->hdr], n);
 }
 
 enum want { W_ATOM, W_INT, W_SMALL_INT, W_PID };

@@ -302,6 +302,32 @@ static int emit_one(canon_t *c, const uint8_t **pp)
     if ((r = cnb__term_head(p, c->end, &h)))
         return r;
     switch (h.tag) {
+    /* The commonest leaves first, without the call to cnb__canon_leaf:
+     * those already canonical are copied. */
+    case CNB__TAG_INTEGER:
+        if (cnb__get32(h.data) <= 255) { /* 0..255: a SMALL_INTEGER_EXT */
+            uint8_t *w;
+            if ((r = cnb__obuf_reserve(c->o, 2)))
+                return r;
+            w = wr(c->o, 2);
+            w[0] = CNB__TAG_SMALL_INTEGER;
+            w[1] = h.data[3];
+            break;
+        }
+        /* fall through */
+    case CNB__TAG_SMALL_INTEGER:
+    case CNB__TAG_BINARY:
+    case CNB__TAG_NIL:
+        if ((r = cnb__obuf_reserve(c->o, h.size)))
+            return r;
+        memcpy(wr(c->o, h.size), p, h.size);
+        break;
+    case CNB__TAG_ATOM:
+    case CNB__TAG_SMALL_ATOM:
+    case CNB__TAG_ATOM_UTF8:
+    case CNB__TAG_SMALL_ATOM_UTF8:
+        r = cnb__canon_atom(c->o, &h);
+        break;
     case CNB__TAG_SMALL_TUPLE:
     case CNB__TAG_LARGE_TUPLE:
         r = open_tuple(c, p, &h);

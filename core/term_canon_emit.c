@@ -106,11 +106,7 @@ static int emit_int(cnb__obuf_t *o, const intval_t *v)
     return 0;
 }
 
-/* Reads an atom in any of the four encodings at *pp and writes it as
- * SMALL_ATOM_UTF8_EXT (or ATOM_UTF8_EXT beyond 255 bytes). */
-/* Writes the atom whose header is h (any of the four encodings) as
- * SMALL_ATOM_UTF8_EXT (or ATOM_UTF8_EXT beyond 255 bytes). */
-static int emit_atom_h(cnb__obuf_t *o, const cnb__term_head_t *h)
+int cnb__canon_atom(cnb__obuf_t *o, const cnb__term_head_t *h)
 {
     size_t n = (size_t)h->n, outn;
     int latin1 = cnb__term_atom_is_latin1(h->tag), r;
@@ -164,7 +160,7 @@ static int emit_atom(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
     int r;
     if (*pp < end && !cnb__term_is_atom_tag(**pp))
         return CNB_EMALFORMED;
-    if ((r = cnb__term_head(*pp, end, &h)) || (r = emit_atom_h(o, &h)))
+    if ((r = cnb__term_head(*pp, end, &h)) || (r = cnb__canon_atom(o, &h)))
         return r;
     *pp += h.size;
     return 0;
@@ -416,7 +412,7 @@ int cnb__canon_leaf(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
     case CNB__TAG_SMALL_ATOM:
     case CNB__TAG_ATOM_UTF8:
     case CNB__TAG_SMALL_ATOM_UTF8:
-        if ((r = emit_atom_h(o, h)))
+        if ((r = cnb__canon_atom(o, h)))
             return r;
         break;
     case CNB__TAG_NIL:

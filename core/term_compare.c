@@ -177,6 +177,30 @@ static int rd_num(const uint8_t **pp, const uint8_t *end, int virt, num_t *v)
     return 0;
 }
 
+/* The commonest numbers, without the general reader of numbers: a
+ * SMALL_INTEGER or INTEGER at *pp, or the virtual byte virt. Returns 1 and
+ * sets *v, 0 for another number (left to rd_num). */
+static inline int is_small_int(const uint8_t *p, int virt)
+{
+    return virt >= 0 || p[0] == CNB__TAG_SMALL_INTEGER || p[0] == CNB__TAG_INTEGER;
+}
+
+/* Reads what is_small_int accepted at *pp. Returns 0 or a negative code. */
+static inline int rd_small_int(const uint8_t **pp, const uint8_t *end, int virt, int64_t *v)
+{
+    cnb__term_head_t h;
+    int r;
+    if (virt >= 0) {
+        *v = virt;
+        return 0;
+    }
+    if ((r = cnb__term_head(*pp, end, &h)))
+        return r;
+    *v = h.tag == CNB__TAG_SMALL_INTEGER ? h.data[0] : (int32_t)cnb__get32(h.data);
+    *pp += h.size;
+    return 0;
+}
+
 /* Compares magnitudes given as little-endian bytes without high zeros. */
 static int cmp_mag(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 {
@@ -524,6 +548,13 @@ static int cmp_items(cmpctx_t *c, const int virt[2], int exact, int *ord)
     switch (ka) {
     case K_NUMBER: {
         num_t x, y;
+        if (is_small_int(*pa, virt[0]) && is_small_int(*pb, virt[1])) {
+            int64_t i, j;
+            if ((r = rd_small_int(pa, ea, virt[0], &i)) || (r = rd_small_int(pb, eb, virt[1], &j)))
+                return r;
+            *ord = (i > j) - (i < j);
+            return 0;
+        }
         if ((r = rd_num(pa, ea, virt[0], &x)) || (r = rd_num(pb, eb, virt[1], &y)))
             return r;
         *ord = cmp_nums(&x, &y, exact);

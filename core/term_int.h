@@ -143,6 +143,10 @@ int cnb__term_canon_slow(const uint8_t *p, const uint8_t *end, const cnb__term_l
 int cnb__canon_leaf(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end,
                     const cnb__term_head_t *h);
 
+/* Writes the atom whose header is h (any of the four encodings) as
+ * SMALL_ATOM_UTF8_EXT (or ATOM_UTF8_EXT beyond 255 bytes). */
+int cnb__canon_atom(cnb__obuf_t *o, const cnb__term_head_t *h);
+
 /* Writes EXPORT_EXT at *pp: module, function, arity (typed, read here). */
 int cnb__canon_export(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end);
 

@@ -25,21 +25,11 @@ typedef struct vframe {
  * characters, SMALL_ATOM_UTF8_EXT up to 255 bytes, ATOM_UTF8_EXT beyond. */
 CNB__ALWAYS_INLINE int canon_atom(const cnb__term_head_t *h)
 {
-    size_t n = (size_t)h->n, i = 0;
+    size_t n = (size_t)h->n;
     const uint8_t *s = h->data;
     if (h->tag != CNB__TAG_SMALL_ATOM_UTF8 && (h->tag != CNB__TAG_ATOM_UTF8 || n <= 255))
         return 0;
-    /* ASCII fast path, eight bytes at a time. */
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        if (w & UINT64_C(0x8080808080808080))
-            break;
-    }
-    for (; i < n; i++)
-        if (s[i] & 0x80)
-            break;
-    if (i < n) {
+    if (!cnb__term_is_ascii(s, n)) {
         long chars = cnb__term_utf8_chars(s, n);
         return chars >= 0 && (unsigned long)chars <= CNB__MAX_ATOM_CHARS;
     }

@@ -247,6 +247,23 @@ void cnr_canon_free(struct cnr_canon *c)
     c->p = c->inl;
 }
 
+static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *end,
+               ERL_NIF_TERM *out, int depth);
+
+/* The n items of the tuple or list whose header of size bytes is at *pp,
+ * into el; *pp is left after them. Returns 1, or 0 (not for the direct
+ * decoder). */
+static int dec_items(ErlNifEnv *env, const unsigned char **pp, const unsigned char *end,
+                     size_t size, ERL_NIF_TERM *el, size_t n, int depth)
+{
+    const unsigned char *p = *pp + size;
+    for (size_t i = 0; i < n; i++)
+        if (!dec(env, &p, end, &el[i], depth + 1))
+            return 0;
+    *pp = p;
+    return 1;
+}
+
 /* The direct decoder for common canonical terms (integers, floats, atoms that
  * exist already, binaries, tuples, lists); 0 sends the whole term to
  * enif_binary_to_term. */
@@ -275,9 +292,8 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
         break;
     }
     case CNB__TAG_SMALL_ATOM_UTF8:
-        for (size_t i = 0; i < n; i++)
-            if (h.data[i] >= 0x80)
-                return 0;
+        if (!cnb__term_is_ascii(h.data, n))
+            return 0;
         if (!enif_make_existing_atom_len(env, (const char *)h.data, n, out, ERL_NIF_LATIN1))
             return 0;
         break;
@@ -301,18 +317,14 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
         break;
     }
     case CNB__TAG_SMALL_TUPLE:
-    case CNB__TAG_LIST: { /* a LIST_EXT must be proper */
-        if (n > 16)
+        if (n > 16 || !dec_items(env, &p, end, h.size, el, n, depth))
             return 0;
-        p += h.size;
-        for (size_t i = 0; i < n; i++)
-            if (!dec(env, &p, end, &el[i], depth + 1))
-                return 0;
-        if (h.tag == CNB__TAG_SMALL_TUPLE) {
-            *out = enif_make_tuple_from_array(env, el, (unsigned)n);
-            *pp = p;
-            return 1;
-        }
+        *out = enif_make_tuple_from_array(env, el, (unsigned)n);
+        *pp = p;
+        return 1;
+    case CNB__TAG_LIST: { /* a LIST_EXT must be proper */
+        if (n > 16 || !dec_items(env, &p, end, h.size, el, n, depth))
+            return 0;
         if (p >= end || p[0] != CNB__TAG_NIL)
             return 0;
         ERL_NIF_TERM tail = enif_make_list(env, 0);
@@ -339,19 +351,25 @@ int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM 
 
 /* ---- pids -------------------------------------------------------------------- */
 
-/* Reads the node atom at p (one of the four atom encodings) as UTF-8 into out.
- * Returns the bytes consumed, or 0 (not an atom, empty, or over 255 bytes of
- * UTF-8). */
-static size_t read_node(const unsigned char *p, const unsigned char *end, char out[256])
+/* Writes the node atom at p of a pid the reader has read (one of the four
+ * atom encodings, whole) as UTF-8 into out. Returns 1, or 0 if it is empty
+ * or over 255 bytes of UTF-8. */
+static int read_node(const unsigned char *p, char out[256])
 {
-    cnb__term_head_t h;
-    if (cnb__term_head(p, end, &h) || !cnb__term_is_atom_tag(h.tag))
+    const unsigned char *s;
+    size_t n = cnb__term_node_text(p, &s), o = 0;
+    if (n == 0)
         return 0;
-    int latin1 = cnb__term_atom_is_latin1(h.tag);
-    size_t o = 0;
-    for (size_t i = 0; i < h.n; i++) {
-        unsigned char ch = h.data[i];
-        if (latin1 && ch >= 0x80) {
+    if (!cnb__term_atom_is_latin1(p[0])) {
+        if (n > 255)
+            return 0;
+        memcpy(out, s, n);
+        out[n] = 0;
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = s[i];
+        if (ch >= 0x80) {
             if (o + 2 > 255)
                 return 0;
             out[o++] = (char)(0xC0 | (ch >> 6));
@@ -362,10 +380,8 @@ static size_t read_node(const unsigned char *p, const unsigned char *end, char o
             out[o++] = (char)ch;
         }
     }
-    if (o == 0)
-        return 0;
     out[o] = 0;
-    return h.size;
+    return 1;
 }
 
 int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out)
@@ -378,7 +394,7 @@ int cnr_pid_get(ErlNifEnv *env, ERL_NIF_TERM t, cnb_pid_t *out)
     cnb__term_head_t h;
     if (b.size < 3 || p[0] != CNB__TAG_VERSION || (p[1] != CNB__TAG_NEW_PID && p[1] != CNB__TAG_PID))
         goto out;
-    if (cnb__term_head(p + 1, end, &h) || !read_node(p + 1 + h.hdr, end, out->node))
+    if (cnb__term_head(p + 1, end, &h) || !read_node(p + 1 + h.hdr, out->node))
         goto out;
     out->num = cnb__get32(h.data);
     out->serial = cnb__get32(h.data + 4);

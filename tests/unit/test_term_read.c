@@ -1,6 +1,7 @@
 /* test_term_read.c: unit tests of core/term_read.h (cnb__term_head, the one
  * reader of the external term format): each tag's header, size, count and
- * children, every prefix truncated, and the tags and fields it refuses. */
+ * children, every prefix truncated, and the tags and fields it refuses;
+ * its helpers for atom text (cnb__term_is_ascii, cnb__term_node_text). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +137,49 @@ START_TEST(test_head_large_counts)
 }
 END_TEST
 
+/* cnb__term_is_ascii at every length up to 40 with a high bit at every
+ * position (each buffer exactly n bytes, so a sanitizer catches a read past
+ * it). */
+START_TEST(test_is_ascii)
+{
+    for (size_t n = 0; n <= 40; n++) {
+        uint8_t *s = malloc(n ? n : 1);
+        ck_assert_ptr_nonnull(s);
+        memset(s, 'a', n);
+        ck_assert_msg(cnb__term_is_ascii(s, n), "all ASCII, %zu bytes", n);
+        for (size_t k = 0; k < n; k++) {
+            s[k] = (uint8_t)(0x80 | k);
+            ck_assert_msg(!cnb__term_is_ascii(s, n), "high bit at %zu of %zu", k, n);
+            s[k] = 0x7f;
+        }
+        free(s);
+    }
+}
+END_TEST
+
+/* cnb__term_node_text on the node atom of pids read by cnb__term_head, in
+ * each of the four atom encodings. */
+START_TEST(test_node_text)
+{
+    static const char *pids[] = {
+        "58" "770161" "000000010000000200000003",
+        "58" "730161" "000000010000000200000003",
+        "58" "76000161" "000000010000000200000003",
+        "58" "64000161" "000000010000000200000003",
+    };
+    for (size_t i = 0; i < sizeof(pids) / sizeof(pids[0]); i++) {
+        uint8_t buf[64];
+        size_t len = unhex(pids[i], buf);
+        const uint8_t *text;
+        cnb__term_head_t h;
+        ck_assert_int_eq(cnb__term_head(buf, buf + len, &h), 0);
+        ck_assert_uint_eq(cnb__term_node_text(buf + h.hdr, &text), 1);
+        ck_assert_ptr_eq(text, h.data - 1);
+        ck_assert_int_eq(text[0], 'a');
+    }
+}
+END_TEST
+
 static Suite *read_suite(void)
 {
     Suite *s = suite_create("term_read");
@@ -143,6 +187,8 @@ static Suite *read_suite(void)
     tcase_add_loop_test(tc, test_head_layout, 0, (int)(sizeof(rows) / sizeof(rows[0])));
     tcase_add_test(tc, test_head_refuses);
     tcase_add_test(tc, test_head_large_counts);
+    tcase_add_test(tc, test_is_ascii);
+    tcase_add_test(tc, test_node_text);
     suite_add_tcase(s, tc);
     return s;
 }
