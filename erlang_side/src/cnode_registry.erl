@@ -1,24 +1,31 @@
-%% @doc A key registry with the API and return values of Elixir's `Registry',
-%% stored in core's shared-memory registry (nif/, core/registry) so that a C
-%% node on the same host sees the same entries. From Elixir it is
-%% `:cnode_registry'.
+%% @doc A key registry with the API, results and errors of Elixir's
+%% `Registry', stored in core's shared-memory registry (nif/, core/registry)
+%% so that a C node on the same host sees the same entries. From Elixir it is
+%% `:cnode_registry', and `alias :cnode_registry, as: Registry' lets code
+%% written for Registry run unchanged: the same options (keyword lists; maps
+%% too), child specification, functions, return values, links, and
+%% `ArgumentError' messages (Registry's message text; seen from Erlang, an
+%% `#{'__struct__' => 'Elixir.ArgumentError', message => Msg}' error).
 %%
 %% Two kinds of registries:
 %% <ul>
-%% <li>{@link start_link/1}: a standalone registry inside this VM, owned by a
-%%     small server registered under the registry's name.</li>
+%% <li>{@link start_link/1}: a standalone registry inside this VM. Its top
+%%     process is a supervisor registered under the registry's name
+%%     (cnode_registry_sup) whose children are the partitions: registering
+%%     links the caller to the partition of its pid, and
+%%     `dispatch(..., parallel: true)' runs once per partition in processes
+%%     of its own (cnode_registry_partitions).</li>
 %% <li>{@link attach/2}: the registry of a running C node (its
 %%     `cnode_registry' worker, cnode/registry_worker.c). On the same host the
 %%     NIF maps the C node's segment; from another host every operation is a
 %%     message to the worker. Same API, same results.</li>
 %% </ul>
 %%
-%% Keys and values are any terms, compared as `=:=' (1 and 1.0 are different
-%% keys; -0.0 and 0.0 are one key, as on OTP 25, and keys/2 returns it as 0.0). An owner's entries go when it dies (the NIF monitors local owners).
-%% Reads return in about a millisecond whatever the table size: a result that
-%% would take longer to copy is built on a dirty scheduler, and whole-table
-%% walks ({@link select/2}, {@link count_select/2}) give the scheduler back
-%% between batches.
+%% Keys and values are any terms, compared as `=:='. An owner's entries go
+%% when it dies (the NIF monitors local owners). Reads return in about a
+%% millisecond whatever the table size: a result that would take longer to
+%% copy is built on a dirty scheduler, and whole-table walks ({@link select/2},
+%% {@link count_select/2}) give the scheduler back between batches.
 %%
 %% Listeners (`listeners' option) get `{register, Reg, Key, Pid, Value}' and
 %% `{unregister, Reg, Key, Pid}': sent by the calling process for registrations
@@ -28,22 +35,52 @@
 %% process every few milliseconds, and include removals of entries whose owner
 %% died or whose node went away.
 %%
-%% Differences from Elixir's Registry: no partitions; registering does not
-%% link the caller to the registry; a bad argument raises `badarg' (Elixir's
-%% `ArgumentError' once rescued in Elixir); keys and values are limited in
-%% nesting (1000) and size (1 MiB for keys, 64 MiB for values).
+%% Differences from Elixir's Registry (the one list; docs/ARCHITECTURE.md
+%% points here):
+%% <ol>
+%% <li>An entry can belong to a process of another node: a C worker, or a
+%%     process of another VM attached to the same C node. Such entries go
+%%     when that process or its node goes.</li>
+%% <li>Registering in an attached registry does not link the caller (the
+%%     owner returned is the attachment process): a C node going away must
+%%     not kill the processes that registered there.</li>
+%% <li>-0.0 and 0.0 are one key (as `=:=' has it on OTP 25, and as ETS has
+%%     it), and {@link keys/2} returns such a key as 0.0.</li>
+%% <li>Keys nest at most 1000 deep and encode to at most 1 MiB, values to at
+%%     most 64 MiB; larger ones raise `badarg' (ArgumentError "argument
+%%     error"). At most 64 listeners.</li>
+%% <li>Partitions are processes only; the entries of all partitions are one
+%%     table, held by partition 0. So a lookup lists a key's entries in
+%%     registration order, and if partition 0 dies the registry starts over
+%%     empty (every partition restarts), where Registry loses that partition
+%%     only. `compressed' is checked and has no effect.</li>
+%% <li>Messages that name a function name cnode_registry's
+%%     (`:cnode_registry.update_value/3 is not supported for duplicate
+%%     registries', and every FunctionClauseError); a register_name/2 called
+%%     for another process fails in register_name/2 (Registry's internal
+%%     register_name/4).</li>
+%% <li>A parallel dispatch whose callback fails exits with
+%%     `{Reason, {cnode_registry, dispatch, [Reg, Key]}}' (Registry: the
+%%     reason of `Task.await/2').</li>
+%% <li>Additions: option maps, the deprecated `start_link/2,3' kept,
+%%     {@link lookup_many/2}, {@link attach/3}, {@link detach/1}.</li>
+%% </ol>
 %%
 %% Tests: tests/integration/nif_tests.erl,
-%% tests/integration/exunit/registry_compat_test.exs.
+%% tests/integration/exunit/registry_compat_test.exs,
+%% tests/integration/exunit/registry_dropin_test.exs.
 -module(cnode_registry).
 
--export([start_link/1, child_spec/1, attach/2, attach/3, detach/1]).
+-export([start_link/1, start_link/2, start_link/3, child_spec/1,
+         attach/2, attach/3, detach/1]).
 -export([register/3, unregister/2, unregister_match/3, unregister_match/4,
          lookup/2, lookup_many/2, keys/2, values/3, update_value/3, count/1,
          count_match/3, count_match/4, match/3, match/4,
          select/2, count_select/2, dispatch/3, dispatch/4,
          meta/2, put_meta/3, delete_meta/2]).
 -export([register_name/2, whereis_name/1, unregister_name/1, send/2]).
+
+-deprecated([{start_link, 2, "use start_link/1"}, {start_link, 3, "use start_link/1"}]).
 
 -export_type([registry/0, key/0, value/0, keys/0, start_options/0, match_pattern/0,
               guards/0, spec/0, dispatcher/0]).
@@ -52,8 +89,7 @@
 -type key() :: term().
 -type value() :: term().
 -type keys() :: unique | duplicate.
--type start_options() :: #{name := registry(), keys := keys(),
-                           listeners => [atom()], meta => [{atom() | tuple(), term()}]}.
+-type start_options() :: cnode_registry_opts:options().
 -type match_pattern() :: atom() | term().
 -type guards() :: [atom() | tuple()].
 -type spec() :: [{match_pattern(), guards(), [term()]}].
@@ -64,32 +100,42 @@
 -define(NIF, cnode_registry_nif).
 -define(SCAN_BATCH, 1000).
 
+%% Runs Expr, an operation on registry Reg: a badarg out of it for a name that
+%% is no registry becomes Registry's "unknown registry" ArgumentError.
+-define(ON(Reg, Expr),
+        try Expr catch error:badarg:St__ -> cnode_registry_error:badarg(Reg, St__) end).
+
 %%% ------------------------------------------------------------------ start
 
-%% @doc Starts a standalone registry named `name' (also the locally registered
-%% name of its server, linked to the caller). `keys' is `unique' or
-%% `duplicate'; `listeners' are registered process names told of every
-%% register/unregister; `meta' is the initial metadata. Bad options raise
-%% `badarg'. Returns `{error, {already_started, Pid}}' if the name is taken.
+%% @doc Starts a standalone registry, linked to the caller; returns its top
+%% process (a supervisor registered under `name'). Options as Registry's, in a
+%% keyword list or a map: `keys' (`unique' or `duplicate') and `name' (an atom)
+%% are required; `partitions' (default 1), `listeners' (registered names told
+%% of every register/unregister), `meta' (a keyword list of initial metadata)
+%% and `compressed' (a boolean) are optional; others are ignored. A bad option
+%% raises Registry's ArgumentError. `{error, {already_started, Pid}}' if the
+%% name is taken.
 -spec start_link(start_options()) -> {ok, pid()} | {error, term()}.
-start_link(#{name := Name, keys := Keys} = Opts) when is_atom(Name), Name =/= undefined,
-                                                    (Keys =:= unique orelse Keys =:= duplicate) ->
-    Listeners = maps:get(listeners, Opts, []),
-    Meta = maps:get(meta, Opts, []),
-    is_list(Listeners) andalso lists:all(fun is_atom/1, Listeners)
-        orelse erlang:error(badarg, [Opts]),
-    is_list(Meta) andalso lists:all(fun({K, _}) -> is_atom(K) orelse is_tuple(K);
-                                       (_) -> false end, Meta)
-        orelse erlang:error(badarg, [Opts]),
-    cnode_registry_server:start_link(Name, Keys, Listeners, Meta);
-start_link(Opts) ->
-    erlang:error(badarg, [Opts]).
+start_link(Opts) when is_list(Opts); is_map(Opts) ->
+    cnode_registry_sup:start_link(cnode_registry_opts:validate(Opts)).
 
-%% @doc A child specification for supervisors (`{:cnode_registry, opts}' in an
-%% Elixir supervision tree).
+%% @doc Deprecated as in Registry: `start_link([{keys, Keys}, {name, Name}])'.
+-spec start_link(keys(), registry()) -> {ok, pid()} | {error, term()}.
+start_link(Keys, Name) ->
+    start_link(Keys, Name, []).
+
+%% @doc Deprecated as in Registry: `start_link([{keys, Keys}, {name, Name} |
+%% Opts])'.
+-spec start_link(keys(), registry(), [{atom(), term()}]) -> {ok, pid()} | {error, term()}.
+start_link(Keys, Name, Opts) when is_list(Opts) ->
+    start_link([{keys, Keys}, {name, Name} | Opts]).
+
+%% @doc A child specification as Registry's: `{:cnode_registry, keys:
+%% :unique, name: MyReg}' in an Elixir supervision tree. The id is the name
+%% (`cnode_registry' without one), the type `supervisor'.
 -spec child_spec(start_options()) -> supervisor:child_spec().
-child_spec(#{name := Name} = Opts) ->
-    #{id => {?MODULE, Name}, start => {?MODULE, start_link, [Opts]}, type => worker}.
+child_spec(Opts) ->
+    cnode_registry_opts:child_spec(Opts).
 
 %% @doc Same as `attach(Name, CNode, #{})'.
 -spec attach(registry(), node()) -> {ok, pid()} | {error, term()}.
@@ -146,27 +192,42 @@ detach(Name) when is_atom(Name) ->
 
 %% @doc Registers the calling process under `Key' with `Value'. Unique
 %% registries: `{error, {already_registered, Owner}}' if the key is taken
-%% (also by the caller). Duplicate registries always register. Returns the pid
-%% of the registry's server (or attachment process).
+%% (also by the caller). Duplicate registries always register. Returns
+%% `{ok, Owner}': in a standalone registry the partition process that owns the
+%% caller's entries, now linked to the caller (as Registry's); in an attached
+%% one the attachment process (not linked).
 -spec register(registry(), key(), value()) ->
           {ok, pid()} | {error, {already_registered, pid()}} | {error, atom()}.
 register(Reg, Key, Value) when is_atom(Reg) ->
-    case ?NIF:register(Reg, Key, Value) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {register, Key, self(), Value});
-        R -> R
-    end.
+    ?ON(Reg, case ?NIF:register(Reg, Key, Value) of
+                 ?REMOTE -> cnode_registry_attach:remote(Reg, {register, Key, self(), Value});
+                 {ok, Server} ->
+                     case cnode_registry_partitions:registered(Reg) of
+                         none -> {ok, Server};
+                         Owner -> {ok, Owner}
+                     end;
+                 R -> R
+             end).
 
-%% @doc Removes every entry of the caller under `Key'. Always `ok'.
+%% @doc Removes every entry of the caller under `Key'; unlinks the caller from
+%% its partition when it has no entry left in the registry. Always `ok'.
 -spec unregister(registry(), key()) -> ok.
 unregister(Reg, Key) when is_atom(Reg) ->
-    R = case ?NIF:unregister(Reg, Key) of
-            ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister, Key, self()});
-            R0 -> R0
-        end,
-    case R of
-        ok -> ok;
-        {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
-    end.
+    ?ON(Reg, begin
+                 Owner = cnode_registry_partitions:owner(Reg),
+                 Held = case Owner of
+                            none -> 0;
+                            _ -> length(values(Reg, Key, self()))
+                        end,
+                 R = case ?NIF:unregister(Reg, Key) of
+                         ?REMOTE -> cnode_registry_attach:remote(Reg, {unregister, Key, self()});
+                         R0 -> R0
+                     end,
+                 case R of
+                     ok -> cnode_registry_partitions:unregistered(Owner, Held);
+                     {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
+                 end
+         end).
 
 %% @doc Same as `unregister_match(Reg, Key, Pattern, [])'.
 -spec unregister_match(registry(), key(), match_pattern()) -> ok.
@@ -175,25 +236,31 @@ unregister_match(Reg, Key, Pattern) ->
 
 %% @doc Removes the caller's entries under `Key' whose value matches the ETS
 %% match pattern `Pattern' with `Guards'. Listeners hear `unregister' only when
-%% every entry of the caller under the key went (as with Elixir's Registry).
-%% Always `ok'.
+%% every entry of the caller under the key went (as with Elixir's Registry);
+%% the caller is unlinked as by unregister/2. Always `ok'.
 -spec unregister_match(registry(), key(), match_pattern(), guards()) -> ok.
 unregister_match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) ->
+    ?ON(Reg, unregister_match_(Reg, Key, Pattern, Guards)).
+
+unregister_match_(Reg, Key, Pattern, Guards) ->
     Self = self(),
     Values = values(Reg, Key, Self),
     Spec = [{{'_', {Self, Pattern}}, [key_guard(Key) | Guards], ['$_']}],
-    Matched = [V || {_, {_, V}} <- run_spec(Spec, [{Key, {Self, V}} || V <- Values])],
+    Matched = [V || {_, {_, V}} <- run_spec(Reg, Spec, [{Key, {Self, V}} || V <- Values])],
+    Owner = cnode_registry_partitions:owner(Reg),
     case {Values, Matched} of
         {[], []} ->
-            notify_unregister(Reg, Key);
+            notify_unregister(Reg, Key),
+            cnode_registry_partitions:unregistered(Owner, 0);
         {_, []} ->
             ok;
         _ ->
-            _ = remove_values(Reg, Key, Matched),
+            Removed = remove_values(Reg, Key, Matched),
             case length(Matched) =:= length(Values) of
                 true -> notify_unregister(Reg, Key);
                 false -> ok
-            end
+            end,
+            cnode_registry_partitions:unregistered(Owner, Removed)
     end.
 
 remove_values(Reg, Key, Values) ->
@@ -214,13 +281,18 @@ notify_unregister(Reg, Key) ->
 
 %% @doc Replaces the value of the caller's entry under `Key' by
 %% `Callback(Old)'. Returns `{New, Old}', or `error' if the caller has no entry
-%% there. Unique registries only (`badarg' on a duplicate one).
+%% there. Unique registries only (ArgumentError on a duplicate one).
 -spec update_value(registry(), key(), fun((value()) -> value())) ->
           {New :: value(), Old :: value()} | error.
 update_value(Reg, Key, Callback) when is_atom(Reg), is_function(Callback, 1) ->
+    ?ON(Reg, update_value_(Reg, Key, Callback)).
+
+update_value_(Reg, Key, Callback) ->
     case ?NIF:info(Reg) of
         #{kind := unique} -> ok;
-        #{} -> erlang:error(badarg, [Reg, Key, Callback])
+        #{} -> cnode_registry_error:argument_error(
+                 [cnode_registry_error:inspect(?MODULE),
+                  ".update_value/3 is not supported for duplicate registries"])
     end,
     case values(Reg, Key, self()) of
         [Old] ->
@@ -243,25 +315,25 @@ update_value(Reg, Key, Callback) when is_atom(Reg), is_function(Callback, 1) ->
 %% @doc Every `{Pid, Value}' registered under `Key' (in registration order).
 -spec lookup(registry(), key()) -> [{pid(), value()}].
 lookup(Reg, Key) when is_atom(Reg) ->
-    case ?NIF:lookup(Reg, Key) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {lookup, Key});
-        R -> R
-    end.
+    ?ON(Reg, case ?NIF:lookup(Reg, Key) of
+                 ?REMOTE -> cnode_registry_attach:remote(Reg, {lookup, Key});
+                 R -> R
+             end).
 
 %% @doc `[lookup(Reg, K) || K <- Keys]', in one native call per 256 keys: the
 %% keys' memory reads overlap (cnb_registry_lookup_many), which is several
 %% times faster than one lookup per key when the registry is too big for the
 %% CPU caches. Each key's list is read consistently; the lists are not one
 %% snapshot of the whole registry. A registry attached from another host
-%% answers key by key.
+%% answers key by key. Not in Elixir's Registry.
 -define(MANY_CHUNK, 256). % the NIF's limit per call
 
 -spec lookup_many(registry(), [key()]) -> [[{pid(), value()}]].
 lookup_many(Reg, Keys) when is_atom(Reg), is_list(Keys) ->
-    case length(Keys) =< ?MANY_CHUNK of % badarg for an improper list
-        true -> many_chunk(Reg, Keys);
-        false -> many_chunks(Reg, Keys, [])
-    end.
+    ?ON(Reg, case length(Keys) =< ?MANY_CHUNK of % badarg for an improper list
+                 true -> many_chunk(Reg, Keys);
+                 false -> many_chunks(Reg, Keys, [])
+             end).
 
 many_chunk(Reg, Keys) ->
     case ?NIF:lookup_many(Reg, Keys) of
@@ -279,26 +351,29 @@ many_chunks(Reg, Keys, Acc) ->
 %% once per entry in a duplicate registry).
 -spec keys(registry(), pid()) -> [key()].
 keys(Reg, Pid) when is_atom(Reg), is_pid(Pid) ->
-    case ?NIF:keys(Reg, Pid) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {keys, Pid});
-        R -> R
-    end.
+    ?ON(Reg, case ?NIF:keys(Reg, Pid) of
+                 ?REMOTE -> cnode_registry_attach:remote(Reg, {keys, Pid});
+                 R -> R
+             end).
 
-%% @doc The values `Pid' registered under `Key'.
+%% @doc The values `Pid' registered under `Key' (none for what is no pid).
 -spec values(registry(), key(), pid()) -> [value()].
 values(Reg, Key, Pid) when is_atom(Reg), is_pid(Pid) ->
-    case ?NIF:values(Reg, Key, Pid) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, {values, Key, Pid});
-        R -> R
-    end.
+    ?ON(Reg, case ?NIF:values(Reg, Key, Pid) of
+                 ?REMOTE -> cnode_registry_attach:remote(Reg, {values, Key, Pid});
+                 R -> R
+             end);
+values(Reg, _Key, _NotPid) when is_atom(Reg) ->
+    _ = ?ON(Reg, ?NIF:info(Reg)),
+    [].
 
 %% @doc The number of entries (O(1)).
 -spec count(registry()) -> non_neg_integer().
 count(Reg) when is_atom(Reg) ->
-    case ?NIF:count(Reg) of
-        ?REMOTE -> cnode_registry_attach:remote(Reg, count);
-        N -> N
-    end.
+    ?ON(Reg, case ?NIF:count(Reg) of
+                 ?REMOTE -> cnode_registry_attach:remote(Reg, count);
+                 N -> N
+             end).
 
 %% @doc Same as `count_match(Reg, Key, Pattern, [])'.
 -spec count_match(registry(), key(), match_pattern()) -> non_neg_integer().
@@ -309,8 +384,8 @@ count_match(Reg, Key, Pattern) ->
 %% `Guards' (ETS match pattern: `` '_' '', `` '$1' ''..., literals).
 -spec count_match(registry(), key(), match_pattern(), guards()) -> non_neg_integer().
 count_match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) ->
-    MS = ets:match_spec_compile([{{'_', {'_', Pattern}}, [key_guard(Key) | Guards], [true]}]),
-    fold_key(Reg, Key, fun(Objs, N) -> N + length(ets:match_spec_run(Objs, MS)) end, 0).
+    MS = compile(Reg, [{{'_', {'_', Pattern}}, [key_guard(Key) | Guards], [true]}]),
+    ?ON(Reg, fold_key(Reg, Key, fun(Objs, N) -> N + length(ets:match_spec_run(Objs, MS)) end, 0)).
 
 %% @doc Same as `match(Reg, Key, Pattern, [])'.
 -spec match(registry(), key(), match_pattern()) -> [{pid(), term()}].
@@ -321,9 +396,10 @@ match(Reg, Key, Pattern) ->
 %% and `Guards'.
 -spec match(registry(), key(), match_pattern(), guards()) -> [{pid(), term()}].
 match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) ->
-    MS = ets:match_spec_compile([{{'_', {'_', Pattern}},
-                                  [key_guard(Key) | Guards], [{element, 2, '$_'}]}]),
-    Parts = fold_key(Reg, Key, fun(Objs, Acc) -> [ets:match_spec_run(Objs, MS) | Acc] end, []),
+    MS = compile(Reg, [{{'_', {'_', Pattern}}, [key_guard(Key) | Guards], [{element, 2, '$_'}]}]),
+    Parts = ?ON(Reg, fold_key(Reg, Key, fun(Objs, Acc) ->
+                                                [ets:match_spec_run(Objs, MS) | Acc]
+                                        end, [])),
     lists:append(lists:reverse(Parts)).
 
 %% @doc Runs a match specification over every entry, seen as `{Key, Pid,
@@ -331,75 +407,85 @@ match(Reg, Key, Pattern, Guards) when is_atom(Reg), is_list(Guards) ->
 %% Elixir's Registry). The walk gives the scheduler back between batches.
 -spec select(registry(), spec()) -> [term()].
 select(Reg, []) when is_atom(Reg) ->
-    _ = ?NIF:info(Reg),
+    _ = ?ON(Reg, ?NIF:info(Reg)),
     [];
 select(Reg, Spec) when is_atom(Reg), is_list(Spec) ->
-    MS = compile_select(Spec, [Reg, Spec]),
-    Batches = fold_entries(Reg, fun(Batch, Acc) -> [ets:match_spec_run(Batch, MS) | Acc] end, []),
+    MS = compile_select(Reg, Spec, select),
+    Batches = ?ON(Reg, fold_entries(Reg, fun(Batch, Acc) ->
+                                                 [ets:match_spec_run(Batch, MS) | Acc]
+                                         end, [])),
     lists:append(lists:reverse(Batches)).
 
 %% @doc How many entries the match specification returns `true' for.
 -spec count_select(registry(), spec()) -> non_neg_integer().
 count_select(Reg, []) when is_atom(Reg) ->
-    _ = ?NIF:info(Reg),
+    _ = ?ON(Reg, ?NIF:info(Reg)),
     0;
 count_select(Reg, Spec) when is_atom(Reg), is_list(Spec) ->
-    MS = compile_select(Spec, [Reg, Spec]),
-    fold_entries(Reg, fun(Batch, Acc) ->
-                              Acc + length([T || T <- ets:match_spec_run(Batch, MS), T =:= true])
-                      end, 0).
+    MS = compile_select(Reg, Spec, count_select),
+    ?ON(Reg, fold_entries(Reg, fun(Batch, Acc) ->
+                                       Acc + length([T || T <- ets:match_spec_run(Batch, MS),
+                                                          T =:= true])
+                               end, 0)).
 
-%% @doc Calls `Dispatcher' with the entries under `Key' (`{M, F, A}' is called
-%% as `apply(M, F, [Entries | A])'), unless there are none. Always `ok'.
+%% @doc Same as `dispatch(Reg, Key, Dispatcher, [])'.
 -spec dispatch(registry(), key(), dispatcher()) -> ok.
 dispatch(Reg, Key, Dispatcher) ->
     dispatch(Reg, Key, Dispatcher, []).
 
-%% @doc As dispatch/3; `Opts' (`parallel') is accepted for compatibility and
-%% has no effect (there are no partitions).
--spec dispatch(registry(), key(), dispatcher(), list()) -> ok.
-dispatch(Reg, Key, Dispatcher, Opts) when is_atom(Reg), is_list(Opts),
+%% @doc Calls `Dispatcher' with the entries under `Key' (`{M, F, A}' is called
+%% as `apply(M, F, [Entries | A])'), unless there are none: in the caller,
+%% once; in a duplicate registry of several partitions once per partition that
+%% has entries, each in a process of its own with `{parallel, true}' in `Opts'
+%% (cnode_registry_partitions). Always `ok'.
+-spec dispatch(registry(), key(), dispatcher(), term()) -> ok.
+dispatch(Reg, Key, Dispatcher, Opts) when is_atom(Reg),
                                          (is_function(Dispatcher, 1) orelse
                                           tuple_size(Dispatcher) =:= 3) ->
-    case lookup(Reg, Key) of
-        [] -> ok;
-        Entries when is_function(Dispatcher, 1) -> _ = Dispatcher(Entries), ok;
-        Entries -> {M, F, A} = Dispatcher, _ = apply(M, F, [Entries | A]), ok
-    end.
+    Fun = case Dispatcher of
+              {M, F, A} -> fun(Entries) -> apply(M, F, [Entries | A]) end;
+              _ -> Dispatcher
+          end,
+    cnode_registry_partitions:dispatch(Reg, Key, lookup(Reg, Key), Fun, Opts).
 
 %%% ------------------------------------------------------------------ meta
 
 %% @doc Registry metadata under `Key' (an atom or a tuple).
 -spec meta(registry(), atom() | tuple()) -> {ok, term()} | error.
 meta(Reg, Key) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
-    case ?NIF:meta(Reg, Key) of
+    try ?NIF:meta(Reg, Key) of
         ?REMOTE -> cnode_registry_attach:remote(Reg, {meta, Key});
         R -> R
+    catch error:badarg:St -> cnode_registry_error:badarg(Reg, St, meta)
     end.
 
 %% @doc Sets registry metadata. Always `ok'.
 -spec put_meta(registry(), atom() | tuple(), term()) -> ok.
 put_meta(Reg, Key, Value) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
-    R = case ?NIF:put_meta(Reg, Key, Value) of
-            ?REMOTE -> cnode_registry_attach:remote(Reg, {put_meta, Key, Value});
-            R0 -> R0
-        end,
-    case R of
-        ok -> ok;
-        {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key, Value])
-    end.
+    ?ON(Reg, begin
+             R = case ?NIF:put_meta(Reg, Key, Value) of
+                     ?REMOTE -> cnode_registry_attach:remote(Reg, {put_meta, Key, Value});
+                     R0 -> R0
+                 end,
+             case R of
+                 ok -> ok;
+                 {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key, Value])
+             end
+         end).
 
 %% @doc Removes registry metadata. Always `ok'.
 -spec delete_meta(registry(), atom() | tuple()) -> ok.
 delete_meta(Reg, Key) when is_atom(Reg), is_atom(Key) orelse is_tuple(Key) ->
-    R = case ?NIF:delete_meta(Reg, Key) of
-            ?REMOTE -> cnode_registry_attach:remote(Reg, {delete_meta, Key});
-            R0 -> R0
-        end,
-    case R of
-        ok -> ok;
-        {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
-    end.
+    ?ON(Reg, begin
+             R = case ?NIF:delete_meta(Reg, Key) of
+                     ?REMOTE -> cnode_registry_attach:remote(Reg, {delete_meta, Key});
+                     R0 -> R0
+                 end,
+             case R of
+                 ok -> ok;
+                 {error, Reason} -> erlang:error({cnode_registry, Reason}, [Reg, Key])
+             end
+         end).
 
 %%% ------------------------------------------------------------------ :via
 
@@ -415,15 +501,16 @@ register_name({Reg, Key, Value}, Pid) when Pid =:= self() ->
     end.
 
 %% @doc `:via' callback: the process under `{Reg, Key}', or `undefined'.
-%% Unique registries only (`badarg' on a duplicate one).
+%% Unique registries only (ArgumentError on a duplicate one).
 -spec whereis_name(via_name()) -> pid() | undefined.
 whereis_name({Reg, Key}) -> whereis_name(Reg, Key);
 whereis_name({Reg, Key, _Value}) -> whereis_name(Reg, Key).
 
 whereis_name(Reg, Key) ->
-    case ?NIF:info(Reg) of
+    case ?ON(Reg, ?NIF:info(Reg)) of
         #{kind := unique} -> ok;
-        #{} -> erlang:error(badarg, [{Reg, Key}])
+        #{} -> cnode_registry_error:argument_error(
+                 ":via is not supported for duplicate registries")
     end,
     case lookup(Reg, Key) of
         [{Pid, _}] when node(Pid) =:= node() ->
@@ -476,11 +563,16 @@ fold_snap(Snap, Key, Fun, Acc) ->
         {Entries, Snap} -> fold_snap(Snap, Key, Fun, Fun(objects(Entries, Key), Acc))
     end.
 
+%% A compiled match specification, or Registry's error for a bad one.
+compile(Reg, Spec) ->
+    try ets:match_spec_compile(Spec)
+    catch error:badarg -> cnode_registry_error:bad_spec(Reg)
+    end.
+
 %% Runs a match spec over objects in batches (each ets:match_spec_run call is
 %% one BIF call; batches keep it short).
-run_spec(Spec, Objects) ->
-    MS = ets:match_spec_compile(Spec),
-    run_batches(MS, Objects, []).
+run_spec(Reg, Spec, Objects) ->
+    run_batches(compile(Reg, Spec), Objects, []).
 
 run_batches(_MS, [], Acc) ->
     lists:append(lists:reverse(Acc));
@@ -492,14 +584,20 @@ take(Rest, 0, Acc) -> {lists:reverse(Acc), Rest};
 take([], _, Acc) -> {lists:reverse(Acc), []};
 take([X | Rest], N, Acc) -> take(Rest, N - 1, [X | Acc]).
 
-compile_select(Spec, Args) ->
+%% A select/count_select spec: each part's head must be a {Key, Pid, Value}
+%% pattern (Registry's "invalid match specification" otherwise); ETS judges
+%% the rest.
+compile_select(Reg, Spec, Fun) ->
     Grouped = [case Part of
                    {{K, P, V}, Guards, Body} -> {{K, {P, V}}, Guards, Body};
-                   _ -> erlang:error(badarg, Args)
+                   _ ->
+                       _ = ?ON(Reg, ?NIF:info(Reg)),
+                       cnode_registry_error:argument_error(
+                         ["invalid match specification in ",
+                          cnode_registry_error:inspect(?MODULE), ".",
+                          atom_to_list(Fun), "/2: ", cnode_registry_error:inspect(Spec)])
                end || Part <- Spec],
-    try ets:match_spec_compile(Grouped)
-    catch error:badarg -> erlang:error(badarg, Args)
-    end.
+    compile(Reg, Grouped).
 
 %% Walks every entry in batches of {Key, {Pid, Value}} objects.
 fold_entries(Reg, Fun, Acc0) ->

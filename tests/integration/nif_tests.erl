@@ -15,6 +15,12 @@
 -export([keeper/1, keeper_call/2, owner/3, peer_reload/0, peer_unload/0,
          wait_gone/3, listener/1, heard/1, probe/2, hammer/2]).
 
+%% cnode_registry's ArgumentError (Elixir's, as a map; terms in messages are
+%% written with ~p here, where Elixir is not loaded).
+-define(ARGUMENT_ERROR(Msg), #{'__struct__' := 'Elixir.ArgumentError', message := Msg}).
+-define(UNKNOWN_REGISTRY, #{'__struct__' := 'Elixir.ArgumentError',
+                            message := <<"unknown registry: ", _/binary>>}).
+
 -define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun Name/0}}).
 -define(C(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> with_cluster(fun Name/1) end}}).
 
@@ -82,7 +88,10 @@ start(Kind) ->
     unlink(Pid),
     {Name, Pid}.
 
+%% Registering links the caller to the registry (as Elixir's Registry): the
+%% test process unlinks from the partitions first, so that it survives.
 stop(Pid) ->
+    _ = [unlink(Part) || {_, Part, _, _} <- supervisor:which_children(Pid)],
     Ref = monitor(process, Pid),
     exit(Pid, shutdown),
     receive {'DOWN', Ref, _, _, _} -> ok end.
@@ -136,20 +145,29 @@ badargs() ->
         ?assertError(function_clause, cnode_registry:meta(R, "string key")),
         ?assertError(badarg, cnode_registry_nif:meta(R, "string key")),
         ?assertError(badarg, cnode_registry_nif:put_meta(R, 42, v)),
-        ?assertError(badarg, cnode_registry:update_value(D, k, fun(X) -> X end)),
+        ?assertError(?ARGUMENT_ERROR(<<"cnode_registry.update_value/3 is not supported for "
+                                       "duplicate registries">>),
+                     cnode_registry:update_value(D, k, fun(X) -> X end)),
         ?assertError(badarg, cnode_registry_nif:update_value(D, k, v)),
-        ?assertError(badarg, cnode_registry:select(R, [not_a_triple])),
-        ?assertError(badarg, cnode_registry:select(R, [{{'_', '_', '_'}, [{no_such_fun, 1}],
-                                                          [true]}])),
-        ?assertError(badarg, cnode_registry:whereis_name({D, k})),
+        ?assertError(?ARGUMENT_ERROR(<<"invalid match specification in "
+                                       "cnode_registry.select/2: [not_a_triple]">>),
+                     cnode_registry:select(R, [not_a_triple])),
+        ?assertError(?ARGUMENT_ERROR(<<"errors were found at the given arguments:\n\n"
+                                       "  * 2nd argument: not a valid match specification\n">>),
+                     cnode_registry:select(R, [{{'_', '_', '_'}, [{no_such_fun, 1}], [true]}])),
+        ?assertError(?ARGUMENT_ERROR(<<":via is not supported for duplicate registries">>),
+                     cnode_registry:whereis_name({D, k})),
         ?assertError(badarg, cnode_registry_nif:scan(R, -1, 10)),
         ?assertError(badarg, cnode_registry_nif:scan(R, 0, 0)),
         ?assertError(badarg, cnode_registry_nif:remove_node(R, <<>>, 0)),
         ?assertError(badarg, cnode_registry_nif:attach(x, <<"/nonexistent">>, [], n, <<>>, 0)),
         ?assertError(badarg, cnode_registry_nif:lookup_next(make_ref(), 10)),
-        ?assertError(badarg, cnode_registry:start_link(#{name => x, keys => other})),
-        ?assertError(badarg, cnode_registry:start_link(#{name => x, keys => unique,
-                                                         listeners => ["s"]})),
+        ?assertError(?ARGUMENT_ERROR(<<"expected :keys to be given and be one of :unique or "
+                                       ":duplicate, got: other">>),
+                     cnode_registry:start_link(#{name => x, keys => other})),
+        ?assertError(?ARGUMENT_ERROR(<<"expected :listeners to be a list of named processes, "
+                                       "got: [\"s\"]">>),
+                     cnode_registry:start_link(#{name => x, keys => unique, listeners => ["s"]})),
         %% Nested deeper than the canonical form allows: a bad argument, and
         %% nothing registered.
         Deep = lists:foldl(fun(_, A) -> {A} end, x, lists:seq(1, 2000)),
@@ -173,16 +191,20 @@ badargs() ->
     end.
 
 unknown_registry() ->
-    ?assertError(badarg, cnode_registry:lookup(no_such_registry_xyz, k)),
-    ?assertError(badarg, cnode_registry:register(no_such_registry_xyz, k, v)),
-    ?assertError(badarg, cnode_registry:count(no_such_registry_xyz)),
-    ?assertError(badarg, cnode_registry:select(no_such_registry_xyz, [])),
+    Unknown = <<"unknown registry: no_such_registry_xyz">>,
+    ?assertError(?ARGUMENT_ERROR(Unknown), cnode_registry:lookup(no_such_registry_xyz, k)),
+    ?assertError(?ARGUMENT_ERROR(Unknown), cnode_registry:register(no_such_registry_xyz, k, v)),
+    ?assertError(?ARGUMENT_ERROR(Unknown), cnode_registry:count(no_such_registry_xyz)),
+    ?assertError(?ARGUMENT_ERROR(Unknown), cnode_registry:select(no_such_registry_xyz, [])),
     ?assertEqual(ok, cnode_registry:detach(no_such_registry_xyz)).
 
 owner_death() ->
     {R, Srv} = start(duplicate),
     try
-        {P, {ok, Srv}} = owner(R, k, 1),
+        %% The owner is the registry's partition (its only one), as in
+        %% Elixir's Registry.
+        [{_, Part, _, _}] = supervisor:which_children(Srv),
+        {P, {ok, Part}} = owner(R, k, 1),
         [cnode_registry:register(R, K, 2) || K <- [k, j]],
         ?assertEqual(3, cnode_registry:count(R)),
         exit(P, kill),
@@ -230,11 +252,13 @@ big_owner_death() ->
 
 server_death_drops_name() ->
     {R, Srv} = start(unique),
-    {ok, _} = cnode_registry:register(R, k, v),
+    %% Registered by another process: the registrant is linked to the
+    %% registry and goes with it (as with Elixir's Registry).
+    {_, {ok, _}} = owner(R, k, v),
     exit(Srv, kill),
     wait_until(fun() ->
                        try cnode_registry:lookup(R, k), false
-                       catch error:badarg -> true
+                       catch error:?UNKNOWN_REGISTRY -> true
                        end
                end),
     %% The name can be used again at once.
@@ -384,7 +408,7 @@ peer_unload() ->
     receive {'DOWN', Ref, _, _, _} -> ok end,
     true = cnb_cluster:wait_until(
              fun() -> try cnode_registry:lookup(peer_reg, k), false
-                      catch error:badarg -> true
+                      catch error:?UNKNOWN_REGISTRY -> true
                       end
              end, 5000),
     ok.
@@ -869,7 +893,7 @@ kill_9_cnode(C) ->
          [Gone, erlang:monotonic_time(microsecond) - T0]),
     ?assertEqual([{'EXIT', Attachment, {shutdown, {cnode_down, CN}}}],
                  on(P, K, fun() -> get_exits() end)),
-    ?assertMatch({'EXIT', {badarg, _}},
+    ?assertMatch({'EXIT', {?UNKNOWN_REGISTRY, _}},
                  on(P, K, fun() -> cnode_registry:lookup(r, {cache, 77}) end)),
     ?assertEqual([], on(P, Probe, fun() -> cnode_registry_nif:lookup(probe, {cache, 77}) end)),
     ?assertNot(filelib:is_regular(Path)).
@@ -920,7 +944,7 @@ detach_purges_on_c_side(C) ->
     ?assertMatch([{O, v}], c(P, {echo, CN}, {lookup, {user, 1}})),
     ok = on(P, K, fun() -> cnode_registry:detach(r) end),
     ?assertEqual([], c(P, {echo, CN}, {lookup, {user, 1}})),
-    ?assertMatch({'EXIT', {badarg, _}},
+    ?assertMatch({'EXIT', {?UNKNOWN_REGISTRY, _}},
                  on(P, K, fun() -> cnode_registry:lookup(r, {user, 1}) end)).
 
 %% Another OS process (build/tests/tools/shm_scribble) writes random bytes into
