@@ -34,10 +34,11 @@ const char *cnb_errname(int err)
     }
 }
 
-#define CNB__ERR_ONE(name, code, atom, text) +1
-_Static_assert(0 CNB_ERRNO_MAP(CNB__ERR_ONE) == CNB_ERRNO_COUNT,
-               "CNB_ERRNO_COUNT is the length of CNB_ERRNO_MAP");
+/* One enumerator per code: their number is the list's length. */
+#define CNB__ERR_ONE(name, code, atom, text) CNB__ERR_INDEX_##name,
+enum cnb__err_index { CNB_ERRNO_MAP(CNB__ERR_ONE) CNB__ERR_N };
 #undef CNB__ERR_ONE
+_Static_assert(CNB__ERR_N == CNB_ERRNO_COUNT, "CNB_ERRNO_COUNT is the length of CNB_ERRNO_MAP");
 
 const char *cnb_erratom(int err)
 {
