@@ -8,6 +8,10 @@
  *              -> {ok, Pid} of a new cache worker, registered in :global as
  *              {cache, MediaId}; {error, {already_started, Pid}} when that
  *              name is taken (Pid: its owner);
+ *   cache_worker  a worker type: cnode_bridge:start_link(C, cache_worker,
+ *              [MediaId, Content]) starts a cache worker named {cache, MediaId}
+ *              in :global (under a BEAM supervisor, say); the name taken:
+ *              {error, {already_started, Pid}};
  *   cache      gen_server:call(Pid, get) -> {ok, Content};
  *              gen_server:call(Pid, stop) -> ok, and the worker ends normally;
  *              after TtlMs it ends by itself.
@@ -193,6 +197,75 @@ static int cache_status(cnb_proc_t *self, void *state, ei_x_buff *out)
 
 static const cnb_worker_ops_t cache_ops = {
     .init = cache_init,
+    .handle_call = cache_call,
+    .handle_info = cache_info,
+    .terminate = cache_terminate,
+    .format_status = cache_status,
+};
+
+/* ------------------------------------------------------------------ cache_worker */
+/* The cache worker as a worker type, for BEAM supervisors: started by
+ * cnode_bridge:start_link(C, cache_worker, [MediaId, Content]) (or any remote
+ * spawn of cache_worker:start/2). Its init takes {cache, MediaId} in :global,
+ * as a gen_server started with {global, {cache, MediaId}} does: a name taken
+ * fails the start with {already_started, Owner}. */
+
+/* {already_started, Owner} as the worker's reason (the start's error). */
+static void reason_already_started(cnb_proc_t *self, const erlang_pid *owner)
+{
+    ei_x_buff r;
+    int e = ei_x_new_with_version(&r);
+    e = e || ei_x_encode_tuple_header(&r, 2) || ei_x_encode_atom(&r, "already_started") ||
+        ei_x_encode_pid(&r, owner);
+    if (!e)
+        cnb_proc_set_reason(self, r.buff, (size_t)r.index);
+    ei_x_free(&r);
+}
+
+static int cache_type_init(cnb_proc_t *self, void *arg, void **state)
+{
+    const cnb_spawn_args_t *a = arg;
+    cnb_node_t *n = cnb_proc_node(self);
+    int i = 0, ver, len;
+    if (a->argc != 2 || ei_decode_version(a->args, &i, &ver) ||
+        ei_decode_list_header(a->args, &i, &len))
+        return CNB_EINVAL;
+    int id0 = i;
+    if (ei_skip_term(a->args, &i))
+        return CNB_EINVAL;
+    int c0 = i;
+    if (ei_skip_term(a->args, &i))
+        return CNB_EINVAL;
+    int c1 = i;
+    cache_t *c = calloc(1, sizeof(*c));
+    int rc = CNB_ENOMEM;
+    if (!c || !(c->content = malloc((size_t)(c1 - c0) + 1)) || ei_x_new_with_version(&c->key) ||
+        ei_x_encode_tuple_header(&c->key, 2) || ei_x_encode_atom(&c->key, "cache") ||
+        ei_x_append_buf(&c->key, a->args + id0, c0 - id0))
+        goto fail;
+    int v = 0;
+    ei_encode_version(c->content, &v);
+    memcpy(c->content + v, a->args + c0, (size_t)(c1 - c0));
+    c->len = (size_t)(c1 - c0) + (size_t)v;
+    erlang_pid owner;
+    rc = cnb_global_register(n, c->key.buff, (size_t)c->key.index, cnb_self(self),
+                             CNB_GLOBAL_RANDOM_EXIT, 5000, &owner);
+    if (rc == CNB_EEXIST)
+        reason_already_started(self, &owner);
+    if (rc)
+        goto fail;
+    return cache_init(self, c, state);
+fail:
+    if (c) {
+        ei_x_free(&c->key);
+        free(c->content);
+    }
+    free(c);
+    return rc;
+}
+
+static const cnb_worker_ops_t cache_type_ops = {
+    .init = cache_type_init,
     .handle_call = cache_call,
     .handle_info = cache_info,
     .terminate = cache_terminate,
@@ -784,5 +857,7 @@ int cnb_demo_start(cnb_node_t *node, struct cnb_registry *reg)
     if ((rc = cnb_spawn(node, &sup_ops, NULL, &o, &pid)))
         return rc;
     o.name = "probe";
-    return cnb_spawn(node, &probe_ops, NULL, &o, &pid);
+    if ((rc = cnb_spawn(node, &probe_ops, NULL, &o, &pid)))
+        return rc;
+    return cnb_register_type(node, "cache_worker", &cache_type_ops);
 }

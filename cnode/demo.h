@@ -5,7 +5,8 @@
 #include "cnb_registry.h"
 #include "cnode_bridge.h"
 
-/* Starts `echo`, `cache_sup` and `probe` (see demo.c). reg: the node's key
+/* Starts `echo`, `cache_sup` and `probe` and registers the worker type
+ * `cache_worker` (see demo.c). reg: the node's key
  * registry (from cnb_registry_worker_start), where cache workers register
  * {cache, MediaId} and that echo's {lookup, Key} reads; NULL for none.
  * Returns 0 or a CNB_E* code. */

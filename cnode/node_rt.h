@@ -20,6 +20,14 @@ void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const
 void cnb__spawn_reply(cnb_node_t *n, const char *peer, const erlang_ref *req,
                       const erlang_pid *to, int flags, const erlang_pid *pid, const char *err);
 
+/* worker_types.c: a SPAWN_REQUEST whose module is a registered worker type
+ * (ctrl: the control tuple; opts_at: where its OptList starts; args: the
+ * argument list with version byte, or NULL). Returns 1 when it was one (it is
+ * answered from then on), 0 when not. I/O thread. */
+int cnb__types_spawn(cnb_node_t *n, const char *peer, const erlang_ref *req,
+                     const erlang_pid *from, const char *type, const char *fun, long arity,
+                     const char *ctrl, int opts_at, const char *args, size_t args_len);
+
 /* spawn_relay.c: global:resolve_it run by the requesting node for us. All on
  * the I/O thread. relay_start returns 0 (the relay owns the request from then
  * on: it answers it) or CNB_ENOMEM (too many in flight, out of memory). The

@@ -141,16 +141,44 @@ void cnb__proc_finish(cnb_proc_t *p)
 /* ------------------------------------------------------------------ spawn */
 
 /* A worker whose init ran but that cannot go live (its name was taken
- * meanwhile, or no memory for the name): it ends at once, normally, so its
- * terminate runs and whatever init linked or monitored is told. Called with
- * tab_lock write-locked; returns with it unlocked. */
-static void abandon_locked(cnb_rt_t *rt, cnb_proc_t *p)
+ * meanwhile, no memory for the name, or the process that asked for it with a
+ * link is gone): it ends at once with reason, so its terminate runs and
+ * whatever init linked or monitored is told. Called with tab_lock
+ * write-locked; returns with it unlocked. */
+static void abandon_locked(cnb_rt_t *rt, cnb_proc_t *p, const char *reason)
 {
-    cnb__rt_set_reason_atom(p, "normal");
-    p->dead = 1;
-    cnb__pt_insert_locked(rt, p); /* cnb__proc_finish takes it out again */
     pthread_rwlock_unlock(&rt->tab_lock);
+    cnb__rt_set_reason_atom(p, reason);
+    p->dead = 1;
     cnb__proc_finish(p);
+}
+
+/* p's init failed: out of the table, the signals that came meanwhile
+ * answered with the reason (init's own, else init_failed, copied to *why
+ * when why is given), the links init made told; p freed. */
+static void init_failed(cnb_proc_t *p, ei_x_buff *why)
+{
+    if (p->has_reason <= 0)
+        cnb__rt_set_reason_atom(p, "init_failed");
+    char fallback[32];
+    const char *reason = p->reason.buff;
+    size_t rlen = (size_t)p->reason.index;
+    if (p->has_reason <= 0) {
+        rlen = cnb__atom_term(fallback, "out_of_memory");
+        reason = fallback;
+    }
+    if (why && (ei_x_new(why) || ei_x_append_buf(why, reason, (int)rlen)))
+        ei_x_free(why); /* left empty: the caller says init_failed */
+    cnb__pt_remove(p->rt, p);
+    for (sig_t *s = cnb__mbox_take_all(p), *nx; s; s = nx) {
+        nx = s->next;
+        cnb__links_unanswered(p, s, reason, rlen);
+        cnb__sig_free(p, s);
+    }
+    cnb__links_abort(p);
+    ei_x_free(&p->reason);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
 }
 
 /* The pid of the worker registered as name, into out; 0 when none. */
@@ -164,8 +192,35 @@ static int name_owner(cnb_rt_t *rt, const char *name, erlang_pid *out)
     return owner != NULL;
 }
 
-int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_spawn_opts_t *o,
-              erlang_pid *out)
+/* The records a remote spawn's options ask for, made on p before it goes
+ * live (as if rq->from had linked and monitored it first). Returns 0 when
+ * they were made over the connection the request came over, which is still
+ * up (the spawn reply can go), 1 when it went down meanwhile (nothing owed
+ * there: the reply is not sent), or CNB_ENOMEM. */
+static int requested_records(cnb_proc_t *p, const cnb_spawn_req_t *rq)
+{
+    cnb_lnames_t *L = p->rt->ln;
+    cnb_cpid_t from = {0};
+    cnb_cref_t ref = {0};
+    int rc = CNB_ENOMEM;
+    if (cnb__cpid_set(L, &from, &rq->from) || cnb__cref_set(L, &ref, &rq->id))
+        goto out;
+    if (rq->link && !cnb__pl_link_add(L, &p->pl, &from, &rq->epoch, 0))
+        goto out;
+    if (rq->monitor &&
+        !cnb__pl_mon_add(L, &p->pl, &p->pl.on_me, &ref, &from, from.node, NULL, &rq->epoch, 0))
+        goto out;
+    /* Records hold their node from here, so a nodedown from now on reaches
+     * p; one that came before shows as a stale epoch. */
+    rc = cnb__ln_current(L, rq->node, rq->epoch) ? 0 : 1;
+out:
+    cnb__cpid_put(L, &from);
+    cnb__cref_put(L, &ref);
+    return rc;
+}
+
+int cnb__spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_spawn_opts_t *o,
+               const cnb_spawn_req_t *rq, erlang_pid *out, ei_x_buff *why)
 {
     cnb_rt_t *rt = n->rt;
     const char *name = o ? o->name : NULL;
@@ -188,36 +243,49 @@ int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_s
     p->key = cnb__pt_key(&p->pid);
     p->pl.key = p->key;
     p->trap_exit = o && o->trap_exit;
-    p->scheduled = 1; /* not runnable until live */
+    p->scheduled = 1; /* not runnable until live: signals wait in the mailbox */
+    pthread_rwlock_wrlock(&rt->tab_lock);
+    cnb__pt_insert_locked(rt, p);
+    pthread_rwlock_unlock(&rt->tab_lock);
     if (o && o->link && cnb__links_add(p, o->link) == 0)
         cnb__sig_link(n, &p->pid, o->link);
     int rc = ops->init ? ops->init(p, arg, &p->state) : 0;
     if (rc < 0) {
-        /* A failed init: links made so far get the reason, like proc_lib. */
-        cnb__rt_set_reason_atom(p, "init_failed");
-        cnb__links_abort(p);
-        ei_x_free(&p->reason);
-        pthread_mutex_destroy(&p->mu);
-        free(p);
+        init_failed(p, why); /* links made so far get the reason, like proc_lib */
         return rc;
     }
+    int lost = rq ? requested_records(p, rq) : 0;
     pthread_rwlock_wrlock(&rt->tab_lock);
     cnb_proc_t *owner = name ? cnb__pt_find_name_locked(rt, name) : NULL;
     if (owner) {
         /* Lost a race for the name: end this one as if it had stopped. */
         *out = owner->pid;
-        abandon_locked(rt, p);
+        abandon_locked(rt, p, "normal");
         return CNB_EEXIST;
     }
-    if (name && cnb__pt_name_add_locked(rt, p, name)) {
-        abandon_locked(rt, p);
+    if ((name && cnb__pt_name_add_locked(rt, p, name)) || lost < 0) {
+        abandon_locked(rt, p, "normal");
         return CNB_ENOMEM;
     }
-    cnb__pt_insert_locked(rt, p);
+    if (lost && rq->link) {
+        /* The requester's node went away during init: a linked worker gets
+         * its noconnection exit, as ERTS gives one spawned meanwhile. */
+        abandon_locked(rt, p, "noconnection");
+        return CNB_ENOCONN;
+    }
     *out = p->pid;
     pthread_rwlock_unlock(&rt->tab_lock);
+    if (rq && !lost)
+        cnb__spawn_reply(n, rq->from.node, &rq->id, &rq->from,
+                         (rq->link ? 1 : 0) | (rq->monitor ? 2 : 0), &p->pid, NULL);
     cnb__mbox_go_live(p); /* run whatever arrived meanwhile */
     return 0;
+}
+
+int cnb_spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_spawn_opts_t *o,
+              erlang_pid *out)
+{
+    return cnb__spawn(n, ops, arg, o, NULL, out, NULL);
 }
 
 /* ------------------------------------------------------------------ C API */

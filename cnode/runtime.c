@@ -175,7 +175,9 @@ int cnb__rt_create(cnb_node_t *n, unsigned threads, cnb_rt_t **out)
     rt->threads = calloc(rt->nthreads, sizeof(*rt->threads));
     size_t cap = n->opts.max_links_per_peer ? n->opts.max_links_per_peer : LINKS_PER_PEER_DEFAULT;
     uint64_t seed = ((uint64_t)cnb__random32() << 32) | cnb__random32();
-    if (!rt->tab || !rt->names || !rt->threads || cnb__ln_create(cap, seed, &rt->ln)) {
+    if (!rt->tab || !rt->names || !rt->threads || cnb__ln_create(cap, seed, &rt->ln) ||
+        cnb__types_create(&rt->types)) {
+        cnb__types_destroy(rt->types);
         cnb__ln_destroy(rt->ln);
         free(rt->tab);
         free(rt->names);
@@ -199,6 +201,7 @@ void cnb__rt_destroy(cnb_rt_t *rt)
 {
     if (!rt)
         return;
+    cnb__types_destroy(rt->types); /* remote spawns in flight end first */
     cnb__pool_stop(rt);
     /* Workers still alive: free without callbacks (the node is gone). */
     for (size_t i = 0; i < rt->tab_size; i++)

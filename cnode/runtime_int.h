@@ -92,6 +92,7 @@ struct cnb_rt {
     int started;
     cnb_lnames_t *ln;  /* names of link and monitor records; per-peer counts */
     size_t forged;     /* link/monitor signals whose sender is not the peer */
+    struct cnb_types *types; /* worker types (worker_types.c) */
 };
 
 /* rt_table.c: the table's key of a pid; lookups (tab_lock held, read or
@@ -123,6 +124,33 @@ void cnb__mbox_go_live(cnb_proc_t *p);
 sig_t *cnb__mbox_take_all(cnb_proc_t *p);
 int cnb__pool_start(cnb_rt_t *rt); /* 0, or CNB_ESYS when no thread started */
 void cnb__pool_stop(cnb_rt_t *rt); /* joins the threads */
+
+/* rt_life.c: a spawn that a process of another node asked for (a
+ * SPAWN_REQUEST, worker_types.c): the link and the monitor (ref: the request
+ * id) its options make on the new worker before it goes live, over the
+ * connection the request came on (node, one reference the request holds, at
+ * epoch), and the spawn reply sent then. */
+typedef struct cnb_spawn_req {
+    erlang_pid from;
+    erlang_ref id;
+    int link, monitor;
+    cnb_lname_t *node;
+    uint32_t epoch;
+} cnb_spawn_req_t;
+
+/* cnb_spawn, and for a remote spawn (rq not NULL) its records and reply; a
+ * failed init's reason into *why (a term with version byte; the caller frees
+ * it; left empty when there is no memory for it). Returns as cnb_spawn, and
+ * CNB_ENOCONN when rq's connection went down during init (no reply sent; a
+ * linked worker has ended with noconnection). */
+int cnb__spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_spawn_opts_t *o,
+               const cnb_spawn_req_t *rq, erlang_pid *out, ei_x_buff *why);
+
+/* worker_types.c: the registered types and the remote spawns in flight;
+ * destroy waits for those to end. */
+struct cnb_types;
+int cnb__types_create(struct cnb_types **out);
+void cnb__types_destroy(struct cnb_types *t);
 
 /* rt_life.c, the worker's thread: what s does to p; p's end (terminate,
  * out of the table, queued signals answered, links and monitors fired,

@@ -1,6 +1,6 @@
 /* spawn.c: SPAWN_REQUEST from other nodes. We run no Erlang code, so every
  * remote spawn gets a clean `notsup` (rpc:call(CNode, ...) then returns
- * {badrpc, ...}) except one: global's conflict resolution, which after a
+ * {badrpc, ...}) except a registered worker type's (worker_types.c) and: global's conflict resolution, which after a
  * partition runs rpc:call(node(Pid2), global, resolve_it, [Method, Name, Pid,
  * Pid2]) -- erpc spawning erpc:execute_call(Ref, global, resolve_it, Args) --
  * on the node of the registered pid, for a C worker this node. Method may be
@@ -86,6 +86,8 @@ void cnb__spawn_request(cnb_node_t *n, const char *peer, const char *ctrl, const
         cnb__log(n, CNB_LOG_WARNING, "malformed spawn request from %s: dropped", peer);
         return;
     }
+    if (cnb__types_spawn(n, peer, &req, &from, mod, fun, fa, ctrl, i, payload, payload_len))
+        return; /* a registered worker type (worker_types.c) */
     /* erpc:execute_call/4 with global:resolve_it's arguments: relayed. The
      * requester runs `global` (it asked) and is connected (it just did). */
     if (!strcmp(mod, "erpc") && !strcmp(fun, "execute_call") && fa == 4 && payload &&

@@ -309,10 +309,45 @@ typedef struct cnb_spawn_opts {
 } cnb_spawn_opts_t;
 
 /* Starts a worker: runs init, then registers the name (if any) and makes the
- * pid live. Any thread. Returns 0 and *pid, or: CNB_EEXIST (name taken; *pid is
- * the owner), the code init returned, CNB_ENOMEM, CNB_ECLOSED (stopping). */
+ * pid live. Any thread. The pid exists while init runs: signals sent to it
+ * then (a monitor from :global when init registers a global name) wait in its
+ * mailbox; if init fails they are answered as for a process that ended with
+ * the reason init set with cnb_proc_set_reason (default init_failed). Returns
+ * 0 and *pid, or: CNB_EEXIST (name taken; *pid is the owner), the code init
+ * returned, CNB_ENOMEM, CNB_ECLOSED (stopping). */
 int cnb_spawn(cnb_node_t *node, const cnb_worker_ops_t *ops, void *arg,
               const cnb_spawn_opts_t *opts, erlang_pid *pid);
+
+/* ----------------------------------------------------------------------
+ * Worker types: C workers that BEAM code starts with Erlang's own remote
+ * spawn, so that they can be children of BEAM supervisors:
+ *   erlang:spawn_request(CNode, Type, start, Args, [link, monitor])
+ *   Node.spawn_link(cnode, Type, :start, args)
+ *   cnode_bridge:start_link(CNode, Type, Args)   (init's result as {ok, Pid}
+ *                                                 or {error, Reason})
+ * A SPAWN_REQUEST for Type:start/N runs the type's init (on a thread of its
+ * own, never the I/O thread) with arg pointing to a cnb_spawn_args_t; the
+ * requester's link and monitor are set up before the worker runs, and the
+ * spawn reply goes out before anything the worker sends afterwards. If init
+ * fails, the requester gets the error `init_failed` (and, when it passed the
+ * option `cnb_error_reason`, the message {cnb_spawn_error, ReqId, Reason}
+ * just before it, Reason as set with cnb_proc_set_reason, else init_failed).
+ * A spawn of anything not registered as a type is refused with `notsup`.
+ * ---------------------------------------------------------------------- */
+
+/* What a type's init gets as arg. Valid during init only: copy what it keeps. */
+typedef struct cnb_spawn_args {
+    const char *args;        /* the argument list, ETF with version byte */
+    size_t len;
+    int argc;                /* its length */
+    const erlang_pid *parent; /* the process that asked for the spawn */
+} cnb_spawn_args_t;
+
+/* Registers ops (kept by reference: it must outlive the node) as the type
+ * named type (an atom's text: Module in the spawn request). Any thread, before
+ * or after the node starts. Returns 0, CNB_EEXIST (a type of that name
+ * exists), CNB_EINVAL (no ops, empty or too long a name), CNB_ENOMEM. */
+int cnb_register_type(cnb_node_t *node, const char *type, const cnb_worker_ops_t *ops);
 
 /* Inside callbacks: the worker itself. */
 const erlang_pid *cnb_self(const cnb_proc_t *self);

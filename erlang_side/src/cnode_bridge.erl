@@ -11,7 +11,7 @@
 -module(cnode_bridge).
 
 -export([start_cnode/2, stop_cnode/1, which_cnodes/0, os_pid/1, priv_dir/0,
-         cnode_executable/0]).
+         cnode_executable/0, start_link/3]).
 
 -type opts() :: #{longnames => boolean(),
                   host => string(),
@@ -67,6 +67,12 @@ start_cnode(Name, Opts) when is_atom(Name), is_map(Opts) ->
     end;
 start_cnode(Name, Opts) ->
     {error, {bad_option, {Name, Opts}}}.
+
+%% @doc Starts a C worker of a type registered on CNode, linked to the caller,
+%% once its init has run: a supervisor's start function (see cnode_worker).
+-spec start_link(node(), atom(), list()) -> {ok, pid()} | {error, term()}.
+start_link(CNode, Type, Args) ->
+    cnode_worker:start_link(CNode, Type, Args).
 
 %% @doc Stops a supervised C node cleanly (its workers' terminate callbacks run
 %% and their links and monitors fire with `shutdown').
