@@ -463,9 +463,11 @@ uint32_t cnb__reg_chain_head(struct cnb_registry *reg, uint32_t si,
 /* Bits of the table to build before adding a chain, 0 if none is needed. */
 unsigned cnb__reg_rehash_bits(uint64_t tab, uint64_t live, uint64_t used);
 /* Build a new table of 2^bits slots holding the chains of `old` (pre-phase:
- * only new memory is written). Returns the new table word, 0 if corrupt. */
+ * only new memory is written), their number in *chains: the live count the
+ * stripe takes with the table (the count in shared memory may be forged).
+ * Returns the new table word, 0 if corrupt. */
 uint64_t cnb__reg_table_build(struct cnb_registry *reg, uint32_t si, uint64_t old,
-                              unsigned bits, int which);
+                              unsigned bits, int which, uint32_t *chains);
 /* Seqlock odd, logged: link the new entry ref into its chain of table `which`
  * (adding a slot if the chain is new); unlink ref; put new_ref in old_ref's place
  * (new_ref is fresh memory). */

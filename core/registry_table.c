@@ -153,17 +153,24 @@ static unsigned bits_for(uint64_t n)
 
 unsigned cnb__reg_rehash_bits(uint64_t tab, uint64_t live, uint64_t used)
 {
+    /* live comes from shared memory, which another process may have
+     * scribbled on: a new table is sized from at most what the old one can
+     * hold (every live chain has a slot in it), so a forged count cannot make
+     * the segment grow without bound. Without a table there is nothing live. */
     if (!cnb__tab_ref(tab) || cnb__tab_bits(tab) > 31)
-        return bits_for((live + 1) * 2);
+        return bits_for((live < 64 ? live + 1 : 65) * 2);
     uint64_t size = (uint64_t)1 << cnb__tab_bits(tab);
+    if (live > size)
+        live = size;
     if ((used + 1) * 4 <= size * 3)
         return 0;
     return bits_for((live + 1) * 2);
 }
 
 uint64_t cnb__reg_table_build(struct cnb_registry *reg, uint32_t si, uint64_t old,
-                              unsigned bits, int which)
+                              unsigned bits, int which, uint32_t *chains)
 {
+    *chains = 0;
     uint64_t size = (uint64_t)1 << bits, mask = size - 1;
     uint32_t ref = cnb__reg_alloc(reg, si, size * 8, CNB__TAG_TABLE);
     if (!ref)
@@ -193,6 +200,7 @@ uint64_t cnb__reg_table_build(struct cnb_registry *reg, uint32_t si, uint64_t ol
                 return 0;
             }
             slots[j] = v;
+            ++*chains;
         }
     }
     return ((uint64_t)ref << 8) | bits;

@@ -46,6 +46,7 @@ static int owner_is(const struct cnb__reg_entry *e, uint32_t node, const cnb_pid
 struct plan {
     unsigned kbits, obits;
     uint64_t nk, no;
+    uint32_t kchains, ochains; /* chains in nk, no: the live counts they take */
 };
 
 static int plan_insert(struct cnb_registry *reg, uint32_t si, uint64_t h, const void *key,
@@ -78,9 +79,9 @@ static int plan_insert(struct cnb_registry *reg, uint32_t si, uint64_t h, const 
     uint64_t kt = atomic_load_explicit(&st->ktab, memory_order_relaxed);
     uint64_t ot = atomic_load_explicit(&st->otab, memory_order_relaxed);
     if (p->kbits)
-        p->nk = cnb__reg_table_build(reg, si, kt, p->kbits, 0);
+        p->nk = cnb__reg_table_build(reg, si, kt, p->kbits, 0, &p->kchains);
     if (p->obits && !cnb__reg_bad)
-        p->no = cnb__reg_table_build(reg, si, ot, p->obits, 1);
+        p->no = cnb__reg_table_build(reg, si, ot, p->obits, 1, &p->ochains);
     return cnb__reg_bad ? CNB_ECORRUPT : 0;
 }
 
@@ -92,6 +93,7 @@ static void plan_publish(struct cnb_registry *reg, uint32_t si, const struct pla
         uint32_t old = cnb__tab_ref(st->ktab);
         cnb__reg_log_w64(reg, &st->log, (void *)&st->ktab, p->nk);
         cnb__reg_log_w32(reg, &st->log, &st->ktomb, 0);
+        cnb__reg_log_w32(reg, &st->log, &st->klive, p->kchains);
         if (old)
             cnb__reg_free(reg, si, old);
     }
@@ -99,6 +101,7 @@ static void plan_publish(struct cnb_registry *reg, uint32_t si, const struct pla
         uint32_t old = cnb__tab_ref(st->otab);
         cnb__reg_log_w64(reg, &st->log, (void *)&st->otab, p->no);
         cnb__reg_log_w32(reg, &st->log, &st->otomb, 0);
+        cnb__reg_log_w32(reg, &st->log, &st->olive, p->ochains);
         if (old)
             cnb__reg_free(reg, si, old);
     }
@@ -601,16 +604,16 @@ int cnb__reg_presize(struct cnb_registry *reg, uint32_t si, uint64_t entries)
     unsigned bits = CNB__REG_MIN_BITS;
     while (((uint64_t)1 << bits) < entries * 2)
         bits++;
-    struct plan p = {bits, is_meta(reg, si) ? 0 : bits, 0, 0};
+    struct plan p = {bits, is_meta(reg, si) ? 0 : bits, 0, 0, 0, 0};
     if (cnb__tab_ref(st->ktab)) /* already there: someone else sized it */
         goto out;
     uint64_t need = cnb__reg_alloc_cost((uint64_t)8 << bits) * 2;
     rc = cnb__reg_reserve(reg, si, need, NULL);
     if (rc)
         goto out;
-    p.nk = cnb__reg_table_build(reg, si, 0, p.kbits, 0);
+    p.nk = cnb__reg_table_build(reg, si, 0, p.kbits, 0, &p.kchains);
     if (p.obits)
-        p.no = cnb__reg_table_build(reg, si, 0, p.obits, 1);
+        p.no = cnb__reg_table_build(reg, si, 0, p.obits, 1, &p.ochains);
     if (cnb__reg_bad) {
         rc = abandon(reg, si, CNB_ECORRUPT);
         goto out;

@@ -442,6 +442,35 @@ static void one_round(uint64_t seed, enum target t, int kind)
     cnb_registry_close(r);
 }
 
+/* Forged live-chain counts (klive/olive) make the next insert rehash; the new
+ * table is sized from what the old one can hold, not from the count, so the
+ * segment does not grow by hundreds of megabytes (once it grew until the
+ * process was killed for lack of memory). */
+START_TEST(forged_counts_do_not_grow_the_segment)
+{
+    uint64_t seed = 2;
+    struct cnb_registry *r = open_reg(NULL, CNB_REG_DUPLICATE);
+    populate(r);
+    cnb_registry_info_t in0, in1;
+    ck_assert_int_eq(cnb_registry_info(r, &in0), 0);
+    for (uint32_t si = 0; si < 4; si++) {
+        r->stripes[si].klive = 0x00FFFFFF;
+        r->stripes[si].olive = 0x00FFFFFF;
+    }
+    unsigned char k[16], v[48];
+    for (uint32_t i = NKEYS; i < NKEYS + 64; i++) {
+        cnb_pid_t o = owner_of(i + 100000);
+        ssize_t rc = cnb_registry_register(r, k, mkkey(k, i), &o, v, mkval(v, i), NULL);
+        OK_RC(rc, "register");
+    }
+    ck_assert_int_eq(cnb_registry_info(r, &in1), 0);
+    ck_assert_msg(in1.file_size < in0.file_size + (16u << 20),
+                  "segment grew from %llu to %llu bytes", (unsigned long long)in0.file_size,
+                  (unsigned long long)in1.file_size);
+    cnb_registry_close(r);
+}
+END_TEST
+
 START_TEST(targeted_corruptions)
 {
     for (int t = 0; t < T_COUNT; t++)
@@ -808,6 +837,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, odd_sequence_does_not_hang_readers);
     tcase_add_test(tc, targeted_corruptions);
+    tcase_add_test(tc, forged_counts_do_not_grow_the_segment);
     tcase_add_test(tc, random_bytes);
     tcase_add_test(tc, truncation_refused);
     tcase_add_test(tc, concurrent_scribbler);
