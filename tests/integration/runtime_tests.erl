@@ -116,7 +116,10 @@ echo_and_cache(C) ->
     W = new_cache(A, CN, 42, <<"content">>),
     ?assertEqual({ok, <<"content">>}, gcall(A, W, get)),
     ?assertEqual(ok, gcall(A, W, stop)),
-    ?assertMatch({'EXIT', {noproc, _}}, catch gcall(A, W, get)),
+    %% noproc, or normal while the stopped worker is still ending (as with
+    %% an Erlang gen_server whose stop reply went out before it ended).
+    ?assertMatch({'EXIT', {StopWhy, _}} when StopWhy =:= noproc; StopWhy =:= normal,
+                 catch gcall(A, W, get)),
     %% TTL: the worker ends by itself, normally.
     {ok, T} = gcall(A, {cache_sup, CN}, {start, 43, x, 200}),
     ?assertEqual(normal, on(A, fun() ->
@@ -380,7 +383,11 @@ ten_thousand_workers(C) ->
                          || I <- lists:seq(1, 10000, 1000)]),
     ?assertEqual(10000, length(lists:usort(Pids))),
     [ok = gcall(A, P, stop) || P <- Pids],
-    ?assertMatch({'EXIT', {noproc, _}}, catch gcall(A, lists:last(Pids), get)),
+    %% The stop's reply goes out before the worker ends, so a call right after
+    %% it may set its monitor while the worker is still ending (DOWN normal,
+    %% as with an Erlang gen_server) or after (noproc).
+    ?assertMatch({'EXIT', {LastWhy, _}} when LastWhy =:= noproc; LastWhy =:= normal,
+                 catch gcall(A, lists:last(Pids), get)),
     {ok, Status} = cnb_cluster:stop_cnode(C, Port),
     Out = cnb_cluster:cnode_output(C, Port),
     Bad = [L || L <- Out, re:run(L, "Sanitizer|runtime error") =/= nomatch],
