@@ -185,8 +185,14 @@ wrong_cookie_guesses_back_off(C) ->
     cnb_cnode:wait_line(C, Port, "refused a connection from 127\\.0\\.0\\.1: [0-9]+ failed cookie checks"),
     cnb_cnode:wait_line(C, Port, "suppressed [0-9]+ similar lines"),
     Lines = length(output(C, Port)),
-    ?debugFmt("~b log lines for the 1000 guesses", [Lines]),
-    ?assert(Lines < 200).
+    Secs = (now_ms() - T0) div 1000 + 1,
+    ?debugFmt("~b log lines for the 1000 guesses in ~b s", [Lines, Secs]),
+    %% The log's rate limit (20 lines and one "suppressed" line a second per
+    %% call site; up to three sites log here) bounds the lines by time, not
+    %% by guesses: a slow (loaded) run may log more, a flood (a line per
+    %% guess) fails.
+    ?assert(Lines < 60 + 3 * 21 * Secs),
+    ?assert(Lines < 1000).
 
 %% Handshakes opened before the address failed (so past the check at accept)
 %% do not let a guesser test many cookies at once: once the address is in its
