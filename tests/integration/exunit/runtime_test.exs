@@ -37,7 +37,7 @@ defmodule CnodeBridge.RuntimeTest do
     # The stop's reply goes out before the worker ends: a call right after it
     # sees :noproc, or :normal while the worker is still ending (as with an
     # Erlang GenServer).
-    assert catch_exit(GenServer.call(w, :get)) |> elem(0) in [:noproc, :normal]
+    assert elem(catch_exit(GenServer.call(w, :get)), 0) in [:noproc, :normal]
   end
 
   test "Process.monitor sees the worker end, and a TTL expire", %{cnode: c} do
