@@ -22,16 +22,28 @@ static void rq_push(cnb_rt_t *rt, cnb_proc_t *p)
     pthread_mutex_unlock(&rt->rq_mu);
 }
 
-void cnb__mbox_push(cnb_proc_t *p, sig_t *s)
+/* Links s into p's mailbox (a priority signal after those already waiting,
+ * ahead of every other; an ordinary one at the tail) and schedules p if it
+ * is neither scheduled nor dead. */
+static void mbox_link(cnb_proc_t *p, sig_t *s, int prio)
 {
     int sched = 0;
-    s->next = NULL;
     pthread_mutex_lock(&p->mu);
-    if (p->tail)
-        p->tail->next = s;
-    else
-        p->head = s;
-    p->tail = s;
+    if (prio) {
+        sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
+        s->next = *at;
+        *at = s;
+        if (!s->next)
+            p->tail = s;
+        p->prio_last = s;
+    } else {
+        s->next = NULL;
+        if (p->tail)
+            p->tail->next = s;
+        else
+            p->head = s;
+        p->tail = s;
+    }
     if (!p->scheduled && !p->dead) {
         p->scheduled = 1;
         sched = 1;
@@ -41,24 +53,14 @@ void cnb__mbox_push(cnb_proc_t *p, sig_t *s)
         rq_push(p->rt, p);
 }
 
+void cnb__mbox_push(cnb_proc_t *p, sig_t *s)
+{
+    mbox_link(p, s, 0);
+}
+
 void cnb__mbox_push_prio(cnb_proc_t *p, sig_t *s)
 {
-    int sched = 0;
-    pthread_mutex_lock(&p->mu);
-    /* After the priority signals already waiting, ahead of every other. */
-    sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
-    s->next = *at;
-    *at = s;
-    if (!s->next)
-        p->tail = s;
-    p->prio_last = s;
-    if (!p->scheduled && !p->dead) {
-        p->scheduled = 1;
-        sched = 1;
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (sched)
-        rq_push(p->rt, p);
+    mbox_link(p, s, 1);
 }
 
 void cnb__mbox_go_live(cnb_proc_t *p)
