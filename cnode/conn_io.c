@@ -67,10 +67,18 @@ void cnb__route(cnb_node_t *n, cnb_chunk_t *ch)
     }
     /* Only a new hold needs an attempt: from then on, an attempt that ends
      * without winning passes the hold on (conn_policy.c), so a burst of sends
-     * to a node being connected costs no scan of the connections each. */
+     * to a node being connected costs no scan of the connections each. When
+     * the peer's own attempt to us is under way, the hold waits for it (the
+     * hold timer dials when it does not come up: conn_policy.c). */
     cnb_hold_t *h = cnb__hold_push(n, name, spec, ch);
-    if (h && h->count == 1 && !h->retry_at && !cnb__conn_attempt(n, name, NULL, 1))
-        cnb__connect_out(n, spec);
+    if (h && h->count == 1 && !h->retry_at) {
+        cnb_conn_t *a = cnb__conn_attempt(n, name, NULL, 0);
+        if (!a)
+            cnb__connect_out(n, spec);
+        else if (!a->initiator)
+            cnb__log(n, CNB_LOG_DEBUG, "message for %s waits for its attempt to connect here",
+                     name);
+    }
 }
 
 /* After a write on c returned rc (< 0): 0 when the socket is full or TLS

@@ -14,6 +14,15 @@
  * two; when it does not come, we dial again this often (up to net_setuptime). */
 #define NOK_RETRY_MS 100
 
+/* Messages for a peer whose own attempt to us is being set up wait for that
+ * attempt (as net_kernel's pending connections do) instead of racing it with
+ * one of ours: were we to dial, the peer would answer ok_simultaneous (its
+ * name the smaller) and kill its attempt after we had already taken it as up
+ * and written the messages to it. An attempt that never comes up (a client
+ * without the cookie squatting the name) holds them this long at most; then
+ * we dial all the same. */
+#define THEIR_ATTEMPT_WAIT_MS 1000
+
 cnb_conn_t *cnb__conn_attempt(cnb_node_t *n, const char *peer, const cnb_conn_t *except,
                               int outgoing_only)
 {
@@ -116,6 +125,12 @@ void cnb__conn_attempt_ended(cnb_node_t *n, cnb_conn_t *c)
             h->retry_at = n->now + NOK_RETRY_MS;
             return;
         }
+    } else if (!c->initiator && h && n->now - h->since < setup) {
+        /* Their attempt, which the hold waited for, failed: ours now. */
+        cnb__log(n, CNB_LOG_DEBUG, "%s's attempt to connect failed: dialing it for %zu message(s)",
+                 peer, h->count);
+        cnb__connect_out(n, h->spec); /* gives up itself when it cannot */
+        return;
     }
     if (h || c->initiator)
         cnb__conn_give_up(n, peer, "no connection could be made");
@@ -132,14 +147,24 @@ void cnb__hold_timers(cnb_node_t *n)
                 cnb__conn_flush_soon(n, up);
             continue;
         }
-        if (cnb__conn_attempt(n, h->peer, NULL, 0))
-            continue;
-        if (h->retry_at && n->now - h->since < setup) {
-            if (n->now >= h->retry_at) {
-                h->retry_at = 0;
-                cnb__log(n, CNB_LOG_DEBUG, "%s refused us and has not connected: dialing again",
-                         h->peer);
-                cnb__connect_out(n, h->spec); /* gives up itself when it cannot */
+        if (cnb__conn_attempt(n, h->peer, NULL, 1))
+            continue; /* ours carries it */
+        int64_t age = n->now - h->since;
+        if (age < setup) {
+            if (h->retry_at) {
+                if (n->now >= h->retry_at) {
+                    h->retry_at = 0;
+                    cnb__log(n, CNB_LOG_DEBUG,
+                             "%s refused us and has not connected: dialing again", h->peer);
+                    cnb__connect_out(n, h->spec); /* gives up itself when it cannot */
+                }
+                continue;
+            }
+            if (!cnb__conn_attempt(n, h->peer, NULL, 0) || age >= THEIR_ATTEMPT_WAIT_MS) {
+                cnb__log(n, CNB_LOG_DEBUG,
+                         "%s's attempt to connect has not come up in %lld ms: dialing it",
+                         h->peer, (long long)age);
+                cnb__connect_out(n, h->spec);
             }
             continue;
         }

@@ -49,13 +49,16 @@ const char *cnb__conn_accept_status(cnb_node_t *n, cnb_conn_t *c);
  * outgoing attempts to that peer (this connection won). */
 void cnb__conn_won(cnb_node_t *n, cnb_conn_t *c);
 /* c, an attempt that never came up, is closing: keep the hold for another
- * attempt, schedule a new one after a nok, or give up (drop + nodedown). */
+ * attempt, schedule a new one after a nok, dial when it was the peer's
+ * attempt the hold waited for, or give up (drop + nodedown). */
 void cnb__conn_attempt_ended(cnb_node_t *n, cnb_conn_t *c);
 /* No connection to peer can be made: drops what is held for it and tells
  * the runtime and the user (nodedown). */
 void cnb__conn_give_up(cnb_node_t *n, const char *peer, const char *why);
-/* Runs every timer tick: dials again for holds refused by nok, and gives up on
- * holds that no attempt carries any more. */
+/* Runs every timer tick: dials again for holds refused by nok, dials for holds
+ * that waited THEIR_ATTEMPT_WAIT_MS on the peer's own attempt (or that no
+ * attempt carries), and gives up on holds older than net_setuptime that no
+ * attempt of ours carries. */
 void cnb__hold_timers(cnb_node_t *n);
 
 #endif /* CNB_CONN_POLICY_H */

@@ -29,24 +29,7 @@ start_c(C, Args, Prefix, Opts) ->
                                         "--port", integer_to_list(TcpPort) | Args], Opts}),
     {Port, Node, TcpPort}.
 
-%% A client without the cookie: sends send_name ('N', handshake version 6)
-%% claiming Name, reads the status, and keeps the socket open. With
-%% AnswerAlive, it says "true" to alive (the live connection is dead, it
-%% claims) and then holds at the challenge it cannot answer.
-squat(TcpPort, Name, AnswerAlive) ->
-    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, TcpPort, [binary, {packet, 2}, {active, false}]),
-    NameB = atom_to_binary(Name, utf8),
-    %% Every flag up to UNLINK_ID, and SPAWN; not NAME_ME.
-    Flags = 16#3FFFFFF bor (1 bsl 32),
-    ok = gen_tcp:send(S, <<$N, Flags:64, 1:32, (byte_size(NameB)):16, NameB/binary>>),
-    {ok, <<$s, Status/binary>>} = gen_tcp:recv(S, 0, 5000),
-    case {Status, AnswerAlive} of
-        {<<"alive">>, true} ->
-            ok = gen_tcp:send(S, <<$s, "true">>),
-            {ok, <<$N, _/binary>>} = gen_tcp:recv(S, 0, 5000);
-        _ -> ok
-    end,
-    {S, Status}.
+squat(TcpPort, Name, AnswerAlive) -> cnb_cnode:claim_name(TcpPort, Name, AnswerAlive).
 
 %% A real node keeps calling a C worker while two cookie-less clients claim
 %% its name, one of them answering true to alive: every call is answered.

@@ -2,7 +2,8 @@
 %% each other at the same instant, in both name orders, many rounds; every
 %% message sent from either side while the connection was being set up arrives,
 %% in order, over whichever attempt won, and the race really happened (counted
-%% from the C node's debug log). Run: ITEST_ONLY=simultaneous_tests scripts/run-tests itest
+%% from the C node's debug log). their_attempt_test_ checks the rule that
+%% decides the race without one. Run: ITEST_ONLY=simultaneous_tests scripts/run-tests itest
 -module(simultaneous_tests).
 -include_lib("eunit/include/eunit.hrl").
 
@@ -20,6 +21,53 @@ simultaneous_test_() ->
       {timeout, 300, fun() -> rounds("a", "z") end}},
      {"C node name sorts above the peer's: our attempt wins",
       {timeout, 300, fun() -> rounds("z", "a") end}}].
+
+%% The rule behind the rounds above, made without a race: while a node's own
+%% attempt to connect to the C node is under way, messages for that node wait
+%% for it (as net_kernel's pending connections make them wait) instead of
+%% racing it with an attempt of ours. A client without the cookie claims the
+%% real node A's name and stalls (or gives up) inside the handshake, so the
+%% C node must dial A itself in the end: after THEIR_ATTEMPT_WAIT_MS when the
+%% attempt stalls, at once when it fails.
+their_attempt_test_() ->
+    [{"a message waits for the peer's attempt; dialed when that attempt stalls",
+      {timeout, 60, fun() -> their_attempt(stall) end}},
+     {"a message waits for the peer's attempt; dialed when that attempt fails",
+      {timeout, 60, fun() -> their_attempt(fail) end}}].
+
+their_attempt(How) ->
+    C = cnb_cluster:new(),
+    try
+        {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a"}),
+        {ok, B, _} = cnb_cluster:start_node(C, #{name => "m"}),
+        TcpPort = cnb_cluster:free_port(),
+        {ok, Port, CN} = cnb_cluster:start_cnode(
+                           C, ["--cookie", cnb_cluster:cookie(C), "--port", integer_to_list(TcpPort),
+                               "--sname", cnb_cluster:unique_name("c"), "--demo",
+                               "--log-level", "debug"]),
+        {ok, ToA} = cnb_cluster:call(B, gen_server, call, [{probe, CN}, spawn]),
+        ACol = cnb_cluster:call(A, ?MODULE, start_collector, []),
+        ok = cnb_cluster:call(B, gen_server, call, [ToA, {subscribe, ACol}]),
+        SA = atom_to_list(NA),
+        ?assertEqual(0, cnb_cnode:count_lines(C, Port, "connected (to|from) " ++ SA)),
+        {S, Status} = cnb_cnode:claim_name(TcpPort, NA, false),
+        ?assertEqual(<<"ok">>, Status),
+        ok = cnb_cluster:call(B, ?MODULE, fire_at, [0, ToA, 1, 1]),
+        cnb_cnode:wait_line(C, Port, "message for " ++ SA ++ " waits for its attempt"),
+        Dialed = case How of
+                     stall -> SA ++ "'s attempt to connect has not come up in [0-9]+ ms: dialing it";
+                     fail -> gen_tcp:close(S),
+                             SA ++ "'s attempt to connect failed: dialing it"
+                 end,
+        ?assertEqual([1], cnb_cluster:call(A, ?MODULE, got, [ACol, 1, 1, 10000], 15000)),
+        cnb_cnode:wait_line(C, Port, Dialed),
+        ?assertEqual(1, cnb_cnode:count_lines(C, Port, "connected to " ++ SA)),
+        ?assertEqual([], [L || L <- cnb_cluster:cnode_output(C, Port),
+                               re:run(L, "dropped") =/= nomatch]),
+        gen_tcp:close(S)
+    after
+        cnb_cluster:stop(C)
+    end.
 
 %% CPrefix/PPrefix start the C node's and the racing peer's names, so they
 %% sort one way or the other (same host: the alive parts decide).
@@ -52,7 +100,8 @@ rounds(CPrefix, PPrefix) ->
                                 {they_answered_nok, "they answered nok"},
                                 {they_answered_ok_simultaneous, "they answered ok_simultaneous"},
                                 {dialed_again, "dialing again"},
-                                {held_moved, "held message"}]],
+                                {held_moved, "held message"},
+                                {waited_for_theirs, "waits for its attempt to connect here"}]],
         ?debugFmt("how the races went (log lines): ~p", [Kinds]),
         Dropped = [L || L <- Out, re:run(L, "dropped|message dropped") =/= nomatch],
         ?assertEqual([], Dropped),

@@ -1,10 +1,10 @@
 %% cnb_cnode: the real cnode program as the integration suites start it and read
 %% its log, on top of cnb_cluster (which owns the process and its output).
 %% Used by dist_tests, hostile_auth_tests, hostile_conn_tests,
-%% hostile_signals_tests, hostile_terms_tests and nif_tests.
+%% hostile_signals_tests, hostile_terms_tests, nif_tests and simultaneous_tests.
 -module(cnb_cnode).
 
--export([start/2, start/3, has_line/3, wait_line/3, count_lines/3]).
+-export([start/2, start/3, has_line/3, wait_line/3, count_lines/3, claim_name/3]).
 
 %% @doc Starts the cnode program with the context's cookie (`--cookie') and
 %% Args, and waits for its READY line; returns its port and node name.
@@ -36,3 +36,24 @@ wait_line(C, Port, Re) ->
 -spec count_lines(cnb_cluster:ctx(), port(), iodata()) -> non_neg_integer().
 count_lines(C, Port, Re) ->
     length([L || L <- cnb_cluster:cnode_output(C, Port), re:run(L, Re) =/= nomatch]).
+
+%% @doc A client without the cookie: connects to a C node's distribution port
+%% TcpPort, sends send_name ('N', handshake version 6) claiming Name, reads
+%% the status, and keeps the socket open (the caller closes it). With
+%% AnswerAlive, it says "true" to alive (the live connection is dead, it
+%% claims) and then holds at the challenge it cannot answer.
+-spec claim_name(inet:port_number(), node(), boolean()) -> {gen_tcp:socket(), binary()}.
+claim_name(TcpPort, Name, AnswerAlive) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, TcpPort, [binary, {packet, 2}, {active, false}]),
+    NameB = atom_to_binary(Name, utf8),
+    %% Every flag up to UNLINK_ID, and SPAWN; not NAME_ME.
+    Flags = 16#3FFFFFF bor (1 bsl 32),
+    ok = gen_tcp:send(S, <<$N, Flags:64, 1:32, (byte_size(NameB)):16, NameB/binary>>),
+    {ok, <<$s, Status/binary>>} = gen_tcp:recv(S, 0, 5000),
+    case {Status, AnswerAlive} of
+        {<<"alive">>, true} ->
+            ok = gen_tcp:send(S, <<$s, "true">>),
+            {ok, <<$N, _/binary>>} = gen_tcp:recv(S, 0, 5000);
+        _ -> ok
+    end,
+    {S, Status}.
