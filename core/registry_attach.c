@@ -5,9 +5,43 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "registry_int.h"
+
+/* The kernel's PF_EXITING (include/linux/sched.h): set on a task as soon as
+ * it starts to exit (before its memory and files are released), so a process
+ * killed with SIGKILL shows it while its sockets close, before it is a zombie. */
+#define PF_EXITING_FLAG 0x4ULL
+
+uint64_t cnb__reg_stat_start(const char *stat)
+{
+    const char *p = strrchr(stat, ')');
+    if (!p || p[1] != ' ')
+        return 0;
+    p += 2;
+    if (*p == 'Z' || *p == 'X')
+        return 0; /* a zombie is gone for our purposes */
+    /* Fields after the command: state is field 3, flags field 9, starttime
+     * field 22. */
+    uint64_t start = 0;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return 0;
+        p++;
+        if (field + 1 == 9) {
+            char *end;
+            unsigned long long flags = strtoull(p, &end, 10);
+            if (end == p || (flags & PF_EXITING_FLAG))
+                return 0; /* being torn down: as good as gone */
+        }
+    }
+    char *end;
+    start = strtoull(p, &end, 10);
+    return end == p ? 0 : start;
+}
 
 uint64_t cnb__reg_proc_start(int pid)
 {
@@ -21,20 +55,12 @@ uint64_t cnb__reg_proc_start(int pid)
     if (n <= 0)
         return 0;
     buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ')
-        return 0;
-    p += 2;
-    if (*p == 'Z' || *p == 'X')
-        return 0; /* a zombie is gone for our purposes */
-    /* Fields after the command: state is field 3, starttime field 22. */
-    for (int field = 3; field < 22; field++) {
-        p = strchr(p, ' ');
-        if (!p)
-            return 0;
-        p++;
-    }
-    return strtoull(p, NULL, 10);
+    return cnb__reg_stat_start(buf);
+}
+
+int cnb_registry_os_pid_alive(int pid)
+{
+    return pid > 0 && cnb__reg_proc_start(pid) != 0;
 }
 
 static int alock(struct cnb_registry *reg)

@@ -544,6 +544,11 @@ int cnb__reg_attach(struct cnb_registry *reg);
 void cnb__reg_detach(struct cnb_registry *reg);
 /* Repair every lock whose holder died (trylock only, never blocks). */
 void cnb__reg_sweep_locks(struct cnb_registry *reg);
+/* The start time (clock ticks after boot) of OS process pid, or 0 when it is
+ * gone (see cnb__reg_stat_start). */
 uint64_t cnb__reg_proc_start(int pid);
+/* The same from the text of a /proc/<pid>/stat: 0 when it is unreadable, a
+ * zombie, or exiting (PF_EXITING). */
+uint64_t cnb__reg_stat_start(const char *stat);
 
 #endif /* CNB_REGISTRY_INT_H */

@@ -324,6 +324,14 @@ ssize_t cnb_registry_feed_poll(struct cnb_registry *reg, uint64_t *pos, size_t m
  * of that node and creation. Returns how many attachers were purged. */
 ssize_t cnb_registry_purge(struct cnb_registry *reg);
 
+/* 1 when OS process pid runs, 0 when it is gone: no such process, a zombie,
+ * or one already exiting (the kernel's PF_EXITING: a process killed with
+ * SIGKILL closes its sockets, so its peers see it go, before it is a zombie).
+ * What cnb_registry_purge takes for "gone"; attachers that learn of an
+ * owner's death by other means (a dropped connection) ask this before they
+ * purge its entries. */
+int cnb_registry_os_pid_alive(int pid);
+
 /* Walks the whole segment with every lock held (repairing as needed) and checks
  * the invariants: arena blocks tile the chunks, free lists hold exactly the free
  * blocks, every entry is in exactly one key slot and one owner slot and is

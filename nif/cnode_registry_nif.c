@@ -123,6 +123,18 @@ static void unload(ErlNifEnv *env, void *priv)
      * later load reuses it. */
 }
 
+/* os_pid_alive(OsPid) -> boolean(): core's view of "gone" (cnb_registry.h):
+ * a zombie or a process already exiting counts as gone, so the attachment
+ * that saw a killed C node's connection drop purges its entries at once. */
+static CNR_NIF(cnr_os_pid_alive)
+{
+    (void)argc;
+    int pid;
+    if (!enif_get_int(env, argv[0], &pid))
+        return enif_make_badarg(env);
+    return cnb_registry_os_pid_alive(pid) ? cnr_atom.true_ : cnr_atom.false_;
+}
+
 static ErlNifFunc funcs[] = {
     {"new", 3, cnr_new, 0},
     {"attach", 6, cnr_attach, 0},
@@ -150,6 +162,7 @@ static ErlNifFunc funcs[] = {
     {"scan", 3, cnr_scan, 0},
     {"feed_head", 1, cnr_feed_head, 0},
     {"feed_poll", 3, cnr_feed_poll, 0},
+    {"os_pid_alive", 1, cnr_os_pid_alive, 0},
 };
 
 ERL_NIF_INIT(cnode_registry_nif, funcs, load, NULL, upgrade, unload)

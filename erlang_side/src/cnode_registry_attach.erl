@@ -186,10 +186,12 @@ terminate(_Reason, #st{down = Down, cnode = CNode, name = Name}) ->
 %% The C node is gone: its entries leave this view. In shared mode they are
 %% removed from the segment only if its OS process is gone too (a dropped
 %% connection to a live C node on this host must not erase its registrations
-%% from its own view; it purges ours instead); then the segment file, which a
+%% from its own view; it purges ours instead; a C node killed with SIGKILL is
+%% still exiting, not yet a zombie, when its connection drops: that counts as
+%% gone, see cnb_registry_os_pid_alive); then the segment file, which a
 %% killed C node could not remove, goes too (mappings stay valid).
 purge(#st{mode = shared, name = Name, cnode = CNode, os_pid = OsPid, path = Path}) ->
-    case is_integer(OsPid) andalso os_pid_alive(OsPid) of
+    case is_integer(OsPid) andalso cnode_registry_nif:os_pid_alive(OsPid) of
         true -> ok;
         false ->
             _ = cnode_registry_nif:remove_node(Name, atom_to_binary(CNode, utf8), 0),
@@ -198,16 +200,6 @@ purge(#st{mode = shared, name = Name, cnode = CNode, os_pid = OsPid, path = Path
     end;
 purge(#st{}) ->
     ok.
-
-os_pid_alive(OsPid) ->
-    case file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/stat") of
-        {ok, Stat} ->
-            case binary:split(Stat, <<") ">>) of
-                [_, <<S, _/binary>>] -> S =/= $Z andalso S =/= $X;
-                _ -> false
-            end;
-        {error, _} -> false
-    end.
 
 feed_head(#st{mode = shared, name = Name}) ->
     cnode_registry_nif:feed_head(Name);

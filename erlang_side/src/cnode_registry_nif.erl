@@ -11,7 +11,7 @@
          lookup/2, lookup_many/2, values/3, keys/2, update_value/3, count/1,
          meta/2, put_meta/3, delete_meta/2, remove_node/3, canonical/1,
          lookup_open/3, lookup_next/2, remove_owner/2,
-         scan/3, feed_head/1, feed_poll/3]).
+         scan/3, feed_head/1, feed_poll/3, os_pid_alive/1]).
 
 -on_load(init/0).
 
@@ -116,3 +116,8 @@ feed_head(_Name) -> ?NOT_LOADED.
            non_neg_integer(), non_neg_integer()}.
 feed_poll(_Name, _Seq, _Max) -> ?NOT_LOADED.
 
+
+%% True while OS process OsPid runs; a zombie or a process already exiting
+%% (killed, its sockets closing) is gone.
+-spec os_pid_alive(integer()) -> boolean().
+os_pid_alive(_OsPid) -> ?NOT_LOADED.

@@ -827,6 +827,46 @@ START_TEST(truncation_refused)
 }
 END_TEST
 
+/* /proc/<pid>/stat as purge reads it: the command name is the process's own
+ * choice (it may hold ") " and digits), a zombie is gone, and so is a process
+ * whose flags carry PF_EXITING (0x4): killed, its sockets already closed,
+ * not yet a zombie. Before, such a process counted as alive and an
+ * attachment that saw a killed C node's connection drop kept its entries. */
+START_TEST(proc_stat_parse)
+{
+    /* fields 3..22: state ppid pgrp session tty tpgid flags minflt cminflt
+     * majflt cmajflt utime stime cutime cstime priority nice threads
+     * itrealvalue starttime */
+    const char *live = "77 (cnode) S 1 77 77 0 -1 4194560 10 0 0 0 1 2 0 0 20 0 3 0 123456 1 2";
+    ck_assert_uint_eq(cnb__reg_stat_start(live), 123456);
+    /* comm "x) Z 1 2 3 4" (at most 15 bytes, prctl PR_SET_NAME) */
+    const char *evil = "77 (x) Z 1 2 3 4) S 1 77 77 0 -1 64 0 0 0 0 0 0 0 0 20 0 1 0 555 1 2";
+    ck_assert_uint_eq(cnb__reg_stat_start(evil), 555);
+    const char *exiting = "77 (cnode) R 1 77 77 0 -1 4194564 10 0 0 0 1 2 0 0 20 0 3 0 123456 1";
+    ck_assert_uint_eq(cnb__reg_stat_start(exiting), 0);
+    const char *zombie = "77 (cnode) Z 1 77 77 0 -1 4194316 10 0 0 0 1 2 0 0 20 0 1 0 123456 1";
+    ck_assert_uint_eq(cnb__reg_stat_start(zombie), 0);
+    ck_assert_uint_eq(cnb__reg_stat_start("77 (cnode) S 1 77"), 0);
+    ck_assert_uint_eq(cnb__reg_stat_start("77 (cnode) S 1 77 77 0 -1 x 10"), 0);
+    ck_assert_uint_eq(cnb__reg_stat_start(""), 0);
+    /* This process, and one reaped after SIGKILL. */
+    ck_assert_int_eq(cnb_registry_os_pid_alive(getpid()), 1);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    ck_assert_int_eq(cnb_registry_os_pid_alive(child), 1);
+    kill(child, SIGKILL);
+    int status;
+    waitpid(child, &status, 0);
+    ck_assert_int_eq(cnb_registry_os_pid_alive(child), 0);
+    ck_assert_int_eq(cnb_registry_os_pid_alive(0), 0);
+    ck_assert_int_eq(cnb_registry_os_pid_alive(-1), 0);
+}
+END_TEST
+
 int main(void)
 {
 #ifndef CNB_TEST_OLD_CODE /* (built against the code before the fix, to see it fail) */
@@ -845,6 +885,7 @@ int main(void)
     tcase_add_test(tc, lock_word_scribbled_while_held);
     tcase_add_test(tc, unlock_out_of_order);
     tcase_add_test(tc, check_ignores_rewritten_header);
+    tcase_add_test(tc, proc_stat_parse);
     suite_add_tcase(s, tc);
     return cnb_check_run(s);
 }
