@@ -63,12 +63,15 @@ connect_in_ping(C) ->
     cnb_cnode:wait_line(C, Port, "connected from").
 
 %% Ten nodes ping the C node at once while another client sits in the middle
-%% of a handshake; every ping answers within a second.
+%% of a handshake; every ping answers while that client still sits there, so
+%% none waited for its set-up time-out (60 s here). No wall-clock bound: on a
+%% loaded machine ten node starts and pings may take seconds.
 many_nodes_with_stalled_peer(C) ->
     Peers = [begin {ok, P, _} = cnb_cluster:start_node(C, #{name => "m"}), P end
              || _ <- lists:seq(1, 10)],
     TcpPort = cnb_cluster:free_port(),
-    {_Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort)]),
+    {_Port, CN} = cnb_cnode:start(C, ["--sname", cname("c"), "--port", integer_to_list(TcpPort),
+                                      "--setuptime", "60"]),
     %% A peer that sends half a send_name and then nothing.
     {ok, Stall} = gen_tcp:connect({127, 0, 0, 1}, TcpPort, [binary, {active, false}]),
     ok = gen_tcp:send(Stall, <<0, 40, $N, 0, 0, 0>>),
@@ -79,10 +82,12 @@ many_nodes_with_stalled_peer(C) ->
                         R = cnb_cluster:call(P, net_adm, ping, [CN]),
                         Self ! {pinged, P, R, erlang:monotonic_time(millisecond) - T0}
                 end) || P <- Peers],
-    Results = [receive {pinged, P, R, Ms} -> {R, Ms} after 10000 -> timeout end || P <- Peers],
+    Results = [receive {pinged, P, R, Ms} -> {R, Ms} after 30000 -> timeout end || P <- Peers],
     ?assertEqual(lists:duplicate(10, pong), [R || {R, _} <- Results]),
-    Slowest = lists:max([Ms || {_, Ms} <- Results]),
-    ?assert(Slowest < 1000),
+    ?debugFmt("slowest of 10 pings beside a stalled handshake: ~b ms",
+              [lists:max([Ms || {_, Ms} <- Results])]),
+    %% The stalled client is still connected, mid-handshake.
+    ?assertEqual({error, timeout}, gen_tcp:recv(Stall, 0, 0)),
     gen_tcp:close(Stall).
 
 wrong_cookie_inbound(C) ->
