@@ -9,7 +9,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% Run on the peer nodes.
--export([link_exit/1, registry_remote/1]).
+-export([link_exit/1, registry_remote/1, monitor_on/1, down_reason/1]).
 -ifdef(TEST_ONE).
 -endif.
 
@@ -123,7 +123,7 @@ cluster_both_directions(C, Certs) ->
     [ok = cnb_cluster:call(P, global, sync, []) || P <- [A, B, Cc]],
     {Port, CN} = tls_cnode(C, Certs, ["--connect", atom_to_list(NA)]),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 10000)),
-    ?assert(log_has(C, Port, "connected to " ++ atom_to_list(NA))),
+    ok = wait_log(C, Port, "connected to " ++ atom_to_list(NA)),
     %% :global: a C worker's name, registered through a, seen everywhere.
     {ok, W} = cnb_cluster:call(B, gen_server, call, [{cache_sup, CN}, {start, 1, {content, 1}}]),
     ?assertEqual(CN, node(W)),
@@ -133,7 +133,7 @@ cluster_both_directions(C, Certs) ->
     ?assertEqual({ok, {content, 1}},
                  cnb_cluster:call(Cc, gen_server, call, [{global, {cache, 1}}, get])),
     ?assert(hidden_has(Cc, CN)),
-    ?assert(log_has(C, Port, "connected from " ++ atom_to_list(NC))),
+    ok = wait_log(C, Port, "connected from " ++ atom_to_list(NC)),
     %% A monitor from c fires when the worker stops; the name goes everywhere.
     Mon = spawn_monitor_on(Cc, W),
     ok = cnb_cluster:call(A, gen_server, call, [W, stop]),
@@ -150,16 +150,29 @@ cluster_both_directions(C, Certs) ->
     ?assertEqual({ok, NC}, cnb_cluster:call(A, gen_server, call,
                                             [{probe, CN}, {rpc, NC, erlang, node, [], 5000}])).
 
-%% Monitors Pid from a process on peer P; the returned fun waits for DOWN.
+%% Monitors Pid from a process on peer P and returns once the monitor is in
+%% place at Pid's node; the returned fun waits for DOWN.
 spawn_monitor_on(P, Pid) ->
-    Self = self(),
-    Tag = make_ref(),
-    spawn_link(fun() ->
-                       R = cnb_cluster:call(P, dist_tests, monitor_reason, [Pid], 20000),
-                       Self ! {Tag, R}
-               end),
-    timer:sleep(300), %% the monitor is set before the worker is stopped
-    fun() -> receive {Tag, R} -> R after 20000 -> timeout end end.
+    M = cnb_cluster:call(P, ?MODULE, monitor_on, [Pid], 20000),
+    fun() -> cnb_cluster:call(P, ?MODULE, down_reason, [M], 30000) end.
+
+%% Run on a peer: a process there monitors Pid; returns it once the MONITOR
+%% signal reached Pid's node (a call to its echo worker rides the same
+%% connection after it). down_reason/1 asks it for the DOWN reason.
+monitor_on(Pid) ->
+    Parent = self(),
+    M = spawn(fun() ->
+                      Ref = erlang:monitor(process, Pid),
+                      _ = gen_server:call({echo, node(Pid)}, sync, 10000),
+                      Parent ! {self(), ready},
+                      R = receive {'DOWN', Ref, process, _, X} -> X after 30000 -> timeout end,
+                      receive {get, From} -> From ! {self(), R} end
+              end),
+    receive {M, ready} -> M end.
+
+down_reason(M) ->
+    M ! {get, self()},
+    receive {M, R} -> R after 25000 -> timeout end.
 
 %% Messages of several MB (many TLS records, fragmented distribution
 %% messages) both ways, with the C node accepting.
