@@ -1,6 +1,7 @@
 %% @doc Top supervisor of the cnode_bridge application: one transient child per
 %% supervised C node (cnode_bridge_cnode), plus those listed to start at boot
-%% in the application environment (`cnodes', a list of {Name, Opts}).
+%% in the application environment (`cnodes', a list of {Name, Opts}, Opts a
+%% map or a keyword list as start_cnode/2 takes them).
 -module(cnode_bridge_sup).
 -behaviour(supervisor).
 
@@ -19,5 +20,6 @@ init([]) ->
                   shutdown => 10000,
                   type => worker,
                   modules => [cnode_bridge_cnode]}
-                || {Name, Opts} <- Boot, is_atom(Name), is_map(Opts)],
+                || {Name0, Opts0} <- Boot,
+                   {ok, Name, Opts} <- [cnode_bridge_opts:normalize(Name0, Opts0)]],
     {ok, {#{strategy => one_for_one, intensity => 10, period => 60}, Children}}.
