@@ -7,6 +7,8 @@
 
 -export([start_link/0, init/1]).
 
+-include_lib("kernel/include/logger.hrl").
+
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.
 start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
@@ -20,6 +22,24 @@ init([]) ->
                   shutdown => 10000,
                   type => worker,
                   modules => [cnode_bridge_cnode]}
-                || {Name0, Opts0} <- Boot,
-                   {ok, Name, Opts} <- [cnode_bridge_opts:normalize(Name0, Opts0)]],
+                || {Name, Opts} <- boot_list(Boot)],
     {ok, {#{strategy => one_for_one, intensity => 10, period => 60}, Children}}.
+
+%% The boot list's entries as start_cnode/2 reads them; a bad one is logged
+%% and left out (the others still start).
+boot_list(Boot) when is_list(Boot) ->
+    lists:append([boot_entry(E) || E <- Boot]);
+boot_list(Boot) ->
+    boot_entry(Boot).
+
+boot_entry({Name0, Opts0} = E) ->
+    case cnode_bridge_opts:normalize(Name0, Opts0) of
+        {ok, Name, Opts} -> [{Name, Opts}];
+        {error, Why} -> bad_entry(E, Why)
+    end;
+boot_entry(E) ->
+    bad_entry(E, not_a_pair).
+
+bad_entry(E, Why) ->
+    ?LOG_ERROR("cnode_bridge: the boot list's entry ~tp is left out: ~tp", [E, Why]),
+    [].

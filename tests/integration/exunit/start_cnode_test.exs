@@ -123,8 +123,8 @@ defmodule CnodeBridge.StartCnodeTest do
           assert Enum.any?(lines, &(&1 =~ "epmd refused the name"))
         end)
 
-      assert log =~ "cnode: cannot start: already exists"
-      assert log =~ "[error]"
+      # The program's fatal line itself at level error (not info).
+      assert log =~ "[error] cnode: cannot start: already exists"
       assert cnodes() == before
     after
       :cnb_cluster.stop_cnode(ctx, port)
@@ -160,6 +160,26 @@ defmodule CnodeBridge.StartCnodeTest do
       end)
     after
       File.rm_rf!(dir)
+    end
+  end
+
+  test "the boot list takes the same options; a bad entry is left out" do
+    ctx = :persistent_term.get(:cnb_cluster_ctx)
+    name = List.to_string(uname("boot"))
+    # As config/runtime.exs would give it: a keyword list, a binary name.
+    env = ~s([{<<"#{name}">>, [{demo, true}, {log_level, warning}]}, {7, \#{}}, nonsense])
+
+    {:ok, peer, app} =
+      :cnb_cluster.start_node(ctx, %{name: ~c"bootapp", args: [~c"-cnode_bridge", ~c"cnodes", String.to_charlist(env)]})
+
+    try do
+      {:ok, _} = :cnb_cluster.call(peer, :application, :ensure_all_started, [:cnode_bridge])
+      assert [{c, pid}] = :cnb_cluster.call(peer, :cnode_bridge, :which_cnodes, [])
+      assert is_pid(pid) and node(pid) == app
+      assert c == :"#{name}@#{host()}"
+      assert :cnb_cluster.call(peer, :gen_server, :call, [{:echo, c}, :boot]) == :boot
+    after
+      :cnb_cluster.stop_node(ctx, peer)
     end
   end
 end
