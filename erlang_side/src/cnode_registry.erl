@@ -181,7 +181,8 @@ attach(Name, CNode) ->
 %% <li>`link' (default `true'): link the attachment to the caller, as a
 %%     start_link function does. With `false' nothing is linked: the C node
 %%     going away ends the attachment only, never the caller (in iex:
-%%     `:cnode_registry.attach(MyReg, cnode, link: false)'). To keep an
+%%     `:cnode_registry.attach(MyReg, cnode, link: false)'), and the
+%%     attachment outlives the caller, until detach/1 or the C node's end. To keep an
 %%     attachment in an application's supervision tree, give it the child
 %%     spec that child_spec/1 makes of `[{name, Name}, {attach, CNode}]'.</li>
 %% <li>`listeners' (as in start_link/1), `timeout' (ms to reach the C node,

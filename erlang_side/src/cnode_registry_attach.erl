@@ -43,7 +43,7 @@
 %% defaults; `{error, {bad_option, Opt}}' for an unknown or ill-typed one.
 -spec options(term()) -> {ok, map()} | {error, {bad_option, term()}}.
 options(Opts) when is_list(Opts) ->
-    case lists:all(fun({K, _}) -> is_atom(K); (_) -> false end, Opts) of
+    case is_keyword(Opts) of
         %% foldr: the first value of a key counts, as with Keyword.get/2.
         true -> options(lists:foldr(fun({K, V}, M) -> M#{K => V} end, #{}, Opts));
         false -> {error, {bad_option, Opts}}
@@ -56,6 +56,10 @@ options(Opts) when is_map(Opts) ->
     end;
 options(Opts) ->
     {error, {bad_option, Opts}}.
+
+is_keyword([]) -> true;
+is_keyword([{K, _} | T]) when is_atom(K) -> is_keyword(T);
+is_keyword(_) -> false.
 
 option_ok({link, B}) -> is_boolean(B);
 option_ok({wait, B}) -> is_boolean(B);

@@ -81,6 +81,8 @@ defmodule CnodeBridge.AttachTest do
     assert :cnode_registry.attach(reg, c, lnk: false) == {:error, {:bad_option, {:lnk, false}}}
     assert :cnode_registry.attach(reg, c, link: :no) == {:error, {:bad_option, {:link, :no}}}
     assert :cnode_registry.attach(reg, c, [:link]) == {:error, {:bad_option, [:link]}}
+    improper = [{:link, false} | :x]
+    assert :cnode_registry.attach(reg, c, improper) == {:error, {:bad_option, improper}}
     assert :cnode_registry.attach(reg, c, %{timeout: -1}) == {:error, {:bad_option, {:timeout, -1}}}
     assert Process.whereis(reg) == nil
 
