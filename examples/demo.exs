@@ -84,13 +84,13 @@ end)
 
 Demo.banner("The shared registry through the NIF: the C node's own segment, mapped here")
 
-# attach/2 links to its caller, like start_link; this script outlives the C
-# node's death below, so it traps that exit.
-Process.flag(:trap_exit, true)
-
-Demo.step("iex(#{main})", ":cnode_registry.attach(:reg, cnode)", fn ->
-  :cnode_registry.attach(:reg, cnode)
+# link: false, as in iex: the C node's death below ends the attachment, not
+# this script (attach/2 links to its caller, like start_link).
+Demo.step("iex(#{main})", ":cnode_registry.attach(:reg, cnode, link: false)", fn ->
+  :cnode_registry.attach(:reg, cnode, link: false)
 end)
+
+att_ref = Process.monitor(:reg)
 
 Demo.step("iex(#{main})", ":cnode_registry.lookup(:reg, {:cache, 1})", fn ->
   :cnode_registry.lookup(:reg, {:cache, 1})
@@ -197,14 +197,14 @@ Demo.step("iex(#{main})", "GenServer.call({:echo, cnode}, {:hello, :again})", fn
 end)
 
 receive do
-  {:EXIT, _, {:shutdown, {:cnode_down, _}} = reason} ->
-    IO.puts("the attachment to the dead node ended: #{inspect(reason)}")
+  {:DOWN, ^att_ref, :process, _, reason} ->
+    IO.puts("the attachment to the dead node ended: #{inspect(reason)}; this process lives on")
 after
   5000 -> :ok
 end
 
-Demo.step("iex(#{main})", ":cnode_registry.attach(:reg, cnode)  # the new incarnation's registry", fn ->
-  :cnode_registry.attach(:reg, cnode)
+Demo.step("iex(#{main})", ":cnode_registry.attach(:reg, cnode, link: false)  # the new incarnation's registry", fn ->
+  :cnode_registry.attach(:reg, cnode, link: false)
 end)
 
 Demo.step("iex(#{main})", ":cnode_registry.lookup(:reg, {:cache, 2})", fn ->

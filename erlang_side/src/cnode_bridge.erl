@@ -14,11 +14,11 @@
          cnode_executable/0, start_link/3]).
 
 -type opts() :: #{longnames => boolean(),
-                  host => string(),
-                  cookie => atom() | string(),
-                  connect => [node()],
+                  host => string() | binary(),
+                  cookie => atom() | string() | binary(),
+                  connect => [node() | string() | binary()],
                   port => 0..65535,
-                  listen => inet:ip_address() | string(),
+                  listen => inet:ip_address() | string() | binary(),
                   no_epmd => boolean(),
                   ipv6 => boolean(),
                   ticktime => pos_integer(),
@@ -29,24 +29,52 @@
                   max_links_per_peer => pos_integer(),
                   demo => boolean(),
                   tls => cnode_bridge_tls:tls(),
-                  executable => file:filename(),
+                  executable => file:filename() | binary(),
                   ready_timeout => pos_integer()}.
 -export_type([opts/0]).
 
 %% @doc Starts the C node `Name@Host' (Host: this node's host unless given)
-%% with the `cnode' flags that Opts names (see opts()); the cookie defaults to
-%% this node's and is passed in the program's environment (never its command
+%% with the `cnode' flags that Opts names (see opts()). Opts is a map or a
+%% keyword list; Name and the strings among the options (`host', `cookie',
+%% `executable', `listen', the nodes of `connect', the files of `tls') may be
+%% charlists or binaries (cnode_bridge_opts). The cookie defaults to this
+%% node's and is passed in the program's environment (never its command
 %% line); `listen' (an IP address, as inet_dist_use_interface) binds its
 %% distribution port to that one interface; `connect' defaults to [node()];
 %% `tls' (`false', or #{cert, key, cacert, verify, versions}) defaults to the
 %% settings of this node's own TLS distribution (-proto_dist inet_tls with
 %% -ssl_dist_optfile or -ssl_dist_opt), plain TCP when it has none.
-%% Returns once the node printed READY and is connected:
-%% {ok, CNode}, or {error, Reason} (nothing is left running then), e.g.
-%% {error, {bad_option, {Key, Value}}}, {error, {already_started, CNode}},
-%% {error, ready_timeout}, {error, {cnode_exited, Status}}.
--spec start_cnode(atom(), opts()) -> {ok, node()} | {error, term()}.
-start_cnode(Name, Opts) when is_atom(Name), is_map(Opts) ->
+%%
+%% Returns once the node printed READY and is connected: {ok, CNode}, or
+%% {error, Reason} with nothing left running:
+%% <ul>
+%% <li>`not_distributed': this node is not alive (started without -sname or
+%%     -name, or net_kernel not started);</li>
+%% <li>`{bad_option, {Key, Value}}' (`{bad_option, Opts}' for Opts neither a
+%%     map nor a keyword list);</li>
+%% <li>`{already_started, CNode}';</li>
+%% <li>`{cnode_exited, Status, Lines}': the program exited before READY;
+%%     Lines are its last output lines (stdout and stderr, at most 10, as
+%%     binaries), which say why, e.g. `<<"cnode: cannot start: already
+%%     exists">>' when the name is taken in epmd;</li>
+%% <li>`{ready_timeout, Lines}': no READY within `ready_timeout' ms (15000);</li>
+%% <li>`{executable, File, Posix}': the program could not be run.</li>
+%% </ul>
+%% The program's log lines go to `logger' at their own level, its fatal
+%% lines (`cnode: ...') at level error.
+-spec start_cnode(atom() | string() | binary(), opts() | [{atom(), term()}]) ->
+          {ok, node()} | {error, term()}.
+start_cnode(Name0, Opts0) ->
+    case is_alive() of
+        false -> {error, not_distributed};
+        true ->
+            case cnode_bridge_opts:normalize(Name0, Opts0) of
+                {ok, Name, Opts} -> start_child(Name, Opts);
+                {error, _} = E -> E
+            end
+    end.
+
+start_child(Name, Opts) ->
     case cnode_bridge_cnode:args(Name, Opts) of
         {error, _} = E -> E;
         {ok, _} ->
@@ -61,12 +89,11 @@ start_cnode(Name, Opts) when is_atom(Name), is_map(Opts) ->
                 {ok, _} -> {ok, Node};
                 {error, {already_started, _}} -> {error, {already_started, Node}};
                 {error, already_present} -> {error, {already_started, Node}};
+                %% supervisor:start_child/2 adds the child to the reason.
                 {error, {Reason, _Child}} -> {error, Reason};
                 {error, _} = E -> E
             end
-    end;
-start_cnode(Name, Opts) ->
-    {error, {bad_option, {Name, Opts}}}.
+    end.
 
 %% @doc Starts a C worker of a type registered on CNode, linked to the caller,
 %% once its init has run: a supervisor's start function (see cnode_worker).

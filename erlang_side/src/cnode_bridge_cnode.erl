@@ -18,6 +18,7 @@
 -define(BACKOFF_MIN, 100).
 -define(BACKOFF_MAX, 5000).
 -define(RESTART_WINDOW, 60000).
+-define(LAST_LINES, 10).
 
 -record(st, {name :: atom(),
              opts :: map(),
@@ -183,16 +184,10 @@ terminate(_, _) ->
 %%% ------------------------------------------------------------------ internals
 
 launch(St = #st{name = Name, opts = Opts, node = Node}) ->
-    case args(Name, Opts) of
+    case open(args(Name, Opts), Opts) of
         {error, _} = E -> E;
-        {ok, Args} ->
-            Exe = maps:get(executable, Opts, cnode_bridge:cnode_executable()),
-            Cookie = to_list(maps:get(cookie, Opts, erlang:get_cookie())),
-            Port = open_port({spawn_executable, Exe},
-                             [{args, Args}, {env, [{"CNB_COOKIE", Cookie}]},
-                              {line, 8192}, binary, exit_status, stderr_to_stdout]),
-            {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-            case wait_ready(Port, Node, maps:get(ready_timeout, Opts, 15000)) of
+        {ok, Port, OsPid} ->
+            case wait_ready(Port, Node, maps:get(ready_timeout, Opts, 15000), []) of
                 ok ->
                     _ = net_kernel:connect_node(Node),
                     ?LOG_INFO("C node ~ts ready (os pid ~b)", [Node, OsPid], #{cnode => Node}),
@@ -200,28 +195,53 @@ launch(St = #st{name = Name, opts = Opts, node = Node}) ->
                 {error, Why} ->
                     close_port(Port),
                     _ = os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+                    ?LOG_ERROR("C node ~ts did not start: ~tp", [Node, Why], #{cnode => Node}),
                     {error, Why}
             end
     end.
 
-wait_ready(Port, Node, Timeout) ->
-    receive
-        {Port, {data, {eol, <<"READY ", _/binary>>}}} -> ok;
-        {Port, {data, {_, Line}}} -> log_line(Node, Line), wait_ready(Port, Node, Timeout);
-        {Port, {exit_status, S}} -> {error, {cnode_exited, S}}
-    after Timeout ->
-            {error, ready_timeout}
+%% The program's port; {error, {executable, Exe, Posix}} if it cannot run.
+open({error, _} = E, _) ->
+    E;
+open({ok, Args}, Opts) ->
+    Exe = maps:get(executable, Opts, cnode_bridge:cnode_executable()),
+    Cookie = to_list(maps:get(cookie, Opts, erlang:get_cookie())),
+    try open_port({spawn_executable, Exe},
+                  [{args, Args}, {env, [{"CNB_COOKIE", Cookie}]},
+                   {line, 8192}, binary, exit_status, stderr_to_stdout]) of
+        Port ->
+            {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+            {ok, Port, OsPid}
+    catch
+        error:Posix -> {error, {executable, Exe, Posix}}
     end.
 
-%% "2026-...Z [level] node: message" -> logger at that level.
+%% Waits for READY; the last ?LAST_LINES output lines go with a failure.
+wait_ready(Port, Node, Timeout, Last) ->
+    receive
+        {Port, {data, {eol, <<"READY ", _/binary>>}}} -> ok;
+        {Port, {data, {_, Line}}} ->
+            log_line(Node, Line),
+            wait_ready(Port, Node, Timeout, lists:sublist([Line | Last], ?LAST_LINES));
+        {Port, {exit_status, S}} -> {error, {cnode_exited, S, lists:reverse(Last)}}
+    after Timeout ->
+            {error, {ready_timeout, lists:reverse(Last)}}
+    end.
+
+%% "2026-...Z [level] node: message" -> logger at that level; the program's
+%% fatal lines ("cnode: cannot start: ...") at level error, others at info.
 log_line(Node, Line) ->
+    Meta = #{cnode => Node, domain => [cnode_bridge]},
     case re:run(Line, "^\\S+ \\[(error|warning|info|debug)\\] [^:]+: (.*)$",
                 [{capture, all_but_first, binary}]) of
         {match, [Level, Msg]} ->
-            logger:log(binary_to_atom(Level, utf8), "~ts", [Msg],
-                       #{cnode => Node, domain => [cnode_bridge]});
+            logger:log(binary_to_atom(Level, utf8), "~ts", [Msg], Meta);
         nomatch ->
-            logger:log(info, "~ts", [Line], #{cnode => Node, domain => [cnode_bridge]})
+            Level = case Line of
+                        <<"cnode: ", _/binary>> -> error;
+                        _ -> info
+                    end,
+            logger:log(Level, "~ts", [Line], Meta)
     end.
 
 %% After a crash: the dead node's :global names go when every node's

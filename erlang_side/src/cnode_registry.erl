@@ -63,7 +63,8 @@
 %%     `{Reason, {cnode_registry, dispatch, [Reg, Key]}}' (Registry: the
 %%     reason of `Task.await/2').</li>
 %% <li>Additions: option maps, the deprecated `start_link/2,3' kept,
-%%     {@link lookup_many/2}, {@link attach/3}, {@link detach/1}.</li>
+%%     {@link lookup_many/2}, {@link attach/3}, {@link detach/1}, and the
+%%     `attach' option of {@link child_spec/1}.</li>
 %% </ol>
 %%
 %% Tests: tests/integration/nif_tests.erl,
@@ -83,7 +84,7 @@
 -deprecated([{start_link, 2, "use start_link/1"}, {start_link, 3, "use start_link/1"}]).
 
 -export_type([registry/0, key/0, value/0, keys/0, start_options/0, match_pattern/0,
-              guards/0, spec/0, dispatcher/0]).
+              guards/0, spec/0, dispatcher/0, attach_options/0]).
 
 -type registry() :: atom().
 -type key() :: term().
@@ -94,6 +95,9 @@
 -type guards() :: [atom() | tuple()].
 -type spec() :: [{match_pattern(), guards(), [term()]}].
 -type dispatcher() :: fun(([{pid(), value()}]) -> term()) | {module(), atom(), [term()]}.
+-type attach_options() :: [{atom(), term()}] |
+                          #{link => boolean(), listeners => [atom()], timeout => timeout(),
+                            mode => auto | shared | remote, wait => boolean()}.
 -type via_name() :: {registry(), key()} | {registry(), key(), value()}.
 
 -define(REMOTE, '$cnr_remote').
@@ -133,45 +137,86 @@ start_link(Keys, Name, Opts) when is_list(Opts) ->
 %% @doc A child specification as Registry's: `{:cnode_registry, keys:
 %% :unique, name: MyReg}' in an Elixir supervision tree. The id is the name
 %% (`cnode_registry' without one), the type `supervisor'.
+%%
+%% With an `attach' option, `{:cnode_registry, name: MyReg, attach: cnode}',
+%% the child is the attachment of the C node's registry instead (attach/3
+%% with `listeners', `timeout' and `mode' taken from the options): a permanent
+%% worker whose restart, after the C node went away, waits up to `timeout'
+%% ms (15000) for cnode_bridge to restart it (see
+%% cnode_registry_attach:child_spec/3).
 -spec child_spec(start_options()) -> supervisor:child_spec().
-child_spec(Opts) ->
-    cnode_registry_opts:child_spec(Opts).
+child_spec(Opts) when is_list(Opts); is_map(Opts) ->
+    case attach_of(Opts) of
+        {ok, CNode} ->
+            cnode_registry_attach:child_spec(proplists_get(name, Opts, ?MODULE), CNode, Opts);
+        error ->
+            cnode_registry_opts:child_spec(Opts)
+    end.
 
-%% @doc Same as `attach(Name, CNode, #{})'.
+attach_of(Opts) when is_map(Opts) -> maps:find(attach, Opts);
+attach_of(Opts) ->
+    case lists:keyfind(attach, 1, Opts) of
+        {attach, CNode} -> {ok, CNode};
+        false -> error
+    end.
+
+proplists_get(Key, Opts, Default) when is_map(Opts) -> maps:get(Key, Opts, Default);
+proplists_get(Key, Opts, Default) ->
+    case lists:keyfind(Key, 1, Opts) of
+        {Key, V} -> V;
+        false -> Default
+    end.
+
+%% @doc Same as `attach(Name, CNode, [])': linked to the caller.
 -spec attach(registry(), node()) -> {ok, pid()} | {error, term()}.
 attach(Name, CNode) ->
     attach(Name, CNode, #{}).
 
 %% @doc Makes the registry of the running C node `CNode' available here under
-%% the name `Name'. Starts an attachment process registered as `Name' and
-%% linked to the caller. On the same host the C node's segment is mapped (the
-%% fast path); otherwise operations are messages to the C node's
-%% `cnode_registry' worker. Opts: `listeners' (as in start_link/1), `timeout'
-%% (ms to reach the C node, default 5000), `mode' (`auto' (default), `shared'
-%% or `remote').
+%% the name `Name'. Starts an attachment process registered as `Name'. On the
+%% same host the C node's segment is mapped (the fast path); otherwise
+%% operations are messages to the C node's `cnode_registry' worker. Opts, a
+%% keyword list or a map:
+%% <ul>
+%% <li>`link' (default `true'): link the attachment to the caller, as a
+%%     start_link function does. With `false' nothing is linked: the C node
+%%     going away ends the attachment only, never the caller (in iex:
+%%     `:cnode_registry.attach(MyReg, cnode, link: false)'), and the
+%%     attachment outlives the caller, until detach/1 or the C node's end. To keep an
+%%     attachment in an application's supervision tree, give it the child
+%%     spec that child_spec/1 makes of `[{name, Name}, {attach, CNode}]'.</li>
+%% <li>`listeners' (as in start_link/1), `timeout' (ms to reach the C node,
+%%     default 5000), `mode' (`auto' (default), `shared' or `remote');</li>
+%% <li>`wait' (default `false'): if the C node cannot be reached, try again
+%%     until `timeout' has passed (the child spec sets it, so a restart
+%%     waits for a C node that cnode_bridge is restarting).</li>
+%% </ul>
 %%
 %% Errors: `{error, {cnode_unreachable, CNode}}' (no connection),
 %% `{error, {no_registry, CNode}}' (no `cnode_registry' worker there),
 %% `{error, {segment, Reason}}' (the segment could not be mapped in `shared'
-%% mode), `{error, {already_started, Pid}}'.
+%% mode), `{error, {already_started, Pid}}', `{error, not_distributed}',
+%% `{error, {bad_option, Opt}}'.
 %%
 %% When the C node dies or the connection drops, its entries vanish from this
 %% view and the attachment stops with reason `{shutdown, {cnode_down, CNode}}'
-%% (linked processes that do not trap exits stop too; supervise it to
-%% re-attach). When this VM dies or detaches, the C node purges this node's
-%% entries.
--spec attach(registry(), node(), #{listeners => [atom()], timeout => timeout(),
-                                   mode => auto | shared | remote}) ->
-          {ok, pid()} | {error, term()}.
-attach(Name, CNode, Opts) when is_atom(Name), is_atom(CNode), is_map(Opts) ->
-    %% Reachability is checked here, in the caller, so that a C node that
-    %% cannot be reached gives an {error, Reason} rather than a linked exit.
-    case cnode_registry_attach:probe(CNode, maps:get(timeout, Opts, 5000)) of
-        {ok, Info} -> cnode_registry_attach:start_link(Name, CNode, Info, Opts);
+%% (a linked caller that does not trap exits stops too). When this VM dies or
+%% detaches, the C node purges this node's entries.
+-spec attach(registry(), node(), attach_options()) -> {ok, pid()} | {error, term()}.
+attach(Name, CNode, Opts0) when is_atom(Name), is_atom(CNode) ->
+    case cnode_registry_attach:options(Opts0) of
+        {ok, Opts} ->
+            %% Reachability is checked here, in the caller, so that a C node
+            %% that cannot be reached gives an {error, Reason} rather than a
+            %% linked exit.
+            case cnode_registry_attach:probe(CNode, Opts) of
+                {ok, Info} -> cnode_registry_attach:start(Name, CNode, Info, Opts);
+                {error, _} = E -> E
+            end;
         {error, _} = E -> E
     end.
 
-%% @doc Ends an attachment made with attach/2: this node's entries are purged
+%% @doc Ends an attachment made with attach/2,3: this node's entries are purged
 %% on the C node and the name goes. `ok' also when `Name' is not attached.
 -spec detach(registry()) -> ok.
 detach(Name) when is_atom(Name) ->

@@ -1,5 +1,6 @@
-%% @doc The attachment of a C node's registry (cnode_registry:attach/2): a
-%% process registered under the registry's name that
+%% @doc The attachment of a C node's registry (cnode_registry:attach/2,3): a
+%% process registered under the registry's name (linked to the caller, or to
+%% no one with `link: false'; as a supervisor's child, child_spec/3) that
 %% <ul>
 %% <li>tells the C node's `cnode_registry' worker it is attached (the worker
 %%     monitors it and purges this node's entries when it goes, whether by
@@ -19,13 +20,14 @@
 -module(cnode_registry_attach).
 -behaviour(gen_server).
 
--export([probe/2, start_link/4, remote/2, notify/2]).
+-export([options/1, probe/2, start/4, child_spec/3, remote/2, notify/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(WORKER, cnode_registry).
 -define(POLL_MS, 10).
 -define(FEED_MAX, 256).
 -define(CALL_TIMEOUT, 15000).
+-define(RESTART_WAIT, 15000).
 
 -record(st, {name :: atom(),
              cnode :: node(),
@@ -37,10 +39,59 @@
              pos = 0 :: non_neg_integer(),
              down = false :: boolean()}).
 
-%% @doc Connects to CNode and asks its registry worker for `info'. Returns
-%% the worker's info map, or a clear error.
--spec probe(node(), timeout()) -> {ok, map()} | {error, term()}.
-probe(CNode, Timeout) ->
+%% @doc attach/3's options (a keyword list or a map) as a map with the
+%% defaults; `{error, {bad_option, Opt}}' for an unknown or ill-typed one.
+-spec options(term()) -> {ok, map()} | {error, {bad_option, term()}}.
+options(Opts) when is_list(Opts) ->
+    case is_keyword(Opts) of
+        %% foldr: the first value of a key counts, as with Keyword.get/2.
+        true -> options(lists:foldr(fun({K, V}, M) -> M#{K => V} end, #{}, Opts));
+        false -> {error, {bad_option, Opts}}
+    end;
+options(Opts) when is_map(Opts) ->
+    case [KV || KV <- maps:to_list(Opts), not option_ok(KV)] of
+        [] -> {ok, maps:merge(#{link => true, listeners => [], timeout => 5000,
+                                mode => auto, wait => false}, Opts)};
+        [Bad | _] -> {error, {bad_option, Bad}}
+    end;
+options(Opts) ->
+    {error, {bad_option, Opts}}.
+
+is_keyword([]) -> true;
+is_keyword([{K, _} | T]) when is_atom(K) -> is_keyword(T);
+is_keyword(_) -> false.
+
+option_ok({link, B}) -> is_boolean(B);
+option_ok({wait, B}) -> is_boolean(B);
+option_ok({listeners, Ls}) -> is_list(Ls) andalso lists:all(fun is_atom/1, Ls);
+option_ok({timeout, T}) -> T =:= infinity orelse (is_integer(T) andalso T >= 0);
+option_ok({mode, M}) -> lists:member(M, [auto, shared, remote]);
+option_ok(_) -> false.
+
+%% @doc Connects to CNode and asks its registry worker for `info' within the
+%% `timeout' of Opts; with `wait', tries again every 100 ms until then.
+%% Returns the worker's info map, or a clear error.
+-spec probe(node(), map()) -> {ok, map()} | {error, term()}.
+probe(CNode, #{timeout := Timeout, wait := Wait}) ->
+    Deadline = case Timeout of
+                   infinity -> infinity;
+                   _ -> erlang:monotonic_time(millisecond) + Timeout
+               end,
+    probe(CNode, Timeout, Wait, Deadline).
+
+probe(CNode, Timeout, Wait, Deadline) ->
+    case probe_once(CNode, Timeout) of
+        {error, not_distributed} = E -> E;
+        {error, _} = E when Wait ->
+            case Deadline =/= infinity andalso
+                erlang:monotonic_time(millisecond) + 100 > Deadline of
+                true -> E;
+                false -> timer:sleep(100), probe(CNode, Timeout, Wait, Deadline)
+            end;
+        R -> R
+    end.
+
+probe_once(CNode, Timeout) ->
     case net_kernel:connect_node(CNode) of
         true ->
             try gen_server:call({?WORKER, CNode}, info, Timeout) of
@@ -56,11 +107,33 @@ probe(CNode, Timeout) ->
         ignored -> {error, not_distributed}
     end.
 
-%% @doc Starts the attachment process (registered as Name, linked to the
-%% caller) once probe/2 succeeded.
--spec start_link(atom(), node(), map(), map()) -> {ok, pid()} | {error, term()}.
-start_link(Name, CNode, Info, Opts) ->
-    gen_server:start_link({local, Name}, ?MODULE, {Name, CNode, Info, Opts}, []).
+%% @doc Starts the attachment process (registered as Name; linked to the
+%% caller when Opts says `link') once probe/2 succeeded.
+-spec start(atom(), node(), map(), map()) -> {ok, pid()} | {error, term()}.
+start(Name, CNode, Info, Opts = #{link := true}) ->
+    gen_server:start_link({local, Name}, ?MODULE, {Name, CNode, Info, Opts}, []);
+start(Name, CNode, Info, Opts = #{link := false}) ->
+    gen_server:start({local, Name}, ?MODULE, {Name, CNode, Info, Opts}, []).
+
+%% @doc The child spec of an attachment (cnode_registry:child_spec/1 with an
+%% `attach' option): a permanent worker with the registry's name as id,
+%% started linked by attach/3 with `wait', so that after the C node went away
+%% its restart waits (up to `timeout') for cnode_bridge to bring it back and
+%% attaches to the new one (`timeout' defaults to 15000 here). Of Opts only `listeners', `timeout' and `mode'
+%% are passed on (the Registry options beside them are not attach's).
+-spec child_spec(atom(), node(), [{atom(), term()}] | map()) -> supervisor:child_spec().
+child_spec(Name, CNode, Opts) ->
+    Given = maps:with([listeners, timeout, mode],
+                      if is_map(Opts) -> Opts;
+                         true -> maps:from_list(lists:reverse(Opts))
+                      end),
+    Pass = maps:merge(#{timeout => ?RESTART_WAIT}, Given),
+    #{id => Name,
+      start => {cnode_registry, attach, [Name, CNode, Pass#{link => true, wait => true}]},
+      restart => permanent,
+      shutdown => 5000,
+      type => worker,
+      modules => [?MODULE]}.
 
 %% @doc Runs an operation of a `remote' registry as a call to the C node's
 %% worker, with the same results as the NIF gives locally (both run core's
@@ -101,8 +174,7 @@ send_all(Listeners, Msg) ->
 -spec init({atom(), node(), map(), map()}) -> {ok, #st{}} | {stop, term()}.
 init({Name, CNode, Info0, Opts}) ->
     process_flag(trap_exit, true),
-    Listeners = maps:get(listeners, Opts, []),
-    Timeout = maps:get(timeout, Opts, 5000),
+    #{listeners := Listeners, timeout := Timeout} = Opts,
     Mon = erlang:monitor(process, {?WORKER, CNode}),
     Info = case call_worker(CNode, {attach, self()}, Timeout) of
                {ok, I} when is_map(I) -> I;
@@ -111,7 +183,7 @@ init({Name, CNode, Info0, Opts}) ->
     St0 = #st{name = Name, cnode = CNode, mon = Mon, listeners = Listeners,
               os_pid = maps:get(os_pid, Info, undefined), mode = remote,
               path = maps:get(path, Info, <<>>)},
-    case open(Name, CNode, Info, Listeners, maps:get(mode, Opts, auto)) of
+    case open(Name, CNode, Info, Listeners, maps:get(mode, Opts)) of
         {ok, Mode} ->
             St = St0#st{mode = Mode},
             Pos = case Listeners of

@@ -119,6 +119,17 @@ defmodule CnodeBridge.CnodeWorkerTest do
     assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, 5000
 
     Process.flag(:trap_exit, true)
+
+    # [:link, :monitor], as the issue writes it: a crash is both an exit
+    # signal and a DOWN, with the same reason.
+    id1 = {:spawn_lm, System.unique_integer([:positive])}
+    ref1 = :erlang.spawn_request(c, :cache_worker, :start, [id1, "lm"], [:link, :monitor])
+    assert_receive {:spawn_reply, ^ref1, :ok, pid1}, 5000
+    assert :global.whereis_name({:cache, id1}) == pid1
+    catch_exit(GenServer.call(pid1, :crash))
+    assert_receive {:EXIT, ^pid1, {:callback_failed, :handle_call, _}}, 5000
+    assert_receive {:DOWN, ^ref1, :process, ^pid1, {:callback_failed, :handle_call, _}}, 5000
+
     id2 = {:spawn_link, System.unique_integer([:positive])}
     pid2 = Node.spawn_link(c, :cache_worker, :start, [id2, "t"])
     assert GenServer.call({:global, {:cache, id2}}, :get) == {:ok, "t"}
