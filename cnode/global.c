@@ -46,7 +46,13 @@ static int global_rpc(cnb_node_t *n, const char *fun, ei_x_buff *args, int enc,
     char (*nodes)[MAXATOMLEN_UTF8] = malloc(MAX_TRY * sizeof(*nodes));
     if (!nodes)
         return CNB_ENOMEM;
-    int k = candidates(n, nodes, MAX_TRY);
+    /* Nobody to ask yet (the anchors' connections still being made, say just
+     * after cnb_node_keep_connected): wait for an anchor, or with none for
+     * any node, within the timeout. */
+    int k = cnb_node_anchors(n, nodes, MAX_TRY);
+    cnb__wait_connected_any(n, (const char (*)[MAXATOMLEN_UTF8])nodes, k < MAX_TRY ? k : MAX_TRY,
+                            timeout_ms);
+    k = candidates(n, nodes, MAX_TRY);
     int rc = CNB_ENOCONN;
     for (int i = 0; i < k; i++) {
         rc = cnb_rpc(n, nodes[i], "global", fun, args->buff, (size_t)args->index, timeout_ms,

@@ -222,8 +222,11 @@ struct cnb_node {
     struct cnb_relay *relays;
     unsigned nrelays;
 
-    /* Snapshot of connected peers for other threads. */
+    /* Snapshot of connected peers for other threads; peers_cv (on
+     * CLOCK_MONOTONIC) is broadcast at every change, for
+     * cnb_node_wait_connected. */
     pthread_mutex_t peers_mu;
+    pthread_cond_t peers_cv;
     cnb_peer_info_t *peers;
     int npeers, peers_cap;
 };
@@ -239,6 +242,9 @@ int cnb__node_prepare(cnb_node_t *n);
 int cnb__node_launch(cnb_node_t *n);
 void cnb__node_free(cnb_node_t *n);
 int64_t cnb__now_ms(void);
+/* cnb_node_wait_connected for any of k names (k 0: any node); node.c. */
+int cnb__wait_connected_any(cnb_node_t *n, const char (*names)[MAXATOMLEN_UTF8], int k,
+                            unsigned timeout_ms);
 /* The stack of the I/O thread and the worker pool's threads: room for ei's
  * recursive decoders on terms of CNB_ETF_MAX_DEPTH (see etf_check.h). */
 #define CNB_THREAD_STACK ((size_t)8 << 20)
