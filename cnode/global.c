@@ -47,12 +47,11 @@ static int global_rpc(cnb_node_t *n, const char *fun, ei_x_buff *args, int enc,
     if (!nodes)
         return CNB_ENOMEM;
     /* Nobody to ask yet (the anchors' connections still being made, say just
-     * after cnb_node_keep_connected): wait for an anchor, or with none for
-     * any node, within the timeout. */
-    int k = cnb_node_anchors(n, nodes, MAX_TRY);
-    cnb__wait_connected_any(n, (const char (*)[MAXATOMLEN_UTF8])nodes, k < MAX_TRY ? k : MAX_TRY,
-                            timeout_ms);
-    k = candidates(n, nodes, MAX_TRY);
+     * after cnb_node_keep_connected): wait for a connection, within the
+     * timeout. With one up already, go on at once, as before: an anchor that
+     * is down must not delay asking the nodes that are there. */
+    cnb_node_wait_connected(n, NULL, timeout_ms);
+    int k = candidates(n, nodes, MAX_TRY);
     int rc = CNB_ENOCONN;
     for (int i = 0; i < k; i++) {
         rc = cnb_rpc(n, nodes[i], "global", fun, args->buff, (size_t)args->index, timeout_ms,

@@ -459,31 +459,30 @@ int cnb_node_connected(cnb_node_t *n, char (*out)[MAXATOMLEN_UTF8], int max)
     return cnt;
 }
 
-/* peers_mu held: whether one of the k names (each "a@host", a ":port"
- * suffix ignored) is among the connected nodes; with k 0, whether any is. */
-static int peer_up_locked(const cnb_node_t *n, const char (*names)[MAXATOMLEN_UTF8], int k)
+/* peers_mu held: whether peer (its first len bytes: "a@host" without a
+ * ":port") is among the connected nodes; with peer NULL, whether any is. */
+static int peer_up_locked(const cnb_node_t *n, const char *peer, size_t len)
 {
-    if (!k)
+    if (!peer)
         return n->npeers > 0;
-    for (int j = 0; j < k; j++) {
-        size_t len = strcspn(names[j], ":");
-        for (int i = 0; i < n->npeers; i++)
-            if (strlen(n->peers[i].name) == len && !memcmp(n->peers[i].name, names[j], len))
-                return 1;
-    }
+    for (int i = 0; i < n->npeers; i++)
+        if (strlen(n->peers[i].name) == len && !memcmp(n->peers[i].name, peer, len))
+            return 1;
     return 0;
 }
 
 /* Waits on peers_cv in slices of at most 100 ms, so that a stop (which a
  * signal handler may ask for, and so cannot broadcast) ends the wait too. */
-int cnb__wait_connected_any(cnb_node_t *n, const char (*names)[MAXATOMLEN_UTF8], int k,
-                            unsigned timeout_ms)
+int cnb_node_wait_connected(cnb_node_t *n, const char *peer, unsigned timeout_ms)
 {
+    size_t len = peer ? strcspn(peer, ":") : 0;
+    if (!n || (peer && (!memchr(peer, '@', len) || len >= CNB_NAME_MAX)))
+        return CNB_EINVAL;
     int64_t end = cnb__now_ms() + timeout_ms;
     int rc = CNB_ETIMEDOUT;
     pthread_mutex_lock(&n->peers_mu);
     for (;;) {
-        if (peer_up_locked(n, names, k)) {
+        if (peer_up_locked(n, peer, len)) {
             rc = 0;
             break;
         }
@@ -500,17 +499,6 @@ int cnb__wait_connected_any(cnb_node_t *n, const char (*names)[MAXATOMLEN_UTF8],
     }
     pthread_mutex_unlock(&n->peers_mu);
     return rc;
-}
-
-int cnb_node_wait_connected(cnb_node_t *n, const char *peer, unsigned timeout_ms)
-{
-    char one[1][MAXATOMLEN_UTF8];
-    if (!n || (peer && (!strchr(peer, '@') || strlen(peer) >= sizeof(one[0]))))
-        return CNB_EINVAL;
-    if (peer)
-        snprintf(one[0], sizeof(one[0]), "%s", peer);
-    return cnb__wait_connected_any(n, (const char (*)[MAXATOMLEN_UTF8])one, peer ? 1 : 0,
-                                   timeout_ms);
 }
 
 const char *cnb_version(void)

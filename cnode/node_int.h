@@ -242,9 +242,6 @@ int cnb__node_prepare(cnb_node_t *n);
 int cnb__node_launch(cnb_node_t *n);
 void cnb__node_free(cnb_node_t *n);
 int64_t cnb__now_ms(void);
-/* cnb_node_wait_connected for any of k names (k 0: any node); node.c. */
-int cnb__wait_connected_any(cnb_node_t *n, const char (*names)[MAXATOMLEN_UTF8], int k,
-                            unsigned timeout_ms);
 /* The stack of the I/O thread and the worker pool's threads: room for ei's
  * recursive decoders on terms of CNB_ETF_MAX_DEPTH (see etf_check.h). */
 #define CNB_THREAD_STACK ((size_t)8 << 20)

@@ -458,12 +458,12 @@ int cnb_rpc(cnb_node_t *node, const char *peer, const char *mod, const char *fun
  * the worker's own pid: every node's global_name_server then monitors that
  * pid through its own connection to this node, and drops the name the moment
  * the worker ends or this node goes away. Names are any term (ETF with version
- * byte). When no anchor (with none, no node at all) is connected yet, a call
- * first waits for one within timeout_ms (cnb_node_wait_connected), so a
+ * byte). When no node at all is connected yet, a call first waits within
+ * timeout_ms for one (as cnb_node_wait_connected(node, NULL, ...)), so a
  * registration made just after cnb_node_keep_connected does not fail with
- * CNB_ENOCONN while the connection is still being made. Calls block the
- * calling thread for at most timeout_ms for that wait, then at most
- * timeout_ms per node tried.
+ * CNB_ENOCONN while the connection is still being made; with any node
+ * connected it goes on at once. Calls block the calling thread for at most
+ * timeout_ms for that wait, then at most timeout_ms per node tried.
  * ====================================================================== */
 
 enum cnb_global_resolve {
