@@ -39,11 +39,15 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIBCORE   := $(BUILD)/libcnb_core.a
 LIBCNODE  := $(BUILD)/libcnode_bridge.a
 LIBCNODE_SO := $(BUILD)/libcnode_bridge.so
+SO_MAP    := cnode/libcnode_bridge.map
+# The version, from the public header (one place): MAJOR is the soname's.
+CNB_VERSION := $(shell sed -n 's/^\#define CNB_VERSION_STRING "\(.*\)"/\1/p' include/cnode_bridge.h)
+CNB_MAJOR   := $(firstword $(subst ., ,$(CNB_VERSION)))
 CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
 .PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench demo shell clean \
-        test-reliability soak test-otp
+        test-reliability soak test-otp install
 .DEFAULT_GOAL := all
 
 all: c erlang
@@ -83,8 +87,13 @@ $(LIBCNODE): $(CNODE_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBCNODE_SO): $(CNODE_OBJ) $(CORE_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS_EI) $(LDLIBS_SYS) $(SAN)
+# The shared library: soname libcnode_bridge.so.MAJOR; the version script
+# exports the cnb_* names only (no cnb__* internals), and ei, linked in from
+# OTP's static libei.a, stays private to it (--exclude-libs as well), so a
+# service may link an ei of its own.
+$(LIBCNODE_SO): $(CNODE_OBJ) $(CORE_OBJ) $(SO_MAP)
+	$(CC) -shared -Wl,-soname,libcnode_bridge.so.$(CNB_MAJOR) -Wl,--version-script=$(SO_MAP) \
+	  -Wl,--exclude-libs,ALL -o $@ $(CNODE_OBJ) $(CORE_OBJ) $(LDLIBS_EI) $(LDLIBS_SYS) $(SAN)
 
 $(CNODE_BIN): $(CNODE_PROG:%.c=$(BUILD)/%.o) $(LIBCNODE)
 	@mkdir -p $(dir $@)
@@ -114,6 +123,34 @@ $(BUILD)/bench/bench_nif_term: bench/bench_nif_term.c $(BUILD)/nifobj/nif/cnr_te
 
 erlang: c
 	scripts/build-erlang
+
+# ---- install -----------------------------------------------------------------
+# make install PREFIX=/usr/local DESTDIR=: the shared library
+# (libcnode_bridge.so.VERSION, links .so.MAJOR and .so), the static library,
+# the public headers in INCLUDEDIR/cnode_bridge, the cnode program, and
+# cnode_bridge.pc (which points at this OTP's erl_interface for ei.h and the
+# -lei a service's own ei calls need). DESTDIR stages the tree elsewhere; the
+# .pc names PREFIX. See README.md, "Using it from C". Set on the command line
+# only: the environment does not count (erl, for one, exports BINDIR).
+PREFIX     = /usr/local
+LIBDIR     = $(PREFIX)/lib
+INCLUDEDIR = $(PREFIX)/include
+BINDIR     = $(PREFIX)/bin
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+PUBLIC_HDR := $(wildcard include/*.h)
+
+install: $(LIBCNODE) $(LIBCNODE_SO) $(CNODE_BIN)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/cnode_bridge $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(LIBCNODE) $(DESTDIR)$(LIBDIR)/libcnode_bridge.a
+	install -m 755 $(LIBCNODE_SO) $(DESTDIR)$(LIBDIR)/libcnode_bridge.so.$(CNB_VERSION)
+	ln -sf libcnode_bridge.so.$(CNB_VERSION) $(DESTDIR)$(LIBDIR)/libcnode_bridge.so.$(CNB_MAJOR)
+	ln -sf libcnode_bridge.so.$(CNB_MAJOR) $(DESTDIR)$(LIBDIR)/libcnode_bridge.so
+	install -m 644 $(PUBLIC_HDR) $(DESTDIR)$(INCLUDEDIR)/cnode_bridge/
+	install -m 755 $(CNODE_BIN) $(DESTDIR)$(BINDIR)/cnode
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(CNB_VERSION)|; s|@EI_DIR@|$(EI_DIR)|' \
+	    cnode/cnode_bridge.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/cnode_bridge.pc
 
 # ---- tests -------------------------------------------------------------------
 # make test: every suite (Check units, Erlang integration, ExUnit); one summary

@@ -46,6 +46,11 @@ static int global_rpc(cnb_node_t *n, const char *fun, ei_x_buff *args, int enc,
     char (*nodes)[MAXATOMLEN_UTF8] = malloc(MAX_TRY * sizeof(*nodes));
     if (!nodes)
         return CNB_ENOMEM;
+    /* Nobody to ask yet (the anchors' connections still being made, say just
+     * after cnb_node_keep_connected): wait for a connection, within the
+     * timeout. With one up already, go on at once, as before: an anchor that
+     * is down must not delay asking the nodes that are there. */
+    cnb_node_wait_connected(n, NULL, timeout_ms);
     int k = candidates(n, nodes, MAX_TRY);
     int rc = CNB_ENOCONN;
     for (int i = 0; i < k; i++) {

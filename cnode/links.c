@@ -408,16 +408,20 @@ int cnb_unlink(cnb_proc_t *p, const erlang_pid *to)
 }
 
 /* A new monitor p holds on pid to, or on name at node: recorded, then the
- * MONITOR_P sent; its ref in *ref (may be NULL). */
+ * MONITOR_P sent; its ref is given (NULL: a new one), and copied to *ref
+ * (may be NULL). */
 static int monitor(cnb_proc_t *p, const erlang_pid *to, const char *name, const char *node,
-                   erlang_ref *ref)
+                   const erlang_ref *given, erlang_ref *ref)
 {
     cnb_lnames_t *L = p->rt->ln;
     cnb_cref_t cr = {0};
     cnb_cpid_t cp = {0};
     cnb_lname_t *nm = NULL, *nd = NULL;
     erlang_ref r;
-    cnb_node_make_ref(p->node, &r);
+    if (given)
+        r = *given;
+    else
+        cnb_node_make_ref(p->node, &r);
     int rc = CNB_ENOMEM;
     if (cnb__cref_set(L, &cr, &r) || (to && cnb__cpid_set(L, &cp, to)) ||
         (name && !(nm = cnb__ln_get(L, name))) || (node && !(nd = cnb__ln_get(L, node))))
@@ -438,14 +442,19 @@ out:
 
 int cnb_monitor(cnb_proc_t *p, const erlang_pid *to, erlang_ref *ref)
 {
-    return to ? monitor(p, to, NULL, NULL, ref) : CNB_EINVAL;
+    return to ? monitor(p, to, NULL, NULL, NULL, ref) : CNB_EINVAL;
+}
+
+int cnb__links_monitor_ref(cnb_proc_t *p, const erlang_pid *to, const erlang_ref *ref)
+{
+    return monitor(p, to, NULL, NULL, ref, NULL);
 }
 
 int cnb_monitor_name(cnb_proc_t *p, const char *name, const char *node, erlang_ref *ref)
 {
     if (!name || !node || strlen(name) >= MAXATOMLEN_UTF8 || strlen(node) >= CNB_NAME_MAX)
         return CNB_EINVAL;
-    return monitor(p, NULL, name, node, ref);
+    return monitor(p, NULL, name, node, NULL, ref);
 }
 
 int cnb_demonitor(cnb_proc_t *p, const erlang_ref *ref)

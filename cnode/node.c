@@ -7,6 +7,7 @@
 #include "cookie.h"
 #include "log.h"
 #include "tls.h"
+#include "../core/deadline.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -132,6 +133,11 @@ int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     n->epmd_fd = -1;
     pthread_mutex_init(&n->inbox_mu, NULL);
     pthread_mutex_init(&n->peers_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->peers_cv, &ca);
+    pthread_condattr_destroy(&ca);
 
     const char *nm = opts->sname ? opts->sname : opts->name;
     if (!nm || (opts->sname && opts->name)) {
@@ -198,6 +204,7 @@ bad:
     cnb__log_forget(n);
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
+    pthread_cond_destroy(&n->peers_cv);
     free(n);
     return err;
 }
@@ -336,6 +343,7 @@ void cnb__node_free(cnb_node_t *n)
         close(n->epfd);
     pthread_mutex_destroy(&n->inbox_mu);
     pthread_mutex_destroy(&n->peers_mu);
+    pthread_cond_destroy(&n->peers_cv);
     free(n->peers);
     cnb__auth_free(n->auth);
     cnb__tls_free(n->tls);
@@ -426,6 +434,7 @@ void cnb__peers_set(cnb_node_t *n, const char *peer, uint64_t flags, int up)
         n->peers[i] = n->peers[--n->npeers];
     }
 out:
+    pthread_cond_broadcast(&n->peers_cv);
     pthread_mutex_unlock(&n->peers_mu);
 }
 
@@ -448,4 +457,51 @@ int cnb_node_connected(cnb_node_t *n, char (*out)[MAXATOMLEN_UTF8], int max)
         snprintf(out[i], MAXATOMLEN_UTF8, "%s", n->peers[i].name);
     pthread_mutex_unlock(&n->peers_mu);
     return cnt;
+}
+
+/* peers_mu held: whether peer (its first len bytes: "a@host" without a
+ * ":port") is among the connected nodes; with peer NULL, whether any is. */
+static int peer_up_locked(const cnb_node_t *n, const char *peer, size_t len)
+{
+    if (!peer)
+        return n->npeers > 0;
+    for (int i = 0; i < n->npeers; i++)
+        if (strlen(n->peers[i].name) == len && !memcmp(n->peers[i].name, peer, len))
+            return 1;
+    return 0;
+}
+
+/* Waits on peers_cv in slices of at most 100 ms, so that a stop (which a
+ * signal handler may ask for, and so cannot broadcast) ends the wait too. */
+int cnb_node_wait_connected(cnb_node_t *n, const char *peer, unsigned timeout_ms)
+{
+    size_t len = peer ? strcspn(peer, ":") : 0;
+    if (!n || (peer && (!memchr(peer, '@', len) || len >= CNB_NAME_MAX)))
+        return CNB_EINVAL;
+    int64_t end = cnb__now_ms() + timeout_ms;
+    int rc = CNB_ETIMEDOUT;
+    pthread_mutex_lock(&n->peers_mu);
+    for (;;) {
+        if (peer_up_locked(n, peer, len)) {
+            rc = 0;
+            break;
+        }
+        if (atomic_load(&n->stopping)) {
+            rc = CNB_ECLOSED;
+            break;
+        }
+        int64_t left = end - cnb__now_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        cnb__deadline(CLOCK_MONOTONIC, left < 100 ? left : 100, &ts);
+        pthread_cond_timedwait(&n->peers_cv, &n->peers_mu, &ts);
+    }
+    pthread_mutex_unlock(&n->peers_mu);
+    return rc;
+}
+
+const char *cnb_version(void)
+{
+    return CNB_VERSION_STRING;
 }

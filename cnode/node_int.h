@@ -222,8 +222,11 @@ struct cnb_node {
     struct cnb_relay *relays;
     unsigned nrelays;
 
-    /* Snapshot of connected peers for other threads. */
+    /* Snapshot of connected peers for other threads; peers_cv (on
+     * CLOCK_MONOTONIC) is broadcast at every change, for
+     * cnb_node_wait_connected. */
     pthread_mutex_t peers_mu;
+    pthread_cond_t peers_cv;
     cnb_peer_info_t *peers;
     int npeers, peers_cap;
 };

@@ -53,14 +53,22 @@ void cnb__rt_set_reason_body(cnb_proc_t *p, const char *body, size_t len)
     reason_done(p, ei_x_new_with_version(&p->reason) || ei_x_append_buf(&p->reason, body, (int)len));
 }
 
+/* {callback_failed, Cb, Reason}: Reason the code's atom (enomem, timeout...)
+ * as BEAM code sees core's errors, or {unknown_error, Code} for a code of
+ * the callback's own that the list does not have. */
 void cnb__rt_callback_failed(cnb_proc_t *p, const char *cb, int code)
 {
     ei_x_free(&p->reason);
+    int known = strcmp(cnb_errname(code), "CNB_EUNKNOWN") != 0;
     int e = ei_x_new_with_version(&p->reason);
     if (!e)
         e = ei_x_encode_tuple_header(&p->reason, 3) ||
-            ei_x_encode_atom(&p->reason, "callback_failed") || ei_x_encode_atom(&p->reason, cb) ||
-            ei_x_encode_long(&p->reason, code);
+            ei_x_encode_atom(&p->reason, "callback_failed") || ei_x_encode_atom(&p->reason, cb);
+    if (!e && known)
+        e = ei_x_encode_atom(&p->reason, cnb_erratom(code));
+    else if (!e)
+        e = ei_x_encode_tuple_header(&p->reason, 2) ||
+            ei_x_encode_atom(&p->reason, "unknown_error") || ei_x_encode_long(&p->reason, code);
     reason_done(p, e);
     p->dead = 1;
     cnb__log(p->node, CNB_LOG_WARNING, "worker <%u.%u> %s failed: %s", p->pid.num, p->pid.serial,
@@ -96,6 +104,9 @@ void cnb__proc_handle(cnb_proc_t *p, sig_t *s)
     case SIG_SHUTDOWN:
         cnb__rt_set_reason_atom(p, "shutdown");
         p->dead = 1;
+        break;
+    case SIG_WORKER_OP:
+        cnb__worker_op_sig(p, s);
         break;
     default:
         cnb__links_sig(p, s);

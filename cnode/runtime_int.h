@@ -1,8 +1,9 @@
 /* runtime_int.h: internals shared by the files of the process runtime, one
  * job each: runtime.c (entry points, delivery), rt_table.c (pids, names),
  * rt_sched.c (mailboxes, run queue, pool), rt_signals.c (signals sent),
- * rt_life.c (spawn, callbacks, termination), rt_gen.c (gen_server, sys) and
- * links.c (links, monitors and exit signals). Not part of the public API.
+ * rt_life.c (spawn, callbacks, termination), rt_gen.c (gen_server, sys),
+ * links.c (links, monitors and exit signals) and rt_worker_ops.c (links and
+ * monitors asked from other threads). Not part of the public API.
  * Tests: tests/integration/runtime_tests.erl, hostile_signals_tests.erl. */
 #ifndef CNB_RUNTIME_INT_H
 #define CNB_RUNTIME_INT_H
@@ -26,7 +27,8 @@ enum sig_kind {
     SIG_DEMONITOR,
     SIG_DOWN,
     SIG_NODEDOWN,
-    SIG_SHUTDOWN
+    SIG_SHUTDOWN,
+    SIG_WORKER_OP /* a link or monitor asked from another thread (rt_worker_ops.c) */
 };
 
 /* What a signal says besides its data; every name in it is interned (one
@@ -159,7 +161,8 @@ void cnb__proc_handle(cnb_proc_t *p, sig_t *s);
 void cnb__proc_finish(cnb_proc_t *p);
 /* rt_life.c: the reason p will end with (a term with version byte; body:
  * without it), whether a term is a given atom, a callback's result (a failed
- * or stopping callback marks p dead; failed: {callback_failed, Cb, Code}),
+ * or stopping callback marks p dead; failed: {callback_failed, Cb, Reason},
+ * Reason the code's atom or {unknown_error, Code}),
  * and handle_info. Out of memory, the reason is lost and p ends with
  * out_of_memory (logged). */
 void cnb__rt_set_reason(cnb_proc_t *p, const char *t, size_t len);
@@ -185,6 +188,10 @@ int cnb__links_forged(cnb_node_t *n, const cnb_msg_t *m);
  * Returns 0, or nonzero when s must be dropped (a refusal already sent). */
 int cnb__links_meta(cnb_node_t *n, cnb_proc_t *p, sig_t *s, const cnb_msg_t *m);
 
+/* rt_worker_ops.c, the worker's thread: carries out a SIG_WORKER_OP. */
+void cnb__worker_op_sig(cnb_proc_t *p, const sig_t *s);
+/* links.c, the worker's thread: cnb_monitor with the reference given. */
+int cnb__links_monitor_ref(cnb_proc_t *p, const erlang_pid *to, const erlang_ref *ref);
 /* links.c, the worker's thread: what a link, monitor, exit or node-down
  * signal does to p. */
 void cnb__links_sig(cnb_proc_t *p, sig_t *s);

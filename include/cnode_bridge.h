@@ -3,8 +3,11 @@
  * control messages; the process runtime (workers, links, monitors, gen_server
  * manners) on top of it; :global names. The library's whole public C API is
  * this folder (include/): this header, cnb_registry.h (the shared-memory key
- * registry), cnb_term.h (canonical terms) and cnb_common.h (error codes, the
- * allocator). Implementation: cnode/ (on core/). Tests: tests/unit/test_node.c,
+ * registry), cnb_registry_worker.h (the node's own registry, served to BEAM
+ * code), cnb_term.h (canonical terms) and cnb_common.h (error codes, the
+ * allocator). `make install` puts them in one folder, with the libraries, the
+ * cnode program and cnode_bridge.pc (`pkg-config --cflags --libs
+ * cnode_bridge`); the shared library exports only cnb_* names. Implementation: cnode/ (on core/). Tests: tests/unit/test_node.c,
  * tests/unit/test_handshake.c, tests/unit/test_frame.c,
  * tests/integration/dist_tests.erl, runtime_tests.erl, global_tests.erl. */
 #ifndef CNODE_BRIDGE_H
@@ -20,6 +23,18 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The library's version. The macros are the version of these headers; a
+ * program can compare them with what cnb_version() says at run time (the
+ * shared library's soname carries the major: libcnode_bridge.so.MAJOR). The
+ * OTP application cnode_bridge has the same version (its .app.src vsn). */
+#define CNB_VERSION_MAJOR 0
+#define CNB_VERSION_MINOR 1
+#define CNB_VERSION_PATCH 0
+#define CNB_VERSION_STRING "0.1.0"
+
+/* "MAJOR.MINOR.PATCH" of the library the program runs with (static text). */
+const char *cnb_version(void);
 
 typedef struct cnb_node cnb_node_t;
 
@@ -209,6 +224,15 @@ int cnb_node_connect(cnb_node_t *node, const char *peer);
  * 10 s). These nodes are also the first choice for :global operations. */
 int cnb_node_keep_connected(cnb_node_t *node, const char *peer);
 
+/* Waits until the connection to peer ("a@host"; a ":port" suffix is ignored)
+ * is up, or with peer NULL until any node is connected, for at most
+ * timeout_ms. It starts nothing: call cnb_node_connect or
+ * cnb_node_keep_connected first. Any thread but the I/O thread (not from a
+ * callback of on_node, on_message or log). Returns 0 (connected, maybe
+ * already before the call), CNB_ETIMEDOUT, CNB_ECLOSED (the node is
+ * stopping) or CNB_EINVAL. */
+int cnb_node_wait_connected(cnb_node_t *node, const char *peer, unsigned timeout_ms);
+
 /* Copies into out up to max of the keep-connected nodes (name@host), in the
  * order given; returns how many there are. Any thread. */
 int cnb_node_anchors(cnb_node_t *node, char (*out)[MAXATOMLEN_UTF8], int max);
@@ -276,7 +300,10 @@ typedef struct cnb_from {
 } cnb_from_t;
 
 /* Callback results. A negative CNB_E* code makes the worker exit with reason
- * {callback_failed, Callback, Code}: its links and monitors fire. */
+ * {callback_failed, Callback, Reason}: Callback is the atom handle_call,
+ * handle_cast or handle_info, Reason the code's atom from cnb_erratom
+ * (CNB_ENOMEM: enomem, CNB_ETIMEDOUT: timeout, ...) or, for a code not in
+ * cnb_common.h's list, {unknown_error, Code}. Its links and monitors fire. */
 enum cnb_cb_result {
     CNB_CONTINUE = 0, /* go on (handle_call: no reply now; reply later) */
     CNB_REPLY = 1,    /* handle_call: send *reply to the caller now */
@@ -359,17 +386,45 @@ int cnb_proc_set_reason(cnb_proc_t *self, const char *reason, size_t len);
 int cnb_trap_exit(cnb_proc_t *self, int on);
 /* Links and monitors (Erlang semantics; UNLINK_ID protocol with peers that
  * have it). A link or monitor to a pid that does not exist gets an EXIT /
- * DOWN noproc; to a node that cannot be reached, noconnection. */
+ * DOWN noproc; to a node that cannot be reached, noconnection. These take
+ * effect at once, and only inside the worker's own callbacks (self is the
+ * worker the callback runs for); from any other thread use cnb_worker_*
+ * below. */
 int cnb_link(cnb_proc_t *self, const erlang_pid *to);
 int cnb_unlink(cnb_proc_t *self, const erlang_pid *to);
 int cnb_monitor(cnb_proc_t *self, const erlang_pid *to, erlang_ref *ref);
 int cnb_monitor_name(cnb_proc_t *self, const char *name, const char *node, erlang_ref *ref);
 int cnb_demonitor(cnb_proc_t *self, const erlang_ref *ref);
 
+/* The same four from any thread, on behalf of the worker whose pid is
+ * worker (a worker of this node). A worker's links and monitors belong to
+ * the thread running it, so these do not act at once: the request is queued
+ * in the worker's mailbox, behind what is already there, and the worker
+ * carries it out on its own thread before it takes the next message, as if
+ * its next callback began with cnb_link (etc.). So from another thread a
+ * link is in place, and a DOWN or EXIT can come, only once the worker has
+ * reached it; if the worker ends first the request is dropped (no link is
+ * made, nobody is told). cnb_worker_monitor gives the monitor's reference
+ * at once (*ref, may be NULL): the DOWN will carry it and
+ * cnb_worker_demonitor takes it. Inside a callback of that same worker they
+ * work too, queued after the current message. Returns 0 once queued,
+ * CNB_ENOPROC (no live worker has that pid), CNB_EINVAL, CNB_ENOMEM. (An
+ * error inside the worker, out of memory, is logged.) To end a worker from
+ * outside, send it an exit signal with cnb_exit. */
+int cnb_worker_link(cnb_node_t *node, const erlang_pid *worker, const erlang_pid *to);
+int cnb_worker_unlink(cnb_node_t *node, const erlang_pid *worker, const erlang_pid *to);
+int cnb_worker_monitor(cnb_node_t *node, const erlang_pid *worker, const erlang_pid *to,
+                       erlang_ref *ref);
+int cnb_worker_demonitor(cnb_node_t *node, const erlang_pid *worker, const erlang_ref *ref);
+
 /* Any thread. */
-/* Replies to a gen_server call (through the caller's alias when it has one). */
+/* Replies to a gen_server call (through the caller's alias when it has one):
+ * from the callback with CNB_CONTINUE, or later from any thread with a copy
+ * of *from. */
 int cnb_reply(cnb_node_t *node, const cnb_from_t *from, const char *term, size_t len);
-/* exit(To, Reason) sent from `from` (NULL: a fresh pid of this node). */
+/* exit(To, Reason) sent from `from` (NULL: a fresh pid of this node), from
+ * any thread: an exit signal, as erlang:exit/2 sends (kill cannot be
+ * trapped; a worker of this node takes it through its mailbox). */
 int cnb_exit(cnb_node_t *node, const erlang_pid *from, const erlang_pid *to,
              const char *reason, size_t len);
 /* Local registered names. */
@@ -403,7 +458,12 @@ int cnb_rpc(cnb_node_t *node, const char *peer, const char *mod, const char *fun
  * the worker's own pid: every node's global_name_server then monitors that
  * pid through its own connection to this node, and drops the name the moment
  * the worker ends or this node goes away. Names are any term (ETF with version
- * byte). Calls block the calling thread for at most timeout_ms per node tried.
+ * byte). When no node at all is connected yet, a call first waits within
+ * timeout_ms for one (as cnb_node_wait_connected(node, NULL, ...)), so a
+ * registration made just after cnb_node_keep_connected does not fail with
+ * CNB_ENOCONN while the connection is still being made; with any node
+ * connected it goes on at once. Calls block the calling thread for at most
+ * timeout_ms for that wait, then at most timeout_ms per node tried.
  * ====================================================================== */
 
 enum cnb_global_resolve {

@@ -151,7 +151,7 @@ links_from_erlang(C) ->
     %% A crash (a callback error): the reason reaches the link and the caller.
     W2 = new_cache(A, CN, 2, x),
     true = run(A, H, fun() -> link(W2) end),
-    Crash = {callback_failed, handle_call, -1},
+    Crash = {callback_failed, handle_call, einval}, % CNB_EINVAL, as its atom
     ?assertMatch({'EXIT', {Crash, _}}, catch gcall(A, W2, crash)),
     ?assertEqual({'EXIT', W2, Crash}, run(A, H, fun() -> collect(5000) end)),
     %% unlink/1: no signal afterwards.

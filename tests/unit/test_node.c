@@ -1,8 +1,10 @@
 /* test_node.c: Check tests of the node and runtime API without other nodes
  * (--no-epmd, loopback only): cnb_node_run on a host thread, spawning
  * workers, calls between workers of one node, links and exits, timers,
- * registered names, bad arguments, shutdown. Under ASan they also check that
- * all memory comes back. */
+ * registered names, bad arguments, shutdown; links and monitors asked from
+ * a thread that is not the worker's (cnb_worker_*), callback errors as exit
+ * reasons, cnb_node_wait_connected between two nodes, cnb_version. Under
+ * ASan they also check that all memory comes back. */
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -13,17 +15,22 @@
 #include "cnode_bridge.h"
 #include "check_run.h"
 
-static cnb_node_t *new_node(void)
+static cnb_node_t *new_named_node(const char *sname)
 {
     cnb_node_opts_t o;
     memset(&o, 0, sizeof(o));
-    o.sname = "unit@localhost";
+    o.sname = sname;
     o.cookie = "unit-cookie";
     o.no_epmd = 1;
-    o.log_level = CNB_LOG_ERROR;
+    o.log_level = getenv("UNIT_DEBUG") ? CNB_LOG_DEBUG : CNB_LOG_ERROR;
     cnb_node_t *n = NULL;
     ck_assert_int_eq(cnb_node_create(&o, &n), 0);
     return n;
+}
+
+static cnb_node_t *new_node(void)
+{
+    return new_named_node("unit@localhost");
 }
 
 static void *runner(void *arg)
@@ -189,6 +196,201 @@ START_TEST(zeroed_log_level_is_info)
 }
 END_TEST
 
+/* ---- links and monitors from any thread, callback failures as reasons ---- */
+
+/* A watcher (trapping exits) keeps the last message its handle_info got. */
+static char last_info[512];
+static size_t last_len;
+static int w_keep_info(cnb_proc_t *self, void *state, const char *msg, size_t len)
+{
+    (void)self;
+    (void)state;
+    pthread_mutex_lock(&mu);
+    last_len = len < sizeof(last_info) ? len : 0;
+    memcpy(last_info, msg, last_len);
+    infos++;
+    pthread_mutex_unlock(&mu);
+    return CNB_CONTINUE;
+}
+
+/* Answers any call; the request {fail, Code} makes handle_call return Code. */
+static int w_maybe_fail(cnb_proc_t *self, void *state, const char *req, size_t len,
+                        const cnb_from_t *from, ei_x_buff *reply)
+{
+    int i = 1, ar;
+    char a[MAXATOMLEN_UTF8];
+    long code;
+    if (!ei_decode_tuple_header(req, &i, &ar) && ar == 2 && !ei_decode_atom(req, &i, a) &&
+        !strcmp(a, "fail") && !ei_decode_long(req, &i, &code))
+        return (int)code;
+    return w_call(self, state, req, len, from, reply);
+}
+
+static const cnb_worker_ops_t watcher_ops = {.handle_call = w_call, .handle_info = w_keep_info};
+static const cnb_worker_ops_t target_ops = {.handle_call = w_maybe_fail};
+
+/* The last info as text, e.g. {'DOWN',#Ref<...>,process,<...>,killed}. */
+static void last_info_text(char *out, size_t cap)
+{
+    pthread_mutex_lock(&mu);
+    char *t = NULL;
+    int i = 1;
+    if (last_len && ei_s_print_term(&t, last_info, &i) >= 0)
+        snprintf(out, cap, "%s", t);
+    else
+        snprintf(out, cap, "(none)");
+    free(t);
+    pthread_mutex_unlock(&mu);
+}
+
+static size_t atom_term(char *buf, const char *atom)
+{
+    int k = 0;
+    ei_encode_version(buf, &k);
+    ei_encode_atom(buf, &k, atom);
+    return (size_t)k;
+}
+
+/* A call to w: when it returns, w has handled everything queued before it. */
+static int sync_call(cnb_node_t *n, const erlang_pid *w, const char *req, size_t len)
+{
+    ei_x_buff r;
+    int rc = cnb_call(n, w, NULL, NULL, req, len, 2000, &r);
+    ei_x_free(&r);
+    return rc;
+}
+
+/* Waits for the watcher's info count to reach want, then gives its text. */
+static int wait_info(int want, char *text, size_t cap)
+{
+    int ok = wait_count(&infos, want);
+    last_info_text(text, cap);
+    return ok;
+}
+
+START_TEST(worker_ops_from_any_thread)
+{
+    cnb_node_t *n = new_node();
+    ck_assert_int_eq(cnb_node_start(n), 0);
+    erlang_pid w, t1, t2, t3, t4;
+    cnb_spawn_opts_t so = {.trap_exit = 1};
+    ck_assert_int_eq(cnb_spawn(n, &watcher_ops, NULL, &so, &w), 0);
+    ck_assert_int_eq(cnb_spawn(n, &target_ops, NULL, NULL, &t1), 0);
+    ck_assert_int_eq(cnb_spawn(n, &target_ops, NULL, NULL, &t2), 0);
+    ck_assert_int_eq(cnb_spawn(n, &target_ops, NULL, NULL, &t3), 0);
+    ck_assert_int_eq(cnb_spawn(n, &target_ops, NULL, NULL, &t4), 0);
+    char req[64], kill[16], text[512];
+    size_t qlen = atom_term(req, "sync"), klen = atom_term(kill, "kill");
+    infos = 0;
+
+    /* A monitor asked from this thread: its DOWN carries the ref given here. */
+    erlang_ref ref;
+    ck_assert_int_eq(cnb_worker_monitor(n, &w, &t1, &ref), 0);
+    ck_assert_int_eq(sync_call(n, &w, req, qlen), 0);
+    ck_assert_int_eq(cnb_exit(n, NULL, &t1, kill, klen), 0);
+    ck_assert(wait_info(1, text, sizeof(text)));
+    ck_assert_msg(strstr(text, "'DOWN'") && strstr(text, "killed"), "got %s", text);
+    int i = 1, ar;
+    char a[MAXATOMLEN_UTF8];
+    erlang_ref got;
+    pthread_mutex_lock(&mu);
+    ck_assert(!ei_decode_tuple_header(last_info, &i, &ar) && ar == 5 &&
+              !ei_decode_atom(last_info, &i, a) && !ei_decode_ref(last_info, &i, &got));
+    pthread_mutex_unlock(&mu);
+    ck_assert(got.len == ref.len && !memcmp(got.n, ref.n, sizeof(got.n[0]) * (size_t)ref.len));
+
+    /* A link asked from this thread: t2's end reaches w as an EXIT. */
+    ck_assert_int_eq(cnb_worker_link(n, &w, &t2), 0);
+    ck_assert_int_eq(sync_call(n, &w, req, qlen), 0);
+    ck_assert_int_eq(cnb_exit(n, NULL, &t2, kill, klen), 0);
+    ck_assert(wait_info(2, text, sizeof(text)));
+    ck_assert_msg(strstr(text, "'EXIT'") && strstr(text, "killed"), "got %s", text);
+
+    /* Unlink and demonitor: t3's end reaches w by neither. */
+    ck_assert_int_eq(cnb_worker_link(n, &w, &t3), 0);
+    ck_assert_int_eq(cnb_worker_monitor(n, &w, &t3, &ref), 0);
+    ck_assert_int_eq(cnb_worker_unlink(n, &w, &t3), 0);
+    ck_assert_int_eq(cnb_worker_demonitor(n, &w, &ref), 0);
+    ck_assert_int_eq(sync_call(n, &w, req, qlen), 0);
+    ck_assert_int_eq(cnb_exit(n, NULL, &t3, kill, klen), 0);
+
+    /* A callback's error code is the exit reason's readable atom; a code of
+     * the callback's own is {unknown_error, Code}. */
+    ck_assert_int_eq(cnb_worker_monitor(n, &w, &t4, NULL), 0);
+    ck_assert_int_eq(sync_call(n, &w, req, qlen), 0);
+    char fail[32];
+    int k = 0;
+    ei_encode_version(fail, &k);
+    ei_encode_tuple_header(fail, &k, 2);
+    ei_encode_atom(fail, &k, "fail");
+    ei_encode_long(fail, &k, CNB_ETIMEDOUT);
+    ck_assert_int_eq(sync_call(n, &t4, fail, (size_t)k), CNB_ENOPROC);
+    ck_assert(wait_info(3, text, sizeof(text)));
+    ck_assert_msg(strstr(text, "{callback_failed, handle_call, timeout}"), "got %s", text);
+    pthread_mutex_lock(&mu);
+    ck_assert_int_eq(infos, 3); /* nothing from t3 */
+    pthread_mutex_unlock(&mu);
+    erlang_pid t5;
+    ck_assert_int_eq(cnb_spawn(n, &target_ops, NULL, NULL, &t5), 0);
+    ck_assert_int_eq(cnb_worker_monitor(n, &w, &t5, NULL), 0);
+    ck_assert_int_eq(sync_call(n, &w, req, qlen), 0);
+    k = 0;
+    ei_encode_version(fail, &k);
+    ei_encode_tuple_header(fail, &k, 2);
+    ei_encode_atom(fail, &k, "fail");
+    ei_encode_long(fail, &k, -1000);
+    ck_assert_int_eq(sync_call(n, &t5, fail, (size_t)k), CNB_ENOPROC);
+    ck_assert(wait_info(4, text, sizeof(text)));
+    ck_assert_msg(strstr(text, "{callback_failed, handle_call, {unknown_error, -1000}}"), "got %s",
+                  text);
+
+    /* A worker that is gone, a pid of another node, bad arguments. */
+    ck_assert_int_eq(cnb_worker_link(n, &t1, &w), CNB_ENOPROC);
+    erlang_pid other = w;
+    snprintf(other.node, sizeof(other.node), "elsewhere@localhost");
+    ck_assert_int_eq(cnb_worker_monitor(n, &other, &w, &ref), CNB_ENOPROC);
+    ck_assert_int_eq(cnb_worker_link(n, &w, NULL), CNB_EINVAL);
+    ck_assert_int_eq(cnb_worker_demonitor(n, NULL, &ref), CNB_EINVAL);
+    ck_assert_int_eq(cnb_node_shutdown(n, 5000), 0);
+    cnb_node_destroy(n);
+}
+END_TEST
+
+/* cnb_node_wait_connected: times out with nobody there, returns once a
+ * second node (here another C node, no epmd) has connected. */
+START_TEST(wait_connected)
+{
+    cnb_node_t *a = new_node();
+    ck_assert_int_eq(cnb_node_start(a), 0);
+    ck_assert_int_eq(cnb_node_wait_connected(a, "nobody@localhost", 100), CNB_ETIMEDOUT);
+    ck_assert_int_eq(cnb_node_wait_connected(a, NULL, 100), CNB_ETIMEDOUT);
+    ck_assert_int_eq(cnb_node_wait_connected(a, "no-at-sign", 100), CNB_EINVAL);
+    cnb_node_t *b = new_named_node("unit2@localhost");
+    ck_assert_int_eq(cnb_node_start(b), 0);
+    char peer[300];
+    snprintf(peer, sizeof(peer), "%s:%u", cnb_node_name(a), cnb_node_port(a));
+    ck_assert_int_eq(cnb_node_keep_connected(b, peer), 0);
+    ck_assert_int_eq(cnb_node_wait_connected(b, peer, 10000), 0);
+    ck_assert_int_eq(cnb_node_wait_connected(b, cnb_node_name(a), 0), 0);
+    ck_assert_int_eq(cnb_node_wait_connected(a, NULL, 10000), 0);
+    ck_assert_int_eq(cnb_node_wait_connected(a, cnb_node_name(b), 10000), 0);
+    cnb_node_stop(b);
+    ck_assert_int_eq(cnb_node_wait_connected(b, "nobody@localhost", 10000), CNB_ECLOSED);
+    cnb_node_destroy(b);
+    cnb_node_destroy(a);
+}
+END_TEST
+
+START_TEST(version)
+{
+    char want[32];
+    snprintf(want, sizeof(want), "%d.%d.%d", CNB_VERSION_MAJOR, CNB_VERSION_MINOR,
+             CNB_VERSION_PATCH);
+    ck_assert_str_eq(cnb_version(), want);
+    ck_assert_str_eq(cnb_version(), CNB_VERSION_STRING);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     cnb_node_opts_t o;
@@ -224,6 +426,9 @@ int main(void)
     tcase_add_test(tc, many_workers_and_shutdown);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, zeroed_log_level_is_info);
+    tcase_add_test(tc, worker_ops_from_any_thread);
+    tcase_add_test(tc, wait_connected);
+    tcase_add_test(tc, version);
     suite_add_tcase(s, tc);
     return cnb_check_run(s);
 }

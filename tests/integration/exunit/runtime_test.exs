@@ -55,8 +55,8 @@ defmodule CnodeBridge.RuntimeTest do
     Process.flag(:trap_exit, true)
     {:ok, w} = GenServer.call({:cache_sup, c}, {:start, 10, :x})
     Process.link(w)
-    assert {{:callback_failed, :handle_call, -1}, _} = catch_exit(GenServer.call(w, :crash))
-    assert_receive {:EXIT, ^w, {:callback_failed, :handle_call, -1}}, 5000
+    assert {{:callback_failed, :handle_call, :einval}, _} = catch_exit(GenServer.call(w, :crash))
+    assert_receive {:EXIT, ^w, {:callback_failed, :handle_call, :einval}}, 5000
     Process.flag(:trap_exit, false)
   end
 

@@ -98,7 +98,9 @@ hostname() ->
 %% @doc Starts an Erlang node. Opts: name (prefix, default "n"), longnames
 %% (boolean; the host is then 127.0.0.1 unless host is given), host, cookie,
 %% args (extra erl args), env, exec (peer's exec option: e.g. {"ip", ["netns",
-%% "exec", Ns, Erl]} starts the node in a network namespace; tests/reliability).
+%% "exec", Ns, Erl]} starts the node in a network namespace; tests/reliability),
+%% exact_name (true: name is the whole name, already unique, e.g. one a C node
+%% was told to connect to before the node existed).
 %% Returns {ok, PeerPid, Node}.
 -spec start_node(ctx(), map()) -> {ok, pid(), node()} | {error, term()}.
 start_node(Ctx, Opts) -> gen_server:call(Ctx, {start_node, Opts}, 60000).
@@ -309,7 +311,10 @@ kill_os_pid(OsPid, Sig) ->
     ok.
 
 do_start_node(Opts, St) ->
-    Name = unique_name(maps:get(name, Opts, "n")),
+    Name = case maps:get(exact_name, Opts, false) of
+               true -> maps:get(name, Opts);
+               false -> unique_name(maps:get(name, Opts, "n"))
+           end,
     Long = maps:get(longnames, Opts, false),
     Cookie = maps:get(cookie, Opts, St#st.cookie),
     Paths = code_paths(),
