@@ -32,6 +32,10 @@
 %%   %{ctx: ctx}
 %% end
 %% '''
+%% A context made in `test_helper.exs' needs `owner: :none' (that process ends
+%% before the tests run) and a stop in `ExUnit.after_suite/1'; one made in
+%% `setup_all' lives until the module's tests are done.
+%%
 %% A test node that is itself distributed (`elixir --sname t -S mix test', or
 %% `ct_run -sname t') makes its contexts use the epmd it registered with, so
 %% the nodes they start and the test node see each other; `mix test' on a plain

@@ -22,12 +22,14 @@
 -spec new() -> ctx().
 new() -> new(#{}).
 
-%% @doc As new/0; Opts: #{cookie => string(), epmd_port => integer()}. With
-%% epmd_port the context uses that (already running) epmd and does not own it,
-%% e.g. the one the ExUnit runner node itself is registered with.
+%% @doc As new/0; Opts: #{cookie => string(), epmd_port => integer(),
+%% owner => pid() | none}. With epmd_port the context uses that (already
+%% running) epmd and does not own it, e.g. the one the ExUnit runner node
+%% itself is registered with; owner none: only stop/1 (or the VM's end) stops
+%% it, for a context made by a process that ends before the tests do.
 -spec new(map()) -> ctx().
 new(Opts) ->
-    Kit = maps:with([cookie], Opts),
+    Kit = maps:with([cookie, owner], Opts),
     cnode_bridge_test:new(Kit#{epmd => maps:get(epmd_port, Opts, private)}).
 
 -spec stop(ctx()) -> ok.
