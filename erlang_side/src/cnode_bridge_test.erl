@@ -26,8 +26,8 @@
 %% '''
 %% ExUnit (`examples/elixir_app/test'):
 %% ```
-%% setup do
-%%   ctx = :cnode_bridge_test.new(%{log_dir: ~c"_build/test_logs"})
+%% setup %{test: test} do
+%%   ctx = :cnode_bridge_test.new(%{log_dir: ~c"_build/test_logs/#{test}"})
 %%   on_exit(fn -> :cnode_bridge_test.stop(ctx) end)
 %%   %{ctx: ctx}
 %% end
