@@ -49,9 +49,12 @@
 %% stdout once it is published and accepts connections; log to stdout or
 %% stderr (both are captured); exit when its stdin reaches end of file (within
 %% 2 s, else SIGTERM, then SIGKILL 2 s later) and on SIGTERM (stop_cnode/2).
-%% A C service built on libcnode_bridge gets all of this from
-%% `cnb_node_start' and a loop on stdin; with `argv' instead the kit passes
-%% exactly those arguments and nothing else is required.
+%% A service on libcnode_bridge does it as the `cnode' program does
+%% (cnode/main.c): the flags into cnb_node_opts_t, the library registers with
+%% that epmd, `cnb_node_keep_connected' for each `--connect', the READY line
+%% once `cnb_node_start' returned, and a read of stdin until EOF before
+%% `cnb_node_shutdown'. With `argv' the kit passes exactly those arguments
+%% instead, and only the READY line (unless `wait_ready' is false) is needed.
 %% @end
 -module(cnode_bridge_test).
 
