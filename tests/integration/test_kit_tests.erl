@@ -7,15 +7,19 @@
 -define(T(Name), {timeout, 120, fun Name/0}).
 
 kit_test_() ->
-    [?T(ready_nodes_talk_and_logs_are_kept),
-     ?T(owner_crash_stops_everything),
-     ?T(killed_context_stops_everything),
-     ?T(own_binary_gets_the_contract),
-     ?T(never_ready_is_an_error_and_stopped),
-     ?T(exec_distributed_runs_a_distributed_node)].
+    {setup, fun() -> ok end, fun(_) -> file:del_dir_r(base_dir()) end,
+     [?T(ready_nodes_talk_and_logs_are_kept),
+      ?T(owner_crash_stops_everything),
+      ?T(killed_context_stops_everything),
+      ?T(own_binary_gets_the_contract),
+      ?T(never_ready_is_an_error_and_stopped),
+      ?T(exec_distributed_runs_a_distributed_node)]}.
+
+%% Every file the tests write is under this folder, removed after them.
+base_dir() -> filename:join("/tmp", "cnb_kit_tests_" ++ os:getpid()).
 
 tmp_dir(Tag) ->
-    D = filename:join(["/tmp", cnode_bridge_test:unique_name("kit_" ++ Tag)]),
+    D = filename:join(base_dir(), cnode_bridge_test:unique_name(Tag)),
     ok = filelib:ensure_dir(filename:join(D, "x")),
     D.
 
