@@ -47,7 +47,7 @@ CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
 .PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench demo shell clean \
-        test-reliability soak test-otp install
+        test-reliability soak test-otp install docs
 .DEFAULT_GOAL := all
 
 all: c erlang
@@ -228,6 +228,14 @@ bench: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo
+
+# The API reference: the public C headers (include/) through Doxygen into
+# build/docs/c/html/, the Erlang modules through edoc into build/docs/erlang/.
+docs: deps
+	@rm -rf $(BUILD)/docs && mkdir -p $(BUILD)/docs/c
+	(cat docs/Doxyfile; echo "OUTPUT_DIRECTORY = $(BUILD)/docs/c") | doxygen -
+	$(ERL) -noshell -eval 'ok = edoc:application(cnode_bridge, "erlang_side", [{dir, "$(BUILD)/docs/erlang"}, {preprocess, true}]), halt().'
+	@echo "docs: $(BUILD)/docs/c/html/index.html, $(BUILD)/docs/erlang/index.html"
 
 shell: deps
 	@$(MAKE) --no-print-directory all

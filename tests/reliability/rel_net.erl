@@ -73,12 +73,12 @@ up() ->
 owner(Parent, Tag) ->
     MRef = monitor(process, Parent),
     Epmd = os:find_executable("epmd"),
-    Ports = [begin
-                 P = open_port({spawn_executable, filename:join([cnb_cluster:root(), "scripts", "guard"])},
-                               [{args, [ip(), "netns", "exec", ns(Tag, I), Epmd,
-                                        "-port", integer_to_list(?EPMD_PORT)]},
-                                {line, 1024}, stderr_to_stdout, exit_status]),
-                 {P, guard_pid(P)}
+    %% Under the test kit's guard: killed when this process's ports close.
+    Ports = [case cnode_bridge_test_ctx:guard_port(
+                    null, ip(), [{args, ["netns", "exec", ns(Tag, I), Epmd,
+                                         "-port", integer_to_list(?EPMD_PORT)]}]) of
+                 {ok, P, OsPid} -> {P, OsPid};
+                 {error, _} -> {undefined, undefined}
              end || I <- lists:seq(1, ?NODES)],
     Up = lists:all(fun(I) -> cnb_cluster:wait_until(fun() -> epmd_up(Tag, I) end, 5000) end,
                    lists:seq(1, ?NODES)),
@@ -88,13 +88,8 @@ owner(Parent, Tag) ->
         {'DOWN', MRef, _, _, _} -> ok
     end,
     [os:cmd("kill -9 " ++ integer_to_list(Pid)) || {_, Pid} <- Ports, is_integer(Pid)],
-    [catch port_close(P) || {P, _} <- Ports],
+    [catch port_close(P) || {P, _} <- Ports, is_port(P)],
     ok.
-
-guard_pid(P) ->
-    receive {P, {data, {eol, "GUARD_PID " ++ N}}} -> list_to_integer(N)
-    after 5000 -> undefined
-    end.
 
 epmd_up(Tag, I) ->
     {S, _} = sh([ip(), "netns", "exec", ns(Tag, I), os:find_executable("epmd"),

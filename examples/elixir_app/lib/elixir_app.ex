@@ -19,6 +19,18 @@ defmodule ElixirApp do
     end
   end
 
+  @doc "Stops the C node `cnode/0` started, if any."
+  def stop_cnode do
+    case Application.get_env(:elixir_app, :cnode) do
+      nil ->
+        :ok
+
+      node ->
+        Application.delete_env(:elixir_app, :cnode)
+        :cnode_bridge.stop_cnode(node)
+    end
+  end
+
   @doc "Starts a C cache worker for `id` holding `content`."
   def put(id, content) do
     ElixirApp.Stats.bump(:put)

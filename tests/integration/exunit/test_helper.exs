@@ -5,7 +5,15 @@
 # (tests/integration/support/cnb_cluster.erl) starts peer nodes and the real
 # cnode program on that same epmd and stops them by pid after the suite.
 epmd_port = String.to_integer(System.fetch_env!("ERL_EPMD_PORT"))
-ctx = :cnb_cluster.new(%{epmd_port: epmd_port, cookie: Atom.to_charlist(Node.get_cookie())})
+# owner: :none -- this file's process ends before the suites run; after_suite
+# stops the context.
+ctx =
+  :cnb_cluster.new(%{
+    epmd_port: epmd_port,
+    cookie: Atom.to_charlist(Node.get_cookie()),
+    owner: :none
+  })
+
 :persistent_term.put(:cnb_cluster_ctx, ctx)
 ExUnit.start(timeout: 180_000, capture_log: true)
 ExUnit.after_suite(fn _ -> :cnb_cluster.stop(ctx) end)
