@@ -42,7 +42,7 @@ LIBCNODE_SO := $(BUILD)/libcnode_bridge.so
 CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
-.PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench demo shell clean \
+.PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench bench-quick demo shell clean \
         test-reliability soak test-otp
 .DEFAULT_GOAL := all
 
@@ -187,6 +187,12 @@ fuzz-quick:
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	scripts/run-bench
+
+# The targets of issue 19 only, few rounds and small counts (under a minute):
+# prints the ratios; the report goes to build/bench/BENCHMARKS-quick.md.
+bench-quick: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	BENCH_QUICK=1 scripts/run-bench
 
 demo: deps
 	@$(MAKE) --no-print-directory all
