@@ -38,6 +38,7 @@ plots() ->
 write(Root, Figures, OutDir) ->
     Dir = filename:join([Root, "build", "bench", "plots"]),
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    ok = filelib:ensure_dir(filename:join(OutDir, "x")),
     Drawn = [P || P <- [plot(Dir, OutDir, Figures, Spec) || Spec <- plots()], P =/= none],
     Script = [S || {_, S} <- Drawn],
     ScriptPath = filename:join(Dir, "plots.gp"),
@@ -68,10 +69,10 @@ plot(Dir, OutDir, Figures, {File, Title, XL, YL, LogX, Series}) ->
                                        [Dat, T])
                      end || {I, {T, Ps}} <- lists:zip(lists:seq(1, length(Have)), Have)],
             Png = filename:join(OutDir, File),
-            {Png, [io_lib:format("set terminal png size 800,500 font ',10'~n"
+            {Png, [io_lib:format("set terminal png size 800,500 font ',10' noenhanced~n"
                                  "set output '~s'~nset title \"~s\"~n"
                                  "set xlabel '~s'~nset ylabel '~s'~nset grid~n"
-                                 "set key outside bottom center horizontal~n"
+                                 "set key below~n"
                                  "~sset logscale y~nset format y '%.0s%c'~n",
                                  [Png, Title, XL, YL, case LogX of
                                                           true -> "set logscale x\n";

@@ -97,8 +97,9 @@ write(Root, Path, Figures, Rounds, #{machine := Machine, plots := Plots}) ->
                   not lists:suffix("_beam", G),
                   {BV, _} <- [maps:get(G ++ "_beam." ++ M, Map, {undefined, x})],
                   BV =/= undefined]),
-    Rows = [io_lib:format("| `~s` | ~s ~s | ~s ~s | ~s |~n",
-                          [K, fmt(V), U, fmt(BV), U, ratio(V, BV, U)])
+    Rows = [io_lib:format("| `~s` | ~s ~s | ~s ~s | ~s | ~s |~n",
+                          [K, fmt(V), U, fmt(BV), U, ratio(V, BV, U),
+                           spread([{C, B, U} || {C, B} <- maps:get(rounds_key(K), Rounds, [])])])
             || {K, V, U, BV} <- Pairs],
     All = [io_lib:format("| `~s` | ~s | ~s |~n", [K, fmt(V), U]) || {K, V, U} <- Figures],
     Text = [<<"# Benchmarks\n\n">>,
@@ -128,7 +129,10 @@ write(Root, Path, Figures, Rounds, #{machine := Machine, plots := Plots}) ->
                                      " scripts/install-deps installs it).\n\n">>;
                 {gnuplot_failed, _} -> <<"No plots: gnuplot failed (see the run's output).\n\n">>
             end,
-            <<"## Side by side\n\n| metric | ours (C) | BEAM | ours vs BEAM |\n|---|---|---|---|\n">>,
+            <<"## Side by side\n\nMedians over the rounds (`BENCH_ROUNDS`, default 3: every section runs\n"
+              "once a round, so each C figure and its BEAM pair alternate); the last column\n"
+              "is the lowest and highest *ours vs BEAM* of single rounds.\n\n"
+              "| metric | ours (C) | BEAM | ours vs BEAM | by round |\n|---|---|---|---|---|\n">>,
             Rows,
             <<"\n## All figures\n\n| figure | value | unit |\n|---|---|---|\n">>, All,
             <<"\n## What each pair measures\n\n">>,
@@ -203,6 +207,24 @@ write(Root, Path, Figures, Rounds, #{machine := Machine, plots := Plots}) ->
     ok = filelib:ensure_dir(Path),
     file:write_file(Path, [Text, Kept]).
 
+rounds_key(K) ->
+    [G, M] = string:split(K, "."),
+    G ++ "_rounds." ++ M.
+
+spread([]) -> "-";
+spread(Rs) ->
+    Ratios = [ratio_num(C, B, U) || {C, B, U} <- Rs, C /= 0, B /= 0],
+    case Ratios of
+        [] -> "-";
+        _ -> fmt(lists:min(Ratios)) ++ "-" ++ fmt(lists:max(Ratios)) ++ "x"
+    end.
+
+ratio_num(V, BV, U) ->
+    case higher_is_better(U) of
+        true -> V / BV;
+        false -> BV / V
+    end.
+
 %% P relative to the report's directory (both under Root).
 rel(_Root, Path, P) ->
     Dir = filename:split(filename:dirname(filename:absname(Path))),
@@ -231,11 +253,7 @@ generated_section(P) ->
 ratio(_, 0, _) -> "n/a";
 ratio(0, _, _) -> "n/a";
 ratio(V, BV, U) ->
-    R = case higher_is_better(U) of
-            true -> V / BV;
-            false -> BV / V
-        end,
-    float_to_list(R, [{decimals, 2}]) ++ "x".
+    float_to_list(float(ratio_num(V, BV, U)), [{decimals, 2}]) ++ "x".
 
 os_name() ->
     case file:read_file("/etc/os-release") of

@@ -29,9 +29,19 @@ main() ->
                {false, S} -> [list_to_atom(X) || X <- string:lexemes(S, ",")]
            end,
     Full = Only =:= All,
-    Lines = lists:append([F(Root) || {N, F} <- Sections, lists:member(N, Only)]),
-    Figures = lists:append([parse(L) || L <- Lines]),
-    Rounds = maps:from_list(lists:append([parse_rounds(L) || L <- Lines])),
+    %% The sections other than targets (which alternates inside) run
+    %% BENCH_ROUNDS times (default 3), all of them in each round, so each C
+    %% figure and its BEAM pair alternate; the report has their medians.
+    NRounds = list_to_integer(os:getenv("BENCH_ROUNDS", "3")),
+    Repeated = [{N, F} || {N, F} <- Sections, N =/= targets, lists:member(N, Only)],
+    PerRound = [begin
+                    io:format(standard_error, "bench: round ~b of ~b~n", [I, NRounds]),
+                    lists:append([parse(L) || {_, F} <- Repeated, L <- F(Root)])
+                end || I <- lists:seq(1, case Repeated of [] -> 0; _ -> NRounds end)],
+    {MFigs, MRounds} = merge_rounds(PerRound),
+    Lines = lists:append([F(Root) || {targets, F} <- Sections, lists:member(targets, Only)]),
+    Figures = MFigs ++ lists:append([parse(L) || L <- Lines]),
+    Rounds = maps:merge(MRounds, maps:from_list(lists:append([parse_rounds(L) || L <- Lines]))),
     [io:format("~s ~s ~s~n", [K, bench_report:fmt(V), U]) || {K, V, U} <- Figures],
     Out = case {os:getenv("BENCH_OUT"), Full, Quick} of
               {false, true, _} -> filename:join([Root, "docs", "BENCHMARKS.md"]);
@@ -51,8 +61,10 @@ main() ->
         {ok, Pngs} -> [io:format("bench: plot ~s~n", [P]) || P <- Pngs]
     end,
     ok = bench_report:write(Root, Out, Figures, Rounds, #{machine => Machine, plots => Plots}),
-    io:format("~nTargets (C / BEAM, medians of alternating rounds):~n~s~n",
-              [bench_report:targets_table(Figures, Rounds)]),
+    case bench_report:targets_table(Figures, Rounds) of
+        [] -> ok;
+        T -> io:format("~nTargets (C / BEAM, medians of alternating rounds):~n~s~n", [T])
+    end,
     io:format("wrote ~s~n", [Out]),
     halt(0).
 
@@ -204,19 +216,13 @@ global(Root) ->
         K9B = gone_us(B, {beam, k9}, fun() -> os:cmd("kill -9 " ++ OsD) end),
         %% Registration last, on a new C node: its 1,101 names would slow the
         %% DOWN handling measured above.
-        %% (N names, alternating C and BEAM over 3 rounds, medians.)
         {_, CN2} = bench_targets:demo_cnode(C, {A, NA}, "benchg"),
         Reg = lists:append(
                 [begin
-                     M = list_to_atom("register_" ++ integer_to_list(N) ++ "_names_ms"),
-                     RegF = fun(F, Args) ->
-                                   fun() -> #{M => cnb_cluster:call(B, global_bench, F,
-                                                                    Args(make_ref()), 300000)
-                                                  / 1000} end
-                           end,
-                     Alt = bench_stats:alternate(3, RegF(register_c, fun(T) -> [CN2, T, N] end),
-                                                 RegF(register_beam, fun(T) -> [T, N] end)),
-                     bench_stats:figure_lines("global", Alt, #{M => "ms"}, "")
+                     Tc = cnb_cluster:call(B, global_bench, register_c, [CN2, {c, N}, N], 300000),
+                     Tb = cnb_cluster:call(B, global_bench, register_beam, [{b, N}, N], 300000),
+                     [io_lib:format("global.register_~b_names_ms ~.2f ms", [N, Tc / 1000]),
+                      io_lib:format("global_beam.register_~b_names_ms ~.2f ms", [N, Tb / 1000])]
                  end || N <- [1, 10, 100, 1000]]),
         Reg ++ [io_lib:format("global.gone_after_exit_us ~b us", [GoneC]),
                 io_lib:format("global_beam.gone_after_exit_us ~b us", [GoneB]),
@@ -230,6 +236,22 @@ gone_us(Peer, Name, Kill) ->
     T0 = os:system_time(microsecond),
     _ = Kill(),
     cnb_cluster:call(Peer, global_bench, wait_gone_us, [Name, T0], 60000).
+
+%% Figures of several rounds -> {their medians (in the first round's order),
+%% #{"<g>_rounds.<m>" => [{C, BEAM}] of each round} for each pair g.m, g_beam.m}.
+merge_rounds([]) -> {[], #{}};
+merge_rounds([First | _] = PerRound) ->
+    Vals = fun(K) -> [V || R <- PerRound, {K2, V, _} <- R, K2 =:= K] end,
+    Keys = lists:usort([K || R <- PerRound, {K, _, _} <- R]),
+    Seen = [K || {K, _, _} <- First],
+    Order = Seen ++ [K || K <- Keys, not lists:member(K, Seen)],
+    Units = maps:from_list([{K, U} || R <- PerRound, {K, _, U} <- R]),
+    Figs = [{K, bench_stats:median(Vals(K)), maps:get(K, Units)} || K <- Order],
+    Pairs = [{G ++ "_rounds." ++ M, lists:zip(Cs, Bs)}
+             || K <- Keys, [G, M] <- [string:split(K, ".")], not lists:suffix("_beam", G),
+                Cs <- [Vals(K)], Bs <- [Vals(G ++ "_beam." ++ M)],
+                Bs =/= [], length(Cs) =:= length(Bs)],
+    {Figs, maps:from_list(Pairs)}.
 
 %% "<group>_rounds.<metric> C1/B1 C2/B2 ...": every round's pair of a figure.
 parse_rounds(L0) ->
