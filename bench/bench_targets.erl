@@ -161,7 +161,6 @@ global(#{a := A, b := B, cn := CN, na := NA}, P) ->
                      W
              end,
     BOwner = fun(Name) -> cnb_cluster:call(A, global_bench, holder, [Name]) end,
-    _ = NA,
     lines("target", alt(P, Start({cache_sup, CN}), Start({beam_cache_sup, NA})),
           #{start_global_us => "us"})
         ++ lines("target", alt(P, Gone(COwner), Gone(BOwner)), #{gone_after_exit_us => "us"}).
