@@ -7,27 +7,27 @@
 -module(bench_plots).
 -export([write/3]).
 
-%% {File, Title, XLabel, YLabel, LogX, [{SeriesTitle, KeyPattern}]}
+%% {File, Title, XLabel, YLabel, [{SeriesTitle, KeyPattern}]}; both axes log.
 plots() ->
-    [{"bench_lookups.png", "Lookups/s vs registry size (one process)", "keys", "lookups/s", true,
+    [{"bench_lookups.png", "Lookups/s vs registry size (one process)", "keys", "lookups/s",
       [{"C (core/registry, shared memory)", "^registry\\.lookups_per_s_([0-9]+[km]?)$"},
        {"NIF (:cnode_registry.lookup)", "^target\\.nif_lookups_per_s_([0-9]+[km]?)$"},
        {"Elixir Registry.lookup/2", "^target_beam\\.nif_lookups_per_s_([0-9]+[km]?)$"},
        {":ets.lookup/2", "^target_ets_beam\\.nif_lookups_per_s_([0-9]+[km]?)$"}]},
      {"bench_msg_size.png", "Messages/s vs message size (one way, one receiver)",
-      "payload bytes", "messages/s", true,
+      "payload bytes", "messages/s",
       [{"C -> BEAM process", "^plot_to_beam\\.to_beam_msgs_per_s_([0-9]+)b$"},
        {"BEAM -> BEAM process", "^plot_to_beam_beam\\.to_beam_msgs_per_s_([0-9]+)b$"},
        {"BEAM -> C worker", "^plot_to_c\\.msgs_per_s_([0-9]+)b$"},
        {"BEAM -> BEAM (gen_server-like)", "^plot_to_c_beam\\.msgs_per_s_([0-9]+)b$"}]},
      {"bench_call_rtt.png", "gen_server:call round trip vs concurrent callers",
-      "concurrent callers", "microseconds", true,
+      "concurrent callers", "microseconds",
       [{"C worker p50", "^target\\.call_p50_us_([0-9]+)c$"},
        {"C worker p99", "^target\\.call_p99_us_([0-9]+)c$"},
        {"Erlang gen_server p50", "^target_beam\\.call_p50_us_([0-9]+)c$"},
        {"Erlang gen_server p99", "^target_beam\\.call_p99_us_([0-9]+)c$"}]},
      {"bench_global.png", ":global registration time vs number of names",
-      "names registered one after another", "milliseconds (all names)", true,
+      "names registered one after another", "milliseconds (all names)",
       [{"C worker (C API)", "^global\\.register_([0-9]+)_names_ms$"},
        {"Erlang process", "^global_beam\\.register_([0-9]+)_names_ms$"}]}].
 
@@ -56,7 +56,7 @@ write(Root, Figures, OutDir) ->
             end
     end.
 
-plot(Dir, OutDir, Figures, {File, Title, XL, YL, LogX, Series}) ->
+plot(Dir, OutDir, Figures, {File, Title, XL, YL, Series}) ->
     Data = [{T, points(Figures, Re)} || {T, Re} <- Series],
     case [D || {_, Ps} = D <- Data, Ps =/= []] of
         [] -> none;
@@ -73,11 +73,8 @@ plot(Dir, OutDir, Figures, {File, Title, XL, YL, LogX, Series}) ->
                                  "set output '~s'~nset title \"~s\"~n"
                                  "set xlabel '~s'~nset ylabel '~s'~nset grid~n"
                                  "set key below~n"
-                                 "~sset logscale y~nset format y '%.0s%c'~n",
-                                 [Png, Title, XL, YL, case LogX of
-                                                          true -> "set logscale x\n";
-                                                          false -> "unset logscale x\n"
-                                                      end]),
+                                 "set logscale xy~nset format y '%.0s%c'~n",
+                                 [Png, Title, XL, YL]),
                    "plot ", lists:join(", ", Plots), "\nunset logscale\n"]}
     end.
 

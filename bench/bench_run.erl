@@ -56,12 +56,12 @@ main() ->
                   false -> filename:join([Root, "build", "bench", "plots"])
               end,
     Plots = bench_plots:write(Root, Figures, PlotDir),
-    case Plots of
-        {no_gnuplot, _} -> io:format("bench: gnuplot not found: no plots drawn (Debian: apt-get "
-                                     "install gnuplot-nox, or scripts/install-deps)~n");
-        {gnuplot_failed, _} -> io:format("bench: gnuplot failed: no plots drawn~n");
-        {ok, Pngs} -> [io:format("bench: plot ~s~n", [P]) || P <- Pngs]
-    end,
+    _ = case Plots of
+            {no_gnuplot, _} -> io:format("bench: gnuplot not found: no plots drawn (Debian: "
+                                         "apt-get install gnuplot-nox, or scripts/install-deps)~n");
+            {gnuplot_failed, _} -> io:format("bench: gnuplot failed: no plots drawn~n");
+            {ok, Pngs} -> [io:format("bench: plot ~s~n", [P]) || P <- Pngs]
+        end,
     ok = bench_report:write(Root, Out, Figures, Rounds, #{machine => Machine, plots => Plots}),
     case bench_report:targets_table(Figures, Rounds) of
         [] -> ok;
