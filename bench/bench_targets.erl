@@ -75,7 +75,7 @@ lines(Group, Alt, Units) -> bench_stats:figure_lines(Group, Alt, Units, "").
 
 note(What) ->
     {_, Ms} = statistics(wall_clock),
-    io:format(standard_error, "bench: targets: ~s (+~.1f s)~n", [What, Ms / 1000]).
+    io:format(standard_error, "bench: targets: ~s (the step before took ~.1f s)~n", [What, Ms / 1000]).
 
 %% Call round trip p50 / p99 with 1, 8, 64 concurrent callers (on cli).
 calls(#{b := B, cn := CN, srv := Srv}, P) ->
