@@ -46,8 +46,8 @@ CNB_MAJOR   := $(firstword $(subst ., ,$(CNB_VERSION)))
 CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
-.PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench demo shell clean \
-        test-reliability soak test-otp install docs
+.PHONY: all c erlang deps test unit itest exunit asan lint fuzz fuzz-quick bench bench-quick demo \
+        shell clean test-reliability soak test-otp install docs
 .DEFAULT_GOAL := all
 
 all: c erlang
@@ -224,6 +224,12 @@ fuzz-quick:
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	scripts/run-bench
+
+# The targets of issue 19 only, few rounds and small counts (under a minute):
+# prints the ratios; the report goes to build/bench/BENCHMARKS-quick.md.
+bench-quick: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	BENCH_QUICK=1 scripts/run-bench
 
 demo: deps
 	@$(MAKE) --no-print-directory all

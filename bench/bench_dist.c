@@ -1,7 +1,9 @@
 /* bench_dist.c: distribution-layer figures for `make bench` (driven by
  * bench/bench_run.erl, which runs the BEAM equivalents in the same run):
  * connection set-up time to an Erlang node, and one-way throughput and sender
- * CPU per message of small messages from C to one BEAM process.
+ * CPU per message of small messages from C to one BEAM process. An optional
+ * sixth argument BYTES sends {m, <<BYTES bytes>>} instead of {m, I} (the
+ * messages/s-vs-size plot).
  * Prints "dist.<metric> <value> <unit>" lines; with CNB_BENCH_TLS_CERT, _KEY and
  * _CACERT set it runs TLS distribution and prints "tls.<metric>" lines. */
 #include <pthread.h>
@@ -94,10 +96,11 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: bench_dist SNAME COOKIE PEER_NODE CONNECTS MESSAGES\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: bench_dist SNAME COOKIE PEER_NODE CONNECTS MESSAGES [BYTES]\n");
         return 2;
     }
+    long bytes = argc == 7 ? atol(argv[6]) : 0;
     snprintf(target, sizeof(target), "%s", argv[3]);
     int connects = atoi(argv[4]);
     long messages = atol(argv[5]);
@@ -149,13 +152,20 @@ int main(int argc, char **argv)
     cnb_reg_send(node, &self_pid, target, "bench_sink", x.buff, (size_t)x.index);
     ei_x_free(&x);
     double c0 = cpu_s(), t0 = now_s();
-    char buf[64];
+    char *payload = calloc(1, (size_t)(bytes > 0 ? bytes : 1));
+    char *buf = malloc((size_t)(bytes > 0 ? bytes : 0) + 64);
+    if (!payload || !buf)
+        return 1;
+    memset(payload, 'x', (size_t)(bytes > 0 ? bytes : 0));
     for (long i = 0; i < messages; i++) {
         int k = 0;
         ei_encode_version(buf, &k);
         ei_encode_tuple_header(buf, &k, 2);
         ei_encode_atom(buf, &k, "m");
-        ei_encode_long(buf, &k, i);
+        if (bytes > 0)
+            ei_encode_binary(buf, &k, payload, bytes);
+        else
+            ei_encode_long(buf, &k, i);
         while (cnb_reg_send(node, &self_pid, target, "bench_sink", buf, (size_t)k) == CNB_ENOMEM)
             usleep(100);
     }
@@ -168,6 +178,8 @@ int main(int argc, char **argv)
     printf("%s.to_beam_msgs_per_s %.0f msg/s\n", g, (double)messages / (t1 - t0));
     printf("%s.sender_cpu_ns_per_msg %.0f ns\n", g, (c1 - c0) * 1e9 / (double)messages);
     printf("%s.c_enqueue_ns_per_msg %.0f ns\n", g, (sent - t0) * 1e9 / (double)messages);
+    free(buf);
+    free(payload);
     cnb_node_destroy(node);
     return 0;
 }

@@ -2,7 +2,7 @@
 %% bench_run): the sink that counts messages, and the BEAM-to-BEAM equivalents
 %% of bench_dist.c (connection set-up, one-way throughput, sender CPU).
 -module(dist_beam).
--export([start_sink/0, connect_setup_us/2, send/2]).
+-export([start_sink/0, connect_setup_us/2, send/2, send/3]).
 
 %% Registers bench_sink: {start, N, From} then N messages -> From ! {done, N}.
 -spec start_sink() -> ok.
@@ -40,12 +40,20 @@ wait_gone(T) ->
 
 %% Sends N x {m, I} to {bench_sink, Target}; returns {MsgsPerSec, CpuNsPerMsg}.
 -spec send(node(), pos_integer()) -> {number(), number()}.
-send(Target, N) ->
+send(Target, N) -> send(Target, N, 0).
+
+%% The same with {m, <<Bytes bytes>>} (the integer I when Bytes is 0).
+-spec send(node(), pos_integer(), non_neg_integer()) -> {number(), number()}.
+send(Target, N, Bytes) ->
+    Payload = binary:copy(<<"x">>, Bytes),
     true = net_kernel:connect_node(Target),
     {bench_sink, Target} ! {start, N, self()},
     {R0, _} = statistics(runtime),
     T0 = erlang:monotonic_time(microsecond),
-    send_loop(Target, 0, N),
+    case Bytes of
+        0 -> send_loop(Target, 0, N);
+        _ -> send_loop_bin(Target, Payload, N)
+    end,
     receive {done, N} -> ok end,
     T1 = erlang:monotonic_time(microsecond),
     {R1, _} = statistics(runtime),
@@ -53,3 +61,6 @@ send(Target, N) ->
 
 send_loop(_, N, N) -> ok;
 send_loop(T, I, N) -> {bench_sink, T} ! {m, I}, send_loop(T, I + 1, N).
+
+send_loop_bin(_, _, 0) -> ok;
+send_loop_bin(T, P, K) -> {bench_sink, T} ! {m, P}, send_loop_bin(T, P, K - 1).

@@ -3,6 +3,7 @@
 %% for an Erlang process, and how long a name takes to vanish on a node.
 -module(global_bench).
 -export([register_c/3, register_beam/2, holder/1, wait_gone_us/2]).
+-export([start_beam_cache_sup/0, start_global_us/3]).
 
 %% N names {Tag, I}, each taken by its own C probe (started first, untimed)
 %% through the C API, one after another; total microseconds.
@@ -39,3 +40,52 @@ wait_gone_us(Name, T0) ->
         undefined -> os:system_time(microsecond) - T0;
         _ -> wait_gone_us(Name, T0)
     end.
+
+%% The BEAM counterpart of the C node's cache_sup, registered here as
+%% beam_cache_sup: {start, Id, Content} checks :global for {cache, Id}, starts
+%% a process, registers it as {cache, Id} and replies {ok, Pid}; the process
+%% answers get and stop like a C cache worker.
+-spec start_beam_cache_sup() -> ok.
+start_beam_cache_sup() ->
+    Self = self(),
+    spawn(fun() -> register(beam_cache_sup, self()), Self ! ready, sup_loop() end),
+    receive ready -> ok end.
+
+sup_loop() ->
+    receive
+        {'$gen_call', From, {start, Id, Content}} ->
+            Name = {cache, Id},
+            Reply = case global:whereis_name(Name) of
+                        undefined ->
+                            P = spawn(fun() -> cache_loop(Content) end),
+                            case global:register_name(Name, P) of
+                                yes -> {ok, P};
+                                no -> exit(P, kill), {error, {already_started, undefined}}
+                            end;
+                        Owner ->
+                            {error, {already_started, Owner}}
+                    end,
+            gen_server:reply(From, Reply),
+            sup_loop()
+    end.
+
+cache_loop(Content) ->
+    receive
+        {'$gen_call', From, get} -> gen_server:reply(From, {ok, Content}), cache_loop(Content);
+        {'$gen_call', From, stop} -> gen_server:reply(From, ok)
+    end.
+
+%% K workers started one after another through Sup ({cache_sup, CNode} or
+%% {beam_cache_sup, Node}), each taking the :global name {cache, {Tag, I}};
+%% the median microseconds of one start, from the request until {ok, Pid} is
+%% back. The workers are stopped afterwards (untimed) so rounds do not pile
+%% names up.
+-spec start_global_us(term(), term(), pos_integer()) -> float().
+start_global_us(Sup, Tag, K) ->
+    R = [begin
+             T0 = erlang:monotonic_time(nanosecond),
+             {ok, P} = gen_server:call(Sup, {start, {Tag, I}, x}, 30000),
+             {erlang:monotonic_time(nanosecond) - T0, P}
+         end || I <- lists:seq(1, K)],
+    [ok = gen_server:call(P, stop, 30000) || {_, P} <- R],
+    bench_stats:median([T || {T, _} <- R]) / 1000.

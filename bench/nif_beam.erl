@@ -15,7 +15,7 @@
 %% ebin (from `elixir`'s install, /usr/lib/elixir by default; no nif_beam figures
 %% without it).
 -module(nif_beam).
--export([run/0]).
+-export([run/0, alternate/3]).
 
 -define(LOOKUPS, 1000000).
 -define(PAIRS, 200000).
@@ -27,6 +27,51 @@ run() ->
     Sizes = [{1000, "1k"}, {100000, "100k"}, {1000000, "1m"}],
     lists:foreach(fun size_run/1, Sizes),
     ok.
+
+%% For the targets of `make bench`: at each size (keys), the NIF, Registry and
+%% an ETS set filled alike, then Rounds rounds of Lookups lookups each (one
+%% process; NIF, Registry, ETS, NIF, Registry, ETS, ...). Prints the medians
+%% as target.nif_lookups_per_s_<size> (NIF) beside target_beam.* (Registry)
+%% and target_ets.* (NIF again) beside target_ets_beam.* (ETS).
+-spec alternate(pos_integer(), pos_integer(), [pos_integer()]) -> ok.
+alternate(Rounds, Lookups, Sizes) ->
+    add_paths(),
+    {ok, _} = application:ensure_all_started(elixir),
+    lists:foreach(fun(N) -> alternate_size(Rounds, Lookups, N) end, Sizes).
+
+alternate_size(Rounds, Lookups, N) ->
+    Keys = keys(N),
+    Owners = owners(),
+    Nif = list_to_atom("nif_alt_" ++ integer_to_list(N)),
+    {ok, NifSrv} = cnode_registry:start_link(#{name => Nif, keys => unique}),
+    fill(Owners, N, fun(I) -> {ok, _} = cnode_registry:register(Nif, {cache, I}, 42) end),
+    Reg = list_to_atom("reg_alt_" ++ integer_to_list(N)),
+    {ok, RegSup} = 'Elixir.Registry':start_link([{keys, unique}, {name, Reg}]),
+    fill(Owners, N, fun(I) -> {ok, _} = 'Elixir.Registry':register(Reg, {cache, I}, 42) end),
+    T = ets:new(nif_alt, [set, public, {read_concurrency, true}]),
+    Self = self(),
+    [ets:insert(T, {{cache, I}, {Self, 42}}) || I <- lists:seq(0, N - 1)],
+    Fs = [fun(K) -> cnode_registry:lookup(Nif, K) end,
+          fun(K) -> 'Elixir.Registry':lookup(Reg, K) end,
+          fun(K) -> ets:lookup(T, K) end],
+    Rate = fun(F) -> Lookups * parallel(1, fun(Off) -> loop(F, Keys, N, Off, Off + Lookups, 0) end) end,
+    [_ = loop(F, Keys, N, 0, min(N, 100000), 0) || F <- Fs],
+    Rs = [[Rate(F) || F <- Fs] || _ <- lists:seq(1, Rounds)],
+    Nifs = [A || [A, _, _] <- Rs],
+    Alt = fun(Col) -> #{nif_lookups_per_s => {Nifs, [lists:nth(Col, R) || R <- Rs]}} end,
+    Units = #{nif_lookups_per_s => "ops/s"},
+    Suffix = "_" ++ size_label(N),
+    [io:format("~s~n", [L]) || L <- bench_stats:figure_lines("target", Alt(2), Units, Suffix)
+                                    ++ bench_stats:figure_lines("target_ets", Alt(3), Units, Suffix)],
+    ets:delete(T),
+    stop(RegSup),
+    stop(NifSrv),
+    [exit(O, kill) || O <- Owners],
+    ok.
+
+size_label(N) when N >= 1000000, N rem 1000000 =:= 0 -> integer_to_list(N div 1000000) ++ "m";
+size_label(N) when N >= 1000, N rem 1000 =:= 0 -> integer_to_list(N div 1000) ++ "k";
+size_label(N) -> integer_to_list(N).
 
 elixir_app() ->
     case code:which('Elixir.Registry') of
