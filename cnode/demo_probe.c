@@ -126,12 +126,10 @@ static int call_result(ei_x_buff *reply, int rc, ei_x_buff *r)
     return replied(e, CNB_REPLY);
 }
 
-static const cnb_worker_ops_t probe_ops;
-
 static int p_spawn(probe_req_t *q)
 {
     erlang_pid pid;
-    int rc = cnb_spawn(q->n, &probe_ops, NULL, NULL, &pid);
+    int rc = cnb_spawn(q->n, &cnb__demo_probe_ops, NULL, NULL, &pid);
     return rc ? rc : ok_pid(q->reply, &pid);
 }
 
