@@ -21,6 +21,11 @@
 extern "C" {
 #endif
 
+/* The library's version, the one place it is written (the OTP app's vsn in
+ * erlang_side/src/cnode_bridge.app.src is kept equal; tests/integration/
+ * cli_tests.erl checks). */
+#define CNB_VERSION "0.1.0"
+
 typedef struct cnb_node cnb_node_t;
 
 /* Levels of cnb_node_opts_t.log_level; 0 (a zeroed opts) means the default,
