@@ -80,7 +80,7 @@ int cnb__tls_sess_put(cnb_tls_sess_t *c, const char *peer, SSL_SESSION *s)
     }
     if (sl->s)
         slot_drop(sl);
-    strcpy(sl->peer, peer); /* fits: checked above */
+    memcpy(sl->peer, peer, strlen(peer) + 1); /* fits: checked above */
     sl->s = s;
     sl->used = ++c->clock;
     pthread_mutex_unlock(&c->mu);
