@@ -127,7 +127,7 @@ cluster_both_directions(C, Certs) ->
     [ok = cnb_cluster:call(P, global, sync, []) || P <- [A, B, Cc]],
     {Port, CN} = tls_cnode(C, Certs, ["--connect", atom_to_list(NA)]),
     ?assert(cnb_cluster:wait_until(fun() -> hidden_has(A, CN) end, 10000)),
-    ?assert(log_has(C, Port, "connected to " ++ atom_to_list(NA))),
+    wait_log(C, Port, "connected to " ++ atom_to_list(NA)), %% A may see it up first
     %% :global: a C worker's name, registered through a, seen everywhere.
     {ok, W} = cnb_cluster:call(B, gen_server, call, [{cache_sup, CN}, {start, 1, {content, 1}}]),
     ?assertEqual(CN, node(W)),
