@@ -26,7 +26,7 @@ LDLIBS_SYS = -lssl -lcrypto -lz -lpthread -lm -lrt
 CORE_SRC  := $(wildcard core/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 CNODE_MAIN := cnode/main.c
-CNODE_PROG := $(CNODE_MAIN) cnode/demo.c
+CNODE_PROG := $(CNODE_MAIN) cnode/demo.c cnode/demo_probe.c
 CNODE_SRC := $(filter-out $(CNODE_PROG),$(wildcard cnode/*.c))
 CNODE_OBJ := $(CNODE_SRC:%.c=$(BUILD)/%.o)
 NIF_SRC   := $(wildcard nif/*.c)

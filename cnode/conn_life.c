@@ -204,7 +204,7 @@ void cnb__accept(cnb_node_t *n)
         cnb__conn_epoll_add(n, c, EPOLLIN);
         if (n->tls) {
             c->state = C_TLS;
-            if (!(c->ssl = cnb__tls_ssl(n, n->tls, fd, 1, NULL)))
+            if (!(c->ssl = cnb__tls_ssl(n, n->tls, fd, 1, NULL, NULL)))
                 cnb__conn_close(n, c, CNB_LOG_ERROR, "cannot start TLS");
         } else {
             cnb__conn_hs_begin(n, c);

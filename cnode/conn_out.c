@@ -227,7 +227,7 @@ void cnb__conn_writable(cnb_node_t *n, cnb_conn_t *c)
             /* TLS first, with SNI and the certificate checked against
              * the host of the name we dial. */
             c->state = C_TLS;
-            if (!(c->ssl = cnb__tls_ssl(n, n->tls, c->ev.fd, 0, c->host))) {
+            if (!(c->ssl = cnb__tls_ssl(n, n->tls, c->ev.fd, 0, c->host, c->peer))) {
                 cnb__conn_close(n, c, CNB_LOG_ERROR, "cannot start TLS");
                 return;
             }

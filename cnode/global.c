@@ -174,6 +174,11 @@ int cnb_global_register(cnb_node_t *n, const char *name, size_t len, const erlan
         }
     }
     ei_x_free(&r);
+    if (!rc && cnb__log_on(n, CNB_LOG_INFO)) {
+        char t[256];
+        cnb__log(n, CNB_LOG_INFO, "global: %s registered for <%u.%u>",
+                 cnb__log_term(name, len, t, sizeof(t)), pid->num, pid->serial);
+    }
     return rc;
 }
 

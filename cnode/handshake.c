@@ -195,10 +195,19 @@ int cnb__hs_name_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
-/* Copies a node name of n bytes once cnb__hs_name_ok accepts it. The refusal
- * quotes the name as received: the logger escapes it. */
-static int take_name(cnb_hs_t *hs, const uint8_t *p, size_t n)
+/* Copies the peer's node name out of packet body b (blen bytes): its 2-byte
+ * length at off, the name after it; once it fits in b and cnb__hs_name_ok
+ * accepts it. what names the message in the refusal, which quotes the name as
+ * received (the logger escapes it). */
+static int take_name(cnb_hs_t *hs, const uint8_t *b, size_t blen, size_t off, const char *what)
 {
+    size_t n = cnb__get16(b + off);
+    const uint8_t *p = b + off + 2;
+    if (off + 2 + n > blen) {
+        char why[sizeof(hs->err)];
+        snprintf(why, sizeof(why), "%s: name runs past the packet", what);
+        return fail(hs, CNB_EPROTO, why);
+    }
     if (!cnb__hs_name_ok(p, n)) {
         char why[sizeof(hs->err)];
         snprintf(why, sizeof(why),
@@ -230,13 +239,8 @@ static int acceptor_step(cnb_hs_t *hs, uint8_t tag, const uint8_t *b, size_t n, 
             return fail(hs, CNB_EPROTO, "expected send_name ('N')");
         hs->peer_flags = cnb__get64(b);
         hs->peer_creation = cnb__get32(b + 8);
-        {
-            size_t nlen = cnb__get16(b + 12);
-            if (14 + nlen > n)
-                return fail(hs, CNB_EPROTO, "send_name: name runs past the packet");
-            if ((rc = take_name(hs, b + 14, nlen)))
-                return rc;
-        }
+        if ((rc = take_name(hs, b, n, 12, "send_name")))
+            return rc;
         if (hs->peer_flags & CNB_DFLAG_NAME_ME)
             return fail(hs, CNB_EPROTO, "peer asks for a dynamic name (NAME_ME); not supported");
         if ((rc = check_flags(hs, hs->peer_flags)))
@@ -314,10 +318,7 @@ static int initiator_step(cnb_hs_t *hs, uint8_t tag, const uint8_t *b, size_t n,
         hs->peer_flags = cnb__get64(b);
         hs->peer_challenge = cnb__get32(b + 8);
         hs->peer_creation = cnb__get32(b + 12);
-        size_t nlen = cnb__get16(b + 16);
-        if (18 + nlen > n)
-            return fail(hs, CNB_EPROTO, "challenge: name runs past the packet");
-        if ((rc = take_name(hs, b + 18, nlen)))
+        if ((rc = take_name(hs, b, n, 16, "challenge")))
             return rc;
         if (hs->expect_peer[0] && strcmp(hs->expect_peer, hs->peer_name)) {
             char why[200];

@@ -3,10 +3,12 @@
  * limited (see log.h). Tests: tests/unit/test_log.c, and
  * tests/integration/hostile_auth_tests.erl (forged lines, floods). */
 #include "log.h"
+#include "etf_check.h"
 
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -283,6 +285,37 @@ void cnb__log_forget(const void *node)
     while (cnb__rl_take_owner(&limiter, node, cnb__now_ms(), &rep))
         write_report(&rep);
     pthread_mutex_unlock(&limiter_mu);
+}
+
+int cnb__log_on(const cnb_node_t *n, int level)
+{
+    return !n || level <= n->log_level;
+}
+
+const char *cnb__log_term(const char *t, size_t len, char *out, size_t cap)
+{
+    char *s = NULL;
+    int i = len && (unsigned char)t[0] == 131;
+    snprintf(out, cap, "?");
+    /* Checked whole before ei reads it; a large one is only measured. */
+    long tl = cnb__etf_skip((const uint8_t *)t + i, len - (size_t)i);
+    if (tl < 0)
+        return out;
+    if (tl > 65536) {
+        snprintf(out, cap, "(a term of %ld bytes)", tl);
+        return out;
+    }
+    if (ei_s_print_term(&s, t, &i) < 0) {
+        free(s);
+        return out;
+    }
+    size_t n = strlen(s);
+    if (n < cap)
+        memcpy(out, s, n + 1);
+    else if (cap > 4)
+        snprintf(out, cap, "%.*s...", (int)(cap - 4), s);
+    free(s);
+    return out;
 }
 
 void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)

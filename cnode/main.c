@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: cnode (--sname NAME[@HOST] | --name NAME[@HOST]) [options]\n"
+            "       cnode -h | --help | --version\n"
             "  --cookie C          the distribution cookie (other users can see it in ps\n"
             "                      until the program wipes it at start: prefer the next two)\n"
             "  --cookie-file F     read the cookie from F (mode 0400 or 0600, as erl wants)\n"
@@ -49,7 +51,9 @@ static void usage(FILE *f)
             "  --tls-ciphers L     allowed ciphers, OpenSSL names separated by ':' (TLS 1.3\n"
             "                      suites, TLS_..., may be mixed in; default OpenSSL's)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
-            "  --demo              run the demo workers (echo, cache_sup)\n"
+            "  --demo              run the demo workers (echo, cache_sup, probe)\n"
+            "  -h, --help          print this and exit\n"
+            "  --version           print the version (cnode X.Y.Z) and exit\n"
             "Environment: CNB_COOKIE  the cookie, when neither --cookie nor --cookie-file is\n"
             "                         given (read, then wiped from the environment)\n"
             "Prints \"READY <node>\" on stdout once it is published and listening.\n"
@@ -133,6 +137,7 @@ static const struct option longopts[] = {
     {"max-message", required_argument, 0, 'm'}, {"log-level", required_argument, 0, 'l'},
     {"threads", required_argument, 0, 'T'},   {"exit-on-eof", no_argument, 0, 'e'},
     {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
+    {"version", no_argument, 0, 'v'},
     {"listen", required_argument, 0, 'L'},
     {"max-links-per-peer", required_argument, 0, 'K'},
     {"tls-cert", required_argument, 0, 'X'},  {"tls-key", required_argument, 0, 'k'},
@@ -140,133 +145,140 @@ static const struct option longopts[] = {
     {"tls-versions", required_argument, 0, 'R'}, {"tls-ciphers", required_argument, 0, 'P'},
     {0, 0, 0, 0}};
 
-/* Sets what option c (a longopts letter; not 'h') with argument arg asks for.
- * Returns 0, or -1 for a bad value or an unknown option. */
-static int set_option(args_t *a, int c, char *arg)
+/* The flag of longopts letter c, for messages. */
+static const char *flag_name(int c)
+{
+    for (const struct option *f = longopts; f->name; f++)
+        if (f->val == c)
+            return f->name;
+    return "?";
+}
+
+/* The numeric flags and their ranges. */
+static const struct range {
+    int c;
+    unsigned long min, max;
+} ranges[] = {{'p', 0, 65535},          {'t', 1, 86400}, {'u', 1, 3600},
+              {'m', 1024, 0xffffffffUL}, {'T', 1, 1024}, {'K', 1, 0xffffffffUL}};
+
+/* Stores numeric flag c's value v (in its range). */
+static void set_number(cnb_node_opts_t *o, int c, unsigned long v)
+{
+    switch (c) {
+    case 'p': o->port = (unsigned)v; break;
+    case 't': o->net_ticktime = (unsigned)v; break;
+    case 'u': o->net_setuptime = (unsigned)v; break;
+    case 'm': o->max_message = (size_t)v; break;
+    case 'T': o->threads = (unsigned)v; break;
+    default: o->max_links_per_peer = (size_t)v; break; /* 'K' */
+    }
+}
+
+/* Sets what option c (a longopts letter; not 'h' or 'v') with argument arg
+ * asks for. Returns 0, or -1 for a bad value with what the flag wants in
+ * why (cap bytes). */
+static int set_option(args_t *a, int c, char *arg, char *why, size_t cap)
 {
     cnb_node_opts_t *o = &a->o;
-    unsigned long v;
+    for (size_t k = 0; k < sizeof(ranges) / sizeof(ranges[0]); k++) {
+        unsigned long v;
+        if (ranges[k].c != c)
+            continue;
+        if (parse_uint(arg, ranges[k].max, &v) || v < ranges[k].min) {
+            snprintf(why, cap, "a whole number from %lu to %lu", ranges[k].min, ranges[k].max);
+            return -1;
+        }
+        set_number(o, c, v);
+        return 0;
+    }
     switch (c) {
-    case 's':
-        o->sname = arg;
-        return 0;
-    case 'n':
-        o->name = arg;
-        return 0;
+    case 's': o->sname = arg; break;
+    case 'n': o->name = arg; break;
     case 'c':
         if (a->cookie_arg) /* an earlier --cookie: only the last one counts */
             explicit_bzero(a->cookie_arg, strlen(a->cookie_arg));
         a->cookie_arg = arg;
-        return 0;
-    case 'f':
-        o->cookie_file = arg;
-        return 0;
-    case 'C':
-        a->connects[a->nconnect++] = arg; /* parse_args checked the room */
-        return 0;
-    case 'p':
-        if (parse_uint(arg, 65535, &v))
-            return -1;
-        o->port = (unsigned)v;
-        return 0;
-    case 'L':
-        o->listen_addr = arg;
-        return 0;
-    case 'E':
-        o->no_epmd = 1;
-        return 0;
-    case '6':
-        o->ipv6 = 1;
-        return 0;
-    case 't':
-        if (parse_uint(arg, 86400, &v) || v == 0)
-            return -1;
-        o->net_ticktime = (unsigned)v;
-        return 0;
-    case 'u':
-        if (parse_uint(arg, 3600, &v) || v == 0)
-            return -1;
-        o->net_setuptime = (unsigned)v;
-        return 0;
-    case 'm':
-        if (parse_uint(arg, 0xffffffffUL, &v) || v < 1024)
-            return -1;
-        o->max_message = (size_t)v;
-        return 0;
+        break;
+    case 'f': o->cookie_file = arg; break;
+    case 'C': a->connects[a->nconnect++] = arg; break; /* parse_args checked the room */
+    case 'L': o->listen_addr = arg; break;
+    case 'E': o->no_epmd = 1; break;
+    case '6': o->ipv6 = 1; break;
     case 'l':
-        return (o->log_level = parse_level(arg)) < 0 ? -1 : 0;
-    case 'T':
-        if (parse_uint(arg, 1024, &v) || v == 0)
+        if ((o->log_level = parse_level(arg)) < 0) {
+            snprintf(why, cap, "error, warning, info or debug");
             return -1;
-        o->threads = (unsigned)v;
-        return 0;
-    case 'K':
-        if (parse_uint(arg, 0xffffffffUL, &v) || v == 0)
-            return -1;
-        o->max_links_per_peer = (size_t)v;
-        return 0;
-    case 'X':
-        o->tls_cert = arg;
-        return 0;
-    case 'k':
-        o->tls_key = arg;
-        return 0;
-    case 'A':
-        o->tls_cacert = arg;
-        return 0;
+        }
+        break;
+    case 'X': o->tls_cert = arg; break;
+    case 'k': o->tls_key = arg; break;
+    case 'A': o->tls_cacert = arg; break;
     case 'V':
-        if (!strcmp(arg, "none"))
-            o->tls_verify_none = 1;
-        else if (!strcmp(arg, "peer"))
-            o->tls_verify_none = 0;
-        else
+        if (strcmp(arg, "none") && strcmp(arg, "peer")) {
+            snprintf(why, cap, "peer or none");
             return -1;
-        return 0;
-    case 'R':
-        o->tls_versions = arg;
-        return 0;
-    case 'P':
-        o->tls_ciphers = arg;
-        return 0;
-    case 'e':
-        a->exit_on_eof = 1;
-        return 0;
-    case 'D':
-        a->demo = 1;
-        return 0;
-    default:
-        return -1;
+        }
+        o->tls_verify_none = !strcmp(arg, "none");
+        break;
+    case 'R': o->tls_versions = arg; break;
+    case 'P': o->tls_ciphers = arg; break;
+    case 'e': a->exit_on_eof = 1; break;
+    default: a->demo = 1; break; /* 'D' */
     }
+    return 0;
 }
 
-static int bad_args(void)
+/* One line on stderr saying what is wrong with the command line (printf
+ * style), and where the flags are listed. Returns the exit status, 2. */
+static int bad_args(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_args(const char *fmt, ...)
 {
-    fprintf(stderr, "cnode: bad arguments\n");
-    usage(stderr);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("cnode: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (cnode --help lists the flags)\n", stderr);
+    va_end(ap);
     return 2;
 }
 
 /* Reads the options into *a (log level info unless given). Returns -1 to go
- * on, or the status to exit with now: 0 after --help, 2 for a bad option or
- * value (said on stderr). */
+ * on, or the status to exit with now: 0 after --help or --version, 2 for a
+ * bad option or value (one line on stderr naming it and why). */
 static int parse_args(int argc, char **argv, args_t *a)
 {
     memset(a, 0, sizeof(*a));
     a->o.log_level = CNB_LOG_INFO;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    /* ':' first: a missing value comes back as ':', an unknown flag as '?'. */
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        char why[96];
         if (c == 'h') {
             usage(stdout);
             return 0;
         }
-        if (c == 'C' && a->nconnect == MAX_CONNECT) {
-            fprintf(stderr, "cnode: at most %d --connect\n", MAX_CONNECT);
-            return 2;
+        if (c == 'v') {
+            printf("cnode %s\n", CNB_VERSION);
+            return 0;
         }
-        if (set_option(a, c, optarg))
-            return bad_args();
+        if (c == ':')
+            return bad_args("--%s needs a value", flag_name(optopt));
+        if (c == '?') {
+            const char *arg = argv[optind - 1];
+            if (optopt && !strncmp(arg, "--", 2)) /* --demo=x */
+                return bad_args("--%s takes no value", flag_name(optopt));
+            return bad_args("unknown or ambiguous flag '%s'", arg);
+        }
+        if (c == 'C' && a->nconnect == MAX_CONNECT)
+            return bad_args("at most %d --connect", MAX_CONNECT);
+        if (set_option(a, c, optarg, why, sizeof(why)))
+            return bad_args("bad value '%s' for --%s: want %s", optarg, flag_name(c), why);
     }
+    if (optind != argc)
+        return bad_args("unexpected argument '%s'", argv[optind]);
+    if (!a->o.sname == !a->o.name)
+        return bad_args("give exactly one of --sname NAME[@HOST] or --name NAME[@HOST]");
     return -1;
 }
 
@@ -336,10 +348,6 @@ int main(int argc, char **argv)
         return 1;
     }
     a.o.cookie = cookie;
-    if (optind != argc || (!a.o.sname == !a.o.name)) {
-        free_secret(cookie);
-        return bad_args();
-    }
 
     /* Signals: SIGPIPE ignored (sockets use MSG_NOSIGNAL too); SIGTERM/SIGINT
      * and SIGHUP are taken synchronously by this thread with sigwait (blocked before any

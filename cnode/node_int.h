@@ -253,6 +253,12 @@ void cnb__peers_set(cnb_node_t *n, const char *peer, uint64_t flags, int up);
 /* log.c: one escaped, rate-limited line (see log.h). */
 void cnb__log(const cnb_node_t *n, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Would a line of level be written for n? (Spares building what it says.) */
+int cnb__log_on(const cnb_node_t *n, int level);
+/* The term t (len bytes, with or without its 131) as Erlang prints it, cut to
+ * cap - 1 bytes ("..." at the end when cut), for a log line; "?" when it
+ * does not decode. Returns out. */
+const char *cnb__log_term(const char *t, size_t len, char *out, size_t cap);
 
 /* epmd.c */
 int cnb__epmd_register(cnb_node_t *n);

@@ -142,8 +142,11 @@ void cnb__proc_finish(cnb_proc_t *p)
         cnb__sig_free(p, s);
     }
     cnb__links_end(p, reason, rlen);
-    cnb__log(n, CNB_LOG_DEBUG, "worker <%u.%u>%s%s ended", p->pid.num, p->pid.serial,
-             name[0] ? " " : "", name);
+    if (cnb__log_on(n, CNB_LOG_INFO)) {
+        char why[256];
+        cnb__log(n, CNB_LOG_INFO, "worker <%u.%u>%s%s ended: %s", p->pid.num, p->pid.serial,
+                 name[0] ? " " : "", name, cnb__log_term(reason, rlen, why, sizeof(why)));
+    }
     ei_x_free(&p->reason);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -289,6 +292,8 @@ int cnb__spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_
     if (rq && !lost)
         cnb__spawn_reply(n, rq->from.node, &rq->id, &rq->from,
                          (rq->link ? 1 : 0) | (rq->monitor ? 2 : 0), &p->pid, NULL);
+    cnb__log(n, CNB_LOG_INFO, "worker <%u.%u>%s%s started", p->pid.num, p->pid.serial,
+             name ? " " : "", name ? name : "");
     cnb__mbox_go_live(p); /* run whatever arrived meanwhile */
     return 0;
 }

@@ -77,20 +77,25 @@ int cnb_send(cnb_node_t *n, const erlang_pid *from, const erlang_pid *to, const 
     return cnb_send_ctrl(n, to->node, buf, (size_t)i, msg, len);
 }
 
+/* The sender a signal names: from, or (from NULL) a fresh pid of the node's
+ * made in *own. */
+static const erlang_pid *sender(cnb_node_t *n, const erlang_pid *from, erlang_pid *own)
+{
+    if (from)
+        return from;
+    cnb_node_make_pid(n, own);
+    return own;
+}
+
 int cnb_reg_send(cnb_node_t *n, const erlang_pid *from, const char *peer, const char *name,
                  const char *msg, size_t len)
 {
-    if (!peer || !name || !msg)
+    if (!peer || !name || !msg || strlen(name) >= MAXATOMLEN_UTF8)
         return CNB_EINVAL;
     char buf[3 * MAXATOMLEN_UTF8 + 64];
     int i = 0;
-    erlang_pid nofrom;
-    if (!from) {
-        cnb_node_make_pid(n, &nofrom);
-        from = &nofrom;
-    }
-    if (strlen(name) >= MAXATOMLEN_UTF8)
-        return CNB_EINVAL;
+    erlang_pid own;
+    from = sender(n, from, &own);
     if (ei_encode_version(buf, &i) || ei_encode_tuple_header(buf, &i, 4) ||
         ei_encode_long(buf, &i, CNB_OP_REG_SEND) || ei_encode_pid(buf, &i, from) ||
         ei_encode_atom(buf, &i, "") || ei_encode_atom(buf, &i, name))
@@ -105,11 +110,8 @@ int cnb_alias_send(cnb_node_t *n, const erlang_pid *from, const erlang_ref *alia
         return CNB_EINVAL;
     char buf[3 * MAXATOMLEN_UTF8 + 64];
     int i = 0;
-    erlang_pid nofrom;
-    if (!from) {
-        cnb_node_make_pid(n, &nofrom);
-        from = &nofrom;
-    }
+    erlang_pid own;
+    from = sender(n, from, &own);
     /* ALIAS_SEND {33, From, Alias} is deprecated since OTP 28 (EEP 76) and
      * due to go in OTP 30: a peer that offers ALTACT_SIG gets
      * ALTACT_SIG_SEND {37, ALIAS, From, Alias} instead. */

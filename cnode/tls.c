@@ -20,6 +20,7 @@ struct cnb_tls {
     char *ciphers12, *ciphers13; /* --tls-ciphers split by protocol (NULL: defaults) */
     int verify;                /* verify peers (mutual authentication) */
     int vmin, vmax;            /* protocol versions */
+    cnb_tls_sess_t *sess;      /* the client's sessions (tls_sess.c) */
 };
 
 int cnb__tls_versions(const char *spec, int *min, int *max)
@@ -64,6 +65,30 @@ static const char *ossl_err(char *buf, size_t cap)
     return buf;
 }
 
+/* OpenSSL's new-session callback: a client session goes to the peer's slot
+ * (the peer's name is the SSL's app data, set by cnb__tls_ssl); the server's
+ * own stay in OpenSSL's cache. Returns 1 when the reference was taken. */
+static int new_session(SSL *ssl, SSL_SESSION *s)
+{
+    if (SSL_is_server(ssl))
+        return 0;
+    return cnb__tls_sess_put(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)), SSL_get_app_data(ssl), s);
+}
+
+/* Session resumption where the peer allows it (see tls_sess.c): the id
+ * context lets a client whose certificate was verified resume (OpenSSL
+ * refuses the handshake without one); client and server sessions reach
+ * new_session; the server's cache is kept small. */
+static void set_sessions(SSL_CTX *ctx, cnb_tls_sess_t *sess)
+{
+    static const unsigned char sid_ctx[] = "cnode_bridge";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_BOTH);
+    SSL_CTX_sess_set_cache_size(ctx, 1024);
+    SSL_CTX_set_app_data(ctx, sess);
+    SSL_CTX_sess_set_new_cb(ctx, new_session);
+}
+
 /* A context from t's files and settings, or NULL after a log line. */
 static SSL_CTX *make_ctx(const cnb_node_t *n, const cnb_tls_t *t)
 {
@@ -84,6 +109,7 @@ static SSL_CTX *make_ctx(const cnb_node_t *n, const cnb_tls_t *t)
     /* Writes may be partial (a full socket) and retried from a queue that
      * has moved (transport.c). */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    set_sessions(ctx, t->sess);
     if (t->ciphers12 && SSL_CTX_set_cipher_list(ctx, t->ciphers12) != 1) {
         what = "--tls-ciphers (TLS 1.2 names)";
         goto bad;
@@ -163,6 +189,7 @@ void cnb__tls_free(cnb_tls_t *t)
     if (!t)
         return;
     SSL_CTX_free(t->ctx);
+    cnb__tls_sess_free(t->sess);
     free(t->cert);
     free(t->key);
     free(t->cacert);
@@ -206,7 +233,8 @@ int cnb__tls_create(const cnb_node_t *n, const cnb_node_opts_t *o, cnb_tls_t **o
     t->cert = strdup(o->tls_cert);
     t->key = strdup(o->tls_key ? o->tls_key : o->tls_cert);
     t->cacert = o->tls_cacert ? strdup(o->tls_cacert) : NULL;
-    if (!t->cert || !t->key || (o->tls_cacert && !t->cacert)) {
+    t->sess = cnb__tls_sess_new();
+    if (!t->cert || !t->key || (o->tls_cacert && !t->cacert) || !t->sess) {
         cnb__tls_free(t);
         return CNB_ENOMEM;
     }
@@ -228,6 +256,7 @@ int cnb__tls_reload(const cnb_node_t *n, cnb_tls_t *t)
     t->ctx = ctx;
     pthread_mutex_unlock(&t->mu);
     SSL_CTX_free(old); /* live connections hold their own reference */
+    cnb__tls_sess_clear(t->sess);
     return 0;
 }
 
@@ -237,7 +266,8 @@ static int is_ip(const char *host)
     return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
 }
 
-SSL *cnb__tls_ssl(const cnb_node_t *n, cnb_tls_t *t, int fd, int server, const char *host)
+SSL *cnb__tls_ssl(const cnb_node_t *n, cnb_tls_t *t, int fd, int server, const char *host,
+                  const char *peer)
 {
     char e[256];
     pthread_mutex_lock(&t->mu);
@@ -259,6 +289,8 @@ SSL *cnb__tls_ssl(const cnb_node_t *n, cnb_tls_t *t, int fd, int server, const c
         if (ok != 1)
             goto bad;
     }
+    SSL_set_app_data(ssl, (void *)peer);
+    cnb__tls_sess_offer(t->sess, ssl, peer);
     return ssl;
 bad:
     cnb__log(n, CNB_LOG_ERROR, "TLS: cannot set up a connection: %s", ossl_err(e, sizeof(e)));
@@ -327,5 +359,6 @@ const char *cnb__tls_why(SSL *ssl, int ret, char *buf, size_t cap)
 void cnb__tls_describe(SSL *ssl, char *buf, size_t cap)
 {
     const SSL_CIPHER *ci = SSL_get_current_cipher(ssl);
-    snprintf(buf, cap, "%s %s", SSL_get_version(ssl), ci ? SSL_CIPHER_get_name(ci) : "?");
+    snprintf(buf, cap, "%s %s%s", SSL_get_version(ssl), ci ? SSL_CIPHER_get_name(ci) : "?",
+             SSL_session_reused(ssl) ? ", session resumed" : "");
 }

@@ -36,8 +36,11 @@ void cnb__tls_free(cnb_tls_t *t);
 /* A new SSL for a connected socket fd, on the current context. server: the
  * acceptor's side; else the initiator's, which sends host as SNI (unless
  * it is an IP address) and, when verifying, requires the server's
- * certificate to be for host. NULL when out of memory (logged). */
-SSL *cnb__tls_ssl(const cnb_node_t *n, cnb_tls_t *t, int fd, int server, const char *host);
+ * certificate to be for host, and offers the session it last had with peer
+ * (its node name, kept by the caller for the SSL's life: the sessions the
+ * server then issues are filed under it). NULL when out of memory (logged). */
+SSL *cnb__tls_ssl(const cnb_node_t *n, cnb_tls_t *t, int fd, int server, const char *host,
+                  const char *peer);
 
 /* Acceptor, once the peer's node name is known: 1 when verification is off
  * or the client's certificate names host (DNS name or IP address), else 0
@@ -51,7 +54,29 @@ int cnb__tls_peer_host_ok(const cnb_tls_t *t, SSL *ssl, const char *host, char *
  * the thread's OpenSSL error queue. */
 const char *cnb__tls_why(SSL *ssl, int ret, char *buf, size_t cap);
 
-/* "TLSv1.3 TLS_AES_256_GCM_SHA384" of an established connection, for logs. */
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384" of an established connection, with
+ * ", session resumed" when it resumed one, for logs. */
 void cnb__tls_describe(SSL *ssl, char *buf, size_t cap);
+
+/* ---- tls_sess.c: the client's sessions, per peer node ------------------------ */
+
+/* Sessions, as a server: tickets (TLS 1.3 and 1.2) and OpenSSL's session
+ * cache (TLS 1.2 session IDs, which OTP's clients offer); as a client: each
+ * peer's last resumable session, offered on the next connection to it. A
+ * reload drops them all (the new trust settings decide from then on). */
+typedef struct cnb_tls_sess cnb_tls_sess_t;
+
+cnb_tls_sess_t *cnb__tls_sess_new(void); /* NULL when out of memory */
+void cnb__tls_sess_free(cnb_tls_sess_t *c);
+void cnb__tls_sess_clear(cnb_tls_sess_t *c);
+/* Files s, a session the server gave on a connection to peer, replacing
+ * peer's older one (the least recently used peer's when full). Returns 1
+ * when it took the caller's reference on s, 0 when not (s not resumable, no
+ * peer). */
+int cnb__tls_sess_put(cnb_tls_sess_t *c, const char *peer, SSL_SESSION *s);
+/* Sets peer's session on the client ssl; a TLS 1.3 ticket leaves the cache
+ * then (offered once). Returns 1 when one was set. */
+int cnb__tls_sess_offer(cnb_tls_sess_t *c, SSL *ssl, const char *peer);
+size_t cnb__tls_sess_count(cnb_tls_sess_t *c); /* sessions held, for tests */
 
 #endif /* CNB_TLS_H */

@@ -53,6 +53,29 @@ static ssize_t ssl_failed(cnb_conn_t *c, int ret, int *wants_out, char *why, siz
     return CNB_TX_ERROR;
 }
 
+/* One SSL_read into rbuf or (rbuf NULL) SSL_write from wbuf, of up to len
+ * bytes. Returns the count (> 0), or as ssl_failed. */
+static ssize_t ssl_io(cnb_conn_t *c, void *rbuf, const void *wbuf, size_t len, int *wants_out,
+                      char *why, size_t wcap)
+{
+    int n = len > (size_t)1 << 30 ? 1 << 30 : (int)len;
+    ERR_clear_error();
+    int r = rbuf ? SSL_read(c->ssl, rbuf, n) : SSL_write(c->ssl, wbuf, n);
+    return r > 0 ? r : ssl_failed(c, r, wants_out, why, wcap);
+}
+
+/* After a plain read or send failed (errno): 0 to try again (EINTR),
+ * CNB_TX_AGAIN, or CNB_TX_ERROR with why. */
+static ssize_t sys_failed(char *why, size_t wcap)
+{
+    if (errno == EINTR)
+        return 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return CNB_TX_AGAIN;
+    snprintf(why, wcap, "%s", strerror(errno));
+    return CNB_TX_ERROR;
+}
+
 ssize_t cnb__tx_read(cnb_conn_t *c, void *buf, size_t cap, char *why, size_t wcap)
 {
     if (!c->ssl) {
@@ -62,21 +85,12 @@ ssize_t cnb__tx_read(cnb_conn_t *c, void *buf, size_t cap, char *why, size_t wca
                 return r;
             if (r == 0)
                 return CNB_TX_EOF;
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return CNB_TX_AGAIN;
-            snprintf(why, wcap, "%s", strerror(errno));
-            return CNB_TX_ERROR;
+            if ((r = sys_failed(why, wcap)))
+                return r;
         }
     }
-    int in = cap > (size_t)1 << 30 ? 1 << 30 : (int)cap;
-    ERR_clear_error();
-    int r = SSL_read(c->ssl, buf, in);
-    if (r > 0)
-        return r;
     int wants_out = 0;
-    ssize_t rc = ssl_failed(c, r, &wants_out, why, wcap);
+    ssize_t rc = ssl_io(c, buf, NULL, cap, &wants_out, why, wcap);
     if (rc == CNB_TX_AGAIN)
         c->tx_rd_wants_out = wants_out;
     return rc;
@@ -86,13 +100,8 @@ ssize_t cnb__tx_read(cnb_conn_t *c, void *buf, size_t cap, char *why, size_t wca
  * cnb__tx_writev's failures. */
 static ssize_t ssl_write(cnb_conn_t *c, const uint8_t *p, size_t len, char *why, size_t wcap)
 {
-    int n = len > (size_t)1 << 30 ? 1 << 30 : (int)len;
-    ERR_clear_error();
-    int w = SSL_write(c->ssl, p, n);
-    if (w > 0)
-        return w;
     int wants_out = 1;
-    ssize_t rc = ssl_failed(c, w, &wants_out, why, wcap);
+    ssize_t rc = ssl_io(c, NULL, p, len, &wants_out, why, wcap);
     if (rc == CNB_TX_EOF) {
         snprintf(why, wcap, "closed by peer");
         rc = CNB_TX_ERROR;
@@ -167,14 +176,8 @@ ssize_t cnb__tx_writev(cnb_conn_t *c, const struct iovec *iov, int cnt, char *wh
         mh.msg_iovlen = (size_t)cnt;
         for (;;) {
             ssize_t w = sendmsg(c->ev.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (w >= 0)
+            if (w >= 0 || (w = sys_failed(why, wcap)))
                 return w;
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return CNB_TX_AGAIN;
-            snprintf(why, wcap, "%s", strerror(errno));
-            return CNB_TX_ERROR;
         }
     }
     return tls_writev(c, iov, cnt, why, wcap);

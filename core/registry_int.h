@@ -190,6 +190,19 @@ struct cnb_registry {
 
 /* ---- small helpers ---------------------------------------------------------- */
 
+/* The checks every key operation opens with (no value: NULL, 0): CNB_EINVAL
+ * for no registry or a NULL key or value with a length, then CNB_ETOOBIG for
+ * a key or value over the registry's limits; else 0. */
+static inline int cnb__reg_args(const struct cnb_registry *reg, const void *key,
+                                size_t key_len, const void *value, size_t value_len)
+{
+    if (!reg || (!key && key_len) || (!value && value_len))
+        return CNB_EINVAL;
+    if (key_len > reg->max_key || value_len > reg->max_value)
+        return CNB_ETOOBIG;
+    return 0;
+}
+
 #define CNB__AT(reg, off) ((void *)((reg)->base + (off)))
 #define CNB__OFF(reg, p) ((uint64_t)((const char *)(p) - (reg)->base))
 #define CNB__REF_OFF(ref) ((uint64_t)(ref) << CNB__REG_GSHIFT)

@@ -282,12 +282,25 @@ static int key_append(struct cnb_registry *reg, int64_t si, const void *key, siz
     return rc;
 }
 
-/* key's chain alone in res (as key_append). */
-static ssize_t key_read(struct cnb_registry *reg, int64_t si, const void *key,
-                        size_t key_len, struct key_arg *a, cnb_registry_result_t *res)
+/* key's chain alone in res (as key_append), after the argument checks;
+ * owner (NULL: any) filters, meta reads the meta stripe. */
+static ssize_t key_read(struct cnb_registry *reg, const void *key, size_t key_len,
+                        const cnb_pid_t *owner, int meta, cnb_registry_result_t *res)
 {
+    int rc = res ? cnb__reg_args(reg, key, key_len, NULL, 0) : CNB_EINVAL;
+    if (rc)
+        return rc;
     cnb__reg_res_reset(res);
-    int rc = key_append(reg, si, key, key_len, a, res);
+    struct key_arg a;
+    memset(&a, 0, sizeof a);
+    if (owner) {
+        uint32_t node = cnb__reg_node_find(reg, owner->node);
+        if (!node)
+            return 0;
+        a.by_owner = 1;
+        cnb__reg_probe_owner(&a.owner, node, owner->num, owner->serial, owner->creation);
+    }
+    rc = key_append(reg, meta ? (int64_t)reg->nstripes : -1, key, key_len, &a, res);
     if (rc < 0) {
         res->n = 0;
         return rc;
@@ -299,43 +312,21 @@ static ssize_t key_read(struct cnb_registry *reg, int64_t si, const void *key,
 ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t key_len,
                             cnb_registry_result_t *res)
 {
-    if (!reg || !res || (!key && key_len))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key)
-        return CNB_ETOOBIG;
-    struct key_arg a;
-    memset(&a, 0, sizeof a);
-    return key_read(reg, -1, key, key_len, &a, res);
+    return key_read(reg, key, key_len, NULL, 0, res);
 }
 
 ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t key_len,
                             const cnb_pid_t *owner, cnb_registry_result_t *res)
 {
-    if (!reg || !res || !owner || (!key && key_len))
+    if (!owner)
         return CNB_EINVAL;
-    if (key_len > reg->max_key)
-        return CNB_ETOOBIG;
-    cnb__reg_res_reset(res);
-    uint32_t node = cnb__reg_node_find(reg, owner->node);
-    if (!node)
-        return 0;
-    struct key_arg a;
-    memset(&a, 0, sizeof a);
-    a.by_owner = 1;
-    cnb__reg_probe_owner(&a.owner, node, owner->num, owner->serial, owner->creation);
-    return key_read(reg, -1, key, key_len, &a, res);
+    return key_read(reg, key, key_len, owner, 0, res);
 }
 
 ssize_t cnb_registry_meta_get(struct cnb_registry *reg, const void *key, size_t key_len,
                               cnb_registry_result_t *res)
 {
-    if (!reg || !res || (!key && key_len))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key)
-        return CNB_ETOOBIG;
-    struct key_arg a;
-    memset(&a, 0, sizeof a);
-    ssize_t n = key_read(reg, reg->nstripes, key, key_len, &a, res);
+    ssize_t n = key_read(reg, key, key_len, NULL, 1, res);
     return n == 0 ? CNB_ENOENT : n;
 }
 

@@ -52,26 +52,31 @@ static int store_ok(struct cnb_registry *reg, const void *p, uint64_t size)
     return 0;
 }
 
+/* Logs the size-byte word at p (its old value) before a store to it, tagged
+ * tag. Returns 0, the operation marked bad, when p is not the registry's to
+ * write or the log is full. */
+static int log_old(struct cnb_registry *reg, struct cnb__reg_log *log, void *p, size_t size,
+                   uint64_t tag)
+{
+    if (!store_ok(reg, p, size))
+        return 0;
+    uint64_t old = size == 8 ? __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED)
+                             : __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED);
+    return log_rec(log, CNB__OFF(reg, p) | (tag << 56), old);
+}
+
 void cnb__reg_log_w64(struct cnb_registry *reg, struct cnb__reg_log *log, void *p,
                       uint64_t v)
 {
-    uint64_t *w = p;
-    if (!store_ok(reg, p, 8) ||
-        !log_rec(log, CNB__OFF(reg, p) | ((uint64_t)CNB__LOG_W64 << 56),
-                 __atomic_load_n(w, __ATOMIC_RELAXED)))
-        return;
-    __atomic_store_n(w, v, __ATOMIC_RELAXED);
+    if (log_old(reg, log, p, 8, CNB__LOG_W64))
+        __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
 }
 
 void cnb__reg_log_w32(struct cnb_registry *reg, struct cnb__reg_log *log, void *p,
                       uint32_t v)
 {
-    uint32_t *w = p;
-    if (!store_ok(reg, p, 4) ||
-        !log_rec(log, CNB__OFF(reg, p) | ((uint64_t)CNB__LOG_W32 << 56),
-                 __atomic_load_n(w, __ATOMIC_RELAXED)))
-        return;
-    __atomic_store_n(w, v, __ATOMIC_RELAXED);
+    if (log_old(reg, log, p, 4, CNB__LOG_W32))
+        __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
 }
 
 void cnb__reg_log_feedvoid(struct cnb_registry *reg, struct cnb__reg_log *log,

@@ -85,26 +85,28 @@ static int plan_insert(struct cnb_registry *reg, uint32_t si, uint64_t h, const 
     return cnb__reg_bad ? CNB_ECORRUPT : 0;
 }
 
+/* Logs the switch of one stripe table (*tab, its tombstones and live chains)
+ * to the one built at t, and frees the old table. */
+static void publish_one(struct cnb_registry *reg, uint32_t si, _Atomic uint64_t *tab,
+                        uint32_t *tomb, uint32_t *live, uint64_t t, uint32_t chains)
+{
+    struct cnb__reg_stripe *st = &reg->stripes[si];
+    uint32_t old = cnb__tab_ref(*tab);
+    cnb__reg_log_w64(reg, &st->log, (void *)tab, t);
+    cnb__reg_log_w32(reg, &st->log, tomb, 0);
+    cnb__reg_log_w32(reg, &st->log, live, chains);
+    if (old)
+        cnb__reg_free(reg, si, old);
+}
+
 /* Seqlock odd: switch to the tables built by plan_insert. */
 static void plan_publish(struct cnb_registry *reg, uint32_t si, const struct plan *p)
 {
     struct cnb__reg_stripe *st = &reg->stripes[si];
-    if (p->nk) {
-        uint32_t old = cnb__tab_ref(st->ktab);
-        cnb__reg_log_w64(reg, &st->log, (void *)&st->ktab, p->nk);
-        cnb__reg_log_w32(reg, &st->log, &st->ktomb, 0);
-        cnb__reg_log_w32(reg, &st->log, &st->klive, p->kchains);
-        if (old)
-            cnb__reg_free(reg, si, old);
-    }
-    if (p->no) {
-        uint32_t old = cnb__tab_ref(st->otab);
-        cnb__reg_log_w64(reg, &st->log, (void *)&st->otab, p->no);
-        cnb__reg_log_w32(reg, &st->log, &st->otomb, 0);
-        cnb__reg_log_w32(reg, &st->log, &st->olive, p->ochains);
-        if (old)
-            cnb__reg_free(reg, si, old);
-    }
+    if (p->nk)
+        publish_one(reg, si, &st->ktab, &st->ktomb, &st->klive, p->nk, p->kchains);
+    if (p->no)
+        publish_one(reg, si, &st->otab, &st->otomb, &st->olive, p->no, p->ochains);
 }
 
 static uint32_t new_entry(struct cnb_registry *reg, uint32_t si, uint64_t h,
@@ -230,16 +232,15 @@ static int register_key(struct cnb_registry *reg, const void *key, size_t key_le
                         const cnb_pid_t *owner, const void *value, size_t value_len,
                         cnb_pid_t *current)
 {
-    if (!reg || (!key && key_len) || (!value && value_len) || check_owner(owner))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key || value_len > reg->max_value)
-        return CNB_ETOOBIG;
+    int rc = check_owner(owner);
+    if (rc || (rc = cnb__reg_args(reg, key, key_len, value, value_len)))
+        return rc;
     int node = cnb__reg_node_intern(reg, owner->node);
     if (node < 0)
         return node;
     uint64_t h = key_hash(key, key_len);
     uint32_t si = cnb__reg_stripe_of(reg, h);
-    int rc = cnb__reg_stripe_lock(reg, si);
+    rc = cnb__reg_stripe_lock(reg, si);
     if (rc)
         return rc;
     if (reg->kind == CNB_REG_UNIQUE) {
@@ -338,10 +339,9 @@ static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t 
                                const cnb_pid_t *owner, cnb_registry_value_pred pred,
                                void *ctx)
 {
-    if (!reg || (!key && key_len) || check_owner(owner))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key)
-        return CNB_ETOOBIG;
+    int rc = check_owner(owner);
+    if (rc || (rc = cnb__reg_args(reg, key, key_len, NULL, 0)))
+        return rc;
     uint32_t node = cnb__reg_node_find(reg, owner->node);
     if (!node)
         return 0;
@@ -353,9 +353,8 @@ static ssize_t unregister_key(struct cnb_registry *reg, const void *key, size_t 
 
 static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_len,
                           const cnb_pid_t *owner, const void *value, size_t value_len);
-static int meta_put_key(struct cnb_registry *reg, const void *key, size_t key_len,
-                        const void *value, size_t value_len);
-static int meta_delete_key(struct cnb_registry *reg, const void *key, size_t key_len);
+static int meta_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                    const void *value, size_t value_len, int del);
 
 /* Runs `call` with key, key_len replaced by the registry's form of the key. */
 #define WITH_KEY(reg, key, key_len, rc, call)                                  \
@@ -401,14 +400,14 @@ int cnb_registry_meta_put(struct cnb_registry *reg, const void *key, size_t key_
                           const void *value, size_t value_len)
 {
     int rc;
-    WITH_KEY(reg, key, key_len, rc, meta_put_key(reg, nkey_, key_len, value, value_len));
+    WITH_KEY(reg, key, key_len, rc, meta_key(reg, nkey_, key_len, value, value_len, 0));
     return rc;
 }
 
 int cnb_registry_meta_delete(struct cnb_registry *reg, const void *key, size_t key_len)
 {
     int rc;
-    WITH_KEY(reg, key, key_len, rc, meta_delete_key(reg, nkey_, key_len));
+    WITH_KEY(reg, key, key_len, rc, meta_key(reg, nkey_, key_len, NULL, 0, 1));
     return rc;
 }
 
@@ -444,10 +443,9 @@ static ssize_t update_one(struct cnb_registry *reg, uint32_t si, uint32_t ref,
 static ssize_t update_key(struct cnb_registry *reg, const void *key, size_t key_len,
                           const cnb_pid_t *owner, const void *value, size_t value_len)
 {
-    if (!reg || (!key && key_len) || (!value && value_len) || check_owner(owner))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key || value_len > reg->max_value)
-        return CNB_ETOOBIG;
+    int rc = check_owner(owner);
+    if (rc || (rc = cnb__reg_args(reg, key, key_len, value, value_len)))
+        return rc;
     uint32_t node = cnb__reg_node_find(reg, owner->node);
     if (!node)
         return CNB_ENOENT;
@@ -550,47 +548,25 @@ ssize_t cnb_registry_remove_node(struct cnb_registry *reg, const char *node,
     return idx ? cnb__reg_remove_node_idx(reg, idx, creation) : 0;
 }
 
-static int meta_put_key(struct cnb_registry *reg, const void *key, size_t key_len,
-                        const void *value, size_t value_len)
+/* Puts value under key in the meta stripe, or (del) removes key from it. */
+static int meta_key(struct cnb_registry *reg, const void *key, size_t key_len,
+                    const void *value, size_t value_len, int del)
 {
-    if (!reg || (!key && key_len) || (!value && value_len))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key || value_len > reg->max_value)
-        return CNB_ETOOBIG;
+    int rc = cnb__reg_args(reg, key, key_len, value, value_len);
+    if (rc)
+        return rc;
     uint64_t h = key_hash(key, key_len);
     uint32_t si = reg->nstripes;
-    int rc = cnb__reg_stripe_lock(reg, si);
-    if (rc)
+    if ((rc = cnb__reg_stripe_lock(reg, si)))
         return rc;
     uint32_t ref = key_head(reg, si, h, key, key_len);
     if (cnb__reg_bad)
         rc = abandon(reg, si, CNB_ECORRUPT);
     else if (ref)
-        rc = replace_value(reg, si, ref, value, value_len, 0);
+        rc = del ? cnb__reg_remove_entry(reg, si, ref, 0)
+                 : replace_value(reg, si, ref, value, value_len, 0);
     else
-        rc = insert_locked(reg, si, h, key, key_len, 0, NULL, value, value_len);
-    cnb__reg_stripe_unlock(reg, si);
-    return rc;
-}
-
-static int meta_delete_key(struct cnb_registry *reg, const void *key, size_t key_len)
-{
-    if (!reg || (!key && key_len))
-        return CNB_EINVAL;
-    if (key_len > reg->max_key)
-        return CNB_ETOOBIG;
-    uint64_t h = key_hash(key, key_len);
-    uint32_t si = reg->nstripes;
-    int rc = cnb__reg_stripe_lock(reg, si);
-    if (rc)
-        return rc;
-    uint32_t ref = key_head(reg, si, h, key, key_len);
-    if (cnb__reg_bad)
-        rc = abandon(reg, si, CNB_ECORRUPT);
-    else if (ref)
-        rc = cnb__reg_remove_entry(reg, si, ref, 0);
-    else
-        rc = CNB_ENOENT;
+        rc = del ? CNB_ENOENT : insert_locked(reg, si, h, key, key_len, 0, NULL, value, value_len);
     cnb__reg_stripe_unlock(reg, si);
     return rc;
 }

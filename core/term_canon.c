@@ -57,7 +57,8 @@ static int push(canon_t *c, uint8_t kind, uint64_t remaining)
 
 static int push_off(canon_t *c, size_t off)
 {
-    if (!c->offs || c->noffs == c->offs_cap) { /* (offs NULL: offs_cap is 0) */
+    /* !offs too: noffs is 0 then, which clang's analyzer cannot see. */
+    if (!c->offs || c->noffs == c->offs_cap) {
         size_t ncap = c->offs_cap ? c->offs_cap * 2 : 64;
         size_t *n = cnb_realloc(c->alloc, c->offs, ncap * sizeof(*n));
         if (!n)

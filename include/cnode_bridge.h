@@ -24,14 +24,16 @@
 extern "C" {
 #endif
 
-/* The library's version. The macros are the version of these headers; a
- * program can compare them with what cnb_version() says at run time (the
- * shared library's soname carries the major: libcnode_bridge.so.MAJOR). The
- * OTP application cnode_bridge has the same version (its .app.src vsn). */
+/* The library's version, the one place it is written. The macros are the
+ * version of these headers; a program can compare them with what
+ * cnb_version() says at run time (the shared library's soname carries the
+ * major: libcnode_bridge.so.MAJOR). The OTP application cnode_bridge has the
+ * same version (its .app.src vsn; tests/integration/cli_tests.erl checks). */
 #define CNB_VERSION_MAJOR 0
 #define CNB_VERSION_MINOR 1
 #define CNB_VERSION_PATCH 0
 #define CNB_VERSION_STRING "0.1.0"
+#define CNB_VERSION CNB_VERSION_STRING
 
 /* "MAJOR.MINOR.PATCH" of the library the program runs with (static text). */
 const char *cnb_version(void);

@@ -117,6 +117,9 @@ int cnr_table_enter(void);
 void cnr_table_leave(int token);
 /* The registry of name (inside enter/leave), or NULL. */
 struct cnr_reg *cnr_table_find(ERL_NIF_TERM name);
+/* The registry of name with a reference taken (the caller releases it with
+ * enif_release_resource), or NULL; outside enter/leave. */
+struct cnr_reg *cnr_table_hold(ERL_NIF_TERM name);
 /* Removes name if it maps to reg (reg NULL: whatever it maps to). Returns 1 if
  * removed. */
 int cnr_table_remove(ERL_NIF_TERM name, struct cnr_reg *reg);
@@ -173,6 +176,19 @@ int cnr_owner_watch(ErlNifEnv *env, struct cnr_reg *reg, const ErlNifPid *pid,
 void cnr_owner_forget(ErlNifEnv *env, struct cnr_reg *reg, const ErlNifPid *pid, uint64_t n);
 
 /* ---- cnr_ops.c, cnr_scan.c: the NIF functions --------------------------------- */
+
+/* A result buffer whose allocator refuses to grow past cap bytes and notes
+ * the refusal in hit, so a caller tells it from a real shortage of memory.
+ * Kept per scheduler thread (__thread), zeroed but for cap. */
+struct cnr_capped {
+    size_t cap;
+    int hit, ready;
+    cnb_allocator_t alloc;
+    cnb_registry_result_t res;
+};
+/* c's buffer (made on first use), hit cleared. */
+cnb_registry_result_t *cnr_capped_res(struct cnr_capped *c);
+
 
 #define CNR_NIF(f) ERL_NIF_TERM f(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 

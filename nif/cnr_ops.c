@@ -19,55 +19,50 @@
 
 #define BOUND_BYTES ((size_t)1 << 19)
 
-/* Each scheduler thread keeps one result buffer whose allocator refuses to grow
- * past BOUND_BYTES; the refusal is remembered so the caller can tell it from a
- * real shortage of memory. */
-static __thread int tls_bound_hit;
-static __thread int tls_res_ready;
-static __thread cnb_registry_result_t tls_res;
-
-static void *bound_alloc(void *ctx, size_t n)
+static void *capped_alloc(void *ctx, size_t n)
 {
-    (void)ctx;
-    if (n > BOUND_BYTES) {
-        tls_bound_hit = 1;
+    struct cnr_capped *c = ctx;
+    if (n > c->cap) {
+        c->hit = 1;
         return NULL;
     }
     return enif_alloc(n);
 }
 
-static void *bound_realloc(void *ctx, void *p, size_t n)
+static void *capped_realloc(void *ctx, void *p, size_t n)
 {
-    (void)ctx;
-    if (n > BOUND_BYTES) {
-        tls_bound_hit = 1;
+    struct cnr_capped *c = ctx;
+    if (n > c->cap) {
+        c->hit = 1;
         return NULL;
     }
     return enif_realloc(p, n);
 }
 
-static void bound_free(void *ctx, void *p)
+static void capped_free(void *ctx, void *p)
 {
     (void)ctx;
     enif_free(p);
 }
 
-static const cnb_allocator_t bound_allocator = {bound_alloc, bound_realloc, bound_free, NULL};
-
-static cnb_registry_result_t *bounded_res(void)
+cnb_registry_result_t *cnr_capped_res(struct cnr_capped *c)
 {
-    if (!tls_res_ready) {
-        cnb_registry_result_init(&tls_res, &bound_allocator);
-        tls_res_ready = 1;
+    if (!c->ready) {
+        c->alloc = (cnb_allocator_t){capped_alloc, capped_realloc, capped_free, c};
+        cnb_registry_result_init(&c->res, &c->alloc);
+        c->ready = 1;
     }
-    tls_bound_hit = 0;
-    return &tls_res;
+    c->hit = 0;
+    return &c->res;
 }
+
+/* This file's buffer: each scheduler thread keeps one. */
+static __thread struct cnr_capped ops_buf = {.cap = BOUND_BYTES};
 
 /* A read failed because the capped buffer was too small. */
 static int overflowed(ssize_t rc)
 {
-    return rc == CNB_ENOMEM && tls_bound_hit;
+    return rc == CNB_ENOMEM && ops_buf.hit;
 }
 
 /* ---- running an operation on a named registry --------------------------------- */
@@ -91,7 +86,7 @@ static ERL_NIF_TERM run_op(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], 
     else if (reg->mode == CNR_REMOTE)
         r = cnr_atom.cnr_remote;
     else
-        r = op(env, reg, argv, bounded_res(), &again);
+        r = op(env, reg, argv, cnr_capped_res(&ops_buf), &again);
     cnr_table_leave(tok);
     if (again)
         return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, dirty, argc, argv);
@@ -101,11 +96,7 @@ static ERL_NIF_TERM run_op(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], 
 /* The same on a dirty scheduler, with an unbounded buffer. */
 static ERL_NIF_TERM run_op_dirty(ErlNifEnv *env, const ERL_NIF_TERM argv[], op_fn op)
 {
-    int tok = cnr_table_enter();
-    struct cnr_reg *reg = cnr_table_find(argv[0]);
-    if (reg)
-        enif_keep_resource(reg);
-    cnr_table_leave(tok);
+    struct cnr_reg *reg = cnr_table_hold(argv[0]);
     if (!reg)
         return enif_make_badarg(env);
     if (reg->mode == CNR_REMOTE) {
@@ -115,7 +106,7 @@ static ERL_NIF_TERM run_op_dirty(ErlNifEnv *env, const ERL_NIF_TERM argv[], op_f
     cnb_registry_result_t res;
     cnb_registry_result_init(&res, &cnr_g.alloc);
     int again = 0;
-    tls_bound_hit = 0;
+    ops_buf.hit = 0;
     ERL_NIF_TERM r = op(env, reg, argv, &res, &again);
     cnb_registry_result_free(&res);
     enif_release_resource(reg);
@@ -557,7 +548,7 @@ static ERL_NIF_TERM op_lookup_open(ErlNifEnv *env, struct cnr_reg *reg,
         return cnr_raise(env, (int)n);
     if (res->n <= max)
         return enif_make_tuple2(env, items_list(env, res, CNB_SHAPE_PID_VALUE), cnr_atom.done);
-    if (res->alloc == &bound_allocator) {
+    if (res->alloc == &ops_buf.alloc) {
         /* The per-thread buffer is not ours to keep: copy on a dirty one. */
         *again = 1;
         return 0;
@@ -646,11 +637,7 @@ CNR_NIF(cnr_remove_owner)
     cnb_pid_t owner;
     if (!cnr_pid_get(env, argv[1], &owner))
         return enif_make_badarg(env);
-    int tok = cnr_table_enter();
-    struct cnr_reg *reg = cnr_table_find(argv[0]);
-    if (reg)
-        enif_keep_resource(reg);
-    cnr_table_leave(tok);
+    struct cnr_reg *reg = cnr_table_hold(argv[0]);
     if (!reg)
         return enif_make_badarg(env);
     ssize_t n = reg->core ? cnb_registry_remove_owner(reg->core, &owner) : 0;

@@ -66,50 +66,9 @@ static ERL_NIF_TERM scan_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return enif_schedule_nif(env, "scan", 0, scan_step, 5, nargv);
 }
 
-/* The per-thread capped buffer of cnr_ops.c is private to it; scans keep their
- * own, capped the same way. */
-#define BOUND_BYTES ((size_t)1 << 20)
-static __thread int scan_bound_hit;
-static __thread int scan_res_ready;
-static __thread cnb_registry_result_t scan_res;
-
-static void *sb_alloc(void *ctx, size_t n)
-{
-    (void)ctx;
-    if (n > BOUND_BYTES) {
-        scan_bound_hit = 1;
-        return NULL;
-    }
-    return enif_alloc(n);
-}
-
-static void *sb_realloc(void *ctx, void *p, size_t n)
-{
-    (void)ctx;
-    if (n > BOUND_BYTES) {
-        scan_bound_hit = 1;
-        return NULL;
-    }
-    return enif_realloc(p, n);
-}
-
-static void sb_free(void *ctx, void *p)
-{
-    (void)ctx;
-    enif_free(p);
-}
-
-static const cnb_allocator_t scan_allocator = {sb_alloc, sb_realloc, sb_free, NULL};
-
-static cnb_registry_result_t *scan_buffer(void)
-{
-    if (!scan_res_ready) {
-        cnb_registry_result_init(&scan_res, &scan_allocator);
-        scan_res_ready = 1;
-    }
-    scan_bound_hit = 0;
-    return &scan_res;
-}
+/* Scans keep a capped buffer of their own per scheduler thread (cnr_ops.c's
+ * holds an operation's result while it runs). */
+static __thread struct cnr_capped scan_buf = {.cap = (size_t)1 << 20};
 
 static ERL_NIF_TERM scan_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -124,9 +83,9 @@ static ERL_NIF_TERM scan_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     uint64_t t0 = now_us();
     cnb_registry_cursor_t cur = {pos, 0};
     for (;;) {
-        cnb_registry_result_t *res = scan_buffer();
+        cnb_registry_result_t *res = cnr_capped_res(&scan_buf);
         ssize_t n = cnb_registry_scan(reg->core, &cur, SCAN_BUDGET, NULL, NULL, res);
-        if (n == CNB_ENOMEM && scan_bound_hit) {
+        if (n == CNB_ENOMEM && scan_buf.hit) {
             nargv[0] = argv[0];
             nargv[1] = enif_make_uint64(env, cur.pos);
             nargv[2] = argv[2];

@@ -85,6 +85,16 @@ struct cnr_reg *cnr_table_find(ERL_NIF_TERM name)
     }
 }
 
+struct cnr_reg *cnr_table_hold(ERL_NIF_TERM name)
+{
+    int tok = cnr_table_enter();
+    struct cnr_reg *reg = cnr_table_find(name);
+    if (reg)
+        enif_keep_resource(reg);
+    cnr_table_leave(tok);
+    return reg;
+}
+
 /* Writer side (cnr_g.table_lock held for writing): waits until every reader
  * inside when the new snapshot was published has left. */
 static void synchronize(void)

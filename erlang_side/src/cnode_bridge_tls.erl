@@ -37,7 +37,8 @@ version(V, _) when V =:= '1.3'; V =:= 'tlsv1.3' -> "1.3";
 version(_, T) -> throw({bad_option, {tls, T}}).
 
 %% @doc The settings of this node's TLS distribution, or false when it runs
-%% plain TCP (or its certificate cannot be found).
+%% plain TCP (or its certificate cannot be found): certificate, key, CA,
+%% verification, and its versions and ciphers when it sets them.
 -spec from_node() -> tls().
 from_node() ->
     from_args(arg(proto_dist), arg(ssl_dist_optfile), arg(ssl_dist_opt)).
@@ -92,13 +93,50 @@ settings(Opts) ->
                                    verify_peer -> peer;
                                    _ -> none
                                end},
-            B1 = case proplists:get_value(cacertfile, Opts) of
-                     CA when is_list(CA) -> Base#{cacert => CA};
-                     _ -> Base
-                 end,
-            case proplists:get_value(versions, Opts) of
-                Vs = [_ | _] -> B1#{versions => [V || V <- Vs, V =:= 'tlsv1.2' orelse V =:= 'tlsv1.3']};
-                _ -> B1
-            end;
+            lists:foldl(fun(F, M) -> F(Opts, M) end, Base,
+                        [fun cacert/2, fun versions/2, fun ciphers/2]);
         _ -> false
     end.
+
+cacert(Opts, M) ->
+    case proplists:get_value(cacertfile, Opts) of
+        CA when is_list(CA) -> M#{cacert => CA};
+        _ -> M
+    end.
+
+%% The node's TLS versions the C node speaks (1.2, 1.3); none of them, or
+%% none given: the C node's default (both).
+versions(Opts, M) ->
+    case [V || V <- list_opt(versions, Opts), V =:= 'tlsv1.2' orelse V =:= 'tlsv1.3'] of
+        [] -> M;
+        Vs -> M#{versions => Vs}
+    end.
+
+%% The node's ciphers as OpenSSL names, in any form ssl takes them: one
+%% "A:B" string, a list of names, or ssl:cipher_suites/2's maps (a suite
+%% OpenSSL has no name for is left out); none: the C node's default.
+ciphers(Opts, M) ->
+    case lists:append([cipher_names(C) || C <- cipher_list(proplists:get_value(ciphers, Opts))]) of
+        [] -> M;
+        Cs -> M#{ciphers => Cs}
+    end.
+
+list_opt(K, Opts) ->
+    case proplists:get_value(K, Opts) of
+        L when is_list(L) -> L;
+        _ -> []
+    end.
+
+cipher_list(S = [C | _]) when is_integer(C) -> string:lexemes(S, ":");
+cipher_list(L) when is_list(L) -> L;
+cipher_list(_) -> [].
+
+cipher_names(S = [C | _]) when is_integer(C) -> [S];
+cipher_names(B) when is_binary(B), byte_size(B) > 0 -> [binary_to_list(B)];
+cipher_names(Suite) when is_map(Suite) ->
+    try ssl:suite_to_openssl_str(Suite) of
+        S when is_list(S) -> [S];
+        _ -> []
+    catch _:_ -> []
+    end;
+cipher_names(_) -> [].

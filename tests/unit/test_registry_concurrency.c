@@ -30,15 +30,8 @@ static uint64_t rnd(uint64_t *s)
     return *s = x;
 }
 
-static uint64_t mix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-}
+/* A 64-bit mixer for seeds and sizes: the registry's own. */
+#define mix cnb__reg_mix
 
 static cnb_pid_t mkpid(const char *node, uint32_t num)
 {

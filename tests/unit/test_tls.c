@@ -2,7 +2,8 @@
  * without peers: --tls-versions parsing, the options cnb_node_create refuses
  * (missing or broken files, a key without a certificate, verification
  * without a CA, bad versions or ciphers), and reload (a broken file leaves the old
- * context; TLS off: CNB_ESTATE). The certificate is made with the openssl
+ * context; TLS off: CNB_ESTATE), the client's session cache (tls_sess.c).
+ * The certificate is made with the openssl
  * program in a temporary directory. Handshakes: tests/integration/tls_tests.erl. */
 #include <check.h>
 #include <openssl/ssl.h>
@@ -143,6 +144,77 @@ START_TEST(reload)
 }
 END_TEST
 
+/* A resumable session (it has an ID) of protocol version v, id byte k. */
+static SSL_SESSION *session(int v, unsigned char k)
+{
+    SSL_SESSION *s = SSL_SESSION_new();
+    ck_assert_ptr_nonnull(s);
+    unsigned char id[8] = {k, 1, 2, 3, 4, 5, 6, 7};
+    ck_assert_int_eq(SSL_SESSION_set1_id(s, id, sizeof(id)), 1);
+    ck_assert_int_eq(SSL_SESSION_set_protocol_version(s, v), 1);
+    return s;
+}
+
+/* The client's session cache: one session per peer, the newest replacing
+ * the older; a TLS 1.2 session offered again and again, a TLS 1.3 ticket
+ * once; bounded (the least recently used peer goes); emptied by clear. */
+START_TEST(client_sessions)
+{
+    cnb_tls_sess_t *c = cnb__tls_sess_new();
+    ck_assert_ptr_nonnull(c);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    ck_assert_ptr_nonnull(ctx);
+    SSL_SESSION *s12 = session(TLS1_2_VERSION, 1), *s12b = session(TLS1_2_VERSION, 2);
+    ck_assert_int_eq(cnb__tls_sess_put(c, "a@h", s12), 1);
+    ck_assert_int_eq(cnb__tls_sess_put(c, "a@h", s12b), 1); /* replaces s12 (freed) */
+    ck_assert_uint_eq(cnb__tls_sess_count(c), 1);
+    for (int k = 0; k < 2; k++) {
+        SSL *ssl = SSL_new(ctx);
+        ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "a@h"), 1);
+        ck_assert_ptr_eq(SSL_get0_session(ssl), s12b);
+        SSL_free(ssl);
+    }
+    SSL *ssl = SSL_new(ctx);
+    ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "b@h"), 0);
+    ck_assert_ptr_null(SSL_get0_session(ssl));
+    SSL_free(ssl);
+
+    SSL_SESSION *s13 = session(TLS1_3_VERSION, 3);
+    ck_assert_int_eq(cnb__tls_sess_put(c, "b@h", s13), 1);
+    ssl = SSL_new(ctx);
+    ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "b@h"), 1);
+    ck_assert_ptr_eq(SSL_get0_session(ssl), s13);
+    SSL_free(ssl);
+    ssl = SSL_new(ctx);
+    ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "b@h"), 0); /* offered once */
+    SSL_free(ssl);
+
+    /* Not resumable (no ID, no ticket), or no peer: not taken. */
+    SSL_SESSION *bare = SSL_SESSION_new();
+    ck_assert_int_eq(cnb__tls_sess_put(c, "c@h", bare), 0);
+    ck_assert_int_eq(cnb__tls_sess_put(c, NULL, bare), 0);
+    SSL_SESSION_free(bare);
+
+    /* 300 peers: 256 kept; a@h, used last before them, went first. */
+    char peer[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(peer, sizeof(peer), "p%d@h", i);
+        ck_assert_int_eq(cnb__tls_sess_put(c, peer, session(TLS1_2_VERSION, 9)), 1);
+    }
+    ck_assert_uint_eq(cnb__tls_sess_count(c), 256);
+    ssl = SSL_new(ctx);
+    ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "a@h"), 0);
+    ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "p299@h"), 1);
+    ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "p43@h"), 0);
+    ck_assert_int_eq(cnb__tls_sess_offer(c, ssl, "p44@h"), 1);
+    SSL_free(ssl);
+    cnb__tls_sess_clear(c);
+    ck_assert_uint_eq(cnb__tls_sess_count(c), 0);
+    cnb__tls_sess_free(c);
+    SSL_CTX_free(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tls");
@@ -150,6 +222,7 @@ int main(void)
     tcase_add_test(tc, versions);
     tcase_add_test(tc, create_refusals);
     tcase_add_test(tc, reload);
+    tcase_add_test(tc, client_sessions);
     suite_add_tcase(s, tc);
     return cnb_check_run(s);
 }
