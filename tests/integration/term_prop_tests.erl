@@ -267,6 +267,7 @@ seed_rand(What) ->
     io:format(user, "~nterm_prop_tests(~p): seed ~p (CNB_PROP_SEED=~p repeats it)~n",
               [What, Seed, Seed]),
     rand:seed(exsss, {Seed, Seed bxor 16#5bd1e995, 1 + Seed rem 7919}),
+    [erase(K) || {{form25, _} = K, _} <- get()],
     erase(atom_pool).
 
 pick(L) -> lists:nth(rand:uniform(length(L)), L).
@@ -519,15 +520,23 @@ number_pairs() ->
 %% deterministic]) on every release (core/term.c; the registry's hashes and
 %% keys must not change with the release of the node that made them). OTP 26+
 %% write every port as V4_PORT_EXT where 25 writes NEW_PORT_EXT for an id of
-%% at most 28 bits; on those releases the bytes are put back into 25's form.
+%% at most 28 bits; on those releases the bytes are put back into 25's form,
+%% remembered per term (a property asks for the same term's bytes once per
+%% encoding of it; seed_rand/1 forgets them).
 canonical(T) ->
     B = term_to_binary(T, [{minor_version, 2}, deterministic]),
     case otp_release() > 25 of
         false -> B;
         true ->
-            <<131, E/binary>> = B,
-            {Out, <<>>} = form25(E),
-            iolist_to_binary([131, Out])
+            case get({form25, T}) of
+                undefined ->
+                    <<131, E/binary>> = B,
+                    {Out, <<>>} = form25(E),
+                    C = iolist_to_binary([131, Out]),
+                    put({form25, T}, C),
+                    C;
+                C -> C
+            end
     end.
 
 otp_release() -> list_to_integer(erlang:system_info(otp_release)).
