@@ -156,6 +156,12 @@ big_arity(T) when is_tuple(T) -> big_arity(tuple_to_list(T));
 big_arity([H | T]) -> big_arity(H) orelse big_arity(T);
 big_arity(_) -> false.
 
+broken_fun(F) when is_function(F) -> not is_atom(element(2, erlang:fun_info(F, module)));
+broken_fun(T) when is_map(T) -> broken_fun(maps:to_list(T));
+broken_fun(T) when is_tuple(T) -> broken_fun(tuple_to_list(T));
+broken_fun([H | T]) -> broken_fun(H) orelse broken_fun(T);
+broken_fun(_) -> false.
+
 has_zero_pair(M) when is_map(M) ->
     Ks = maps:keys(M),
     (lists:member(0.0, Ks) andalso lists:member(neg_zero(), Ks)) orelse
@@ -177,7 +183,13 @@ agrees(_, _) -> false.
 %% forms only the C side accepts (no version byte).
 otp_view(<<131, _/binary>> = B) ->
     try binary_to_term(B, [used]) of
-        {T, Used} when Used =:= byte_size(B) -> {ok, canonical(T)};
+        {T, Used} when Used =:= byte_size(B) ->
+            %% OTP 27.3 makes a fun with no module of an EXPORT_EXT of arity
+            %% past 255 and crashes encoding it: such input counts as refused.
+            case otp_release() =:= 27 andalso broken_fun(T) of
+                true -> error;
+                false -> {ok, canonical(T)}
+            end;
         {_, _} -> error %% trailing bytes: cnb_term_canonical rejects them
     catch
         error:_ -> error

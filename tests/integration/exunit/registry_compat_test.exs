@@ -299,14 +299,15 @@ defmodule CnodeRegistryCompatTest do
 
   test "-0.0 and 0.0 are one key on every release" do
     name = :"reg_#{System.unique_integer([:positive])}"
+    Process.flag(:trap_exit, true)
     {:ok, pid} = :cnode_registry.start_link(%{name: name, keys: :duplicate})
     {:ok, _} = :cnode_registry.register(name, -0.0, :neg)
     {:ok, _} = :cnode_registry.register(name, {:z, [0.0]}, :pos)
     assert [{self(), :neg}] == :cnode_registry.lookup(name, 0.0)
     assert [{self(), :pos}] == :cnode_registry.lookup(name, {:z, [-0.0]})
     assert 2 == :cnode_registry.count(name)
-    Process.unlink(pid)
-    Process.exit(pid, :shutdown)
+    unlink_stop(pid)
+    _ = collect_msgs()
   end
 
   defp otp_release, do: String.to_integer(System.otp_release())
