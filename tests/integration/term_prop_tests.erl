@@ -129,7 +129,8 @@ zero_word_ref(_, _) ->
 %% reading (the canonical form is 25's on every release; README, "OTP
 %% releases"): a BIT_BINARY_EXT of 0 bytes (27+ refuse it, 25 and we read
 %% <<>>), and a map with both 0.0 and -0.0 as keys (27+ keep them apart, 25
-%% and we call them one key, so such a map is malformed).
+%% and we call them one key, so such a map is malformed; and for the same
+%% reason 27+ order two maps that differ only in a 0.0/-0.0 key, we do not).
 newer_otp(B, error, {ok, _, _}) ->
     otp_release() >= 27 andalso binary:match(B, <<77, 0:32>>) =/= nomatch;
 newer_otp(_, {ok, Canon}, {error, <<"ERR CNB_EMALFORMED">>}) ->
@@ -137,6 +138,8 @@ newer_otp(_, {ok, Canon}, {error, <<"ERR CNB_EMALFORMED">>}) ->
         big_arity(binary_to_term(Canon));
 newer_otp(A, B, <<"ERR CNB_EMALFORMED">>) -> % a compare pair
     otp_release() >= 27 andalso (has_zero_pair(A) orelse has_zero_pair(B));
+newer_otp(A, B, <<"CMP ", _/binary>>) -> % 27+ order a -0.0 key apart from 0.0
+    otp_release() >= 27 andalso (zero_key(A) orelse zero_key(B));
 newer_otp(_, _, _) ->
     false.
 
@@ -161,6 +164,13 @@ broken_fun(T) when is_map(T) -> broken_fun(maps:to_list(T));
 broken_fun(T) when is_tuple(T) -> broken_fun(tuple_to_list(T));
 broken_fun([H | T]) -> broken_fun(H) orelse broken_fun(T);
 broken_fun(_) -> false.
+
+%% A map with a -0.0 key anywhere in T.
+zero_key(M) when is_map(M) ->
+    lists:member(neg_zero(), maps:keys(M)) orelse zero_key(maps:to_list(M));
+zero_key(T) when is_tuple(T) -> zero_key(tuple_to_list(T));
+zero_key([H | T]) -> zero_key(H) orelse zero_key(T);
+zero_key(_) -> false.
 
 has_zero_pair(M) when is_map(M) ->
     Ks = maps:keys(M),
