@@ -6,6 +6,7 @@
  * tests/integration/exunit/. */
 #include "runtime_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,40 @@ static void sys_terminate(cnb_proc_t *p, const char *req)
     p->dead = 1;
 }
 
+/* 1 when the sys module on the caller's node wants get_state answered
+ * {ok, State}: STDLIB 5.1 (OTP 26.1) and later match {ok, State} in
+ * sys:get_state (OTP-18627; read in 27's and 29's sys.erl), older ones take
+ * the state itself. The handshake flags tell 28+ (ALTACT_SIG) apart; for older
+ * peers the version comes from the peer (rpc application:get_key(stdlib, vsn),
+ * a round trip per get_state, which is a debugging call). Unknown: the
+ * modern form. */
+static int caller_wants_ok_state(cnb_node_t *n, const erlang_pid *caller)
+{
+    if (cnb__rt_peer_has(n, caller->node, CNB_DFLAG_ALTACT_SIG))
+        return 1;
+    char args[32], vsn[32] = "";
+    int i = 0;
+    ei_encode_version(args, &i);
+    ei_encode_list_header(args, &i, 2);
+    ei_encode_atom(args, &i, "stdlib");
+    ei_encode_atom(args, &i, "vsn");
+    ei_encode_empty_list(args, &i);
+    ei_x_buff r;
+    int rc = cnb_rpc(n, caller->node, "application", "get_key", args, (size_t)i, 2000, &r);
+    int v = 0, ar, type, size;
+    char ok[MAXATOMLEN_UTF8];
+    if (!rc && !ei_decode_version(r.buff, &v, NULL) && !ei_decode_tuple_header(r.buff, &v, &ar) &&
+        ar == 2 && !ei_decode_atom(r.buff, &v, ok) && !strcmp(ok, "ok") &&
+        !ei_get_type(r.buff, &v, &type, &size) && type == ERL_STRING_EXT &&
+        size < (int)sizeof(vsn))
+        ei_decode_string(r.buff, &v, vsn);
+    ei_x_free(&r);
+    unsigned major = 0, minor = 0;
+    if (sscanf(vsn, "%u.%u", &major, &minor) < 1)
+        return 1;
+    return major > 5 || (major == 5 && minor >= 1);
+}
+
 /* sys messages: {system, From, Request}; Request (req_len bytes, no version
  * byte) is an atom or a tuple led by one. */
 static void handle_system(cnb_proc_t *p, const cnb_from_t *from, const char *req, int req_len)
@@ -133,7 +168,11 @@ static void handle_system(cnb_proc_t *p, const cnb_from_t *from, const char *req
     if (e) {
         /* nothing to encode into */
     } else if (!strcmp(atom, "get_state")) {
-        if (have_state)
+        if (caller_wants_ok_state(p->node, &from->pid))
+            e = ei_x_encode_tuple_header(&x, 2) || ei_x_encode_atom(&x, "ok");
+        if (e) {
+            /* nothing to encode into */
+        } else if (have_state)
             e = ei_x_append_buf(&x, st.buff, st.index);
         else
             e = ei_x_encode_tuple_header(&x, 2) || ei_x_encode_atom(&x, "cnode_worker") ||

@@ -479,10 +479,15 @@ int cnb__canon_export(cnb__obuf_t *o, const uint8_t **pp, const uint8_t *end)
         return r;
     if ((r = read_int(p, end, &v, &len)))
         return r;
-    /* OTP 25 takes any non-negative small and keeps its low 32 bits. */
+    /* OTP 25 takes any non-negative small and keeps its low 32 bits. An
+     * arity past 255 (no function has one) is refused: OTP 25 and 29 make
+     * a fun of arity 0 from it, and OTP 27.3's VM crashes when it encodes
+     * that fun (term_prop_tests, edge_cases). */
     if (v.neg || !intval_is_small(&v))
         return CNB_EMALFORMED;
     uint32_t arity = (uint32_t)intval_mag64(&v);
+    if (arity > CNB__MAX_ARITY)
+        return CNB_EMALFORMED;
     intval_t a = {0, NULL, 4, {0}};
     for (int i = 0; i < 4; i++)
         a.tmp[i] = (uint8_t)(arity >> (8 * i));

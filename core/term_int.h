@@ -20,6 +20,7 @@
 #define CNB__OLD_REF_WORD0_LIMIT (1u << 18) /* first word of REFERENCE_EXT/NEW_REFERENCE_EXT */
 #define CNB__TINY_CREATION_MAX 3u      /* 1-byte creations of the old pid/port/ref tags */
 #define CNB__NEW_PORT_ID_MAX 0x0fffffffu /* larger port ids are written as V4_PORT_EXT */
+#define CNB__MAX_ARITY 255u             /* EXPORT_EXT arities above it are refused */
 
 #define CNB__DEFAULT_MAX_DEPTH 1000u
 #define CNB__DEFAULT_MAX_SIZE ((size_t)64 << 20)

@@ -256,7 +256,7 @@ static size_t export_len(const uint8_t *p, const uint8_t *end)
     int64_t ar;
     if (!(n = canon_atom_len(p + 1, end)) || !(m = canon_atom_len(p + 1 + n, end)))
         return 0;
-    if (!(k = canon_int64(p + 1 + n + m, end, &ar)) || ar < 0 || ar > (int64_t)UINT32_MAX)
+    if (!(k = canon_int64(p + 1 + n + m, end, &ar)) || ar < 0 || ar > CNB__MAX_ARITY)
         return 0;
     return 1 + n + m + k;
 }

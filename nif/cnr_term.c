@@ -346,6 +346,15 @@ int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM 
     const unsigned char *q = p + 1, *end = p + len;
     if (len > 1 && p[0] == CNB__TAG_VERSION && dec(env, &q, end, out, 0) && q == end)
         return 1;
+    /* Bytes that may hold an EXPORT_EXT (the tag byte anywhere: a false hit
+     * only costs this check) must pass core's reading first: binary_to_term
+     * takes an arity past 255 and makes a fun that OTP 27.3's VM crashes
+     * on, and bytes read from a shared segment are anyone's. */
+    if (memchr(p, CNB__TAG_EXPORT, len)) {
+        cnb_term_opts_t opts = {.alloc = &cnr_g.alloc};
+        if (cnb_term_canonical(p, len, NULL, 0, &opts) < 0)
+            return 0;
+    }
     return enif_binary_to_term(env, p, len, out, 0) == len;
 }
 

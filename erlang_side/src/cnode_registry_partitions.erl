@@ -47,8 +47,10 @@ new_table(Reg, Try) ->
 %% soon as the name is free finds no table in its way.
 -spec unpublish(atom()) -> ok.
 unpublish(Reg) ->
-    _ = (catch ets:delete(Reg)),
-    ok.
+    try ets:delete(Reg) of
+        true -> ok
+    catch error:badarg -> ok
+    end.
 
 %% @doc The partition process of registry Reg that owns the caller's
 %% registrations, or `none' (an attached registry, or one starting).

@@ -73,7 +73,8 @@ cnode_tests() ->
      ?C(kill_9_cnode, 60),
      ?C(kill_9_beam, 60),
      ?C(detach_purges_on_c_side, 60),
-     ?C(hostile_segment, 120)].
+     ?C(hostile_segment, 120),
+     ?C(export_arity_in_segment, 60)].
 
 %%% ------------------------------------------------------------------ helpers
 
@@ -976,6 +977,28 @@ hostile_segment(C) ->
     ?assertMatch({ok, #{}}, c(P, {cnode_registry, CN}, info)),
     ?assertMatch(X when is_list(X) orelse element(1, X) =:= error,
                  c(P, {echo, CN}, {lookup, {cache, 1}})).
+
+%% A value in the segment whose bytes were changed into a fun lists:map/256
+%% (no function has an arity past 255): binary_to_term takes it and makes a
+%% broken fun that OTP 27.3's VM crashes on when it encodes it, so the NIF
+%% refuses it as corrupt instead of handing it over.
+export_arity_in_segment(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    V = {fun lists:map/2, 1, 2, 3},
+    {ok, _} = on(P, K, fun() -> cnode_registry:register(r, evil, V) end),
+    {ok, Info} = c(P, {cnode_registry, CN}, info),
+    Path = binary_to_list(maps:get(path, Info)),
+    {ok, Bin} = file:read_file(Path),
+    %% arity 2 and the elements 1, 2, 3 (8 bytes) become arity 256 and [], [], [].
+    Was = <<119, 3, "map", 97, 2, 97, 1, 97, 2, 97, 3>>,
+    Ats = binary:matches(Bin, Was), % the entry, and the feed's copy
+    ?assertNotEqual([], Ats),
+    {ok, F} = file:open(Path, [read, write, binary]),
+    [ok = file:pwrite(F, At + 5, <<98, 256:32, 106, 106, 106>>) || {At, _} <- Ats],
+    ok = file:close(F),
+    Got = on(P, K, fun() -> catch cnode_registry:lookup(r, evil) end),
+    ?assertMatch({'EXIT', {{cnode_registry, corrupt}, _}}, Got).
 
 scribbler() ->
     Root = cnb_cluster:root(),

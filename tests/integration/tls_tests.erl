@@ -458,4 +458,4 @@ launcher_options() ->
                                          versions => ['1.2', 'tlsv1.3']})),
     ?assertEqual(["--tls-cert", "c", "--tls-ciphers", "A:TLS_B"],
                  cnode_bridge_tls:args(#{cert => "c", ciphers => ["A", "TLS_B"]})),
-    ?assertThrow({bad_option, {tls, _}}, cnode_bridge_tls:args(#{cert => "c", verify => maybe})).
+    ?assertThrow({bad_option, {tls, _}}, cnode_bridge_tls:args(#{cert => "c", verify => 'maybe'})).

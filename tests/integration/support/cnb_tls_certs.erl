@@ -56,8 +56,27 @@ leaf(Dir, Name, CA, Host, San, Days) ->
     run(["openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes",
          " -keyout ", key(Dir, Name), " -out ", Csr, " -subj '/CN=", Host, "'"]),
     run(["openssl x509 -req -in ", Csr, " -CA ", pem(Dir, CA), " -CAkey ", key(Dir, CA),
-         " -CAcreateserial -out ", pem(Dir, Name), " -days ", Days, " -extfile ", Ext]),
+         " -CAcreateserial -out ", pem(Dir, Name), validity(Days), " -extfile ", Ext]),
     {pem(Dir, Name), key(Dir, Name)}.
+
+%% OpenSSL 3.5+ (the OTP 27 and 29 chroots) refuse a negative -days; those
+%% that have -not_before/-not_after get an expired certificate's dates so.
+validity(Days) ->
+    Neg = string:prefix(Days, "-") =/= nomatch,
+    Has = string:find(os:cmd("openssl x509 -help 2>&1"), "not_after") =/= nomatch,
+    case Neg andalso Has of
+        false -> [" -days ", Days];
+        true ->
+            Now = os:system_time(second),
+            Stamp = fun(S) ->
+                            {{Y, Mo, D}, {H, Mi, Se}} =
+                                calendar:system_time_to_universal_time(S, second),
+                            io_lib:format("~4..0b~2..0b~2..0b~2..0b~2..0b~2..0bZ",
+                                          [Y, Mo, D, H, Mi, Se])
+                    end,
+            [" -not_before ", Stamp(Now + 86400 * (list_to_integer(Days) - 1)),
+             " -not_after ", Stamp(Now + 86400 * list_to_integer(Days))]
+    end.
 
 pem(Dir, Name) -> filename:join(Dir, Name ++ ".pem").
 key(Dir, Name) -> filename:join(Dir, Name ++ ".key").
