@@ -114,7 +114,9 @@ size_run({N, Label}) ->
         _ ->
             Reg = list_to_atom("reg_bench_" ++ Label),
             {ok, RegSup} = 'Elixir.Registry':start_link([{keys, unique}, {name, Reg}]),
-            fill(Owners, N, fun(I) -> {ok, _} = 'Elixir.Registry':register(Reg, {cache, I}, 42) end),
+            %% New owners: registering linked the first ones to the NIF
+            %% registry's partition, and its stop took them with it.
+            fill(owners(), N, fun(I) -> {ok, _} = 'Elixir.Registry':register(Reg, {cache, I}, 42) end),
             measure("nif_beam", Label, Keys, fun(K) -> 'Elixir.Registry':lookup(Reg, K) end),
             measure_batched("nif_beam", Label, Batches,
                             fun(B) -> ['Elixir.Registry':lookup(Reg, K) || K <- B] end),
@@ -164,9 +166,14 @@ owner_loop() ->
 fill(Owners, N, Reg) ->
     Self = self(),
     W = length(Owners),
+    Mons = [{O, monitor(process, O)} || O <- Owners],
     [O ! {run, fun() -> lists:foreach(Reg, lists:seq(J, N - 1, W)) end, Self}
      || {O, J} <- lists:zip(Owners, lists:seq(0, W - 1))],
-    [receive {O, done} -> ok end || O <- Owners],
+    %% An owner that dies (a failed register) fails the run, not hangs it.
+    [receive
+         {O, done} -> demonitor(M, [flush]);
+         {'DOWN', M, process, O, Why} -> erlang:error({fill_owner_died, Why})
+     end || {O, M} <- Mons],
     ok.
 
 keys(N) ->
