@@ -59,6 +59,10 @@
 %%     registries', and every FunctionClauseError); a register_name/2 called
 %%     for another process fails in register_name/2 (Registry's internal
 %%     register_name/4).</li>
+%% <li>`keys: {:duplicate, :key}' (Elixir 1.20's partitioning by key) is
+%%     refused with an ArgumentError; `{:duplicate, :pid}' is `:duplicate'
+%%     (taken where the installed Registry takes it), and messages name the
+%%     kinds as the installed Elixir does.</li>
 %% <li>A parallel dispatch whose callback fails exits with
 %%     `{Reason, {cnode_registry, dispatch, [Reg, Key]}}' (Registry: the
 %%     reason of `Task.await/2').</li>
@@ -337,7 +341,8 @@ update_value_(Reg, Key, Callback) ->
         #{kind := unique} -> ok;
         #{} -> cnode_registry_error:argument_error(
                  [cnode_registry_error:inspect(?MODULE),
-                  ".update_value/3 is not supported for duplicate registries"])
+                  ".update_value/3 is not supported for ",
+                  cnode_registry_opts:duplicate_text(), " registries"])
     end,
     case values(Reg, Key, self()) of
         [Old] ->

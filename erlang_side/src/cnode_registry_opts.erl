@@ -2,11 +2,16 @@
 %% Registry reads them: a keyword list (a map is taken too), checked in
 %% Registry's order (keys, name, meta, partitions, listeners, compressed) with
 %% Registry's ArgumentError messages; unknown options are ignored, as there.
-%% Also the child specification. Tests:
+%% Also the child specification, and how the installed Elixir's Registry names
+%% the kinds of keys in its messages (Elixir 1.20 added `{:duplicate, :pid}'
+%% (what `:duplicate' now means) and `{:duplicate, :key}'; its messages name
+%% them). `{:duplicate, :pid}' is taken where that Registry takes it;
+%% `{:duplicate, :key}' (entries partitioned by key) is refused: our partitions
+%% go by pid. Tests:
 %% tests/integration/exunit/registry_dropin_test.exs.
 -module(cnode_registry_opts).
 
--export([validate/1, child_spec/1]).
+-export([validate/1, child_spec/1, duplicate_text/0]).
 -export_type([options/0, config/0]).
 
 -type options() :: [{atom(), term()}] | #{atom() => term()}.
@@ -21,10 +26,17 @@
 %% for the first bad one.
 -spec validate(options()) -> config().
 validate(Opts) when is_list(Opts); is_map(Opts) ->
-    Keys = get(Opts, keys, nil),
-    lists:member(Keys, [unique, duplicate]) orelse
-        bad(["expected :keys to be given and be one of :unique or :duplicate, got: ",
-             inspect(Keys)]),
+    Keys = case get(Opts, keys, nil) of
+               K when K =:= unique; K =:= duplicate -> K;
+               {duplicate, pid} = K ->
+                   new_kinds() orelse bad([keys_message(), inspect(K)]),
+                   duplicate;
+               {duplicate, key} = K ->
+                   new_kinds() orelse bad([keys_message(), inspect(K)]),
+                   bad(["keys: {:duplicate, :key} is not supported by :cnode_registry (its "
+                        "partitions go by pid); use :duplicate"]);
+               K -> bad([keys_message(), inspect(K)])
+           end,
     Name = case find(Opts, name) of
                {ok, N} when is_atom(N) -> N;
                {ok, N} -> bad(["expected :name to be an atom, got: ", inspect(N)]);
@@ -55,7 +67,53 @@ child_spec(Opts) when is_list(Opts); is_map(Opts) ->
       start => {cnode_registry, start_link, [Opts]},
       type => supervisor}.
 
+%% @doc How a duplicate registry's kind reads in Registry's messages: as the
+%% installed Elixir writes it ("{:duplicate, :pid}" from 1.20 on), else
+%% "duplicate".
+-spec duplicate_text() -> string().
+duplicate_text() ->
+    case new_kinds() of
+        true -> "{:duplicate, :pid}";
+        false -> "duplicate"
+    end.
+
 %%% ------------------------------------------------------------------ internals
+
+%% Registry's message for a bad :keys up to "got: ", in the installed
+%% Elixir's words (asked once: its start_link checks :keys before it starts
+%% anything), or Elixir 1.14's when there is no Elixir.
+keys_message() ->
+    case persistent_term:get({?MODULE, keys_message}, undefined) of
+        undefined ->
+            M = probe_keys_message(),
+            persistent_term:put({?MODULE, keys_message}, M),
+            M;
+        M ->
+            M
+    end.
+
+probe_keys_message() ->
+    Default = "expected :keys to be given and be one of :unique or :duplicate, got: ",
+    Registry = 'Elixir.Registry',
+    case code:ensure_loaded(Registry) of
+        {module, Registry} ->
+            try Registry:start_link([{keys, '$cnode_registry_probe'}, {name, '$cnode_registry_probe'}]) of
+                _ -> Default
+            catch
+                error:#{'__struct__' := 'Elixir.ArgumentError', message := Msg} when is_binary(Msg) ->
+                    case string:split(unicode:characters_to_list(Msg), "got: ") of
+                        [Prefix, _] -> Prefix ++ "got: ";
+                        _ -> Default
+                    end;
+                _:_ -> Default
+            end;
+        _ ->
+            Default
+    end.
+
+%% Whether the installed Registry knows {:duplicate, :pid} and {:duplicate, :key}.
+new_kinds() ->
+    string:find(keys_message(), "{:duplicate, :pid}") =/= nomatch.
 
 %% The first value given for Key, as Keyword.get/2 (lists:keyfind/3 raises
 %% badarg on an improper list, as there).

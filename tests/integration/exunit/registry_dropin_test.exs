@@ -247,6 +247,50 @@ defmodule CnodeRegistryDropInTest do
     ]
   end
 
+  # Elixir 1.20's Registry takes keys: {:duplicate, :pid} (what :duplicate
+  # now means) and {:duplicate, :key}, and names the kinds in its messages;
+  # older ones refuse both. :cnode_registry follows the installed Elixir,
+  # except that {:duplicate, :key} (partitions by key) is refused.
+  test "keys: {:duplicate, :pid} and {:duplicate, :key} as the installed Registry takes them" do
+    new_kinds =
+      try do
+        Registry.start_link(keys: :bogus, name: :dropin_probe)
+      rescue
+        e in ArgumentError -> e.message =~ "{:duplicate, :pid}"
+      end
+
+    pid_kind =
+      for o <- [[keys: {:duplicate, :pid}]] do
+        {"start_link #{inspect(o)}",
+         fn %{m: m} ->
+           name = :"dropin_kind_#{System.unique_integer([:positive])}"
+
+           case m.start_link([name: name] ++ o) do
+             {:ok, pid} ->
+               r = [m.register(name, :k, 1) |> elem(0), m.register(name, :k, 2) |> elem(0),
+                    length(m.lookup(name, :k))]
+               Process.unlink(pid)
+               Process.exit(pid, :shutdown)
+               r
+
+             other ->
+               other
+           end
+         end}
+      end
+
+    if new_kinds do
+      same([keys: :unique], pid_kind)
+      assert_raise ArgumentError, ~r/\{:duplicate, :key\} is not supported/, fn ->
+        :cnode_registry.start_link(keys: {:duplicate, :key}, name: :dropin_key_kind)
+      end
+    else
+      same([keys: :unique], pid_kind ++
+        [{"start_link {:duplicate, :key}",
+          fn %{m: m} -> m.start_link(keys: {:duplicate, :key}, name: :dropin_key_kind) end}])
+    end
+  end
+
   test "every function on an unknown registry raises Registry's ArgumentError" do
     out = same([keys: :unique], unknown_steps())
     assert {"lookup", {:raise, ArgumentError, "unknown registry: :no_such_registry_dropin"}} in out
