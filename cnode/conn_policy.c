@@ -160,7 +160,11 @@ void cnb__hold_timers(cnb_node_t *n)
                 }
                 continue;
             }
-            if (!cnb__conn_attempt(n, h->peer, NULL, 0) || age >= THEIR_ATTEMPT_WAIT_MS) {
+            if (!cnb__conn_attempt(n, h->peer, NULL, 0)) {
+                cnb__log(n, CNB_LOG_DEBUG, "no attempt to connect to %s is under way: dialing it",
+                         h->peer);
+                cnb__connect_out(n, h->spec);
+            } else if (age >= THEIR_ATTEMPT_WAIT_MS) {
                 cnb__log(n, CNB_LOG_DEBUG,
                          "%s's attempt to connect has not come up in %lld ms: dialing it",
                          h->peer, (long long)age);

@@ -12,20 +12,7 @@ defmodule CnodeBridge.AttachTest do
     %{ctx: :persistent_term.get(:cnb_cluster_ctx)}
   end
 
-  defp start_cnode(ctx) do
-    {:ok, port, c} =
-      :cnb_cluster.start_cnode(ctx, [
-        ~c"--cookie",
-        :cnb_cluster.cookie(ctx),
-        ~c"--sname",
-        :cnb_cluster.unique_name(~c"att"),
-        ~c"--log-level",
-        ~c"warning"
-      ])
-
-    on_exit(fn -> :cnb_cluster.stop_cnode(ctx, port) end)
-    {port, c}
-  end
+  defp start_cnode, do: CnbTest.start_cnode(~c"att", [~c"--log-level", ~c"warning"])
 
   defp reg_name, do: :"att_reg_#{System.unique_integer([:positive])}"
   defp wait(fun, ms \\ 15000), do: :cnb_cluster.wait_until(fun, ms)
@@ -48,7 +35,7 @@ defmodule CnodeBridge.AttachTest do
   end
 
   test "link: false: a C node's kill -9 ends the attachment, not the caller", %{ctx: ctx} do
-    {port, c} = start_cnode(ctx)
+    {port, c} = start_cnode()
     reg = reg_name()
     {pid, att} = attacher(reg, c, link: false)
     {:links, links} = Process.info(pid, :links)
@@ -65,7 +52,7 @@ defmodule CnodeBridge.AttachTest do
   end
 
   test "the default link: a linked caller is told by the attachment's exit", %{ctx: ctx} do
-    {port, c} = start_cnode(ctx)
+    {port, c} = start_cnode()
     reg = reg_name()
     {pid, att} = attacher(reg, c, [])
     {:links, links} = Process.info(pid, :links)
@@ -76,7 +63,7 @@ defmodule CnodeBridge.AttachTest do
   end
 
   test "options: keyword lists and maps; bad ones refused", %{ctx: ctx} do
-    {_port, c} = start_cnode(ctx)
+    {_port, c} = start_cnode()
     reg = reg_name()
     assert :cnode_registry.attach(reg, c, lnk: false) == {:error, {:bad_option, {:lnk, false}}}
     assert :cnode_registry.attach(reg, c, link: :no) == {:error, {:bad_option, {:link, :no}}}

@@ -10,20 +10,9 @@ defmodule CnodeBridge.CnodeWorkerTest do
   alias :cnode_worker, as: CNodeWorker
 
   setup_all do
-    ctx = :persistent_term.get(:cnb_cluster_ctx)
+    {_port, cnode} =
+      CnbTest.start_cnode(~c"cwk", [~c"--demo", ~c"--connect", Atom.to_charlist(node())])
 
-    {:ok, port, cnode} =
-      :cnb_cluster.start_cnode(ctx, [
-        ~c"--cookie",
-        :cnb_cluster.cookie(ctx),
-        ~c"--sname",
-        :cnb_cluster.unique_name(~c"cwk"),
-        ~c"--demo",
-        ~c"--connect",
-        Atom.to_charlist(node())
-      ])
-
-    on_exit(fn -> :cnb_cluster.stop_cnode(ctx, port) end)
     %{cnode: cnode}
   end
 

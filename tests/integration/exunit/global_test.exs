@@ -5,20 +5,9 @@ defmodule CnodeBridge.GlobalTest do
   use ExUnit.Case, async: false
 
   setup_all do
-    ctx = :persistent_term.get(:cnb_cluster_ctx)
+    {_port, cnode} =
+      CnbTest.start_cnode(~c"gex", [~c"--demo", ~c"--connect", Atom.to_charlist(node())])
 
-    {:ok, port, cnode} =
-      :cnb_cluster.start_cnode(ctx, [
-        '--cookie',
-        :cnb_cluster.cookie(ctx),
-        '--sname',
-        :cnb_cluster.unique_name('gex'),
-        '--demo',
-        '--connect',
-        Atom.to_charlist(node())
-      ])
-
-    on_exit(fn -> :cnb_cluster.stop_cnode(ctx, port) end)
     %{cnode: cnode}
   end
 

@@ -40,21 +40,7 @@ defmodule CnodeBridge.RegistryCnodeTest do
 
   setup_all do
     if @wired do
-      ctx = :persistent_term.get(:cnb_cluster_ctx)
-
-      {:ok, port, cnode} =
-        :cnb_cluster.start_cnode(
-          ctx,
-          {[
-             ~c"--cookie",
-             :cnb_cluster.cookie(ctx),
-             ~c"--sname",
-             :cnb_cluster.unique_name(~c"creg"),
-             ~c"--demo"
-           ], Env.opts()}
-        )
-
-      on_exit(fn -> :cnb_cluster.stop_cnode(ctx, port) end)
+      {_port, cnode} = CnbTest.start_cnode(~c"creg", {[~c"--demo"], Env.opts()})
       %{cnode: cnode}
     else
       IO.puts("\nregistry_cnode_test: SKIPPED: #{Env.path()} does not start the cnode_registry worker")

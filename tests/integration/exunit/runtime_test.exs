@@ -4,18 +4,7 @@ defmodule CnodeBridge.RuntimeTest do
   use ExUnit.Case, async: false
 
   setup_all do
-    ctx = :persistent_term.get(:cnb_cluster_ctx)
-
-    {:ok, port, cnode} =
-      :cnb_cluster.start_cnode(ctx, [
-        '--cookie',
-        :cnb_cluster.cookie(ctx),
-        '--sname',
-        :cnb_cluster.unique_name('cex'),
-        '--demo'
-      ])
-
-    on_exit(fn -> :cnb_cluster.stop_cnode(ctx, port) end)
+    {_port, cnode} = CnbTest.start_cnode(~c"cex", [~c"--demo"])
     %{cnode: cnode}
   end
 

@@ -17,3 +17,27 @@ ctx =
 :persistent_term.put(:cnb_cluster_ctx, ctx)
 ExUnit.start(timeout: 180_000, capture_log: true)
 ExUnit.after_suite(fn _ -> :cnb_cluster.stop(ctx) end)
+
+defmodule CnbTest do
+  @moduledoc """
+  What the suites share: the real cnode program started on this run's epmd with
+  the run's cookie and a unique name (`prefix` plus a number), `args` after
+  those, stopped by pid when the calling test (or `setup_all`) is done.
+  `args` may be `{args, env}` as `:cnb_cluster.start_cnode/2` takes it.
+  Returns `{port, cnode_node_name}`.
+  """
+  def start_cnode(prefix, args \\ []) do
+    ctx = :persistent_term.get(:cnb_cluster_ctx)
+    base = [~c"--cookie", :cnb_cluster.cookie(ctx), ~c"--sname", :cnb_cluster.unique_name(prefix)]
+
+    spec =
+      case args do
+        {more, env} -> {base ++ more, env}
+        more -> base ++ more
+      end
+
+    {:ok, port, c} = :cnb_cluster.start_cnode(ctx, spec)
+    ExUnit.Callbacks.on_exit(fn -> :cnb_cluster.stop_cnode(ctx, port) end)
+    {port, c}
+  end
+end
