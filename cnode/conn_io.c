@@ -332,8 +332,8 @@ void cnb__conn_readable(cnb_node_t *n, cnb_conn_t *c)
             cnb__conn_close(n, c, CNB_LOG_ERROR, "out of memory");
             return;
         }
-        ssize_t r = cnb__tx_read(c, c->rbuf.data + c->rbuf.len, c->rbuf.cap - c->rbuf.len, why,
-                                 sizeof(why));
+        size_t room = c->rbuf.cap - c->rbuf.len;
+        ssize_t r = cnb__tx_read(c, c->rbuf.data + c->rbuf.len, room, why, sizeof(why));
         if (r == CNB_TX_EOF) {
             char eof[400];
             if (c->state == C_HANDSHAKE)
@@ -360,6 +360,11 @@ void cnb__conn_readable(cnb_node_t *n, cnb_conn_t *c)
         total += (size_t)r;
         c->t_rx = n->now;
         if (process_input(n, c) < 0)
+            return;
+        /* A short read from TCP took all the socket held: epoll (level
+         * triggered) reports what comes next; asking again now would cost
+         * a system call to hear EAGAIN. */
+        if (!c->ssl && (size_t)r < room)
             return;
     }
     /* Out of budget with input OpenSSL already holds: epoll will not report

@@ -1,7 +1,9 @@
 /* inbox.c: what other threads hand the I/O thread: frames to route and
  * control requests (connect, keep connected, disconnect), each its own type,
- * in one mutex-guarded inbox woken by an eventfd; the I/O thread takes them
- * in the order they were given. The public connect/disconnect calls.
+ * in one mutex-guarded inbox; the I/O thread takes them in the order they
+ * were given. An eventfd wakes it only when it sleeps (or is about to): while
+ * it is awake or spinning it drains the inbox before it sleeps, and a hand-off
+ * costs no system call. The public connect/disconnect calls.
  * Tests: tests/integration/dist_tests.erl, tests/unit/test_conn_race.c,
  * bench/bench_dist.c. */
 #include "conn_policy.h"
@@ -20,15 +22,41 @@ static void wake(cnb_node_t *n)
 }
 
 /* With inbox_mu held, after adding to the inbox: unlocks it and wakes the
- * I/O thread, unless a wake-up is pending already (always when force). */
+ * I/O thread, unless it is awake or a wake-up is pending already (always
+ * when force). */
 static void unlock_and_wake(cnb_node_t *n, int force)
 {
     int need_wake = force || !n->inbox_signalled;
     if (!force)
         n->inbox_signalled = 1;
+    atomic_store_explicit(&n->inbox_ready, 1, memory_order_release);
     pthread_mutex_unlock(&n->inbox_mu);
     if (need_wake)
         wake(n);
+}
+
+int cnb__inbox_sleep(cnb_node_t *n)
+{
+    pthread_mutex_lock(&n->inbox_mu);
+    int empty = !n->inbox_head && !n->ctl_head;
+    if (empty)
+        n->inbox_signalled = 0;
+    pthread_mutex_unlock(&n->inbox_mu);
+    return empty;
+}
+
+void cnb__inbox_awake(cnb_node_t *n)
+{
+    pthread_mutex_lock(&n->inbox_mu);
+    n->inbox_signalled = 1;
+    pthread_mutex_unlock(&n->inbox_mu);
+}
+
+void cnb__inbox_woken(cnb_node_t *n)
+{
+    uint64_t v;
+    ssize_t r = read(n->wake_ev.fd, &v, sizeof(v));
+    (void)r;
 }
 
 static int on_io_thread(const cnb_node_t *n)
@@ -76,16 +104,15 @@ static void do_ctl(cnb_node_t *n, const cnb_ctl_t *q)
 
 void cnb__drain_inbox(cnb_node_t *n)
 {
-    uint64_t v;
-    ssize_t r = read(n->wake_ev.fd, &v, sizeof(v));
-    (void)r;
+    if (!atomic_load_explicit(&n->inbox_ready, memory_order_acquire))
+        return;
     pthread_mutex_lock(&n->inbox_mu);
     cnb_chunk_t *ch = n->inbox_head;
     cnb_ctl_t *q = n->ctl_head;
     n->inbox_head = n->inbox_tail = NULL;
     n->ctl_head = n->ctl_tail = NULL;
     n->inbox_frames = 0;
-    n->inbox_signalled = 0;
+    atomic_store_explicit(&n->inbox_ready, 0, memory_order_relaxed);
     pthread_mutex_unlock(&n->inbox_mu);
     size_t routed = 0;
     while (ch || q) {

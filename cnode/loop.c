@@ -63,6 +63,35 @@ static void timers(cnb_node_t *n)
     }
 }
 
+/* What the spinning I/O thread waits for: something in the inbox, the
+ * layer above done with what it was handed (no reply will come), a stop. */
+static int io_ready(void *arg)
+{
+    cnb_node_t *n = arg;
+    return atomic_load_explicit(&n->inbox_ready, memory_order_acquire) ||
+           !n->upper.busy(n) || atomic_load_explicit(&n->stopping, memory_order_relaxed);
+}
+
+/* How long this turn may block in epoll (ms): 0 when there is work at hand.
+ * While the layer above has work running (a reply is likely), spins up to
+ * opts.spin_us for the inbox first; then, about to block, has the next
+ * hand-in wake it (cnb__inbox_sleep). */
+static int block_ms(cnb_node_t *n, int64_t next_timer)
+{
+    if (n->dirty || n->reread || atomic_load_explicit(&n->inbox_ready, memory_order_acquire))
+        return 0;
+    int64_t left = next_timer - cnb__now_ms();
+    if (left <= 0)
+        return 0;
+    if (n->opts.spin_us > 0 && n->upper.busy && n->upper.busy(n) && cnb__spin_claim(n, CNB_SPIN_CLAIM_WAIT_US)) {
+        cnb__spin_until(io_ready, n, n->opts.spin_us);
+        cnb__spin_release(n);
+        if (atomic_load_explicit(&n->inbox_ready, memory_order_acquire))
+            return 0;
+    }
+    return cnb__inbox_sleep(n) ? (int)left : 0;
+}
+
 void *cnb__loop(void *arg)
 {
     cnb_node_t *n = arg;
@@ -71,17 +100,17 @@ void *cnb__loop(void *arg)
     n->now = cnb__now_ms();
     cnb__drain_inbox(n); /* whatever was sent before the loop ran */
     while (!atomic_load(&n->stopping)) {
-        n->now = cnb__now_ms();
-        int timeout = (int)(next_timer - n->now);
-        if (timeout < 0)
-            timeout = 0;
-        int k = epoll_wait(n->epfd, evs, 64, n->dirty || n->reread ? 0 : timeout);
+        int timeout = block_ms(n, next_timer);
+        int k = epoll_wait(n->epfd, evs, 64, timeout);
+        if (timeout)
+            cnb__inbox_awake(n);
         n->now = cnb__now_ms();
         for (int i = 0; i < k; i++) {
             cnb_ev_t *ev = evs[i].data.ptr;
             if (ev->kind == EV_LISTEN) {
                 cnb__accept(n);
             } else if (ev->kind == EV_WAKE) {
+                cnb__inbox_woken(n);
                 cnb__drain_inbox(n);
             } else {
                 cnb_conn_t *c = (cnb_conn_t *)ev;
@@ -106,6 +135,7 @@ void *cnb__loop(void *arg)
             if (c->ev.fd >= 0)
                 cnb__conn_readable(n, c);
         }
+        cnb__drain_inbox(n); /* handed in during the turn (no wake-up was asked) */
         if (n->now >= next_timer) {
             timers(n);
             cnb__hold_timers(n);

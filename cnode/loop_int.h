@@ -55,7 +55,15 @@ void cnb__conn_readable(cnb_node_t *n, cnb_conn_t *c);
 cnb_frag_limits_t cnb__frag_limits(const cnb_node_t *n);
 
 /* inbox.c: routes the frames and carries out the requests other threads
- * handed in, in the order they were given. */
+ * handed in, in the order they were given (nothing when none wait). */
 void cnb__drain_inbox(cnb_node_t *n);
+/* Before the I/O thread blocks: 1 when the inbox is empty, and from then on
+ * a hand-in writes the eventfd; 0 when something waits (do not block). */
+int cnb__inbox_sleep(cnb_node_t *n);
+/* After it blocked: awake again, it drains the inbox before it next blocks,
+ * so a hand-in needs no eventfd write. */
+void cnb__inbox_awake(cnb_node_t *n);
+/* The eventfd fired: consumes its count. */
+void cnb__inbox_woken(cnb_node_t *n);
 
 #endif /* CNB_LOOP_INT_H */

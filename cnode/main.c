@@ -41,6 +41,8 @@ static void usage(FILE *f)
             "  --log-level L       error | warning | info | debug (default info)\n"
             "  --threads N         worker threads (default 2)\n"
             "  --max-links-per-peer N  links + monitors one node may hold here (default 1048576)\n"
+            "  --spin-us N         microseconds an idle thread spins before it sleeps, for a\n"
+            "                      hand-off without a wake-up (default 100; 0: never spin)\n"
             "  --tls-cert F        run TLS distribution (as -proto_dist inet_tls) with this PEM\n"
             "                      certificate; peers on plain TCP are refused\n"
             "  --tls-key F         its PEM private key (default: in the --tls-cert file)\n"
@@ -139,7 +141,7 @@ static const struct option longopts[] = {
     {"demo", no_argument, 0, 'D'},            {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'v'},
     {"listen", required_argument, 0, 'L'},
-    {"max-links-per-peer", required_argument, 0, 'K'},
+    {"max-links-per-peer", required_argument, 0, 'K'}, {"spin-us", required_argument, 0, 'S'},
     {"tls-cert", required_argument, 0, 'X'},  {"tls-key", required_argument, 0, 'k'},
     {"tls-cacert", required_argument, 0, 'A'}, {"tls-verify", required_argument, 0, 'V'},
     {"tls-versions", required_argument, 0, 'R'}, {"tls-ciphers", required_argument, 0, 'P'},
@@ -159,7 +161,8 @@ static const struct range {
     int c;
     unsigned long min, max;
 } ranges[] = {{'p', 0, 65535},          {'t', 1, 86400}, {'u', 1, 3600},
-              {'m', 1024, 0xffffffffUL}, {'T', 1, 1024}, {'K', 1, 0xffffffffUL}};
+              {'m', 1024, 0xffffffffUL}, {'T', 1, 1024}, {'K', 1, 0xffffffffUL},
+              {'S', 0, 1000000}};
 
 /* Stores numeric flag c's value v (in its range). */
 static void set_number(cnb_node_opts_t *o, int c, unsigned long v)
@@ -170,6 +173,7 @@ static void set_number(cnb_node_opts_t *o, int c, unsigned long v)
     case 'u': o->net_setuptime = (unsigned)v; break;
     case 'm': o->max_message = (size_t)v; break;
     case 'T': o->threads = (unsigned)v; break;
+    case 'S': o->spin_us = v ? (int)v : -1; break;
     default: o->max_links_per_peer = (size_t)v; break; /* 'K' */
     }
 }

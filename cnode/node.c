@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,64 @@ int64_t cnb__now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cnb__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* When a spinning thread yields its CPU (sched_yield: a system call, ~2 us
+ * on a virtual machine, so not at every try): soon after it starts (a
+ * thread it just woke may have been queued on its CPU), then every
+ * SPIN_YIELD_NS. */
+#define SPIN_FIRST_YIELD_NS 2000
+#define SPIN_YIELD_NS 10000
+#define SPIN_TRIES 32 /* tries between two looks at the clock */
+
+int cnb__spin_until(int (*ready)(void *), void *arg, int us)
+{
+    if (us <= 0)
+        return ready(arg);
+    int64_t t = cnb__now_ns(), end = t + (int64_t)us * 1000, yield_at = t + SPIN_FIRST_YIELD_NS;
+    for (;;) {
+        for (int i = 0; i < SPIN_TRIES; i++) {
+            if (ready(arg))
+                return 1;
+            cnb__cpu_relax();
+        }
+        t = cnb__now_ns();
+        if (t >= end)
+            return ready(arg);
+        if (t >= yield_at) {
+            sched_yield();
+            yield_at = cnb__now_ns() + SPIN_YIELD_NS;
+        }
+    }
+}
+
+static int spinner_free(void *arg)
+{
+    cnb_node_t *n = arg;
+    return !atomic_load_explicit(&n->spinner, memory_order_relaxed);
+}
+
+int cnb__spin_claim(cnb_node_t *n, int wait_us)
+{
+    int idle = 0;
+    if (atomic_compare_exchange_strong(&n->spinner, &idle, 1))
+        return 1;
+    if (wait_us <= 0 || !cnb__spin_until(spinner_free, n, wait_us))
+        return 0;
+    idle = 0; /* freed: one more try */
+    return atomic_compare_exchange_strong(&n->spinner, &idle, 1);
+}
+
+void cnb__spin_release(cnb_node_t *n)
+{
+    atomic_store_explicit(&n->spinner, 0, memory_order_release);
 }
 
 int cnb__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
@@ -127,6 +186,10 @@ int cnb__node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
         n->opts.max_message = (size_t)256 << 20;
     if (!n->opts.max_pending)
         n->opts.max_pending = (size_t)64 << 20;
+    if (!n->opts.spin_us)
+        n->opts.spin_us = CNB_SPIN_US_DEFAULT;
+    else if (n->opts.spin_us < 0)
+        n->opts.spin_us = 0;
     n->epfd = -1;
     n->listen_ev.fd = -1;
     n->wake_ev.fd = -1;

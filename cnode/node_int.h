@@ -157,6 +157,10 @@ typedef struct cnb_upper {
     /* peer is gone: its live connection closed, or none could be made.
      * Called before on_node(peer, 0). */
     void (*nodedown)(cnb_node_t *n, const char *peer);
+    /* Nonzero while work handed up is queued or running on other threads
+     * (so output, a reply, is likely soon): the I/O thread spins a while
+     * for it before it sleeps. Any thread; lock-free. */
+    int (*busy)(cnb_node_t *n);
 } cnb_upper_t;
 
 typedef struct cnb_peer_info {
@@ -207,7 +211,10 @@ struct cnb_node {
     cnb_chunk_t *inbox_head, *inbox_tail;
     size_t inbox_frames; /* frames in it, the clock of cnb_ctl_t.after */
     cnb_ctl_t *ctl_head, *ctl_tail;
-    int inbox_signalled;
+    int inbox_signalled; /* no eventfd write needed: one is pending, or the I/O
+                            thread is awake and drains the inbox before it sleeps */
+    atomic_int inbox_ready; /* frames or requests wait (read without the lock) */
+    atomic_int spinner;     /* a thread of the node spins (cnb__spin_claim) */
 
     /* The layer above (see cnb_upper_t). */
     cnb_upper_t upper;
@@ -230,6 +237,42 @@ struct cnb_node {
     cnb_peer_info_t *peers;
     int npeers, peers_cap;
 };
+
+/* Spinning before sleeping (opts.spin_us): a thread that will soon be
+ * handed work (a pool thread out of it, the I/O thread while workers run)
+ * polls for it a while, so that the hand-off costs no wake-up (a futex or
+ * eventfd wake and the sleeper's rescheduling: tens of microseconds on a
+ * virtual machine, where a spinning hand-off costs well under one). */
+static inline void cnb__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* CLOCK_MONOTONIC in nanoseconds (vDSO: no system call). */
+int64_t cnb__now_ns(void);
+
+/* Polls ready(arg) with a CPU pause between tries for up to us microseconds;
+ * every SPIN_YIELD_NS of it the thread yields its CPU to runnable threads
+ * (on a machine with few cores the thread that will hand over the work may
+ * be waiting for this one's). Returns 1 as soon as ready() does, 0 when
+ * the time is up. */
+int cnb__spin_until(int (*ready)(void *), void *arg, int us);
+
+/* One thread of a node spins at a time (the I/O thread for a reply, or one
+ * pool thread for work), so that on a machine of few cores spinning never
+ * takes every core from the threads that make the work. Claims the role,
+ * waiting up to wait_us for its holder to give it up; 1 when claimed (give
+ * it back with cnb__spin_release), 0 when not. */
+int cnb__spin_claim(cnb_node_t *n, int wait_us);
+/* How long a thread waits for the role: its holder gives it up within a
+ * microsecond once what it waited for came (the pool thread spinning for
+ * work that the I/O thread just queued, the I/O thread for a reply). */
+#define CNB_SPIN_CLAIM_WAIT_US 5
+void cnb__spin_release(cnb_node_t *n);
 
 /* node.c: the connection layer's half of a node's life; node_rt.c wraps it
  * with the runtime's. node_create: names, cookie, creation (nothing opened);

@@ -13,6 +13,7 @@
 static const cnb_upper_t runtime_upper = {
     .message = cnb__dispatch,
     .nodedown = cnb__rt_nodedown,
+    .busy = cnb__rt_busy,
 };
 
 /* Frees the runtime's state; the I/O thread has stopped (or never ran).

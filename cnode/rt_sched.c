@@ -1,14 +1,33 @@
 /* rt_sched.c: scheduling of the process runtime: each worker's mailbox of
  * signals, the run queue of workers with signals waiting, and the pool of
- * threads that takes them from it, BATCH signals at a time.
- * Tests: tests/integration/runtime_tests.erl, bench (runtime section). */
+ * threads that takes them from it, BATCH signals at a time. A pool thread
+ * out of work spins a while (opts.spin_us; one thread at a time) before it
+ * sleeps on a semaphore, so that the next hand-off from the I/O thread needs
+ * no wake-up; the queue posts only for threads that sleep (a semaphore, not
+ * a condition variable: a thread woken from pthread_cond_wait holds its
+ * mutex as contended, and its unlock costs one more system call).
+ * Tests: tests/integration/runtime_tests.erl, spin_tests.erl, bench
+ * (targets section). */
 #include "runtime_int.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define BATCH 64 /* signals a worker handles before yielding its thread */
 
+/* With rq_mu held: takes one sleeping thread off the count, to be woken
+ * (sem_post) once the lock is released. Returns whether there was one. */
+static int take_sleeper(cnb_rt_t *rt)
+{
+    if (!rt->sleepers)
+        return 0;
+    rt->sleepers--;
+    return 1;
+}
+
+/* Queues p. A sleeping thread is woken only when no thread spins: a
+ * spinning one takes p, and wakes a sleeper itself if more is queued. */
 static void rq_push(cnb_rt_t *rt, cnb_proc_t *p)
 {
     pthread_mutex_lock(&rt->rq_mu);
@@ -18,8 +37,18 @@ static void rq_push(cnb_rt_t *rt, cnb_proc_t *p)
     else
         rt->rq_head = p;
     rt->rq_tail = p;
-    pthread_cond_signal(&rt->rq_cv);
+    atomic_fetch_add_explicit(&rt->rq_len, 1, memory_order_release);
+    int wake = !atomic_load_explicit(&rt->spinning, memory_order_acquire) && take_sleeper(rt);
     pthread_mutex_unlock(&rt->rq_mu);
+    if (wake)
+        sem_post(&rt->rq_sem);
+}
+
+int cnb__rt_busy(cnb_node_t *n)
+{
+    cnb_rt_t *rt = n->rt;
+    return rt && (atomic_load_explicit(&rt->rq_len, memory_order_acquire) ||
+                  atomic_load_explicit(&rt->running, memory_order_acquire));
 }
 
 /* Links s into p's mailbox (a priority signal after those already waiting,
@@ -145,23 +174,68 @@ static void run(cnb_proc_t *p)
     rq_push(p->rt, p); /* still scheduled: let others run first */
 }
 
+static int rq_ready(void *arg)
+{
+    const cnb_rt_t *rt = arg;
+    return atomic_load_explicit(&rt->rq_len, memory_order_acquire) ||
+           atomic_load_explicit(&rt->stopping, memory_order_relaxed);
+}
+
+/* Out of work: spins a while for more, when no other thread of the node
+ * spins (the I/O thread, awaiting this thread's reply, gives the role up
+ * at once, as no worker runs any more). */
+static void spin_for_work(cnb_rt_t *rt)
+{
+    cnb_node_t *n = rt->node;
+    int us = n->opts.spin_us;
+    if (us <= 0 || rq_ready(rt) || !cnb__spin_claim(n, CNB_SPIN_CLAIM_WAIT_US))
+        return;
+    atomic_store_explicit(&rt->spinning, 1, memory_order_release);
+    cnb__spin_until(rq_ready, rt, us);
+    atomic_store_explicit(&rt->spinning, 0, memory_order_release);
+    cnb__spin_release(n);
+}
+
+/* Sleeps until work is queued or the pool stops: NULL then, else the
+ * worker taken from the queue (and counted running). A thread sleeps on the
+ * semaphore, counted in sleepers; whoever takes it off the count posts. */
+static cnb_proc_t *next_worker(cnb_rt_t *rt)
+{
+    pthread_mutex_lock(&rt->rq_mu);
+    while (!rt->rq_head && !rt->stop) {
+        rt->sleepers++;
+        pthread_mutex_unlock(&rt->rq_mu);
+        while (sem_wait(&rt->rq_sem) && errno == EINTR)
+            ;
+        pthread_mutex_lock(&rt->rq_mu);
+    }
+    cnb_proc_t *p = rt->rq_head;
+    int wake = 0;
+    if (p) {
+        rt->rq_head = p->rq_next;
+        if (!rt->rq_head)
+            rt->rq_tail = NULL;
+        else
+            wake = take_sleeper(rt); /* more waits: one more thread on it */
+        atomic_fetch_add_explicit(&rt->running, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&rt->rq_len, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&rt->rq_mu);
+    if (wake)
+        sem_post(&rt->rq_sem);
+    return p;
+}
+
 static void *pool_thread(void *arg)
 {
     cnb_rt_t *rt = arg;
     for (;;) {
-        pthread_mutex_lock(&rt->rq_mu);
-        while (!rt->rq_head && !rt->stop)
-            pthread_cond_wait(&rt->rq_cv, &rt->rq_mu);
-        if (!rt->rq_head && rt->stop) {
-            pthread_mutex_unlock(&rt->rq_mu);
+        spin_for_work(rt);
+        cnb_proc_t *p = next_worker(rt);
+        if (!p)
             return NULL;
-        }
-        cnb_proc_t *p = rt->rq_head;
-        rt->rq_head = p->rq_next;
-        if (!rt->rq_head)
-            rt->rq_tail = NULL;
-        pthread_mutex_unlock(&rt->rq_mu);
         run(p);
+        atomic_fetch_sub_explicit(&rt->running, 1, memory_order_release);
     }
 }
 
@@ -177,8 +251,12 @@ void cnb__pool_stop(cnb_rt_t *rt)
 {
     pthread_mutex_lock(&rt->rq_mu);
     rt->stop = 1;
-    pthread_cond_broadcast(&rt->rq_cv);
+    atomic_store(&rt->stopping, 1);
+    int sleeping = rt->sleepers;
+    rt->sleepers = 0;
     pthread_mutex_unlock(&rt->rq_mu);
+    while (sleeping-- > 0)
+        sem_post(&rt->rq_sem);
     for (int i = 0; i < rt->started; i++)
         pthread_join(rt->threads[i], NULL);
 }

@@ -187,7 +187,7 @@ int cnb__rt_create(cnb_node_t *n, unsigned threads, cnb_rt_t **out)
     }
     pthread_rwlock_init(&rt->tab_lock, NULL);
     pthread_mutex_init(&rt->rq_mu, NULL);
-    pthread_cond_init(&rt->rq_cv, NULL);
+    sem_init(&rt->rq_sem, 0, 0);
     *out = rt;
     return 0;
 }
@@ -223,6 +223,6 @@ void cnb__rt_destroy(cnb_rt_t *rt)
     cnb__ln_destroy(rt->ln);
     pthread_rwlock_destroy(&rt->tab_lock);
     pthread_mutex_destroy(&rt->rq_mu);
-    pthread_cond_destroy(&rt->rq_cv);
+    sem_destroy(&rt->rq_sem);
     free(rt);
 }

@@ -26,6 +26,9 @@ void cnb__rt_destroy(cnb_rt_t *rt); /* after the I/O thread has stopped */
 int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m);
 /* I/O thread: a connection went down (or could not be made). */
 void cnb__rt_nodedown(cnb_node_t *n, const char *peer);
+/* Any thread, lock-free: nonzero while workers are queued or running (their
+ * replies may come soon). */
+int cnb__rt_busy(cnb_node_t *n);
 
 /* calls.c */
 typedef struct cnb_calls cnb_calls_t;

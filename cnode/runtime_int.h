@@ -9,6 +9,8 @@
 #define CNB_RUNTIME_INT_H
 
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "node_rt.h"
@@ -86,8 +88,13 @@ struct cnb_rt {
     cnb_proc_t **names;
     size_t names_size;
     pthread_mutex_t rq_mu;
-    pthread_cond_t rq_cv;
+    sem_t rq_sem;         /* pool threads sleep on it */
     cnb_proc_t *rq_head, *rq_tail;
+    int sleepers;         /* pool threads asleep and not yet posted for (under rq_mu) */
+    atomic_int rq_len;    /* workers in the run queue (read without the lock) */
+    atomic_int running;   /* pool threads running a worker */
+    atomic_int spinning;  /* a pool thread spins for work (at most one) */
+    atomic_int stopping;  /* stop, for the spinner */
     int stop;
     unsigned nthreads;
     pthread_t *threads;

@@ -179,7 +179,15 @@ typedef struct cnb_node_opts {
     const char *tls_ciphers;   /* allowed ciphers, OpenSSL names separated by ':' (TLS 1.2
                                   cipher names and TLS 1.3 suite names may be mixed;
                                   NULL: OpenSSL's defaults) */
+    int spin_us;               /* microseconds a thread spins before it sleeps: a pool
+                                  thread out of work, the I/O thread while workers run
+                                  (a reply is likely); a hand-off to a spinning thread
+                                  costs no wake-up (0: the default, CNB_SPIN_US_DEFAULT;
+                                  negative: never spin) */
 } cnb_node_opts_t;
+
+/* The default of cnb_node_opts_t.spin_us. */
+#define CNB_SPIN_US_DEFAULT 100
 
 /* Creates a node: resolves its full name, reads the cookie, draws a random
  * non-zero creation. Nothing is opened yet. Returns 0 or CNB_EINVAL (bad or

@@ -1,0 +1,123 @@
+%% Integration tests of the call and message path's spinning hand-offs (issue
+%% 19: a pool thread out of work and the I/O thread awaiting a reply spin a
+%% while before they sleep, and a hand-off to a spinning thread wakes
+%% nobody): messages and calls from many senders at once keep each sender's
+%% order and every call gets its own reply, with spinning on (several spin
+%% times) and off; and an idle node takes no CPU once the traffic stops.
+%% Real nodes and the real cnode program (--demo: echo and probe workers).
+-module(spin_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+%% Run on the peer node.
+-export([traffic/3, sender/4, caller/3]).
+
+-define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> cnb_cluster:with(fun Name/1) end}}).
+
+spin_test_() ->
+    [?T(order_kept_spin_default, 180),
+     ?T(order_kept_spin_long, 180),
+     ?T(order_kept_spin_off, 180),
+     ?T(idle_node_takes_no_cpu, 120)].
+
+-define(SENDERS, 4).
+-define(MSGS, 3000).     % per sender
+-define(CALLERS, 8).
+-define(CALLS, 300).     % per caller
+
+start(C, Extra) ->
+    {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a"}),
+    {ok, Port, CN} = cnb_cluster:start_cnode(
+                       C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                           cnb_cluster:unique_name("c"), "--demo", "--connect",
+                           atom_to_list(NA) | Extra]),
+    {A, Port, CN}.
+
+order_kept_spin_default(C) -> order_kept(C, []).
+
+%% Spinning longer than any gap in the traffic: the pool thread and the I/O
+%% thread hand almost everything over without sleeping.
+order_kept_spin_long(C) -> order_kept(C, ["--spin-us", "5000"]).
+
+order_kept_spin_off(C) -> order_kept(C, ["--spin-us", "0"]).
+
+%% Two probes (so both pool threads run), each subscribed to a collector:
+%% SENDERS processes send MSGS messages {m, Sender, I} to them, a call to
+%% the probe every 50 messages, while CALLERS processes call echo; each
+%% sender's messages reach the collector in the order sent, and every call
+%% gets its own request back.
+order_kept(C, Extra) ->
+    {A, _Port, CN} = start(C, Extra),
+    Result = cnb_cluster:call(A, ?MODULE, traffic, [CN, ?SENDERS, ?MSGS], 150000),
+    ?assertEqual(ok, Result).
+
+%% On the peer: the whole exchange; ok or what went wrong.
+traffic(CN, Senders, Msgs) ->
+    Self = self(),
+    Probes = [begin
+                  {ok, P} = gen_server:call({probe, CN}, spawn),
+                  ok = gen_server:call(P, {subscribe, Self}),
+                  P
+              end || _ <- [1, 2]],
+    Ss = [spawn_link(?MODULE, sender, [Self, lists:nth(1 + K rem 2, Probes), K, Msgs])
+          || K <- lists:seq(1, Senders)],
+    Cs = [spawn_link(?MODULE, caller, [Self, {echo, CN}, K]) || K <- lists:seq(1, ?CALLERS)],
+    CallsOk = [receive {called, P, R} -> R after 120000 -> {caller_timeout, P} end || P <- Cs],
+    SendsOk = [receive {sent, P} -> ok after 120000 -> {sender_timeout, P} end || P <- Ss],
+    Got = collect(maps:from_list([{K, 0} || K <- lists:seq(1, Senders)]), Senders * Msgs),
+    Bad = [X || X <- CallsOk ++ SendsOk, X =/= ok],
+    case {Bad, Got} of
+        {[], ok} -> ok;
+        _ -> {Bad, Got}
+    end.
+
+%% Each sender's next number, until Total messages came; then ok.
+collect(_Next, 0) -> ok;
+collect(Next, Left) ->
+    receive
+        {probe_info, _, {m, K, I}} ->
+            case maps:get(K, Next) of
+                Prev when I =:= Prev + 1 -> collect(Next#{K := I}, Left - 1);
+                Prev -> {out_of_order, K, {after_, Prev}, {got, I}}
+            end
+    after 60000 ->
+            {missing, Left, Next}
+    end.
+
+sender(Parent, Probe, K, Msgs) ->
+    lists:foreach(fun(I) ->
+                          Probe ! {m, K, I},
+                          I rem 50 =:= 0 andalso (ok = gen_server:call(Probe, {trap_exit, false}))
+                  end, lists:seq(1, Msgs)),
+    Parent ! {sent, self()}.
+
+caller(Parent, Dest, K) ->
+    R = lists:foldl(fun(I, ok) ->
+                            case gen_server:call(Dest, {K, I}, 30000) of
+                                {K, I} -> ok;
+                                Other -> {wrong_reply, {K, I}, Other}
+                            end;
+                       (_, Err) -> Err
+                    end, ok, lists:seq(1, ?CALLS)),
+    Parent ! {called, self(), R}.
+
+%% After a burst of calls and messages (spinning at its longest), the node
+%% goes quiet: over 3 s it takes at most 3% of a core (its 100 ms timer and
+%% ticks cost a few milliseconds; a thread still spinning would take 100%).
+idle_node_takes_no_cpu(C) ->
+    {A, Port, CN} = start(C, ["--spin-us", "5000"]),
+    ok = cnb_cluster:call(A, ?MODULE, traffic, [CN, 2, 1000], 100000),
+    OsPid = cnb_cluster:cnode_os_pid(C, Port),
+    timer:sleep(500),
+    T0 = cpu_ticks(OsPid),
+    timer:sleep(3000),
+    Used = cpu_ticks(OsPid) - T0,
+    Hz = 100, % USER_HZ on Linux
+    ?debugFmt("idle C node: ~b ms of CPU in 3 s", [Used * 1000 div Hz]),
+    ?assert(Used * 1000 div Hz =< 90).
+
+%% utime + stime of the whole process (every thread), in clock ticks.
+cpu_ticks(OsPid) ->
+    {ok, S} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/stat"),
+    [_, Rest] = binary:split(S, <<") ">>),
+    Fields = string:lexemes(binary_to_list(Rest), " "),
+    list_to_integer(lists:nth(12, Fields)) + list_to_integer(lists:nth(13, Fields)).
