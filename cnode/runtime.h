@@ -56,6 +56,15 @@ int cnb__sig_monitor(cnb_node_t *n, int op, const erlang_pid *from, const erlang
 int cnb__sig_down(cnb_node_t *n, const erlang_pid *obj, const char *obj_name,
                   const erlang_pid *to, const erlang_ref *ref, const char *reason, size_t len);
 
+/* rt_signals.c: a worker's end sends its exits, DOWNs and demonitors in one
+ * burst: between begin and end, the signals this thread sends are framed
+ * and held, and end hands them all to the I/O thread back to back, in
+ * order, so that one wake-up of it sends them all (handed one by one as
+ * they were encoded, each could cost a wake-up of its own). Only the
+ * thread that began the burst is affected. */
+void cnb__sig_burst_begin(void);
+void cnb__sig_burst_end(cnb_node_t *n);
+
 /* rt_signals.c: the one answer to a link or monitor m that cannot be made:
  * an exit (LINK) or a DOWN (MONITOR_P, by pid or name) with reason why, an
  * atom (noproc: no such process; system_limit: the peer's cap), from m's
