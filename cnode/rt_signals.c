@@ -95,6 +95,32 @@ static int send_pair(cnb_node_t *n, long op, const uint64_t *id, const erlang_pi
     return send_ctrl(n, to->node, &x, e, payload, plen);
 }
 
+int cnb__sig_send(cnb_node_t *n, const erlang_pid *to, const char *msg, size_t len)
+{
+    ei_x_buff x; /* SEND {2, '', To}, as cnb_send */
+    if (ei_x_new_with_version(&x))
+        return CNB_ENOMEM;
+    int e = ei_x_encode_tuple_header(&x, 3);
+    e |= ei_x_encode_long(&x, CNB_OP_SEND);
+    e |= ei_x_encode_atom(&x, "");
+    e |= ei_x_encode_pid(&x, to);
+    return send_ctrl(n, to->node, &x, e, msg, len);
+}
+
+int cnb__sig_reg_send(cnb_node_t *n, const erlang_pid *from, const char *peer, const char *name,
+                      const char *msg, size_t len)
+{
+    ei_x_buff x; /* REG_SEND {6, From, '', Name}, as cnb_reg_send */
+    if (ei_x_new_with_version(&x))
+        return CNB_ENOMEM;
+    int e = ei_x_encode_tuple_header(&x, 4);
+    e |= ei_x_encode_long(&x, CNB_OP_REG_SEND);
+    e |= ei_x_encode_pid(&x, from);
+    e |= ei_x_encode_atom(&x, "");
+    e |= ei_x_encode_atom(&x, name);
+    return send_ctrl(n, peer, &x, e, msg, len);
+}
+
 int cnb__sig_link(cnb_node_t *n, const erlang_pid *from, const erlang_pid *to)
 {
     return send_pair(n, CNB_OP_LINK, NULL, from, to, NULL, 0);
