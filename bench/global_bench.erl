@@ -33,12 +33,15 @@ holder(Name) ->
     receive {held, P} -> P end.
 
 %% Polls until Name is undefined here; microseconds since T0 (os time, shared
-%% by the VMs on this host).
+%% by the VMs on this host). The poller yields between looks: it must not
+%% hold the scheduler global_name_server waits for (without the yield, a
+%% DOWN that lands in the poller's run queue waited out the poller's whole
+%% time slice, a few hundred microseconds, and the figure measured that).
 -spec wait_gone_us(term(), integer()) -> integer().
 wait_gone_us(Name, T0) ->
     case global:whereis_name(Name) of
         undefined -> os:system_time(microsecond) - T0;
-        _ -> wait_gone_us(Name, T0)
+        _ -> erlang:yield(), wait_gone_us(Name, T0)
     end.
 
 %% The BEAM counterpart of the C node's cache_sup, registered here as

@@ -144,15 +144,20 @@ int cnb_call(cnb_node_t *n, const erlang_pid *to, const char *name, const char *
     c->slots = s;
     pthread_mutex_unlock(&c->mu);
 
-    /* Monitor first (same ref), then {'$gen_call', {Tmp, [alias|Ref]}, Req}. */
-    int rc = cnb__sig_monitor(n, CNB_OP_MONITOR_P, &s->tmp, to, to ? NULL : name, s->peer,
-                              &s->ref);
+    /* Monitor first (same ref), then {'$gen_call', {Tmp, [alias|Ref]}, Req}:
+     * encoded and queued ahead of the request, both handed to the I/O thread
+     * in one burst (one wake-up sends both). */
     ei_x_buff x;
-    if (!rc && !(rc = cnb__gen_call_msg(&x, &s->tmp, &s->ref, req, len))) {
-        if (to)
-            rc = cnb_send(n, &s->tmp, to, x.buff, (size_t)x.index);
-        else
-            rc = cnb_reg_send(n, &s->tmp, peer, name, x.buff, (size_t)x.index);
+    int rc = cnb__gen_call_msg(&x, &s->tmp, &s->ref, req, len);
+    if (!rc) {
+        cnb__sig_burst_begin();
+        rc = cnb__sig_monitor(n, CNB_OP_MONITOR_P, &s->tmp, to, to ? NULL : name, s->peer,
+                              &s->ref);
+        if (!rc && to)
+            rc = cnb__sig_send(n, to, x.buff, (size_t)x.index);
+        else if (!rc)
+            rc = cnb__sig_reg_send(n, &s->tmp, peer, name, x.buff, (size_t)x.index);
+        cnb__sig_burst_end(n);
         ei_x_free(&x);
     }
 
@@ -171,9 +176,12 @@ int cnb_call(cnb_node_t *n, const erlang_pid *to, const char *name, const char *
             break;
         }
     pthread_mutex_unlock(&c->mu);
-    /* The monitor (and alias) go away with the slot; after ENOMEM it may
-     * have been made, so it goes too (a DEMONITOR of none is harmless). */
-    if (rc == CNB_ETIMEDOUT || rc == CNB_ENOMEM)
+    /* The monitor (and alias) go away with the slot, as gen_server:call
+     * demonitors once answered: left, each call would leave a monitor on
+     * the callee (rex, for every cnb_rpc) until the connection ends. After
+     * ENOMEM it may have been made, so it goes too (a DEMONITOR of none is
+     * harmless); a DOWN or a lost connection took it already. */
+    if (rc == 0 || rc == CNB_ETIMEDOUT || rc == CNB_ENOMEM)
         cnb__sig_monitor(n, CNB_OP_DEMONITOR_P, &s->tmp, to, to ? NULL : name, s->peer, &s->ref);
     if (s->reply.buff && (rc == 0 || rc == CNB_ENOPROC))
         *reply = s->reply; /* handed over */

@@ -306,7 +306,10 @@ static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
     int c1 = i;
     if (arity == 4 && (ei_decode_long(req, &i, &ttl) || ttl < 0))
         return error_reply(reply, "badarg");
-    /* The global name {cache, MediaId}: a live owner wins. */
+    /* The global name {cache, MediaId}: a live owner wins. The worker is
+     * started first and the name taken for it in one round trip to :global;
+     * asking whereis first would cost every start a second one. When the
+     * name is taken, cnb_global_register says by whom and this worker goes. */
     ei_x_buff gname;
     int e = ei_x_new_with_version(&gname);
     e |= ei_x_encode_tuple_header(&gname, 2);
@@ -315,10 +318,6 @@ static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
     cnb_node_t *n = cnb_proc_node(self);
     erlang_pid owner, pid;
     const char *why = e ? "enomem" : NULL;
-    if (!why && cnb_global_whereis(n, gname.buff, (size_t)gname.index, &owner, 5000) == 0) {
-        ei_x_free(&gname);
-        return already_started(reply, &owner);
-    }
     if (why || (why = start_cache(n, req, c0, c1, ttl, &gname, &pid))) {
         ei_x_free(&gname);
         return error_reply(reply, why);
@@ -327,7 +326,7 @@ static int sup_call(cnb_proc_t *self, void *state, const char *req, size_t len,
                                  CNB_GLOBAL_RANDOM_EXIT, 5000, &owner);
     ei_x_free(&gname);
     if (rc == CNB_EEXIST) {
-        /* Someone registered it meanwhile: this worker goes, theirs stays. */
+        /* The name is taken: this worker goes, the live owner stays. */
         char r[32];
         int k = 0;
         ei_encode_version(r, &k);

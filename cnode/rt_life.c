@@ -135,13 +135,16 @@ void cnb__proc_finish(cnb_proc_t *p)
     snprintf(name, sizeof(name), "%s", p->name ? p->name : "");
 
     cnb__pt_remove(rt, p);
-    /* Nobody can push now. Signals still queued arrived before the end. */
+    /* Nobody can push now. Signals still queued arrived before the end.
+     * What the end owes others goes in one burst (see cnb__sig_burst_begin). */
+    cnb__sig_burst_begin();
     for (sig_t *s = cnb__mbox_take_all(p), *nx; s; s = nx) {
         nx = s->next;
         cnb__links_unanswered(p, s, reason, rlen);
         cnb__sig_free(p, s);
     }
     cnb__links_end(p, reason, rlen);
+    cnb__sig_burst_end(n);
     if (cnb__log_on(n, CNB_LOG_INFO)) {
         char why[256];
         cnb__log(n, CNB_LOG_INFO, "worker <%u.%u>%s%s ended: %s", p->pid.num, p->pid.serial,

@@ -21,6 +21,45 @@ int cnb__rt_peer_has(cnb_node_t *n, const char *peer, uint64_t flag)
     return (cnb_node_peer_flags(n, peer) & flag) != 0;
 }
 
+/* The burst this thread holds (cnb__sig_burst_begin): on while set. */
+static __thread int burst_on;
+static __thread cnb_chunk_t *burst_head, *burst_tail;
+
+void cnb__sig_burst_begin(void)
+{
+    burst_on = 1;
+    burst_head = burst_tail = NULL;
+}
+
+void cnb__sig_burst_end(cnb_node_t *n)
+{
+    cnb_chunk_t *ch = burst_head;
+    burst_on = 0;
+    burst_head = burst_tail = NULL;
+    while (ch) {
+        cnb_chunk_t *nx = ch->next;
+        cnb__submit(n, ch); /* takes ch; ECLOSED only when the node stops */
+        ch = nx;
+    }
+}
+
+/* In a burst: ctrl and payload framed for peer and held. Returns as
+ * cnb_send_ctrl (whose checks the runtime's own signals always pass). */
+static int burst_add(const char *peer, const ei_x_buff *ctrl, const char *payload, size_t plen)
+{
+    if (strlen(peer) >= CNB_NAME_MAX || !strchr(peer, '@'))
+        return CNB_EINVAL;
+    cnb_chunk_t *ch = cnb__chunk_frame(peer, ctrl->buff, (size_t)ctrl->index, payload, plen);
+    if (!ch)
+        return CNB_ENOMEM;
+    if (burst_tail)
+        burst_tail->next = ch;
+    else
+        burst_head = ch;
+    burst_tail = ch;
+    return 0;
+}
+
 /* Sends the control tuple in ctrl (err: its encoders' results OR-ed) with
  * payload to peer, and frees ctrl. Returns cnb_send_ctrl's result, or
  * CNB_ENOMEM when an encoder failed: nothing sent, and a line logged, since
@@ -31,6 +70,8 @@ static int send_ctrl(cnb_node_t *n, const char *peer, ei_x_buff *ctrl, int err,
     int rc = CNB_ENOMEM;
     if (err)
         cnb__log(n, CNB_LOG_WARNING, "out of memory: a signal to %s was not sent", peer);
+    else if (burst_on)
+        rc = burst_add(peer, ctrl, payload, plen);
     else
         rc = cnb_send_ctrl(n, peer, ctrl->buff, (size_t)ctrl->index, payload, plen);
     ei_x_free(ctrl);
@@ -52,6 +93,32 @@ static int send_pair(cnb_node_t *n, long op, const uint64_t *id, const erlang_pi
     e |= ei_x_encode_pid(&x, from);
     e |= ei_x_encode_pid(&x, to);
     return send_ctrl(n, to->node, &x, e, payload, plen);
+}
+
+int cnb__sig_send(cnb_node_t *n, const erlang_pid *to, const char *msg, size_t len)
+{
+    ei_x_buff x; /* SEND {2, '', To}, as cnb_send */
+    if (ei_x_new_with_version(&x))
+        return CNB_ENOMEM;
+    int e = ei_x_encode_tuple_header(&x, 3);
+    e |= ei_x_encode_long(&x, CNB_OP_SEND);
+    e |= ei_x_encode_atom(&x, "");
+    e |= ei_x_encode_pid(&x, to);
+    return send_ctrl(n, to->node, &x, e, msg, len);
+}
+
+int cnb__sig_reg_send(cnb_node_t *n, const erlang_pid *from, const char *peer, const char *name,
+                      const char *msg, size_t len)
+{
+    ei_x_buff x; /* REG_SEND {6, From, '', Name}, as cnb_reg_send */
+    if (ei_x_new_with_version(&x))
+        return CNB_ENOMEM;
+    int e = ei_x_encode_tuple_header(&x, 4);
+    e |= ei_x_encode_long(&x, CNB_OP_REG_SEND);
+    e |= ei_x_encode_pid(&x, from);
+    e |= ei_x_encode_atom(&x, "");
+    e |= ei_x_encode_atom(&x, name);
+    return send_ctrl(n, peer, &x, e, msg, len);
 }
 
 int cnb__sig_link(cnb_node_t *n, const erlang_pid *from, const erlang_pid *to)

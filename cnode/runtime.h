@@ -55,9 +55,24 @@ int cnb__sig_exit(cnb_node_t *n, int op, const erlang_pid *from, const erlang_pi
 /* to_name != NULL: monitor by name on node `peer`. */
 int cnb__sig_monitor(cnb_node_t *n, int op, const erlang_pid *from, const erlang_pid *to,
                      const char *to_name, const char *peer, const erlang_ref *ref);
+/* A message msg (len bytes, version byte first) to pid to, or to name at
+ * peer from from: what cnb_send and cnb_reg_send send, through here so that
+ * a burst holds them too. */
+int cnb__sig_send(cnb_node_t *n, const erlang_pid *to, const char *msg, size_t len);
+int cnb__sig_reg_send(cnb_node_t *n, const erlang_pid *from, const char *peer, const char *name,
+                      const char *msg, size_t len);
 /* DOWN: obj_name != NULL when the monitor was set by name. */
 int cnb__sig_down(cnb_node_t *n, const erlang_pid *obj, const char *obj_name,
                   const erlang_pid *to, const erlang_ref *ref, const char *reason, size_t len);
+
+/* rt_signals.c: a worker's end sends its exits, DOWNs and demonitors in one
+ * burst: between begin and end, the signals this thread sends are framed
+ * and held, and end hands them all to the I/O thread back to back, in
+ * order, so that one wake-up of it sends them all (handed one by one as
+ * they were encoded, each could cost a wake-up of its own). Only the
+ * thread that began the burst is affected. */
+void cnb__sig_burst_begin(void);
+void cnb__sig_burst_end(cnb_node_t *n);
 
 /* rt_signals.c: the one answer to a link or monitor m that cannot be made:
  * an exit (LINK) or a DOWN (MONITOR_P, by pid or name) with reason why, an

@@ -337,7 +337,23 @@ c_calls_erlang_and_rpc(C) ->
     ?assertMatch({ok, {badrpc, {'EXIT', {undef, _}}}},
                  gcall(A, {probe, CN}, {rpc, NA, no_such_module, f, [], 2000})),
     %% C worker calls another C worker (loopback through the node).
-    ?assertEqual({ok, {x, 1}}, gcall(A, {probe, CN}, {call, echo, CN, {x, 1}, 2000})).
+    ?assertEqual({ok, {x, 1}}, gcall(A, {probe, CN}, {call, echo, CN, {x, 1}, 2000})),
+    %% Answered calls leave no monitor behind on the callee (as
+    %% gen_server:call demonitors): none of the C node's pids still
+    %% monitors rex or the server once the DEMONITORs are in.
+    [?assertEqual({ok, hi}, gcall(A, {probe, CN}, {call, rt_server, NA, {echo, hi}, 2000}))
+     || _ <- lists:seq(1, 20)],
+    [?assertEqual({ok, NA}, gcall(A, {probe, CN}, {rpc, NA, erlang, node, [], 2000}))
+     || _ <- lists:seq(1, 20)],
+    CMonitors = fun(Name) ->
+                        {monitored_by, By} =
+                            call(A, erlang, process_info, [call(A, erlang, whereis, [Name]),
+                                                           monitored_by]),
+                        [P || P <- By, is_pid(P), node(P) =:= CN]
+                end,
+    _ = cnb_cluster:wait_until(fun() -> {CMonitors(rex), CMonitors(rt_server)} =:= {[], []} end,
+                               5000),
+    ?assertEqual({[], []}, {CMonitors(rex), CMonitors(rt_server)}).
 
 sys_messages(C) ->
     {A, _} = node_a(C),
