@@ -99,9 +99,11 @@ $(CNODE_BIN): $(CNODE_PROG:%.c=$(BUILD)/%.o) $(LIBCNODE)
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDLIBS_EI) $(LDLIBS_SYS) $(SAN)
 
+# --exclude-libs: core's symbols stay inside the NIF (its calls into core
+# bind directly, not through the PLT); only nif_init is exported.
 $(NIF_SO): $(NIF_OBJ) $(LIBCORE)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -fvisibility=hidden -o $@ $(NIF_OBJ) $(LIBCORE) -lz -lpthread -lrt $(SAN)
+	$(CC) -shared -fvisibility=hidden -Wl,--exclude-libs,ALL -o $@ $(NIF_OBJ) $(LIBCORE) -lz -lpthread -lrt $(SAN)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBCNODE)
 	@mkdir -p $(dir $@)

@@ -457,17 +457,32 @@ struct cnb__reg_probe {
     uint32_t node, num, serial, creation;
 };
 
-void cnb__reg_probe_key(struct cnb__reg_probe *p, uint64_t h, const void *key,
-                        uint32_t klen);
+static inline void cnb__reg_probe_key(struct cnb__reg_probe *p, uint64_t h, const void *key,
+                                      uint32_t klen)
+{
+    *p = (struct cnb__reg_probe){.which = 0, .h = h, .key = key, .klen = klen};
+}
 void cnb__reg_probe_owner(struct cnb__reg_probe *p, uint32_t node, uint32_t num,
                           uint32_t serial, uint32_t creation);
 void cnb__reg_probe_entry(struct cnb__reg_probe *p, int which,
                           const struct cnb__reg_entry *e);
-/* Does e belong to the chain p looks for? (e's lengths must be in bounds.) */
-int cnb__reg_probe_match(const struct cnb__reg_probe *p, const struct cnb__reg_entry *e);
+/* Does e belong to the chain p looks for? (e's lengths must be in bounds.)
+ * Inline: every probe of every lookup asks. */
+static inline int cnb__reg_probe_match(const struct cnb__reg_probe *p,
+                                       const struct cnb__reg_entry *e)
+{
+    if (p->which)
+        return e->node == p->node && e->num == p->num && e->serial == p->serial &&
+               e->creation == p->creation;
+    return e->hash == p->h && e->klen == p->klen &&
+           (p->klen == 0 || memcmp(e->data, p->key, p->klen) == 0);
+}
 /* Home slot of p in a table of 2^bits slots. */
-uint64_t cnb__reg_probe_home(struct cnb_registry *reg, const struct cnb__reg_probe *p,
-                             unsigned bits);
+static inline uint64_t cnb__reg_probe_home(struct cnb_registry *reg,
+                                           const struct cnb__reg_probe *p, unsigned bits)
+{
+    return p->which ? cnb__reg_ohome(p->h, bits) : cnb__reg_home(reg, p->h, bits);
+}
 uint64_t cnb__reg_entry_ohash(const struct cnb__reg_entry *e);
 
 /* Head of p's chain in stripe si (locked), or 0. */

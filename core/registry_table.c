@@ -8,16 +8,6 @@
 #include "registry_int.h"
 #include "cnb_term.h"
 
-void cnb__reg_probe_key(struct cnb__reg_probe *p, uint64_t h, const void *key,
-                        uint32_t klen)
-{
-    memset(p, 0, sizeof *p);
-    p->which = 0;
-    p->h = h;
-    p->key = key;
-    p->klen = klen;
-}
-
 void cnb__reg_probe_owner(struct cnb__reg_probe *p, uint32_t node, uint32_t num,
                           uint32_t serial, uint32_t creation)
 {
@@ -39,20 +29,6 @@ void cnb__reg_probe_entry(struct cnb__reg_probe *p, int which,
         cnb__reg_probe_key(p, e->hash, e->data, e->klen);
 }
 
-int cnb__reg_probe_match(const struct cnb__reg_probe *p, const struct cnb__reg_entry *e)
-{
-    if (p->which)
-        return e->node == p->node && e->num == p->num && e->serial == p->serial &&
-               e->creation == p->creation;
-    return e->hash == p->h && e->klen == p->klen &&
-           (p->klen == 0 || memcmp(e->data, p->key, p->klen) == 0);
-}
-
-uint64_t cnb__reg_probe_home(struct cnb_registry *reg, const struct cnb__reg_probe *p,
-                             unsigned bits)
-{
-    return p->which ? cnb__reg_ohome(p->h, bits) : cnb__reg_home(reg, p->h, bits);
-}
 
 uint64_t cnb__reg_entry_ohash(const struct cnb__reg_entry *e)
 {

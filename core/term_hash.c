@@ -84,9 +84,14 @@ uint64_t cnb_term_hash(const void *canon, size_t len)
         n -= 16;
     }
     uint64_t t0, t1;
+    /* The tail's bytes, zero-filled: when at least 8 bytes end at the tail's
+     * end, one load of those 8 shifted down (the same value as byte by byte). */
     if (n > 8) {
         t0 = ld64(p);
-        t1 = ld_part(p + 8, n - 8);
+        t1 = ld64(p + n - 8) >> (8 * (16 - n));
+    } else if (n && len >= 8) {
+        t0 = ld64(p + n - 8) >> (8 * (8 - n));
+        t1 = 0;
     } else {
         t0 = ld_part(p, n);
         t1 = 0;

@@ -92,6 +92,7 @@ static int setup(ErlNifEnv *env, void **priv)
         cnr_g.alloc.free = a_free;
         cnr_g.alloc.ctx = NULL;
     }
+    cnr_table_init();
     make_atoms(env);
     if (open_types(env))
         return -1;

@@ -106,6 +106,10 @@ extern struct cnr_global cnr_g;
 
 /* ---- cnr_table.c ------------------------------------------------------------ */
 
+/* At load: readers use the cheaper barrier if the kernel allows (see
+ * cnr_table.c); cnr_table_asym() says whether they do. */
+void cnr_table_init(void);
+int cnr_table_asym(void);
 /* Adds name -> reg (keeping a reference on reg). Returns 0, CNB_EEXIST or
  * CNB_ENOMEM. */
 int cnr_table_put(ERL_NIF_TERM name, struct cnr_reg *reg);

@@ -143,7 +143,7 @@ static int items_range(ErlNifEnv *env, const cnb_registry_result_t *res, size_t 
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = from; i < to; i++) {
         const cnb_registry_item_t *it = &res->items[i];
-        ERL_NIF_TERM v, p, e;
+        ERL_NIF_TERM v, e;
         if (shape == CNB_SHAPE_KEY) {
             if (!cnr_decode(env, it->key, it->key_len, &e))
                 return 0;
@@ -153,9 +153,11 @@ static int items_range(ErlNifEnv *env, const cnb_registry_result_t *res, size_t 
             if (shape == CNB_SHAPE_VALUE) {
                 e = v;
             } else {
-                if (!CNR_PID_MAKE(env, &it->owner, &p))
+                ERL_NIF_TERM pv[2];
+                if (!CNR_PID_MAKE(env, &it->owner, &pv[0]))
                     return 0;
-                e = enif_make_tuple2(env, p, v);
+                pv[1] = v;
+                e = enif_make_tuple_from_array(env, pv, 2); /* not variadic */
             }
         }
         list = enif_make_list_cell(env, e, list);
@@ -382,7 +384,6 @@ TABLE_NIF(cnr_register, CNB_REGOP_REGISTER)
 TABLE_NIF(cnr_unregister, CNB_REGOP_UNREGISTER)
 TABLE_NIF(cnr_unregister_values, CNB_REGOP_UNREGISTER_VALUES)
 TABLE_NIF(cnr_update_value, CNB_REGOP_UPDATE_VALUE)
-TABLE_NIF(cnr_lookup, CNB_REGOP_LOOKUP)
 TABLE_NIF(cnr_values, CNB_REGOP_VALUES)
 TABLE_NIF(cnr_keys, CNB_REGOP_KEYS)
 TABLE_NIF(cnr_count, CNB_REGOP_COUNT)
@@ -391,6 +392,45 @@ TABLE_NIF(cnr_put_meta, CNB_REGOP_PUT_META)
 TABLE_NIF(cnr_delete_meta, CNB_REGOP_DELETE_META)
 
 /* ---- the NIF's own ----------------------------------------------------------------- */
+
+/* cnb_registry_lookup of key term t into res, answering as cnb_regop_run's
+ * CNB_REGOP_LOOKUP does: the number of items (0 for a key longer than any
+ * entry's), or -1 with *out the answer instead (badarg for a key that is no
+ * canonical term, a raise) or *again set (the buffer was too small). */
+static ssize_t lookup_term(ErlNifEnv *env, struct cnr_reg *reg, ERL_NIF_TERM t,
+                           cnb_registry_result_t *res, int *again, ERL_NIF_TERM *out)
+{
+    struct cnr_canon k;
+    int rc = cnr_canon(env, t, &k);
+    if (rc) {
+        *out = canon_failed(env, rc);
+        return -1;
+    }
+    ssize_t n = cnb_registry_lookup(reg->core, k.p, k.len, res);
+    cnr_canon_free(&k);
+    if (n == CNB_ETOOBIG) {
+        res->n = 0;
+        return 0;
+    }
+    *out = 0;
+    if (overflowed(n))
+        *again = 1;
+    else if (n < 0)
+        *out = cnr_raise(env, (int)n);
+    return n < 0 ? -1 : n;
+}
+
+/* lookup(Name, Key) -> [{Pid, Value}]: the hottest read, straight to core
+ * without the table's walk over argument letters. */
+static ERL_NIF_TERM op_lookup(ErlNifEnv *env, struct cnr_reg *reg, const ERL_NIF_TERM argv[],
+                              cnb_registry_result_t *res, int *again)
+{
+    ERL_NIF_TERM r;
+    if (lookup_term(env, reg, argv[1], res, again, &r) < 0)
+        return r;
+    return items_list(env, res, CNB_SHAPE_PID_VALUE);
+}
+OP_NIF(cnr_lookup, op_lookup)
 
 /* notify_unregister(Name, Key) -> ok: tells the listeners that the caller
  * unregistered Key (unregister_match removed all of its entries). */
@@ -529,23 +569,12 @@ static ERL_NIF_TERM op_lookup_open(ErlNifEnv *env, struct cnr_reg *reg,
                                    const ERL_NIF_TERM argv[], cnb_registry_result_t *res,
                                    int *again)
 {
-    struct cnr_canon k;
     unsigned int max;
     if (!enif_get_uint(env, argv[2], &max) || max == 0)
         return enif_make_badarg(env);
-    int rc = cnr_canon(env, argv[1], &k);
-    if (rc)
-        return canon_failed(env, rc);
-    ssize_t n = cnb_registry_lookup(reg->core, k.p, k.len, res);
-    cnr_canon_free(&k);
-    if (n == CNB_ETOOBIG)
-        return enif_make_tuple2(env, enif_make_list(env, 0), cnr_atom.done);
-    if (overflowed(n)) {
-        *again = 1;
-        return 0;
-    }
-    if (n < 0)
-        return cnr_raise(env, (int)n);
+    ERL_NIF_TERM r;
+    if (lookup_term(env, reg, argv[1], res, again, &r) < 0)
+        return r;
     if (res->n <= max)
         return enif_make_tuple2(env, items_list(env, res, CNB_SHAPE_PID_VALUE), cnr_atom.done);
     if (res->alloc == &ops_buf.alloc) {

@@ -10,10 +10,23 @@
  * publishes it, then waits until every reader that was inside has left before
  * freeing the old snapshot and releasing a removed registry. Threads beyond
  * the slots fall back to a read-write lock that writers also take.
- * Tests: tests/integration/nif_tests.erl (code reload, server death). */
+ *
+ * The reader's mark must be visible before it reads the snapshot, and the
+ * writer's new snapshot before it reads the marks (a store then a load on each
+ * side). Where the kernel has membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+ * (Linux 4.14+), the writer pays for both sides: it calls membarrier, which
+ * makes every running thread of the VM pass a full barrier, and the reader
+ * needs only a compiler barrier (no fence instruction on every lookup; the
+ * same asymmetric scheme as userspace RCU's membarrier flavour). Without it
+ * (an older kernel, a seccomp filter), each reader fences as before.
+ * Tests: tests/integration/nif_tests.erl (code reload, server death, a
+ * lookup loop racing registries made and dropped). */
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "cnr.h"
 
@@ -33,6 +46,24 @@ static struct reader readers[MAX_READERS];
 static _Atomic uint32_t nreaders;
 static _Atomic(struct tab *) current;
 static __thread int my_reader = -1; /* -1: not yet claimed; -2: none left */
+/* 1 once this process registered for private expedited membarrier; never
+ * goes back to 0. Set at load, before any registry exists. */
+static _Atomic int asym;
+
+void cnr_table_init(void)
+{
+    if (atomic_load(&asym))
+        return;
+    long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0)
+        atomic_store(&asym, 1);
+}
+
+int cnr_table_asym(void)
+{
+    return atomic_load(&asym);
+}
 
 static size_t slot_of(ERL_NIF_TERM name, size_t cap)
 {
@@ -54,8 +85,12 @@ int cnr_table_enter(void)
     struct reader *rd = &readers[r];
     uint64_t s = atomic_load_explicit(&rd->seq, memory_order_relaxed);
     atomic_store_explicit(&rd->seq, s + 1, memory_order_relaxed);
-    /* The mark must be visible before the snapshot is read. */
-    atomic_thread_fence(memory_order_seq_cst);
+    /* The mark must be visible before the snapshot is read: the writer's
+     * membarrier sees to it, or this fence. */
+    if (atomic_load_explicit(&asym, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
     return r;
 }
 
@@ -96,10 +131,16 @@ struct cnr_reg *cnr_table_hold(ERL_NIF_TERM name)
 }
 
 /* Writer side (cnr_g.table_lock held for writing): waits until every reader
- * inside when the new snapshot was published has left. */
-static void synchronize(void)
+ * inside when the new snapshot was published has left. Returns 1, or 0 when
+ * that cannot be known (membarrier failed after registering, which the
+ * kernel does not do): the caller then never frees what it unpublished. */
+static int synchronize(void)
 {
     atomic_thread_fence(memory_order_seq_cst);
+    /* Every reader that fenced with a compiler barrier only is now past its
+     * mark store, or not yet at its snapshot load. */
+    if (atomic_load(&asym) && syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) != 0)
+        return 0;
     uint32_t n = atomic_load(&nreaders);
     if (n > MAX_READERS)
         n = MAX_READERS;
@@ -112,6 +153,7 @@ static void synchronize(void)
         while (atomic_load_explicit(&readers[i].seq, memory_order_acquire) == s)
             sched_yield();
     }
+    return 1;
 }
 
 static struct tab *tab_new(size_t cap)
@@ -152,12 +194,14 @@ static struct tab *tab_copy(const struct tab *old, ERL_NIF_TERM skip, size_t ext
 }
 
 /* Publishes t (write lock held) and frees the snapshot it replaces once no
- * reader can see it. */
-static void publish(struct tab *t)
+ * reader can see it. Returns synchronize's answer (0: old kept). */
+static int publish(struct tab *t)
 {
     struct tab *old = atomic_exchange_explicit(&current, t, memory_order_seq_cst);
-    synchronize();
+    if (!synchronize())
+        return 0;
     enif_free(old);
+    return 1;
 }
 
 int cnr_table_put(ERL_NIF_TERM name, struct cnr_reg *reg)
@@ -189,10 +233,8 @@ int cnr_table_remove(ERL_NIF_TERM name, struct cnr_reg *reg)
     struct cnr_reg *cur = cnr_table_find(name);
     if (cur && (!reg || cur == reg)) {
         struct tab *t = tab_copy(atomic_load(&current), name, 0);
-        if (t) {
-            publish(t); /* after this no reader holds cur without a reference */
+        if (t && publish(t)) /* after this no reader holds cur without a reference */
             gone = cur;
-        }
     }
     enif_rwlock_rwunlock(cnr_g.table_lock);
     /* Outside the lock: releasing may run the destructor. */
@@ -205,7 +247,8 @@ void cnr_table_clear(void)
 {
     enif_rwlock_rwlock(cnr_g.table_lock);
     struct tab *old = atomic_exchange(&current, NULL);
-    synchronize();
+    if (!synchronize())
+        old = NULL;
     enif_rwlock_rwunlock(cnr_g.table_lock);
     for (size_t i = 0; old && i < old->cap; i++)
         if (old->slots[i].reg)

@@ -344,6 +344,11 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
 int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM *out)
 {
     const unsigned char *q = p + 1, *end = p + len;
+    /* A small integer (a common value) without the reader's walk. */
+    if (len == 3 && p[0] == CNB__TAG_VERSION && p[1] == CNB__TAG_SMALL_INTEGER) {
+        *out = enif_make_int(env, p[2]);
+        return 1;
+    }
     if (len > 1 && p[0] == CNB__TAG_VERSION && dec(env, &q, end, out, 0) && q == end)
         return 1;
     /* Bytes that may hold an EXPORT_EXT (the tag byte anywhere: a false hit

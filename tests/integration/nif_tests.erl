@@ -37,6 +37,8 @@ nif_test_() ->
      ?C(full_unload_and_load, 60),
      ?T(hot_key_slices, 60),
      ?T(lookup_many_is_lookup_per_key, 60),
+     ?T(lookup_races_writers_and_churn, 120),
+     ?T(lookup_errors_as_before, 30),
      ?T(yielding_over_a_million, 300)].
 
 cnode_test_() ->
@@ -189,6 +191,98 @@ badargs() ->
         ?assertEqual([{self(), v}], cnode_registry:lookup(R, k))
     after
         stop(Srv), stop(DSrv)
+    end.
+
+%% One-key lookups (two processes, one per scheduler) racing a writer that
+%% registers, updates and unregisters the same keys, and a process that makes
+%% and drops registries beside them: each make and drop republishes the NIF's
+%% table of registries, which lookups enter without a fence where the kernel
+%% has membarrier (nif/cnr_table.c). Every answer is [] or the writer's one
+%% entry with a value for that key ({K, Gen}); a lookup of a registry being
+%% dropped is [] or badarg, never a crash.
+lookup_races_writers_and_churn() ->
+    {R, Srv} = start(unique),
+    Parent = self(),
+    Keys = 32,
+    Stop = atomics:new(1, []),
+    Writer = spawn_link(fun() -> race_write(R, Keys, Stop, 0), Parent ! {self(), done} end),
+    Names = [list_to_atom(cnb_cluster:unique_name("churn")) || _ <- lists:seq(1, 4)],
+    Churn = spawn_link(fun() -> race_churn(Names, Stop, 0), Parent ! {self(), done} end),
+    Readers = [spawn_link(fun() -> Parent ! {self(), race_read(R, Names, Keys, Writer, 300000, 0)} end)
+               || _ <- [1, 2]],
+    try
+        Found = [receive {P, F} -> F end || P <- Readers],
+        atomics:put(Stop, 1, 1),
+        Churns = receive {Churn, done} -> ok after 30000 -> churn_stuck end,
+        Writes = receive {Writer, done} -> ok after 30000 -> writer_stuck end,
+        ?assertEqual({ok, ok}, {Churns, Writes}),
+        %% The readers did see entries (the race happened).
+        ?assert(lists:all(fun(F) -> F > 0 end, Found))
+    after
+        stop(Srv)
+    end.
+
+race_write(R, Keys, Stop, I) ->
+    case atomics:get(Stop, 1) of
+        1 -> ok;
+        0 ->
+            K = I rem Keys,
+            case cnode_registry:register(R, {k, K}, {K, I}) of
+                {ok, _} -> ok;
+                {error, {already_registered, Me}} when Me =:= self() -> ok
+            end,
+            {_, _} = cnode_registry:update_value(R, {k, K}, fun({K2, G}) -> {K2, G + 1} end),
+            case I rem 3 of
+                0 -> ok = cnode_registry:unregister(R, {k, K});
+                _ -> ok = cnode_registry:unregister(R, {k, (I + Keys div 2) rem Keys})
+            end,
+            race_write(R, Keys, Stop, I + 1)
+    end.
+
+race_churn(Names, Stop, I) ->
+    case atomics:get(Stop, 1) of
+        1 -> [cnode_registry_nif:drop(N) || N <- Names], ok;
+        0 ->
+            N = lists:nth(I rem length(Names) + 1, Names),
+            _ = cnode_registry_nif:drop(N),
+            ok = cnode_registry_nif:new(N, unique, []),
+            race_churn(Names, Stop, I + 1)
+    end.
+
+race_read(_R, _Names, _Keys, _Writer, 0, Found) -> Found;
+race_read(R, Names, Keys, Writer, Left, Found) ->
+    K = Left rem Keys,
+    F = case cnode_registry:lookup(R, {k, K}) of
+            [] -> 0;
+            [{Writer, {K, G}}] when is_integer(G) -> 1
+        end,
+    N = lists:nth(Left rem length(Names) + 1, Names),
+    try cnode_registry_nif:lookup(N, {k, K}) of
+        [] -> ok
+    catch error:badarg -> ok
+    end,
+    race_read(R, Names, Keys, Writer, Left - 1, Found + F).
+
+%% lookup/2 answers as it did through the table of operations: a key nested
+%% too deep is badarg, a key longer than any entry can have finds nothing, a
+%% float key is compared as =:= after -0.0 (the registry's form), an unknown
+%% registry is Registry's ArgumentError.
+lookup_errors_as_before() ->
+    {R, Srv} = start(unique),
+    try
+        Deep = lists:foldl(fun(_, A) -> {A} end, x, lists:seq(1, 2000)),
+        ?assertError(badarg, cnode_registry_nif:lookup(R, Deep)),
+        ?assertError(badarg, cnode_registry:lookup(R, Deep)),
+        ?assertEqual([], cnode_registry:lookup(R, binary:copy(<<7>>, 2 bsl 20))),
+        {ok, _} = cnode_registry:register(R, {f, 0.0}, zero),
+        ?assertEqual([{self(), zero}], cnode_registry:lookup(R, {f, -0.0})),
+        {ok, _} = cnode_registry:register(R, <<"big">>, binary:copy(<<1>>, 1000)),
+        ?assertEqual([{self(), binary:copy(<<1>>, 1000)}], cnode_registry:lookup(R, <<"big">>)),
+        {ok, _} = cnode_registry:register(R, 255, -1),
+        ?assertEqual([{self(), -1}], cnode_registry:lookup(R, 255)),
+        ?assertError(?UNKNOWN_REGISTRY, cnode_registry:lookup(no_such_registry_xyz, k))
+    after
+        stop(Srv)
     end.
 
 unknown_registry() ->

@@ -621,6 +621,30 @@ START_TEST(test_hash_pinned)
 }
 END_TEST
 
+START_TEST(test_hash_every_tail)
+{
+    /* Inputs of 0..64 bytes, with and without the version byte, each in a
+     * buffer of exactly its size (ASan: the tail loads stay inside): the
+     * same values as the byte-by-byte tail of the first version (pinned:
+     * folded together, from the tree before the tail took whole-word
+     * loads). */
+    uint64_t acc = 0;
+    for (size_t len = 0; len <= 64; len++) {
+        uint8_t *b = malloc(len ? len : 1);
+        ck_assert_ptr_nonnull(b);
+        for (size_t i = 0; i < len; i++)
+            b[i] = (uint8_t)(i * 37 + len);
+        if (len)
+            b[0] = 131;
+        acc = acc * UINT64_C(0x100000001B3) ^ cnb_term_hash(b, len);
+        if (len)
+            acc = acc * UINT64_C(0x100000001B3) ^ cnb_term_hash(b + 1, len - 1);
+        free(b);
+    }
+    ck_assert_uint_eq(acc, UINT64_C(0x73520ebb2654c7d2));
+}
+END_TEST
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -937,6 +961,7 @@ static Suite *term_suite(void)
 
     tc = tcase_create("hash");
     tcase_add_test(tc, test_hash_pinned);
+    tcase_add_test(tc, test_hash_every_tail);
     tcase_add_test(tc, test_hash_spread);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
