@@ -221,6 +221,7 @@ struct cnb_node {
     struct cnb_timers *timers;
     struct cnb_relay *relays;
     unsigned nrelays;
+    struct cnb_visible *vis; /* visible mode's global_name_server (visible.c) */
 
     /* Snapshot of connected peers for other threads; peers_cv (on
      * CLOCK_MONOTONIC) is broadcast at every change, for

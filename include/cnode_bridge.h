@@ -179,6 +179,10 @@ typedef struct cnb_node_opts {
     const char *tls_ciphers;   /* allowed ciphers, OpenSSL names separated by ':' (TLS 1.2
                                   cipher names and TLS 1.3 suite names may be mixed;
                                   NULL: OpenSSL's defaults) */
+    int visible;               /* 1: offer PUBLISHED (a visible node, in nodes() on every
+                                  node) and answer :global's connect protocol, so
+                                  global:sync() completes with us connected; 0 (default):
+                                  hidden, as C nodes usually are */
 } cnb_node_opts_t;
 
 /* Creates a node: resolves its full name, reads the cookie, draws a random

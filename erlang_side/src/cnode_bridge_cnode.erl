@@ -106,6 +106,8 @@ opt_args(max_links_per_peer, N) when is_integer(N), N > 0 ->
 opt_args(tls, T) -> cnode_bridge_tls:args(T);
 opt_args(demo, true) -> ["--demo"];
 opt_args(demo, false) -> [];
+opt_args(visible, true) -> ["--visible"];
+opt_args(visible, false) -> [];
 opt_args(executable, E) when is_list(E) -> [];
 opt_args(ready_timeout, T) when is_integer(T), T > 0 -> [];
 opt_args(K, V) -> throw({bad_option, {K, V}}).
