@@ -59,6 +59,15 @@ void cnb__visible_destroy(cnb_node_t *n);
 int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m);
 void cnb__visible_nodedown(cnb_node_t *n, const char *peer);
 
+/* pg_scope.c: the scope processes of pg when opts.visible (n->pg set by
+ * cnb__pg_create). take: 1 when m was for a scope. nodedown: the peer's scopes
+ * and members go. proc_exit: a local worker's memberships go (runtime.h). */
+int cnb__pg_create(cnb_node_t *n);
+void cnb__pg_destroy(cnb_node_t *n);
+int cnb__pg_take(cnb_node_t *n, const cnb_msg_t *m);
+void cnb__pg_nodedown(cnb_node_t *n, const char *peer);
+void cnb__pg_proc_exit(cnb_node_t *n, const erlang_pid *pid);
+
 void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_wire);
 
 #endif /* CNB_NODE_RT_H */

@@ -29,6 +29,7 @@
                   max_links_per_peer => pos_integer(),
                   demo => boolean(),
                   visible => boolean(),
+                  pg_scopes => [atom()],
                   tls => cnode_bridge_tls:tls(),
                   executable => file:filename() | binary(),
                   ready_timeout => pos_integer()}.
