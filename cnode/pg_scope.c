@@ -125,15 +125,20 @@ static int add_member(pg_scope_t *s, const void *group, size_t glen, const erlan
     if (!copy)
         return CNB_ENOMEM;
     memcpy(copy, group, glen);
-    s->m[s->nm++] = (pg_member_t){copy, glen, *pid, owner ? owner->num : 0,
-                                  owner ? owner->serial : 0, owner ? owner->creation : 0};
+    pg_member_t *e = &s->m[s->nm++];
+    e->group = copy; /* owned by the scope from now on (drop_member frees it) */
+    e->glen = glen;
+    e->pid = *pid;
+    e->onum = owner ? owner->num : 0;
+    e->oserial = owner ? owner->serial : 0;
+    e->ocre = owner ? owner->creation : 0;
     s->nremote += remote != 0;
     return 0;
 }
 
 static int owned_by(const pg_member_t *e, const erlang_pid *o)
 {
-    return e->onum == o->num && e->oserial == o->serial && e->ocre == o->creation &&
+    return o && e->onum == o->num && e->oserial == o->serial && e->ocre == o->creation &&
            !strcmp(e->pid.node, o->node);
 }
 
@@ -259,7 +264,7 @@ static int peer_add(pg_scope_t *s, const erlang_pid *peer)
 {
     if (peer_find(s, peer))
         return 0;
-    if (s->npeers == s->peers_cap) {
+    if (!s->peers || s->npeers == s->peers_cap) {
         size_t cap = s->peers_cap ? s->peers_cap * 2 : 8;
         if (cap > PG_MAX_PEERS)
             return -1;
@@ -403,7 +408,7 @@ static void scope_message(cnb_node_t *n, pg_scope_t *s, const cnb_msg_t *m)
     }
     if (ei_decode_pid(b, &i, &peer) || strcmp(peer.node, m->peer))
         goto ignore;
-    if (!strcmp(tag, "discover") && arity == 2)
+    if (!strcmp(tag, "discover") && (arity == 2 || arity == 3)) /* 3: OTP 26+ may add a version */
         discover(n, s, &peer);
     else if (!strcmp(tag, "sync") && arity == 3)
         remote_sync(n, s, b, i, &peer);
