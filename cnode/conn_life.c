@@ -220,8 +220,10 @@ void cnb__conn_hs_begin(cnb_node_t *n, cnb_conn_t *c)
     c->state = C_HANDSHAKE;
     /* Inside TLS every handshake packet has a 4-byte length (inet_tls_dist
      * runs the whole connection with {packet, 4}); on TCP 2 bytes. */
+    /* PUBLISHED: a visible node (opts.visible), in nodes() on every peer. */
+    uint64_t flags = CNB_DFLAGS_OURS | (n->opts.visible ? CNB_DFLAG_PUBLISHED : 0);
     cnb__hs_init(&c->hs, c->initiator ? CNB_HS_INITIATOR : CNB_HS_ACCEPTOR, c->ssl ? 4 : 2,
-                 n->name, CNB_DFLAGS_OURS, n->creation, n->cookie, cnb__random32(),
+                 n->name, flags, n->creation, n->cookie, cnb__random32(),
                  c->initiator ? c->peer : NULL);
     if (c->initiator) {
         cnb__hs_start(&c->hs, &c->hsout);

@@ -12,7 +12,8 @@
  *              [MediaId, Content]) starts a cache worker named {cache, MediaId}
  *              in :global (under a BEAM supervisor, say); the name taken:
  *              {error, {already_started, Pid}};
- *   cache      gen_server:call(Pid, get) -> {ok, Content};
+ *   cache      gen_server:call(Pid, get) -> {ok, Content}; on a visible node a
+ *              member of the :pg group cache_workers (scope pg);
  *              gen_server:call(Pid, stop) -> ok, and the worker ends normally;
  *              after TtlMs it ends by itself.
  *   probe      a worker that links, monitors, calls, exits... on request
@@ -96,6 +97,17 @@ static int cache_init(cnb_proc_t *self, void *arg, void **state)
     if (demo_reg && c->key.buff)
         cnb_registry_register_term(demo_reg, cnb_self(self), c->key.buff, (size_t)c->key.index,
                                    c->content, c->len);
+    /* A visible node: a member of the group cache_workers in scope pg, so
+     * pg:get_members(cache_workers) lists it on every node (hidden: CNB_ESTATE,
+     * and nothing to do). It leaves when it ends. */
+    char g[32];
+    int gi = 0;
+    ei_encode_version(g, &gi);
+    ei_encode_atom(g, &gi, "cache_workers");
+    int rc = cnb_pg_join(cnb_proc_node(self), "pg", g, (size_t)gi, cnb_self(self));
+    if (rc && rc != CNB_ESTATE)
+        cnb_node_log(cnb_proc_node(self), CNB_LOG_WARNING, "cache worker not in pg: %s",
+                     cnb_strerror(rc));
     if (c->ttl_ms > 0) {
         char m[32];
         int i = 0;

@@ -22,6 +22,43 @@ static void reply_noproc(cnb_node_t *n, const char *peer, const cnb_msg_t *m)
         (void)cnb__sig_refuse(n, m, "noproc");
 }
 
+int cnb__gen_reply_atom(cnb_node_t *n, const cnb_msg_t *m, const erlang_pid *from,
+                        int tag_start, int tag_end, const char *reply)
+{
+    const char *b = m->payload;
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x))
+        goto nomem;
+    if (ei_x_encode_tuple_header(&x, 2) ||
+        ei_x_append_buf(&x, b + tag_start, tag_end - tag_start) || ei_x_encode_atom(&x, reply)) {
+        ei_x_free(&x);
+        goto nomem;
+    }
+    /* A tag [alias|Ref] is answered through the alias (OTP 24+ gen:call). */
+    int t = tag_start, type, size;
+    erlang_ref alias;
+    char atom[MAXATOMLEN_UTF8];
+    int via_alias = 0;
+    if (!ei_get_type(b, &t, &type, &size) && type == ERL_LIST_EXT &&
+        (cnb_node_peer_flags(n, m->peer) & CNB_DFLAG_ALIAS)) {
+        int len;
+        if (!ei_decode_list_header(b, &t, &len) && len == 1 && !ei_decode_atom(b, &t, atom) &&
+            !strcmp(atom, "alias") && !ei_decode_ref(b, &t, &alias))
+            via_alias = 1;
+    }
+    int rc = via_alias ? cnb_alias_send(n, NULL, &alias, x.buff, (size_t)x.index)
+                       : cnb_send(n, NULL, from, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    if (rc && rc != CNB_ECLOSED)
+        cnb__log(n, CNB_LOG_WARNING, "a call from %s to %s not answered: %s", m->peer,
+                 m->toname, cnb_strerror(rc));
+    return rc;
+nomem:
+    cnb__log(n, CNB_LOG_ERROR, "out of memory: a call from %s to %s not answered", m->peer,
+             m->toname);
+    return CNB_ENOMEM;
+}
+
 /* net_kernel: {'$gen_call', {From, Tag}, {is_auth, Node}} -> reply yes. */
 static void net_kernel(cnb_node_t *n, const cnb_msg_t *m)
 {
@@ -40,38 +77,10 @@ static void net_kernel(cnb_node_t *n, const cnb_msg_t *m)
     if (ei_decode_tuple_header(b, &i, &arity) || arity != 2 || ei_decode_atom(b, &i, atom) ||
         strcmp(atom, "is_auth"))
         goto ignore;
-    /* Reply {Tag, yes}. */
-    ei_x_buff x;
-    if (ei_x_new_with_version(&x))
-        goto nomem;
-    if (ei_x_encode_tuple_header(&x, 2) ||
-        ei_x_append_buf(&x, b + tag_start, tag_end - tag_start) || ei_x_encode_atom(&x, "yes")) {
-        ei_x_free(&x);
-        goto nomem;
-    }
-    /* A tag [alias|Ref] is answered through the alias (OTP 24+ gen:call). */
-    int t = tag_start, type, size;
-    erlang_ref alias;
-    int via_alias = 0;
-    if (!ei_get_type(b, &t, &type, &size) && type == ERL_LIST_EXT &&
-        (cnb_node_peer_flags(n, m->peer) & CNB_DFLAG_ALIAS)) {
-        int len;
-        if (!ei_decode_list_header(b, &t, &len) && len == 1 && !ei_decode_atom(b, &t, atom) &&
-            !strcmp(atom, "alias") && !ei_decode_ref(b, &t, &alias))
-            via_alias = 1;
-    }
-    int rc = via_alias ? cnb_alias_send(n, NULL, &alias, x.buff, (size_t)x.index)
-                       : cnb_send(n, NULL, &from, x.buff, (size_t)x.index);
-    ei_x_free(&x);
-    if (rc && rc != CNB_ECLOSED)
-        cnb__log(n, CNB_LOG_WARNING, "is_auth from %s not answered: %s", m->peer,
-                 cnb_strerror(rc));
+    (void)cnb__gen_reply_atom(n, m, &from, tag_start, tag_end, "yes");
     return;
 ignore:
     cnb__log(n, CNB_LOG_DEBUG, "ignored a net_kernel request from %s", m->peer);
-    return;
-nomem:
-    cnb__log(n, CNB_LOG_ERROR, "out of memory: is_auth from %s not answered", m->peer);
 }
 
 static int stale_pid(const cnb_node_t *n, const erlang_pid *p)
@@ -125,7 +134,7 @@ void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_w
         if (op == CNB_OP_REG_SEND || op == CNB_OP_MONITOR_P || op == CNB_OP_DEMONITOR_P)
             return;
     }
-    if (cnb__relay_down(n, &m) || cnb__rt_deliver(n, &m))
+    if (cnb__visible_take(n, &m) || cnb__pg_take(n, &m) || cnb__relay_down(n, &m) || cnb__rt_deliver(n, &m))
         return;
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);

@@ -54,6 +54,8 @@ static void usage(FILE *f)
             "                      suites, TLS_..., may be mixed in; default OpenSSL's)\n"
             "  --exit-on-eof       exit when stdin reaches end of file\n"
             "  --demo              run the demo workers (echo, cache_sup, probe)\n"
+            "  --visible           a visible node (in nodes(); answers :global's and :pg's protocols)\n"
+            "  --pg-scopes A,B     with --visible: the :pg scopes to take part in (default pg)\n"
             "  -h, --help          print this and exit\n"
             "  --version           print the version (cnode X.Y.Z) and exit\n"
             "Environment: CNB_COOKIE  the cookie, when neither --cookie nor --cookie-file is\n"
@@ -145,6 +147,7 @@ static const struct option longopts[] = {
     {"tls-cert", required_argument, 0, 'X'},  {"tls-key", required_argument, 0, 'k'},
     {"tls-cacert", required_argument, 0, 'A'}, {"tls-verify", required_argument, 0, 'V'},
     {"tls-versions", required_argument, 0, 'R'}, {"tls-ciphers", required_argument, 0, 'P'},
+    {"visible", no_argument, 0, 'W'},         {"pg-scopes", required_argument, 0, 'G'},
     {0, 0, 0, 0}};
 
 /* The flag of longopts letter c, for messages. */
@@ -227,6 +230,8 @@ static int set_option(args_t *a, int c, char *arg, char *why, size_t cap)
     case 'R': o->tls_versions = arg; break;
     case 'P': o->tls_ciphers = arg; break;
     case 'e': a->exit_on_eof = 1; break;
+    case 'W': o->visible = 1; break;
+    case 'G': o->pg_scopes = arg; break;
     default: a->demo = 1; break; /* 'D' */
     }
     return 0;

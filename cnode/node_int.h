@@ -228,6 +228,8 @@ struct cnb_node {
     struct cnb_timers *timers;
     struct cnb_relay *relays;
     unsigned nrelays;
+    struct cnb_visible *vis; /* visible mode's global_name_server (visible.c) */
+    struct cnb_pg *pg;       /* visible mode's pg scopes (pg_scope.c) */
 
     /* Snapshot of connected peers for other threads; peers_cv (on
      * CLOCK_MONOTONIC) is broadcast at every change, for

@@ -10,9 +10,16 @@
 
 /* What the runtime makes of a peer that went away: calls in flight, relays,
  * links and monitors across that connection (cnb__rt_nodedown). */
+static void nodedown(cnb_node_t *n, const char *peer)
+{
+    cnb__visible_nodedown(n, peer);
+    cnb__pg_nodedown(n, peer);
+    cnb__rt_nodedown(n, peer);
+}
+
 static const cnb_upper_t runtime_upper = {
     .message = cnb__dispatch,
-    .nodedown = cnb__rt_nodedown,
+    .nodedown = nodedown,
     .busy = cnb__rt_busy,
 };
 
@@ -24,6 +31,8 @@ static void runtime_free(cnb_node_t *n)
     cnb__rt_destroy(n->rt);
     cnb__calls_destroy(n->calls);
     cnb__relay_destroy(n);
+    cnb__visible_destroy(n);
+    cnb__pg_destroy(n);
     n->timers = NULL;
     n->rt = NULL;
     n->calls = NULL;
@@ -37,7 +46,7 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     if (rc)
         return rc;
     if (cnb__rt_create(n, opts->threads, &n->rt) || cnb__calls_create(&n->calls) ||
-        cnb__timers_create(n, &n->timers)) {
+        cnb__timers_create(n, &n->timers) || (opts->visible && (cnb__visible_create(n) || cnb__pg_create(n)))) {
         cnb__log(n, CNB_LOG_ERROR, "cannot create the process runtime");
         runtime_free(n);
         cnb__node_free(n);

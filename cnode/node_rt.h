@@ -45,6 +45,29 @@ void cnb__name_text(const char *t, size_t len, char *out, size_t cap);
 /* dispatch.c: the runtime's cnb_upper_t.message (see node_int.h): answers
  * what the node itself owns, hands signals to the runtime, the rest to
  * opts.on_message. */
+/* dispatch.c: answers the '$gen_call' in m (From's tag at payload[tag_start,
+ * tag_end)) with {Tag, reply}, through the caller's alias when the tag is
+ * [alias|Ref]. Returns 0 or the send's error (logged). */
+int cnb__gen_reply_atom(cnb_node_t *n, const cnb_msg_t *m, const erlang_pid *from,
+                        int tag_start, int tag_end, const char *reply);
+
+/* visible.c: the node's global_name_server when opts.visible (n->vis set by
+ * cnb__visible_create). take: 1 when m was for it (answered or dropped), 0
+ * when not. nodedown: forgets the peer's sync session. I/O thread. */
+int cnb__visible_create(cnb_node_t *n);
+void cnb__visible_destroy(cnb_node_t *n);
+int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m);
+void cnb__visible_nodedown(cnb_node_t *n, const char *peer);
+
+/* pg_scope.c: the scope processes of pg when opts.visible (n->pg set by
+ * cnb__pg_create). take: 1 when m was for a scope. nodedown: the peer's scopes
+ * and members go. proc_exit: a local worker's memberships go (runtime.h). */
+int cnb__pg_create(cnb_node_t *n);
+void cnb__pg_destroy(cnb_node_t *n);
+int cnb__pg_take(cnb_node_t *n, const cnb_msg_t *m);
+void cnb__pg_nodedown(cnb_node_t *n, const char *peer);
+void cnb__pg_proc_exit(cnb_node_t *n, const erlang_pid *pid);
+
 void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_wire);
 
 #endif /* CNB_NODE_RT_H */

@@ -184,6 +184,12 @@ typedef struct cnb_node_opts {
                                   (a reply is likely); a hand-off to a spinning thread
                                   costs no wake-up (0: the default, CNB_SPIN_US_DEFAULT;
                                   negative: never spin) */
+    int visible;               /* 1: offer PUBLISHED (a visible node, in nodes() on every
+                                  node) and answer :global's connect protocol, so
+                                  global:sync() completes with us connected; 0 (default):
+                                  hidden, as C nodes usually are */
+    const char *pg_scopes;     /* with visible: the :pg scopes this node takes part in,
+                                  comma-separated (NULL: "pg"); see cnb_pg_join */
 } cnb_node_opts_t;
 
 /* The default of cnb_node_opts_t.spin_us. */
@@ -460,6 +466,32 @@ int cnb_call(cnb_node_t *node, const erlang_pid *to, const char *name, const cha
  * {badrpc, Reason} as Erlang's rpc gives). */
 int cnb_rpc(cnb_node_t *node, const char *peer, const char *mod, const char *fun,
             const char *args, size_t len, unsigned timeout_ms, ei_x_buff *reply);
+
+/* ======================================================================
+ * :pg process groups (visible nodes only: opts.visible). The node runs one
+ * scope process per scope in opts.pg_scopes (registered under the scope's
+ * name, as pg:start_link(Scope) does) that speaks pg's protocol with every
+ * node's scope of that name, so a C worker that joins a group is listed by
+ * pg:get_members/2 on every node and gets what is sent to the group. A
+ * worker's memberships end when it ends; when this node goes, every other
+ * node drops them itself. Groups are any term (ETF with version byte); scope
+ * NULL means "pg". Any thread.
+ * ====================================================================== */
+
+/* Joins the local worker pid to group (again, if already a member: pg counts
+ * each join). Returns 0, CNB_EINVAL (not a local pid, bad term), CNB_ESTATE
+ * (the node is not visible), CNB_ENOENT (no such scope), CNB_ENOMEM. */
+int cnb_pg_join(cnb_node_t *node, const char *scope, const char *group, size_t len,
+                const erlang_pid *pid);
+/* Undoes one join. Returns 0, CNB_ENOENT (pid was not a member), or as join. */
+int cnb_pg_leave(cnb_node_t *node, const char *scope, const char *group, size_t len,
+                 const erlang_pid *pid);
+/* The members of group that this node knows (its own and those the other
+ * nodes' scopes told it of) as an ETF list of pids in *out (made here with a
+ * version byte; the caller frees it with ei_x_free, also on an error). Returns
+ * 0, CNB_ESTATE, CNB_ENOENT (no such scope), CNB_EINVAL, CNB_ENOMEM. */
+int cnb_pg_members(cnb_node_t *node, const char *scope, const char *group, size_t len,
+                   ei_x_buff *out);
 
 /* ======================================================================
  * :global names for C workers. Each operation runs `global` on a connected

@@ -28,6 +28,8 @@
                   threads => pos_integer(),
                   max_links_per_peer => pos_integer(),
                   demo => boolean(),
+                  visible => boolean(),
+                  pg_scopes => [atom()],
                   tls => cnode_bridge_tls:tls(),
                   executable => file:filename() | binary(),
                   ready_timeout => pos_integer()}.

@@ -106,6 +106,13 @@ opt_args(max_links_per_peer, N) when is_integer(N), N > 0 ->
 opt_args(tls, T) -> cnode_bridge_tls:args(T);
 opt_args(demo, true) -> ["--demo"];
 opt_args(demo, false) -> [];
+opt_args(visible, true) -> ["--visible"];
+opt_args(visible, false) -> [];
+opt_args(pg_scopes, [_ | _] = Ss) ->
+    case lists:all(fun is_atom/1, Ss) of
+        true -> ["--pg-scopes", lists:flatten(lists:join(",", [atom_to_list(S) || S <- Ss]))];
+        false -> throw({bad_option, {pg_scopes, Ss}})
+    end;
 opt_args(executable, E) when is_list(E) -> [];
 opt_args(ready_timeout, T) when is_integer(T), T > 0 -> [];
 opt_args(K, V) -> throw({bad_option, {K, V}}).

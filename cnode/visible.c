@@ -1,0 +1,299 @@
+/* visible.c: with opts.visible (--visible), the node's own `global_name_server`:
+ * it answers OTP global's connect protocol (init_connect, lock_set, exchange,
+ * resolved, then in_sync to the peer's known nodes) and its lock and
+ * registration calls, so that global:sync() completes on every node and no
+ * registration waits on us. The node keeps no name table yet: it offers none
+ * in the exchange and takes every lock. Facts from OTP 25's global.erl are in
+ * docs/ARCHITECTURE.md ("Visible mode"). I/O thread only. Tests:
+ * tests/integration/visible_tests.erl. */
+#include "log.h"
+#include "node_rt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define VIS_TAG_MAX 64     /* the encoded sync tag we echo (an integer in OTP) */
+#define VIS_MAX_KNOWN 1024 /* nodes we tell in_sync from one resolved message */
+#define GLOBAL_VSN 8       /* global's protocol version in OTP 25..29 */
+
+/* One peer's sync session: its tag (echoed back to it) and ours. */
+typedef struct vis_peer {
+    char name[CNB_NAME_MAX];
+    char his_tag[VIS_TAG_MAX];
+    int his_tag_len;
+    long long my_tag;
+    long vsn;
+} vis_peer_t;
+
+struct cnb_visible {
+    erlang_pid locker; /* stands for global's locker process in lock ids */
+    long long next_tag;
+    vis_peer_t *peers;
+    size_t npeers, cap;
+};
+
+int cnb__visible_create(cnb_node_t *n)
+{
+    struct cnb_visible *v = calloc(1, sizeof *v);
+    if (!v)
+        return CNB_ENOMEM;
+    cnb_node_make_pid(n, &v->locker);
+    v->next_tag = 1;
+    n->vis = v;
+    return 0;
+}
+
+void cnb__visible_destroy(cnb_node_t *n)
+{
+    if (!n->vis)
+        return;
+    free(n->vis->peers);
+    free(n->vis);
+    n->vis = NULL;
+}
+
+static vis_peer_t *peer_find(struct cnb_visible *v, const char *peer, int make)
+{
+    for (size_t i = 0; i < v->npeers; i++)
+        if (!strcmp(v->peers[i].name, peer))
+            return &v->peers[i];
+    if (!make)
+        return NULL;
+    if (v->npeers == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 8;
+        vis_peer_t *p = realloc(v->peers, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        v->peers = p;
+        v->cap = cap;
+    }
+    vis_peer_t *e = &v->peers[v->npeers++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", peer);
+    return e;
+}
+
+void cnb__visible_nodedown(cnb_node_t *n, const char *peer)
+{
+    struct cnb_visible *v = n->vis;
+    vis_peer_t *e = v ? peer_find(v, peer, 0) : NULL;
+    if (e)
+        *e = v->peers[--v->npeers];
+}
+
+/* Sends x (built with a version byte) to {global_name_server, peer}. */
+static void gns_send(cnb_node_t *n, const char *peer, ei_x_buff *x, const char *what)
+{
+    int rc = cnb_reg_send(n, &n->vis->locker, peer, "global_name_server", x->buff,
+                          (size_t)x->index);
+    if (rc && rc != CNB_ECLOSED)
+        cnb__log(n, CNB_LOG_WARNING, "global %s to %s not sent: %s", what, peer,
+                 cnb_strerror(rc));
+}
+
+/* x := {'$gen_cast', {Tag, ...: the cast's tuple of `arity` opened, its
+ * first element written. */
+static int cast_head(ei_x_buff *x, const char *tag, int arity)
+{
+    return ei_x_new_with_version(x) || ei_x_encode_tuple_header(x, 2) ||
+           ei_x_encode_atom(x, "$gen_cast") || ei_x_encode_tuple_header(x, arity) ||
+           ei_x_encode_atom(x, tag);
+}
+
+static int put_his_tag(ei_x_buff *x, const vis_peer_t *e)
+{
+    return ei_x_append_buf(x, e->his_tag, e->his_tag_len);
+}
+
+/* {init_connect, {Vsn, HisTag, ...}, Node, {locker, _, _Known, HisLocker}}:
+ * our own init_connect back (a new session: a fresh tag of ours), then
+ * {init_connect_ack, node(), HisTag, MyTag}, which the peer checks against
+ * the tags it holds. We answer only, never start: the peer sends its
+ * init_connect from its nodeup, so it holds its tag before ours arrive. */
+static void init_connect(cnb_node_t *n, const char *peer, const char *b, int i)
+{
+    int arity;
+    long vsn;
+    if (ei_decode_tuple_header(b, &i, &arity) || arity < 2 || ei_decode_long(b, &i, &vsn))
+        return;
+    int t0 = i;
+    if (ei_skip_term(b, &i) || i - t0 > VIS_TAG_MAX)
+        return;
+    vis_peer_t *e = peer_find(n->vis, peer, 1);
+    if (!e)
+        goto nomem0;
+    memcpy(e->his_tag, b + t0, (size_t)(i - t0));
+    e->his_tag_len = i - t0;
+    e->my_tag = n->vis->next_tag++;
+    e->vsn = vsn < GLOBAL_VSN ? vsn : GLOBAL_VSN;
+    ei_x_buff x;
+    if (cast_head(&x, "init_connect", 4) || ei_x_encode_tuple_header(&x, 2) ||
+        ei_x_encode_long(&x, e->vsn) || ei_x_encode_longlong(&x, e->my_tag) ||
+        ei_x_encode_atom(&x, n->name) || ei_x_encode_tuple_header(&x, 4) ||
+        ei_x_encode_atom(&x, "locker") || ei_x_encode_atom(&x, "no_longer_a_pid") ||
+        ei_x_encode_empty_list(&x) || ei_x_encode_pid(&x, &n->vis->locker))
+        goto nomem;
+    gns_send(n, peer, &x, "init_connect");
+    ei_x_free(&x);
+    if (ei_x_new_with_version(&x) || ei_x_encode_tuple_header(&x, 4) ||
+        ei_x_encode_atom(&x, "init_connect_ack") || ei_x_encode_atom(&x, n->name) ||
+        put_his_tag(&x, e) || ei_x_encode_longlong(&x, e->my_tag))
+        goto nomem;
+    gns_send(n, peer, &x, "init_connect_ack");
+    ei_x_free(&x);
+    return;
+nomem:
+    ei_x_free(&x);
+nomem0:
+    cnb__log(n, CNB_LOG_ERROR, "out of memory: global init_connect from %s not answered", peer);
+}
+
+/* {lock_set, HisLocker, true, _Known, MyTag}: his locker holds the lock on
+ * both partitions (we said yes to its set_lock); ours "holds" it too:
+ * {lock_set, OurLocker, true, [], HisTag}, which his server hands his locker. */
+static void lock_set(cnb_node_t *n, const char *peer, const char *b, int i, int arity)
+{
+    vis_peer_t *e = peer_find(n->vis, peer, 0);
+    erlang_pid p;
+    int set;
+    if (!e || arity != 5 || ei_decode_pid(b, &i, &p) || ei_decode_boolean(b, &i, &set) || !set)
+        return;
+    ei_x_buff x;
+    if (cast_head(&x, "lock_set", 5) || ei_x_encode_pid(&x, &n->vis->locker) ||
+        ei_x_encode_boolean(&x, 1) || ei_x_encode_empty_list(&x) || put_his_tag(&x, e)) {
+        ei_x_free(&x);
+        cnb__log(n, CNB_LOG_ERROR, "out of memory: global lock_set from %s not answered", peer);
+        return;
+    }
+    gns_send(n, peer, &x, "lock_set");
+    ei_x_free(&x);
+}
+
+/* {exchange, Node, Names, _, MyTag}: our names (none) as
+ * {exchange, node(), [], [], HisTag}, and at once our resolved:
+ * {resolved, node(), [], [], unused, [], HisTag} (nothing of his clashes with
+ * a table we do not keep; the peer holds it until its resolver is done). */
+static void exchange(cnb_node_t *n, const char *peer)
+{
+    vis_peer_t *e = peer_find(n->vis, peer, 0);
+    if (!e)
+        return;
+    ei_x_buff x;
+    if (cast_head(&x, "exchange", 5) || ei_x_encode_atom(&x, n->name) ||
+        ei_x_encode_empty_list(&x) || ei_x_encode_empty_list(&x) || put_his_tag(&x, e))
+        goto nomem;
+    gns_send(n, peer, &x, "exchange");
+    ei_x_free(&x);
+    if (cast_head(&x, "resolved", 7) || ei_x_encode_atom(&x, n->name) ||
+        ei_x_encode_empty_list(&x) || ei_x_encode_empty_list(&x) ||
+        ei_x_encode_atom(&x, "unused") || ei_x_encode_empty_list(&x) || put_his_tag(&x, e))
+        goto nomem;
+    gns_send(n, peer, &x, "resolved");
+    ei_x_free(&x);
+    return;
+nomem:
+    ei_x_free(&x);
+    cnb__log(n, CNB_LOG_ERROR, "out of memory: global exchange from %s not answered", peer);
+}
+
+/* {resolved, Node, Ops, HisKnown, unused, NamesExt, MyTag}: we are in sync
+ * with the peer; as global's sync_others, each node it knows ([{N, Vsn}] or
+ * [N]) hears {in_sync, node(), true}, sent on a connection the send makes,
+ * so that those nodes count us as synced (and connect: connect_all). */
+static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int arity)
+{
+    int len, a;
+    char node[MAXATOMLEN_UTF8];
+    if (arity != 7 || ei_skip_term(b, &i) || ei_skip_term(b, &i) ||
+        ei_decode_list_header(b, &i, &len) || len > VIS_MAX_KNOWN)
+        return;
+    ei_x_buff x;
+    if (cast_head(&x, "in_sync", 3) || ei_x_encode_atom(&x, n->name) ||
+        ei_x_encode_boolean(&x, 1)) {
+        ei_x_free(&x);
+        cnb__log(n, CNB_LOG_ERROR, "out of memory: global resolved from %s not answered", peer);
+        return;
+    }
+    for (int k = 0; k < len; k++) {
+        int j = i;
+        a = 0;
+        if (!ei_decode_tuple_header(b, &j, &a) && a == 2)
+            i = j;
+        if (ei_decode_atom(b, &i, node) || (a == 2 && ei_skip_term(b, &i)))
+            break;
+        if (strcmp(node, n->name) && strchr(node, '@'))
+            gns_send(n, node, &x, "in_sync");
+    }
+    ei_x_free(&x);
+}
+
+/* '$gen_call's of global_name_server that other nodes' global makes of every
+ * known node (multi_call, timeout infinity): each answered at once, so no
+ * lock or registration anywhere waits on us. */
+static const struct {
+    const char *req;
+    const char *reply;
+} calls[] = {{"set_lock", "true"},     {"del_lock", "true"},    {"register", "yes"},
+             {"register_ext", "yes"},  {"unregister", "ok"}};
+
+static void gen_call(cnb_node_t *n, const cnb_msg_t *m, const char *b, int i)
+{
+    int arity, t0, t1;
+    erlang_pid from;
+    char req[MAXATOMLEN_UTF8];
+    if (ei_decode_tuple_header(b, &i, &arity) || arity != 2 || ei_decode_pid(b, &i, &from))
+        return;
+    t0 = i;
+    if (ei_skip_term(b, &i))
+        return;
+    t1 = i;
+    if (ei_decode_tuple_header(b, &i, &arity) || arity < 1 || ei_decode_atom(b, &i, req))
+        return;
+    for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++)
+        if (!strcmp(req, calls[k].req)) {
+            cnb__gen_reply_atom(n, m, &from, t0, t1, calls[k].reply);
+            return;
+        }
+    cnb__log(n, CNB_LOG_DEBUG, "ignored a global_name_server call from %s", m->peer);
+}
+
+/* A cast: {'$gen_cast', {Op, ...}}. */
+static void gen_cast(cnb_node_t *n, const char *peer, const char *b, int i)
+{
+    int arity;
+    char op[MAXATOMLEN_UTF8];
+    if (ei_decode_tuple_header(b, &i, &arity) || arity < 2 || ei_decode_atom(b, &i, op))
+        return;
+    if (!strcmp(op, "init_connect") && arity == 4)
+        init_connect(n, peer, b, i);
+    else if (!strcmp(op, "lock_set"))
+        lock_set(n, peer, b, i, arity);
+    else if (!strcmp(op, "exchange") && arity == 5)
+        exchange(n, peer);
+    else if (!strcmp(op, "resolved"))
+        resolved(n, peer, b, i, arity);
+    /* new_nodes, in_sync, async_del_*: nothing to keep without a table. */
+}
+
+int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m)
+{
+    if (!n->vis || m->has_to || strcmp(m->toname, "global_name_server"))
+        return 0;
+    /* Monitors on it (multi_call sets one) need no record: the caller's node
+     * fires noconnection itself when the connection goes. */
+    if (m->op == CNB_OP_MONITOR_P || m->op == CNB_OP_DEMONITOR_P)
+        return 1;
+    if (m->op != CNB_OP_REG_SEND || !m->payload)
+        return 0;
+    const char *b = m->payload;
+    int i = 0, ver, arity;
+    char tag[MAXATOMLEN_UTF8];
+    if (ei_decode_version(b, &i, &ver) || ei_decode_tuple_header(b, &i, &arity) ||
+        ei_decode_atom(b, &i, tag))
+        return 1; /* plain messages (init_connect_ack, lost_connection ...) */
+    if (!strcmp(tag, "$gen_call") && arity == 3)
+        gen_call(n, m, b, i);
+    else if (!strcmp(tag, "$gen_cast") && arity == 2)
+        gen_cast(n, m->peer, b, i);
+    return 1;
+}
