@@ -47,10 +47,20 @@ prefix(Tmp) -> filename:join(Tmp, "usr").
 
 pc_env(Tmp) -> "PKG_CONFIG_PATH='" ++ filename:join([prefix(Tmp), "lib", "pkgconfig"]) ++ "' ".
 
-%% make in Root, without the jobserver of a `make test' that may run us.
+%% make in Root, without the jobserver of a `make test' that may run us. When
+%% the suites run with another build tree (BUILD=build-otpN: scripts/test-otp,
+%% in a chroot with another OTP and libc), the library and the cnode program
+%% are built under it, not into build/ and erlang_side/priv: there the chroot's
+%% toolchain would relink the host's cnode against its newer glibc, and every
+%% later run on the host (the mixed-release test) would fail to start it.
 make_cmd(Root, Args) ->
+    Own = case os:getenv("BUILD") of
+              B when B =:= false; B =:= ""; B =:= "build" -> [];
+              B -> Dir = filename:join(B, "c_service"),
+                   ["BUILD=" ++ Dir, "PRIV=" ++ filename:join(Dir, "priv")]
+          end,
     "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -C '" ++ Root ++ "' " ++
-        lists:join(" ", Args).
+        lists:join(" ", Own ++ Args).
 
 %% Runs a shell command; {ExitStatus, Output}. A failure prints the output.
 sh(Cmd) ->

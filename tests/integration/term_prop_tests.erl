@@ -10,7 +10,11 @@
 %%      erl -noshell -pa build/itest -eval \
 %%        'case eunit:test(term_prop_tests,[verbose]) of ok -> halt(0); _ -> halt(1) end.'
 %% Environment: CNB_ROOT (repository root), CNB_PROP_SEED (repeat a run),
-%% CNB_PROP_TERMS (number of terms, default 10000).
+%% CNB_PROP_TERMS (number of terms, default 10000). A seed repeats a run only
+%% with the same compiled module and the same CNB_PROP_TERMS: the order in
+%% which a large map's pairs are listed (perturb/1 picks from it) follows the
+%% hashes of its keys, and a fun's hash follows the module's checksum (erlc
+%% +debug_info or not gives other terms from one seed).
 -module(term_prop_tests).
 
 -include_lib("eunit/include/eunit.hrl").
@@ -40,7 +44,7 @@ edge_cases_test_() ->
 prop_canonical() ->
     seed_rand(canonical),
     N = n_terms(),
-    Terms = [gen(?MAX_DEPTH) || _ <- lists:seq(1, N)],
+    Terms = [gen(?MAX_DEPTH) || _ <- lists:seq(1, N)] ++ [F || {F, _} <- fun_env_pairs()],
     Cases = [{T, encodings(T)} || T <- Terms],
     NEnc = lists:sum([length(Es) || {_, Es} <- Cases]),
     io:format(user, "term_prop_tests: ~p terms, ~p encodings~n", [N, NEnc]),
@@ -61,7 +65,15 @@ check_canonical([{T, Es} | Rest], Lines, Acc) ->
     Want = canonical(T),
     Parsed = [parse_ok(L) || L <- Mine],
     Hashes = lists:usort([H || {ok, _, H} <- Parsed]),
-    Bad = [{E, P} || {E, P} <- lists:zip(Es, Parsed), P =/= {ok, Want, hd(Hashes)}],
+    All = lists:zip(Es, Parsed),
+    %% Not hd(Hashes) in the filter: a filter that is a guard expression
+    %% fails quietly, so a term whose every encoding was refused passed.
+    Bad = case {otp_release() >= 27 andalso has_zero_pair(T), Hashes} of
+              {true, _} -> % 27+'s valid map with 0.0 and -0.0 keys: refused here
+                  [{E, P} || {E, P} <- All, P =/= {error, <<"ERR CNB_EMALFORMED">>}];
+              {false, [Hash]} -> [{E, P} || {E, P} <- All, P =/= {ok, Want, Hash}];
+              {false, _} -> All % no encoding taken, or two hashes
+          end,
     case Bad of
         [] -> check_canonical(Rest, More, Acc);
         _ -> check_canonical(Rest, More, [{T, Want, Bad} | Acc])
@@ -77,7 +89,7 @@ parse_ok(Line) ->
 prop_compare() ->
     seed_rand(compare),
     N = max(2000, n_terms() div 2),
-    Pairs = [gen_pair() || _ <- lists:seq(1, N)] ++ number_pairs(),
+    Pairs = [gen_pair() || _ <- lists:seq(1, N)] ++ number_pairs() ++ fun_env_pairs(),
     Records = lists:append([[enc_any(A), enc_any(B)] || {A, B} <- Pairs]),
     Lines = run_checker(["--compare"], Records),
     ?assertEqual(length(Pairs), length(Lines)),
@@ -152,23 +164,33 @@ big_arity(F) when is_function(F) ->
                 <<98, A:32>> -> A > 255;
                 _ -> false
             end;
-        _ -> false
+        _ -> big_arity(fun_env(F))
     end;
 big_arity(T) when is_map(T) -> big_arity(maps:to_list(T));
 big_arity(T) when is_tuple(T) -> big_arity(tuple_to_list(T));
 big_arity([H | T]) -> big_arity(H) orelse big_arity(T);
 big_arity(_) -> false.
 
-broken_fun(F) when is_function(F) -> not is_atom(element(2, erlang:fun_info(F, module)));
+broken_fun(F) when is_function(F) ->
+    not is_atom(element(2, erlang:fun_info(F, module))) orelse broken_fun(fun_env(F));
 broken_fun(T) when is_map(T) -> broken_fun(maps:to_list(T));
 broken_fun(T) when is_tuple(T) -> broken_fun(tuple_to_list(T));
 broken_fun([H | T]) -> broken_fun(H) orelse broken_fun(T);
 broken_fun(_) -> false.
 
+%% The free variables of a local fun ([] for an external one): the walks
+%% here look into them as into a tuple (a -0.0 map key may hide in a closure).
+fun_env(F) ->
+    case erlang:fun_info(F, type) of
+        {type, local} -> element(2, erlang:fun_info(F, env));
+        {type, external} -> []
+    end.
+
 %% A map with a -0.0 key anywhere in T.
 zero_key(M) when is_map(M) ->
     lists:member(neg_zero(), maps:keys(M)) orelse zero_key(maps:to_list(M));
 zero_key(T) when is_tuple(T) -> zero_key(tuple_to_list(T));
+zero_key(F) when is_function(F) -> zero_key(fun_env(F));
 zero_key([H | T]) -> zero_key(H) orelse zero_key(T);
 zero_key(_) -> false.
 
@@ -177,6 +199,7 @@ has_zero_pair(M) when is_map(M) ->
     (lists:member(0.0, Ks) andalso lists:member(neg_zero(), Ks)) orelse
         lists:any(fun has_zero_pair/1, Ks ++ maps:values(M));
 has_zero_pair(T) when is_tuple(T) -> has_zero_pair(tuple_to_list(T));
+has_zero_pair(F) when is_function(F) -> has_zero_pair(fun_env(F));
 has_zero_pair([H | T]) -> has_zero_pair(H) orelse has_zero_pair(T);
 has_zero_pair(_) -> false.
 
@@ -526,6 +549,17 @@ binary_part_bits(B) ->
     N = bit_size(B) - 1,
     <<P:N/bitstring, _:1>> = B,
     P.
+
+%% Closures over a map with both 0.0 and -0.0 as keys (two keys on 27+, one
+%% on 25): 27+ accept the map, the checker refuses it as 25 does, which
+%% newer_otp/3 must excuse inside a fun's free variables too (on OTP 29 a
+%% random term once hid such a map in a closure and failed the property).
+fun_env_pairs() ->
+    Zeros = maps:from_list([{0.0, a}, {neg_zero(), b}]
+                           ++ [{I, I} || I <- lists:seq(1, 40)]),
+    Zero = maps:remove(neg_zero(), Zeros),
+    [{fun() -> Zeros end, fun() -> Zeros end}, {fun() -> Zeros end, fun() -> Zero end},
+     {[fun(X) -> {X, Zeros} end], [fun(X) -> {X, Zero} end]}].
 
 number_pairs() ->
     Ints = [0, 1, -1, 255, 1 bsl 31, 1 bsl 53, (1 bsl 53) + 1, (1 bsl 63) - 1, 1 bsl 63,

@@ -15,7 +15,48 @@ ctx =
   })
 
 :persistent_term.put(:cnb_cluster_ctx, ctx)
-ExUnit.start(timeout: 180_000, capture_log: true)
+
+defmodule CnbResults do
+  @moduledoc """
+  An ExUnit formatter beside the CLI one when CNB_RESULTS_FILE is set
+  (scripts/run-tests sets it): at the end of the suite it writes one line per
+  test file, "exunit:FILE PASSED FAILED" (invalid tests count as failed,
+  skipped and excluded ones not at all), read by scripts/test-otp and
+  scripts/compat-table.
+  """
+  use GenServer
+
+  @impl true
+  def init(_opts), do: {:ok, %{}}
+
+  @impl true
+  def handle_cast({:test_finished, %ExUnit.Test{tags: tags, state: state}}, acc) do
+    key = Path.basename(tags.file, ".exs")
+    {p, f} = Map.get(acc, key, {0, 0})
+
+    case state do
+      nil -> {:noreply, Map.put(acc, key, {p + 1, f})}
+      {:skipped, _} -> {:noreply, acc}
+      {:excluded, _} -> {:noreply, acc}
+      _ -> {:noreply, Map.put(acc, key, {p, f + 1})}
+    end
+  end
+
+  def handle_cast({:suite_finished, _}, acc) do
+    lines = for {k, {p, f}} <- Enum.sort(acc), do: "exunit:#{k} #{p} #{f}\n"
+    File.write!(System.fetch_env!("CNB_RESULTS_FILE"), lines)
+    {:noreply, acc}
+  end
+
+  def handle_cast(_event, acc), do: {:noreply, acc}
+end
+
+formatters =
+  if System.get_env("CNB_RESULTS_FILE"),
+    do: [ExUnit.CLIFormatter, CnbResults],
+    else: [ExUnit.CLIFormatter]
+
+ExUnit.start(timeout: 180_000, capture_log: true, formatters: formatters)
 ExUnit.after_suite(fn _ -> :cnb_cluster.stop(ctx) end)
 
 defmodule CnbTest do

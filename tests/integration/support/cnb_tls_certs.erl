@@ -91,7 +91,8 @@ run(Cmd) ->
 %% @doc Writes an -ssl_dist_optfile for an Erlang node using the certificate
 %% Which (a key of certs(), or none: no certificate at all) and returns its
 %% path. Opts: verify (verify_peer, the default, or verify_none), versions,
-%% ciphers (ssl's option as given).
+%% ciphers (ssl's option as given); server: more ssl options for the
+%% server side only (e.g. [{reuse_sessions, true}]).
 -spec optfile(certs(), atom(), map()) -> file:filename().
 optfile(Certs = #{dir := Dir, ca := CA}, Which, Opts) ->
     Own = case Which of
@@ -109,7 +110,8 @@ optfile(Certs = #{dir := Dir, ca := CA}, Which, Opts) ->
                   Cs -> [{ciphers, Cs}]
               end,
     Common = Own ++ [{cacertfile, CA}, {verify, Verify}] ++ Vers ++ Ciphers,
-    Server = Common ++ [{fail_if_no_peer_cert, Verify =:= verify_peer}],
+    Server = Common ++ [{fail_if_no_peer_cert, Verify =:= verify_peer}]
+        ++ maps:get(server, Opts, []),
     F = filename:join(Dir, cnb_cluster:unique_name("dist") ++ ".conf"),
     ok = file:write_file(F, io_lib:format("~p.~n", [[{server, Server}, {client, Common}]])),
     F.
