@@ -114,7 +114,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
             cnb__sig_free(p, s); /* refused or logged there */
         else if (cnb__mbox_push_io(p, s, (m->sig_flags & CNB_ALTACT_PRIO) &&
                                               (kind == SIG_MSG || kind == SIG_EXIT2)))
-            run_here = p; /* EEP 76 priority: ahead of ordinary signals */
+            run_here = p; /* (an EEP 76 priority signal goes ahead of ordinary ones) */
     }
     pthread_rwlock_unlock(&rt->tab_lock);
     /* An idle inline worker, now claimed by this thread: it cannot end or be
