@@ -133,6 +133,9 @@ int cnb_call(cnb_node_t *n, const erlang_pid *to, const char *name, const char *
         return CNB_EINVAL;
     if (name && (strlen(name) >= MAXATOMLEN_UTF8 || strlen(peer) >= CNB_NAME_MAX))
         return CNB_EINVAL;
+    memset(reply, 0, sizeof(*reply)); /* ei_x_free takes it, whatever comes */
+    if (cnb_on_io_thread(n))
+        return CNB_ESTATE; /* the reply could only come in through this thread */
     slot_t *s = calloc(1, sizeof(*s));
     if (!s)
         return CNB_ENOMEM;

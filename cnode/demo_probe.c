@@ -12,6 +12,12 @@
 /* A worker that does what it is asked, for tests and for exploring from a
  * shell: gen_server:call({probe, C}, Request) with Request one of
  *   spawn                      -> {ok, Pid} of a new (unnamed) probe
+ *   spawn_inline               -> {ok, Pid} of a new probe that runs inline
+ *                              (cnb_spawn_opts_t.run_inline): never ask it
+ *                              for busy (it would hold the I/O thread)
+ *   on_io_thread               -> true | false: where this call runs
+ *   {notify_terminate, Pid}    when the probe ends, terminate sends Pid
+ *                              {probe_terminate, Self, Reason} -> ok
  *   {subscribe, Pid}           every later info message M goes to Pid as
  *                              {probe_info, Self, M}
  *   {link, Pid} | {unlink, Pid} | {trap_exit, Bool}          -> ok
@@ -20,7 +26,8 @@
  *   {exit, Pid, Reason}        exit(Pid, Reason) from the probe -> ok
  *   {call, Pid, Req, Ms} | {call, Name, Node, Req, Ms}
  *                              gen_server:call from C -> {ok, Reply} |
- *                              {error, timeout | noproc | noconnection, Detail}
+ *                              {error, timeout | noproc | noconnection |
+ *                                      bad_state (from an inline probe), Detail}
  *   {rpc, Node, M, F, Args, Ms} -> {ok, Result} | {error, ...}
  *   {reply_after, Ms, Term}    replies Term after Ms (a late reply)
  *   {busy, Ms}                 holds its worker thread for Ms (at most 10 s;
@@ -40,6 +47,7 @@
 typedef struct probe {
     erlang_pid *sub;
     long count_left; /* {count, N}: info messages still to count */
+    erlang_pid *end_to; /* {notify_terminate, Pid} */
     cnb_from_t *count_from;
 } probe_t;
 
@@ -54,12 +62,30 @@ static int probe_init(cnb_proc_t *self, void *arg, void **state)
     return 0;
 }
 
+/* Sends `to` the message {Tag, Self, T} (t: a term with version byte).
+ * Returns 0, or CNB_ENOMEM when it could not be encoded (nothing sent). */
+static int send_tagged(cnb_proc_t *self, const erlang_pid *to, const char *tag, const char *t,
+                       size_t len)
+{
+    ei_x_buff x;
+    int e = ei_x_new_with_version(&x);
+    e |= ei_x_encode_tuple_header(&x, 3);
+    e |= ei_x_encode_atom(&x, tag);
+    e |= ei_x_encode_pid(&x, cnb_self(self));
+    e |= ei_x_append_buf(&x, t + 1, (int)len - 1);
+    if (!e)
+        cnb_send(cnb_proc_node(self), cnb_self(self), to, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    return e ? CNB_ENOMEM : 0;
+}
+
 static void probe_terminate(cnb_proc_t *self, void *state, const char *r, size_t len)
 {
-    (void)self;
-    (void)r;
-    (void)len;
     probe_t *p = state;
+    if (p->end_to) {
+        send_tagged(self, p->end_to, "probe_terminate", r, len);
+        free(p->end_to);
+    }
     free(p->sub);
     free(p->count_from);
     free(p);
@@ -118,6 +144,7 @@ static int call_result(ei_x_buff *reply, int rc, ei_x_buff *r)
     e |= ei_x_encode_atom(reply, rc == CNB_ETIMEDOUT ? "timeout"
                                  : rc == CNB_ENOPROC ? "noproc"
                                  : rc == CNB_ENOCONN ? "noconnection"
+                                 : rc == CNB_ESTATE  ? "bad_state"
                                                      : "failed");
     if (r->buff && r->index > 1)
         e |= ei_x_append_buf(reply, r->buff + 1, r->index - 1);
@@ -131,6 +158,31 @@ static int p_spawn(probe_req_t *q)
     erlang_pid pid;
     int rc = cnb_spawn(q->n, &cnb__demo_probe_ops, NULL, NULL, &pid);
     return rc ? rc : ok_pid(q->reply, &pid);
+}
+
+static int p_spawn_inline(probe_req_t *q)
+{
+    erlang_pid pid;
+    cnb_spawn_opts_t o = {.run_inline = 1};
+    int rc = cnb_spawn(q->n, &cnb__demo_probe_ops, NULL, &o, &pid);
+    return rc ? rc : ok_pid(q->reply, &pid);
+}
+
+static int p_on_io_thread(probe_req_t *q)
+{
+    return replied(ei_x_encode_atom(q->reply, cnb_on_io_thread(q->n) ? "true" : "false"),
+                   CNB_REPLY);
+}
+
+static int p_notify_terminate(probe_req_t *q)
+{
+    erlang_pid pid;
+    if (ei_decode_pid(q->req, &q->i, &pid))
+        return error_reply(q->reply, "badarg");
+    if (!q->st->end_to && !(q->st->end_to = malloc(sizeof(pid))))
+        return CNB_ENOMEM;
+    *q->st->end_to = pid;
+    return ok_reply(q);
 }
 
 static int p_crash(probe_req_t *q)
@@ -383,6 +435,9 @@ static const struct {
     int (*fn)(probe_req_t *q);
 } probe_reqs[] = {
     {"spawn", -1, p_spawn},
+    {"spawn_inline", -1, p_spawn_inline},
+    {"on_io_thread", -1, p_on_io_thread},
+    {"notify_terminate", 2, p_notify_terminate},
     {"crash", -1, p_crash},
     {"subscribe", 2, p_subscribe},
     {"link", 2, p_link},
@@ -460,16 +515,7 @@ static int probe_info(cnb_proc_t *self, void *state, const char *msg, size_t len
     }
     if (!st->sub)
         return CNB_CONTINUE;
-    ei_x_buff x;
-    int e = ei_x_new_with_version(&x);
-    e |= ei_x_encode_tuple_header(&x, 3);
-    e |= ei_x_encode_atom(&x, "probe_info");
-    e |= ei_x_encode_pid(&x, cnb_self(self));
-    e |= ei_x_append_buf(&x, msg + 1, (int)len - 1);
-    if (!e)
-        cnb_send(n, cnb_self(self), st->sub, x.buff, (size_t)x.index);
-    ei_x_free(&x);
-    return e ? CNB_ENOMEM : CNB_CONTINUE;
+    return send_tagged(self, st->sub, "probe_info", msg, len) ? CNB_ENOMEM : CNB_CONTINUE;
 }
 
 const cnb_worker_ops_t cnb__demo_probe_ops = {

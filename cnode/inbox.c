@@ -64,6 +64,11 @@ static int on_io_thread(const cnb_node_t *n)
     return n->thread_started && pthread_equal(pthread_self(), n->thread);
 }
 
+int cnb_on_io_thread(const cnb_node_t *n)
+{
+    return n && on_io_thread(n);
+}
+
 int cnb__submit(cnb_node_t *n, cnb_chunk_t *ch)
 {
     if (atomic_load(&n->stopping)) {

@@ -541,6 +541,8 @@ int cnb_node_wait_connected(cnb_node_t *n, const char *peer, unsigned timeout_ms
     size_t len = peer ? strcspn(peer, ":") : 0;
     if (!n || (peer && (!memchr(peer, '@', len) || len >= CNB_NAME_MAX)))
         return CNB_EINVAL;
+    if (cnb_on_io_thread(n))
+        return CNB_ESTATE; /* the connection could only come up through this thread */
     int64_t end = cnb__now_ms() + timeout_ms;
     int rc = CNB_ETIMEDOUT;
     pthread_mutex_lock(&n->peers_mu);

@@ -261,6 +261,7 @@ int cnb__spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_
     p->key = cnb__pt_key(&p->pid);
     p->pl.key = p->key;
     p->trap_exit = o && o->trap_exit;
+    p->run_inline = o && o->run_inline;
     p->scheduled = 1; /* not runnable until live: signals wait in the mailbox */
     pthread_rwlock_wrlock(&rt->tab_lock);
     cnb__pt_insert_locked(rt, p);

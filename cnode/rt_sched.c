@@ -6,6 +6,10 @@
  * no wake-up; the queue posts only for threads that sleep (a semaphore, not
  * a condition variable: a thread woken from pthread_cond_wait holds its
  * mutex as contended, and its unlock costs one more system call).
+ * An inline worker (cnb_spawn_opts_t.run_inline) that is idle when the I/O
+ * thread delivers a signal to it is claimed by the I/O thread instead, by the
+ * same flag (scheduled) a pool thread's claim sets, and run there
+ * (cnb__mbox_run_inline): no hand-off at all.
  * Tests: tests/integration/runtime_tests.erl, spin_tests.erl, bench
  * (targets section). */
 #include "runtime_int.h"
@@ -53,8 +57,9 @@ int cnb__rt_busy(cnb_node_t *n)
 
 /* Links s into p's mailbox (a priority signal after those already waiting,
  * ahead of every other; an ordinary one at the tail) and schedules p if it
- * is neither scheduled nor dead. */
-static void mbox_link(cnb_proc_t *p, sig_t *s, int prio)
+ * is neither scheduled nor dead: into the run queue, or, when io and p is an
+ * inline worker, claimed for the I/O thread (returns 1). */
+static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
 {
     int sched = 0;
     pthread_mutex_lock(&p->mu);
@@ -78,18 +83,26 @@ static void mbox_link(cnb_proc_t *p, sig_t *s, int prio)
         sched = 1;
     }
     pthread_mutex_unlock(&p->mu);
+    if (sched && io && p->run_inline && !p->rt->inline_running)
+        return 1; /* scheduled = 1: ours, as a pool thread's from the queue */
     if (sched)
         rq_push(p->rt, p);
+    return 0;
 }
 
 void cnb__mbox_push(cnb_proc_t *p, sig_t *s)
 {
-    mbox_link(p, s, 0);
+    mbox_link(p, s, 0, 0);
 }
 
 void cnb__mbox_push_prio(cnb_proc_t *p, sig_t *s)
 {
-    mbox_link(p, s, 1);
+    mbox_link(p, s, 1, 0);
+}
+
+int cnb__mbox_push_io(cnb_proc_t *p, sig_t *s, int prio)
+{
+    return mbox_link(p, s, prio, cnb_on_io_thread(p->node));
 }
 
 void cnb__mbox_go_live(cnb_proc_t *p)
@@ -172,6 +185,14 @@ static void run(cnb_proc_t *p)
         }
     }
     rq_push(p->rt, p); /* still scheduled: let others run first */
+}
+
+void cnb__mbox_run_inline(cnb_proc_t *p)
+{
+    cnb_rt_t *rt = p->rt;
+    rt->inline_running = 1; /* what it sends to another inline worker queues */
+    run(p);
+    rt->inline_running = 0;
 }
 
 static int rq_ready(void *arg)

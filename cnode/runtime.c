@@ -7,8 +7,9 @@
  * termination), rt_gen.c (gen_server and sys), links.c with proc_links.c and
  * link_names.c (links, monitors, exits), calls.c, timer.c.
  *
- * Ownership: a process's links and monitors are touched only by the pool
- * thread running it; every signal from elsewhere (the I/O thread, other
+ * Ownership: a process's links and monitors are touched only by the thread
+ * running it (a pool thread, or the I/O thread for an idle inline worker
+ * that a signal reached: cnb__mbox_push_io); every signal from elsewhere (the I/O thread, other
  * workers) goes through its mailbox, in arrival order, as in Erlang.
  * Tests: tests/integration/runtime_tests.erl, hostile_signals_tests.erl,
  * tests/integration/exunit/. */
@@ -101,6 +102,7 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         p = cnb__pt_find_name_locked(rt, m->toname);
     int handled;
     int kind = sig_kind_of(n, m, p, &handled);
+    cnb_proc_t *run_here = NULL;
     if (kind) {
         /* Messages, exit reasons and DOWN reasons carry the payload. */
         int with_data = kind == SIG_MSG || kind == SIG_EXIT || kind == SIG_EXIT2 || kind == SIG_DOWN;
@@ -110,12 +112,16 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
             cnb__log(n, CNB_LOG_WARNING, "out of memory: dropped op %d from %s", m->op, m->peer);
         else if (s->meta && cnb__links_meta(n, p, s, m))
             cnb__sig_free(p, s); /* refused or logged there */
-        else if ((m->sig_flags & CNB_ALTACT_PRIO) && (kind == SIG_MSG || kind == SIG_EXIT2))
-            cnb__mbox_push_prio(p, s); /* EEP 76: ahead of ordinary signals */
-        else
-            cnb__mbox_push(p, s);
+        else if (cnb__mbox_push_io(p, s, (m->sig_flags & CNB_ALTACT_PRIO) &&
+                                              (kind == SIG_MSG || kind == SIG_EXIT2)))
+            run_here = p; /* (an EEP 76 priority signal goes ahead of ordinary ones) */
     }
     pthread_rwlock_unlock(&rt->tab_lock);
+    /* An idle inline worker, now claimed by this thread: it cannot end or be
+     * freed by anyone else, and runs without the table's lock held (it may
+     * spawn, or end and leave the table). */
+    if (run_here)
+        cnb__mbox_run_inline(run_here);
     return handled;
 }
 

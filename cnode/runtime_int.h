@@ -64,6 +64,7 @@ struct cnb_proc {
     void *state;
     char *name; /* registered name (malloc'd), or NULL */
     int trap_exit;
+    int run_inline; /* cnb_spawn_opts_t.run_inline: the I/O thread runs it when idle */
     /* mailbox */
     pthread_mutex_t mu;
     sig_t *head, *tail;
@@ -95,6 +96,7 @@ struct cnb_rt {
     atomic_int running;   /* pool threads running a worker */
     atomic_int spinning;  /* a pool thread spins for work (at most one) */
     atomic_int stopping;  /* stop, for the spinner */
+    int inline_running;   /* the I/O thread runs an inline worker (I/O thread only) */
     int stop;
     unsigned nthreads;
     pthread_t *threads;
@@ -129,6 +131,15 @@ void cnb__mbox_push(cnb_proc_t *p, sig_t *s);
 /* A priority signal (ALTACT_SIG_SEND's PRIO flag, EEP 76): queued after the
  * priority signals already waiting and ahead of all others. */
 void cnb__mbox_push_prio(cnb_proc_t *p, sig_t *s);
+/* From the I/O thread (cnb__rt_deliver): as the two above, but when p is an
+ * inline worker that was idle (and no inline worker runs already on this
+ * thread), p is claimed as a pool thread would take it from the run queue
+ * and 1 returned: the caller then runs it with cnb__mbox_run_inline once it
+ * holds no lock. Else 0. */
+int cnb__mbox_push_io(cnb_proc_t *p, sig_t *s, int prio);
+/* The I/O thread runs p, claimed by cnb__mbox_push_io: up to a batch of its
+ * signals, then into the run queue if more wait (or p ends). */
+void cnb__mbox_run_inline(cnb_proc_t *p);
 void cnb__mbox_go_live(cnb_proc_t *p);
 sig_t *cnb__mbox_take_all(cnb_proc_t *p);
 int cnb__pool_start(cnb_rt_t *rt); /* 0, or CNB_ESYS when no thread started */

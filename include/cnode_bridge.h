@@ -244,9 +244,9 @@ int cnb_node_keep_connected(cnb_node_t *node, const char *peer);
  * is up, or with peer NULL until any node is connected, for at most
  * timeout_ms. It starts nothing: call cnb_node_connect or
  * cnb_node_keep_connected first. Any thread but the I/O thread (not from a
- * callback of on_node, on_message or log). Returns 0 (connected, maybe
- * already before the call), CNB_ETIMEDOUT, CNB_ECLOSED (the node is
- * stopping) or CNB_EINVAL. */
+ * callback of on_node, on_message or log, nor an inline worker's). Returns 0
+ * (connected, maybe already before the call), CNB_ETIMEDOUT, CNB_ECLOSED (the
+ * node is stopping), CNB_ESTATE (called on the I/O thread) or CNB_EINVAL. */
 int cnb_node_wait_connected(cnb_node_t *node, const char *peer, unsigned timeout_ms);
 
 /* Copies into out up to max of the keep-connected nodes (name@host), in the
@@ -349,6 +349,16 @@ typedef struct cnb_spawn_opts {
     const char *name;        /* register locally under this name (NULL: none) */
     int trap_exit;           /* start trapping exits */
     const erlang_pid *link;  /* link to this pid at start (spawn_link) */
+    /* Inline worker (issue 19): a signal that arrives from the network while
+     * the worker is idle is handled on the I/O thread itself, at once, with
+     * no hand-off to a pool thread and back (a call's reply leaves in the same
+     * loop turn). When it is busy on a pool thread, signals queue as for any
+     * worker; never two threads at once, signal order unchanged. Contract:
+     * its callbacks must not block nor take long, as every connection of the
+     * node waits meanwhile; calls that wait for another node (cnb_call,
+     * cnb_rpc, cnb_global_*, cnb_node_wait_connected) fail with CNB_ESTATE
+     * there instead of stalling the I/O thread for good. */
+    int run_inline;
 } cnb_spawn_opts_t;
 
 /* Starts a worker: runs init, then registers the name (if any) and makes the
@@ -360,6 +370,10 @@ typedef struct cnb_spawn_opts {
  * returned, CNB_ENOMEM, CNB_ECLOSED (stopping). */
 int cnb_spawn(cnb_node_t *node, const cnb_worker_ops_t *ops, void *arg,
               const cnb_spawn_opts_t *opts, erlang_pid *pid);
+
+/* 1 when the calling thread is node's I/O thread (an inline worker's
+ * callback, on_message, on_node): nothing here may block. */
+int cnb_on_io_thread(const cnb_node_t *node);
 
 /* ----------------------------------------------------------------------
  * Worker types: C workers that BEAM code starts with Erlang's own remote
@@ -458,7 +472,9 @@ int cnb_cancel_timer(cnb_node_t *node, uint64_t tref); /* 0, or CNB_ENOENT (fire
  * waiting). On success returns 0 and *reply holds the reply term (with version
  * byte; ei_x_free it). Errors: CNB_ETIMEDOUT (a late reply is dropped),
  * CNB_ENOPROC (no such process, or it exited: *reply holds the exit reason),
- * CNB_ENOCONN (node unreachable), CNB_EINVAL, CNB_ENOMEM. */
+ * CNB_ENOCONN (node unreachable), CNB_EINVAL, CNB_ENOMEM, CNB_ESTATE (called
+ * on the I/O thread: from an inline worker's callback or on_message, where
+ * the reply could never be read). */
 int cnb_call(cnb_node_t *node, const erlang_pid *to, const char *name, const char *peer,
              const char *req, size_t len, unsigned timeout_ms, ei_x_buff *reply);
 /* rpc:call(Peer, Mod, Fun, Args) through the peer's rex server; args is the
