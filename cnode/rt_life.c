@@ -135,7 +135,8 @@ void cnb__proc_finish(cnb_proc_t *p)
     snprintf(name, sizeof(name), "%s", p->name ? p->name : "");
 
     cnb__pt_remove(rt, p);
-    cnb__pg_proc_exit(n, &p->pid); /* its :pg memberships (visible mode) */
+    cnb__pg_proc_exit(n, &p->pid);      /* its :pg memberships (visible mode) */
+    cnb__visible_proc_exit(n, &p->pid); /* its :global names (visible mode) */
     /* Nobody can push now. Signals still queued arrived before the end. */
     for (sig_t *s = cnb__mbox_take_all(p), *nx; s; s = nx) {
         nx = s->next;
