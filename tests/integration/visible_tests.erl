@@ -20,7 +20,8 @@ visible_test_() ->
      ?T(pg_hostile_messages, 120),
      {"names_known_locally", {timeout, 180, fun names_known_locally/0}},
      ?T(c_worker_names_local, 120),
-     ?T(locks_refuse_other_requesters, 120)].
+     ?T(locks_refuse_other_requesters, 120),
+     ?T(global_hostile_messages, 180)].
 
 with_cluster(F) ->
     cnode_bridge_test:with(fun(Ctx) -> F(Ctx, cluster(Ctx, ["--visible"])) end).
@@ -261,3 +262,56 @@ locks_refuse_other_requesters(_Ctx, #{cnode := CN} = Cl) ->
     cnode_bridge_test:call(A, erlang, send, [H2, release]),
     ?assert(cnode_bridge_test:wait_until(fun() -> Try(vis_res2) end, 20000)),
     true = Free(vis_res2).
+
+%% Malformed global_name_server messages are dropped; a flood of registrations
+%% past the table's cap (65,536) keeps what fits, logs once, and the node
+%% still answers.
+global_hostile_messages(Ctx, #{cnode := CN, handle := H} = Cl) ->
+    [A, B, _] = peers(Cl),
+    [ok = sync_on(P) || P <- peers(Cl)],
+    Bad = [{'$gen_call', {self, t}, {register, x}},
+           {'$gen_call', {self, t}, {register, n, notapid, m}},
+           {'$gen_call', {self, t}, {register_ext, n, self, m}},
+           {'$gen_call', {self, t}, {set_lock, notatuple}},
+           {'$gen_call', {self, t}, {set_lock, {a}}},
+           {'$gen_call', {self, t}, {del_lock, {a, b, c}}},
+           {'$gen_call', {self, t}, {unregister}},
+           {'$gen_cast', {exchange, n, [junk, {a, notpid, m}, {a}], [], 1}},
+           {'$gen_cast', {new_nodes, n, [{insert, junk}, {delete}, {insert}, x], [], [], []}},
+           {'$gen_cast', {new_nodes, n, notalist, [], [], []}},
+           {'$gen_cast', {resolved, n, [{insert, {a, notpid, m}}], [], unused, [], 1}}],
+    Flood = fun() ->
+                    Me = self(),
+                    S = spawn(fun() ->
+                                      Sub = fun F(self) -> self(); F(T) when is_tuple(T) ->
+                                                    list_to_tuple([F(E) || E <- tuple_to_list(T)]);
+                                                F(T) -> T end,
+                                      [{global_name_server, CN} ! Sub(M) || M <- Bad],
+                                      [{global_name_server, CN} !
+                                           {'$gen_call', {self(), I}, {register, {flood, I}, self(), m}}
+                                       || I <- lists:seq(1, 70000)],
+                                      %% Answered in order: once this reply is
+                                      %% here, every register before it was taken.
+                                      {global_name_server, CN} !
+                                          {'$gen_call', {self(), done}, {del_lock, {x, y}}},
+                                      receive {done, true} -> ok end,
+                                      Me ! sent,
+                                      receive stop -> ok end
+                              end),
+                    receive sent -> S end
+            end,
+    S = cnode_bridge_test:call(B, erlang, apply, [Flood, []], 120000),
+    ?assertEqual(S, c_whereis(CN, A, {flood, 1})),
+    ?assertEqual(S, c_whereis(CN, A, {flood, 65536})),
+    ?assertEqual(undefined, c_whereis(CN, A, {flood, 65537})),
+    ?assert(cnode_bridge_test:wait_until(
+              fun() -> lists:any(fun(L) -> binary:match(L, <<"name table full">>) =/= nomatch end,
+                                 cnode_bridge_test:cnode_output(Ctx, H)) end, 30000)),
+    %% The flooder's end takes its names out (our monitors' DOWN).
+    cnode_bridge_test:call(B, erlang, send, [S, stop]),
+    ?assert(cnode_bridge_test:wait_until(fun() -> c_whereis(CN, A, {flood, 1}) =:= undefined end,
+                                         60000)),
+    ?assertEqual(hi, cnode_bridge_test:call(A, gen_server, call, [{echo, CN}, hi, 10000])),
+    W = start_cache(A, CN, hostile1),
+    [ok = sync_on(P) || P <- peers(Cl)],
+    ?assertEqual(W, c_whereis(CN, A, {cache, hostile1})).
