@@ -235,17 +235,21 @@ static void drop(cnb_node_t *n, cnb_gtab_t *t, const erlang_pid *pid, const char
     for (size_t k = 0; k < GT_BUCKETS; k++)
         for (gname_t **pp = &t->b[k]; *pp;) {
             const erlang_pid *p = &(*pp)->pid;
-            if (hit(p, pid, node))
+            if (hit(p, pid, node)) {
+                /* At a nodedown its monitors went with the connection: no
+                 * demonitor (a send could dial the node back). */
+                (*pp)->monitored &= !node;
                 name_unlink(n, t, pp);
-            else
+            } else {
                 pp = &(*pp)->next;
+            }
         }
     for (glock_t **lp = &t->locks; *lp;) {
         glock_t *l = *lp;
         for (int i = 0; i < l->nh;) {
             const erlang_pid *p = &l->h[i].pid;
             if (hit(p, pid, node)) {
-                unwatch(n, t, p, &l->h[i].mref, l->h[i].monitored);
+                unwatch(n, t, p, &l->h[i].mref, l->h[i].monitored && !node);
                 l->h[i] = l->h[--l->nh];
             } else {
                 i++;
