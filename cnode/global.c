@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "node_int.h"
+#include "node_rt.h"
 
 #define MAX_TRY 64
 
@@ -125,6 +126,8 @@ int cnb_global_whereis(cnb_node_t *n, const char *name, size_t len, erlang_pid *
 {
     if (!valid_term(name, len))
         return CNB_EINVAL;
+    if (n->vis) /* visible: our own copy of the name table */
+        return cnb__visible_whereis(n, name, len, pid);
     ei_x_buff r;
     int rc = name_call(n, "whereis_name", name, len, NULL, 0, 0, timeout_ms, &r);
     if (!rc) {

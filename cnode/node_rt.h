@@ -58,6 +58,10 @@ int cnb__visible_create(cnb_node_t *n);
 void cnb__visible_destroy(cnb_node_t *n);
 int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m);
 void cnb__visible_nodedown(cnb_node_t *n, const char *peer);
+/* The names (and lock holds) of our own pid go when it ends; whereis reads the
+ * local name table (CNB_ESTATE when not visible). */
+void cnb__visible_proc_exit(cnb_node_t *n, const erlang_pid *pid);
+int cnb__visible_whereis(cnb_node_t *n, const char *name, size_t len, erlang_pid *pid);
 
 /* pg_scope.c: the scope processes of pg when opts.visible (n->pg set by
  * cnb__pg_create). take: 1 when m was for a scope. nodedown: the peer's scopes

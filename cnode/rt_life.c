@@ -135,7 +135,8 @@ void cnb__proc_finish(cnb_proc_t *p)
     snprintf(name, sizeof(name), "%s", p->name ? p->name : "");
 
     cnb__pt_remove(rt, p);
-    cnb__pg_proc_exit(n, &p->pid); /* its :pg memberships (visible mode) */
+    cnb__pg_proc_exit(n, &p->pid);      /* its :pg memberships (visible mode) */
+    cnb__visible_proc_exit(n, &p->pid); /* its :global names (visible mode) */
     /* Nobody can push now. Signals still queued arrived before the end.
      * What the end owes others goes in one burst (see cnb__sig_burst_begin). */
     cnb__sig_burst_begin();

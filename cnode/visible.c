@@ -2,10 +2,13 @@
  * it answers OTP global's connect protocol (init_connect, lock_set, exchange,
  * resolved, then in_sync to the peer's known nodes) and its lock and
  * registration calls, so that global:sync() completes on every node and no
- * registration waits on us. The node keeps no name table yet: it offers none
- * in the exchange and takes every lock. Facts from OTP 25's global.erl are in
- * docs/ARCHITECTURE.md ("Visible mode"). I/O thread only. Tests:
+ * registration waits on us. It keeps a copy of the name table and a lock
+ * table (glob_table.c), fed by the exchange, resolved/new_nodes ops and the
+ * calls, and offers its own workers' names in its exchange. Facts from OTP
+ * 25's global.erl are in docs/ARCHITECTURE.md ("Visible mode"). I/O thread
+ * only. Tests:
  * tests/integration/visible_tests.erl. */
+#include "glob_table.h"
 #include "log.h"
 #include "node_rt.h"
 
@@ -27,6 +30,7 @@ typedef struct vis_peer {
 
 struct cnb_visible {
     erlang_pid locker; /* stands for global's locker process in lock ids */
+    cnb_gtab_t *gt;    /* the name and lock tables (glob_table.c) */
     long long next_tag;
     vis_peer_t *peers;
     size_t npeers, cap;
@@ -38,6 +42,11 @@ int cnb__visible_create(cnb_node_t *n)
     if (!v)
         return CNB_ENOMEM;
     cnb_node_make_pid(n, &v->locker);
+    v->gt = cnb__gt_create(&v->locker);
+    if (!v->gt) {
+        free(v);
+        return CNB_ENOMEM;
+    }
     v->next_tag = 1;
     n->vis = v;
     return 0;
@@ -47,6 +56,7 @@ void cnb__visible_destroy(cnb_node_t *n)
 {
     if (!n->vis)
         return;
+    cnb__gt_destroy(n->vis->gt);
     free(n->vis->peers);
     free(n->vis);
     n->vis = NULL;
@@ -79,6 +89,19 @@ void cnb__visible_nodedown(cnb_node_t *n, const char *peer)
     vis_peer_t *e = v ? peer_find(v, peer, 0) : NULL;
     if (e)
         *e = v->peers[--v->npeers];
+    if (v)
+        cnb__gt_drop_node(n, v->gt, peer); /* as global: its pids' names and locks */
+}
+
+void cnb__visible_proc_exit(cnb_node_t *n, const erlang_pid *pid)
+{
+    if (n->vis)
+        cnb__gt_drop_pid(n, n->vis->gt, pid);
+}
+
+int cnb__visible_whereis(cnb_node_t *n, const char *name, size_t len, erlang_pid *pid)
+{
+    return n->vis ? cnb__gt_name_find(n->vis->gt, name, len, pid) : CNB_ESTATE;
 }
 
 /* Sends x (built with a version byte) to {global_name_server, peer}. */
@@ -169,18 +192,79 @@ static void lock_set(cnb_node_t *n, const char *peer, const char *b, int i, int 
     ei_x_free(&x);
 }
 
-/* {exchange, Node, Names, _, MyTag}: our names (none) as
- * {exchange, node(), [], [], HisTag}, and at once our resolved:
- * {resolved, node(), [], [], unused, [], HisTag} (nothing of his clashes with
- * a table we do not keep; the peer holds it until its resolver is done). */
-static void exchange(cnb_node_t *n, const char *peer)
+/* {Name, Pid, Method} at b[i..] into the table (i moves past it). With
+ * keep: a name we hold already stays as it is (a clash is global's to
+ * resolve on the Erlang nodes; see docs). Returns nonzero when malformed. */
+static int put_triple(cnb_node_t *n, const char *b, int *i, int keep)
+{
+    int a, n0, n1, m0;
+    erlang_pid pid;
+    if (ei_decode_tuple_header(b, i, &a) || a != 3)
+        return -1;
+    n0 = *i;
+    if (ei_skip_term(b, i))
+        return -1;
+    n1 = *i;
+    if (ei_decode_pid(b, i, &pid))
+        return -1;
+    m0 = *i;
+    if (ei_skip_term(b, i))
+        return -1;
+    if (keep && !cnb__gt_name_find(n->vis->gt, b + n0, (size_t)(n1 - n0), NULL))
+        return 0;
+    (void)cnb__gt_name_put(n, n->vis->gt, b + n0, (size_t)(n1 - n0), &pid, b + m0, *i - m0);
+    return 0;
+}
+
+/* [{Name, Pid, Method}] (an exchange's names) at b[i..]: the ones we lack. */
+static void take_names(cnb_node_t *n, const char *b, int i)
+{
+    int len;
+    if (ei_decode_list_header(b, &i, &len))
+        return;
+    for (int k = 0; k < len; k++)
+        if (put_triple(n, b, &i, 1))
+            return;
+}
+
+/* [{insert, {Name, Pid, Method}} | {delete, Name}] (resolved, new_nodes) at
+ * b[i..], applied as global's do_ops. */
+static void do_ops(cnb_node_t *n, const char *b, int i)
+{
+    int len, a;
+    char op[MAXATOMLEN_UTF8];
+    if (ei_decode_list_header(b, &i, &len))
+        return;
+    for (int k = 0; k < len; k++) {
+        if (ei_decode_tuple_header(b, &i, &a) || a != 2 || ei_decode_atom(b, &i, op))
+            return;
+        int t0 = i;
+        if (!strcmp(op, "insert")) {
+            if (put_triple(n, b, &i, 0))
+                return;
+        } else if (ei_skip_term(b, &i)) {
+            return;
+        } else if (!strcmp(op, "delete")) {
+            (void)cnb__gt_name_del(n, n->vis->gt, b + t0, (size_t)(i - t0));
+        }
+    }
+}
+
+/* {exchange, Node, Names, _, MyTag}: his names go into our table; ours (the
+ * names of our own pids) go back as {exchange, node(), Names, [], HisTag},
+ * and at once our resolved: {resolved, node(), [], [], unused, [], HisTag}
+ * (we resolve no clash: the peer's resolver runs for names we both hold;
+ * the peer holds it until its resolver is done). */
+static void exchange(cnb_node_t *n, const char *peer, const char *b, int i)
 {
     vis_peer_t *e = peer_find(n->vis, peer, 0);
-    if (!e)
+    if (!e || ei_skip_term(b, &i))
         return;
+    take_names(n, b, i);
     ei_x_buff x;
     if (cast_head(&x, "exchange", 5) || ei_x_encode_atom(&x, n->name) ||
-        ei_x_encode_empty_list(&x) || ei_x_encode_empty_list(&x) || put_his_tag(&x, e))
+        cnb__gt_encode_ours(n, n->vis->gt, &x) || ei_x_encode_empty_list(&x) ||
+        put_his_tag(&x, e))
         goto nomem;
     gns_send(n, peer, &x, "exchange");
     ei_x_free(&x);
@@ -204,8 +288,10 @@ static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int 
 {
     int len, a;
     char node[MAXATOMLEN_UTF8];
-    if (arity != 7 || ei_skip_term(b, &i) || ei_skip_term(b, &i) ||
-        ei_decode_list_header(b, &i, &len) || len > VIS_MAX_KNOWN)
+    if (arity != 7 || !peer_find(n->vis, peer, 0) || ei_skip_term(b, &i))
+        return;
+    do_ops(n, b, i); /* the clashes his resolver settled for us */
+    if (ei_skip_term(b, &i) || ei_decode_list_header(b, &i, &len) || len > VIS_MAX_KNOWN)
         return;
     ei_x_buff x;
     if (cast_head(&x, "in_sync", 3) || ei_x_encode_atom(&x, n->name) ||
@@ -228,13 +314,38 @@ static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int 
 }
 
 /* '$gen_call's of global_name_server that other nodes' global makes of every
- * known node (multi_call, timeout infinity): each answered at once, so no
- * lock or registration anywhere waits on us. */
-static const struct {
-    const char *req;
-    const char *reply;
-} calls[] = {{"set_lock", "true"},     {"del_lock", "true"},    {"register", "yes"},
-             {"register_ext", "yes"},  {"unregister", "ok"}};
+ * known node (multi_call, timeout infinity), each answered at once as
+ * global's handle_call does: set_lock true or false (another requester holds
+ * the resource: the asker releases and retries), del_lock true;
+ * {register, Name, Pid, Method} / {register_ext, ..., RegNode} yes and
+ * {unregister, Name} ok, with the table changed. Never blocks. */
+static const char *call_do(cnb_node_t *n, const char *req, const char *b, int i, int arity,
+                           const erlang_pid *from)
+{
+    cnb_gtab_t *t = n->vis->gt;
+    if (!strcmp(req, "set_lock"))
+        return arity == 2 && cnb__gt_set_lock(n, t, b, i, from) ? "true" : "false";
+    if (!strcmp(req, "del_lock")) {
+        if (arity == 2)
+            cnb__gt_del_lock(n, t, b, i, from);
+        return "true";
+    }
+    if (!strcmp(req, "register") || !strcmp(req, "register_ext")) {
+        int n0 = i, n1, m0;
+        erlang_pid pid;
+        if (arity == (req[8] ? 5 : 4) && !ei_skip_term(b, &i) && (n1 = i, 1) &&
+            !ei_decode_pid(b, &i, &pid) && (m0 = i, 1) && !ei_skip_term(b, &i))
+            (void)cnb__gt_name_put(n, t, b + n0, (size_t)(n1 - n0), &pid, b + m0, i - m0);
+        return "yes";
+    }
+    if (!strcmp(req, "unregister")) {
+        int n0 = i;
+        if (arity == 2 && !ei_skip_term(b, &i))
+            (void)cnb__gt_name_del(n, t, b + n0, (size_t)(i - n0));
+        return "ok";
+    }
+    return NULL;
+}
 
 static void gen_call(cnb_node_t *n, const cnb_msg_t *m, const char *b, int i)
 {
@@ -249,12 +360,11 @@ static void gen_call(cnb_node_t *n, const cnb_msg_t *m, const char *b, int i)
     t1 = i;
     if (ei_decode_tuple_header(b, &i, &arity) || arity < 1 || ei_decode_atom(b, &i, req))
         return;
-    for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++)
-        if (!strcmp(req, calls[k].req)) {
-            cnb__gen_reply_atom(n, m, &from, t0, t1, calls[k].reply);
-            return;
-        }
-    cnb__log(n, CNB_LOG_DEBUG, "ignored a global_name_server call from %s", m->peer);
+    const char *reply = call_do(n, req, b, i, arity, &from);
+    if (reply)
+        cnb__gen_reply_atom(n, m, &from, t0, t1, reply);
+    else
+        cnb__log(n, CNB_LOG_DEBUG, "ignored a global_name_server call from %s", m->peer);
 }
 
 /* A cast: {'$gen_cast', {Op, ...}}. */
@@ -269,15 +379,26 @@ static void gen_cast(cnb_node_t *n, const char *peer, const char *b, int i)
     else if (!strcmp(op, "lock_set"))
         lock_set(n, peer, b, i, arity);
     else if (!strcmp(op, "exchange") && arity == 5)
-        exchange(n, peer);
+        exchange(n, peer, b, i);
     else if (!strcmp(op, "resolved"))
         resolved(n, peer, b, i, arity);
-    /* new_nodes, in_sync, async_del_*: nothing to keep without a table. */
+    else if (!strcmp(op, "new_nodes") && arity == 6 && !ei_skip_term(b, &i))
+        do_ops(n, b, i); /* {new_nodes, Node, Ops, ...}: a sync elsewhere's names */
+    /* in_sync, async_del_*: nothing to keep. */
 }
 
 int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m)
 {
-    if (!n->vis || m->has_to || strcmp(m->toname, "global_name_server"))
+    if (!n->vis)
+        return 0;
+    /* The DOWN of a pid our tables watch (a name's owner, a lock holder). */
+    if (m->op == CNB_OP_MONITOR_P_EXIT && m->has_to && m->has_from &&
+        !strcmp(m->to.node, n->vis->locker.node) && m->to.num == n->vis->locker.num &&
+        m->to.serial == n->vis->locker.serial) {
+        cnb__gt_drop_pid(n, n->vis->gt, &m->from);
+        return 1;
+    }
+    if (m->has_to || strcmp(m->toname, "global_name_server"))
         return 0;
     /* Monitors on it (multi_call sets one) need no record: the caller's node
      * fires noconnection itself when the connection goes. */

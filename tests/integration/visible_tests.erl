@@ -17,12 +17,19 @@ visible_test_() ->
      ?T(pg_members_everywhere, 120),
      ?T(pg_worker_exit_leaves_everywhere, 120),
      ?T(pg_kill9_leaves_everywhere, 120),
-     ?T(pg_hostile_messages, 120)].
+     ?T(pg_hostile_messages, 120),
+     {"names_known_locally", {timeout, 180, fun names_known_locally/0}},
+     ?T(c_worker_names_local, 120),
+     ?T(locks_refuse_other_requesters, 120),
+     ?T(global_hostile_messages, 180)].
 
 with_cluster(F) ->
     cnode_bridge_test:with(fun(Ctx) -> F(Ctx, cluster(Ctx, ["--visible"])) end).
 
-cluster(Ctx, CArgs) ->
+cluster(Ctx, CArgs) -> cluster(Ctx, CArgs, fun(_) -> ok end).
+
+%% Pre(Nodes) runs once the Erlang nodes are synced, before the C node starts.
+cluster(Ctx, CArgs, Pre) ->
     Ns = [begin
               {ok, P, N} = cnode_bridge_test:start_node(
                              Ctx, #{name => Nm, args => ["-connect_all", "true", "-kernel", "start_pg", "true"]}),
@@ -32,6 +39,7 @@ cluster(Ctx, CArgs) ->
     pong = cnode_bridge_test:call(A, net_adm, ping, [NB]),
     pong = cnode_bridge_test:call(A, net_adm, ping, [ND]),
     [ok = cnode_bridge_test:call(P, global, sync, []) || {P, _} <- Ns],
+    Pre(Ns),
     {ok, H, CN} = cnode_bridge_test:start_cnode(
                     Ctx, #{connect => [NA], args => ["--demo" | CArgs]}),
     true = cnode_bridge_test:wait_until(
@@ -155,3 +163,155 @@ pg_hostile_messages(_Ctx, #{cnode := CN} = Cl) ->
     W1 = start_cache(A, CN, pg6),
     wait_members(Cl, [W1]),
     ?assertEqual(hi, cnode_bridge_test:call(A, gen_server, call, [{echo, CN}, hi, 10000])).
+
+%%% -------------------------------------------------------- :global's tables
+
+%% rex suspended on every Erlang node: a C lookup that went through an
+%% anchor's rex would time out (the probe gives undefined after 5 s).
+without_rex(Cl, F) ->
+    [ok = cnode_bridge_test:call(P, sys, suspend, [rex]) || P <- peers(Cl)],
+    try F() after [ok = cnode_bridge_test:call(P, sys, resume, [rex]) || P <- peers(Cl)] end.
+
+c_whereis(CN, P, Name) ->
+    cnode_bridge_test:call(P, gen_server, call, [{probe, CN}, {global_whereis, Name}, 20000], 30000).
+
+sleeper(P) -> cnode_bridge_test:call(P, erlang, spawn, [timer, sleep, [infinity]]).
+
+%% Names registered on Erlang nodes before the C node connected (they come in
+%% the connect session's exchange) and after (the register multi_call) are
+%% found by the C side from its own table; an unregister and the end of a
+%% name's process take them out of it.
+names_known_locally() ->
+    cnode_bridge_test:with(
+      fun(Ctx) ->
+              Self = self(),
+              Pre = fun([{_, _}, {B, _}, _]) ->
+                            Pid = sleeper(B),
+                            yes = cnode_bridge_test:call(B, global, register_name, [vis_pre, Pid]),
+                            Self ! {pre, Pid}
+                    end,
+              #{cnode := CN} = Cl = cluster(Ctx, ["--visible"], Pre),
+              Pre1 = receive {pre, P1} -> P1 end,
+              [A, _, D] = peers(Cl),
+              [ok = sync_on(P) || P <- peers(Cl)],
+              Post = sleeper(D),
+              yes = cnode_bridge_test:call(D, global, register_name, [{vis, post}, Post], 60000),
+              without_rex(Cl, fun() ->
+                  ?assertEqual(Pre1, c_whereis(CN, A, vis_pre)),
+                  ?assertEqual(Post, c_whereis(CN, A, {vis, post})),
+                  ?assertEqual(undefined, c_whereis(CN, A, vis_never))
+              end),
+              ok = cnode_bridge_test:call(A, global, unregister_name, [{vis, post}], 60000),
+              true = cnode_bridge_test:call(A, erlang, exit, [Pre1, kill]),
+              without_rex(Cl, fun() ->
+                  ?assert(cnode_bridge_test:wait_until(
+                            fun() -> c_whereis(CN, A, vis_pre) =:= undefined end, 20000)),
+                  ?assertEqual(undefined, c_whereis(CN, A, {vis, post}))
+              end)
+      end).
+
+%% A C worker's name (taken through the anchor today) is in the C side's
+%% table too, and leaves it when the worker stops.
+c_worker_names_local(_Ctx, #{cnode := CN} = Cl) ->
+    [A | _] = peers(Cl),
+    W = start_cache(A, CN, loc1),
+    %% As on an Erlang node that just connected, the C side knows the names
+    %% once its sync sessions are done.
+    [ok = sync_on(P) || P <- peers(Cl)],
+    without_rex(Cl, fun() -> ?assertEqual(W, c_whereis(CN, A, {cache, loc1})) end),
+    ok = cnode_bridge_test:call(A, gen_server, call, [W, stop, 10000]),
+    without_rex(Cl, fun() ->
+        ?assert(cnode_bridge_test:wait_until(
+                  fun() -> c_whereis(CN, A, {cache, loc1}) =:= undefined end, 20000))
+    end).
+
+%% global:set_lock on the C node alone: a second requester of a resource held
+%% by an Erlang process is refused (as global does), and gets it once the
+%% holder deletes the lock or dies.
+locks_refuse_other_requesters(_Ctx, #{cnode := CN} = Cl) ->
+    [A, B, _] = peers(Cl),
+    Holder = fun(Res, Req) ->
+                     cnode_bridge_test:call(
+                       A, erlang, apply,
+                       [fun() ->
+                                Me = self(),
+                                H = spawn(fun() ->
+                                                  Me ! {got, global:set_lock({Res, Req}, [CN], 0)},
+                                                  receive release ->
+                                                          global:del_lock({Res, Req}, [CN]),
+                                                          Me ! released,
+                                                          receive stop -> ok end
+                                                  end
+                                          end),
+                                receive {got, G} -> {H, G} end
+                        end, []])
+             end,
+    Try = fun(Res) -> cnode_bridge_test:call(B, global, set_lock, [{Res, other}, [CN], 0], 60000) end,
+    Free = fun(Res) -> cnode_bridge_test:call(B, global, del_lock, [{Res, other}, [CN]], 60000) end,
+    {H1, true} = Holder(vis_res1, req1),
+    ?assertEqual(false, Try(vis_res1)),
+    %% The same requester id from another process shares it (global's rule).
+    ?assertEqual(true, cnode_bridge_test:call(B, global, set_lock, [{vis_res1, req1}, [CN], 0], 60000)),
+    ?assertEqual(true, cnode_bridge_test:call(B, global, del_lock, [{vis_res1, req1}, [CN]], 60000)),
+    ?assertEqual(false, Try(vis_res1)),
+    true = cnode_bridge_test:call(A, erlang, exit, [H1, kill]),
+    ?assert(cnode_bridge_test:wait_until(fun() -> Try(vis_res1) end, 20000)),
+    true = Free(vis_res1),
+    {H2, true} = Holder(vis_res2, req2),
+    ?assertEqual(false, Try(vis_res2)),
+    cnode_bridge_test:call(A, erlang, send, [H2, release]),
+    ?assert(cnode_bridge_test:wait_until(fun() -> Try(vis_res2) end, 20000)),
+    true = Free(vis_res2).
+
+%% Malformed global_name_server messages are dropped; a flood of registrations
+%% past the table's cap (65,536) keeps what fits, logs once, and the node
+%% still answers.
+global_hostile_messages(Ctx, #{cnode := CN, handle := H} = Cl) ->
+    [A, B, _] = peers(Cl),
+    [ok = sync_on(P) || P <- peers(Cl)],
+    Bad = [{'$gen_call', {self, t}, {register, x}},
+           {'$gen_call', {self, t}, {register, n, notapid, m}},
+           {'$gen_call', {self, t}, {register_ext, n, self, m}},
+           {'$gen_call', {self, t}, {set_lock, notatuple}},
+           {'$gen_call', {self, t}, {set_lock, {a}}},
+           {'$gen_call', {self, t}, {del_lock, {a, b, c}}},
+           {'$gen_call', {self, t}, {unregister}},
+           {'$gen_cast', {exchange, n, [junk, {a, notpid, m}, {a}], [], 1}},
+           {'$gen_cast', {new_nodes, n, [{insert, junk}, {delete}, {insert}, x], [], [], []}},
+           {'$gen_cast', {new_nodes, n, notalist, [], [], []}},
+           {'$gen_cast', {resolved, n, [{insert, {a, notpid, m}}], [], unused, [], 1}}],
+    Flood = fun() ->
+                    Me = self(),
+                    S = spawn(fun() ->
+                                      Sub = fun F(self) -> self(); F(T) when is_tuple(T) ->
+                                                    list_to_tuple([F(E) || E <- tuple_to_list(T)]);
+                                                F(T) -> T end,
+                                      [{global_name_server, CN} ! Sub(M) || M <- Bad],
+                                      [{global_name_server, CN} !
+                                           {'$gen_call', {self(), I}, {register, {flood, I}, self(), m}}
+                                       || I <- lists:seq(1, 70000)],
+                                      %% Answered in order: once this reply is
+                                      %% here, every register before it was taken.
+                                      {global_name_server, CN} !
+                                          {'$gen_call', {self(), done}, {del_lock, {x, y}}},
+                                      receive {done, true} -> ok end,
+                                      Me ! sent,
+                                      receive stop -> ok end
+                              end),
+                    receive sent -> S end
+            end,
+    S = cnode_bridge_test:call(B, erlang, apply, [Flood, []], 120000),
+    ?assertEqual(S, c_whereis(CN, A, {flood, 1})),
+    ?assertEqual(S, c_whereis(CN, A, {flood, 65536})),
+    ?assertEqual(undefined, c_whereis(CN, A, {flood, 65537})),
+    ?assert(cnode_bridge_test:wait_until(
+              fun() -> lists:any(fun(L) -> binary:match(L, <<"name table full">>) =/= nomatch end,
+                                 cnode_bridge_test:cnode_output(Ctx, H)) end, 30000)),
+    %% The flooder's end takes its names out (our monitors' DOWN).
+    cnode_bridge_test:call(B, erlang, send, [S, stop]),
+    ?assert(cnode_bridge_test:wait_until(fun() -> c_whereis(CN, A, {flood, 1}) =:= undefined end,
+                                         60000)),
+    ?assertEqual(hi, cnode_bridge_test:call(A, gen_server, call, [{echo, CN}, hi, 10000])),
+    W = start_cache(A, CN, hostile1),
+    [ok = sync_on(P) || P <- peers(Cl)],
+    ?assertEqual(W, c_whereis(CN, A, {cache, hostile1})).
