@@ -475,11 +475,15 @@ void cnb__pg_proc_exit(cnb_node_t *n, const erlang_pid *pid)
     pthread_mutex_unlock(&g->mu);
 }
 
-/* The scope and the canonical group of a public call. Returns 0, CNB_ESTATE
- * (not visible), CNB_ENOENT (no such scope) or the canonical form's error. */
-static int api_args(cnb_node_t *n, const char *scope, const char *group, size_t len,
-                    pg_scope_t **s, void **g, size_t *glen)
+/* The scope and the canonical group of a public call; with pid (join,
+ * leave), that it is a local pid first. Returns 0, CNB_EINVAL (no local pid,
+ * no group), CNB_ESTATE (not visible), CNB_ENOENT (no such scope) or the
+ * canonical form's error. */
+static int api_args(cnb_node_t *n, const erlang_pid *pid, const char *scope, const char *group,
+                    size_t len, pg_scope_t **s, void **g, size_t *glen)
 {
+    if (pid && !cnb_node_is_local_pid(n, pid))
+        return CNB_EINVAL;
     if (!n->pg)
         return CNB_ESTATE;
     if (!group || !len)
@@ -501,9 +505,9 @@ int cnb_pg_join(cnb_node_t *n, const char *scope, const char *group, size_t len,
     pg_scope_t *s;
     void *g;
     size_t glen;
-    if (!pid || !cnb_node_is_local_pid(n, pid))
+    if (!pid)
         return CNB_EINVAL;
-    int rc = api_args(n, scope, group, len, &s, &g, &glen);
+    int rc = api_args(n, pid, scope, group, len, &s, &g, &glen);
     if (rc)
         return rc;
     pthread_mutex_lock(&n->pg->mu);
@@ -520,9 +524,9 @@ int cnb_pg_leave(cnb_node_t *n, const char *scope, const char *group, size_t len
     pg_scope_t *s;
     void *g;
     size_t glen;
-    if (!pid || !cnb_node_is_local_pid(n, pid))
+    if (!pid)
         return CNB_EINVAL;
-    int rc = api_args(n, scope, group, len, &s, &g, &glen);
+    int rc = api_args(n, pid, scope, group, len, &s, &g, &glen);
     if (rc)
         return rc;
     pg_member_t e = {g, glen, *pid, 0, 0, 0};
@@ -542,7 +546,7 @@ int cnb_pg_members(cnb_node_t *n, const char *scope, const char *group, size_t l
     pg_scope_t *s;
     void *g;
     size_t glen;
-    int rc = api_args(n, scope, group, len, &s, &g, &glen);
+    int rc = api_args(n, NULL, scope, group, len, &s, &g, &glen);
     if (rc)
         return rc;
     pthread_mutex_lock(&n->pg->mu);
