@@ -14,7 +14,8 @@ main() ->
     Machine = bench_stats:machine(),
     io:format("bench: ~s, ~s cores, ~s, OTP ~s, load average ~s~n",
               [maps:get(K, Machine) || K <- [cpu, cores, kernel, otp, load]]),
-    %% BENCH_ONLY=dist,global runs only those sections (for a quick look; the
+    %% BENCH_ONLY=dist,global runs only those sections (BENCH_TARGETS=calls,idle
+    %% picks groups of the targets section; see bench_targets) (for a quick look; the
     %% report then goes to build/bench/BENCHMARKS.md). BENCH_QUICK=1 (make
     %% bench-quick): the targets section alone with few rounds and small
     %% counts, the targets table printed, the report in

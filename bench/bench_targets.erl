@@ -39,12 +39,25 @@ run(Root, P) ->
         ok = cnb_cluster:call(A, global_bench, start_beam_cache_sup, []),
         Env = #{ctx => C, a => A, b => B, na => NA, cn => CN, srv => Srv, root => Root},
         note("cluster up"),
-        Lines = calls(Env, P) ++ messages(Env, P) ++ to_beam(Env, P) ++ global(Env, P)
-            ++ lookups(Root, P) ++ plots(Env, P),
-        Idle = idle(Env#{port => Port}, P),
-        Lines ++ Idle
+        Groups = [{calls, fun() -> calls(Env, P) end},
+                  {messages, fun() -> messages(Env, P) end},
+                  {to_beam, fun() -> to_beam(Env, P) end},
+                  {global, fun() -> global(Env, P) end},
+                  {lookups, fun() -> lookups(Root, P) end},
+                  {plots, fun() -> plots(Env, P) end},
+                  {idle, fun() -> idle(Env#{port => Port}, P) end}],
+        lists:append([F() || {G, F} <- Groups, wanted(G)])
     after
         cnb_cluster:stop(C)
+    end.
+
+%% BENCH_TARGETS=calls,messages runs only those groups of the targets
+%% section (to look at one figure; the report then lacks the others).
+wanted(Group) ->
+    case os:getenv("BENCH_TARGETS") of
+        false -> true;
+        "" -> true;
+        Gs -> lists:member(atom_to_list(Group), string:lexemes(Gs, ","))
     end.
 
 %% Two visible Erlang nodes (names {NameA, NameB}) in one :global cluster,
