@@ -40,9 +40,12 @@ LIBCORE   := $(BUILD)/libcnb_core.a
 LIBCNODE  := $(BUILD)/libcnode_bridge.a
 LIBCNODE_SO := $(BUILD)/libcnode_bridge.so
 SO_MAP    := cnode/libcnode_bridge.map
-# The version, from the public header (one place): MAJOR is the soname's.
+# The version, from the public header (one place). The soname's version
+# (CNB_MAJOR here) is MAJOR, or 0.MINOR while MAJOR is 0: before 1.0 a minor
+# release may change the ABI (the option structs grow), so it is a new soname.
 CNB_VERSION := $(shell sed -n 's/^\#define CNB_VERSION_STRING "\(.*\)"/\1/p' include/cnode_bridge.h)
-CNB_MAJOR   := $(firstword $(subst ., ,$(CNB_VERSION)))
+CNB_VWORDS  := $(subst ., ,$(CNB_VERSION))
+CNB_MAJOR   := $(if $(filter 0,$(firstword $(CNB_VWORDS))),0.$(word 2,$(CNB_VWORDS)),$(firstword $(CNB_VWORDS)))
 CNODE_BIN := $(PRIV)/cnode
 NIF_SO    := $(PRIV)/cnode_registry_nif.so
 
@@ -87,7 +90,7 @@ $(LIBCNODE): $(CNODE_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-# The shared library: soname libcnode_bridge.so.MAJOR; the version script
+# The shared library: soname libcnode_bridge.so.MAJOR (0.MINOR before 1.0); the version script
 # exports the cnb_* names only (no cnb__* internals), and ei, linked in from
 # OTP's static libei.a, stays private to it (--exclude-libs as well), so a
 # service may link an ei of its own.

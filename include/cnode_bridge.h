@@ -27,12 +27,13 @@ extern "C" {
 /* The library's version, the one place it is written. The macros are the
  * version of these headers; a program can compare them with what
  * cnb_version() says at run time (the shared library's soname carries the
- * major: libcnode_bridge.so.MAJOR). The OTP application cnode_bridge has the
+ * major: libcnode_bridge.so.MAJOR, or .so.0.MINOR before 1.0, as a 0.x minor
+ * release may change the ABI: 0.2 grew cnb_node_opts_t and cnb_spawn_opts_t). The OTP application cnode_bridge has the
  * same version (its .app.src vsn; tests/integration/cli_tests.erl checks). */
 #define CNB_VERSION_MAJOR 0
-#define CNB_VERSION_MINOR 1
+#define CNB_VERSION_MINOR 2
 #define CNB_VERSION_PATCH 0
-#define CNB_VERSION_STRING "0.1.0"
+#define CNB_VERSION_STRING "0.2.0"
 #define CNB_VERSION CNB_VERSION_STRING
 
 /* "MAJOR.MINOR.PATCH" of the library the program runs with (static text). */

@@ -82,7 +82,11 @@ major() ->
     {ok, H} = file:read_file(filename:join([cnb_cluster:root(), "include", "cnode_bridge.h"])),
     {match, [V]} = re:run(H, "#define CNB_VERSION_STRING \"([0-9.]+)\"",
                           [{capture, all_but_first, list}]),
-    {V, hd(string:split(V, "."))}.
+    %% The soname's version: MAJOR, or 0.MINOR before 1.0 (Makefile).
+    case string:split(V, ".", all) of
+        ["0", Minor | _] -> {V, "0." ++ Minor};
+        [Major | _] -> {V, Major}
+    end.
 
 %%% --------------------------------------------------------------- the tree
 
