@@ -62,7 +62,7 @@ defmodule CnodeBridge.AttachTest do
     assert_receive {:DOWN, ^pref, :process, ^pid, {:shutdown, {:cnode_down, ^c}}}, 15000
   end
 
-  test "options: keyword lists and maps; bad ones refused", %{ctx: ctx} do
+  test "options: keyword lists and maps; bad ones refused" do
     {_port, c} = start_cnode()
     reg = reg_name()
     assert :cnode_registry.attach(reg, c, lnk: false) == {:error, {:bad_option, {:lnk, false}}}
