@@ -32,8 +32,10 @@
  *   {reply_after, Ms, Term}    replies Term after Ms (a late reply)
  *   {busy, Ms}                 holds its worker thread for Ms (at most 10 s;
  *                              signals to it queue meanwhile) -> ok
- *   {global_register, Name, random_exit | random_notify | notify_all}
- *                              registers the probe in :global -> yes | no
+ *   {global_register, Name, random_exit | random_notify | notify_all[, Ms]}
+ *                              registers the probe in :global (within Ms,
+ *                              default 5000) -> yes | no | timeout
+ *   {global_re_register, Name} re_registers the probe in :global -> yes | no
  *   {global_whereis, Name}     -> Pid | undefined
  *   {global_unregister, Name}  -> ok
  *   global_names               -> global:registered_names()
@@ -354,13 +356,15 @@ static int p_busy(probe_req_t *q)
     return ok_reply(q);
 }
 
-static int p_global_register(probe_req_t *q)
+static int global_register(probe_req_t *q, int with_ms)
 {
     ei_x_buff nm;
     char how[MAXATOMLEN_UTF8];
+    long ms = 5000;
     if (next_term(q, &nm))
         return error_reply(q->reply, "badarg");
-    if (ei_decode_atom(q->req, &q->i, how)) {
+    if (ei_decode_atom(q->req, &q->i, how) ||
+        (with_ms && (ei_decode_long(q->req, &q->i, &ms) || ms < 0 || ms > 600000))) {
         ei_x_free(&nm);
         return error_reply(q->reply, "badarg");
     }
@@ -368,7 +372,31 @@ static int p_global_register(probe_req_t *q)
                   : !strcmp(how, "notify_all")  ? CNB_GLOBAL_NOTIFY_ALL
                                                 : CNB_GLOBAL_RANDOM_EXIT;
     int rc = cnb_global_register(q->n, nm.buff, (size_t)nm.index, cnb_self(q->self), resolve,
-                                 5000, NULL);
+                                 (unsigned)ms, NULL);
+    ei_x_free(&nm);
+    return replied(ei_x_encode_atom(q->reply, rc == 0                ? "yes"
+                                              : rc == CNB_ETIMEDOUT ? "timeout"
+                                                                    : "no"),
+                   CNB_REPLY);
+}
+
+static int p_global_register(probe_req_t *q)
+{
+    return global_register(q, 0);
+}
+
+static int p_global_register_ms(probe_req_t *q)
+{
+    return global_register(q, 1);
+}
+
+static int p_global_re_register(probe_req_t *q)
+{
+    ei_x_buff nm;
+    if (next_term(q, &nm))
+        return error_reply(q->reply, "badarg");
+    int rc = cnb_global_re_register(q->n, nm.buff, (size_t)nm.index, cnb_self(q->self),
+                                    CNB_GLOBAL_RANDOM_EXIT, 5000);
     ei_x_free(&nm);
     return replied(ei_x_encode_atom(q->reply, rc == 0 ? "yes" : "no"), CNB_REPLY);
 }
@@ -453,6 +481,8 @@ static const struct {
     {"reply_after", 3, p_reply_after},
     {"busy", 2, p_busy},
     {"global_register", 3, p_global_register},
+    {"global_register", 4, p_global_register_ms},
+    {"global_re_register", 2, p_global_re_register},
     {"global_whereis", 2, p_global_whereis},
     {"global_unregister", 2, p_global_unregister},
     {"global_names", 0, p_global_names},
