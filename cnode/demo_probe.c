@@ -37,6 +37,8 @@
  *                              default 5000) -> yes | no | timeout
  *   {global_re_register, Name} re_registers the probe in :global -> yes | no
  *   {global_whereis, Name}     -> Pid | undefined
+ *   {global_whereis_bench, Name, N}  N cnb_global_whereis calls in a row ->
+ *                              {ok, Nanoseconds} (all of them) | {error, _}
  *   {global_unregister, Name}  -> ok
  *   global_names               -> global:registered_names()
  *   {count, N}                 replies ok once N more info messages arrived
@@ -414,6 +416,32 @@ static int p_global_whereis(probe_req_t *q)
     return replied(e, CNB_REPLY);
 }
 
+static int p_global_whereis_bench(probe_req_t *q)
+{
+    ei_x_buff nm;
+    long cnt;
+    erlang_pid pid;
+    struct timespec t0, t1;
+    if (next_term(q, &nm))
+        return error_reply(q->reply, "badarg");
+    if (ei_decode_long(q->req, &q->i, &cnt) || cnt <= 0 || cnt > 100000000) {
+        ei_x_free(&nm);
+        return error_reply(q->reply, "badarg");
+    }
+    int rc = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long k = 0; k < cnt && !rc; k++)
+        rc = cnb_global_whereis(q->n, nm.buff, (size_t)nm.index, &pid, 5000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ei_x_free(&nm);
+    if (rc)
+        return error_reply(q->reply, "whereis_failed");
+    long long ns = (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    int e = ei_x_encode_tuple_header(q->reply, 2) || ei_x_encode_atom(q->reply, "ok") ||
+            ei_x_encode_longlong(q->reply, ns);
+    return replied(e, CNB_REPLY);
+}
+
 static int p_global_unregister(probe_req_t *q)
 {
     ei_x_buff nm;
@@ -484,6 +512,7 @@ static const struct {
     {"global_register", 4, p_global_register_ms},
     {"global_re_register", 2, p_global_re_register},
     {"global_whereis", 2, p_global_whereis},
+    {"global_whereis_bench", 3, p_global_whereis_bench},
     {"global_unregister", 2, p_global_unregister},
     {"global_names", 0, p_global_names},
     {"count", 2, p_count},
