@@ -194,10 +194,22 @@ global(#{a := A, b := B, cn := CN, na := NA} = Env, P) ->
 %% hidden figures above ran without it (it stays up for the groups after).
 global_visible(#{ctx := C, a := A, b := B, na := NA, cn := CN}, P, StartAs) ->
     note(":global start, visible C node"),
-    CV = visible_cnode(C, {A, NA}, B),
-    Vis = lines("target", alt(P, StartAs(start_global_visible_us, {cache_sup, CV}),
-                              StartAs(start_global_visible_us, {beam_cache_sup, NA})),
-                #{start_global_visible_us => "us"}),
+    {CV, OsPid} = visible_cnode(C, {A, NA}, B),
+    %% With each round, the C node's CPU time and context switches (all its
+    %% threads) per start: registering its own worker (C) vs answering the
+    %% Erlang registration's calls (BEAM): load-independent evidence.
+    K = maps:get(starts, P),
+    Cpu = fun(F) -> fun() ->
+                            {T0, S0} = task_cpu(OsPid),
+                            M = F(),
+                            {T1, S1} = task_cpu(OsPid),
+                            M#{cnode_cpu_us_per_start => (T1 - T0) / 1000 / K,
+                               cnode_switches_per_start => (S1 - S0) / K}
+                    end end,
+    Vis = lines("target", alt(P, Cpu(StartAs(start_global_visible_us, {cache_sup, CV})),
+                              Cpu(StartAs(start_global_visible_us, {beam_cache_sup, NA}))),
+                #{start_global_visible_us => "us", cnode_cpu_us_per_start => "us",
+                  cnode_switches_per_start => "switches"}),
     note("whereis from C"),
     N = maps:get(lookups, P),
     {ok, W} = cnb_cluster:call(B, gen_server, call, [{cache_sup, CV}, {start, whereis_bench, x}]),
@@ -219,7 +231,7 @@ global_visible(#{ctx := C, a := A, b := B, na := NA, cn := CN}, P, StartAs) ->
 %% Erlang node synced with it and it counts both as known (a call to its
 %% global_name_server from each comes after that node's `resolved`).
 visible_cnode(C, {A, NA}, B) ->
-    {ok, _, CV} = cnb_cluster:start_cnode(
+    {ok, Port, CV} = cnb_cluster:start_cnode(
                     C, ["--cookie", cnb_cluster:cookie(C), "--sname",
                         cnb_cluster:unique_name("benchtv"), "--demo", "--visible", "--log-level",
                         "warning", "--connect", atom_to_list(NA)]),
@@ -230,7 +242,26 @@ visible_cnode(C, {A, NA}, B) ->
     [ok = cnb_cluster:call(X, global, sync, [], 60000) || X <- [A, B]],
     [true = cnb_cluster:call(X, gen_server, call,
                              [{global_name_server, CV}, {del_lock, {x, y}}, 10000]) || X <- [A, B]],
-    CV.
+    {CV, cnb_cluster:cnode_os_pid(C, Port)}.
+
+%% Run time (ns, /proc/PID/task/*/schedstat) and context switches of every
+%% thread of OS process OsPid.
+task_cpu(OsPid) ->
+    Dir = "/proc/" ++ integer_to_list(OsPid) ++ "/task/",
+    {ok, Tids} = file:list_dir(Dir),
+    lists:foldl(
+      fun(Tid, {T, S}) ->
+              case {file:read_file(Dir ++ Tid ++ "/schedstat"), file:read_file(Dir ++ Tid ++ "/status")} of
+                  {{ok, Sched}, {ok, St}} ->
+                      [Run | _] = string:lexemes(binary_to_list(Sched), " \n"),
+                      Sw = [list_to_integer(V) || {match, [V]} <-
+                               [re:run(St, Re, [{capture, all_but_first, list}])
+                                || Re <- ["\nvoluntary_ctxt_switches:\\s+(\\d+)",
+                                          "nonvoluntary_ctxt_switches:\\s+(\\d+)"]]],
+                      {T + list_to_integer(Run), S + lists:sum(Sw)};
+                  _ -> {T, S} % a thread that ended meanwhile
+              end
+      end, {0, 0}, Tids).
 
 counter() ->
     C = counters:new(1, []),
