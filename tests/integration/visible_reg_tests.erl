@@ -18,7 +18,8 @@ visible_reg_test_() ->
      ?T(erlang_lock_blocks_until_released, 180),
      ?T(timed_out_registration_leaves_no_lock, 180),
      ?T(kill9_removes_names_everywhere, 120),
-     ?T(hostile_messages_to_the_registrar, 120)].
+     ?T(hostile_messages_to_the_registrar, 120),
+     ?T(node_gone_and_io_thread, 120)].
 
 with_cluster(F) ->
     cnode_bridge_test:with(fun(Ctx) -> F(Ctx, cluster(Ctx)) end).
@@ -233,6 +234,19 @@ hostile_messages_to_the_registrar(_Ctx, #{cnode := CN, peers := [A, B, _]} = Cl)
     without_rex(Cl, fun() -> ?assertEqual(yes, c_register(Cl, P2, vr_h2)) end),
     ?assertEqual([P2, P2, P2], whereis_all(Cl, vr_h2)),
     ?assertEqual(hi, cnode_bridge_test:call(A, gen_server, call, [{echo, CN}, hi, 10000])).
+
+%% A known node that went down is no longer waited for: a registration after
+%% it left goes through on the nodes left. From the I/O thread (an inline
+%% probe's call) a registration is refused at once (CNB_ESTATE), not hung.
+node_gone_and_io_thread(Ctx, #{nodes := [_, _, {DPeer, _}], peers := [A, B, _]} = Cl) ->
+    ok = cnode_bridge_test:stop_node(Ctx, DPeer),
+    P1 = probe(Cl),
+    Two = Cl#{peers := [A, B]},
+    ?assertEqual(yes, c_register(Two, P1, vr_after_down)),
+    ?assertEqual([P1, P1], whereis_all(Two, vr_after_down)),
+    {ok, I} = pcall(Cl, {probe, maps:get(cnode, Cl)}, spawn_inline),
+    ?assertEqual(no, c_register(Two, I, vr_inline)),
+    ?assertEqual([undefined, undefined], whereis_all(Two, vr_inline)).
 
 %%% ------------------------------------------------------------------ helpers
 
