@@ -26,6 +26,8 @@ targets() ->
          {"C->BEAM small messages/s >= 1.0x BEAM->BEAM", "to_beam_msgs_per_s", '>=', 1.0},
          {"sender CPU per message <= 0.5x BEAM's", "sender_cpu_ns_per_msg", '=<', 0.5},
          {"worker start + :global name <= 1.2x an Erlang process's", "start_global_us", '=<', 1.2},
+         {"worker start + :global name, visible C node <= 1.0x an Erlang process's",
+          "start_global_visible_us", '=<', 1.0},
          {"name gone after the owner exits <= 2x BEAM's", "gone_after_exit_us", '=<', 2.0}]
         ++ Lk ++ Ets ++
         [{"idle C worker memory <= 0.5x an idle Erlang process's", "idle_worker_bytes", '=<', 0.5}].
@@ -193,6 +195,12 @@ write(Root, Path, Figures, Rounds, #{machine := Machine, plots := Plots}) ->
               "- `target.start_global_us`: median time of one `{start, Id, x}` call to the C\n"
               "  node's `cache_sup` (a new worker that takes `{cache, Id}` in `:global`) vs\n"
               "  to `beam_cache_sup`, an Erlang process doing the same on an Erlang node.\n"
+              "- `target.start_global_visible_us`: the same with a visible C node (`--visible`,\n"
+              "  issue 20): its registrar takes the name through global's protocol, no anchor;\n"
+              "  the BEAM side in that cluster, where the C node is one more known node.\n"
+              "- `target.whereis_ns`: one `cnb_global_whereis` on the visible C node (its own\n"
+              "  name table; N in a row, timed in C) vs one `global:whereis_name/1` on an\n"
+              "  Erlang node; `target_hidden.whereis_ns`: the hidden node's (a rex round trip).\n"
               "- `target.gone_after_exit_us`: as `global.gone_after_exit_us`, in rounds, each round\n"
               "  the median of 7 exits.\n"
               "- `target.nif_lookups_per_s_S`: `:cnode_registry.lookup/2` vs\n"

@@ -152,14 +152,15 @@ beam_to_beam(#{b := B, na := NA}, M, Bytes) ->
 
 %% Worker start + :global name (cache_sup on the C node vs beam_cache_sup on
 %% srv, called from cli); the name gone on cli after the owner is killed.
-global(#{a := A, b := B, cn := CN, na := NA}, P) ->
+global(#{a := A, b := B, cn := CN, na := NA} = Env, P) ->
     note(":global start and gone"),
     K = maps:get(starts, P),
     R = counter(),
-    Start = fun(Sup) -> fun() -> #{start_global_us =>
-                                       cnb_cluster:call(B, global_bench, start_global_us,
-                                                        [Sup, {R(), make_ref()}, K], 300000)}
-                        end end,
+    StartAs = fun(Key, Sup) -> fun() -> #{Key =>
+                                              cnb_cluster:call(B, global_bench, start_global_us,
+                                                               [Sup, {R(), make_ref()}, K], 300000)}
+                                        end end,
+    Start = fun(Sup) -> StartAs(start_global_us, Sup) end,
     %% One exit is one sample of a few hundred microseconds: each round takes
     %% the median of ?GONE_PER_ROUND of them.
     Gone1 = fun(Owner) ->
@@ -180,9 +181,87 @@ global(#{a := A, b := B, cn := CN, na := NA}, P) ->
                      W
              end,
     BOwner = fun(Name) -> cnb_cluster:call(A, global_bench, holder, [Name]) end,
-    lines("target", alt(P, Start({cache_sup, CN}), Start({beam_cache_sup, NA})),
-          #{start_global_us => "us"})
-        ++ lines("target", alt(P, Gone(COwner), Gone(BOwner)), #{gone_after_exit_us => "us"}).
+    Hidden = lines("target", alt(P, Start({cache_sup, CN}), Start({beam_cache_sup, NA})),
+                   #{start_global_us => "us"})
+        ++ lines("target", alt(P, Gone(COwner), Gone(BOwner)), #{gone_after_exit_us => "us"}),
+    Hidden ++ global_visible(Env, P, StartAs).
+
+%% Issue 20: the same start with a visible C node, whose registrar takes the
+%% name through global's own protocol (no anchor), and whereis from C (its
+%% own copy of the name table) vs global:whereis_name on an Erlang node.
+%% The visible node starts only now: in the cluster, it is one more node in
+%% every registration's locks and register calls, the BEAM's too, and the
+%% hidden figures above ran without it (it stays up for the groups after).
+global_visible(#{ctx := C, a := A, b := B, na := NA, cn := CN}, P, StartAs) ->
+    note(":global start, visible C node"),
+    {CV, OsPid} = visible_cnode(C, {A, NA}, B),
+    %% With each round, the C node's CPU time and context switches (all its
+    %% threads) per start: registering its own worker (C) vs answering the
+    %% Erlang registration's calls (BEAM): load-independent evidence.
+    K = maps:get(starts, P),
+    Cpu = fun(F) -> fun() ->
+                            {T0, S0} = task_cpu(OsPid),
+                            M = F(),
+                            {T1, S1} = task_cpu(OsPid),
+                            M#{cnode_cpu_us_per_start => (T1 - T0) / 1000 / K,
+                               cnode_switches_per_start => (S1 - S0) / K}
+                    end end,
+    Vis = lines("target", alt(P, Cpu(StartAs(start_global_visible_us, {cache_sup, CV})),
+                              Cpu(StartAs(start_global_visible_us, {beam_cache_sup, NA}))),
+                #{start_global_visible_us => "us", cnode_cpu_us_per_start => "us",
+                  cnode_switches_per_start => "switches"}),
+    note("whereis from C"),
+    N = maps:get(lookups, P),
+    {ok, W} = cnb_cluster:call(B, gen_server, call, [{cache_sup, CV}, {start, whereis_bench, x}]),
+    Name = {cache, whereis_bench},
+    true = cnb_cluster:wait_until(
+             fun() -> cnb_cluster:call(B, global, whereis_name, [Name]) =:= W end, 10000),
+    Where = lines("target", alt(P, fun() -> #{whereis_ns => cnb_cluster:call(
+                                                              B, global_bench, whereis_c_ns,
+                                                              [CV, Name, N], 300000)} end,
+                                fun() -> #{whereis_ns => cnb_cluster:call(
+                                                           B, global_bench, whereis_beam_ns,
+                                                           [Name, N], 300000)} end),
+                  #{whereis_ns => "ns"}),
+    %% The hidden node asks an Erlang node's rex: a round trip per lookup.
+    Hid = cnb_cluster:call(B, global_bench, whereis_c_ns, [CN, Name, 200], 300000),
+    Vis ++ Where ++ [io_lib:format("target_hidden.whereis_ns ~b ns", [round(Hid)])].
+
+%% A `cnode --demo --visible` connected to node NA: its node name once every
+%% Erlang node synced with it and it counts both as known (a call to its
+%% global_name_server from each comes after that node's `resolved`).
+visible_cnode(C, {A, NA}, B) ->
+    {ok, Port, CV} = cnb_cluster:start_cnode(
+                    C, ["--cookie", cnb_cluster:cookie(C), "--sname",
+                        cnb_cluster:unique_name("benchtv"), "--demo", "--visible", "--log-level",
+                        "warning", "--connect", atom_to_list(NA)]),
+    true = cnb_cluster:wait_until(
+             fun() -> lists:all(fun(X) -> lists:member(CV, cnb_cluster:call(X, erlang, nodes, []))
+                                end, [A, B])
+             end, 10000),
+    [ok = cnb_cluster:call(X, global, sync, [], 60000) || X <- [A, B]],
+    [true = cnb_cluster:call(X, gen_server, call,
+                             [{global_name_server, CV}, {del_lock, {x, y}}, 10000]) || X <- [A, B]],
+    {CV, cnb_cluster:cnode_os_pid(C, Port)}.
+
+%% Run time (ns, /proc/PID/task/*/schedstat) and context switches of every
+%% thread of OS process OsPid.
+task_cpu(OsPid) ->
+    Dir = "/proc/" ++ integer_to_list(OsPid) ++ "/task/",
+    {ok, Tids} = file:list_dir(Dir),
+    lists:foldl(
+      fun(Tid, {T, S}) ->
+              case {file:read_file(Dir ++ Tid ++ "/schedstat"), file:read_file(Dir ++ Tid ++ "/status")} of
+                  {{ok, Sched}, {ok, St}} ->
+                      [Run | _] = string:lexemes(binary_to_list(Sched), " \n"),
+                      Sw = [list_to_integer(V) || {match, [V]} <-
+                               [re:run(St, Re, [{capture, all_but_first, list}])
+                                || Re <- ["\nvoluntary_ctxt_switches:\\s+(\\d+)",
+                                          "nonvoluntary_ctxt_switches:\\s+(\\d+)"]]],
+                      {T + list_to_integer(Run), S + lists:sum(Sw)};
+                  _ -> {T, S} % a thread that ended meanwhile
+              end
+      end, {0, 0}, Tids).
 
 counter() ->
     C = counters:new(1, []),

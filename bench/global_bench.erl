@@ -3,7 +3,7 @@
 %% for an Erlang process, and how long a name takes to vanish on a node.
 -module(global_bench).
 -export([register_c/3, register_beam/2, holder/1, wait_gone_us/2]).
--export([start_beam_cache_sup/0, start_global_us/3]).
+-export([start_beam_cache_sup/0, start_global_us/3, whereis_c_ns/3, whereis_beam_ns/2]).
 
 %% N names {Tag, I}, each taken by its own C probe (started first, untimed)
 %% through the C API, one after another; total microseconds.
@@ -92,3 +92,20 @@ start_global_us(Sup, Tag, K) ->
          end || I <- lists:seq(1, K)],
     [ok = gen_server:call(P, stop, 30000) || {_, P} <- R],
     bench_stats:median([T || {T, _} <- R]) / 1000.
+
+%% Nanoseconds per cnb_global_whereis of Name on the C node (N in a row by
+%% its probe, timed in C: the lookup alone, no call round trip).
+-spec whereis_c_ns(node(), term(), pos_integer()) -> float().
+whereis_c_ns(CN, Name, N) ->
+    {ok, Ns} = gen_server:call({probe, CN}, {global_whereis_bench, Name, N}, 300000),
+    Ns / N.
+
+%% Nanoseconds per global:whereis_name(Name) here (N in a row).
+-spec whereis_beam_ns(term(), pos_integer()) -> float().
+whereis_beam_ns(Name, N) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    whereis_loop(Name, N),
+    (erlang:monotonic_time(nanosecond) - T0) / N.
+
+whereis_loop(_, 0) -> ok;
+whereis_loop(Name, N) -> _ = global:whereis_name(Name), whereis_loop(Name, N - 1).

@@ -32,9 +32,13 @@
  *   {reply_after, Ms, Term}    replies Term after Ms (a late reply)
  *   {busy, Ms}                 holds its worker thread for Ms (at most 10 s;
  *                              signals to it queue meanwhile) -> ok
- *   {global_register, Name, random_exit | random_notify | notify_all}
- *                              registers the probe in :global -> yes | no
+ *   {global_register, Name, random_exit | random_notify | notify_all[, Ms]}
+ *                              registers the probe in :global (within Ms,
+ *                              default 5000) -> yes | no | timeout
+ *   {global_re_register, Name} re_registers the probe in :global -> yes | no
  *   {global_whereis, Name}     -> Pid | undefined
+ *   {global_whereis_bench, Name, N}  N cnb_global_whereis calls in a row ->
+ *                              {ok, Nanoseconds} (all of them) | {error, _}
  *   {global_unregister, Name}  -> ok
  *   global_names               -> global:registered_names()
  *   {count, N}                 replies ok once N more info messages arrived
@@ -354,13 +358,15 @@ static int p_busy(probe_req_t *q)
     return ok_reply(q);
 }
 
-static int p_global_register(probe_req_t *q)
+static int global_register(probe_req_t *q, int with_ms)
 {
     ei_x_buff nm;
     char how[MAXATOMLEN_UTF8];
+    long ms = 5000;
     if (next_term(q, &nm))
         return error_reply(q->reply, "badarg");
-    if (ei_decode_atom(q->req, &q->i, how)) {
+    if (ei_decode_atom(q->req, &q->i, how) ||
+        (with_ms && (ei_decode_long(q->req, &q->i, &ms) || ms < 0 || ms > 600000))) {
         ei_x_free(&nm);
         return error_reply(q->reply, "badarg");
     }
@@ -368,7 +374,31 @@ static int p_global_register(probe_req_t *q)
                   : !strcmp(how, "notify_all")  ? CNB_GLOBAL_NOTIFY_ALL
                                                 : CNB_GLOBAL_RANDOM_EXIT;
     int rc = cnb_global_register(q->n, nm.buff, (size_t)nm.index, cnb_self(q->self), resolve,
-                                 5000, NULL);
+                                 (unsigned)ms, NULL);
+    ei_x_free(&nm);
+    return replied(ei_x_encode_atom(q->reply, rc == 0                ? "yes"
+                                              : rc == CNB_ETIMEDOUT ? "timeout"
+                                                                    : "no"),
+                   CNB_REPLY);
+}
+
+static int p_global_register(probe_req_t *q)
+{
+    return global_register(q, 0);
+}
+
+static int p_global_register_ms(probe_req_t *q)
+{
+    return global_register(q, 1);
+}
+
+static int p_global_re_register(probe_req_t *q)
+{
+    ei_x_buff nm;
+    if (next_term(q, &nm))
+        return error_reply(q->reply, "badarg");
+    int rc = cnb_global_re_register(q->n, nm.buff, (size_t)nm.index, cnb_self(q->self),
+                                    CNB_GLOBAL_RANDOM_EXIT, 5000);
     ei_x_free(&nm);
     return replied(ei_x_encode_atom(q->reply, rc == 0 ? "yes" : "no"), CNB_REPLY);
 }
@@ -383,6 +413,32 @@ static int p_global_whereis(probe_req_t *q)
                 ? ei_x_encode_pid(q->reply, &pid)
                 : ei_x_encode_atom(q->reply, "undefined");
     ei_x_free(&nm);
+    return replied(e, CNB_REPLY);
+}
+
+static int p_global_whereis_bench(probe_req_t *q)
+{
+    ei_x_buff nm;
+    long cnt;
+    erlang_pid pid;
+    struct timespec t0, t1;
+    if (next_term(q, &nm))
+        return error_reply(q->reply, "badarg");
+    if (ei_decode_long(q->req, &q->i, &cnt) || cnt <= 0 || cnt > 100000000) {
+        ei_x_free(&nm);
+        return error_reply(q->reply, "badarg");
+    }
+    int rc = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long k = 0; k < cnt && !rc; k++)
+        rc = cnb_global_whereis(q->n, nm.buff, (size_t)nm.index, &pid, 5000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ei_x_free(&nm);
+    if (rc)
+        return error_reply(q->reply, "whereis_failed");
+    long long ns = (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    int e = ei_x_encode_tuple_header(q->reply, 2) || ei_x_encode_atom(q->reply, "ok") ||
+            ei_x_encode_longlong(q->reply, ns);
     return replied(e, CNB_REPLY);
 }
 
@@ -453,7 +509,10 @@ static const struct {
     {"reply_after", 3, p_reply_after},
     {"busy", 2, p_busy},
     {"global_register", 3, p_global_register},
+    {"global_register", 4, p_global_register_ms},
+    {"global_re_register", 2, p_global_re_register},
     {"global_whereis", 2, p_global_whereis},
+    {"global_whereis_bench", 3, p_global_whereis_bench},
     {"global_unregister", 2, p_global_unregister},
     {"global_names", 0, p_global_names},
     {"count", 2, p_count},

@@ -134,7 +134,8 @@ void cnb__dispatch(cnb_node_t *n, const cnb_decoded_t *d, size_t len, int from_w
         if (op == CNB_OP_REG_SEND || op == CNB_OP_MONITOR_P || op == CNB_OP_DEMONITOR_P)
             return;
     }
-    if (cnb__visible_take(n, &m) || cnb__pg_take(n, &m) || cnb__relay_down(n, &m) || cnb__rt_deliver(n, &m))
+    if (cnb__visible_take(n, &m) || cnb__greg_take(n, &m) || cnb__pg_take(n, &m) ||
+        cnb__relay_down(n, &m) || cnb__rt_deliver(n, &m))
         return;
     if (n->opts.on_message) {
         n->opts.on_message(n, &m, n->opts.user);

@@ -222,6 +222,29 @@ int cnb__gt_name_find(cnb_gtab_t *t, const char *name, size_t nlen, erlang_pid *
     return name_get(NULL, t, name, nlen, pid);
 }
 
+int cnb__gt_pid_named(cnb_gtab_t *t, const erlang_pid *pid)
+{
+    int yes = 0;
+    pthread_mutex_lock(&t->mu);
+    for (size_t k = 0; k < GT_BUCKETS && !yes; k++)
+        for (gname_t *e = t->b[k]; e && !yes; e = e->next)
+            yes = same_pid(&e->pid, pid);
+    pthread_mutex_unlock(&t->mu);
+    return yes;
+}
+
+int cnb__gt_encode_names(cnb_gtab_t *t, ei_x_buff *x)
+{
+    int e = 0;
+    pthread_mutex_lock(&t->mu);
+    for (size_t k = 0; k < GT_BUCKETS; k++)
+        for (gname_t *g = t->b[k]; g; g = g->next)
+            e |= ei_x_encode_list_header(x, 1) ||
+                 ei_x_append_buf(x, (const char *)g->name + 1, (int)g->nlen - 1);
+    pthread_mutex_unlock(&t->mu);
+    return e || ei_x_encode_empty_list(x);
+}
+
 /* p is pid, or (pid NULL) a pid of node. */
 static int hit(const erlang_pid *p, const erlang_pid *pid, const char *node)
 {

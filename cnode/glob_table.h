@@ -19,6 +19,10 @@ int cnb__gt_name_put(cnb_node_t *n, cnb_gtab_t *t, const char *name, size_t nlen
 int cnb__gt_name_del(cnb_node_t *n, cnb_gtab_t *t, const char *name, size_t nlen);
 /* 0 (pid set if not NULL) or CNB_ENOENT. */
 int cnb__gt_name_find(cnb_gtab_t *t, const char *name, size_t nlen, erlang_pid *pid);
+/* 1 when pid holds a name here (global's check_dupname), else 0. */
+int cnb__gt_pid_named(cnb_gtab_t *t, const erlang_pid *pid);
+/* Appends the list of every name here to x. Nonzero: an encoder failed. */
+int cnb__gt_encode_names(cnb_gtab_t *t, ei_x_buff *x);
 /* A pid ended (its names and lock holds go) / a node went down (all of its pids'). */
 void cnb__gt_drop_pid(cnb_node_t *n, cnb_gtab_t *t, const erlang_pid *pid);
 void cnb__gt_drop_node(cnb_node_t *n, cnb_gtab_t *t, const char *node);

@@ -1,12 +1,15 @@
-/* global.c: :global names for C workers, run through `global` on a connected
- * Erlang node with rex (cnb_rpc): register/re_register with a resolver chosen
- * as {global, random_exit_name} etc. (global accepts {M, F} tuples), unregister,
- * whereis, send, registered_names. The monitors every node's
+/* global.c: :global names for C workers. Hidden, run through `global` on a
+ * connected Erlang node with rex (cnb_rpc): register/re_register with a
+ * resolver chosen as {global, random_exit_name} etc. (global accepts {M, F}
+ * tuples), unregister, whereis, send, registered_names. Visible (n->vis),
+ * through global's protocol itself: the node's registrar (glob_reg.c) and its
+ * own name table (glob_table.c), no anchor. The monitors every node's
  * global_name_server then sets on the C pid are ordinary monitors of the
- * runtime. Tests: tests/integration/global_tests.erl. */
+ * runtime. Tests: tests/integration/global_tests.erl, visible_reg_tests.erl. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "glob_table.h"
 #include "node_int.h"
 #include "node_rt.h"
 
@@ -156,9 +159,11 @@ int cnb_global_register(cnb_node_t *n, const char *name, size_t len, const erlan
 {
     if (!valid_term(name, len) || !pid)
         return CNB_EINVAL;
-    ei_x_buff r;
-    int rc = name_call(n, "register_name", name, len, pid, 1, resolve, timeout_ms, &r);
-    if (!rc && !reply_atom_is(&r, "yes")) {
+    ei_x_buff r = {0};
+    int rc = n->greg ? cnb__greg_run(n, CNB__GREG_REGISTER, name, len, pid, resolve, timeout_ms,
+                                     owner)
+                     : name_call(n, "register_name", name, len, pid, 1, resolve, timeout_ms, &r);
+    if (!rc && !n->greg && !reply_atom_is(&r, "yes")) {
         /* `no` also comes when the name is already ours: an earlier attempt
          * registered it through an anchor that went away before answering,
          * and this is the retry through another one. That is success. */
@@ -190,6 +195,8 @@ int cnb_global_re_register(cnb_node_t *n, const char *name, size_t len, const er
 {
     if (!valid_term(name, len) || !pid)
         return CNB_EINVAL;
+    if (n->greg)
+        return cnb__greg_run(n, CNB__GREG_RE_REGISTER, name, len, pid, resolve, timeout_ms, NULL);
     ei_x_buff r;
     int rc = name_call(n, "re_register_name", name, len, pid, 1, resolve, timeout_ms, &r);
     ei_x_free(&r);
@@ -200,6 +207,8 @@ int cnb_global_unregister(cnb_node_t *n, const char *name, size_t len, unsigned 
 {
     if (!valid_term(name, len))
         return CNB_EINVAL;
+    if (n->greg)
+        return cnb__greg_run(n, CNB__GREG_UNREGISTER, name, len, NULL, 0, timeout_ms, NULL);
     ei_x_buff r;
     int rc = name_call(n, "unregister_name", name, len, NULL, 0, 0, timeout_ms, &r);
     ei_x_free(&r);
@@ -216,6 +225,10 @@ int cnb_global_send(cnb_node_t *n, const char *name, size_t len, const char *msg
 
 int cnb_global_registered_names(cnb_node_t *n, unsigned timeout_ms, ei_x_buff *out)
 {
+    if (n->vis) { /* our own copy of the name table */
+        int e = ei_x_new_with_version(out) || cnb__gt_encode_names(cnb__visible_gt(n), out);
+        return e ? CNB_ENOMEM : 0;
+    }
     ei_x_buff a;
     int e = ei_x_new_with_version(&a);
     e |= ei_x_encode_empty_list(&a);

@@ -230,6 +230,7 @@ struct cnb_node {
     unsigned nrelays;
     struct cnb_visible *vis; /* visible mode's global_name_server (visible.c) */
     struct cnb_pg *pg;       /* visible mode's pg scopes (pg_scope.c) */
+    struct cnb_greg *greg;   /* visible mode's :global registrar (glob_reg.c) */
 
     /* Snapshot of connected peers for other threads; peers_cv (on
      * CLOCK_MONOTONIC) is broadcast at every change, for

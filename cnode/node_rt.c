@@ -13,6 +13,7 @@
 static void nodedown(cnb_node_t *n, const char *peer)
 {
     cnb__visible_nodedown(n, peer);
+    cnb__greg_nodedown(n, peer);
     cnb__pg_nodedown(n, peer);
     cnb__rt_nodedown(n, peer);
 }
@@ -31,6 +32,7 @@ static void runtime_free(cnb_node_t *n)
     cnb__rt_destroy(n->rt);
     cnb__calls_destroy(n->calls);
     cnb__relay_destroy(n);
+    cnb__greg_destroy(n);
     cnb__visible_destroy(n);
     cnb__pg_destroy(n);
     n->timers = NULL;
@@ -46,7 +48,8 @@ int cnb_node_create(const cnb_node_opts_t *opts, cnb_node_t **out)
     if (rc)
         return rc;
     if (cnb__rt_create(n, opts->threads, &n->rt) || cnb__calls_create(&n->calls) ||
-        cnb__timers_create(n, &n->timers) || (opts->visible && (cnb__visible_create(n) || cnb__pg_create(n)))) {
+        cnb__timers_create(n, &n->timers) || (opts->visible && (cnb__visible_create(n) || cnb__pg_create(n) ||
+                           cnb__greg_create(n, cnb__visible_gt(n))))) {
         cnb__log(n, CNB_LOG_ERROR, "cannot create the process runtime");
         runtime_free(n);
         cnb__node_free(n);

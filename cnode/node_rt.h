@@ -63,6 +63,28 @@ void cnb__visible_nodedown(cnb_node_t *n, const char *peer);
 void cnb__visible_proc_exit(cnb_node_t *n, const erlang_pid *pid);
 int cnb__visible_whereis(cnb_node_t *n, const char *name, size_t len, erlang_pid *pid);
 
+/* visible.c: the name and lock tables (glob_table.h) of a visible node. */
+struct cnb_gtab *cnb__visible_gt(cnb_node_t *n);
+
+/* glob_reg.c: the registrar of a visible node (n->greg, made after n->vis):
+ * cnb_global_register/re_register/unregister through global's protocol.
+ * run: any thread but the I/O thread (CNB_ESTATE there, as cnb_call); blocks
+ * for at most timeout_ms; returns as cnb_global_register (CNB_ETIMEDOUT too).
+ * take: 1 when m was for the registrar's pid. known: node is now in global's
+ * `known` (visible.c, at the end of a sync session and on new_nodes);
+ * nodedown: it is not, and counts as answered. I/O thread but run. */
+enum cnb__greg_op { CNB__GREG_REGISTER, CNB__GREG_RE_REGISTER, CNB__GREG_UNREGISTER };
+int cnb__greg_create(cnb_node_t *n, struct cnb_gtab *gt);
+void cnb__greg_destroy(cnb_node_t *n);
+int cnb__greg_run(cnb_node_t *n, int op, const char *name, size_t len, const erlang_pid *pid,
+                  int resolve, unsigned timeout_ms, erlang_pid *owner);
+int cnb__greg_take(cnb_node_t *n, const cnb_msg_t *m);
+void cnb__greg_known(cnb_node_t *n, const char *node);
+/* Each node of the list [Node | {Node, Vsn}] at b[i..] (malformed: the rest
+ * is ignored). */
+void cnb__greg_known_list(cnb_node_t *n, const char *b, int i);
+void cnb__greg_nodedown(cnb_node_t *n, const char *peer);
+
 /* pg_scope.c: the scope processes of pg when opts.visible (n->pg set by
  * cnb__pg_create). take: 1 when m was for a scope. nodedown: the peer's scopes
  * and members go. proc_exit: a local worker's memberships go (runtime.h). */

@@ -247,9 +247,27 @@ static cnb_proc_t *next_worker(cnb_rt_t *rt)
     return p;
 }
 
+/* The runtime whose pool this thread is of (NULL: not a pool thread). */
+static __thread cnb_rt_t *pool_of;
+
+int cnb__rt_wait_begin(cnb_node_t *n)
+{
+    if (!n->rt || pool_of != n->rt)
+        return 0;
+    atomic_fetch_sub_explicit(&n->rt->running, 1, memory_order_release);
+    return 1;
+}
+
+void cnb__rt_wait_end(cnb_node_t *n, int token)
+{
+    if (token)
+        atomic_fetch_add_explicit(&n->rt->running, 1, memory_order_relaxed);
+}
+
 static void *pool_thread(void *arg)
 {
     cnb_rt_t *rt = arg;
+    pool_of = rt;
     for (;;) {
         spin_for_work(rt);
         cnb_proc_t *p = next_worker(rt);

@@ -29,6 +29,12 @@ void cnb__rt_nodedown(cnb_node_t *n, const char *peer);
 /* Any thread, lock-free: nonzero while workers are queued or running (their
  * replies may come soon). */
 int cnb__rt_busy(cnb_node_t *n);
+/* A pool thread about to wait long for other nodes (glob_reg.c's callers):
+ * not counted as running meanwhile, so that the I/O thread does not spin for
+ * output it will not make soon. Returns the token for wait_end. Off the
+ * pool (a user's thread), both do nothing. */
+int cnb__rt_wait_begin(cnb_node_t *n);
+void cnb__rt_wait_end(cnb_node_t *n, int token);
 
 /* calls.c */
 typedef struct cnb_calls cnb_calls_t;

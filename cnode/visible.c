@@ -99,6 +99,11 @@ void cnb__visible_proc_exit(cnb_node_t *n, const erlang_pid *pid)
         cnb__gt_drop_pid(n, n->vis->gt, pid);
 }
 
+cnb_gtab_t *cnb__visible_gt(cnb_node_t *n)
+{
+    return n->vis ? n->vis->gt : NULL;
+}
+
 int cnb__visible_whereis(cnb_node_t *n, const char *name, size_t len, erlang_pid *pid)
 {
     return n->vis ? cnb__gt_name_find(n->vis->gt, name, len, pid) : CNB_ESTATE;
@@ -290,6 +295,7 @@ static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int 
     char node[MAXATOMLEN_UTF8];
     if (arity != 7 || !peer_find(n->vis, peer, 0) || ei_skip_term(b, &i))
         return;
+    cnb__greg_known(n, peer); /* global's known: the registrar's nodes */
     do_ops(n, b, i); /* the clashes his resolver settled for us */
     if (ei_skip_term(b, &i) || ei_decode_list_header(b, &i, &len) || len > VIS_MAX_KNOWN)
         return;
@@ -307,8 +313,10 @@ static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int 
             i = j;
         if (ei_decode_atom(b, &i, node) || (a == 2 && ei_skip_term(b, &i)))
             break;
-        if (strcmp(node, n->name) && strchr(node, '@'))
+        if (strcmp(node, n->name) && strchr(node, '@')) {
             gns_send(n, node, &x, "in_sync");
+            cnb__greg_known(n, node); /* known too, as global's resolved */
+        }
     }
     ei_x_free(&x);
 }
@@ -382,8 +390,11 @@ static void gen_cast(cnb_node_t *n, const char *peer, const char *b, int i)
         exchange(n, peer, b, i);
     else if (!strcmp(op, "resolved"))
         resolved(n, peer, b, i, arity);
-    else if (!strcmp(op, "new_nodes") && arity == 6 && !ei_skip_term(b, &i))
+    else if (!strcmp(op, "new_nodes") && arity == 6 && !ei_skip_term(b, &i)) {
         do_ops(n, b, i); /* {new_nodes, Node, Ops, ...}: a sync elsewhere's names */
+        if (!ei_skip_term(b, &i) && !ei_skip_term(b, &i))
+            cnb__greg_known_list(n, b, i); /* ..., NamesExt, Nodes, _}: known now */
+    }
     /* in_sync, async_del_*: nothing to keep. */
 }
 

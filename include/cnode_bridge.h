@@ -523,6 +523,14 @@ int cnb_pg_members(cnb_node_t *node, const char *scope, const char *group, size_
  * CNB_ENOCONN while the connection is still being made; with any node
  * connected it goes on at once. Calls block the calling thread for at most
  * timeout_ms for that wait, then at most timeout_ms per node tried.
+ * On a visible node (opts.visible) there is no anchor: register,
+ * re_register and unregister run global's own protocol from this node (its
+ * locks on every known node, then the change on each: when register returns
+ * 0, global:whereis_name/1 on every node that knows this one returns the
+ * pid), one request at a time, within timeout_ms (CNB_ETIMEDOUT: not done;
+ * see docs/ARCHITECTURE.md, "Visible mode"); whereis, send and
+ * registered_names read the node's own copy of the name table. Every call
+ * that waits returns CNB_ESTATE on the I/O thread, as cnb_call does.
  * ====================================================================== */
 
 enum cnb_global_resolve {

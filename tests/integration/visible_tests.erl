@@ -76,7 +76,7 @@ registrations_do_not_stall(_Ctx, #{cnode := CN} = Cl) ->
     ?assertEqual(ok, cnode_bridge_test:call(D, global, unregister_name, [vis_b], 60000)),
     ?assertEqual(true, cnode_bridge_test:call(A, global, set_lock, [{vis_lock, self()}], 60000)),
     ?assertEqual(true, cnode_bridge_test:call(A, global, del_lock, [{vis_lock, self()}], 60000)),
-    %% A C worker's name (the demo's cache_sup registers through an anchor).
+    %% A C worker's name (the demo's cache_sup: the C node's own registrar).
     {ok, W} = cnode_bridge_test:call(A, gen_server, call,
                                      [{cache_sup, CN}, {start, vis_media, hello}, 30000]),
     [?assertEqual(W, cnode_bridge_test:call(P, global, whereis_name, [{cache, vis_media}]))
@@ -210,13 +210,12 @@ names_known_locally() ->
               end)
       end).
 
-%% A C worker's name (taken through the anchor today) is in the C side's
+%% A C worker's name (taken by the C node's registrar) is in the C side's
 %% table too, and leaves it when the worker stops.
 c_worker_names_local(_Ctx, #{cnode := CN} = Cl) ->
     [A | _] = peers(Cl),
     W = start_cache(A, CN, loc1),
-    %% As on an Erlang node that just connected, the C side knows the names
-    %% once its sync sessions are done.
+    %% (The registrar put it in the table at once; the sync is harmless.)
     [ok = sync_on(P) || P <- peers(Cl)],
     without_rex(Cl, fun() -> ?assertEqual(W, c_whereis(CN, A, {cache, loc1})) end),
     ok = cnode_bridge_test:call(A, gen_server, call, [W, stop, 10000]),
