@@ -3,9 +3,10 @@
  * OTP pg's protocol (discover, sync, join, leave) so that C workers can be
  * members of process groups (cnb_pg_join/leave/members), and keeps what its
  * peers' scopes tell it. Peers drop our members themselves when the
- * connection goes (their monitor on the scope pid). Facts from OTP 25's pg.erl
+ * connection goes (their monitor on the scope pid); we monitor each peer
+ * scope too and drop its members on its DOWN. Facts from OTP 25's pg.erl
  * are in docs/ARCHITECTURE.md ("Visible mode"). Any thread (one mutex).
- * Tests: tests/integration/visible_tests.erl. */
+ * Tests: tests/integration/visible_tests.erl, visible_heal_tests.erl. */
 #include "log.h"
 #include "node_rt.h"
 

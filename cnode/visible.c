@@ -4,10 +4,12 @@
  * registration calls, so that global:sync() completes on every node and no
  * registration waits on us. It keeps a copy of the name table and a lock
  * table (glob_table.c), fed by the exchange, resolved/new_nodes ops and the
- * calls, and offers its own workers' names in its exchange. Facts from OTP
- * 25's global.erl are in docs/ARCHITECTURE.md ("Visible mode"). I/O thread
- * only. Tests:
- * tests/integration/visible_tests.erl. */
+ * calls, and offers its own workers' names in its exchange; name clashes
+ * of a session go to glob_resolve.c, lost_connection/remove_connection to
+ * glob_pop.c. Facts from OTP 25's global.erl are in docs/ARCHITECTURE.md
+ * ("Visible mode"). I/O thread only. Tests:
+ * tests/integration/visible_tests.erl, visible_heal_tests.erl. */
+#include "glob_pop.h"
 #include "glob_resolve.h"
 #include "log.h"
 #include "node_rt.h"
@@ -32,6 +34,7 @@ struct cnb_visible {
     erlang_pid locker; /* stands for global's locker process in lock ids */
     cnb_gtab_t *gt;    /* the name and lock tables (glob_table.c) */
     cnb_gres_t *gres;  /* clashes of a session's names (glob_resolve.c) */
+    cnb_pop_t *pop;    /* prevent_overlapping_partitions (glob_pop.c) */
     long long next_tag;
     vis_peer_t *peers;
     size_t npeers, cap;
@@ -45,9 +48,11 @@ int cnb__visible_create(cnb_node_t *n)
     cnb_node_make_pid(n, &v->locker);
     v->gt = cnb__gt_create(&v->locker);
     v->gres = cnb__gres_create();
-    if (!v->gt || !v->gres) {
+    v->pop = cnb__pop_create();
+    if (!v->gt || !v->gres || !v->pop) {
         cnb__gt_destroy(v->gt);
         cnb__gres_destroy(v->gres);
+        cnb__pop_destroy(v->pop);
         free(v);
         return CNB_ENOMEM;
     }
@@ -62,6 +67,7 @@ void cnb__visible_destroy(cnb_node_t *n)
         return;
     cnb__gres_destroy(n->vis->gres); /* resolver threads first: they use the table */
     cnb__gt_destroy(n->vis->gt);
+    cnb__pop_destroy(n->vis->pop);
     free(n->vis->peers);
     free(n->vis);
     n->vis = NULL;
@@ -91,11 +97,13 @@ static vis_peer_t *peer_find(struct cnb_visible *v, const char *peer, int make)
 void cnb__visible_nodedown(cnb_node_t *n, const char *peer)
 {
     struct cnb_visible *v = n->vis;
-    vis_peer_t *e = v ? peer_find(v, peer, 0) : NULL;
+    if (!v)
+        return;
+    vis_peer_t *e = peer_find(v, peer, 0);
+    cnb__pop_nodedown(n, v->pop, &v->locker, peer);
     if (e)
         *e = v->peers[--v->npeers];
-    if (v)
-        cnb__gt_drop_node(n, v->gt, peer); /* as global: its pids' names and locks */
+    cnb__gt_drop_node(n, v->gt, peer); /* as global: its pids' names and locks */
 }
 
 void cnb__visible_proc_exit(cnb_node_t *n, const erlang_pid *pid)
@@ -403,14 +411,19 @@ int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m)
         return 1;
     if (m->op != CNB_OP_REG_SEND || !m->payload)
         return 0;
+    cnb__pop_heard(n->vis->pop, m->peer); /* its global counts us in its Known */
     const char *b = m->payload;
     int i = 0, ver, arity;
     char tag[MAXATOMLEN_UTF8];
     if (ei_decode_version(b, &i, &ver) || ei_decode_tuple_header(b, &i, &arity) ||
         ei_decode_atom(b, &i, tag))
-        return 1; /* plain messages (init_connect_ack, lost_connection ...) */
+        return 1; /* not {Tag, ...}: dropped */
     if (!strcmp(tag, "$gen_call") && arity == 3)
         gen_call(n, m, b, i);
+    else if (!strcmp(tag, "lost_connection") && arity == 5)
+        cnb__pop_lost(n, n->vis->pop, &n->vis->locker, b, m->payload_len, b, i);
+    else if (!strcmp(tag, "remove_connection") && arity == 2)
+        cnb__pop_remove(n, n->vis->pop, b, i);
     else if (!strcmp(tag, "$gen_cast") && arity == 2)
         gen_cast(n, m->peer, b, i);
     return 1;

@@ -11,6 +11,10 @@
 %% - The Erlang side resolving with the C worker's pid as Pid2 (d cut off from
 %%   a, b and the C node): the rpc of global:resolve_it reaches the C node's
 %%   rex, which has the asker run it (spawn_relay.c).
+%% - prevent_overlapping_partitions: a and b lose their connection; as every
+%%   node running global does, the C node drops both (it answers a's and b's
+%%   lost_connection with remove_connection), so the partitions do not
+%%   overlap through it; after the heal, one fully connected cluster again.
 %% - pg: the C node monitors each peer scope; when a peer's scope process
 %%   dies, the members it told the C node of go at once (not at nodedown), and
 %%   the restarted scope syncs again.
@@ -27,6 +31,9 @@ clash_test_() ->
      {"an Erlang node resolves on the C node (relay)",
       {timeout, 240, fun() -> with(fun(Ctx) -> erlang_alone(Ctx) end) end}}].
 
+pop_test_() ->
+    {timeout, 180, fun() -> with(fun overlapping_partition/1) end}.
+
 pg_test_() ->
     {timeout, 120, fun() -> with(fun pg_scope_restart/1) end}.
 
@@ -36,9 +43,11 @@ with(F) -> cnode_bridge_test:with(F).
 
 %% a, b, d synced, then the C node (named to sort below or above them),
 %% connected by a ping from a (no --connect: it must not dial back by itself).
-cluster(Ctx, Order) ->
+cluster(Ctx, Order) -> cluster(Ctx, Order, "false").
+
+cluster(Ctx, Order, Pop) ->
     Args = ["-connect_all", "true", "-kernel", "start_pg", "true",
-            "-kernel", "prevent_overlapping_partitions", "false"],
+            "-kernel", "prevent_overlapping_partitions", Pop],
     Ns = [begin
               {ok, P, N} = cnode_bridge_test:start_node(Ctx, #{name => Nm, args => Args}),
               {P, N}
@@ -224,3 +233,36 @@ pg_scope_restart(Ctx) ->
               fun() -> cnode_bridge_test:call(B, pg, get_members, [cache_workers]) =:= [W] end,
               10000)),
     _ = Cl.
+
+%%% --------------------------------------------------------------- pop
+
+%% With prevent_overlapping_partitions on the Erlang nodes: a loses b. a and b
+%% each tell every node they know (lost_connection); every node then drops
+%% both a and b: d and, with its answer, the C node. Then the heal (pings)
+%% makes one fully connected cluster again, global synced everywhere and the
+%% C worker's name known on every node.
+overlapping_partition(Ctx) ->
+    Cl = #{nodes := [{A, NA}, {B, NB}, {D, ND}], cnode := CN, handle := H} = cluster(Ctx, above, "true"),
+    {ok, W} = cnode_bridge_test:call(A, gen_server, call,
+                                     [{cache_sup, CN}, {start, pop_media, x}, 30000]),
+    true = cnode_bridge_test:call(A, erlang, disconnect_node, [NB]),
+    Conn = fun(P) -> lists:sort(cnode_bridge_test:call(P, erlang, nodes, [])) end,
+    %% d and the C node end up apart from both a and b.
+    Apart = fun() -> not lists:member(CN, Conn(A)) andalso not lists:member(CN, Conn(B))
+                         andalso lists:member(CN, Conn(D)) end,
+    Settled = cnode_bridge_test:wait_until(Apart, 15000),
+    ?debugFmt("a ~p~nb ~p~nd ~p~nC: ~p", [Conn(A), Conn(B), Conn(D),
+        [L || L <- cnode_bridge_test:cnode_output(Ctx, H), binary:match(L, <<"global">>) =/= nomatch]]),
+    ?assert(Settled),
+    timer:sleep(1000), %% nothing dials back meanwhile
+    ?assertEqual({false, false}, {lists:member(CN, Conn(A)), lists:member(CN, Conn(B))}),
+    %% Heal: one fully connected cluster, with the C node in it.
+    pong = cnode_bridge_test:call(A, net_adm, ping, [NB]),
+    pong = cnode_bridge_test:call(A, net_adm, ping, [ND]),
+    pong = cnode_bridge_test:call(B, net_adm, ping, [ND]),
+    All = lists:sort([NA, NB, ND, CN]),
+    [?assert(cnode_bridge_test:wait_until(fun() -> lists:sort([Me | Conn(P)]) =:= All end, 30000))
+     || {P, Me} <- [{A, NA}, {B, NB}, {D, ND}]],
+    [?assertEqual(ok, sync_on(P)) || P <- peers(Cl)],
+    ?assert(cnode_bridge_test:wait_until(
+              fun() -> owners(Cl, {cache, pop_media}) =:= [W, W, W, W] end, 20000)).
