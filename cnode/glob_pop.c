@@ -8,8 +8,8 @@
  *   it), and we drop the node of the pair that is not us, NodeB (or NodeA when
  *   we are NodeB): {remove_connection, node()} goes to its global_name_server,
  *   which disconnects from us; we will not report that nodedown.
- * - {remove_connection, Node}: we disconnect from Node (and do not report
- *   that nodedown).
+ * - {remove_connection, Node} from Node itself: we disconnect from Node (and
+ *   do not report that nodedown).
  * - Our own nodedown of a node we knew, not one of the above: {lost_connection,
  *   node(), Creation, OpId, Node} to every node we know, as global's
  *   inform_connection_loss; nodes without prevent_overlapping_partitions
@@ -191,10 +191,11 @@ void cnb__pop_lost(cnb_node_t *n, cnb_pop_t *p, const erlang_pid *locker, const 
              "order to prevent overlapping partitions", cnb_node_name(n), rm);
 }
 
-void cnb__pop_remove(cnb_node_t *n, cnb_pop_t *p, const char *b, int i)
+void cnb__pop_remove(cnb_node_t *n, cnb_pop_t *p, const char *from, const char *b, int i)
 {
     char node[MAXATOMLEN_UTF8];
-    if (ei_decode_atom(b, &i, node) || known_idx(p, node) < 0)
+    /* global sends it with its own name: from any other node it is forged. */
+    if (ei_decode_atom(b, &i, node) || strcmp(node, from) || known_idx(p, node) < 0)
         return;
     removing_add(p, node);
     (void)cnb_node_disconnect(n, node);

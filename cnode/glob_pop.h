@@ -16,8 +16,8 @@ void cnb__pop_heard(cnb_pop_t *p, const char *peer);
  * tag. */
 void cnb__pop_lost(cnb_node_t *n, cnb_pop_t *p, const erlang_pid *locker, const char *msg,
                    size_t len, const char *b, int i);
-/* {remove_connection, Node}: b[i..] at Node. */
-void cnb__pop_remove(cnb_node_t *n, cnb_pop_t *p, const char *b, int i);
+/* {remove_connection, Node} from the node from: b[i..] at Node. */
+void cnb__pop_remove(cnb_node_t *n, cnb_pop_t *p, const char *from, const char *b, int i);
 /* Our nodedown of peer: reported to the nodes we know unless we asked for it. */
 void cnb__pop_nodedown(cnb_node_t *n, cnb_pop_t *p, const erlang_pid *locker, const char *peer);
 

@@ -295,8 +295,10 @@ static int one_name(job_t *j, int resolve, const char *b, int *i)
     if (cnb__gt_triple(b, i, &n0, &n1, &pid, &m0))
         return -1;
     int rc = cnb__gt_name_get(j->t, b + n0, (size_t)(n1 - n0), &ours, &ometh, &omlen);
-    if (rc == CNB_ENOENT) /* a new name */
-        return cnb__gt_name_put(j->n, j->t, b + n0, (size_t)(n1 - n0), &pid, b + m0, *i - m0), 0;
+    if (rc == CNB_ENOENT) { /* a new name */
+        (void)cnb__gt_name_put(j->n, j->t, b + n0, (size_t)(n1 - n0), &pid, b + m0, *i - m0);
+        return 0;
+    }
     if (rc || cnb__pid_eq(&ours, &pid) || !resolve || !cnb_node_is_local_pid(j->n, &ours)) {
         free(ometh); /* the same, or his to resolve, or not ours to resolve */
         return 0;

@@ -423,7 +423,7 @@ int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m)
     else if (!strcmp(tag, "lost_connection") && arity == 5)
         cnb__pop_lost(n, n->vis->pop, &n->vis->locker, b, m->payload_len, b, i);
     else if (!strcmp(tag, "remove_connection") && arity == 2)
-        cnb__pop_remove(n, n->vis->pop, b, i);
+        cnb__pop_remove(n, n->vis->pop, m->peer, b, i);
     else if (!strcmp(tag, "$gen_cast") && arity == 2)
         gen_cast(n, m->peer, b, i);
     return 1;

@@ -11,10 +11,10 @@
 %% - The Erlang side resolving with the C worker's pid as Pid2 (d cut off from
 %%   a, b and the C node): the rpc of global:resolve_it reaches the C node's
 %%   rex, which has the asker run it (spawn_relay.c).
-%% - prevent_overlapping_partitions: a and b lose their connection; as every
-%%   node running global does, the C node drops both (it answers a's and b's
-%%   lost_connection with remove_connection), so the partitions do not
-%%   overlap through it; after the heal, one fully connected cluster again.
+%% - prevent_overlapping_partitions: a and b lose their connection; the C
+%%   node answers lost_connection as global does (remove_connection), so the
+%%   partitions do not overlap through it; after the heal, one fully
+%%   connected cluster again. Forged remove_connection messages drop nothing.
 %% - pg: the C node monitors each peer scope; when a peer's scope process
 %%   dies, the members it told the C node of go at once (not at nodedown), and
 %%   the restarted scope syncs again.
@@ -32,7 +32,8 @@ clash_test_() ->
       {timeout, 240, fun() -> with(fun(Ctx) -> erlang_alone(Ctx) end) end}}].
 
 pop_test_() ->
-    {timeout, 180, fun() -> with(fun overlapping_partition/1) end}.
+    [{timeout, 180, fun() -> with(fun overlapping_partition/1) end},
+     {timeout, 120, fun() -> with(fun forged_pop_messages/1) end}].
 
 pg_test_() ->
     {timeout, 120, fun() -> with(fun pg_scope_restart/1) end}.
@@ -237,25 +238,41 @@ pg_scope_restart(Ctx) ->
 %%% --------------------------------------------------------------- pop
 
 %% With prevent_overlapping_partitions on the Erlang nodes: a loses b. a and b
-%% each tell every node they know (lost_connection); every node then drops
-%% both a and b: d and, with its answer, the C node. Then the heal (pings)
-%% makes one fully connected cluster again, global synced everywhere and the
-%% C worker's name known on every node.
+%% each tell every node they know (lost_connection), and every node drops the
+%% other node of each pair: d and, with its answer, the C node. The result
+%% must be partitions that do not overlap (without the C node's answer it stays
+%% connected to both a and b). Then the heal (pings) makes one fully connected
+%% cluster again, global synced everywhere and the C worker's name known on
+%% every node.
 overlapping_partition(Ctx) ->
     Cl = #{nodes := [{A, NA}, {B, NB}, {D, ND}], cnode := CN, handle := H} = cluster(Ctx, above, "true"),
     {ok, W} = cnode_bridge_test:call(A, gen_server, call,
                                      [{cache_sup, CN}, {start, pop_media, x}, 30000]),
     true = cnode_bridge_test:call(A, erlang, disconnect_node, [NB]),
     Conn = fun(P) -> lists:sort(cnode_bridge_test:call(P, erlang, nodes, [])) end,
-    %% d and the C node end up apart from both a and b.
-    Apart = fun() -> not lists:member(CN, Conn(A)) andalso not lists:member(CN, Conn(B))
-                         andalso lists:member(CN, Conn(D)) end,
+    Ps = [{A, NA}, {B, NB}, {D, ND}],
+    %% The partitions must not overlap: connections (as the Erlang nodes see
+    %% them, the C node's included) form fully connected groups, and the C node
+    %% is in at most one of a's and b's. Which nodes end up together depends
+    %% on the order the lost_connection messages arrive in; an Erlang node
+    %% makes the same choices.
+    Apart = fun() ->
+                    E = lists:usort(lists:append([[{Me, N}, {N, Me}] || {P, Me} <- Ps, N <- Conn(P)])),
+                    Ns = [NA, NB, ND, CN],
+                    Trans = lists:all(fun({X, Y}) ->
+                                              lists:all(fun(Z) -> Z =:= X orelse
+                                                                      not lists:member({Y, Z}, E) orelse
+                                                                      lists:member({X, Z}, E)
+                                                        end, Ns)
+                                      end, E),
+                    Trans andalso not (lists:member({NA, CN}, E) andalso lists:member({NB, CN}, E))
+            end,
     Settled = cnode_bridge_test:wait_until(Apart, 15000),
     ?debugFmt("a ~p~nb ~p~nd ~p~nC: ~p", [Conn(A), Conn(B), Conn(D),
         [L || L <- cnode_bridge_test:cnode_output(Ctx, H), binary:match(L, <<"global">>) =/= nomatch]]),
     ?assert(Settled),
     timer:sleep(1000), %% nothing dials back meanwhile
-    ?assertEqual({false, false}, {lists:member(CN, Conn(A)), lists:member(CN, Conn(B))}),
+    ?assert(Apart()),
     %% Heal: one fully connected cluster, with the C node in it.
     pong = cnode_bridge_test:call(A, net_adm, ping, [NB]),
     pong = cnode_bridge_test:call(A, net_adm, ping, [ND]),
@@ -266,3 +283,21 @@ overlapping_partition(Ctx) ->
     [?assertEqual(ok, sync_on(P)) || P <- peers(Cl)],
     ?assert(cnode_bridge_test:wait_until(
               fun() -> owners(Cl, {cache, pop_media}) =:= [W, W, W, W] end, 20000)).
+
+%% remove_connection naming another node than its sender, and malformed
+%% lost_connection / remove_connection messages: the C node drops no
+%% connection (global sends remove_connection with its own name only).
+forged_pop_messages(Ctx) ->
+    Cl = #{nodes := [{A, NA}, {B, _}, _], cnode := CN} = cluster(Ctx, above, "true"),
+    Send = fun() ->
+                   [{global_name_server, CN} ! M
+                    || M <- [{remove_connection, NA}, {remove_connection, "x"},
+                             {remove_connection}, {lost_connection, 1, 2, 3, 4},
+                             {lost_connection, NA, 1 bsl 70, 1, node()},
+                             {lost_connection, NA, x, y, z}]],
+                   ok
+           end,
+    ok = cnode_bridge_test:call(B, erlang, apply, [Send, []]),
+    timer:sleep(1000),
+    [?assert(lists:member(CN, cnode_bridge_test:call(P, erlang, nodes, []))) || P <- peers(Cl)],
+    ?assertEqual(ok, sync_on(A)).
