@@ -41,6 +41,9 @@
  *                              {ok, Nanoseconds} (all of them) | {error, _}
  *   {global_unregister, Name}  -> ok
  *   global_names               -> global:registered_names()
+ *   {pg_members, Group}        cnb_pg_members in scope pg (this node's view:
+ *                              its own and its peers' members) -> [Pid] |
+ *                              {error, Code}
  *   {count, N}                 replies ok once N more info messages arrived
  *                              (they are not forwarded to the subscriber)
  *   {stop, Reason}             stops with Reason, replying ok first
@@ -462,6 +465,20 @@ static int p_global_names(probe_req_t *q)
     return rc;
 }
 
+static int p_pg_members(probe_req_t *q)
+{
+    ei_x_buff g, r;
+    if (next_term(q, &g))
+        return error_reply(q->reply, "badarg");
+    int rc = cnb_pg_members(q->n, "pg", g.buff, (size_t)g.index, &r);
+    ei_x_free(&g);
+    if (rc)
+        return error_reply(q->reply, cnb_strerror(rc));
+    rc = replied(ei_x_append_buf(q->reply, r.buff + 1, r.index - 1), CNB_REPLY);
+    ei_x_free(&r);
+    return rc;
+}
+
 static int p_count(probe_req_t *q)
 {
     long cnt;
@@ -515,6 +532,7 @@ static const struct {
     {"global_whereis_bench", 3, p_global_whereis_bench},
     {"global_unregister", 2, p_global_unregister},
     {"global_names", 0, p_global_names},
+    {"pg_members", 2, p_pg_members},
     {"count", 2, p_count},
     {"stop", 2, p_stop},
 };

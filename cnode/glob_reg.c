@@ -157,23 +157,6 @@ void cnb__greg_known(cnb_node_t *n, const char *node)
     snprintf(g->known[g->nknown++], CNB_NAME_MAX, "%s", node);
 }
 
-void cnb__greg_known_list(cnb_node_t *n, const char *b, int i)
-{
-    int len, a;
-    char node[MAXATOMLEN_UTF8];
-    if (ei_decode_list_header(b, &i, &len) || len > GR_MAX_KNOWN)
-        return;
-    for (int k = 0; k < len; k++) {
-        int j = i;
-        a = 0;
-        if (!ei_decode_tuple_header(b, &j, &a) && a == 2)
-            i = j;
-        if (ei_decode_atom(b, &i, node) || (a == 2 && ei_skip_term(b, &i)))
-            return;
-        cnb__greg_known(n, node);
-    }
-}
-
 /* ------------------------------------------------------------ one round */
 
 /* {'$gen_call', {RegPid, Tag}, Req} with Req's encoding in req (no version

@@ -191,9 +191,9 @@ int cnb__gt_name_put(cnb_node_t *n, cnb_gtab_t *t, const char *name, size_t nlen
     return 0;
 }
 
-/* Finds name; n set: removes it too. */
+/* Finds name; n set: removes it too; method set: a copy of its Method. */
 static int name_get(cnb_node_t *n, cnb_gtab_t *t, const char *name, size_t nlen,
-                    erlang_pid *pid)
+                    erlang_pid *pid, char **method, int *mlen)
 {
     void *k;
     size_t klen;
@@ -205,6 +205,14 @@ static int name_get(cnb_node_t *n, cnb_gtab_t *t, const char *name, size_t nlen,
     rc = *pp ? 0 : CNB_ENOENT;
     if (*pp && pid)
         *pid = (*pp)->pid;
+    if (*pp && method) {
+        *mlen = (*pp)->mlen;
+        *method = malloc((*pp)->mlen > 0 ? (size_t)(*pp)->mlen : 1);
+        if (*method)
+            memcpy(*method, (*pp)->method, (size_t)(*pp)->mlen);
+        else
+            rc = CNB_ENOMEM;
+    }
     if (*pp && n)
         name_unlink(n, t, pp);
     pthread_mutex_unlock(&t->mu);
@@ -214,12 +222,33 @@ static int name_get(cnb_node_t *n, cnb_gtab_t *t, const char *name, size_t nlen,
 
 int cnb__gt_name_del(cnb_node_t *n, cnb_gtab_t *t, const char *name, size_t nlen)
 {
-    return name_get(n, t, name, nlen, NULL);
+    return name_get(n, t, name, nlen, NULL, NULL, NULL);
 }
 
 int cnb__gt_name_find(cnb_gtab_t *t, const char *name, size_t nlen, erlang_pid *pid)
 {
-    return name_get(NULL, t, name, nlen, pid);
+    return name_get(NULL, t, name, nlen, pid, NULL, NULL);
+}
+
+int cnb__gt_name_get(cnb_gtab_t *t, const char *name, size_t nlen, erlang_pid *pid,
+                     char **method, int *mlen)
+{
+    return name_get(NULL, t, name, nlen, pid, method, mlen);
+}
+
+int cnb__gt_triple(const char *b, int *i, int *n0, int *n1, erlang_pid *pid, int *m0)
+{
+    int a;
+    if (ei_decode_tuple_header(b, i, &a) || a != 3)
+        return -1;
+    *n0 = *i;
+    if (ei_skip_term(b, i))
+        return -1;
+    *n1 = *i;
+    if (ei_decode_pid(b, i, pid))
+        return -1;
+    *m0 = *i;
+    return ei_skip_term(b, i);
 }
 
 int cnb__gt_pid_named(cnb_gtab_t *t, const erlang_pid *pid)

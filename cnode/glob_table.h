@@ -23,6 +23,13 @@ int cnb__gt_name_find(cnb_gtab_t *t, const char *name, size_t nlen, erlang_pid *
 int cnb__gt_pid_named(cnb_gtab_t *t, const erlang_pid *pid);
 /* Appends the list of every name here to x. Nonzero: an encoder failed. */
 int cnb__gt_encode_names(cnb_gtab_t *t, ei_x_buff *x);
+/* As find, with a malloc'd copy of the entry's Method (*method, *mlen bytes,
+ * no 131; the caller frees it). 0, CNB_ENOENT or CNB_ENOMEM. */
+int cnb__gt_name_get(cnb_gtab_t *t, const char *name, size_t nlen, erlang_pid *pid,
+                     char **method, int *mlen);
+/* Decodes {Name, Pid, Method} at b[*i] (i moves past it): Name is
+ * b[*n0..*n1), Method b[*m0..*i). Nonzero when malformed. */
+int cnb__gt_triple(const char *b, int *i, int *n0, int *n1, erlang_pid *pid, int *m0);
 /* A pid ended (its names and lock holds go) / a node went down (all of its pids'). */
 void cnb__gt_drop_pid(cnb_node_t *n, cnb_gtab_t *t, const erlang_pid *pid);
 void cnb__gt_drop_node(cnb_node_t *n, cnb_gtab_t *t, const char *node);

@@ -3,9 +3,10 @@
  * OTP pg's protocol (discover, sync, join, leave) so that C workers can be
  * members of process groups (cnb_pg_join/leave/members), and keeps what its
  * peers' scopes tell it. Peers drop our members themselves when the
- * connection goes (their monitor on the scope pid). Facts from OTP 25's pg.erl
+ * connection goes (their monitor on the scope pid); we monitor each peer
+ * scope too and drop its members on its DOWN. Facts from OTP 25's pg.erl
  * are in docs/ARCHITECTURE.md ("Visible mode"). Any thread (one mutex).
- * Tests: tests/integration/visible_tests.erl. */
+ * Tests: tests/integration/visible_tests.erl, visible_heal_tests.erl. */
 #include "log.h"
 #include "node_rt.h"
 
@@ -26,10 +27,17 @@ typedef struct pg_member {
     unsigned onum, oserial, ocre; /* the peer scope that told us (0s: local) */
 } pg_member_t;
 
+/* A peer scope process (by pid, as pg keeps them), which we monitor as pg
+ * does: its DOWN takes its members out. */
+typedef struct pg_peer {
+    erlang_pid pid;
+    erlang_ref mref;
+} pg_peer_t;
+
 typedef struct pg_scope {
     char name[MAXATOMLEN_UTF8];
     erlang_pid pid;
-    erlang_pid *peers; /* peer scope processes (by pid, as pg keeps them) */
+    pg_peer_t *peers;
     size_t npeers, peers_cap;
     pg_member_t *m; /* local and remote members */
     size_t nm, m_cap, nremote;
@@ -245,22 +253,23 @@ static void broadcast(cnb_node_t *n, const pg_scope_t *s, const pg_member_t *e, 
         cnb__log(n, CNB_LOG_ERROR, "out of memory: pg %s not sent", join ? "join" : "leave");
     } else {
         for (size_t k = 0; k < s->npeers; k++)
-            send_to(n, &s->peers[k], &x, join ? "join" : "leave");
+            send_to(n, &s->peers[k].pid, &x, join ? "join" : "leave");
     }
     ei_x_free(&x);
 }
 
-static erlang_pid *peer_find(pg_scope_t *s, const erlang_pid *peer)
+static pg_peer_t *peer_find(pg_scope_t *s, const erlang_pid *peer)
 {
     for (size_t k = 0; k < s->npeers; k++)
-        if (pid_eq(&s->peers[k], peer))
+        if (pid_eq(&s->peers[k].pid, peer))
             return &s->peers[k];
     return NULL;
 }
 
-/* Adds peer to the scope's peers (by pid, as pg's remote map). Returns 1
- * when it was not known before, 0 when it was, -1 when there is no room. */
-static int peer_add(pg_scope_t *s, const erlang_pid *peer)
+/* Adds peer to the scope's peers (by pid, as pg's remote map), monitored
+ * from our scope pid. Returns 1 when it was not known before, 0 when it
+ * was, -1 when there is no room. */
+static int peer_add(cnb_node_t *n, pg_scope_t *s, const erlang_pid *peer)
 {
     if (peer_find(s, peer))
         return 0;
@@ -268,21 +277,39 @@ static int peer_add(pg_scope_t *s, const erlang_pid *peer)
         size_t cap = s->peers_cap ? s->peers_cap * 2 : 8;
         if (cap > PG_MAX_PEERS)
             return -1;
-        erlang_pid *p = realloc(s->peers, cap * sizeof *p);
+        pg_peer_t *p = realloc(s->peers, cap * sizeof *p);
         if (!p)
             return -1;
         s->peers = p;
         s->peers_cap = cap;
     }
-    s->peers[s->npeers++] = *peer;
+    pg_peer_t *e = &s->peers[s->npeers++];
+    e->pid = *peer;
+    cnb_node_make_ref(n, &e->mref);
+    if (cnb__sig_monitor(n, CNB_OP_MONITOR_P, &s->pid, peer, NULL, NULL, &e->mref))
+        cnb__log(n, CNB_LOG_WARNING, "pg scope %s: no monitor on a peer scope of %s", s->name,
+                 peer->node);
     return 1;
+}
+
+/* The DOWN of a peer scope we monitor: it and the members it told us of go,
+ * as pg's handle_info({'DOWN', ...}) drops them. */
+static void peer_down(cnb_node_t *n, pg_scope_t *s, const cnb_msg_t *m)
+{
+    pg_peer_t *e = m->has_from ? peer_find(s, &m->from) : NULL;
+    if (!e || !m->has_ref || !cnb__ref_eq(&e->mref, &m->ref))
+        return;
+    remove_members(s, NULL, 0, NULL, NULL, n->name, &m->from);
+    *e = s->peers[--s->npeers];
+    cnb__log(n, CNB_LOG_DEBUG, "pg scope %s: a peer scope of %s went down", s->name,
+             m->from.node);
 }
 
 /* {discover, Peer}: our members to it as a sync; a peer new to us also gets
  * {discover, OurScope}, as pg does (it then syncs us its members). */
 static void discover(cnb_node_t *n, pg_scope_t *s, const erlang_pid *peer)
 {
-    int fresh = peer_add(s, peer);
+    int fresh = peer_add(n, s, peer);
     if (fresh < 0) {
         cnb__log(n, CNB_LOG_WARNING, "pg scope %s: no room for a peer from %s", s->name,
                  peer->node);
@@ -370,7 +397,7 @@ static void remote_leave(cnb_node_t *n, pg_scope_t *s, const char *b, int i,
 static void remote_sync(cnb_node_t *n, pg_scope_t *s, const char *b, int i, const erlang_pid *peer)
 {
     int len, arity;
-    if (peer_add(s, peer) < 0)
+    if (peer_add(n, s, peer) < 0)
         return;
     remove_members(s, NULL, 0, NULL, NULL, n->name, peer);
     if (ei_decode_list_header(b, &i, &len))
@@ -432,7 +459,9 @@ int cnb__pg_take(cnb_node_t *n, const cnb_msg_t *m)
                                  m->op == CNB_OP_DEMONITOR_P)
                                     ? scope_named(g, m->toname)
                                     : NULL;
-    if (s && (m->op == CNB_OP_SEND || m->op == CNB_OP_SEND_SENDER || m->op == CNB_OP_REG_SEND) &&
+    if (s && m->op == CNB_OP_MONITOR_P_EXIT && m->has_to)
+        peer_down(n, s, m);
+    else if (s && (m->op == CNB_OP_SEND || m->op == CNB_OP_SEND_SENDER || m->op == CNB_OP_REG_SEND) &&
         m->payload)
         scope_message(n, s, m);
     pthread_mutex_unlock(&g->mu);
@@ -450,7 +479,7 @@ void cnb__pg_nodedown(cnb_node_t *n, const char *peer)
     for (int k = 0; k < g->n; k++) {
         pg_scope_t *s = &g->s[k];
         for (size_t i = s->npeers; i-- > 0;)
-            if (!strcmp(s->peers[i].node, peer))
+            if (!strcmp(s->peers[i].pid.node, peer))
                 s->peers[i] = s->peers[--s->npeers];
         remove_members(s, NULL, 0, NULL, peer, n->name, NULL);
     }

@@ -4,11 +4,13 @@
  * registration calls, so that global:sync() completes on every node and no
  * registration waits on us. It keeps a copy of the name table and a lock
  * table (glob_table.c), fed by the exchange, resolved/new_nodes ops and the
- * calls, and offers its own workers' names in its exchange. Facts from OTP
- * 25's global.erl are in docs/ARCHITECTURE.md ("Visible mode"). I/O thread
- * only. Tests:
- * tests/integration/visible_tests.erl. */
-#include "glob_table.h"
+ * calls, and offers its own workers' names in its exchange; name clashes
+ * of a session go to glob_resolve.c, lost_connection/remove_connection to
+ * glob_pop.c. Facts from OTP 25's global.erl are in docs/ARCHITECTURE.md
+ * ("Visible mode"). I/O thread only. Tests:
+ * tests/integration/visible_tests.erl, visible_heal_tests.erl. */
+#include "glob_pop.h"
+#include "glob_resolve.h"
 #include "log.h"
 #include "node_rt.h"
 
@@ -31,6 +33,8 @@ typedef struct vis_peer {
 struct cnb_visible {
     erlang_pid locker; /* stands for global's locker process in lock ids */
     cnb_gtab_t *gt;    /* the name and lock tables (glob_table.c) */
+    cnb_gres_t *gres;  /* clashes of a session's names (glob_resolve.c) */
+    cnb_pop_t *pop;    /* prevent_overlapping_partitions (glob_pop.c) */
     long long next_tag;
     vis_peer_t *peers;
     size_t npeers, cap;
@@ -43,7 +47,12 @@ int cnb__visible_create(cnb_node_t *n)
         return CNB_ENOMEM;
     cnb_node_make_pid(n, &v->locker);
     v->gt = cnb__gt_create(&v->locker);
-    if (!v->gt) {
+    v->gres = cnb__gres_create();
+    v->pop = cnb__pop_create();
+    if (!v->gt || !v->gres || !v->pop) {
+        cnb__gt_destroy(v->gt);
+        cnb__gres_destroy(v->gres);
+        cnb__pop_destroy(v->pop);
         free(v);
         return CNB_ENOMEM;
     }
@@ -56,7 +65,9 @@ void cnb__visible_destroy(cnb_node_t *n)
 {
     if (!n->vis)
         return;
+    cnb__gres_destroy(n->vis->gres); /* resolver threads first: they use the table */
     cnb__gt_destroy(n->vis->gt);
+    cnb__pop_destroy(n->vis->pop);
     free(n->vis->peers);
     free(n->vis);
     n->vis = NULL;
@@ -86,11 +97,13 @@ static vis_peer_t *peer_find(struct cnb_visible *v, const char *peer, int make)
 void cnb__visible_nodedown(cnb_node_t *n, const char *peer)
 {
     struct cnb_visible *v = n->vis;
-    vis_peer_t *e = v ? peer_find(v, peer, 0) : NULL;
+    if (!v)
+        return;
+    vis_peer_t *e = peer_find(v, peer, 0);
+    cnb__pop_nodedown(n, v->pop, &v->locker, peer);
     if (e)
         *e = v->peers[--v->npeers];
-    if (v)
-        cnb__gt_drop_node(n, v->gt, peer); /* as global: its pids' names and locks */
+    cnb__gt_drop_node(n, v->gt, peer); /* as global: its pids' names and locks */
 }
 
 void cnb__visible_proc_exit(cnb_node_t *n, const erlang_pid *pid)
@@ -197,39 +210,16 @@ static void lock_set(cnb_node_t *n, const char *peer, const char *b, int i, int 
     ei_x_free(&x);
 }
 
-/* {Name, Pid, Method} at b[i..] into the table (i moves past it). With
- * keep: a name we hold already stays as it is (a clash is global's to
- * resolve on the Erlang nodes; see docs). Returns nonzero when malformed. */
-static int put_triple(cnb_node_t *n, const char *b, int *i, int keep)
+/* {Name, Pid, Method} at b[i..] into the table, replacing what we hold
+ * (i moves past it). Returns nonzero when malformed. */
+static int put_triple(cnb_node_t *n, const char *b, int *i)
 {
-    int a, n0, n1, m0;
+    int n0, n1, m0;
     erlang_pid pid;
-    if (ei_decode_tuple_header(b, i, &a) || a != 3)
+    if (cnb__gt_triple(b, i, &n0, &n1, &pid, &m0))
         return -1;
-    n0 = *i;
-    if (ei_skip_term(b, i))
-        return -1;
-    n1 = *i;
-    if (ei_decode_pid(b, i, &pid))
-        return -1;
-    m0 = *i;
-    if (ei_skip_term(b, i))
-        return -1;
-    if (keep && !cnb__gt_name_find(n->vis->gt, b + n0, (size_t)(n1 - n0), NULL))
-        return 0;
     (void)cnb__gt_name_put(n, n->vis->gt, b + n0, (size_t)(n1 - n0), &pid, b + m0, *i - m0);
     return 0;
-}
-
-/* [{Name, Pid, Method}] (an exchange's names) at b[i..]: the ones we lack. */
-static void take_names(cnb_node_t *n, const char *b, int i)
-{
-    int len;
-    if (ei_decode_list_header(b, &i, &len))
-        return;
-    for (int k = 0; k < len; k++)
-        if (put_triple(n, b, &i, 1))
-            return;
 }
 
 /* [{insert, {Name, Pid, Method}} | {delete, Name}] (resolved, new_nodes) at
@@ -245,7 +235,7 @@ static void do_ops(cnb_node_t *n, const char *b, int i)
             return;
         int t0 = i;
         if (!strcmp(op, "insert")) {
-            if (put_triple(n, b, &i, 0))
+            if (put_triple(n, b, &i))
                 return;
         } else if (ei_skip_term(b, &i)) {
             return;
@@ -255,55 +245,43 @@ static void do_ops(cnb_node_t *n, const char *b, int i)
     }
 }
 
-/* {exchange, Node, Names, _, MyTag}: his names go into our table; ours (the
- * names of our own pids) go back as {exchange, node(), Names, [], HisTag},
- * and at once our resolved: {resolved, node(), [], [], unused, [], HisTag}
- * (we resolve no clash: the peer's resolver runs for names we both hold;
- * the peer holds it until its resolver is done). */
+/* {exchange, Node, Names, _, MyTag}: ours (the names of our own pids) go
+ * back as {exchange, node(), Names, [], HisTag}; his names go into our table
+ * and, when our name sorts below his, we resolve clashes with our workers'
+ * names (glob_resolve.c), which then sends our {resolved, ...}. */
 static void exchange(cnb_node_t *n, const char *peer, const char *b, int i)
 {
     vis_peer_t *e = peer_find(n->vis, peer, 0);
     if (!e || ei_skip_term(b, &i))
         return;
-    take_names(n, b, i);
     ei_x_buff x;
     if (cast_head(&x, "exchange", 5) || ei_x_encode_atom(&x, n->name) ||
         cnb__gt_encode_ours(n, n->vis->gt, &x) || ei_x_encode_empty_list(&x) ||
-        put_his_tag(&x, e))
-        goto nomem;
+        put_his_tag(&x, e)) {
+        ei_x_free(&x);
+        cnb__log(n, CNB_LOG_ERROR, "out of memory: global exchange from %s not answered", peer);
+        return;
+    }
     gns_send(n, peer, &x, "exchange");
     ei_x_free(&x);
-    if (cast_head(&x, "resolved", 7) || ei_x_encode_atom(&x, n->name) ||
-        ei_x_encode_empty_list(&x) || ei_x_encode_empty_list(&x) ||
-        ei_x_encode_atom(&x, "unused") || ei_x_encode_empty_list(&x) || put_his_tag(&x, e))
-        goto nomem;
-    gns_send(n, peer, &x, "resolved");
-    ei_x_free(&x);
-    return;
-nomem:
-    ei_x_free(&x);
-    cnb__log(n, CNB_LOG_ERROR, "out of memory: global exchange from %s not answered", peer);
+    cnb__gres_exchange(n, n->vis->gres, n->vis->gt, &n->vis->locker, peer, b, i, e->his_tag,
+                       e->his_tag_len);
 }
 
-/* {resolved, Node, Ops, HisKnown, unused, NamesExt, MyTag}: we are in sync
- * with the peer; as global's sync_others, each node it knows ([{N, Vsn}] or
- * [N]) hears {in_sync, node(), true}, sent on a connection the send makes,
- * so that those nodes count us as synced (and connect: connect_all). */
-static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int arity)
+/* As global's sync_others: each node of the list at b[i..] ([{N, Vsn}] or
+ * [N]) but us hears {in_sync, node(), true}, sent on a connection the send
+ * makes, so that it counts us as synced (and connects: connect_all). */
+static void sync_others(cnb_node_t *n, const char *peer, const char *b, int i)
 {
     int len, a;
     char node[MAXATOMLEN_UTF8];
-    if (arity != 7 || !peer_find(n->vis, peer, 0) || ei_skip_term(b, &i))
-        return;
-    cnb__greg_known(n, peer); /* global's known: the registrar's nodes */
-    do_ops(n, b, i); /* the clashes his resolver settled for us */
-    if (ei_skip_term(b, &i) || ei_decode_list_header(b, &i, &len) || len > VIS_MAX_KNOWN)
+    if (ei_decode_list_header(b, &i, &len) || len > VIS_MAX_KNOWN)
         return;
     ei_x_buff x;
     if (cast_head(&x, "in_sync", 3) || ei_x_encode_atom(&x, n->name) ||
         ei_x_encode_boolean(&x, 1)) {
         ei_x_free(&x);
-        cnb__log(n, CNB_LOG_ERROR, "out of memory: global resolved from %s not answered", peer);
+        cnb__log(n, CNB_LOG_ERROR, "out of memory: in_sync for %s's nodes not sent", peer);
         return;
     }
     for (int k = 0; k < len; k++) {
@@ -319,6 +297,33 @@ static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int 
         }
     }
     ei_x_free(&x);
+}
+
+/* {resolved, Node, Ops, HisKnown, unused, NamesExt, MyTag}: we are in sync
+ * with the peer, and with the nodes it knows (sync_others). */
+static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int arity)
+{
+    if (arity != 7 || !peer_find(n->vis, peer, 0) || ei_skip_term(b, &i))
+        return;
+    cnb__greg_known(n, peer); /* global's known: the registrar's nodes */
+    do_ops(n, b, i); /* the clashes his resolver settled for us */
+    if (!ei_skip_term(b, &i))
+        sync_others(n, peer, b, i);
+}
+
+/* {new_nodes, Node, Ops, NamesExt, Nodes, _}: a session of a node we know
+ * (we are in its Known) merged Nodes into its partition: their names
+ * (do_ops) and, as global's new_nodes does for the nodes it adds, in_sync to
+ * them (we keep no Known, so every one of them hears it; an in_sync is
+ * harmless to a node that counts us as synced already). Without it a node
+ * that joined through another node's session never counts us as synced. */
+static void new_nodes(cnb_node_t *n, const char *peer, const char *b, int i)
+{
+    if (ei_skip_term(b, &i))
+        return;
+    do_ops(n, b, i);
+    if (!ei_skip_term(b, &i) && !ei_skip_term(b, &i))
+        sync_others(n, peer, b, i); /* also makes them known (the registrar's) */
 }
 
 /* '$gen_call's of global_name_server that other nodes' global makes of every
@@ -390,11 +395,8 @@ static void gen_cast(cnb_node_t *n, const char *peer, const char *b, int i)
         exchange(n, peer, b, i);
     else if (!strcmp(op, "resolved"))
         resolved(n, peer, b, i, arity);
-    else if (!strcmp(op, "new_nodes") && arity == 6 && !ei_skip_term(b, &i)) {
-        do_ops(n, b, i); /* {new_nodes, Node, Ops, ...}: a sync elsewhere's names */
-        if (!ei_skip_term(b, &i) && !ei_skip_term(b, &i))
-            cnb__greg_known_list(n, b, i); /* ..., NamesExt, Nodes, _}: known now */
-    }
+    else if (!strcmp(op, "new_nodes") && arity == 6)
+        new_nodes(n, peer, b, i);
     /* in_sync, async_del_*: nothing to keep. */
 }
 
@@ -417,14 +419,19 @@ int cnb__visible_take(cnb_node_t *n, const cnb_msg_t *m)
         return 1;
     if (m->op != CNB_OP_REG_SEND || !m->payload)
         return 0;
+    cnb__pop_heard(n->vis->pop, m->peer); /* its global counts us in its Known */
     const char *b = m->payload;
     int i = 0, ver, arity;
     char tag[MAXATOMLEN_UTF8];
     if (ei_decode_version(b, &i, &ver) || ei_decode_tuple_header(b, &i, &arity) ||
         ei_decode_atom(b, &i, tag))
-        return 1; /* plain messages (init_connect_ack, lost_connection ...) */
+        return 1; /* not {Tag, ...}: dropped */
     if (!strcmp(tag, "$gen_call") && arity == 3)
         gen_call(n, m, b, i);
+    else if (!strcmp(tag, "lost_connection") && arity == 5)
+        cnb__pop_lost(n, n->vis->pop, &n->vis->locker, b, m->payload_len, b, i);
+    else if (!strcmp(tag, "remove_connection") && arity == 2)
+        cnb__pop_remove(n, n->vis->pop, m->peer, b, i);
     else if (!strcmp(tag, "$gen_cast") && arity == 2)
         gen_cast(n, m->peer, b, i);
     return 1;

@@ -5,7 +5,12 @@
 %% healed. Afterwards every node must agree on every name, each name's owner
 %% must be the one its resolver picks (as :global does for Erlang processes),
 %% the loser killed or told, and no name or shared-registry entry may belong to
-%% a dead process. Run by `make test-reliability' (scripts/run-tests reliability).
+%% a dead process. With a visible C node (--visible: it speaks global's and
+%% pg's protocols and resolves its own clashes when it sorts lower), also:
+%% global:sync() completes on every node after the heal, the C node's own name
+%% table agrees with every node's, and pg's members of cache_workers agree on
+%% every node and in the C node. Run by `make test-reliability' (scripts/run-tests
+%% reliability).
 -module(partition_tests).
 -include_lib("eunit/include/eunit.hrl").
 
@@ -27,7 +32,7 @@ partition_test_() ->
              fun(Net) ->
                      [{lists:flatten(io_lib:format("~s, C node ~s, round ~b", [P, Cn, R])),
                        {timeout, 240, fun() -> run(Net, P, Cn) end}}
-                      || Cn <- cnames(), P <- patterns(), R <- lists:seq(1, rounds())]
+                      || {Cn, P} <- scenarios(), R <- lists:seq(1, rounds())]
              end}
     end.
 
@@ -46,6 +51,16 @@ patterns() ->
 %% workers (the C node still serves the registry), which shows that what the
 %% checks expect is what :global does.
 cnames() -> case full() of true -> ["c1", "z1", "baseline"]; false -> ["c1"] end.
+
+%% {Cname, Pattern}: every pattern with each hidden cname, and a visible C
+%% node ("visible c1": sorts below; "visible z1": above): one_off in the
+%% reduced run, every pattern and both orders with RELIABILITY=full.
+scenarios() ->
+    Vis = case full() of
+              true -> [{"visible " ++ C, P} || C <- ["c1", "z1"], P <- patterns()];
+              false -> [{"visible c1", P} || P <- patterns(), P =:= one_off]
+          end,
+    [{Cn, P} || Cn <- cnames(), P <- patterns()] ++ Vis.
 
 %% @doc How many times each scenario runs: 1, 3 with RELIABILITY=full, or
 %% RELIABILITY_ROUNDS.
@@ -69,8 +84,14 @@ pattern(split) ->
 
 %% @doc One pattern on a fresh cluster; fails listing every check that failed.
 -spec run(rel_net:net(), atom(), string()) -> ok.
+run(Net, Pattern, "visible " ++ Cname) ->
+    run(Net, Pattern, Cname, true);
 run(Net, Pattern, Cname) ->
-    Cl = (rel_net:cluster(Net, #{cname => Cname}))#{baseline => Cname =:= "baseline"},
+    run(Net, Pattern, Cname, false).
+
+run(Net, Pattern, Cname, Visible) ->
+    Cl = (rel_net:cluster(Net, #{cname => Cname, visible => Visible}))#{
+             baseline => Cname =:= "baseline", visible => Visible},
     try run_(Cl, Pattern)
     after
         rel_net:stop_cluster(Cl),
@@ -141,7 +162,8 @@ run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
                  false -> not_within_15000
              end,
     Agree = rel_checks:agree(rel_net:peers(Cl), 5000),
-    Fails = check_all(Cl, A1, B1, S, Expected, Agree) ++ attachment_told(B1, Keeper, CN),
+    Fails = check_all(Cl, A1, B1, S, Expected, Agree) ++ attachment_told(B1, Keeper, CN)
+        ++ visible_checks(Cl, A1, Agree),
     PartLeft = length([K || {K = {part, _, _}, _, _} <- rel_checks:reg_entries(A1, CN)]),
     rel_checks:note("partition ~p (C node ~s): cut detected after ~b ms, names gone on side B "
                     "after ~p ms more, owners as expected ~p ms after heal; ~b of side B's 10 registry "
@@ -150,6 +172,25 @@ run_(Cl = #{net := Net, c_node := CN}, Pattern) ->
     [rel_checks:note("  FAIL ~w", [F]) || F <- Fails],
     ?assertEqual([], Fails),
     ok.
+
+%% A visible C node: its own name table has every name as the nodes do, and
+%% pg's members of cache_workers (the demo's cache workers join it) are the
+%% same on every node and in the C node.
+visible_checks(#{visible := false}, _A1, _Agree) ->
+    [];
+visible_checks(Cl = #{c_node := CN}, A1, Agree) ->
+    View = case Agree of {ok, V} -> V; {disagree, [V | _]} -> V end,
+    CTable = [{N, P} || {N, _} <- View,
+                        P <- [cnb_cluster:call(A1, gen_server, call,
+                                               [{probe, CN}, {global_whereis, N}, 20000], 30000)]],
+    Members = fun() -> [lists:sort(cnb_cluster:call(P, pg, get_members, [cache_workers]))
+                        || P <- rel_net:peers(Cl)]
+                           ++ [lists:sort(cnb_cluster:call(A1, gen_server, call,
+                                                           [{probe, CN}, {pg_members, cache_workers}]))]
+              end,
+    PgAgree = cnb_cluster:wait_until(fun() -> length(lists:usort(Members())) =:= 1 end, 10000),
+    [{all, c_name_table, View, CTable} || CTable =/= View] ++
+        [{all, pg_members_agree, same, Members()} || not PgAgree].
 
 %% Side B's attachment to the C node's registry ended when the connection
 %% did ({shutdown, {cnode_down, CN}}), as cnode_registry:attach/3 promises.

@@ -133,7 +133,8 @@ unblock(#{tag := Tag}, I, J) -> {0, _} = netns(["unblock", Tag, integer_to_list(
 %% @doc Starts Erlang nodes n1..n3 (namespaces 1..3, a full mesh) and the C
 %% node in namespace 4 (--demo, anchored at n1). Opts: cname (the C node's
 %% name part, default "c1": it sorts below the Erlang nodes' n*), ticktime
-%% (seconds, default 4), erl_args (more args for the Erlang nodes).
+%% (seconds, default 4), erl_args (more args for the Erlang nodes), visible
+%% (true: the C node runs --visible, and the Erlang nodes start pg).
 %% Returns the cluster map used by the other functions.
 -spec cluster(net() | local, map()) -> map().
 cluster(Net, Opts) ->
@@ -156,6 +157,7 @@ start_erl(Cl = #{net := Net, ctx := Ctx, opts := Opts, erl := Erl}, I, Name) ->
     Tick = integer_to_list(maps:get(ticktime, Opts, 4)),
     Args = ["-connect_all", "true", "-kernel", "net_ticktime", Tick,
             "-pa", filename:dirname(code:which(?MODULE))]
+        ++ [A || maps:get(visible, Opts, false), A <- ["-kernel", "start_pg", "true"]]
         ++ maps:get(erl_args, Opts, []),
     Where = case Net of
                 local -> #{host => "127.0.0.1"};
@@ -189,7 +191,8 @@ start_c(Cl = #{net := Net, ctx := Ctx, opts := Opts}, Anchor) ->
     Exe = filename:join([cnb_cluster:root(), "erlang_side", "priv", "cnode"]),
     Args = ["--name", Name, "--cookie", cnb_cluster:cookie(Ctx),
             "--ticktime", integer_to_list(maps:get(ticktime, Opts, 4)),
-            "--demo", "--connect", atom_to_list(Anchor)],
+            "--demo", "--connect", atom_to_list(Anchor)]
+        ++ ["--visible" || maps:get(visible, Opts, false)],
     {ok, Port, CN} = case Net of
                          local -> cnb_cluster:start_cnode(Ctx, Args);
                          _ -> cnb_cluster:start_cnode(
@@ -197,7 +200,7 @@ start_c(Cl = #{net := Net, ctx := Ctx, opts := Opts}, Anchor) ->
                      end,
     AP = peer_of(Cl, Anchor),
     true = cnb_cluster:wait_until(
-             fun() -> lists:member(CN, cnb_cluster:call(AP, erlang, nodes, [hidden])) end, 10000),
+             fun() -> lists:member(CN, cnb_cluster:call(AP, erlang, nodes, [connected])) end, 10000),
     Cl#{c_port => Port, c_node => CN, anchor => Anchor}.
 
 %% @doc Starts the C node again under the same name (a new creation) after
