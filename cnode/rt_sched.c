@@ -48,11 +48,13 @@ static void rq_push(cnb_rt_t *rt, cnb_proc_t *p)
         sem_post(&rt->rq_sem);
 }
 
+/* Whether a reply is likely soon: a '$gen_call' delivered is not handled yet.
+ * Other work (a stream of one-way messages, a worker's start or end) makes
+ * no frame the I/O thread should spin for: a frame it does make wakes it. */
 int cnb__rt_busy(cnb_node_t *n)
 {
     cnb_rt_t *rt = n->rt;
-    return rt && (atomic_load_explicit(&rt->rq_len, memory_order_acquire) ||
-                  atomic_load_explicit(&rt->running, memory_order_acquire));
+    return rt && atomic_load_explicit(&rt->calls_in, memory_order_acquire) > 0;
 }
 
 /* Links s into p's mailbox (a priority signal after those already waiting,
@@ -131,6 +133,7 @@ sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta)
         return NULL;
     s->next = NULL;
     s->kind = kind;
+    s->call = 0;
     s->len = len;
     if (len)
         memcpy(s->data, data, len);
@@ -144,6 +147,8 @@ sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta)
 
 void cnb__sig_free(cnb_proc_t *p, sig_t *s)
 {
+    if (s->call) /* after its handling submitted any reply (io_ready in loop.c) */
+        atomic_fetch_sub_explicit(&p->rt->calls_in, 1, memory_order_release);
     sig_meta_t *mt = s->meta;
     if (mt) {
         cnb_lnames_t *L = p->rt->ln;
@@ -218,7 +223,7 @@ static void spin_for_work(cnb_rt_t *rt)
 }
 
 /* Sleeps until work is queued or the pool stops: NULL then, else the
- * worker taken from the queue (and counted running). A thread sleeps on the
+ * worker taken from the queue. A thread sleeps on the
  * semaphore, counted in sleepers; whoever takes it off the count posts. */
 static cnb_proc_t *next_worker(cnb_rt_t *rt)
 {
@@ -238,7 +243,6 @@ static cnb_proc_t *next_worker(cnb_rt_t *rt)
             rt->rq_tail = NULL;
         else
             wake = take_sleeper(rt); /* more waits: one more thread on it */
-        atomic_fetch_add_explicit(&rt->running, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&rt->rq_len, 1, memory_order_release);
     }
     pthread_mutex_unlock(&rt->rq_mu);
@@ -256,7 +260,6 @@ static void *pool_thread(void *arg)
         if (!p)
             return NULL;
         run(p);
-        atomic_fetch_sub_explicit(&rt->running, 1, memory_order_release);
     }
 }
 
