@@ -70,6 +70,8 @@ struct cnb_proc {
     pthread_mutex_t mu;
     sig_t *head, *tail;
     sig_t *prio_last; /* the last priority signal queued (EEP 76), or NULL */
+    atomic_int prio_in; /* prio_last set: a batch of ordinary signals taken out
+                         * stops for it (read without the lock) */
     int scheduled;
     int dead;
     struct cnb_proc *rq_next;
