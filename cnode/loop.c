@@ -64,7 +64,7 @@ static void timers(cnb_node_t *n)
 }
 
 /* What the spinning I/O thread waits for: something in the inbox, the
- * layer above done with what it was handed (no reply will come), a stop. */
+ * layer above done with the calls it was handed (no reply will come), a stop. */
 static int io_ready(void *arg)
 {
     cnb_node_t *n = arg;
@@ -73,7 +73,7 @@ static int io_ready(void *arg)
 }
 
 /* How long this turn may block in epoll (ms): 0 when there is work at hand.
- * While the layer above has work running (a reply is likely), spins up to
+ * While the layer above handles calls (a reply is likely), spins up to
  * opts.spin_us for the inbox first; then, about to block, has the next
  * hand-in wake it (cnb__inbox_sleep). */
 static int block_ms(cnb_node_t *n, int64_t next_timer)

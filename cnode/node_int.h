@@ -157,9 +157,10 @@ typedef struct cnb_upper {
     /* peer is gone: its live connection closed, or none could be made.
      * Called before on_node(peer, 0). */
     void (*nodedown)(cnb_node_t *n, const char *peer);
-    /* Nonzero while work handed up is queued or running on other threads
-     * (so output, a reply, is likely soon): the I/O thread spins a while
-     * for it before it sleeps. Any thread; lock-free. */
+    /* Nonzero while work handed up that asks for an answer (a call) is
+     * queued or running on other threads (so output, a reply, is likely
+     * soon): the I/O thread spins a while for it before it sleeps. Any
+     * thread; lock-free. */
     int (*busy)(cnb_node_t *n);
 } cnb_upper_t;
 

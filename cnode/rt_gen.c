@@ -275,6 +275,23 @@ static void gen_cast(cnb_proc_t *p, const char *b, int m0, int m1)
         free(m);
 }
 
+int cnb__gen_is_call(const char *b, size_t len)
+{
+    static const char tag[] = "$gen_call";
+    const unsigned char *u = (const unsigned char *)b;
+    size_t at; /* where the atom's text starts */
+    if (len < 4 || u[0] != 131 || u[1] != ERL_SMALL_TUPLE_EXT || u[2] != 3)
+        return 0;
+    if (u[3] == ERL_SMALL_ATOM_UTF8_EXT || u[3] == ERL_SMALL_ATOM_EXT)
+        at = 5;
+    else if (u[3] == ERL_ATOM_UTF8_EXT || u[3] == ERL_ATOM_EXT)
+        at = 6;
+    else
+        return 0;
+    return len >= at + sizeof(tag) - 1 && u[at - 1] == sizeof(tag) - 1 &&
+           (at == 5 || u[4] == 0) && !memcmp(b + at, tag, sizeof(tag) - 1);
+}
+
 void cnb__gen_msg(cnb_proc_t *p, const char *b, size_t len)
 {
     int i = 0, ver, arity;

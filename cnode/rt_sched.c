@@ -1,6 +1,8 @@
 /* rt_sched.c: scheduling of the process runtime: each worker's mailbox of
  * signals, the run queue of workers with signals waiting, and the pool of
- * threads that takes them from it, BATCH signals at a time. A pool thread
+ * threads that takes them from it, BATCH signals at a time, taken off the
+ * mailbox under one lock (a priority signal still overtakes those of them
+ * not handled yet). A pool thread
  * out of work spins a while (opts.spin_us; one thread at a time) before it
  * sleeps on a semaphore, so that the next hand-off from the I/O thread needs
  * no wake-up; the queue posts only for threads that sleep (a semaphore, not
@@ -48,11 +50,13 @@ static void rq_push(cnb_rt_t *rt, cnb_proc_t *p)
         sem_post(&rt->rq_sem);
 }
 
+/* Whether a reply is likely soon: a '$gen_call' delivered is not handled yet.
+ * Other work (a stream of one-way messages, a worker's start or end) makes
+ * no frame the I/O thread should spin for: a frame it does make wakes it. */
 int cnb__rt_busy(cnb_node_t *n)
 {
     cnb_rt_t *rt = n->rt;
-    return rt && (atomic_load_explicit(&rt->rq_len, memory_order_acquire) ||
-                  atomic_load_explicit(&rt->running, memory_order_acquire));
+    return rt && atomic_load_explicit(&rt->calls_in, memory_order_acquire) > 0;
 }
 
 /* Links s into p's mailbox (a priority signal after those already waiting,
@@ -70,6 +74,7 @@ static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
         if (!s->next)
             p->tail = s;
         p->prio_last = s;
+        atomic_store_explicit(&p->prio_in, 1, memory_order_release);
     } else {
         s->next = NULL;
         if (p->tail)
@@ -120,6 +125,7 @@ sig_t *cnb__mbox_take_all(cnb_proc_t *p)
     pthread_mutex_lock(&p->mu);
     sig_t *s = p->head;
     p->head = p->tail = p->prio_last = NULL;
+    atomic_store_explicit(&p->prio_in, 0, memory_order_relaxed);
     pthread_mutex_unlock(&p->mu);
     return s;
 }
@@ -131,6 +137,7 @@ sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta)
         return NULL;
     s->next = NULL;
     s->kind = kind;
+    s->call = 0;
     s->len = len;
     if (len)
         memcpy(s->data, data, len);
@@ -144,6 +151,8 @@ sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta)
 
 void cnb__sig_free(cnb_proc_t *p, sig_t *s)
 {
+    if (s->call) /* after its handling submitted any reply (io_ready in loop.c) */
+        atomic_fetch_sub_explicit(&p->rt->calls_in, 1, memory_order_release);
     sig_meta_t *mt = s->meta;
     if (mt) {
         cnb_lnames_t *L = p->rt->ln;
@@ -159,29 +168,75 @@ void cnb__sig_free(cnb_proc_t *p, sig_t *s)
     free(s);
 }
 
+/* Takes up to max signals off p's mailbox under one lock: the priority
+ * signals waiting (EEP 76) if any, else ordinary ones (*ordinary = 1). NULL
+ * when it is empty: p is no longer scheduled then. */
+static sig_t *take_batch(cnb_proc_t *p, int max, int *ordinary)
+{
+    pthread_mutex_lock(&p->mu);
+    sig_t *first = p->head, *last = first;
+    if (!first) {
+        p->scheduled = 0;
+        pthread_mutex_unlock(&p->mu);
+        return NULL;
+    }
+    *ordinary = !p->prio_last;
+    for (int cnt = 1; cnt < max && last->next && last != p->prio_last; cnt++)
+        last = last->next;
+    if (last == p->prio_last) { /* every priority signal taken */
+        p->prio_last = NULL;
+        atomic_store_explicit(&p->prio_in, 0, memory_order_relaxed);
+    }
+    p->head = last->next;
+    if (!p->head)
+        p->tail = NULL;
+    last->next = NULL;
+    pthread_mutex_unlock(&p->mu);
+    return first;
+}
+
+/* Puts signals taken but not handled back at the front of p's mailbox,
+ * behind the priority signals that came meanwhile (they overtake ordinary
+ * signals not handled yet, as they would have in the mailbox). */
+static void put_back(cnb_proc_t *p, sig_t *first)
+{
+    sig_t *last = first;
+    while (last->next)
+        last = last->next;
+    pthread_mutex_lock(&p->mu);
+    sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
+    last->next = *at;
+    *at = first;
+    if (!last->next)
+        p->tail = last;
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* Runs up to BATCH of p's signals; p ends (and is freed) as soon as one
- * leaves it dead. */
+ * leaves it dead (those still taken go back first: its end answers them). */
 static void run(cnb_proc_t *p)
 {
-    for (int k = 0; k < BATCH; k++) {
-        pthread_mutex_lock(&p->mu);
-        sig_t *s = p->head;
-        if (!s) {
-            p->scheduled = 0;
-            pthread_mutex_unlock(&p->mu);
+    int k = 0, ordinary = 0;
+    while (k < BATCH) {
+        sig_t *s = take_batch(p, BATCH - k, &ordinary);
+        if (!s)
             return;
-        }
-        p->head = s->next;
-        if (!p->head)
-            p->tail = NULL;
-        if (p->prio_last == s)
-            p->prio_last = NULL;
-        pthread_mutex_unlock(&p->mu);
-        cnb__proc_handle(p, s);
-        cnb__sig_free(p, s);
-        if (p->dead) {
-            cnb__proc_finish(p);
-            return;
+        while (s) {
+            if (ordinary && atomic_load_explicit(&p->prio_in, memory_order_acquire)) {
+                put_back(p, s); /* the priority signal first */
+                break;
+            }
+            sig_t *nx = s->next;
+            cnb__proc_handle(p, s);
+            cnb__sig_free(p, s);
+            k++;
+            if (p->dead) {
+                if (nx)
+                    put_back(p, nx);
+                cnb__proc_finish(p);
+                return;
+            }
+            s = nx;
         }
     }
     rq_push(p->rt, p); /* still scheduled: let others run first */
@@ -218,7 +273,7 @@ static void spin_for_work(cnb_rt_t *rt)
 }
 
 /* Sleeps until work is queued or the pool stops: NULL then, else the
- * worker taken from the queue (and counted running). A thread sleeps on the
+ * worker taken from the queue. A thread sleeps on the
  * semaphore, counted in sleepers; whoever takes it off the count posts. */
 static cnb_proc_t *next_worker(cnb_rt_t *rt)
 {
@@ -238,7 +293,6 @@ static cnb_proc_t *next_worker(cnb_rt_t *rt)
             rt->rq_tail = NULL;
         else
             wake = take_sleeper(rt); /* more waits: one more thread on it */
-        atomic_fetch_add_explicit(&rt->running, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&rt->rq_len, 1, memory_order_release);
     }
     pthread_mutex_unlock(&rt->rq_mu);
@@ -274,7 +328,6 @@ static void *pool_thread(void *arg)
         if (!p)
             return NULL;
         run(p);
-        atomic_fetch_sub_explicit(&rt->running, 1, memory_order_release);
     }
 }
 

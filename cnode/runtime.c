@@ -108,6 +108,10 @@ int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m)
         int with_data = kind == SIG_MSG || kind == SIG_EXIT || kind == SIG_EXIT2 || kind == SIG_DOWN;
         sig_t *s = cnb__sig_new(kind, with_data ? m->payload : NULL, with_data ? m->payload_len : 0,
                                 kind != SIG_MSG);
+        if (s && kind == SIG_MSG && cnb__gen_is_call(m->payload, m->payload_len)) {
+            s->call = 1; /* the I/O thread may spin for its reply (cnb__rt_busy) */
+            atomic_fetch_add_explicit(&rt->calls_in, 1, memory_order_relaxed);
+        }
         if (!s)
             cnb__log(n, CNB_LOG_WARNING, "out of memory: dropped op %d from %s", m->op, m->peer);
         else if (s->meta && cnb__links_meta(n, p, s, m))

@@ -50,6 +50,7 @@ typedef struct sig_meta {
 typedef struct sig {
     struct sig *next;
     int kind;
+    int call; /* a '$gen_call' counted in rt->calls_in until it is freed */
     sig_meta_t *meta; /* NULL for plain messages */
     size_t len;
     char data[]; /* message or reason: ETF with version byte */
@@ -69,6 +70,8 @@ struct cnb_proc {
     pthread_mutex_t mu;
     sig_t *head, *tail;
     sig_t *prio_last; /* the last priority signal queued (EEP 76), or NULL */
+    atomic_int prio_in; /* prio_last set: a batch of ordinary signals taken out
+                         * stops for it (read without the lock) */
     int scheduled;
     int dead;
     struct cnb_proc *rq_next;
@@ -93,9 +96,10 @@ struct cnb_rt {
     cnb_proc_t *rq_head, *rq_tail;
     int sleepers;         /* pool threads asleep and not yet posted for (under rq_mu) */
     atomic_int rq_len;    /* workers in the run queue (read without the lock) */
-    atomic_int running;   /* pool threads running a worker */
     atomic_int spinning;  /* a pool thread spins for work (at most one) */
     atomic_int stopping;  /* stop, for the spinner */
+    atomic_int calls_in;  /* '$gen_call's delivered and not yet handled: the I/O
+                           * thread spins for their replies (cnb__rt_busy) */
     int inline_running;   /* the I/O thread runs an inline worker (I/O thread only) */
     int stop;
     unsigned nthreads;
@@ -196,6 +200,9 @@ int cnb__rt_peer_has(cnb_node_t *n, const char *peer, uint64_t flag);
 /* rt_gen.c, the worker's thread: a message (with version byte) taken as a
  * gen_server call or cast, a sys message, or else handed to handle_info. */
 void cnb__gen_msg(cnb_proc_t *p, const char *b, size_t len);
+/* rt_gen.c: 1 when a message (with version byte) is {'$gen_call', _, _}
+ * (a look at its first bytes only: a reply is likely to follow). */
+int cnb__gen_is_call(const char *b, size_t len);
 
 /* links.c, I/O thread: 1 when m is a link, monitor or exit signal naming a
  * sender that is not on the peer it came from (dropped and logged now and

@@ -3,7 +3,9 @@
 %% a C worker ahead of its ordinary messages, with and without a trace token;
 %% call replies through an alias arrive as ALTACT_SIG_SEND (plain and
 %% priority, with a token); an exit signal through an alias is taken and
-%% dropped without harm. The nodes must run OTP 28 or later: on an older
+%% dropped without harm; a priority message overtakes the ordinary ones the
+%% worker's thread took from its mailbox in one batch and has not handled
+%% yet (rt_sched.c takes a batch under one lock). The nodes must run OTP 28 or later: on an older
 %% release (the host's OTP 25) the suite is one test that says so; `make
 %% test-otp' runs it on OTP 29 (scripts/test-otp). Every flag combination
 %% decodes in tests/unit/test_frame.c (dist_decode_altact_every_flag).
@@ -11,7 +13,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% Run on the peer node.
--export([prio_scenario/1, server/1]).
+-export([prio_scenario/1, prio_batch_scenario/1, server/1]).
 
 altact_test_() ->
     case list_to_integer(erlang:system_info(otp_release)) >= 28 of
@@ -34,6 +36,8 @@ priority_and_aliases(C) ->
     ?assertEqual({ok, held_ok}, Called),
     ?assertEqual([prio_pid, prio_name, {'EXIT', exiter, prio_exit}, prio_pid_token,
                   prio_name_token, ord1, ord2, ord_token], Got),
+    ?assertEqual({{ok, held_ok}, [prio_late, ord_batched]},
+                 cnb_cluster:call(A, ?MODULE, prio_batch_scenario, [CN], 60000)),
     %% Still connected, and nothing malformed on the way.
     ?assertEqual(ok, cnb_cluster:call(A, gen_server, call, [{probe, CN}, {subscribe, self()}])),
     Out = cnb_cluster:cnode_output(C, Port),
@@ -69,6 +73,30 @@ prio_scenario(CN) ->
     Called = receive {called, R} -> R after 30000 -> timeout end,
     Got = [receive {probe_info, P, M} -> M after 5000 -> missing end || _ <- lists:seq(1, 8)],
     {Called, [case M of {'EXIT', Exiter, Why} -> {'EXIT', exiter, Why}; _ -> M end || M <- Got]}.
+
+%% On the peer: the probe's worker takes a call and an ordinary message
+%% queued behind it in one batch; while the call holds it, a priority message
+%% comes. Returns {CallResult, the two info messages in the order taken}.
+prio_batch_scenario(CN) ->
+    Me = self(),
+    ok = gen_server:call({probe, CN}, {subscribe, Me}),
+    {probe, CN} ! hello,
+    P = receive {probe_info, Pid, hello} -> Pid after 5000 -> error(no_probe) end,
+    S1 = spawn_link(?MODULE, server, [Me]),
+    S2 = spawn_link(?MODULE, server, [Me]),
+    spawn_link(fun() -> gen_server:call(P, {call, S1, x, 20000}, 30000) end),
+    receive {held, S1} -> ok after 10000 -> error(not_held) end,
+    %% Both wait in the mailbox while the first call holds the worker.
+    spawn_link(fun() -> Me ! {called, gen_server:call(P, {call, S2, x, 20000}, 30000)} end),
+    timer:sleep(300),
+    P ! ord_batched,
+    timer:sleep(300),
+    S1 ! go,
+    receive {held, S2} -> ok after 10000 -> error(not_held) end,
+    erlang:send(P, prio_late, [priority]),
+    S2 ! go,
+    Called = receive {called, R} -> R after 30000 -> timeout end,
+    {Called, [receive {probe_info, P, M} -> M after 5000 -> missing end || _ <- [1, 2]]}.
 
 %% Takes one call and holds it until told `go'; then sends an exit signal
 %% through the caller's alias and the reply as a priority message through the
