@@ -212,6 +212,9 @@ static void put_back(cnb_proc_t *p, sig_t *first)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* The signal this pool thread is handling (cnb__rt_wait_begin). */
+static __thread sig_t *handling;
+
 /* Runs up to BATCH of p's signals; p ends (and is freed) as soon as one
  * leaves it dead (those still taken go back first: its end answers them). */
 static void run(cnb_proc_t *p)
@@ -227,7 +230,9 @@ static void run(cnb_proc_t *p)
                 break;
             }
             sig_t *nx = s->next;
+            handling = s;
             cnb__proc_handle(p, s);
+            handling = NULL;
             cnb__sig_free(p, s);
             k++;
             if (p->dead) {
@@ -306,16 +311,21 @@ static __thread cnb_rt_t *pool_of;
 
 int cnb__rt_wait_begin(cnb_node_t *n)
 {
-    if (!n->rt || pool_of != n->rt)
+    sig_t *s = handling;
+    if (!n->rt || pool_of != n->rt || !s || !s->call)
         return 0;
-    atomic_fetch_sub_explicit(&n->rt->running, 1, memory_order_release);
+    /* The call being handled stops counting for good: its reply, if any,
+     * comes after a wait the I/O thread should not spin through (a frame it
+     * makes then wakes the I/O thread as any other does). */
+    s->call = 0;
+    atomic_fetch_sub_explicit(&n->rt->calls_in, 1, memory_order_release);
     return 1;
 }
 
 void cnb__rt_wait_end(cnb_node_t *n, int token)
 {
-    if (token)
-        atomic_fetch_add_explicit(&n->rt->running, 1, memory_order_relaxed);
+    (void)n;
+    (void)token;
 }
 
 static void *pool_thread(void *arg)

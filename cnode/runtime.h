@@ -26,13 +26,14 @@ void cnb__rt_destroy(cnb_rt_t *rt); /* after the I/O thread has stopped */
 int cnb__rt_deliver(cnb_node_t *n, const cnb_msg_t *m);
 /* I/O thread: a connection went down (or could not be made). */
 void cnb__rt_nodedown(cnb_node_t *n, const char *peer);
-/* Any thread, lock-free: nonzero while workers are queued or running (their
- * replies may come soon). */
+/* Any thread, lock-free: nonzero while a '$gen_call' delivered is not
+ * handled yet (its reply may come soon: the I/O thread spins for it). */
 int cnb__rt_busy(cnb_node_t *n);
 /* A pool thread about to wait long for other nodes (glob_reg.c's callers):
- * not counted as running meanwhile, so that the I/O thread does not spin for
- * output it will not make soon. Returns the token for wait_end. Off the
- * pool (a user's thread), both do nothing. */
+ * the '$gen_call' it handles, if any, stops counting for cnb__rt_busy, so
+ * that the I/O thread does not spin for a reply that will not come soon.
+ * Returns the token for wait_end (which does nothing now). Off the pool (a
+ * user's thread), both do nothing. */
 int cnb__rt_wait_begin(cnb_node_t *n);
 void cnb__rt_wait_end(cnb_node_t *n, int token);
 
