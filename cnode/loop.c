@@ -80,8 +80,10 @@ static int io_ready(void *arg)
  * request is likely within opts.spin_us: the loop polls epoll (a zero
  * time-out) instead of sleeping in it until then, as a BEAM scheduler spins
  * before it sleeps, so that the request finds the thread awake (no wake-up
- * from epoll_wait: a context switch, tens of microseconds here). Every
- * answered turn meanwhile renews the time. It holds the node's spinner role
+ * from epoll_wait: a context switch, tens of microseconds here). Each such
+ * turn meanwhile renews the time; turns that answer one caller do not (a
+ * lone caller kept polling costs it a core of 2: round trips 2-3x longer).
+ * It holds the node's spinner role
  * (one spinning thread per node; none polls while a pool thread spins),
  * yields its CPU before each poll (on 2 cores the callers' node needs it to
  * make the next request), and gives the role up when the time is up: an idle
@@ -90,7 +92,7 @@ static int io_ready(void *arg)
 static int polling(cnb_node_t *n, size_t sent)
 {
     if (n->io_answered) {
-        int start = sent >= 2 || n->poll_holds;
+        int start = sent >= 2;
         n->io_answered = 0;
         if (start && n->opts.spin_us > 0 && (n->poll_holds || cnb__spin_claim(n, 0))) {
             n->poll_holds = 1;
