@@ -9,7 +9,6 @@
 #include "log.h"
 #include "loop_int.h"
 
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,51 +72,13 @@ static int io_ready(void *arg)
            !n->upper.busy(n) || atomic_load_explicit(&n->stopping, memory_order_relaxed);
 }
 
-/* Polling after an answered turn. When the layer above ran work on this
- * thread (an inline worker: the requests came in and the replies left in
- * one turn) and the turn wrote two frames or more (several callers at once:
- * a lone caller's next request is a whole round trip away), the next
- * request is likely within opts.spin_us: the loop polls epoll (a zero
- * time-out) instead of sleeping in it until then, as a BEAM scheduler spins
- * before it sleeps, so that the request finds the thread awake (no wake-up
- * from epoll_wait: a context switch, tens of microseconds here). Each such
- * turn meanwhile renews the time; turns that answer one caller do not (a
- * lone caller kept polling costs it a core of 2: round trips 2-3x longer).
- * It holds the node's spinner role
- * (one spinning thread per node; none polls while a pool thread spins),
- * yields its CPU before each poll (on 2 cores the callers' node needs it to
- * make the next request), and gives the role up when the time is up: an idle
- * node takes no CPU. sent: frames the last turn wrote. Returns 1 while
- * polling. */
-static int polling(cnb_node_t *n, size_t sent)
+/* How long this turn may block in epoll (ms): 0 when there is work at hand.
+ * While the layer above has work running (a reply is likely), spins up to
+ * opts.spin_us for the inbox first; then, about to block, has the next
+ * hand-in wake it (cnb__inbox_sleep). */
+static int block_ms(cnb_node_t *n, int64_t next_timer)
 {
-    if (n->io_answered) {
-        int start = sent >= 2;
-        n->io_answered = 0;
-        if (start && n->opts.spin_us > 0 && (n->poll_holds || cnb__spin_claim(n, 0))) {
-            n->poll_holds = 1;
-            n->poll_until = cnb__now_ns() + (int64_t)n->opts.spin_us * 1000;
-        }
-    }
-    if (!n->poll_holds)
-        return 0;
-    if (cnb__now_ns() < n->poll_until) {
-        sched_yield();
-        return 1;
-    }
-    n->poll_holds = 0;
-    cnb__spin_release(n);
-    return 0;
-}
-
-/* How long this turn may block in epoll (ms): 0 when there is work at hand
- * or while polling after an answered turn. While the layer above has work
- * running (a reply is likely), spins up to opts.spin_us for the inbox first;
- * then, about to block, has the next hand-in wake it (cnb__inbox_sleep). */
-static int block_ms(cnb_node_t *n, int64_t next_timer, size_t sent)
-{
-    if (polling(n, sent) || n->dirty || n->reread ||
-        atomic_load_explicit(&n->inbox_ready, memory_order_acquire))
+    if (n->dirty || n->reread || atomic_load_explicit(&n->inbox_ready, memory_order_acquire))
         return 0;
     int64_t left = next_timer - cnb__now_ms();
     if (left <= 0)
@@ -138,9 +99,8 @@ void *cnb__loop(void *arg)
     int64_t next_timer = cnb__now_ms() + TIMER_MS;
     n->now = cnb__now_ms();
     cnb__drain_inbox(n); /* whatever was sent before the loop ran */
-    size_t sent = 0; /* frames the last turn wrote */
     while (!atomic_load(&n->stopping)) {
-        int timeout = block_ms(n, next_timer, sent);
+        int timeout = block_ms(n, next_timer);
         int k = epoll_wait(n->epfd, evs, 64, timeout);
         if (timeout)
             cnb__inbox_awake(n);
@@ -184,20 +144,14 @@ void *cnb__loop(void *arg)
             cnb__log_tick(); /* reports lines the logger held back */
             next_timer = n->now + TIMER_MS;
         }
-        sent = 0;
         while (n->dirty) {
             cnb_conn_t *c = n->dirty;
             n->dirty = c->dnext;
             c->dirty = 0;
-            sent += c->wq_count;
             if (c->ev.fd >= 0)
                 cnb__conn_flush(n, c);
         }
         cnb__conn_bury(n);
-    }
-    if (n->poll_holds) {
-        n->poll_holds = 0;
-        cnb__spin_release(n);
     }
     /* Shutting down: a last best-effort flush, then close everything. */
     cnb__drain_inbox(n);

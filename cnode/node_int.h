@@ -205,13 +205,6 @@ struct cnb_node {
     struct cnb_auth_limit *auth; /* failed cookie checks per address (auth_limit.c) */
     int nkeep;
     int64_t now;
-    /* Polling after an answered turn (loop.c): the layer above sets
-     * io_answered when it ran work on the I/O thread (an inline worker);
-     * the loop may then poll epoll without sleeping until poll_until (ns),
-     * holding the node's spinner role (poll_holds). */
-    int io_answered;
-    int poll_holds;
-    int64_t poll_until;
 
     /* Cross-thread inbox (inbox.c): frames to route and control requests. */
     pthread_mutex_t inbox_mu;

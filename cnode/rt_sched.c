@@ -193,7 +193,6 @@ void cnb__mbox_run_inline(cnb_proc_t *p)
     rt->inline_running = 1; /* what it sends to another inline worker queues */
     run(p);
     rt->inline_running = 0;
-    rt->node->io_answered = 1; /* the loop may poll a while for the next request */
 }
 
 static int rq_ready(void *arg)
