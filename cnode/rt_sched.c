@@ -83,10 +83,10 @@ static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
         sched = 1;
     }
     pthread_mutex_unlock(&p->mu);
-    if (sched && io && p->run_inline && !p->rt->inline_running)
+    if (sched && io && p->run_inline && !p->node->rt->inline_running)
         return 1; /* scheduled = 1: ours, as a pool thread's from the queue */
     if (sched)
-        rq_push(p->rt, p);
+        rq_push(p->node->rt, p);
     return 0;
 }
 
@@ -112,7 +112,7 @@ void cnb__mbox_go_live(cnb_proc_t *p)
     p->scheduled = sched;
     pthread_mutex_unlock(&p->mu);
     if (sched)
-        rq_push(p->rt, p);
+        rq_push(p->node->rt, p);
 }
 
 sig_t *cnb__mbox_take_all(cnb_proc_t *p)
@@ -146,7 +146,7 @@ void cnb__sig_free(cnb_proc_t *p, sig_t *s)
 {
     sig_meta_t *mt = s->meta;
     if (mt) {
-        cnb_lnames_t *L = p->rt->ln;
+        cnb_lnames_t *L = p->node->rt->ln;
         if (mt->reserved)
             cnb__ln_release(L, &p->pl.holds, mt->from.node);
         if (mt->releasing)
@@ -184,12 +184,12 @@ static void run(cnb_proc_t *p)
             return;
         }
     }
-    rq_push(p->rt, p); /* still scheduled: let others run first */
+    rq_push(p->node->rt, p); /* still scheduled: let others run first */
 }
 
 void cnb__mbox_run_inline(cnb_proc_t *p)
 {
-    cnb_rt_t *rt = p->rt;
+    cnb_rt_t *rt = p->node->rt;
     rt->inline_running = 1; /* what it sends to another inline worker queues */
     run(p);
     rt->inline_running = 0;
