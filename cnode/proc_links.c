@@ -148,9 +148,9 @@ static void tab_shrink(cnb_ltab_t *t, rec_hash_fn hf, int free_empty)
         free(t->b);
         t->b = NULL;
         t->size = 0;
-    } else if (t->size > TAB_MIN && t->count * 8 < t->size) {
+    } else if (t->size > TAB_MIN && (size_t)t->count * 8 < t->size) {
         size_t ns = TAB_MIN;
-        while (ns < t->count * 2)
+        while (ns < (size_t)t->count * 2)
             ns *= 2;
         tab_resize(t, ns, hf);
     }

@@ -158,7 +158,6 @@ void cnb__proc_finish(cnb_proc_t *p)
                  name[0] ? " " : "", name, cnb__log_term(reason, rlen, why, sizeof(why)));
     }
     ei_x_free(&p->reason);
-    pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
@@ -201,7 +200,6 @@ static void init_failed(cnb_proc_t *p, ei_x_buff *why)
     }
     cnb__links_abort(p);
     ei_x_free(&p->reason);
-    pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
@@ -261,7 +259,6 @@ int cnb__spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_
         return CNB_ENOMEM;
     p->node = n;
     p->ops = ops;
-    pthread_mutex_init(&p->mu, NULL);
     cnb__pt_fresh_pid(rt, &p->pid);
     p->pl.key = cnb__pt_key(&p->pid);
     p->trap_exit = o && o->trap_exit;

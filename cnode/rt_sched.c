@@ -62,7 +62,7 @@ int cnb__rt_busy(cnb_node_t *n)
 static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
 {
     int sched = 0;
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     if (prio) {
         sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
         s->next = *at;
@@ -82,7 +82,7 @@ static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
         p->scheduled = 1;
         sched = 1;
     }
-    pthread_mutex_unlock(&p->mu);
+    cnb__mbox_unlock(&p->mu);
     if (sched && io && p->run_inline && !p->node->rt->inline_running)
         return 1; /* scheduled = 1: ours, as a pool thread's from the queue */
     if (sched)
@@ -107,20 +107,20 @@ int cnb__mbox_push_io(cnb_proc_t *p, sig_t *s, int prio)
 
 void cnb__mbox_go_live(cnb_proc_t *p)
 {
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     int sched = p->head != NULL;
     p->scheduled = sched;
-    pthread_mutex_unlock(&p->mu);
+    cnb__mbox_unlock(&p->mu);
     if (sched)
         rq_push(p->node->rt, p);
 }
 
 sig_t *cnb__mbox_take_all(cnb_proc_t *p)
 {
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     sig_t *s = p->head;
     p->head = p->tail = p->prio_last = NULL;
-    pthread_mutex_unlock(&p->mu);
+    cnb__mbox_unlock(&p->mu);
     return s;
 }
 
@@ -164,11 +164,11 @@ void cnb__sig_free(cnb_proc_t *p, sig_t *s)
 static void run(cnb_proc_t *p)
 {
     for (int k = 0; k < BATCH; k++) {
-        pthread_mutex_lock(&p->mu);
+        cnb__mbox_lock(&p->mu);
         sig_t *s = p->head;
         if (!s) {
             p->scheduled = 0;
-            pthread_mutex_unlock(&p->mu);
+            cnb__mbox_unlock(&p->mu);
             return;
         }
         p->head = s->next;
@@ -176,7 +176,7 @@ static void run(cnb_proc_t *p)
             p->tail = NULL;
         if (p->prio_last == s)
             p->prio_last = NULL;
-        pthread_mutex_unlock(&p->mu);
+        cnb__mbox_unlock(&p->mu);
         cnb__proc_handle(p, s);
         cnb__sig_free(p, s);
         if (p->dead) {

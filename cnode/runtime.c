@@ -220,8 +220,7 @@ void cnb__rt_destroy(cnb_rt_t *rt)
             cnb__pl_clear(rt->ln, &p->pl);
             ei_x_free(&p->reason);
             free(p->reg);
-            pthread_mutex_destroy(&p->mu);
-            free(p);
+                    free(p);
         }
     free(rt->tab);
     free(rt->names);

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "mbox_lock.h"
 #include "node_rt.h"
 #include "proc_links.h"
 #include "runtime.h"
@@ -58,7 +59,7 @@ typedef struct sig {
 /* A worker. Laid out small for idle workers (docs/BENCHMARKS.md, "Idle
  * memory and NIF lookups"): the pid's 1,036 bytes (ei's erlang_pid, whose
  * node name is an inline array) first, the byte-wide flags in the 4 bytes
- * after it, no holes; the runtime comes from node->rt, the table key is
+ * after it, then the mailbox's 4-byte lock, no holes; the runtime comes from node->rt, the table key is
  * pl.key, a registered name is its own allocation (named workers only), and
  * whether the reason was set or lost is read off `reason` (rt_life.c). The
  * flags are separate bytes, not bit-fields: each is written by one thread at
@@ -69,12 +70,12 @@ struct cnb_proc {
     unsigned char run_inline; /* cnb_spawn_opts_t.run_inline: the I/O thread runs it when idle */
     unsigned char scheduled;  /* under mu */
     unsigned char dead;       /* under mu */
+    cnb_mbox_lock_t mu;       /* the mailbox's */
     cnb_node_t *node;
     const cnb_worker_ops_t *ops;
     void *state;
     struct cnb_pname *reg; /* registered name (rt_table.c), or NULL */
-    /* mailbox */
-    pthread_mutex_t mu;
+    /* mailbox (under mu) */
     sig_t *head, *tail;
     sig_t *prio_last; /* the last priority signal queued (EEP 76), or NULL */
     struct cnb_proc *rq_next;
