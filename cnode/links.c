@@ -72,7 +72,7 @@ int cnb__links_meta(cnb_node_t *n, cnb_proc_t *p, sig_t *s, const cnb_msg_t *m)
         return 0;
     }
     int first = 0;
-    int rc = cnb__ln_hold(L, &p->pl.holds, p->key, mt->from.node, limited, &mt->epoch, &first);
+    int rc = cnb__ln_hold(L, &p->pl.holds, p->pl.key, mt->from.node, limited, &mt->epoch, &first);
     if (rc == CNB_ETOOBIG) {
         if (first)
             cnb__log(n, CNB_LOG_WARNING,
@@ -98,7 +98,7 @@ nomem:
  * that left (nor over a newer connection to it). */
 static int owed(cnb_proc_t *p, const cnb_lname_t *node, uint32_t epoch)
 {
-    return node && cnb__ln_current(p->rt->ln, node, epoch);
+    return node && cnb__ln_current(p->node->rt->ln, node, epoch);
 }
 
 /* Hands the info message built in x (rc: the encoders' results OR-ed) to
@@ -133,20 +133,20 @@ static int add_link(cnb_proc_t *p, const cnb_cpid_t *pid, const uint32_t *epoch)
 {
     cnb_link_t *l = cnb__pl_link(&p->pl, pid);
     if (!l)
-        return cnb__pl_link_add(p->rt->ln, &p->pl, pid, epoch, 0) ? 0 : CNB_ENOMEM;
+        return cnb__pl_link_add(p->node->rt->ln, &p->pl, pid, epoch, 0) ? 0 : CNB_ENOMEM;
     l->active = 1;
     l->unlink_id = 0;
-    l->epoch = epoch ? *epoch : cnb__ln_epoch(p->rt->ln, pid->node);
+    l->epoch = epoch ? *epoch : cnb__ln_epoch(p->node->rt->ln, pid->node);
     return 0;
 }
 
 int cnb__links_add(cnb_proc_t *p, const erlang_pid *pid)
 {
     cnb_cpid_t c;
-    if (cnb__cpid_set(p->rt->ln, &c, pid))
+    if (cnb__cpid_set(p->node->rt->ln, &c, pid))
         return CNB_ENOMEM;
     int rc = add_link(p, &c, NULL);
-    cnb__cpid_put(p->rt->ln, &c);
+    cnb__cpid_put(p->node->rt->ln, &c);
     return rc;
 }
 
@@ -162,7 +162,7 @@ static size_t fire_links(cnb_proc_t *p, const char *reason, size_t rlen)
             cnb__cpid_get(&l->pid, &to);
             cnb__sig_exit(p->node, CNB_OP_EXIT, &p->pid, &to, reason, rlen);
         }
-        cnb__pl_link_free(p->rt->ln, &p->pl, l);
+        cnb__pl_link_free(p->node->rt->ln, &p->pl, l);
     }
     return k;
 }
@@ -183,7 +183,7 @@ static size_t drop_held(cnb_proc_t *p, int tell)
             cnb__sig_monitor(p->node, CNB_OP_DEMONITOR_P, &p->pid, &to,
                              m->name ? cnb__ln_str(m->name) : NULL, cnb__ln_str(m->node), &ref);
         }
-        cnb__pl_mon_free(p->rt->ln, &p->pl, m);
+        cnb__pl_mon_free(p->node->rt->ln, &p->pl, m);
     }
     return k;
 }
@@ -194,7 +194,7 @@ static void link_exit(cnb_proc_t *p, const cnb_cpid_t *from, const char *reason,
     cnb_link_t *l = cnb__pl_link(&p->pl, from);
     if (!l || !l->active)
         return;
-    cnb__pl_link_drop(p->rt->ln, &p->pl, l);
+    cnb__pl_link_drop(p->node->rt->ln, &p->pl, l);
     if (p->trap_exit)
         info_exit(p, from, reason, len);
     else if (!cnb__rt_is_atom(reason, len, "normal")) {
@@ -237,7 +237,7 @@ static int is_self(const cnb_proc_t *p, const cnb_cpid_t *c)
  * with noconnection. Monitors on it from there just go. */
 static void nodedown(cnb_proc_t *p, const sig_meta_t *mt)
 {
-    cnb_lnames_t *L = p->rt->ln;
+    cnb_lnames_t *L = p->node->rt->ln;
     char r[32];
     size_t rl = cnb__atom_term(r, "noconnection"), k = 0;
     cnb_link_t *links = cnb__pl_links_take(&p->pl, mt->name, mt->epoch);
@@ -271,7 +271,7 @@ static void nodedown(cnb_proc_t *p, const sig_meta_t *mt)
 void cnb__links_sig(cnb_proc_t *p, sig_t *s)
 {
     sig_meta_t *mt = s->meta;
-    cnb_lnames_t *L = p->rt->ln;
+    cnb_lnames_t *L = p->node->rt->ln;
     cnb_link_t *l;
     cnb_mon_t *m;
     switch (s->kind) {
@@ -365,10 +365,10 @@ void cnb__links_end(cnb_proc_t *p, const char *reason, size_t rlen)
             cnb__sig_down(p->node, &p->pid, m->name ? cnb__ln_str(m->name) : NULL, &to, &ref,
                           reason, rlen);
         }
-        cnb__pl_mon_free(p->rt->ln, &p->pl, m);
+        cnb__pl_mon_free(p->node->rt->ln, &p->pl, m);
     }
     k += drop_held(p, 1);
-    cnb__ln_freed(p->rt->ln, k);
+    cnb__ln_freed(p->node->rt->ln, k);
 }
 
 void cnb__links_abort(cnb_proc_t *p)
@@ -392,10 +392,10 @@ int cnb_link(cnb_proc_t *p, const erlang_pid *to)
 int cnb_unlink(cnb_proc_t *p, const erlang_pid *to)
 {
     cnb_cpid_t c;
-    if (!to || cnb__cpid_set(p->rt->ln, &c, to))
+    if (!to || cnb__cpid_set(p->node->rt->ln, &c, to))
         return to ? CNB_ENOMEM : CNB_EINVAL;
     cnb_link_t *l = cnb__pl_link(&p->pl, &c);
-    cnb__cpid_put(p->rt->ln, &c);
+    cnb__cpid_put(p->node->rt->ln, &c);
     if (!l || !l->active)
         return 0;
     if (cnb__rt_peer_has(p->node, to->node, CNB_DFLAG_UNLINK_ID)) {
@@ -403,7 +403,7 @@ int cnb_unlink(cnb_proc_t *p, const erlang_pid *to)
         l->unlink_id = ++p->unlink_seq;
         return cnb__sig_unlink(p->node, l->unlink_id, &p->pid, to);
     }
-    cnb__pl_link_drop(p->rt->ln, &p->pl, l);
+    cnb__pl_link_drop(p->node->rt->ln, &p->pl, l);
     return cnb__sig_unlink(p->node, 0, &p->pid, to);
 }
 
@@ -413,7 +413,7 @@ int cnb_unlink(cnb_proc_t *p, const erlang_pid *to)
 static int monitor(cnb_proc_t *p, const erlang_pid *to, const char *name, const char *node,
                    const erlang_ref *given, erlang_ref *ref)
 {
-    cnb_lnames_t *L = p->rt->ln;
+    cnb_lnames_t *L = p->node->rt->ln;
     cnb_cref_t cr = {0};
     cnb_cpid_t cp = {0};
     cnb_lname_t *nm = NULL, *nd = NULL;
@@ -459,7 +459,7 @@ int cnb_monitor_name(cnb_proc_t *p, const char *name, const char *node, erlang_r
 
 int cnb_demonitor(cnb_proc_t *p, const erlang_ref *ref)
 {
-    cnb_lnames_t *L = p->rt->ln;
+    cnb_lnames_t *L = p->node->rt->ln;
     cnb_cref_t c;
     if (!ref || cnb__cref_set(L, &c, ref))
         return ref ? CNB_ENOMEM : CNB_EINVAL;

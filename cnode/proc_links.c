@@ -148,9 +148,9 @@ static void tab_shrink(cnb_ltab_t *t, rec_hash_fn hf, int free_empty)
         free(t->b);
         t->b = NULL;
         t->size = 0;
-    } else if (t->size > TAB_MIN && t->count * 8 < t->size) {
+    } else if (t->size > TAB_MIN && (size_t)t->count * 8 < t->size) {
         size_t ns = TAB_MIN;
-        while (ns < t->count * 2)
+        while (ns < (size_t)t->count * 2)
             ns *= 2;
         tab_resize(t, ns, hf);
     }
@@ -158,10 +158,10 @@ static void tab_shrink(cnb_ltab_t *t, rec_hash_fn hf, int free_empty)
 
 static int tab_insert(cnb_ltab_t *t, rec_t *r, rec_hash_fn hf)
 {
-    if (t->count >= t->size)
+    if (t->count >= t->size && t->size <= UINT32_MAX / 2)
         tab_resize(t, t->size ? t->size * 2 : TAB_MIN, hf);
-    if (!t->size)
-        return CNB_ENOMEM;
+    if (!t->size || t->count == UINT32_MAX)
+        return CNB_ENOMEM; /* the counts are 32 bits (more is past any memory) */
     size_t k = hf(r) & (t->size - 1);
     r->next = t->b[k];
     t->b[k] = r;

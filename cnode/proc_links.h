@@ -116,7 +116,7 @@ typedef struct cnb_mon {
 
 typedef struct cnb_ltab {
     void **b;
-    size_t size, count;
+    uint32_t size, count; /* a process's records: at most the per-peer cap's sum */
 } cnb_ltab_t;
 
 /* A process's links, monitors on it (on_me) and monitors it holds (held).

@@ -92,7 +92,7 @@ static int encode_status(ei_x_buff *x, const cnb_proc_t *p, const ei_x_buff *st)
     e |= ei_x_encode_list_header(x, 2);
     e |= ei_x_encode_tuple_header(x, 2);
     e |= ei_x_encode_string(x, "Registered name");
-    e |= ei_x_encode_atom(x, p->name ? p->name : "undefined");
+    e |= ei_x_encode_atom(x, p->reg ? p->reg->name : "undefined");
     e |= ei_x_encode_tuple_header(x, 2);
     e |= ei_x_encode_string(x, "State");
     e |= st ? ei_x_append_buf(x, st->buff, st->index) : ei_x_encode_atom(x, "undefined");

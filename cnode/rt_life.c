@@ -21,16 +21,21 @@ int cnb__rt_is_atom(const char *t, size_t len, const char *atom)
 
 /* ------------------------------------------------------------------ reasons */
 
+/* 1: p's reason is set (reason.buff); 0: not yet; -1: lost for want of
+ * memory (reason_done leaves buff NULL and index -1). */
+static int has_reason(const cnb_proc_t *p)
+{
+    return p->reason.buff ? 1 : p->reason.index < 0 ? -1 : 0;
+}
+
 /* Ends setting p's reason: failed (an encoder out of memory) marks it lost,
  * so p ends with out_of_memory rather than a reason it did not have. */
 static void reason_done(cnb_proc_t *p, int failed)
 {
-    if (!failed) {
-        p->has_reason = 1;
-        return;
-    }
+    if (!failed)
+        return; /* reason.buff set: has_reason says 1 */
     ei_x_free(&p->reason);
-    p->has_reason = -1;
+    p->reason.index = -1; /* lost (buff NULL) */
     cnb__log(p->node, CNB_LOG_WARNING, "worker <%u.%u>: out of memory, it ends with out_of_memory",
              p->pid.num, p->pid.serial);
 }
@@ -80,7 +85,7 @@ void cnb__rt_after_callback(cnb_proc_t *p, const char *cb, int rc)
     if (rc < 0)
         cnb__rt_callback_failed(p, cb, rc);
     else if (rc == CNB_STOP) {
-        if (!p->has_reason)
+        if (!has_reason(p))
             cnb__rt_set_reason_atom(p, "normal");
         p->dead = 1;
     }
@@ -118,21 +123,21 @@ void cnb__proc_handle(cnb_proc_t *p, sig_t *s)
 
 void cnb__proc_finish(cnb_proc_t *p)
 {
-    cnb_rt_t *rt = p->rt;
+    cnb_rt_t *rt = p->node->rt;
     cnb_node_t *n = p->node;
     /* With no reason set, normal; with one lost for want of memory,
      * out_of_memory: both encoded on the stack, needing no allocation. */
     char fallback[32];
     const char *reason = p->reason.buff;
     size_t rlen = (size_t)p->reason.index;
-    if (p->has_reason <= 0) {
-        rlen = cnb__atom_term(fallback, p->has_reason < 0 ? "out_of_memory" : "normal");
+    if (has_reason(p) <= 0) {
+        rlen = cnb__atom_term(fallback, has_reason(p) < 0 ? "out_of_memory" : "normal");
         reason = fallback;
     }
     if (p->ops->terminate)
         p->ops->terminate(p, p->state, reason, rlen);
     char name[MAXATOMLEN_UTF8];
-    snprintf(name, sizeof(name), "%s", p->name ? p->name : "");
+    snprintf(name, sizeof(name), "%s", p->reg ? p->reg->name : "");
 
     cnb__pt_remove(rt, p);
     cnb__pg_proc_exit(n, &p->pid);      /* its :pg memberships (visible mode) */
@@ -153,7 +158,6 @@ void cnb__proc_finish(cnb_proc_t *p)
                  name[0] ? " " : "", name, cnb__log_term(reason, rlen, why, sizeof(why)));
     }
     ei_x_free(&p->reason);
-    pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
@@ -177,18 +181,18 @@ static void abandon_locked(cnb_rt_t *rt, cnb_proc_t *p, const char *reason)
  * when why is given), the links init made told; p freed. */
 static void init_failed(cnb_proc_t *p, ei_x_buff *why)
 {
-    if (p->has_reason <= 0)
+    if (has_reason(p) <= 0)
         cnb__rt_set_reason_atom(p, "init_failed");
     char fallback[32];
     const char *reason = p->reason.buff;
     size_t rlen = (size_t)p->reason.index;
-    if (p->has_reason <= 0) {
+    if (has_reason(p) <= 0) {
         rlen = cnb__atom_term(fallback, "out_of_memory");
         reason = fallback;
     }
     if (why && (ei_x_new(why) || ei_x_append_buf(why, reason, (int)rlen)))
         ei_x_free(why); /* left empty: the caller says init_failed */
-    cnb__pt_remove(p->rt, p);
+    cnb__pt_remove(p->node->rt, p);
     for (sig_t *s = cnb__mbox_take_all(p), *nx; s; s = nx) {
         nx = s->next;
         cnb__links_unanswered(p, s, reason, rlen);
@@ -196,7 +200,6 @@ static void init_failed(cnb_proc_t *p, ei_x_buff *why)
     }
     cnb__links_abort(p);
     ei_x_free(&p->reason);
-    pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
@@ -218,7 +221,7 @@ static int name_owner(cnb_rt_t *rt, const char *name, erlang_pid *out)
  * there: the reply is not sent), or CNB_ENOMEM. */
 static int requested_records(cnb_proc_t *p, const cnb_spawn_req_t *rq)
 {
-    cnb_lnames_t *L = p->rt->ln;
+    cnb_lnames_t *L = p->node->rt->ln;
     cnb_cpid_t from = {0};
     cnb_cref_t ref = {0};
     int rc = CNB_ENOMEM;
@@ -254,13 +257,10 @@ int cnb__spawn(cnb_node_t *n, const cnb_worker_ops_t *ops, void *arg, const cnb_
     cnb_proc_t *p = calloc(1, sizeof(*p));
     if (!p)
         return CNB_ENOMEM;
-    p->rt = rt;
     p->node = n;
     p->ops = ops;
-    pthread_mutex_init(&p->mu, NULL);
     cnb__pt_fresh_pid(rt, &p->pid);
-    p->key = cnb__pt_key(&p->pid);
-    p->pl.key = p->key;
+    p->pl.key = cnb__pt_key(&p->pid);
     p->trap_exit = o && o->trap_exit;
     p->run_inline = o && o->run_inline;
     p->scheduled = 1; /* not runnable until live: signals wait in the mailbox */
@@ -327,7 +327,7 @@ int cnb_proc_set_reason(cnb_proc_t *p, const char *reason, size_t len)
     if (!reason || len < 2 || (unsigned char)reason[0] != 131)
         return CNB_EINVAL;
     cnb__rt_set_reason(p, reason, len);
-    return p->has_reason > 0 ? 0 : CNB_ENOMEM;
+    return has_reason(p) > 0 ? 0 : CNB_ENOMEM;
 }
 
 int cnb_trap_exit(cnb_proc_t *p, int on)

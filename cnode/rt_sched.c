@@ -66,7 +66,7 @@ int cnb__rt_busy(cnb_node_t *n)
 static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
 {
     int sched = 0;
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     if (prio) {
         sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
         s->next = *at;
@@ -87,11 +87,11 @@ static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
         p->scheduled = 1;
         sched = 1;
     }
-    pthread_mutex_unlock(&p->mu);
-    if (sched && io && p->run_inline && !p->rt->inline_running)
+    cnb__mbox_unlock(&p->mu);
+    if (sched && io && p->run_inline && !p->node->rt->inline_running)
         return 1; /* scheduled = 1: ours, as a pool thread's from the queue */
     if (sched)
-        rq_push(p->rt, p);
+        rq_push(p->node->rt, p);
     return 0;
 }
 
@@ -112,21 +112,21 @@ int cnb__mbox_push_io(cnb_proc_t *p, sig_t *s, int prio)
 
 void cnb__mbox_go_live(cnb_proc_t *p)
 {
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     int sched = p->head != NULL;
     p->scheduled = sched;
-    pthread_mutex_unlock(&p->mu);
+    cnb__mbox_unlock(&p->mu);
     if (sched)
-        rq_push(p->rt, p);
+        rq_push(p->node->rt, p);
 }
 
 sig_t *cnb__mbox_take_all(cnb_proc_t *p)
 {
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     sig_t *s = p->head;
     p->head = p->tail = p->prio_last = NULL;
     atomic_store_explicit(&p->prio_in, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&p->mu);
+    cnb__mbox_unlock(&p->mu);
     return s;
 }
 
@@ -152,10 +152,10 @@ sig_t *cnb__sig_new(int kind, const char *data, size_t len, int with_meta)
 void cnb__sig_free(cnb_proc_t *p, sig_t *s)
 {
     if (s->call) /* after its handling submitted any reply (io_ready in loop.c) */
-        atomic_fetch_sub_explicit(&p->rt->calls_in, 1, memory_order_release);
+        atomic_fetch_sub_explicit(&p->node->rt->calls_in, 1, memory_order_release);
     sig_meta_t *mt = s->meta;
     if (mt) {
-        cnb_lnames_t *L = p->rt->ln;
+        cnb_lnames_t *L = p->node->rt->ln;
         if (mt->reserved)
             cnb__ln_release(L, &p->pl.holds, mt->from.node);
         if (mt->releasing)
@@ -173,11 +173,11 @@ void cnb__sig_free(cnb_proc_t *p, sig_t *s)
  * when it is empty: p is no longer scheduled then. */
 static sig_t *take_batch(cnb_proc_t *p, int max, int *ordinary)
 {
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     sig_t *first = p->head, *last = first;
     if (!first) {
         p->scheduled = 0;
-        pthread_mutex_unlock(&p->mu);
+        cnb__mbox_unlock(&p->mu);
         return NULL;
     }
     *ordinary = !p->prio_last;
@@ -191,7 +191,7 @@ static sig_t *take_batch(cnb_proc_t *p, int max, int *ordinary)
     if (!p->head)
         p->tail = NULL;
     last->next = NULL;
-    pthread_mutex_unlock(&p->mu);
+    cnb__mbox_unlock(&p->mu);
     return first;
 }
 
@@ -203,13 +203,13 @@ static void put_back(cnb_proc_t *p, sig_t *first)
     sig_t *last = first;
     while (last->next)
         last = last->next;
-    pthread_mutex_lock(&p->mu);
+    cnb__mbox_lock(&p->mu);
     sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
     last->next = *at;
     *at = first;
     if (!last->next)
         p->tail = last;
-    pthread_mutex_unlock(&p->mu);
+    cnb__mbox_unlock(&p->mu);
 }
 
 /* The signal this pool thread is handling (cnb__rt_wait_begin). */
@@ -244,12 +244,12 @@ static void run(cnb_proc_t *p)
             s = nx;
         }
     }
-    rq_push(p->rt, p); /* still scheduled: let others run first */
+    rq_push(p->node->rt, p); /* still scheduled: let others run first */
 }
 
 void cnb__mbox_run_inline(cnb_proc_t *p)
 {
-    cnb_rt_t *rt = p->rt;
+    cnb_rt_t *rt = p->node->rt;
     rt->inline_running = 1; /* what it sends to another inline worker queues */
     run(p);
     rt->inline_running = 0;

@@ -43,7 +43,7 @@ static unsigned name_hash(const char *s, size_t size)
 cnb_proc_t *cnb__pt_find_key_locked(cnb_rt_t *rt, uint64_t k)
 {
     for (cnb_proc_t *p = rt->tab[k % rt->tab_size]; p; p = p->hnext)
-        if (p->key == k)
+        if (p->pl.key == k)
             return p;
     return NULL;
 }
@@ -56,9 +56,9 @@ cnb_proc_t *cnb__pt_find_locked(cnb_rt_t *rt, const erlang_pid *pid)
 
 cnb_proc_t *cnb__pt_find_name_locked(cnb_rt_t *rt, const char *name)
 {
-    for (cnb_proc_t *p = rt->names[name_hash(name, rt->names_size)]; p; p = p->nnext)
-        if (p->name && !strcmp(p->name, name))
-            return p;
+    for (cnb_pname_t *e = rt->names[name_hash(name, rt->names_size)]; e; e = e->next)
+        if (!strcmp(e->name, name))
+            return e->proc;
     return NULL;
 }
 
@@ -81,8 +81,8 @@ static void grow_locked(cnb_rt_t *rt)
     for (size_t i = 0; i < rt->tab_size; i++)
         for (cnb_proc_t *p = rt->tab[i], *nx; p; p = nx) {
             nx = p->hnext;
-            p->hnext = nt[p->key % ns];
-            nt[p->key % ns] = p;
+            p->hnext = nt[p->pl.key % ns];
+            nt[p->pl.key % ns] = p;
         }
     free(rt->tab);
     rt->tab = nt;
@@ -93,39 +93,45 @@ void cnb__pt_insert_locked(cnb_rt_t *rt, cnb_proc_t *p)
 {
     if (rt->count + 1 > rt->tab_size * 2)
         grow_locked(rt);
-    p->hnext = rt->tab[p->key % rt->tab_size];
-    rt->tab[p->key % rt->tab_size] = p;
+    p->hnext = rt->tab[p->pl.key % rt->tab_size];
+    rt->tab[p->pl.key % rt->tab_size] = p;
     rt->count++;
 }
 
 int cnb__pt_name_add_locked(cnb_rt_t *rt, cnb_proc_t *p, const char *name)
 {
-    if (!(p->name = strdup(name)))
+    size_t len = strlen(name) + 1;
+    cnb_pname_t *e = malloc(sizeof(*e) + len);
+    if (!e)
         return CNB_ENOMEM;
+    memcpy(e->name, name, len);
+    e->proc = p;
     unsigned h = name_hash(name, rt->names_size);
-    p->nnext = rt->names[h];
-    rt->names[h] = p;
+    e->next = rt->names[h];
+    rt->names[h] = e;
+    p->reg = e;
     return 0;
 }
 
 static void name_del_locked(cnb_rt_t *rt, cnb_proc_t *p)
 {
-    if (!p->name)
+    cnb_pname_t *e = p->reg;
+    if (!e)
         return;
-    for (cnb_proc_t **pp = &rt->names[name_hash(p->name, rt->names_size)]; *pp;
-         pp = &(*pp)->nnext)
-        if (*pp == p) {
-            *pp = p->nnext;
+    for (cnb_pname_t **pp = &rt->names[name_hash(e->name, rt->names_size)]; *pp;
+         pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
             break;
         }
-    free(p->name);
-    p->name = NULL;
+    free(e);
+    p->reg = NULL;
 }
 
 void cnb__pt_remove(cnb_rt_t *rt, cnb_proc_t *p)
 {
     pthread_rwlock_wrlock(&rt->tab_lock);
-    for (cnb_proc_t **pp = &rt->tab[p->key % rt->tab_size]; *pp; pp = &(*pp)->hnext)
+    for (cnb_proc_t **pp = &rt->tab[p->pl.key % rt->tab_size]; *pp; pp = &(*pp)->hnext)
         if (*pp == p) {
             *pp = p->hnext;
             break;
@@ -147,7 +153,7 @@ int cnb_register(cnb_node_t *n, const char *name, const erlang_pid *pid)
         rc = CNB_ENOPROC;
     else if (cnb__pt_find_name_locked(rt, name))
         rc = CNB_EEXIST;
-    else if (p->name)
+    else if (p->reg)
         rc = CNB_EBUSY; /* a process has at most one registered name */
     else
         rc = cnb__pt_name_add_locked(rt, p, name);

@@ -223,9 +223,8 @@ void cnb__rt_destroy(cnb_rt_t *rt)
             }
             cnb__pl_clear(rt->ln, &p->pl);
             ei_x_free(&p->reason);
-            free(p->name);
-            pthread_mutex_destroy(&p->mu);
-            free(p);
+            free(p->reg);
+                    free(p);
         }
     free(rt->tab);
     free(rt->names);

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "mbox_lock.h"
 #include "node_rt.h"
 #include "proc_links.h"
 #include "runtime.h"
@@ -56,40 +57,53 @@ typedef struct sig {
     char data[]; /* message or reason: ETF with version byte */
 } sig_t;
 
+/* A worker. Laid out small for idle workers (docs/BENCHMARKS.md, "Idle
+ * memory and NIF lookups"): the pid's 1,036 bytes (ei's erlang_pid, whose
+ * node name is an inline array) first, the byte-wide flags in the 4 bytes
+ * after it, then the mailbox's 4-byte lock and prio_in, no holes; the runtime comes from node->rt, the table key is
+ * pl.key, a registered name is its own allocation (named workers only), and
+ * whether the reason was set or lost is read off `reason` (rt_life.c). The
+ * flags are separate bytes, not bit-fields: each is written by one thread at
+ * a time (under mu or by the running thread) and read by others. */
 struct cnb_proc {
-    cnb_rt_t *rt;
-    cnb_node_t *node;
-    uint64_t key; /* cnb__pt_key: num | serial << 15, unique among live workers */
     erlang_pid pid;
+    unsigned char trap_exit;
+    unsigned char run_inline; /* cnb_spawn_opts_t.run_inline: the I/O thread runs it when idle */
+    unsigned char scheduled;  /* under mu */
+    unsigned char dead;       /* under mu */
+    cnb_mbox_lock_t mu;       /* the mailbox's */
+    atomic_int prio_in;       /* prio_last set: a batch of ordinary signals taken
+                               * out stops for it (read without mu) */
+    cnb_node_t *node;
     const cnb_worker_ops_t *ops;
     void *state;
-    char *name; /* registered name (malloc'd), or NULL */
-    int trap_exit;
-    int run_inline; /* cnb_spawn_opts_t.run_inline: the I/O thread runs it when idle */
-    /* mailbox */
-    pthread_mutex_t mu;
+    struct cnb_pname *reg; /* registered name (rt_table.c), or NULL */
+    /* mailbox (under mu) */
     sig_t *head, *tail;
     sig_t *prio_last; /* the last priority signal queued (EEP 76), or NULL */
-    atomic_int prio_in; /* prio_last set: a batch of ordinary signals taken out
-                         * stops for it (read without the lock) */
-    int scheduled;
-    int dead;
     struct cnb_proc *rq_next;
     struct cnb_proc *hnext; /* pid table chain */
-    struct cnb_proc *nnext; /* name table chain */
-    /* owned by the running thread (pl.holds: under the names' lock) */
+    /* owned by the running thread (pl.holds: under the names' lock); pl.key
+     * is cnb__pt_key of pid, unique among live workers */
     cnb_plinks_t pl;
-    ei_x_buff reason;
-    int has_reason; /* 1 reason set, 0 not yet, -1 lost for want of memory */
+    ei_x_buff reason; /* buff set: the reason; buff NULL and index -1: lost for
+                       * want of memory; else not set yet */
     uint64_t unlink_seq;
 };
+
+/* A registered name: the chain of its bucket in rt->names, its worker. */
+typedef struct cnb_pname {
+    struct cnb_pname *next;
+    struct cnb_proc *proc;
+    char name[];
+} cnb_pname_t;
 
 struct cnb_rt {
     cnb_node_t *node;
     pthread_rwlock_t tab_lock;
     cnb_proc_t **tab;
     size_t tab_size, count;
-    cnb_proc_t **names;
+    cnb_pname_t **names;
     size_t names_size;
     pthread_mutex_t rq_mu;
     sem_t rq_sem;         /* pool threads sleep on it */

@@ -62,11 +62,7 @@ ERL_NIF_TERM cnr_raise(ErlNifEnv *env, int code)
 
 static int open_types(ErlNifEnv *env)
 {
-    ErlNifResourceTypeInit init = {
-        .dtor = cnr_reg_dtor,
-        .stop = NULL,
-        .down = cnr_reg_down,
-    };
+    ErlNifResourceTypeInit init = {.dtor = cnr_reg_dtor};
     ErlNifResourceType *rt = enif_open_resource_type_x(
         env, "cnr_registry", &init, ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (!rt)
@@ -78,6 +74,12 @@ static int open_types(ErlNifEnv *env)
     if (!rt)
         return -1;
     cnr_g.snap_rt = rt;
+    ErlNifResourceTypeInit winit = {.dtor = cnr_watch_dtor, .down = cnr_watch_down};
+    rt = enif_open_resource_type_x(env, "cnr_watch", &winit,
+                                   ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    if (!rt)
+        return -1;
+    cnr_g.watch_rt = rt;
     return 0;
 }
 

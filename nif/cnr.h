@@ -61,7 +61,13 @@ struct cnr_owner {
 
 /* A registry: a resource object. The name table holds one reference while the
  * name is registered; yielding scans hold one while they run. The core handle
- * is closed by the destructor, so it outlives every user. */
+ * is closed by the destructor, so it outlives every user. Its monitors (the
+ * server, the owners) are set on its watch, a resource of their own: ERTS
+ * keeps a resource with monitors (even demonitored ones) until each
+ * monitored process has handled its signals, which a process busy in a loop
+ * of new/drop never does, so each dropped registry's mapping (68 GiB of
+ * address space) stayed until the address space ran out. The watch is what
+ * such monitors now keep (a few bytes). */
 struct cnr_reg {
     struct cnb_registry *core; /* NULL in CNR_REMOTE mode */
     ERL_NIF_TERM name;         /* atom */
@@ -74,8 +80,17 @@ struct cnr_reg {
     unsigned nlisteners;
     ERL_NIF_TERM listeners[CNR_MAX_LISTENERS]; /* atoms */
     ErlNifMutex *owners_lock;
+    struct cnr_watch *watch;  /* one reference; NULL only while reg_alloc fails */
     struct cnr_owner *owners; /* open addressing; pid 0 = empty */
     size_t owners_cap, owners_n;
+};
+
+/* What a registry's monitors are set on (a resource). Its down callback
+ * reaches the registry under lock while the registry lives; the registry's
+ * destructor clears reg (under lock) before it goes. */
+struct cnr_watch {
+    ErlNifMutex *lock;
+    struct cnr_reg *reg;
 };
 
 /* A copied lookup result handed out in slices (lookup_open/lookup_next), for
@@ -94,6 +109,7 @@ struct cnr_slot {
 struct cnr_global {
     ErlNifResourceType *reg_rt;
     ErlNifResourceType *snap_rt;
+    ErlNifResourceType *watch_rt;
     cnb_allocator_t alloc; /* built on enif_alloc */
     /* Writers of the name table (cnr_table.c, whose snapshots survive code
      * upgrade: they live in the library's static storage, which every module
@@ -124,9 +140,10 @@ struct cnr_reg *cnr_table_find(ERL_NIF_TERM name);
 /* The registry of name with a reference taken (the caller releases it with
  * enif_release_resource), or NULL; outside enter/leave. */
 struct cnr_reg *cnr_table_hold(ERL_NIF_TERM name);
-/* Removes name if it maps to reg (reg NULL: whatever it maps to). Returns 1 if
- * removed. */
-int cnr_table_remove(ERL_NIF_TERM name, struct cnr_reg *reg);
+/* Removes name if it maps to reg (reg NULL: whatever it maps to). Returns the
+ * registry removed, whose reference the table held is now the caller's (to
+ * release, outside any lock the destructor takes), or NULL. */
+struct cnr_reg *cnr_table_take(ERL_NIF_TERM name, struct cnr_reg *reg);
 /* Removes every name (the last module instance is unloading). */
 void cnr_table_clear(void);
 
@@ -225,7 +242,8 @@ CNR_NIF(cnr_feed_poll);
 
 /* Resource callbacks (cnr_reg.c; the snapshot's in cnr_ops.c). */
 void cnr_reg_dtor(ErlNifEnv *env, void *obj);
-void cnr_reg_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
+void cnr_watch_dtor(ErlNifEnv *env, void *obj);
+void cnr_watch_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon);
 void cnr_snap_dtor(ErlNifEnv *env, void *obj);
 
 

@@ -117,7 +117,7 @@ int cnr_owner_watch(ErlNifEnv *env, struct cnr_reg *reg, const ErlNifPid *pid,
         goto out;
     size_t j = owner_find(reg, t);
     struct cnr_owner *o = &reg->owners[j];
-    int m = enif_monitor_process(env, reg, pid, &o->mon);
+    int m = enif_monitor_process(env, reg->watch, pid, &o->mon);
     if (m > 0) {
         dead = 1;
     } else if (m < 0) {
@@ -153,6 +153,15 @@ void cnr_reg_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
     struct cnr_reg *reg = obj;
+    struct cnr_watch *w = reg->watch;
+    if (w && w->lock) {
+        /* From now on a monitor that fires finds no registry. */
+        enif_mutex_lock(w->lock);
+        w->reg = NULL;
+        enif_mutex_unlock(w->lock);
+    }
+    if (w)
+        enif_release_resource(w);
     /* A shared segment outlives this handle: the entries of owners only this
      * handle watched would never be removed, so they go now. */
     if (reg->core && reg->mode == CNR_SHARED)
@@ -165,6 +174,14 @@ void cnr_reg_dtor(ErlNifEnv *env, void *obj)
     if (reg->owners_lock)
         enif_mutex_destroy(reg->owners_lock);
     enif_free(reg->owners);
+}
+
+void cnr_watch_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    struct cnr_watch *w = obj;
+    if (w->lock)
+        enif_mutex_destroy(w->lock);
 }
 
 /* Owners with more entries than this are purged by the server process (a
@@ -186,14 +203,15 @@ static int purge_later(ErlNifEnv *env, struct cnr_reg *reg, const ErlNifPid *pid
     return sent;
 }
 
-/* The server (the process that owns the registry) died: the name goes. An
- * owner died: its entries go, whatever the registry's mode. */
-void cnr_reg_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+/* The server (the process that owns the registry) died: the name goes
+ * (*gone: the registry taken out of the table, to release). An owner died:
+ * its entries go, whatever the registry's mode. */
+static void reg_down(ErlNifEnv *env, struct cnr_reg *reg, ErlNifPid *pid, ErlNifMonitor *mon,
+                     struct cnr_reg **gone)
 {
-    struct cnr_reg *reg = obj;
     if (reg->server_monitored && enif_compare_monitors(mon, &reg->server_mon) == 0) {
         reg->server_monitored = 0;
-        (void)cnr_table_remove(reg->name, reg);
+        *gone = cnr_table_take(reg->name, reg);
         return;
     }
     ERL_NIF_TERM t = enif_make_pid(env, pid);
@@ -218,6 +236,21 @@ void cnr_reg_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
     (void)cnb_registry_remove_owner(reg->core, &cp);
 }
 
+/* A monitor of a registry fired: if the registry is still there, it stays so
+ * under the watch's lock (its destructor waits), and the table's reference
+ * taken from it is released after. */
+void cnr_watch_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    struct cnr_watch *w = obj;
+    struct cnr_reg *gone = NULL;
+    enif_mutex_lock(w->lock);
+    if (w->reg)
+        reg_down(env, w->reg, pid, mon, &gone);
+    enif_mutex_unlock(w->lock);
+    if (gone)
+        enif_release_resource(gone); /* may run the destructor, which takes w->lock */
+}
+
 /* ---- creating, attaching, dropping -------------------------------------------- */
 
 /* A fresh registry resource whose server is the caller. */
@@ -240,6 +273,17 @@ static struct cnr_reg *reg_alloc(ErlNifEnv *env, ERL_NIF_TERM name, ERL_NIF_TERM
         *err = CNB_ENOMEM;
         goto fail;
     }
+    struct cnr_watch *w = enif_alloc_resource(cnr_g.watch_rt, sizeof *w);
+    if (!w) {
+        *err = CNB_ENOMEM;
+        goto fail;
+    }
+    w->reg = reg;
+    reg->watch = w;
+    if (!(w->lock = enif_mutex_create("cnr_watch"))) {
+        *err = CNB_ENOMEM;
+        goto fail;
+    }
     return reg;
 fail:
     enif_release_resource(reg);
@@ -251,7 +295,7 @@ fail:
 static ERL_NIF_TERM reg_publish(ErlNifEnv *env, struct cnr_reg *reg, ERL_NIF_TERM ok)
 {
     if (!enif_self(env, &reg->server) ||
-        enif_monitor_process(env, reg, &reg->server, &reg->server_mon) != 0) {
+        enif_monitor_process(env, reg->watch, &reg->server, &reg->server_mon) != 0) {
         enif_release_resource(reg);
         return cnr_error(env, CNB_EINVAL);
     }
@@ -361,7 +405,9 @@ CNR_NIF(cnr_drop)
     (void)argc;
     if (!enif_is_atom(env, argv[0]))
         return enif_make_badarg(env);
-    (void)cnr_table_remove(argv[0], NULL);
+    struct cnr_reg *gone = cnr_table_take(argv[0], NULL);
+    if (gone)
+        enif_release_resource(gone);
     return cnr_atom.ok;
 }
 

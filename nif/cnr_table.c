@@ -226,7 +226,7 @@ out:
     return rc;
 }
 
-int cnr_table_remove(ERL_NIF_TERM name, struct cnr_reg *reg)
+struct cnr_reg *cnr_table_take(ERL_NIF_TERM name, struct cnr_reg *reg)
 {
     struct cnr_reg *gone = NULL;
     enif_rwlock_rwlock(cnr_g.table_lock);
@@ -237,10 +237,7 @@ int cnr_table_remove(ERL_NIF_TERM name, struct cnr_reg *reg)
             gone = cur;
     }
     enif_rwlock_rwunlock(cnr_g.table_lock);
-    /* Outside the lock: releasing may run the destructor. */
-    if (gone)
-        enif_release_resource(gone);
-    return gone != NULL;
+    return gone; /* released outside the lock (it may run the destructor) */
 }
 
 void cnr_table_clear(void)
