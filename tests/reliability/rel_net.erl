@@ -201,7 +201,20 @@ start_c(Cl = #{net := Net, ctx := Ctx, opts := Opts}, Anchor) ->
     AP = peer_of(Cl, Anchor),
     true = cnb_cluster:wait_until(
              fun() -> lists:member(CN, cnb_cluster:call(AP, erlang, nodes, [connected])) end, 10000),
+    _ = [synced(P, CN) || maps:get(visible, Opts, false), P <- peers(Cl)],
     Cl#{c_port => Port, c_node => CN, anchor => Anchor}.
+
+%% A visible C node registers through global's protocol on the nodes whose
+%% sync session with it ended (as an Erlang node that just joined registers
+%% where it is known): before the test registers from C, every node's session
+%% with C has ended (global:sync/0 there), and C has taken that node's
+%% `resolved` (a call to C's global_name_server comes after it on the same
+%% connection).
+synced(P, CN) ->
+    true = cnb_cluster:wait_until(
+             fun() -> lists:member(CN, cnb_cluster:call(P, erlang, nodes, [])) end, 20000),
+    ok = cnb_cluster:call(P, global, sync, [], 60000),
+    true = cnb_cluster:call(P, gen_server, call, [{global_name_server, CN}, {del_lock, {x, y}}, 10000]).
 
 %% @doc Starts the C node again under the same name (a new creation) after
 %% the old one was stopped or killed; anchored at the first live Erlang node.
