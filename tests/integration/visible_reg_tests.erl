@@ -19,7 +19,9 @@ visible_reg_test_() ->
      ?T(timed_out_registration_leaves_no_lock, 180),
      ?T(kill9_removes_names_everywhere, 120),
      ?T(hostile_messages_to_the_registrar, 120),
-     ?T(node_gone_and_io_thread, 120)].
+     ?T(node_gone_and_io_thread, 120),
+     {"stalled_c_node_blocks_no_longer_than_a_tick",
+      {timeout, 180, fun() -> cnode_bridge_test:with(fun stalled_c_node/1) end}}].
 
 with_cluster(F) ->
     cnode_bridge_test:with(fun(Ctx) -> F(Ctx, cluster(Ctx)) end).
@@ -299,3 +301,48 @@ tracer(CN) ->
         _ ->
             tracer(CN)
     end.
+
+%% Issue 20's safety rule: a visible C node that stops answering (SIGSTOP,
+%% mid-cluster) holds up a :global registration elsewhere no longer than a
+%% stopped Erlang node does, measured in the same cluster (net_ticktime 4:
+%% both waits end when the silent node is dropped and global goes on
+%% without it; here 15-25 s each). After SIGCONT the C node comes back (it
+%% reconnects to its anchor), syncs, and its own table names what was
+%% registered meanwhile.
+stalled_c_node(Ctx) ->
+    Tick = ["-kernel", "net_ticktime", "4", "-connect_all", "true"],
+    [{A, NA}, {B, NB}, {D, ND}] =
+        [begin {ok, P, N} = cnode_bridge_test:start_node(Ctx, #{name => Nm, args => Tick}), {P, N} end
+         || Nm <- ["sa", "sb", "sd"]],
+    pong = cnode_bridge_test:call(A, net_adm, ping, [NB]),
+    pong = cnode_bridge_test:call(A, net_adm, ping, [ND]),
+    {ok, H, CN} = cnode_bridge_test:start_cnode(
+                    Ctx, #{connect => [NA], args => ["--demo", "--visible", "--ticktime", "4"]}),
+    Peers = [A, B, D],
+    Synced = fun(Ps) ->
+                     lists:all(fun(P) -> lists:member(CN, cnode_bridge_test:call(P, erlang, nodes, [])) end, Ps)
+             end,
+    true = cnode_bridge_test:wait_until(fun() -> Synced(Peers) end, 30000),
+    [ok = cnode_bridge_test:call(P, global, sync, [], 60000) || P <- Peers],
+    %% Registers Name from A for a process of B: {Pid, milliseconds taken}.
+    Reg = fun(Name) ->
+                  Pid = sleeper(B),
+                  T0 = erlang:monotonic_time(millisecond),
+                  yes = cnode_bridge_test:call(A, global, register_name, [Name, Pid], 120000),
+                  {Pid, erlang:monotonic_time(millisecond) - T0}
+          end,
+    Stopped = fun(OsPid, F) ->
+                      "" = os:cmd("kill -STOP " ++ integer_to_list(OsPid)),
+                      try F() after os:cmd("kill -CONT " ++ integer_to_list(OsPid)) end
+              end,
+    {Pid, Tc} = Stopped(cnode_bridge_test:cnode_os_pid(Ctx, H), fun() -> Reg(vr_stalled) end),
+    ?assertEqual([Pid, Pid], [cnode_bridge_test:call(P, global, whereis_name, [vr_stalled]) || P <- [A, B]]),
+    ?assert(cnode_bridge_test:wait_until(
+              fun() -> Synced([A, B]) andalso
+                           pcall(#{peers => Peers}, {probe, CN}, {global_whereis, vr_stalled}) =:= Pid
+              end, 60000)),
+    DPid = list_to_integer(cnode_bridge_test:call(D, os, getpid, [])),
+    {_, Te} = Stopped(DPid, fun() -> Reg(vr_stalled_erl) end),
+    io:format(user, "~p: a registration waited ~b ms on a stopped C node, ~b ms on a stopped Erlang node~n",
+              [?MODULE, Tc, Te]),
+    ?assert(Tc =< Te + 5000).
