@@ -262,8 +262,14 @@ new_drop_cycles_unmap() ->
     N = list_to_atom(cnb_cluster:unique_name("cycle")),
     Vm0 = vm_size_kb(),
     ?assertEqual(5000, new_drop_cycles(N, 5000, 0)),
-    %% Address space back where it was (a live registry reserves 68 GiB).
-    ?assert(vm_size_kb() - Vm0 < 16 * 1024 * 1024).
+    %% Address space back where it was (a live registry reserves 68 GiB):
+    %% OTP 25 unmaps each at its drop; OTP 27 was seen keeping some until
+    %% the process collected its garbage and took its signals, which it may
+    %% do now (the 5,000 cycles, past the old ~1,926, are the test's point).
+    erlang:garbage_collect(),
+    receive after 100 -> ok end,
+    Grown = vm_size_kb() - Vm0,
+    ?assertMatch({true, _}, {Grown < 16 * 1024 * 1024, Grown}).
 
 new_drop_cycles(_N, 0, Done) -> Done;
 new_drop_cycles(N, Left, Done) ->

@@ -126,7 +126,8 @@ clash_erlang_first(_Ctx, #{cnode := CN, peers := [A, B, _]} = Cl) ->
     P1 = probe(Cl),
     without_rex(Cl, fun() ->
         ?assertEqual(no, c_register(Cl, P1, vr_clash2)),
-        Owner = sleeper(D = lists:last(maps:get(peers, Cl))),
+        D = lists:last(maps:get(peers, Cl)),
+        Owner = sleeper(D),
         yes = cnode_bridge_test:call(D, global, register_name, [{cache, vr_clash3}, Owner], 60000),
         %% cache_sup says who holds it.
         ?assertEqual({error, {already_started, Owner}},
