@@ -12,7 +12,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% Run on the peer node.
--export([traffic/3, sender/4, caller/3, lifecycle/1, refused/1]).
+-export([traffic/3, sender/4, lifecycle/1, refused/1]).
 
 -define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> cnb_cluster:with(fun Name/1) end}}).
 
@@ -60,14 +60,8 @@ traffic(CN, Senders, Msgs) ->
     true = gen_server:call(P, on_io_thread),
     ok = gen_server:call(P, {subscribe, Self}),
     Ss = [spawn_link(?MODULE, sender, [Self, P, K, Msgs]) || K <- lists:seq(1, Senders)],
-    Cs = [spawn_link(?MODULE, caller, [Self, {echo, CN}, K]) || K <- lists:seq(1, ?CALLERS)],
-    CallsOk = [receive {called, Pid, R} -> R after 120000 -> {caller_timeout, Pid} end || Pid <- Cs],
-    SendsOk = [receive {sent, Pid} -> ok after 120000 -> {sender_timeout, Pid} end || Pid <- Ss],
-    Got = collect(maps:from_list([{K, 0} || K <- lists:seq(1, Senders)]), Senders * Msgs),
-    case {[X || X <- CallsOk ++ SendsOk, X =/= ok], Got} of
-        {[], ok} -> ok;
-        Bad -> Bad
-    end.
+    cnb_traffic:check(CN, Ss, Msgs, {?CALLERS, ?CALLS, 5000},
+                      fun({'$gen_cast', M}) -> M; (M) -> M end).
 
 %% Odd numbers as messages, even ones as casts (handed to handle_info by a
 %% worker without handle_cast, as the forwarded {'$gen_cast', _}).
@@ -78,28 +72,6 @@ sender(Parent, P, K, Msgs) ->
                           I rem 50 =:= 1 andalso (ok = gen_server:call(P, {trap_exit, false}))
                   end, lists:seq(1, Msgs)),
     Parent ! {sent, self()}.
-
-caller(Parent, Dest, K) ->
-    R = lists:foldl(fun(I, ok) ->
-                            case gen_server:call(Dest, {K, I}) of
-                                {K, I} -> ok;
-                                Other -> {wrong_reply, K, I, Other}
-                            end;
-                       (_, Err) -> Err
-                    end, ok, lists:seq(1, ?CALLS)),
-    Parent ! {called, self(), R}.
-
-collect(_Next, 0) -> ok;
-collect(Next, Left) ->
-    receive
-        {probe_info, _, M} ->
-            {m, K, I} = case M of {'$gen_cast', X} -> X; X -> X end,
-            case maps:get(K, Next) of
-                Prev when I =:= Prev + 1 -> collect(Next#{K := I}, Left - 1);
-                Prev -> {out_of_order, K, {after_, Prev}, {got, I}}
-            end
-    after 60000 -> {missing, Left, Next}
-    end.
 
 %% Links, monitors and exits, both ways, with an inline probe.
 links_monitors_exits(C) ->

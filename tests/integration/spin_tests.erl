@@ -9,7 +9,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% Run on the peer node.
--export([traffic/3, sender/4, caller/3]).
+-export([traffic/3, sender/4]).
 
 -define(T(Name, Secs), {atom_to_list(Name), {timeout, Secs, fun() -> cnb_cluster:with(fun Name/1) end}}).
 
@@ -60,28 +60,7 @@ traffic(CN, Senders, Msgs) ->
               end || _ <- [1, 2]],
     Ss = [spawn_link(?MODULE, sender, [Self, lists:nth(1 + K rem 2, Probes), K, Msgs])
           || K <- lists:seq(1, Senders)],
-    Cs = [spawn_link(?MODULE, caller, [Self, {echo, CN}, K]) || K <- lists:seq(1, ?CALLERS)],
-    CallsOk = [receive {called, P, R} -> R after 120000 -> {caller_timeout, P} end || P <- Cs],
-    SendsOk = [receive {sent, P} -> ok after 120000 -> {sender_timeout, P} end || P <- Ss],
-    Got = collect(maps:from_list([{K, 0} || K <- lists:seq(1, Senders)]), Senders * Msgs),
-    Bad = [X || X <- CallsOk ++ SendsOk, X =/= ok],
-    case {Bad, Got} of
-        {[], ok} -> ok;
-        _ -> {Bad, Got}
-    end.
-
-%% Each sender's next number, until Total messages came; then ok.
-collect(_Next, 0) -> ok;
-collect(Next, Left) ->
-    receive
-        {probe_info, _, {m, K, I}} ->
-            case maps:get(K, Next) of
-                Prev when I =:= Prev + 1 -> collect(Next#{K := I}, Left - 1);
-                Prev -> {out_of_order, K, {after_, Prev}, {got, I}}
-            end
-    after 60000 ->
-            {missing, Left, Next}
-    end.
+    cnb_traffic:check(CN, Ss, Msgs, {?CALLERS, ?CALLS, 30000}, fun(M) -> M end).
 
 sender(Parent, Probe, K, Msgs) ->
     lists:foreach(fun(I) ->
@@ -89,16 +68,6 @@ sender(Parent, Probe, K, Msgs) ->
                           I rem 50 =:= 0 andalso (ok = gen_server:call(Probe, {trap_exit, false}))
                   end, lists:seq(1, Msgs)),
     Parent ! {sent, self()}.
-
-caller(Parent, Dest, K) ->
-    R = lists:foldl(fun(I, ok) ->
-                            case gen_server:call(Dest, {K, I}, 30000) of
-                                {K, I} -> ok;
-                                Other -> {wrong_reply, {K, I}, Other}
-                            end;
-                       (_, Err) -> Err
-                    end, ok, lists:seq(1, ?CALLS)),
-    Parent ! {called, self(), R}.
 
 %% After a burst of calls and messages (spinning at its longest), the node
 %% goes quiet: over 3 s it takes at most 3% of a core (its 100 ms timer and
