@@ -594,7 +594,7 @@ int cnb__greg_run(cnb_node_t *n, int op, const char *name, size_t len, const erl
     kick_io(n);
     /* The answers take round trips to other nodes: the I/O thread need not
      * spin for this thread meanwhile. */
-    int waiting = cnb__rt_wait_begin(n);
+    cnb__rt_wait_begin(n);
     pthread_mutex_lock(&g->mu);
     while (q->state != RQ_DONE)
         if (pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT)
@@ -635,7 +635,6 @@ int cnb__greg_run(cnb_node_t *n, int op, const char *name, size_t len, const erl
         mine = 0;
     }
     pthread_mutex_unlock(&g->mu);
-    cnb__rt_wait_end(n, waiting);
     if (mine)
         req_free(q);
     return rc;

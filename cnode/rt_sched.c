@@ -309,23 +309,16 @@ static cnb_proc_t *next_worker(cnb_rt_t *rt)
 /* The runtime whose pool this thread is of (NULL: not a pool thread). */
 static __thread cnb_rt_t *pool_of;
 
-int cnb__rt_wait_begin(cnb_node_t *n)
+void cnb__rt_wait_begin(cnb_node_t *n)
 {
     sig_t *s = handling;
     if (!n->rt || pool_of != n->rt || !s || !s->call)
-        return 0;
+        return;
     /* The call being handled stops counting for good: its reply, if any,
      * comes after a wait the I/O thread should not spin through (a frame it
      * makes then wakes the I/O thread as any other does). */
     s->call = 0;
     atomic_fetch_sub_explicit(&n->rt->calls_in, 1, memory_order_release);
-    return 1;
-}
-
-void cnb__rt_wait_end(cnb_node_t *n, int token)
-{
-    (void)n;
-    (void)token;
 }
 
 static void *pool_thread(void *arg)

@@ -32,10 +32,8 @@ int cnb__rt_busy(cnb_node_t *n);
 /* A pool thread about to wait long for other nodes (glob_reg.c's callers):
  * the '$gen_call' it handles, if any, stops counting for cnb__rt_busy, so
  * that the I/O thread does not spin for a reply that will not come soon.
- * Returns the token for wait_end (which does nothing now). Off the pool (a
- * user's thread), both do nothing. */
-int cnb__rt_wait_begin(cnb_node_t *n);
-void cnb__rt_wait_end(cnb_node_t *n, int token);
+ * Off the pool (a user's thread) it does nothing. */
+void cnb__rt_wait_begin(cnb_node_t *n);
 
 /* calls.c */
 typedef struct cnb_calls cnb_calls_t;
