@@ -157,6 +157,11 @@ void cnb__greg_known(cnb_node_t *n, const char *node)
     snprintf(g->known[g->nknown++], CNB_NAME_MAX, "%s", node);
 }
 
+int cnb__greg_is_known(cnb_node_t *n, const char *node)
+{
+    return n->greg && known_at(n->greg, node) >= 0;
+}
+
 /* ------------------------------------------------------------ one round */
 
 /* {'$gen_call', {RegPid, Tag}, Req} with Req's encoding in req (no version

@@ -80,6 +80,7 @@ int cnb__greg_run(cnb_node_t *n, int op, const char *name, size_t len, const erl
                   int resolve, unsigned timeout_ms, erlang_pid *owner);
 int cnb__greg_take(cnb_node_t *n, const cnb_msg_t *m);
 void cnb__greg_known(cnb_node_t *n, const char *node);
+int cnb__greg_is_known(cnb_node_t *n, const char *node);
 void cnb__greg_nodedown(cnb_node_t *n, const char *peer);
 
 /* pg_scope.c: the scope processes of pg when opts.visible (n->pg set by

@@ -150,11 +150,23 @@ static int put_his_tag(ei_x_buff *x, const vis_peer_t *e)
  * our own init_connect back (a new session: a fresh tag of ours), then
  * {init_connect_ack, node(), HisTag, MyTag}, which the peer checks against
  * the tags it holds. We answer only, never start: the peer sends its
- * init_connect from its nodeup, so it holds its tag before ours arrive. */
+ * init_connect from its nodeup, so it holds its tag before ours arrive.
+ * Not from a node we know (global's known: we told it in_sync after another
+ * node's session, or a session with it ended, and no nodedown since): as
+ * global's init_connect when it runs no session with the node, nothing is
+ * answered. The in_sync we sent reaches it first and ends its session; an
+ * init_connect_ack after it would no longer match its tags, and global then
+ * restarts the connect, dropping every name of our pids (its
+ * delete_node_resources), with no new session to bring them back. */
 static void init_connect(cnb_node_t *n, const char *peer, const char *b, int i)
 {
     int arity;
     long vsn;
+    if (cnb__greg_is_known(n, peer)) {
+        cnb__log(n, CNB_LOG_DEBUG, "global: init_connect from %s not answered: in sync already",
+                 peer);
+        return;
+    }
     if (ei_decode_tuple_header(b, &i, &arity) || arity < 2 || ei_decode_long(b, &i, &vsn))
         return;
     int t0 = i;
