@@ -20,6 +20,7 @@ visible_reg_test_() ->
      ?T(kill9_removes_names_everywhere, 120),
      ?T(hostile_messages_to_the_registrar, 120),
      ?T(node_gone_and_io_thread, 120),
+     ?T(lock_holder_node_dies, 180),
      {"stalled_c_node_blocks_no_longer_than_a_tick",
       {timeout, 180, fun() -> cnode_bridge_test:with(fun stalled_c_node/1) end}}].
 
@@ -250,6 +251,28 @@ node_gone_and_io_thread(Ctx, #{nodes := [_, _, {DPeer, _}], peers := [A, B, _]} 
     {ok, I} = pcall(Cl, {probe, maps:get(cnode, Cl)}, spawn_inline),
     ?assertEqual(no, c_register(Two, I, vr_inline)),
     ?assertEqual([undefined, undefined], whereis_all(Two, vr_inline)).
+
+%% A node dies while one of its processes holds global's lock on every node,
+%% the C node's table among them (the holder's multi_call done, its del_lock
+%% never sent): C's registration waits on it, then goes through once the
+%% nodedown has dropped the dead node's locks everywhere, C's own table too
+%% (an Erlang node's set_lock on C is granted at once afterwards).
+lock_holder_node_dies(_Ctx, #{cnode := CN, peers := [A, B, D]} = Cl) ->
+    _Holder = hold_global_lock(B, all),
+    P1 = probe(Cl),
+    Me = self(),
+    spawn_link(fun() -> Me ! {reg, pcall(Cl, P1, {global_register, vr_orphan, random_exit, 45000})} end),
+    timer:sleep(1500),
+    receive {reg, Early} -> erlang:error({registered_under_a_lock, Early}) after 0 -> ok end,
+    %% The node halts at once: no del_lock, no exit of the holder first (the
+    %% peer call may end with the node before its answer).
+    _ = catch cnode_bridge_test:call(B, erlang, spawn, [erlang, halt, [0]]),
+    ?assertEqual(yes, receive {reg, R} -> R after 60000 -> timeout end),
+    Two = Cl#{peers := [A, D]},
+    ?assertEqual([P1, P1], whereis_all(Two, vr_orphan)),
+    ?assertEqual(true, cnode_bridge_test:call(D, global, set_lock,
+                                              [{global, after_halt}, [CN], 0], 10000)),
+    true = cnode_bridge_test:call(D, global, del_lock, [{global, after_halt}, [CN]], 10000).
 
 %%% ------------------------------------------------------------------ helpers
 
