@@ -3,7 +3,9 @@
  *   echo       gen_server:call({echo, C}, Req) -> Req;
  *              {echo, C} ! {ping, From} -> From ! {pong, EchoPid};
  *              gen_server:call({echo, C}, {lookup, Key}) -> what the local
- *              registry holds for Key ([] until the registry is attached).
+ *              registry holds for Key ([] until the registry is attached;
+ *              {error, Reason} when it cannot say, e.g. corrupt: an entry's
+ *              bytes in the segment are no term).
  *   cache_sup  gen_server:call({cache_sup, C}, {start, MediaId, Content[, TtlMs]})
  *              -> {ok, Pid} of a new cache worker, registered in :global as
  *              {cache, MediaId}; {error, {already_started, Pid}} when that
@@ -43,9 +45,11 @@ static int echo_call(cnb_proc_t *self, void *state, const char *req, size_t len,
         arity == 2 && !ei_decode_atom(req, &i, atom) && !strcmp(atom, "lookup")) {
         /* What the C side sees in the shared registry: [{Pid, Value}]. */
         int k0 = i;
-        if (ei_skip_term(req, &i) || !demo_reg ||
-            cnb_registry_encode_lookup(demo_reg, req + k0, (size_t)(i - k0), reply) < 0)
+        if (ei_skip_term(req, &i) || !demo_reg)
             return replied(ei_x_encode_empty_list(reply), CNB_REPLY);
+        int rc = cnb_registry_encode_lookup(demo_reg, req + k0, (size_t)(i - k0), reply);
+        if (rc < 0) /* {error, corrupt}: an entry's bytes are no term */
+            return error_reply(reply, cnb_erratom(rc));
         return CNB_REPLY;
     }
     (void)self;

@@ -153,7 +153,8 @@ static int args_take(int op, struct req *r, struct wire_args *d)
 
 /* ---- answers as ETF ------------------------------------------------------------------- */
 
-/* The outcome (cnb_registry_ops.h says which term). Returns 0 or -1. */
+/* The outcome (cnb_registry_ops.h says which term). Returns 0, -1 (ei could
+ * not grow x) or CNB_ECORRUPT (the result's bytes: cnb__put_canon). */
 static int put_answer(cnb_proc_t *self, const cnb_regop_out_t *o,
                       const cnb_registry_result_t *res, ei_x_buff *x)
 {
@@ -167,22 +168,19 @@ static int put_answer(cnb_proc_t *self, const cnb_regop_out_t *o,
     case CNB_ANS_ITEMS:
         return cnb__put_items(x, res, o->shape);
     case CNB_ANS_META:
-        return ei_x_encode_tuple_header(x, 2) < 0 || ei_x_encode_atom(x, "ok") < 0 ||
-                       cnb__put_canon(x, res->items[0].value, res->items[0].value_len)
-                   ? -1
-                   : 0;
+        if (ei_x_encode_tuple_header(x, 2) < 0 || ei_x_encode_atom(x, "ok") < 0)
+            return -1;
+        return cnb__put_canon(x, res->items[0].value, res->items[0].value_len);
     case CNB_ANS_REGISTERED:
         return ei_x_encode_tuple_header(x, 2) < 0 || ei_x_encode_atom(x, "ok") < 0 ||
                        ei_x_encode_pid(x, cnb_self(self)) < 0
                    ? -1
                    : 0;
     case CNB_ANS_TAKEN:
-        return ei_x_encode_tuple_header(x, 2) < 0 || ei_x_encode_atom(x, "error") < 0 ||
-                       ei_x_encode_tuple_header(x, 2) < 0 ||
-                       ei_x_encode_atom(x, "already_registered") < 0 ||
-                       cnb__put_pid(x, &o->holder)
-                   ? -1
-                   : 0;
+        if (ei_x_encode_tuple_header(x, 2) < 0 || ei_x_encode_atom(x, "error") < 0 ||
+            ei_x_encode_tuple_header(x, 2) < 0 || ei_x_encode_atom(x, "already_registered") < 0)
+            return -1;
+        return cnb__put_pid(x, &o->holder);
     case CNB_ANS_FAIL:
         return cnb__put_error(x, cnb_erratom(o->code));
     case CNB_ANS_RAISE:
@@ -209,7 +207,13 @@ static int table_op(cnb_proc_t *self, cnb__rw_t *w, int op, struct req *r, ei_x_
     }
     if (op == CNB_REGOP_REGISTER && o.answer == CNB_ANS_REGISTERED)
         cnb__rw_watch_owner(self, w, &d.pid);
-    rc = put_answer(self, &o, &res, x) ? CNB_ENOMEM : 0;
+    int at = x->index;
+    rc = put_answer(self, &o, &res, x);
+    if (rc == CNB_ECORRUPT) { /* raised, as the NIF does for such bytes */
+        x->index = at;
+        rc = cnb__put_raise(x, cnb_erratom(rc));
+    }
+    rc = rc ? CNB_ENOMEM : 0;
     args_free(&d);
     cnb_registry_result_free(&res);
     return rc;
@@ -307,11 +311,12 @@ static int op_scan(cnb_proc_t *self, cnb__rw_t *w, struct req *r, ei_x_buff *x)
         }
         for (size_t j = 0; j < res.n && rc == 0; j++) {
             const cnb_registry_item_t *it = &res.items[j];
-            if (ei_x_encode_tuple_header(&items, 3) < 0 ||
-                cnb__put_canon(&items, it->key, it->key_len) ||
-                cnb__put_owner(&items, &it->owner) ||
-                cnb__put_canon(&items, it->value, it->value_len))
-                rc = CNB_ENOMEM;
+            rc = ei_x_encode_tuple_header(&items, 3) < 0 ? CNB_ENOMEM
+                                                         : cnb__put_canon(&items, it->key, it->key_len);
+            if (!rc)
+                rc = cnb__put_owner(&items, &it->owner);
+            if (!rc)
+                rc = cnb__put_canon(&items, it->value, it->value_len);
         }
         count += res.n;
     }
@@ -327,8 +332,8 @@ static int op_scan(cnb_proc_t *self, cnb__rw_t *w, struct req *r, ei_x_buff *x)
     return bad ? CNB_ENOMEM : 0;
 }
 
-/* One feed event into evs. Returns 1 (written), 0 (skipped), -1 (missed) or
- * CNB_ENOMEM. */
+/* One feed event into evs. Returns 1 (written), 0 (skipped), -1 (missed: also
+ * an event whose bytes are no term, nothing of it written) or CNB_ENOMEM. */
 static int put_event(cnb__rw_t *w, const cnb_registry_item_t *it, cnb_registry_result_t *vres,
                      ei_x_buff *evs)
 {
@@ -337,17 +342,20 @@ static int put_event(cnb__rw_t *w, const cnb_registry_item_t *it, cnb_registry_r
     int use = cnb_regop_feed_value(w->reg, it, vres, &vp, &vl);
     if (use <= 0)
         return use;
-    int bad;
-    if (it->event == CNB_REG_EV_UNREGISTER)
-        bad = ei_x_encode_tuple_header(evs, 3) < 0 || ei_x_encode_atom(evs, "unregister") < 0 ||
-              cnb__put_canon(evs, it->key, it->key_len) || cnb__put_owner(evs, &it->owner);
-    else
-        bad = ei_x_encode_tuple_header(evs, 4) < 0 ||
-              ei_x_encode_atom(evs, it->event == CNB_REG_EV_REGISTER ? "register" : "update") <
-                  0 ||
-              cnb__put_canon(evs, it->key, it->key_len) || cnb__put_owner(evs, &it->owner) ||
-              cnb__put_canon(evs, vp, vl);
-    return bad ? CNB_ENOMEM : 1;
+    int at = evs->index, unreg = it->event == CNB_REG_EV_UNREGISTER;
+    const char *what = unreg ? "unregister" : it->event == CNB_REG_EV_REGISTER ? "register" : "update";
+    int rc = ei_x_encode_tuple_header(evs, unreg ? 3 : 4) < 0 || ei_x_encode_atom(evs, what) < 0
+                 ? CNB_ENOMEM
+                 : cnb__put_canon(evs, it->key, it->key_len);
+    if (!rc)
+        rc = cnb__put_owner(evs, &it->owner);
+    if (!rc && !unreg)
+        rc = cnb__put_canon(evs, vp, vl);
+    if (rc == CNB_ECORRUPT) {
+        evs->index = at;
+        return -1;
+    }
+    return rc ? CNB_ENOMEM : 1;
 }
 
 /* {feed_poll, Seq, Max} -> {Events, NextSeq, Missed}. */

@@ -95,48 +95,71 @@ ssize_t cnb_registry_unregister_term(struct cnb_registry *reg, const erlang_pid 
 
 /* ---- results as terms ------------------------------------------------------------ */
 
+/* Bytes that came out of the segment (a result's copies of keys, values and
+ * owners: anyone's memory) go out only as one whole term that core's reader
+ * takes, as a peer's binary_to_term does: a term a peer's VM cannot decode
+ * makes it drop the connection, and everything else on it. */
+static int sound(const void *p, size_t len)
+{
+    return len > 0 && cnb_term_canonical(p, len, NULL, 0, NULL) >= 0;
+}
+
 int cnb__put_canon(ei_x_buff *x, const unsigned char *p, size_t len)
 {
-    if (len > 0 && p[0] == 131) {
+    if (!sound(p, len))
+        return CNB_ECORRUPT;
+    if (p[0] == 131) {
         p++;
         len--;
     }
-    return ei_x_append_buf(x, (const char *)p, (int)len) < 0 ? -1 : 0;
+    return ei_x_append_buf(x, (const char *)p, (int)len) < 0 ? CNB_ENOMEM : 0;
 }
 
 int cnb__put_pid(ei_x_buff *x, const cnb_pid_t *p)
 {
     erlang_pid e;
+    /* NEW_PID_EXT: a tag, the node atom (3 + at most 255 * 2 bytes when ei
+     * widens Latin-1), 12 bytes. */
+    char buf[1 + 3 + 255 * 2 + 12];
+    int n = 0;
     cnb_registry_pid_to_ei(p, &e);
-    return ei_x_encode_pid(x, &e) < 0 ? -1 : 0;
+    if (ei_encode_pid(NULL, &n, &e) < 0 || (size_t)n > sizeof buf)
+        return CNB_ECORRUPT;
+    n = 0;
+    if (ei_encode_pid(buf, &n, &e) < 0 || !sound(buf, (size_t)n))
+        return CNB_ECORRUPT; /* a node name that is no atom's text */
+    return ei_x_append_buf(x, buf, n) < 0 ? CNB_ENOMEM : 0;
 }
 
 int cnb__put_owner(ei_x_buff *x, const cnb_registry_owner_t *o)
 {
     cnb_pid_t p;
-    cnb_registry_owner_pid(o, &p);
+    cnb_registry_owner_pid(o, &p); /* a private copy: the name is the segment's */
     return cnb__put_pid(x, &p);
 }
 
 int cnb__put_items(ei_x_buff *x, const cnb_registry_result_t *res, int shape)
 {
-    int bad = res->n && ei_x_encode_list_header(x, (long)res->n) < 0;
-    for (size_t i = res->n; i-- > 0 && !bad;) {
+    if (res->n && ei_x_encode_list_header(x, (long)res->n) < 0)
+        return CNB_ENOMEM;
+    int rc = 0;
+    for (size_t i = res->n; i-- > 0 && !rc;) {
         const cnb_registry_item_t *it = &res->items[i];
         switch (shape) {
         case CNB_SHAPE_PID_VALUE:
-            bad = ei_x_encode_tuple_header(x, 2) < 0 || cnb__put_owner(x, &it->owner) ||
-                  cnb__put_canon(x, it->value, it->value_len);
+            rc = ei_x_encode_tuple_header(x, 2) < 0 ? CNB_ENOMEM : cnb__put_owner(x, &it->owner);
+            if (!rc)
+                rc = cnb__put_canon(x, it->value, it->value_len);
             break;
         case CNB_SHAPE_VALUE:
-            bad = cnb__put_canon(x, it->value, it->value_len);
+            rc = cnb__put_canon(x, it->value, it->value_len);
             break;
         default:
-            bad = cnb__put_canon(x, it->key, it->key_len);
+            rc = cnb__put_canon(x, it->key, it->key_len);
             break;
         }
     }
-    return bad || ei_x_encode_empty_list(x) < 0 ? -1 : 0;
+    return rc ? rc : ei_x_encode_empty_list(x) < 0 ? CNB_ENOMEM : 0;
 }
 
 int cnb__put_error(ei_x_buff *x, const char *why)
@@ -171,12 +194,10 @@ int cnb_registry_encode_lookup(struct cnb_registry *reg, const char *key, size_t
     cnb_regop_run(&c, CNB_REGOP_LOOKUP, &a, &o);
     cnb__canon_free(&k);
     int index = out->index;
-    if (o.answer != CNB_ANS_ITEMS) {
+    if (o.answer != CNB_ANS_ITEMS)
         rc = o.code;
-    } else if (cnb__put_items(out, &res, o.shape)) {
+    else if ((rc = cnb__put_items(out, &res, o.shape)))
         out->index = index;
-        rc = CNB_ENOMEM;
-    }
     cnb_registry_result_free(&res);
     return rc;
 }

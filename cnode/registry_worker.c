@@ -83,8 +83,13 @@ static void purge_node_of(cnb__rw_t *w, const erlang_pid *pid)
             return;
     }
     ssize_t n = cnb_registry_remove_node(w->reg, pid->node, pid->creation);
-    cnb_node_log(w->node, CNB_LOG_INFO, "cnode_registry: %s detached, %zd entries purged",
-                 pid->node, n);
+    if (n < 0) /* a code, not a count (e.g. corrupt: the segment was written over) */
+        cnb_node_log(w->node, CNB_LOG_WARNING,
+                     "cnode_registry: %s detached, its entries not purged: %s", pid->node,
+                     cnb_strerror((int)n));
+    else
+        cnb_node_log(w->node, CNB_LOG_INFO, "cnode_registry: %s detached, %zd entries purged",
+                     pid->node, n);
 }
 
 /* ---- segment files ------------------------------------------------------------ */

@@ -24,7 +24,12 @@ struct cnb__canon {
 int cnb__canon(const char *term, size_t len, struct cnb__canon *c);
 void cnb__canon_free(struct cnb__canon *c);
 
-/* Appenders to x; each returns 0 or -1 (ei could not grow the buffer). */
+/* Appenders to x of what a registry result holds (bytes copied out of the
+ * segment: anyone's memory). Each returns 0, CNB_ENOMEM (ei could not grow
+ * the buffer) or CNB_ECORRUPT (the bytes are no whole term core's reader
+ * takes, or the pid's node is no atom's text; nothing goes to a peer that its
+ * VM could not decode). On an error x holds part of the term: the caller
+ * sets x->index back. */
 /* Canonical bytes (with or without their 131) as a term. */
 int cnb__put_canon(ei_x_buff *x, const unsigned char *p, size_t len);
 int cnb__put_pid(ei_x_buff *x, const cnb_pid_t *p);
@@ -32,6 +37,7 @@ int cnb__put_owner(ei_x_buff *x, const cnb_registry_owner_t *o);
 /* The list of res->items[0..n) in reverse, each shaped as enum cnb_regop_shape
  * says. */
 int cnb__put_items(ei_x_buff *x, const cnb_registry_result_t *res, int shape);
+/* Each returns 0 or -1 (ei could not grow the buffer). */
 /* {error, Reason} and {error, {cnode_registry, Reason}}, Reason an atom. */
 int cnb__put_error(ei_x_buff *x, const char *why);
 int cnb__put_raise(ei_x_buff *x, const char *why);

@@ -217,7 +217,8 @@ ssize_t cnb_registry_update_value(struct cnb_registry *reg, const void *key,
 ssize_t cnb_registry_remove_owner(struct cnb_registry *reg, const cnb_pid_t *owner);
 
 /* Removes every entry whose owner lives on node (name) with that creation;
- * creation 0 means every creation. O(entries). Returns how many. */
+ * creation 0 means every creation. O(entries). Returns how many, or a negative
+ * code (e.g. CNB_ECORRUPT: the segment was written over). */
 ssize_t cnb_registry_remove_node(struct cnb_registry *reg, const char *node,
                                  uint32_t creation);
 

@@ -56,7 +56,10 @@ ssize_t cnb_registry_unregister_term(struct cnb_registry *reg, const erlang_pid 
 
 /* Appends to out the term [{Pid, Value}] of the entries under key (ETF, with
  * or without version byte), in registration order: what a lookup from Erlang
- * returns. Returns 0 or a negative code (out is then unchanged). */
+ * returns. Returns 0 or a negative code (out is then unchanged): among them
+ * CNB_ECORRUPT when an entry's bytes, which any process with the segment can
+ * write, are no whole term or its owner's node no atom's text (nothing a
+ * peer's VM could not decode is appended). */
 int cnb_registry_encode_lookup(struct cnb_registry *reg, const char *key, size_t key_len,
                                ei_x_buff *out);
 

@@ -7,7 +7,7 @@
  * (core/term_read.h) and keeps only its fast paths' policy. */
 #include <string.h>
 
-#include "../core/term_read.h"
+#include "../core/term_int.h"
 #include "cnb_bytes.h"
 #include "cnb_term.h"
 #include "cnr.h"
@@ -287,6 +287,11 @@ static int dec(ErlNifEnv *env, const unsigned char **pp, const unsigned char *en
     case CNB__TAG_NEW_FLOAT: {
         uint64_t bits = cnb__get64(h.data);
         double d;
+        /* NaN or infinite: no Erlang float (binary_to_term refuses it), and
+         * enif_make_double would give the badarg exception term, which
+         * inside a tuple or list is a broken term the VM dies copying. */
+        if (!cnb__float_bits_ok(bits))
+            return 0;
         memcpy(&d, &bits, 8);
         *out = enif_make_double(env, d);
         break;
@@ -360,7 +365,11 @@ int cnr_decode(ErlNifEnv *env, const unsigned char *p, size_t len, ERL_NIF_TERM 
         if (cnb_term_canonical(p, len, NULL, 0, &opts) < 0)
             return 0;
     }
-    return enif_binary_to_term(env, p, len, out, 0) == len;
+    /* Not == len alone: enif_binary_to_term answers 0 for bytes it refuses,
+     * and an entry whose value length another process wrote as 0 then
+     * "succeeded" with *out never set (a garbage term, which the VM died
+     * copying: nif_tests:empty_value_in_segment). */
+    return len > 0 && enif_binary_to_term(env, p, len, out, 0) == len;
 }
 
 /* ---- pids -------------------------------------------------------------------- */

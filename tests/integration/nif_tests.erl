@@ -77,7 +77,9 @@ cnode_tests() ->
      ?C(kill_9_beam, 60),
      ?C(detach_purges_on_c_side, 60),
      ?C(hostile_segment, 120),
-     ?C(export_arity_in_segment, 60)].
+     ?C(export_arity_in_segment, 60),
+     ?C(nan_in_segment, 60),
+     ?C(empty_value_in_segment, 60)].
 
 %%% ------------------------------------------------------------------ helpers
 
@@ -1131,6 +1133,64 @@ export_arity_in_segment(C) ->
     ok = file:close(F),
     Got = on(P, K, fun() -> catch cnode_registry:lookup(r, evil) end),
     ?assertMatch({'EXIT', {{cnode_registry, corrupt}, _}}, Got).
+
+%% A float in a stored value whose bits were changed into a NaN (no Erlang
+%% float: binary_to_term refuses it). The NIF's direct decoder made the
+%% badarg exception term of it inside the tuple, a broken term the VM died
+%% copying (size_object, hostile_segment's rare crash); now the read raises
+%% corrupt. The C node (echo's lookup) sent the bytes as they were, a term
+%% the peer's VM cannot decode, so it dropped the connection; now it answers
+%% {error, corrupt} and the connection stays.
+nan_in_segment(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {ok, _} = on(P, K, fun() -> cnode_registry:register(r, nan_key, {1.5}) end),
+    {ok, Info} = c(P, {cnode_registry, CN}, info),
+    Path = binary_to_list(maps:get(path, Info)),
+    {ok, Bin} = file:read_file(Path),
+    Was = <<104, 1, 70, 1.5:64/float>>,
+    Ats = binary:matches(Bin, Was), % the entry, and the feed's copy
+    ?assertNotEqual([], Ats),
+    {ok, F} = file:open(Path, [read, write, binary]),
+    [ok = file:pwrite(F, At + 3, <<16#7ff8000000000000:64>>) || {At, _} <- Ats],
+    ok = file:close(F),
+    Got = on(P, K, fun() -> catch cnode_registry:lookup(r, nan_key) end),
+    ?assertMatch({'EXIT', {{cnode_registry, corrupt}, _}}, Got),
+    ?assertMatch({'EXIT', {{cnode_registry, corrupt}, _}},
+                 on(P, K, fun() -> catch cnode_registry:select(r, [{{'$1', '_', '$2'}, [], [{{'$1', '$2'}}]}]) end)),
+    ?assertEqual({error, corrupt}, c(P, {echo, CN}, {lookup, nan_key})),
+    ?assertEqual(still_here, c(P, {echo, CN}, still_here)),
+    ?assert(lists:member(CN, cnb_cluster:call(P, erlang, nodes, [hidden]))).
+
+%% An entry whose value length another process set to 0 (the entry header's
+%% vlen: hash 8 bytes, klen 4, vlen 4, ..., 48 bytes, then the key's bytes).
+%% The NIF took 0 bytes as decoded (enif_binary_to_term's 0 for "refused"
+%% equalled the length) and handed out a term it never set: the VM died
+%% copying it (hostile_segment's size_object crash, in match's
+%% ets:match_spec_run). Now every read of it raises corrupt, and the C node
+%% answers {error, corrupt}.
+empty_value_in_segment(C) ->
+    {_, CN} = start_c(C),
+    {P, _, K} = beam(C, CN, r, #{}),
+    {ok, _} = on(P, K, fun() -> cnode_registry:register(r, empty_key, {1.5, <<"v">>}) end),
+    {ok, Info} = c(P, {cnode_registry, CN}, info),
+    Path = binary_to_list(maps:get(path, Info)),
+    {ok, Bin} = file:read_file(Path),
+    KeyBytes = term_to_binary(empty_key, [{minor_version, 2}, deterministic]),
+    KLen = byte_size(KeyBytes),
+    %% The entry (not the feed's copy): its klen field, 40 bytes before the key.
+    [At] = [A || {A, _} <- binary:matches(Bin, KeyBytes), A >= 40,
+                 binary:part(Bin, A - 40, 4) =:= <<KLen:32/native>>],
+    {ok, F} = file:open(Path, [read, write, binary]),
+    ok = file:pwrite(F, At - 36, <<0:32/native>>),
+    ok = file:close(F),
+    [?assertMatch({'EXIT', {{cnode_registry, corrupt}, _}}, on(P, K, G))
+     || G <- [fun() -> catch cnode_registry:lookup(r, empty_key) end,
+              fun() -> catch cnode_registry:match(r, empty_key, '_') end,
+              fun() -> catch cnode_registry:values(r, empty_key, self()) end,
+              fun() -> catch cnode_registry:select(r, [{{'$1', '$2', '$3'}, [], [{{'$1', '$3'}}]}]) end]],
+    ?assertEqual({error, corrupt}, c(P, {echo, CN}, {lookup, empty_key})),
+    ?assertEqual(still_here, c(P, {echo, CN}, still_here)).
 
 scribbler() ->
     Root = cnb_cluster:root(),
