@@ -59,11 +59,13 @@ struct atom_slot {
     unsigned char utf8[ATOM_MAX];
 };
 /* Per-thread caches (atoms here, pids below) are allocated on a thread's
- * first use and live as long as the thread (schedulers: the VM); only their
- * pointers are thread-local, initial-exec (8 bytes each of the static TLS
- * glibc keeps for libraries loaded later), so that reaching them costs a load,
- * not a call of __tls_get_addr on every lookup. NULL when the allocation
- * failed: no cache then. */
+ * first use and never freed: the threads that call NIFs are the VM's
+ * schedulers, which live as long as the VM (a reload of this library leaves
+ * the old instance's, ~64 KiB per scheduler). Only a pointer and a flag per
+ * cache are thread-local, initial-exec (24 bytes, with cnr_table.c's reader
+ * slot 28, of the static TLS glibc keeps for libraries loaded later), so that
+ * reaching them costs a load, not a call of __tls_get_addr, on every lookup.
+ * NULL when the allocation failed: no cache then. */
 static __thread struct atom_slot *atom_cache __attribute__((tls_model("initial-exec")));
 static __thread int atom_cache_tried __attribute__((tls_model("initial-exec")));
 
