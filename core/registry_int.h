@@ -466,6 +466,43 @@ void cnb__reg_probe_owner(struct cnb__reg_probe *p, uint32_t node, uint32_t num,
                           uint32_t serial, uint32_t creation);
 void cnb__reg_probe_entry(struct cnb__reg_probe *p, int which,
                           const struct cnb__reg_entry *e);
+/* Are the n bytes at a and b equal? Keys are mostly short (a {cache, I}
+ * tuple is 15 bytes): up to 32 bytes in 8-byte words inline, with no call into
+ * libc's memcmp, whose dispatch costs more than the compare; memcmp beyond. */
+static inline int cnb__reg_bytes_eq(const void *a, const void *b, size_t n)
+{
+    const unsigned char *x = a, *y = b;
+    if (n > 32)
+        return memcmp(x, y, n) == 0;
+    if (n >= 8) {
+        uint64_t u, v, d = 0;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&u, x + i, 8);
+            memcpy(&v, y + i, 8);
+            d |= u ^ v;
+        }
+        if (i < n) { /* the last 8 bytes, overlapping what was compared */
+            memcpy(&u, x + n - 8, 8);
+            memcpy(&v, y + n - 8, 8);
+            d |= u ^ v;
+        }
+        return d == 0;
+    }
+    if (n >= 4) {
+        uint32_t u1, v1, u2, v2;
+        memcpy(&u1, x, 4);
+        memcpy(&v1, y, 4);
+        memcpy(&u2, x + n - 4, 4);
+        memcpy(&v2, y + n - 4, 4);
+        return ((u1 ^ v1) | (u2 ^ v2)) == 0;
+    }
+    unsigned d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned)(x[i] ^ y[i]);
+    return d == 0;
+}
+
 /* Does e belong to the chain p looks for? (e's lengths must be in bounds.)
  * Inline: every probe of every lookup asks. */
 static inline int cnb__reg_probe_match(const struct cnb__reg_probe *p,
@@ -474,8 +511,7 @@ static inline int cnb__reg_probe_match(const struct cnb__reg_probe *p,
     if (p->which)
         return e->node == p->node && e->num == p->num && e->serial == p->serial &&
                e->creation == p->creation;
-    return e->hash == p->h && e->klen == p->klen &&
-           (p->klen == 0 || memcmp(e->data, p->key, p->klen) == 0);
+    return e->hash == p->h && e->klen == p->klen && cnb__reg_bytes_eq(e->data, p->key, p->klen);
 }
 /* Home slot of p in a table of 2^bits slots. */
 static inline uint64_t cnb__reg_probe_home(struct cnb_registry *reg,
@@ -514,12 +550,51 @@ struct cnb__reg_key {
     unsigned char inl[256];
 };
 
+/* Is there a NEW_FLOAT_EXT tag byte (70) among the n >= 8 bytes at p? Inline
+ * by 8-byte words (a zero byte of w ^ 0x46...46 is a 70), memchr beyond 64. */
+static inline int cnb__reg_has_70(const unsigned char *p, size_t n)
+{
+    if (n > 64)
+        return memchr(p, 70, n) != NULL;
+    const uint64_t ones = 0x0101010101010101ULL, tag = 70 * ones, high = 0x80 * ones;
+    uint64_t w, hit = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        w ^= tag;
+        hit |= (w - ones) & ~w & high;
+    }
+    if (i < n) { /* the last 8 bytes, overlapping */
+        memcpy(&w, p + n - 8, 8);
+        w ^= tag;
+        hit |= (w - ones) & ~w & high;
+    }
+    return hit != 0;
+}
+
+int cnb__reg_key_norm_float(struct cnb_registry *reg, struct cnb__reg_key *k);
+
 /* Fills k (k->p, k->len: the key to use). Arguments the operation itself will
  * refuse (NULL, too long) are passed through untouched. Returns 0 or
- * CNB_ENOMEM. Free with cnb__reg_key_done. */
-int cnb__reg_key_norm(struct cnb_registry *reg, struct cnb__reg_key *k, const void *key,
-                      size_t len);
-void cnb__reg_key_done(struct cnb_registry *reg, struct cnb__reg_key *k);
+ * CNB_ENOMEM. Free with cnb__reg_key_done. Inline: a key with no float (no
+ * tag byte 70 anywhere) is used as it is, and every lookup asks. */
+static inline int cnb__reg_key_norm(struct cnb_registry *reg, struct cnb__reg_key *k,
+                                    const void *key, size_t len)
+{
+    k->p = key;
+    k->len = len;
+    k->heap = NULL;
+    if (!reg || !key || len < 9 || len > reg->max_key || !cnb__reg_has_70(key, len))
+        return 0;
+    return cnb__reg_key_norm_float(reg, k);
+}
+
+void cnb__reg_key_free(struct cnb_registry *reg, struct cnb__reg_key *k);
+static inline void cnb__reg_key_done(struct cnb_registry *reg, struct cnb__reg_key *k)
+{
+    if (k->heap)
+        cnb__reg_key_free(reg, k);
+}
 
 /* ---- registry_node.c -------------------------------------------------------- */
 

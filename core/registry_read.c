@@ -74,14 +74,18 @@ int cnb__reg_res_push(cnb_registry_result_t *res, const void *key, size_t klen,
     /* Offsets until cnb__reg_res_fix, since buf may still move. */
     it->key = (const unsigned char *)(uintptr_t)(key ? res->buf_len : NOPTR);
     it->key_len = klen;
-    if (klen && key)
-        memcpy(res->buf + res->buf_len, key, klen);
-    res->buf_len += klen;
-    it->value = (const unsigned char *)(uintptr_t)(val ? res->buf_len : NOPTR);
+    it->value = (const unsigned char *)(uintptr_t)(val ? res->buf_len + klen : NOPTR);
     it->value_len = vlen;
-    if (vlen && val)
-        memcpy(res->buf + res->buf_len, val, vlen);
-    res->buf_len += vlen;
+    if (klen + vlen && key && val == (const unsigned char *)key + klen) {
+        /* An entry's key and value, side by side there as here: one copy. */
+        memcpy(res->buf + res->buf_len, key, klen + vlen);
+    } else {
+        if (klen && key)
+            memcpy(res->buf + res->buf_len, key, klen);
+        if (vlen && val)
+            memcpy(res->buf + res->buf_len + klen, val, vlen);
+    }
+    res->buf_len += klen + vlen;
     *item = it;
     return 0;
 }
@@ -235,14 +239,18 @@ static int64_t find_head(struct cnb_registry *reg, uint32_t si,
             return RETRY;
         const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
         if (!p->which) {
+            /* klen loaded once: the compare reads p->klen bytes, checked
+             * mapped here. */
             uint32_t klen = CNB__LD(e->klen);
-            if (e->hash != p->h || klen != p->klen)
+            if (CNB__LD(e->hash) != p->h || klen != p->klen)
                 continue;
             if (!cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, klen))
                 return RETRY;
-        }
-        if (cnb__reg_probe_match(p, e))
+            if (cnb__reg_bytes_eq(e->data, p->key, klen))
+                return (uint32_t)v;
+        } else if (cnb__reg_probe_match(p, e)) {
             return (uint32_t)v;
+        }
     }
     return 0;
 }
@@ -316,6 +324,66 @@ ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t ke
                             cnb_registry_result_t *res)
 {
     return key_read(reg, key, key_len, NULL, 0, res);
+}
+
+/* ---- one entry, no result buffer ---------------------------------------------- */
+
+struct one_arg {
+    struct cnb__reg_probe key;
+    cnb_registry_owner_t *owner;
+    unsigned char *value;
+    size_t cap;
+    size_t *vlen;
+};
+
+/* key_fn for cnb_registry_lookup_one: the chain's head alone (a unique
+ * registry has no other), checked as add_chain checks an entry. Returns 1, 0,
+ * RETRY, or CNB_ENOSPC after setting *vlen. */
+static int one_fn(struct cnb_registry *reg, uint32_t si, void *argp,
+                  cnb_registry_result_t *res)
+{
+    (void)res;
+    struct one_arg *a = argp;
+    int64_t head = find_head(reg, si, &a->key);
+    if (head <= 0)
+        return (int)head;
+    uint64_t eoff = CNB__REF_OFF((uint32_t)head) + 8; /* mapped: find_head checked */
+    const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
+    uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
+    if (klen > reg->max_key || vlen > reg->max_value ||
+        !cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, (uint64_t)klen + vlen))
+        return RETRY;
+    *a->vlen = vlen;
+    if (vlen > a->cap)
+        return CNB_ENOSPC;
+    memcpy(a->value, e->data + klen, vlen);
+    a->owner->node = cnb__reg_node_str(reg, CNB__LD(e->node));
+    a->owner->num = CNB__LD(e->num);
+    a->owner->serial = CNB__LD(e->serial);
+    a->owner->creation = CNB__LD(e->creation);
+    return 1;
+}
+
+ssize_t cnb_registry_lookup_one(struct cnb_registry *reg, const void *key, size_t key_len,
+                                cnb_registry_owner_t *owner, void *value, size_t value_cap,
+                                size_t *value_len)
+{
+    int rc = cnb__reg_args(reg, key, key_len, NULL, 0);
+    if (rc)
+        return rc;
+    if (!owner || !value_len || (!value && value_cap) || reg->kind != CNB_REG_UNIQUE)
+        return CNB_EINVAL;
+    struct cnb__reg_key k;
+    rc = cnb__reg_key_norm(reg, &k, key, key_len);
+    if (rc == 0) {
+        struct one_arg a = {.owner = owner, .value = value, .cap = value_cap,
+                            .vlen = value_len};
+        cnb_registry_result_t none = {0}; /* stripe_read's, unused */
+        cnb__reg_probe_key(&a.key, key_hash(k.p, k.len), k.p, (uint32_t)k.len);
+        rc = stripe_read(reg, cnb__reg_stripe_of(reg, a.key.h), one_fn, &a, &none);
+    }
+    cnb__reg_key_done(reg, &k);
+    return rc;
 }
 
 ssize_t cnb_registry_values(struct cnb_registry *reg, const void *key, size_t key_len,
@@ -584,7 +652,7 @@ static int pend_finish(struct cnb_registry *reg, const cnb_registry_key_t *k,
         uint32_t klen = CNB__LD(e->klen);
         if (e->hash != p->h || klen != k->len ||
             !cnb__reg_in_map(reg, p->eoff + CNB__ENTRY_HDR, klen) ||
-            (klen && memcmp(e->data, k->key, klen) != 0))
+            !cnb__reg_bytes_eq(e->data, k->key, klen))
             return RETRY; /* a tag collision or a moving table: rare */
         n = add_chain(reg, p->ref, 0, NULL, res);
         if (n < 0 && n != RETRY)

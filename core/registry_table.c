@@ -285,15 +285,11 @@ void cnb__reg_chain_replace(struct cnb_registry *reg, uint32_t si, int which,
         cnb__reg_log_w32(reg, log, l, new_ref);
 }
 
-int cnb__reg_key_norm(struct cnb_registry *reg, struct cnb__reg_key *k, const void *key,
-                      size_t len)
+/* cnb__reg_key_norm's slow path: k->p holds a key that may hold a float. */
+int cnb__reg_key_norm_float(struct cnb_registry *reg, struct cnb__reg_key *k)
 {
-    k->p = key;
-    k->len = len;
-    k->heap = NULL;
-    /* No NEW_FLOAT_EXT tag byte (70) anywhere: no float, nothing to do. */
-    if (!reg || !key || len < 9 || len > reg->max_key || !memchr(key, 70, len))
-        return 0;
+    const void *key = k->p;
+    size_t len = k->len;
     unsigned char *buf = k->inl;
     if (len > sizeof k->inl && !(buf = k->heap = cnb_alloc(&reg->alloc, len)))
         return CNB_ENOMEM;
@@ -308,9 +304,8 @@ int cnb__reg_key_norm(struct cnb_registry *reg, struct cnb__reg_key *k, const vo
     return 0;
 }
 
-void cnb__reg_key_done(struct cnb_registry *reg, struct cnb__reg_key *k)
+void cnb__reg_key_free(struct cnb_registry *reg, struct cnb__reg_key *k)
 {
-    if (k->heap)
-        cnb_free(&reg->alloc, k->heap);
+    cnb_free(&reg->alloc, k->heap);
     k->heap = NULL;
 }

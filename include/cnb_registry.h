@@ -236,6 +236,17 @@ int cnb_registry_meta_delete(struct cnb_registry *reg, const void *key, size_t k
 ssize_t cnb_registry_lookup(struct cnb_registry *reg, const void *key, size_t key_len,
                             cnb_registry_result_t *res);
 
+/* The one entry of key in a unique registry, without a result buffer (the
+ * NIF's lookup/2): *owner (node as in cnb_registry_owner_t) and the value's
+ * length in *value_len, its bytes copied into value when they fit in
+ * value_cap. Returns 1 (found), 0 (absent), CNB_ENOSPC (found, but the value
+ * is longer than value_cap: nothing copied; *value_len says how long),
+ * CNB_EINVAL (also for a duplicate registry), CNB_ENOMEM, CNB_ETOOBIG or
+ * CNB_ECORRUPT. */
+ssize_t cnb_registry_lookup_one(struct cnb_registry *reg, const void *key, size_t key_len,
+                                cnb_registry_owner_t *owner, void *value, size_t value_cap,
+                                size_t *value_len);
+
 /* One key of a batched lookup: canonical ETF bytes. */
 typedef struct cnb_registry_key {
     const void *key;

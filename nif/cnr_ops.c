@@ -420,6 +420,43 @@ static ssize_t lookup_term(ErlNifEnv *env, struct cnr_reg *reg, ERL_NIF_TERM t,
     return n < 0 ? -1 : n;
 }
 
+/* Value bytes lookup/2 copies onto the stack; a longer value takes the
+ * result buffer's path. */
+#define ONE_VALUE_MAX 256
+
+/* lookup/2 in a unique registry: cnb_registry_lookup_one (no result buffer)
+ * and [{Pid, Value}] or [] built here. Returns the answer, or 0 when the
+ * general path must answer (a value over ONE_VALUE_MAX, or core finding the
+ * registry not unique). */
+static ERL_NIF_TERM lookup_unique(ErlNifEnv *env, struct cnr_reg *reg, ERL_NIF_TERM t)
+{
+    struct cnr_canon k;
+    int rc = cnr_canon(env, t, &k);
+    if (rc)
+        return canon_failed(env, rc);
+    unsigned char vb[ONE_VALUE_MAX];
+    size_t vlen;
+    cnb_registry_owner_t ow;
+    ssize_t n = cnb_registry_lookup_one(reg->core, k.p, k.len, &ow, vb, sizeof vb, &vlen);
+    cnr_canon_free(&k);
+    ERL_NIF_TERM pv[2];
+    switch (n) {
+    case 1:
+        if (!cnr_decode(env, vb, vlen, &pv[1]) || !CNR_PID_MAKE(env, &ow, &pv[0]))
+            return cnr_raise(env, CNB_ECORRUPT);
+        return enif_make_list_cell(env, enif_make_tuple_from_array(env, pv, 2),
+                                   enif_make_list(env, 0));
+    case 0:
+    case CNB_ETOOBIG: /* a key longer than any entry's */
+        return enif_make_list(env, 0);
+    case CNB_ENOSPC:
+    case CNB_EINVAL:
+        return 0;
+    default:
+        return cnr_raise(env, (int)n);
+    }
+}
+
 /* lookup(Name, Key) -> [{Pid, Value}]: the hottest read, straight to core
  * without the table's walk over argument letters. */
 static ERL_NIF_TERM op_lookup(ErlNifEnv *env, struct cnr_reg *reg, const ERL_NIF_TERM argv[],
@@ -430,7 +467,27 @@ static ERL_NIF_TERM op_lookup(ErlNifEnv *env, struct cnr_reg *reg, const ERL_NIF
         return r;
     return items_list(env, res, CNB_SHAPE_PID_VALUE);
 }
-OP_NIF(cnr_lookup, op_lookup)
+
+static ERL_NIF_TERM cnr_lookup_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return run_op_dirty(env, argv, op_lookup);
+}
+
+/* A unique registry's lookup needs no result buffer (lookup_unique); the rest,
+ * and what lookup_unique leaves, go the way of every operation. */
+CNR_NIF(cnr_lookup)
+{
+    ERL_NIF_TERM r = 0;
+    int tok = cnr_table_enter();
+    struct cnr_reg *reg = cnr_table_find(argv[0]);
+    if (reg && reg->mode != CNR_REMOTE && reg->kind == CNB_REG_UNIQUE)
+        r = lookup_unique(env, reg, argv[1]);
+    cnr_table_leave(tok);
+    if (r)
+        return r;
+    return run_op(env, argc, argv, op_lookup, "cnr_lookup", cnr_lookup_dirty);
+}
 
 /* notify_unregister(Name, Key) -> ok: tells the listeners that the caller
  * unregistered Key (unregister_match removed all of its entries). */

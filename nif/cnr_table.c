@@ -45,7 +45,9 @@ struct tab {
 static struct reader readers[MAX_READERS];
 static _Atomic uint32_t nreaders;
 static _Atomic(struct tab *) current;
-static __thread int my_reader = -1; /* -1: not yet claimed; -2: none left */
+/* -1: not yet claimed; -2: none left. Initial-exec: read on every call, and
+ * 4 bytes of the static TLS that glibc keeps for libraries loaded later. */
+static __thread int my_reader __attribute__((tls_model("initial-exec"))) = -1;
 /* 1 once this process registered for private expedited membarrier; never
  * goes back to 0. Set at load, before any registry exists. */
 static _Atomic int asym;

@@ -58,12 +58,34 @@ struct atom_slot {
     unsigned char len;
     unsigned char utf8[ATOM_MAX];
 };
-static __thread struct atom_slot atom_cache[ATOM_CACHE];
+/* Per-thread caches (atoms here, pids below) are allocated on a thread's
+ * first use and never freed: the threads that call NIFs are the VM's
+ * schedulers, which live as long as the VM (a reload of this library leaves
+ * the old instance's, ~64 KiB per scheduler). Only a pointer and a flag per
+ * cache are thread-local, initial-exec (24 bytes, with cnr_table.c's reader
+ * slot 28, of the static TLS glibc keeps for libraries loaded later), so that
+ * reaching them costs a load, not a call of __tls_get_addr, on every lookup.
+ * NULL when the allocation failed: no cache then. */
+static __thread struct atom_slot *atom_cache __attribute__((tls_model("initial-exec")));
+static __thread int atom_cache_tried __attribute__((tls_model("initial-exec")));
+
+static void *thread_cache(size_t size, int *tried)
+{
+    if (*tried)
+        return NULL;
+    *tried = 1;
+    void *p = enif_alloc(size);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
 
 static int put_atom(ErlNifEnv *env, struct wbuf *w, ERL_NIF_TERM t, struct atom_slot *cache)
 {
-    struct atom_slot *s = &cache[((uint64_t)t * 0x9E3779B97F4A7C15ULL) >> 56];
-    if (s->atom != t) {
+    struct atom_slot one, *s = &one;
+    if (cache)
+        s = &cache[((uint64_t)t * 0x9E3779B97F4A7C15ULL) >> 56];
+    if (!cache || s->atom != t) {
         char latin1[ATOM_MAX + 1];
         int n = enif_get_atom(env, t, latin1, sizeof latin1, ERL_NIF_LATIN1);
         if (n <= 0)
@@ -230,6 +252,8 @@ int cnr_canon(ErlNifEnv *env, ERL_NIF_TERM t, struct cnr_canon *c)
     c->p = c->inl;
     c->len = 0;
     struct wbuf w = {c->inl, 0, sizeof c->inl};
+    if (!atom_cache)
+        atom_cache = thread_cache(sizeof *atom_cache * ATOM_CACHE, &atom_cache_tried);
     if (put1(&w, CNB__TAG_VERSION) && direct(env, &w, t, 0, atom_cache)) {
         c->len = w.len;
         return 0;
@@ -439,7 +463,8 @@ struct pid_slot {
     ERL_NIF_TERM term;
     char node[PID_NODE_MAX];
 };
-static __thread struct pid_slot pid_cache[PID_CACHE];
+static __thread struct pid_slot *pid_cache __attribute__((tls_model("initial-exec")));
+static __thread int pid_cache_tried __attribute__((tls_model("initial-exec")));
 
 int cnr_pid_make(ErlNifEnv *env, const char *node, uint32_t num, uint32_t serial,
                  uint32_t creation, ERL_NIF_TERM *out)
@@ -449,7 +474,12 @@ int cnr_pid_make(ErlNifEnv *env, const char *node, uint32_t num, uint32_t serial
     if (nl == 0 || nl > 255)
         return 0;
     uint32_t h = (num * 0x9E3779B1u) ^ (serial * 0x85EBCA77u) ^ creation;
-    struct pid_slot *s = &pid_cache[(h ^ (h >> 16)) & (PID_CACHE - 1)];
+    struct pid_slot one, *s = &one;
+    one.term = 0; /* a miss */
+    if (!pid_cache)
+        pid_cache = thread_cache(sizeof *pid_cache * PID_CACHE, &pid_cache_tried);
+    if (pid_cache)
+        s = &pid_cache[(h ^ (h >> 16)) & (PID_CACHE - 1)];
     if (s->term && s->num == num && s->serial == serial && s->creation == creation &&
         s->nlen == nl && memcmp(s->node, node, nl) == 0) {
         *out = s->term;

@@ -438,6 +438,64 @@ START_TEST(lookup_many_matches_lookup)
 }
 END_TEST
 
+/* cnb_registry_lookup_one answers as cnb_registry_lookup does for a unique
+ * registry: keys of every length the inline compare and float scan take
+ * apart (0..40 bytes, one byte different at each place), -0.0 as 0.0, a
+ * value longer than the buffer (CNB_ENOSPC, its length), and CNB_EINVAL for a
+ * duplicate registry or missing outputs. */
+START_TEST(lookup_one_matches_lookup)
+{
+    struct cnb_registry *r = open_kind(CNB_REG_UNIQUE, NULL);
+    cnb_registry_result_t res;
+    cnb_registry_result_init(&res, NULL);
+    cnb_registry_owner_t ow;
+    unsigned char vb[8], k[41], k2[41];
+    size_t vl;
+    cnb_pid_t a = mkpid("a@h", 7, 3);
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t i = 0; i < n; i++)
+            k[i] = (unsigned char)(n * 31 + i * 7 + 70); /* some 70s: floats' tag */
+        ck_assert_int_eq(cnb_registry_register(r, k, n, &a, k, n < 8 ? n : 8, NULL), 0);
+    }
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t i = 0; i < n; i++)
+            k[i] = (unsigned char)(n * 31 + i * 7 + 70);
+        vl = 99;
+        ck_assert_int_eq(cnb_registry_lookup_one(r, k, n, &ow, vb, sizeof vb, &vl), 1);
+        ck_assert_uint_eq(vl, n < 8 ? n : 8);
+        ck_assert_mem_eq(vb, k, vl);
+        ck_assert(is_owner(&ow, &a));
+        ck_assert_int_eq(cnb_registry_lookup(r, k, n, &res), 1);
+        for (size_t i = 0; i < n; i++) { /* one byte off: absent */
+            memcpy(k2, k, n);
+            k2[i] ^= 0x40;
+            ck_assert_int_eq(cnb_registry_lookup_one(r, k2, n, &ow, vb, sizeof vb, &vl), 0);
+        }
+    }
+    /* a value longer than the buffer */
+    ck_assert_int_eq(cnb_registry_register(r, "big", 3, &a, "0123456789", 10, NULL), 0);
+    ck_assert_int_eq(cnb_registry_lookup_one(r, "big", 3, &ow, vb, sizeof vb, &vl), CNB_ENOSPC);
+    ck_assert_uint_eq(vl, 10);
+    /* -0.0 finds 0.0's entry */
+    static const unsigned char pos[] = {131, 70, 0, 0, 0, 0, 0, 0, 0, 0};
+    static const unsigned char neg[] = {131, 70, 128, 0, 0, 0, 0, 0, 0, 0};
+    ck_assert_int_eq(cnb_registry_register(r, pos, sizeof pos, &a, "x", 1, NULL), 0);
+    ck_assert_int_eq(cnb_registry_lookup_one(r, neg, sizeof neg, &ow, vb, sizeof vb, &vl), 1);
+    ck_assert_mem_eq(vb, "x", 1);
+    /* bad arguments */
+    ck_assert_int_eq(cnb_registry_lookup_one(r, "k", 1, NULL, vb, sizeof vb, &vl), CNB_EINVAL);
+    ck_assert_int_eq(cnb_registry_lookup_one(r, "k", 1, &ow, vb, sizeof vb, NULL), CNB_EINVAL);
+    ck_assert_int_eq(cnb_registry_lookup_one(r, "k", 1, &ow, NULL, 1, &vl), CNB_EINVAL);
+    ck_assert_int_eq(cnb_registry_lookup_one(r, NULL, 1, &ow, vb, sizeof vb, &vl), CNB_EINVAL);
+    ck_assert_int_eq(cnb_registry_lookup_one(NULL, "k", 1, &ow, vb, sizeof vb, &vl), CNB_EINVAL);
+    cnb_registry_result_free(&res);
+    close_unlink(r, NULL);
+    struct cnb_registry *d = open_kind(CNB_REG_DUPLICATE, NULL);
+    ck_assert_int_eq(cnb_registry_lookup_one(d, "k", 1, &ow, vb, sizeof vb, &vl), CNB_EINVAL);
+    close_unlink(d, NULL);
+}
+END_TEST
+
 START_TEST(huge_value)
 {
     const char *path = new_path();
@@ -1020,6 +1078,7 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, huge_value);
     tcase_add_test(tc, lookup_many_matches_lookup);
+    tcase_add_test(tc, lookup_one_matches_lookup);
     tcase_add_test(tc, unregister_match_and_keys);
     tcase_add_test(tc, remove_owner_and_node);
     tcase_add_test(tc, meta);

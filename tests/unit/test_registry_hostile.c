@@ -160,6 +160,16 @@ static void run_all(struct cnb_registry *r, uint64_t seed)
         for (ssize_t j = 0; j < rc; j++) /* what is returned is readable */
             ck_assert(res.items[j].key_len == 0 || res.items[j].key[0] == 131 ||
                       res.items[j].key[0] != 131);
+        {
+            cnb_registry_owner_t ow;
+            unsigned char vb[32];
+            size_t vlen = 0;
+            rc = cnb_registry_lookup_one(r, k, kl, &ow, vb, sizeof vb, &vlen);
+            if (rc != CNB_ENOSPC) /* a value longer than vb (a scribbled length) */
+                OK_RC(rc, "lookup_one");
+            if (rc == 1) /* what is returned is readable */
+                ck_assert(vlen <= sizeof vb && strnlen(ow.node, 256) < 256);
+        }
         rc = cnb_registry_values(r, k, kl, &o, &res);
         OK_RC(rc, "values");
         rc = cnb_registry_keys(r, &o, &res);
