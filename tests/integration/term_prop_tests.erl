@@ -97,7 +97,8 @@ prop_compare() ->
                 || {{A, B}, Got} <- lists:zip(Pairs, Lines),
                    Want <- [erl_order(A, B)],
                    Got =/= <<"CMP ", (integer_to_binary(Want))/binary>>,
-                   not newer_otp(A, B, Got)],
+                   not newer_otp(A, B, Got),
+                   not otp25_short_ref_map(A) andalso not otp25_short_ref_map(B)],
     io:format(user, "term_prop_tests: ~p compare pairs~n", [length(Pairs)]),
     report(Failures),
     ?assertEqual(0, length(Failures)).
@@ -153,6 +154,34 @@ newer_otp(A, B, <<"ERR CNB_EMALFORMED">>) -> % a compare pair
 newer_otp(A, B, <<"CMP ", _/binary>>) -> % 27+ order a -0.0 key apart from 0.0
     otp_release() >= 27 andalso (zero_key(A) orelse zero_key(B));
 newer_otp(_, _, _) ->
+    false.
+
+%% OTP 25's own bug (fixed by 27): a map of more than 32 keys hashes a key
+%% that is another node's reference of 1 or 2 words from memory past the
+%% reference's data, so the VM finds some such keys in their own map or not
+%% from one call to the next (maps:is_key(K, M) false for K of maps:keys(M):
+%% 1-10 of 40 such keys, varying, in a fresh VM on 25.2.3; 0 on 27 and 29)
+%% and orders two such maps by the hashes it got. Its `<` on them is no
+%% reference for the checker (the rare prop_compare failure on 25: seeds
+%% 111824100 and others, two large maps holding short refs of other nodes).
+otp25_short_ref_map(T) ->
+    otp_release() < 27 andalso short_ref_map(T).
+
+short_ref_map(M) when is_map(M) ->
+    (map_size(M) > 32 andalso lists:any(fun short_foreign_ref/1, maps:keys(M))) orelse
+        short_ref_map(maps:to_list(M));
+short_ref_map(T) when is_tuple(T) -> short_ref_map(tuple_to_list(T));
+short_ref_map(F) when is_function(F) -> short_ref_map(fun_env(F));
+short_ref_map([H | T]) -> short_ref_map(H) orelse short_ref_map(T);
+short_ref_map(_) -> false.
+
+%% A reference of another node whose NEWER_REFERENCE_EXT holds 1 or 2 words.
+short_foreign_ref(R) when is_reference(R), node(R) =/= node() ->
+    case term_to_binary(R) of
+        <<131, 90, Len:16, _/binary>> -> Len < 3;
+        _ -> false
+    end;
+short_foreign_ref(_) ->
     false.
 
 %% A fun made from an EXPORT_EXT of arity past 255, which the checker refuses
