@@ -2,8 +2,7 @@
  * signals, the run queue of workers with signals waiting, and the pool of
  * threads that takes them from it, BATCH signals at a time, taken off the
  * mailbox under one lock (a priority signal still overtakes those of them
- * not handled yet). A pool thread whose worker's mailbox runs dry lingers on
- * it a while (linger) for more of its signals; a pool thread
+ * not handled yet). A pool thread
  * out of work spins a while (opts.spin_us; one thread at a time) before it
  * sleeps on a semaphore, so that the next hand-off from the I/O thread needs
  * no wake-up; the queue posts only for threads that sleep (a semaphore, not
@@ -71,7 +70,7 @@ static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
     if (prio) {
         sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
         s->next = *at;
-        __atomic_store_n(at, s, __ATOMIC_RELEASE); /* p->head: see linger */
+        *at = s;
         if (!s->next)
             p->tail = s;
         p->prio_last = s;
@@ -80,8 +79,8 @@ static int mbox_link(cnb_proc_t *p, sig_t *s, int prio, int io)
         s->next = NULL;
         if (p->tail)
             p->tail->next = s;
-        else /* read without the lock by a pool thread lingering on p */
-            __atomic_store_n(&p->head, s, __ATOMIC_RELEASE);
+        else
+            p->head = s;
         p->tail = s;
     }
     if (!p->scheduled && !p->dead) {
@@ -169,40 +168,41 @@ void cnb__sig_free(cnb_proc_t *p, sig_t *s)
     free(s);
 }
 
-/* Takes p's mailbox under one lock, in O(1) whatever its length (the
- * critical section the I/O thread's pushes contend with stays a few
- * stores): the priority signals waiting (EEP 76) if any, which are always
- * at its front, else every signal (*ordinary = 1); *last: the last signal
- * taken. NULL when it is empty: p is no longer scheduled then, unless keep
- * (the caller then looks again). */
-static sig_t *take_batch(cnb_proc_t *p, int *ordinary, sig_t **last, int keep)
+/* Takes up to max signals off p's mailbox under one lock: the priority
+ * signals waiting (EEP 76) if any, else ordinary ones (*ordinary = 1). NULL
+ * when it is empty: p is no longer scheduled then. */
+static sig_t *take_batch(cnb_proc_t *p, int max, int *ordinary)
 {
     cnb__mbox_lock(&p->mu);
-    sig_t *first = p->head;
+    sig_t *first = p->head, *last = first;
     if (!first) {
-        if (!keep)
-            p->scheduled = 0;
+        p->scheduled = 0;
         cnb__mbox_unlock(&p->mu);
         return NULL;
     }
     *ordinary = !p->prio_last;
-    *last = p->prio_last ? p->prio_last : p->tail;
-    p->prio_last = NULL;
-    atomic_store_explicit(&p->prio_in, 0, memory_order_relaxed);
-    p->head = (*last)->next;
+    for (int cnt = 1; cnt < max && last->next && last != p->prio_last; cnt++)
+        last = last->next;
+    if (last == p->prio_last) { /* every priority signal taken */
+        p->prio_last = NULL;
+        atomic_store_explicit(&p->prio_in, 0, memory_order_relaxed);
+    }
+    p->head = last->next;
     if (!p->head)
         p->tail = NULL;
-    (*last)->next = NULL;
+    last->next = NULL;
     cnb__mbox_unlock(&p->mu);
     return first;
 }
 
-/* Puts the signals first..last, taken but not handled, back at the front of
- * p's mailbox, behind the priority signals that came meanwhile (they
- * overtake ordinary signals not handled yet, as they would have in the
- * mailbox). */
-static void put_back(cnb_proc_t *p, sig_t *first, sig_t *last)
+/* Puts signals taken but not handled back at the front of p's mailbox,
+ * behind the priority signals that came meanwhile (they overtake ordinary
+ * signals not handled yet, as they would have in the mailbox). */
+static void put_back(cnb_proc_t *p, sig_t *first)
 {
+    sig_t *last = first;
+    while (last->next)
+        last = last->next;
     cnb__mbox_lock(&p->mu);
     sig_t **at = p->prio_last ? &p->prio_last->next : &p->head;
     last->next = *at;
@@ -215,64 +215,18 @@ static void put_back(cnb_proc_t *p, sig_t *first, sig_t *last)
 /* The signal this pool thread is handling (cnb__rt_wait_begin). */
 static __thread sig_t *handling;
 
-static int rq_ready(void *arg)
-{
-    const cnb_rt_t *rt = arg;
-    return atomic_load_explicit(&rt->rq_len, memory_order_acquire) ||
-           atomic_load_explicit(&rt->stopping, memory_order_relaxed);
-}
-
-/* What a pool thread lingering on its worker waits for: a signal for it, or
- * other work queued (another worker, or the pool's stop). */
-static int more_for(void *arg)
-{
-    cnb_proc_t *p = arg;
-    return __atomic_load_n(&p->head, __ATOMIC_ACQUIRE) != NULL || rq_ready(p->node->rt);
-}
-
-/* p's mailbox is empty: the pool thread running it spins a while
- * (opts.spin_us, holding the node's one spinner role) for more of p's
- * signals, keeping p scheduled, so that a stream of them into p costs the
- * I/O thread no run-queue push and the pool thread no wake-up or queue take
- * per hand-off. It stops as soon as another worker is queued. Returns 1 when
- * a signal for p came. */
-static int linger(cnb_proc_t *p)
-{
-    cnb_rt_t *rt = p->node->rt;
-    cnb_node_t *n = rt->node;
-    int us = n->opts.spin_us;
-    if (us <= 0 || rq_ready(rt) || !cnb__spin_claim(n, CNB_SPIN_CLAIM_WAIT_US))
-        return 0;
-    cnb__spin_until(more_for, p, us);
-    cnb__spin_release(n);
-    return __atomic_load_n(&p->head, __ATOMIC_ACQUIRE) != NULL;
-}
-
 /* Runs up to BATCH of p's signals; p ends (and is freed) as soon as one
- * leaves it dead (those still taken go back first: its end answers them).
- * Signals taken beyond BATCH go back to the mailbox's front. A pool thread
- * (pool: 1; not the I/O thread running an inline worker) lingers on p when
- * its mailbox runs dry; returns 1 when it did, so that the thread does not
- * spin a second time for work. */
-static int run(cnb_proc_t *p, int pool)
+ * leaves it dead (those still taken go back first: its end answers them). */
+static void run(cnb_proc_t *p)
 {
-    int k = 0, ordinary = 0, spun = 0;
+    int k = 0, ordinary = 0;
     while (k < BATCH) {
-        sig_t *last = NULL;
-        sig_t *s = take_batch(p, &ordinary, &last, pool);
-        if (!s && pool) {
-            spun = 1;
-            if (!linger(p) && !(s = take_batch(p, &ordinary, &last, 0)))
-                return spun;
-            if (!s)
-                continue;
-        }
+        sig_t *s = take_batch(p, BATCH - k, &ordinary);
         if (!s)
-            return spun;
+            return;
         while (s) {
-            if (k == BATCH ||
-                (ordinary && atomic_load_explicit(&p->prio_in, memory_order_acquire))) {
-                put_back(p, s, last); /* the priority signal first, or others' turn */
+            if (ordinary && atomic_load_explicit(&p->prio_in, memory_order_acquire)) {
+                put_back(p, s); /* the priority signal first */
                 break;
             }
             sig_t *nx = s->next;
@@ -283,23 +237,29 @@ static int run(cnb_proc_t *p, int pool)
             k++;
             if (p->dead) {
                 if (nx)
-                    put_back(p, nx, last);
+                    put_back(p, nx);
                 cnb__proc_finish(p);
-                return spun;
+                return;
             }
             s = nx;
         }
     }
     rq_push(p->node->rt, p); /* still scheduled: let others run first */
-    return spun;
 }
 
 void cnb__mbox_run_inline(cnb_proc_t *p)
 {
     cnb_rt_t *rt = p->node->rt;
     rt->inline_running = 1; /* what it sends to another inline worker queues */
-    run(p, 0);
+    run(p);
     rt->inline_running = 0;
+}
+
+static int rq_ready(void *arg)
+{
+    const cnb_rt_t *rt = arg;
+    return atomic_load_explicit(&rt->rq_len, memory_order_acquire) ||
+           atomic_load_explicit(&rt->stopping, memory_order_relaxed);
 }
 
 /* Out of work: spins a while for more, when no other thread of the node
@@ -365,14 +325,12 @@ static void *pool_thread(void *arg)
 {
     cnb_rt_t *rt = arg;
     pool_of = rt;
-    int spun = 0;
     for (;;) {
-        if (!spun)
-            spin_for_work(rt);
+        spin_for_work(rt);
         cnb_proc_t *p = next_worker(rt);
         if (!p)
             return NULL;
-        spun = run(p, 1);
+        run(p);
     }
 }
 
