@@ -139,9 +139,10 @@ unblock(#{tag := Tag}, I, J) -> {0, _} = netns(["unblock", Tag, integer_to_list(
 -spec cluster(net() | local, map()) -> map().
 cluster(Net, Opts) ->
     Cookie = cnb_cluster:unique_name("relcookie"),
+    Logs = logs(),
     Ctx = case Net of
-              local -> cnb_cluster:new(#{cookie => Cookie});
-              _ -> cnb_cluster:new(#{epmd_port => maps:get(epmd, Net), cookie => Cookie})
+              local -> cnb_cluster:new(Logs#{cookie => Cookie});
+              _ -> cnb_cluster:new(Logs#{epmd_port => maps:get(epmd, Net), cookie => Cookie})
           end,
     Cl0 = #{net => Net, ctx => Ctx, opts => Opts, erl => #{}},
     Cl1 = lists:foldl(fun(I, Cl) -> start_erl(Cl, I, "n" ++ integer_to_list(I)) end,
@@ -150,6 +151,18 @@ cluster(Net, Opts) ->
     [pong = cnb_cluster:call(P1, net_adm, ping, [node_of(Cl1, I)]) || I <- [2, 3]],
     [ok = cnb_cluster:call(P, global, sync, []) || P <- peers(Cl1)],
     start_c(Cl1, node_of(Cl1, 1)).
+
+%% With CNB_REL_LOGS set (scripts/run-tests sets it to
+%% build/test-logs/reliability-nodes), each cluster's node logs (the Erlang
+%% nodes', and the C node's as ip.log: it runs under ip netns exec) are kept
+%% in a directory of their own there, so that a failed check can be read
+%% against what each node said.
+logs() ->
+    case os:getenv("CNB_REL_LOGS") of
+        false -> #{};
+        "" -> #{};
+        Dir -> #{log_dir => filename:join(Dir, cnb_cluster:unique_name("cluster"))}
+    end.
 
 %% @doc Starts (or restarts) Erlang node I (1..3) in its namespace as Name_<unique>@addr(I).
 -spec start_erl(map(), pos_integer(), string()) -> map().

@@ -23,13 +23,15 @@
 new() -> new(#{}).
 
 %% @doc As new/0; Opts: #{cookie => string(), epmd_port => integer(),
-%% owner => pid() | none}. With epmd_port the context uses that (already
-%% running) epmd and does not own it, e.g. the one the ExUnit runner node
-%% itself is registered with; owner none: only stop/1 (or the VM's end) stops
-%% it, for a context made by a process that ends before the tests do.
+%% owner => pid() | none, log_dir => file:filename()}. With epmd_port the
+%% context uses that (already running) epmd and does not own it, e.g. the one
+%% the ExUnit runner node itself is registered with; owner none: only stop/1
+%% (or the VM's end) stops it, for a context made by a process that ends
+%% before the tests do; log_dir: every node's log is kept there
+%% (cnode_bridge_test:new/1).
 -spec new(map()) -> ctx().
 new(Opts) ->
-    Kit = maps:with([cookie, owner], Opts),
+    Kit = maps:with([cookie, owner, log_dir], Opts),
     cnode_bridge_test:new(Kit#{epmd => maps:get(epmd_port, Opts, private)}).
 
 -spec stop(ctx()) -> ok.
