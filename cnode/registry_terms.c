@@ -119,13 +119,10 @@ int cnb__put_pid(ei_x_buff *x, const cnb_pid_t *p)
 {
     erlang_pid e;
     /* NEW_PID_EXT: a tag, the node atom (3 + at most 255 * 2 bytes when ei
-     * widens Latin-1), 12 bytes. */
+     * widens Latin-1; cnb_registry_pid_to_ei keeps at most 255), 12 bytes. */
     char buf[1 + 3 + 255 * 2 + 12];
     int n = 0;
     cnb_registry_pid_to_ei(p, &e);
-    if (ei_encode_pid(NULL, &n, &e) < 0 || (size_t)n > sizeof buf)
-        return CNB_ECORRUPT;
-    n = 0;
     if (ei_encode_pid(buf, &n, &e) < 0 || !sound(buf, (size_t)n))
         return CNB_ECORRUPT; /* a node name that is no atom's text */
     return ei_x_append_buf(x, buf, n) < 0 ? CNB_ENOMEM : 0;

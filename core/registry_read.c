@@ -183,6 +183,18 @@ stripe_read(struct cnb_registry *reg, uint32_t si, read_fn fn, void *arg,
 
 /* Copies the chain `which` starting at head into res (owner-filtered when p is
  * an owner probe and which is 0). Returns items added, RETRY or a code. */
+/* The key and value lengths of the entry e at eoff (its header mapped), each
+ * loaded once: within the registry's limits and mapped, 1; else 0 (a torn
+ * read, or memory another process wrote). */
+static int entry_lens(struct cnb_registry *reg, uint64_t eoff, const struct cnb__reg_entry *e,
+                      uint32_t *klen, uint32_t *vlen)
+{
+    *klen = CNB__LD(e->klen);
+    *vlen = CNB__LD(e->vlen);
+    return *klen <= reg->max_key && *vlen <= reg->max_value &&
+           cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, (uint64_t)*klen + *vlen);
+}
+
 static int add_chain(struct cnb_registry *reg, uint32_t head, int which,
                      const struct cnb__reg_probe *filter, cnb_registry_result_t *res)
 {
@@ -196,9 +208,8 @@ static int add_chain(struct cnb_registry *reg, uint32_t head, int which,
         if (!cnb__reg_walk_step(&w, r) || !cnb__reg_in_map(reg, eoff, CNB__ENTRY_HDR))
             return RETRY;
         const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
-        uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
-        if (klen > reg->max_key || vlen > reg->max_value ||
-            !cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, (uint64_t)klen + vlen))
+        uint32_t klen, vlen;
+        if (!entry_lens(reg, eoff, e, &klen, &vlen))
             return RETRY;
         if (!filter || cnb__reg_probe_match(filter, e)) {
             int rc = cnb__reg_res_add(reg, res, e, klen, vlen);
@@ -337,7 +348,7 @@ struct one_arg {
 };
 
 /* key_fn for cnb_registry_lookup_one: the chain's head alone (a unique
- * registry has no other), checked as add_chain checks an entry. Returns 1, 0,
+ * registry has no other), checked as add_chain checks an entry (entry_lens). Returns 1, 0,
  * RETRY, or CNB_ENOSPC after setting *vlen. */
 static int one_fn(struct cnb_registry *reg, uint32_t si, void *argp,
                   cnb_registry_result_t *res)
@@ -349,9 +360,8 @@ static int one_fn(struct cnb_registry *reg, uint32_t si, void *argp,
         return (int)head;
     uint64_t eoff = CNB__REF_OFF((uint32_t)head) + 8; /* mapped: find_head checked */
     const struct cnb__reg_entry *e = CNB__AT(reg, eoff);
-    uint32_t klen = CNB__LD(e->klen), vlen = CNB__LD(e->vlen);
-    if (klen > reg->max_key || vlen > reg->max_value ||
-        !cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, (uint64_t)klen + vlen))
+    uint32_t klen, vlen;
+    if (!entry_lens(reg, eoff, e, &klen, &vlen))
         return RETRY;
     *a->vlen = vlen;
     if (vlen > a->cap)
