@@ -181,8 +181,6 @@ stripe_read(struct cnb_registry *reg, uint32_t si, read_fn fn, void *arg,
 
 /* ---- key lookups ------------------------------------------------------------ */
 
-/* Copies the chain `which` starting at head into res (owner-filtered when p is
- * an owner probe and which is 0). Returns items added, RETRY or a code. */
 /* The key and value lengths of the entry e at eoff (its header mapped), each
  * loaded once: within the registry's limits and mapped, 1; else 0 (a torn
  * read, or memory another process wrote). */
@@ -195,6 +193,8 @@ static int entry_lens(struct cnb_registry *reg, uint64_t eoff, const struct cnb_
            cnb__reg_in_map(reg, eoff + CNB__ENTRY_HDR, (uint64_t)*klen + *vlen);
 }
 
+/* Copies the chain `which` starting at head into res (owner-filtered when p is
+ * an owner probe and which is 0). Returns items added, RETRY or a code. */
 static int add_chain(struct cnb_registry *reg, uint32_t head, int which,
                      const struct cnb__reg_probe *filter, cnb_registry_result_t *res)
 {
