@@ -162,6 +162,11 @@ int cnb__greg_is_known(cnb_node_t *n, const char *node)
     return n->greg && known_at(n->greg, node) >= 0;
 }
 
+const char *cnb__greg_known_at(cnb_node_t *n, size_t k)
+{
+    return n->greg && k < n->greg->nknown ? n->greg->known[k] : NULL;
+}
+
 /* ------------------------------------------------------------ one round */
 
 /* {'$gen_call', {RegPid, Tag}, Req} with Req's encoding in req (no version

@@ -2,7 +2,8 @@
  * readiness to the connection files (conn_life.c accepts and runs TLS
  * handshakes, conn_out.c connects out, conn_io.c reads and writes through
  * transport.c), reads again what TLS holds past a turn's budget, drains the inbox other threads
- * fill (inbox.c), and every 100 ms sends ticks and checks time-outs.
+ * fill (inbox.c), and every 100 ms sends ticks, checks time-outs and gives
+ * the layer above its tick.
  * Tests: tests/integration/dist_tests.erl, tests/unit/test_conn_race.c. */
 #include "accept_guard.h"
 #include "conn_policy.h"
@@ -141,6 +142,8 @@ void *cnb__loop(void *arg)
             cnb__hold_timers(n);
             cnb__accept_guard_tick(n);
             cnb__keep_check(n);
+            if (n->upper.tick)
+                n->upper.tick(n);
             cnb__log_tick(); /* reports lines the logger held back */
             next_timer = n->now + TIMER_MS;
         }

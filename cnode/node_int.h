@@ -162,6 +162,8 @@ typedef struct cnb_upper {
      * soon): the I/O thread spins a while for it before it sleeps. Any
      * thread; lock-free. */
     int (*busy)(cnb_node_t *n);
+    /* Every 100 ms on the I/O thread, with the loop's own time-outs. */
+    void (*tick)(cnb_node_t *n);
 } cnb_upper_t;
 
 typedef struct cnb_peer_info {

@@ -22,6 +22,7 @@ static const cnb_upper_t runtime_upper = {
     .message = cnb__dispatch,
     .nodedown = nodedown,
     .busy = cnb__rt_busy,
+    .tick = cnb__visible_tick,
 };
 
 /* Frees the runtime's state; the I/O thread has stopped (or never ran).

@@ -63,6 +63,10 @@ void cnb__visible_nodedown(cnb_node_t *n, const char *peer);
 void cnb__visible_proc_exit(cnb_node_t *n, const erlang_pid *pid);
 int cnb__visible_whereis(cnb_node_t *n, const char *name, size_t len, erlang_pid *pid);
 
+/* Every 100 ms (I/O thread): init_connects held past their time are answered
+ * (visible.c). Nothing when not visible. */
+void cnb__visible_tick(cnb_node_t *n);
+
 /* visible.c: the name and lock tables (glob_table.h) of a visible node. */
 struct cnb_gtab *cnb__visible_gt(cnb_node_t *n);
 
@@ -81,6 +85,8 @@ int cnb__greg_run(cnb_node_t *n, int op, const char *name, size_t len, const erl
 int cnb__greg_take(cnb_node_t *n, const cnb_msg_t *m);
 void cnb__greg_known(cnb_node_t *n, const char *node);
 int cnb__greg_is_known(cnb_node_t *n, const char *node);
+/* The k-th node in known (NULL past the last); valid until known changes. */
+const char *cnb__greg_known_at(cnb_node_t *n, size_t k);
 void cnb__greg_nodedown(cnb_node_t *n, const char *peer);
 
 /* pg_scope.c: the scope processes of pg when opts.visible (n->pg set by

@@ -1,6 +1,7 @@
 /* visible.c: with opts.visible (--visible), the node's own `global_name_server`:
  * it answers OTP global's connect protocol (init_connect, lock_set, exchange,
- * resolved, then in_sync to the peer's known nodes) and its lock and
+ * resolved, then in_sync to the peer's known nodes; a peer's init_connect
+ * is held while we know other nodes, init_connect()) and its lock and
  * registration calls, so that global:sync() completes on every node and no
  * registration waits on us. It keeps a copy of the name table and a lock
  * table (glob_table.c), fed by the exchange, resolved/new_nodes ops and the
@@ -20,6 +21,8 @@
 #define VIS_TAG_MAX 64     /* the encoded sync tag we echo (an integer in OTP) */
 #define VIS_MAX_KNOWN 1024 /* nodes we tell in_sync from one resolved message */
 #define GLOBAL_VSN 8       /* global's protocol version in OTP 25..29 */
+#define HOLD_ASK_MS 1000   /* held this long: the nodes we know are asked to connect to it */
+#define HOLD_MAX_MS 5000   /* held this long: answered after all */
 
 /* One peer's sync session: its tag (echoed back to it) and ours. */
 typedef struct vis_peer {
@@ -28,6 +31,9 @@ typedef struct vis_peer {
     int his_tag_len;
     long long my_tag;
     long vsn;
+    int held;        /* its init_connect is not answered yet (init_connect()) */
+    int asked;       /* held, and the nodes we know were asked to connect to it */
+    int64_t held_at; /* n->now when held */
 } vis_peer_t;
 
 struct cnb_visible {
@@ -146,18 +152,66 @@ static int put_his_tag(ei_x_buff *x, const vis_peer_t *e)
     return ei_x_append_buf(x, e->his_tag, e->his_tag_len);
 }
 
-/* {init_connect, {Vsn, HisTag, ...}, Node, {locker, _, _Known, HisLocker}}:
- * our own init_connect back (a new session: a fresh tag of ours), then
+/* Our init_connect to e's node (a new session: a fresh tag of ours), then
  * {init_connect_ack, node(), HisTag, MyTag}, which the peer checks against
- * the tags it holds. We answer only, never start: the peer sends its
- * init_connect from its nodeup, so it holds its tag before ours arrive.
- * Not from a node we know (global's known: we told it in_sync after another
- * node's session, or a session with it ended, and no nodedown since): as
- * global's init_connect when it runs no session with the node, nothing is
- * answered. The in_sync we sent reaches it first and ends its session; an
- * init_connect_ack after it would no longer match its tags, and global then
- * restarts the connect, dropping every name of our pids (its
- * delete_node_resources), with no new session to bring them back. */
+ * the tags it holds. */
+static void answer(cnb_node_t *n, vis_peer_t *e)
+{
+    ei_x_buff x;
+    e->held = 0;
+    if (cast_head(&x, "init_connect", 4) || ei_x_encode_tuple_header(&x, 2) ||
+        ei_x_encode_long(&x, e->vsn) || ei_x_encode_longlong(&x, e->my_tag) ||
+        ei_x_encode_atom(&x, n->name) || ei_x_encode_tuple_header(&x, 4) ||
+        ei_x_encode_atom(&x, "locker") || ei_x_encode_atom(&x, "no_longer_a_pid") ||
+        ei_x_encode_empty_list(&x) || ei_x_encode_pid(&x, &n->vis->locker))
+        goto nomem;
+    gns_send(n, e->name, &x, "init_connect");
+    ei_x_free(&x);
+    if (ei_x_new_with_version(&x) || ei_x_encode_tuple_header(&x, 4) ||
+        ei_x_encode_atom(&x, "init_connect_ack") || ei_x_encode_atom(&x, n->name) ||
+        put_his_tag(&x, e) || ei_x_encode_longlong(&x, e->my_tag))
+        goto nomem;
+    gns_send(n, e->name, &x, "init_connect_ack");
+    ei_x_free(&x);
+    return;
+nomem:
+    ei_x_free(&x);
+    cnb__log(n, CNB_LOG_ERROR, "out of memory: global init_connect from %s not answered",
+             e->name);
+}
+
+/* Whether global's known holds a node other than peer. */
+static int knows_others(cnb_node_t *n, const char *peer)
+{
+    const char *k;
+    for (size_t i = 0; (k = cnb__greg_known_at(n, i)); i++)
+        if (strcmp(k, peer))
+            return 1;
+    return 0;
+}
+
+/* {init_connect, {Vsn, HisTag, ...}, Node, {locker, _, _Known, HisLocker}}.
+ * We answer only, never start: the peer sends its init_connect from its
+ * nodeup, so it holds its tag before ours arrive.
+ * - From a node we know (global's known: we told it in_sync after another
+ *   node's session, or a session with it ended, and no nodedown since): as
+ *   global's init_connect when it runs no session with the node, nothing is
+ *   answered. The in_sync we sent reaches it first and ends its session; an
+ *   init_connect_ack after it would no longer match its tags, and global then
+ *   restarts the connect, dropping every name of our pids (its
+ *   delete_node_resources), with no new session to bring them back.
+ * - While we know other nodes (a heal whose first connection to the peer's
+ *   partition is ours): held, not answered. We present ourselves as a
+ *   partition of our own, so a session of ours would settle the clashes
+ *   between the peer and us only, and the sessions of the nodes we know
+ *   would then give the peer back names it had just deleted. Their sessions
+ *   with the peer carry every name; their new_nodes makes us send in_sync to
+ *   the peer (sync_others), which ends its wait for us and drops the hold.
+ *   Held HOLD_ASK_MS and still connected: the nodes we know are asked to
+ *   connect to it (ask_connect), in case nothing else makes them. Answered
+ *   after all when no node we know is left, or after HOLD_MAX_MS
+ *   (cnb__visible_tick).
+ * - Otherwise answered at once. */
 static void init_connect(cnb_node_t *n, const char *peer, const char *b, int i)
 {
     int arity;
@@ -173,32 +227,72 @@ static void init_connect(cnb_node_t *n, const char *peer, const char *b, int i)
     if (ei_skip_term(b, &i) || i - t0 > VIS_TAG_MAX)
         return;
     vis_peer_t *e = peer_find(n->vis, peer, 1);
-    if (!e)
-        goto nomem0;
+    if (!e) {
+        cnb__log(n, CNB_LOG_ERROR, "out of memory: global init_connect from %s not answered",
+                 peer);
+        return;
+    }
     memcpy(e->his_tag, b + t0, (size_t)(i - t0));
     e->his_tag_len = i - t0;
     e->my_tag = n->vis->next_tag++;
     e->vsn = vsn < GLOBAL_VSN ? vsn : GLOBAL_VSN;
+    if (knows_others(n, peer)) {
+        e->held = 1;
+        e->asked = 0;
+        e->held_at = n->now;
+        cnb__log(n, CNB_LOG_DEBUG,
+                 "global: init_connect from %s held: the nodes we know run its session", peer);
+        return;
+    }
+    answer(n, e);
+}
+
+/* {'$gen_cast', {cast, net_kernel, connect_node, [Peer], user}} to rex on
+ * every node we know: rpc:cast(Node, net_kernel, connect_node, [Peer]). */
+static void ask_connect(cnb_node_t *n, const vis_peer_t *e)
+{
     ei_x_buff x;
-    if (cast_head(&x, "init_connect", 4) || ei_x_encode_tuple_header(&x, 2) ||
-        ei_x_encode_long(&x, e->vsn) || ei_x_encode_longlong(&x, e->my_tag) ||
-        ei_x_encode_atom(&x, n->name) || ei_x_encode_tuple_header(&x, 4) ||
-        ei_x_encode_atom(&x, "locker") || ei_x_encode_atom(&x, "no_longer_a_pid") ||
-        ei_x_encode_empty_list(&x) || ei_x_encode_pid(&x, &n->vis->locker))
-        goto nomem;
-    gns_send(n, peer, &x, "init_connect");
+    if (cast_head(&x, "cast", 5) || ei_x_encode_atom(&x, "net_kernel") ||
+        ei_x_encode_atom(&x, "connect_node") || ei_x_encode_list_header(&x, 1) ||
+        ei_x_encode_atom(&x, e->name) || ei_x_encode_empty_list(&x) ||
+        ei_x_encode_atom(&x, "user")) {
+        ei_x_free(&x);
+        cnb__log(n, CNB_LOG_ERROR, "out of memory: no node asked to connect to %s", e->name);
+        return;
+    }
+    const char *k;
+    for (size_t i = 0; (k = cnb__greg_known_at(n, i)); i++) {
+        if (!strcmp(k, e->name))
+            continue;
+        int rc = cnb_reg_send(n, &n->vis->locker, k, "rex", x.buff, (size_t)x.index);
+        if (rc && rc != CNB_ECLOSED)
+            cnb__log(n, CNB_LOG_WARNING, "global: %s not asked to connect to %s: %s", k,
+                     e->name, cnb_strerror(rc));
+    }
     ei_x_free(&x);
-    if (ei_x_new_with_version(&x) || ei_x_encode_tuple_header(&x, 4) ||
-        ei_x_encode_atom(&x, "init_connect_ack") || ei_x_encode_atom(&x, n->name) ||
-        put_his_tag(&x, e) || ei_x_encode_longlong(&x, e->my_tag))
-        goto nomem;
-    gns_send(n, peer, &x, "init_connect_ack");
-    ei_x_free(&x);
-    return;
-nomem:
-    ei_x_free(&x);
-nomem0:
-    cnb__log(n, CNB_LOG_ERROR, "out of memory: global init_connect from %s not answered", peer);
+}
+
+void cnb__visible_tick(cnb_node_t *n)
+{
+    struct cnb_visible *v = n->vis;
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->npeers; i++) {
+        vis_peer_t *e = &v->peers[i];
+        if (!e->held)
+            continue;
+        int64_t age = n->now - e->held_at;
+        if (age >= HOLD_MAX_MS || !knows_others(n, e->name)) {
+            cnb__log(n, CNB_LOG_DEBUG, "global: init_connect from %s answered after %lld ms",
+                     e->name, (long long)age);
+            answer(n, e);
+        } else if (age >= HOLD_ASK_MS && !e->asked) {
+            e->asked = 1;
+            cnb__log(n, CNB_LOG_DEBUG, "global: the nodes we know asked to connect to %s",
+                     e->name);
+            ask_connect(n, e);
+        }
+    }
 }
 
 /* {lock_set, HisLocker, true, _Known, MyTag}: his locker holds the lock on
@@ -209,7 +303,7 @@ static void lock_set(cnb_node_t *n, const char *peer, const char *b, int i, int 
     vis_peer_t *e = peer_find(n->vis, peer, 0);
     erlang_pid p;
     int set;
-    if (!e || arity != 5 || ei_decode_pid(b, &i, &p) || ei_decode_boolean(b, &i, &set) || !set)
+    if (!e || e->held || arity != 5 || ei_decode_pid(b, &i, &p) || ei_decode_boolean(b, &i, &set) || !set)
         return;
     ei_x_buff x;
     if (cast_head(&x, "lock_set", 5) || ei_x_encode_pid(&x, &n->vis->locker) ||
@@ -264,7 +358,7 @@ static void do_ops(cnb_node_t *n, const char *b, int i)
 static void exchange(cnb_node_t *n, const char *peer, const char *b, int i)
 {
     vis_peer_t *e = peer_find(n->vis, peer, 0);
-    if (!e || ei_skip_term(b, &i))
+    if (!e || e->held || ei_skip_term(b, &i))
         return;
     ei_x_buff x;
     if (cast_head(&x, "exchange", 5) || ei_x_encode_atom(&x, n->name) ||
@@ -306,6 +400,12 @@ static void sync_others(cnb_node_t *n, const char *peer, const char *b, int i)
         if (strcmp(node, n->name) && strchr(node, '@')) {
             gns_send(n, node, &x, "in_sync");
             cnb__greg_known(n, node); /* known too, as global's resolved */
+            vis_peer_t *h = peer_find(n->vis, node, 0);
+            if (h && h->held) { /* its session ran with the nodes we know */
+                h->held = 0;
+                cnb__log(n, CNB_LOG_DEBUG, "global: %s in sync through %s: not answered",
+                         node, peer);
+            }
         }
     }
     ei_x_free(&x);
@@ -315,7 +415,8 @@ static void sync_others(cnb_node_t *n, const char *peer, const char *b, int i)
  * with the peer, and with the nodes it knows (sync_others). */
 static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int arity)
 {
-    if (arity != 7 || !peer_find(n->vis, peer, 0) || ei_skip_term(b, &i))
+    vis_peer_t *e = peer_find(n->vis, peer, 0);
+    if (arity != 7 || !e || e->held || ei_skip_term(b, &i))
         return;
     cnb__greg_known(n, peer); /* global's known: the registrar's nodes */
     do_ops(n, b, i); /* the clashes his resolver settled for us */

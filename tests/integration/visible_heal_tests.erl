@@ -11,6 +11,9 @@
 %% - The Erlang side resolving with the C worker's pid as Pid2 (d cut off from
 %%   a, b and the C node): the rpc of global:resolve_it reaches the C node's
 %%   rex, which has the asker run it (spawn_relay.c).
+%% - d heals through the C node first (its first connection after the cut is
+%%   to the C node): the C node leaves d's session to a and b (and has them
+%%   connect to d when d reaches only it); every node agrees on every name.
 %% - prevent_overlapping_partitions: a and b lose their connection; the C
 %%   node answers lost_connection as global does (remove_connection), so the
 %%   partitions do not overlap through it; after the heal, one fully
@@ -40,6 +43,13 @@ pg_test_() ->
 
 in_sync_test_() ->
     {timeout, 120, fun() -> with(fun in_sync_init_connect/1) end}.
+
+through_c_test_() ->
+    [{"an Erlang node heals through the C node first (C sorts " ++ atom_to_list(O) ++ ")",
+      {timeout, 180, fun() -> with(fun(Ctx) -> heal_through_c(Ctx, O, true) end) end}}
+     || O <- [below, above]] ++
+    [{"an Erlang node reaches only the C node: the C node has the others connect",
+      {timeout, 180, fun() -> with(fun(Ctx) -> heal_through_c(Ctx, below, false) end) end}}].
 
 with(F) -> cnode_bridge_test:with(F).
 
@@ -224,6 +234,57 @@ in_sync_init_connect(Ctx) ->
     timer:sleep(1000),
     ?assertEqual([W, W, W, W], owners(Cl, Name)),
     ?assertEqual(ok, sync_on(B)).
+
+%%% --------------------------------------------------------------- through C
+
+%% d cut off from a, b and the C node; d takes names that C workers hold
+%% (random_exit, random_notify, notify_all) and one a process on a holds
+%% (notify_all), then heals through the C node first: its connection to the
+%% C node comes up before its connections to a and b. The C node knows a and
+%% b, so it must leave d's session to them. Its own session would settle the
+%% clashes between it and d only (sorting below d, it resolves its workers'
+%% names), and a's session would then give d back the names d had just
+%% deleted. Checked: every node, the C node's table included, agrees on
+%% every name, and the notify_all names are gone everywhere, as in a cluster
+%% of Erlang nodes. Seen as a rare failure of the reliability suite's
+%% one_off pattern. Without PingOthers d never connects to a or b itself:
+%% the C node, holding d's init_connect for a second, asks them to.
+heal_through_c(Ctx, Order, PingOthers) ->
+    Cl = #{nodes := [{A, NA}, {_, NB}, {D, _}], cnode := CN} = cluster(Ctx, Order),
+    Hold = fun(Name) ->
+                   fun() ->
+                           P = spawn(fun() -> receive stop -> ok end end),
+                           {P, global:register_name(Name, P, fun global:notify_all_name/3)}
+                   end
+           end,
+    Beam = {through_c, beam, erlang:unique_integer([positive])},
+    {_, yes} = cnode_bridge_test:call(A, erlang, apply, [Hold(Beam), []]),
+    RecA = cnode_bridge_test:call(A, global_resolver_tests, recorder, []),
+    Cs = [{K, element(2, c_owner(A, CN, RecA, K))} || K <- [exit_c, notify_c, notify_all_c]],
+    Names = [Beam | [Nm || {_, Nm} <- Cs]],
+    true = cnode_bridge_test:wait_until(fun() -> agreed(Cl, Names) end, 10000),
+    cut([D], [NA, NB, CN]),
+    true = cnode_bridge_test:wait_until(
+             fun() -> lists:all(fun(Nm) -> cnode_bridge_test:call(D, global, whereis_name, [Nm])
+                                               =:= undefined end, Names) end, 10000),
+    [{_, yes} = cnode_bridge_test:call(D, erlang, apply, [Hold(Nm), []]) || Nm <- Names],
+    pong = cnode_bridge_test:call(D, net_adm, ping, [CN]),
+    case PingOthers of
+        true ->
+            timer:sleep(300),
+            pong = cnode_bridge_test:call(D, net_adm, ping, [NA]),
+            pong = cnode_bridge_test:call(D, net_adm, ping, [NB]);
+        false ->
+            ok
+    end,
+    ?assert(cnode_bridge_test:wait_until(
+              fun() -> lists:usort(cnode_bridge_test:call(D, erlang, nodes, [])) =:=
+                           lists:usort([NA, NB, CN]) end, 10000)),
+    [?assertEqual(ok, sync_on(P)) || P <- peers(Cl)],
+    Agreed = cnode_bridge_test:wait_until(fun() -> agreed(Cl, Names) end, 20000),
+    Gone = [Beam, proplists:get_value(notify_all_c, Cs)],
+    ?assertEqual({true, [[undefined, undefined, undefined, undefined] || _ <- Gone]},
+                 {Agreed, [owners(Cl, Nm) || Nm <- Gone]}).
 
 %%% --------------------------------------------------------------- pg
 
