@@ -359,6 +359,7 @@ void cnb__conn_readable(cnb_node_t *n, cnb_conn_t *c)
         c->rbuf.len += (size_t)r;
         total += (size_t)r;
         c->t_rx = n->now;
+        n->rx_hot = 1;
         if (process_input(n, c) < 0)
             return;
         /* A short read from TCP took all the socket held: epoll (level

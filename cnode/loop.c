@@ -3,8 +3,9 @@
  * handshakes, conn_out.c connects out, conn_io.c reads and writes through
  * transport.c), reads again what TLS holds past a turn's budget, drains the inbox other threads
  * fill (inbox.c), and every 100 ms sends ticks, checks time-outs and gives
- * the layer above its tick.
- * Tests: tests/integration/dist_tests.erl, tests/unit/test_conn_race.c. */
+ * the layer above its tick. Before it blocks it may spin (block_ms).
+ * Tests: tests/integration/dist_tests.erl, spin_tests.erl,
+ * tests/unit/test_conn_race.c. */
 #include "accept_guard.h"
 #include "conn_policy.h"
 #include "log.h"
@@ -73,10 +74,27 @@ static int io_ready(void *arg)
            !n->upper.busy(n) || atomic_load_explicit(&n->stopping, memory_order_relaxed);
 }
 
+/* What the I/O thread waits for while it spins after input: more input
+ * (epoll, level triggered, reports it again to the loop's own epoll_wait),
+ * something in the inbox, a stop. */
+static int rx_ready(void *arg)
+{
+    cnb_node_t *n = arg;
+    struct epoll_event ev;
+    return atomic_load_explicit(&n->inbox_ready, memory_order_acquire) ||
+           atomic_load_explicit(&n->stopping, memory_order_relaxed) ||
+           epoll_wait(n->epfd, &ev, 1, 0) > 0;
+}
+
 /* How long this turn may block in epoll (ms): 0 when there is work at hand.
  * While the layer above handles calls (a reply is likely), spins up to
- * opts.spin_us for the inbox first; then, about to block, has the next
- * hand-in wake it (cnb__inbox_sleep). */
+ * opts.spin_us for the inbox first. Else, when it read a peer's input since
+ * it last slept (more is likely: callers pipeline, senders stream), spins up to
+ * opts.spin_us for more input or the inbox, if no other thread of the node
+ * spins: a peer that writes to a sleeping reader pays its wake-up inside its
+ * own send (on loopback the kernel wakes the reader in the writer's system
+ * call), one a spinning reader takes without it. Then, about to block, has
+ * the next hand-in wake it (cnb__inbox_sleep). */
 static int block_ms(cnb_node_t *n, int64_t next_timer)
 {
     if (n->dirty || n->reread || atomic_load_explicit(&n->inbox_ready, memory_order_acquire))
@@ -89,7 +107,14 @@ static int block_ms(cnb_node_t *n, int64_t next_timer)
         cnb__spin_release(n);
         if (atomic_load_explicit(&n->inbox_ready, memory_order_acquire))
             return 0;
+    } else if (n->rx_hot && n->opts.spin_us > 0 && cnb__spin_claim(n, 0)) {
+        n->rx_hot = 0;
+        int more = cnb__spin_until(rx_ready, n, n->opts.spin_us);
+        cnb__spin_release(n);
+        if (more)
+            return 0;
     }
+    n->rx_hot = 0;
     return cnb__inbox_sleep(n) ? (int)left : 0;
 }
 

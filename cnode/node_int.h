@@ -201,6 +201,7 @@ struct cnb_node {
     cnb_conn_t *dirty;
     cnb_conn_t *graveyard; /* closed this loop turn; freed at its end */
     cnb_conn_t *reread;    /* to read again next turn without waiting (cnb_conn_t.reread) */
+    int rx_hot;            /* a peer's input read since the loop last slept (loop.c) */
     struct cnb_tls *tls;   /* TLS distribution's context (tls.h); NULL: plain TCP */
     struct cnb_hold *holds; /* messages for peers being connected (conn_hold.c) */
     cnb_accept_guard_t accept_guard; /* fd exhaustion back-off (accept_guard.c) */

@@ -182,7 +182,8 @@ typedef struct cnb_node_opts {
                                   NULL: OpenSSL's defaults) */
     int spin_us;               /* microseconds a thread spins before it sleeps: a pool
                                   thread out of work, the I/O thread while workers run
-                                  (a reply is likely); a hand-off to a spinning thread
+                                  (a reply is likely) or after it read input (more is
+                                  likely); a hand-off to a spinning thread
                                   costs no wake-up (0: the default, CNB_SPIN_US_DEFAULT;
                                   negative: never spin) */
     int visible;               /* 1: offer PUBLISHED (a visible node, in nodes() on every
