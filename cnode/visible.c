@@ -295,15 +295,37 @@ void cnb__visible_tick(cnb_node_t *n)
     }
 }
 
+/* The peer's session whose message has our tag (MyTag) after `skip` terms
+ * from b[i]; NULL (the message dropped, as global's handle_cast does when
+ * its sync_tag_my differs) for a peer with no session of ours: none, held,
+ * or one that a newer init_connect replaced. */
+static vis_peer_t *session(cnb_node_t *n, const char *peer, const char *b, int i, int skip,
+                           const char *what)
+{
+    vis_peer_t *e = peer_find(n->vis, peer, 0);
+    long long tag;
+    if (!e || e->held)
+        return NULL;
+    while (skip-- > 0)
+        if (ei_skip_term(b, &i))
+            return NULL;
+    if (ei_decode_longlong(b, &i, &tag) || tag != e->my_tag) {
+        cnb__log(n, CNB_LOG_DEBUG, "global: %s from %s dropped: not our session's tag", what,
+                 peer);
+        return NULL;
+    }
+    return e;
+}
+
 /* {lock_set, HisLocker, true, _Known, MyTag}: his locker holds the lock on
  * both partitions (we said yes to its set_lock); ours "holds" it too:
  * {lock_set, OurLocker, true, [], HisTag}, which his server hands his locker. */
 static void lock_set(cnb_node_t *n, const char *peer, const char *b, int i, int arity)
 {
-    vis_peer_t *e = peer_find(n->vis, peer, 0);
+    vis_peer_t *e = arity == 5 ? session(n, peer, b, i, 3, "lock_set") : NULL;
     erlang_pid p;
     int set;
-    if (!e || e->held || arity != 5 || ei_decode_pid(b, &i, &p) || ei_decode_boolean(b, &i, &set) || !set)
+    if (!e || ei_decode_pid(b, &i, &p) || ei_decode_boolean(b, &i, &set) || !set)
         return;
     ei_x_buff x;
     if (cast_head(&x, "lock_set", 5) || ei_x_encode_pid(&x, &n->vis->locker) ||
@@ -357,8 +379,8 @@ static void do_ops(cnb_node_t *n, const char *b, int i)
  * names (glob_resolve.c), which then sends our {resolved, ...}. */
 static void exchange(cnb_node_t *n, const char *peer, const char *b, int i)
 {
-    vis_peer_t *e = peer_find(n->vis, peer, 0);
-    if (!e || e->held || ei_skip_term(b, &i))
+    vis_peer_t *e = session(n, peer, b, i, 3, "exchange");
+    if (!e || ei_skip_term(b, &i))
         return;
     ei_x_buff x;
     if (cast_head(&x, "exchange", 5) || ei_x_encode_atom(&x, n->name) ||
@@ -415,8 +437,7 @@ static void sync_others(cnb_node_t *n, const char *peer, const char *b, int i)
  * with the peer, and with the nodes it knows (sync_others). */
 static void resolved(cnb_node_t *n, const char *peer, const char *b, int i, int arity)
 {
-    vis_peer_t *e = peer_find(n->vis, peer, 0);
-    if (arity != 7 || !e || e->held || ei_skip_term(b, &i))
+    if (arity != 7 || !session(n, peer, b, i, 5, "resolved") || ei_skip_term(b, &i))
         return;
     cnb__greg_known(n, peer); /* global's known: the registrar's nodes */
     do_ops(n, b, i); /* the clashes his resolver settled for us */

@@ -36,7 +36,8 @@ clash_test_() ->
 
 pop_test_() ->
     [{timeout, 180, fun() -> with(fun overlapping_partition/1) end},
-     {timeout, 120, fun() -> with(fun forged_pop_messages/1) end}].
+     {timeout, 120, fun() -> with(fun forged_pop_messages/1) end},
+     {timeout, 120, fun() -> with(fun stale_session_messages/1) end}].
 
 pg_test_() ->
     {timeout, 120, fun() -> with(fun pg_scope_restart/1) end}.
@@ -390,3 +391,28 @@ forged_pop_messages(Ctx) ->
     timer:sleep(1000),
     [?assert(lists:member(CN, cnode_bridge_test:call(P, erlang, nodes, []))) || P <- peers(Cl)],
     ?assertEqual(ok, sync_on(A)).
+
+%% exchange, resolved and lock_set casts from a node the C node ran a session
+%% with (a), but with a tag that is not the C node's session tag (a session
+%% that ended, or forged): dropped, as global drops them when its
+%% sync_tag_my differs. The names they carry do not reach the C node's table,
+%% and no lock_set answer comes back.
+stale_session_messages(Ctx) ->
+    Cl = #{nodes := [{A, _}, _, _], cnode := CN} = cluster(Ctx, above),
+    N1 = {stale, exchange, erlang:unique_integer([positive])},
+    N2 = {stale, resolved, erlang:unique_integer([positive])},
+    Send = fun() ->
+                   P = spawn(fun() -> receive stop -> ok end end),
+                   M = {global, random_exit_name},
+                   Bad = 1 bsl 40 + 7,
+                   [gen_server:cast({global_name_server, CN}, C)
+                    || C <- [{exchange, node(), [{N1, P, M}], [], Bad},
+                             {resolved, node(), [{insert, {N2, P, M}}], [], unused, [], Bad},
+                             {lock_set, whereis(global_name_server), true, [], Bad}]],
+                   ok
+           end,
+    ok = cnode_bridge_test:call(A, erlang, apply, [Send, []]),
+    timer:sleep(1000),
+    ?assertEqual([undefined, undefined], [c_whereis(A, CN, Nm) || Nm <- [N1, N2]]),
+    ?assertEqual(ok, sync_on(A)),
+    _ = Cl.
