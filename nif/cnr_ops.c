@@ -420,41 +420,55 @@ static ssize_t lookup_term(ErlNifEnv *env, struct cnr_reg *reg, ERL_NIF_TERM t,
     return n < 0 ? -1 : n;
 }
 
-/* Value bytes lookup/2 copies onto the stack; a longer value takes the
- * result buffer's path. */
+/* Value bytes lookup/2 copies onto the stack; a longer value is read again
+ * into a buffer of its length. */
 #define ONE_VALUE_MAX 256
 
 /* lookup/2 in a unique registry: cnb_registry_lookup_one (no result buffer)
- * and [{Pid, Value}] or [] built here. Returns the answer, or 0 when the
- * general path must answer (a value over ONE_VALUE_MAX, or core finding the
- * registry not unique). */
+ * and [{Pid, Value}] or [] built here. A value over ONE_VALUE_MAX is read
+ * again, with the same canonical key, into a buffer of the length the first
+ * read reported. Returns the answer, or 0 when the general path must answer
+ * (core finding the registry not unique, no memory for that buffer, or the
+ * value grown past it between the two reads). */
 static ERL_NIF_TERM lookup_unique(ErlNifEnv *env, struct cnr_reg *reg, ERL_NIF_TERM t)
 {
     struct cnr_canon k;
     int rc = cnr_canon(env, t, &k);
     if (rc)
         return canon_failed(env, rc);
-    unsigned char vb[ONE_VALUE_MAX];
+    unsigned char vb[ONE_VALUE_MAX], *v = vb, *big = NULL;
     size_t vlen;
     cnb_registry_owner_t ow;
     ssize_t n = cnb_registry_lookup_one(reg->core, k.p, k.len, &ow, vb, sizeof vb, &vlen);
+    if (n == CNB_ENOSPC && (big = enif_alloc(vlen)) != NULL) {
+        size_t cap = vlen;
+        v = big;
+        n = cnb_registry_lookup_one(reg->core, k.p, k.len, &ow, big, cap, &vlen);
+    }
     cnr_canon_free(&k);
-    ERL_NIF_TERM pv[2];
+    ERL_NIF_TERM pv[2], r;
     switch (n) {
     case 1:
-        if (!cnr_decode(env, vb, vlen, &pv[1]) || !CNR_PID_MAKE(env, &ow, &pv[0]))
-            return cnr_raise(env, CNB_ECORRUPT);
-        return enif_make_list_cell(env, enif_make_tuple_from_array(env, pv, 2),
-                                   enif_make_list(env, 0));
+        if (!cnr_decode(env, v, vlen, &pv[1]) || !CNR_PID_MAKE(env, &ow, &pv[0]))
+            r = cnr_raise(env, CNB_ECORRUPT);
+        else
+            r = enif_make_list_cell(env, enif_make_tuple_from_array(env, pv, 2),
+                                    enif_make_list(env, 0));
+        break;
     case 0:
     case CNB_ETOOBIG: /* a key longer than any entry's */
-        return enif_make_list(env, 0);
+        r = enif_make_list(env, 0);
+        break;
     case CNB_ENOSPC:
     case CNB_EINVAL:
-        return 0;
+        r = 0;
+        break;
     default:
-        return cnr_raise(env, (int)n);
+        r = cnr_raise(env, (int)n);
     }
+    if (big)
+        enif_free(big);
+    return r;
 }
 
 /* lookup(Name, Key) -> [{Pid, Value}]: the hottest read, straight to core

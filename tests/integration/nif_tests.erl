@@ -421,7 +421,17 @@ canonical_keys() ->
         M1 = maps:from_list([{I, I} || I <- lists:seq(1, 40)]),
         M2 = maps:from_list([{I, I} || I <- lists:reverse(lists:seq(1, 40))]),
         {ok, _} = cnode_registry:register(R, M1, map),
-        ?assertEqual([{self(), map}], cnode_registry:lookup(R, M2))
+        ?assertEqual([{self(), map}], cnode_registry:lookup(R, M2)),
+        %% Values about lookup/2's stack copy (256 bytes: a 250-byte binary
+        %% encodes in 256) and past it, read again into a buffer of their
+        %% length; one that grows past the copy between two lookups.
+        Vs = [binary:copy(<<"v">>, N) || N <- [200, 250, 251, 300, 5000, 100000]],
+        [{ok, _} = cnode_registry:register(R, {big, byte_size(V)}, V) || V <- Vs],
+        ?assertEqual([[{self(), V}] || V <- Vs],
+                     [cnode_registry:lookup(R, {big, byte_size(V)}) || V <- Vs]),
+        Grown = binary:copy(<<"g">>, 3000),
+        {_, _} = cnode_registry:update_value(R, {big, 200}, fun(_) -> Grown end),
+        ?assertEqual([{self(), Grown}], cnode_registry:lookup(R, {big, 200}))
     after
         stop(Srv)
     end.

@@ -167,13 +167,9 @@ newer_otp(_, _, _) ->
 otp25_short_ref_map(T) ->
     otp_release() < 27 andalso short_ref_map(T).
 
-short_ref_map(M) when is_map(M) ->
-    (map_size(M) > 32 andalso lists:any(fun short_foreign_ref/1, maps:keys(M))) orelse
-        short_ref_map(maps:to_list(M));
-short_ref_map(T) when is_tuple(T) -> short_ref_map(tuple_to_list(T));
-short_ref_map(F) when is_function(F) -> short_ref_map(fun_env(F));
-short_ref_map([H | T]) -> short_ref_map(H) orelse short_ref_map(T);
-short_ref_map(_) -> false.
+short_ref_map(T) ->
+    deep_any(fun(M) -> is_map(M) andalso map_size(M) > 32 andalso
+                           lists:any(fun short_foreign_ref/1, maps:keys(M)) end, T).
 
 %% A reference of another node whose NEWER_REFERENCE_EXT holds 1 or 2 words.
 short_foreign_ref(R) when is_reference(R), node(R) =/= node() ->
@@ -186,60 +182,57 @@ short_foreign_ref(_) ->
 
 %% A fun made from an EXPORT_EXT of arity past 255, which the checker refuses
 %% (edge_cases); a corrupted input may hold one.
-big_arity(F) when is_function(F) ->
-    case term_to_binary(F) of
-        <<131, 113, _/binary>> = B ->
-            case binary:part(B, byte_size(B) - 5, 5) of
-                <<98, A:32>> -> A > 255;
-                _ -> false
-            end;
-        _ -> big_arity(fun_env(F))
-    end;
-big_arity(T) when is_map(T) -> big_arity(maps:to_list(T));
-big_arity(T) when is_tuple(T) -> big_arity(tuple_to_list(T));
-big_arity([H | T]) -> big_arity(H) orelse big_arity(T);
-big_arity(_) -> false.
+big_arity(T) ->
+    deep_any(fun(F) when is_function(F) ->
+                     case term_to_binary(F) of
+                         <<131, 113, _/binary>> = B ->
+                             case binary:part(B, byte_size(B) - 5, 5) of
+                                 <<98, A:32>> -> A > 255;
+                                 _ -> false
+                             end;
+                         _ -> false
+                     end;
+                (_) -> false
+             end, T).
 
-broken_fun(F) when is_function(F) ->
-    not is_atom(element(2, erlang:fun_info(F, module))) orelse broken_fun(fun_env(F));
-broken_fun(T) when is_map(T) -> broken_fun(maps:to_list(T));
-broken_fun(T) when is_tuple(T) -> broken_fun(tuple_to_list(T));
-broken_fun([H | T]) -> broken_fun(H) orelse broken_fun(T);
-broken_fun(_) -> false.
+broken_fun(T) ->
+    deep_any(fun(F) -> is_function(F) andalso not is_atom(element(2, erlang:fun_info(F, module)))
+             end, T).
 
-%% The free variables of a local fun ([] for an external one): the walks
-%% here look into them as into a tuple (a -0.0 map key may hide in a closure).
+%% A map with a -0.0 in a key (at any depth), anywhere in T.
+zero_key(T) ->
+    deep_any(fun(M) -> is_map(M) andalso lists:any(fun neg_zero_in/1, maps:keys(M)) end, T).
+
+%% A -0.0 anywhere in a map key ([-0.0, X] orders apart from [0.0, X] on 27+;
+%% only asked there, where =:= tells the zeros apart).
+neg_zero_in(T) ->
+    deep_any(fun(F) -> is_float(F) andalso F =:= neg_zero() end, T).
+
+has_zero_pair(T) ->
+    deep_any(fun(M) when is_map(M) ->
+                     Ks = maps:keys(M),
+                     lists:member(0.0, Ks) andalso lists:member(neg_zero(), Ks);
+                (_) -> false
+             end, T).
+
+%% Whether Here holds for T or for any term inside it: map keys and values,
+%% tuple elements, list cells and tails, and a local fun's free variables
+%% (a -0.0 map key may hide in a closure).
+deep_any(Here, T) ->
+    Here(T) orelse lists:any(fun(C) -> deep_any(Here, C) end, inside(T)).
+
+inside(M) when is_map(M) -> maps:to_list(M);
+inside(T) when is_tuple(T) -> tuple_to_list(T);
+inside(F) when is_function(F) -> fun_env(F);
+inside([H | T]) -> [H, T];
+inside(_) -> [].
+
+%% The free variables of a local fun ([] for an external one).
 fun_env(F) ->
     case erlang:fun_info(F, type) of
         {type, local} -> element(2, erlang:fun_info(F, env));
         {type, external} -> []
     end.
-
-%% A map with a -0.0 in a key (at any depth), anywhere in T.
-zero_key(M) when is_map(M) ->
-    lists:any(fun neg_zero_in/1, maps:keys(M)) orelse zero_key(maps:to_list(M));
-zero_key(T) when is_tuple(T) -> zero_key(tuple_to_list(T));
-zero_key(F) when is_function(F) -> zero_key(fun_env(F));
-zero_key([H | T]) -> zero_key(H) orelse zero_key(T);
-zero_key(_) -> false.
-
-%% A -0.0 anywhere in a map key ([-0.0, X] orders apart from [0.0, X] on 27+;
-%% only asked there, where =:= tells the zeros apart).
-neg_zero_in(F) when is_float(F) -> F =:= neg_zero();
-neg_zero_in(M) when is_map(M) -> neg_zero_in(maps:to_list(M));
-neg_zero_in(T) when is_tuple(T) -> neg_zero_in(tuple_to_list(T));
-neg_zero_in(F) when is_function(F) -> neg_zero_in(fun_env(F));
-neg_zero_in([H | T]) -> neg_zero_in(H) orelse neg_zero_in(T);
-neg_zero_in(_) -> false.
-
-has_zero_pair(M) when is_map(M) ->
-    Ks = maps:keys(M),
-    (lists:member(0.0, Ks) andalso lists:member(neg_zero(), Ks)) orelse
-        lists:any(fun has_zero_pair/1, Ks ++ maps:values(M));
-has_zero_pair(T) when is_tuple(T) -> has_zero_pair(tuple_to_list(T));
-has_zero_pair(F) when is_function(F) -> has_zero_pair(fun_env(F));
-has_zero_pair([H | T]) -> has_zero_pair(H) orelse has_zero_pair(T);
-has_zero_pair(_) -> false.
 
 %% binary_to_term/1 of OTP 25 also takes the VM-internal tags 73 and 75 (an
 %% index into its own atom table); the checker rejects them.
