@@ -251,7 +251,7 @@ demonitor_makes_room_in_order(C) ->
 nothing_sent_back_to_a_departed_node(C) ->
     {ok, A, _} = cnb_cluster:start_node(C, #{name => "a"}),
     {ok, B, _} = cnb_cluster:start_node(C, #{name => "b"}),
-    {_Port, CN} = start_c(C, []),
+    {Port, CN} = start_c(C, ["--log-level", "debug"]),
     {ok, W} = call(A, gen_server, call, [{cache_sup, CN}, {start, 1, x}]),
     Hs = [call(B, ?MODULE, holder, [W]) || _ <- lists:seq(1, 5)],
     %% The links and monitors are in place once a call behind them returns.
@@ -272,6 +272,10 @@ nothing_sent_back_to_a_departed_node(C) ->
     Got = [call(B, ?MODULE, ask, [H, dump, 5000]) || H <- Hs],
     %% Each holder: its own node's noconnection for W (link and monitor) and
     %% for the probe (the probe's link); nothing from the C node.
-    [?assertEqual(lists:sort([{'EXIT', W, noconnection}, {'EXIT', P, noconnection},
-                              {'DOWN', R, process, W, noconnection}]),
-                  lists:sort(Ms)) || {R, Ms} <- Got].
+    Want = fun(R) -> lists:sort([{'EXIT', W, noconnection}, {'EXIT', P, noconnection},
+                                 {'DOWN', R, process, W, noconnection}]) end,
+    %% Failed once in a full run (a holder without the probe's EXIT; cause
+    %% unknown): the C node's debug log goes with a failure.
+    [?debugFmt("holders ~p~nC node:~n~s", [Got, [[L, $\n] || L <- cnb_cluster:cnode_output(C, Port)]])
+     || lists:any(fun({R, Ms}) -> Want(R) =/= lists:sort(Ms) end, Got)],
+    [?assertEqual(Want(R), lists:sort(Ms)) || {R, Ms} <- Got].
