@@ -12,9 +12,12 @@
 
 -define(ROUNDS, 15).
 -define(MSGS, 5).
-%% The race must be seen in at least this many of ?ROUNDS rounds, or the test
-%% did not test what it names.
+%% The race must be seen in at least this many rounds, or the test did not
+%% test what it names. It is seen in 10-14 of 15 rounds on a quiet machine
+%% and in as few as 5 under load, so rounds go on past ?ROUNDS, up to
+%% ?MAX_ROUNDS, until it has been seen that often.
 -define(MIN_RACES, 8).
+-define(MAX_ROUNDS, 60).
 
 simultaneous_test_() ->
     [{"C node name sorts below the peer's: the peer's attempt wins",
@@ -88,11 +91,10 @@ rounds(CPrefix, PPrefix) ->
         BCol = cnb_cluster:call(B, ?MODULE, start_collector, []),
         ok = cnb_cluster:call(B, gen_server, call, [ToA, {subscribe, ACol}]),
         ok = cnb_cluster:call(B, gen_server, call, [ToB, {subscribe, BCol}]),
-        Races = [round(C, Port, A, B, NA, CN, ToA, ToB, ACol, BCol, R)
-                 || R <- lists:seq(1, ?ROUNDS)],
-        Seen = length([x || true <- Races]),
+        {Rounds, Seen} = run_rounds(fun(R) -> round(C, Port, A, B, NA, CN, ToA, ToB, ACol, BCol, R) end,
+                                    1, 0),
         ?debugFmt("~s (C) vs ~s (peer): simultaneous connects seen in ~b of ~b rounds",
-                  [CN, NA, Seen, ?ROUNDS]),
+                  [CN, NA, Seen, Rounds]),
         Out = cnb_cluster:cnode_output(C, Port),
         Kinds = [{K, length([L || L <- Out, re:run(L, Re) =/= nomatch])}
                  || {K, Re} <- [{we_answered_nok, "ours \\(answered nok\\)"},
@@ -109,6 +111,13 @@ rounds(CPrefix, PPrefix) ->
     after
         cnb_cluster:stop(C)
     end.
+
+%% Runs Round(R) for R = 1, 2, ... (each true when the race was seen): at
+%% least ?ROUNDS rounds, then more until ?MIN_RACES races were seen or
+%% ?MAX_ROUNDS rounds ran. {Rounds run, races seen}.
+run_rounds(_, R, Seen) when R > ?MAX_ROUNDS; R > ?ROUNDS, Seen >= ?MIN_RACES -> {R - 1, Seen};
+run_rounds(Round, R, Seen) ->
+    run_rounds(Round, R + 1, Seen + case Round(R) of true -> 1; false -> 0 end).
 
 %% One round: both sides disconnected, then at one instant B makes the C node
 %% send ?MSGS messages to A (through the probe ToA) while A sends ?MSGS

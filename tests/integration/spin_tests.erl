@@ -98,7 +98,11 @@ idle_node_takes_no_cpu(C) ->
 %% call. Before the I/O thread spun for input it slept once per call, woken
 %% by the next request. With --spin-us 0 (no spinning) the same calls make
 %% its threads sleep about once per call or more (seen: 1.0-1.4): the count
-%% sees the sleeps.
+%% sees the sleeps. On a loaded machine it may not (0.14 seen while other
+%% suites ran: a thread preempted after its reply finds the next request
+%% waiting, and a preemption is no sleep), and a spin may run out while the
+%% caller waits for a CPU; so the pair is measured up to three times and
+%% passes when one measurement shows both.
 no_sleep_between_calls(C) ->
     {ok, A, NA} = cnb_cluster:start_node(C, #{name => "a"}),
     Per = fun(Spin) ->
@@ -112,12 +116,23 @@ no_sleep_between_calls(C) ->
                   ok = cnb_cluster:call(A, ?MODULE, calls, [CN, ?CALLS_B2B], 60000),
                   (sleeps(OsPid) - V0) / ?CALLS_B2B
           end,
-    Spinning = Per("5000"),
-    Off = Per("0"),
-    ?debugFmt("C node sleeps per back-to-back call: ~.3f spinning 5 ms, ~.3f not spinning",
-              [Spinning, Off]),
-    ?assert(Off > 0.5),
-    ?assert(Spinning < 0.2).
+    Pair = fun() ->
+                   Spinning = Per("5000"),
+                   Off = Per("0"),
+                   ?debugFmt("C node sleeps per back-to-back call: ~.3f spinning 5 ms, ~.3f not spinning",
+                             [Spinning, Off]),
+                   {Off > 0.5, Spinning < 0.2}
+           end,
+    Got = measured(Pair, 3),
+    ?assertEqual({true, true}, Got).
+
+%% Pair() until it gives {true, true}, at most N times; its last result.
+measured(Pair, N) ->
+    case Pair() of
+        {true, true} = R -> R;
+        R when N =< 1 -> R;
+        _ -> measured(Pair, N - 1)
+    end.
 
 %% On the peer: N calls to echo, one after the other; ok or the first wrong reply.
 calls(CN, N) ->
