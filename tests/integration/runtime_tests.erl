@@ -120,8 +120,9 @@ echo_and_cache(C) ->
     %% an Erlang gen_server whose stop reply went out before it ended).
     ?assertMatch({'EXIT', {StopWhy, _}} when StopWhy =:= noproc; StopWhy =:= normal,
                  catch gcall(A, W, get)),
-    %% TTL: the worker ends by itself, normally.
-    {ok, T} = gcall(A, {cache_sup, CN}, {start, 43, x, 200}),
+    %% TTL: the worker ends by itself, normally (long enough for the
+    %% monitor below to come first: the timer runs from the worker's start).
+    {ok, T} = gcall(A, {cache_sup, CN}, {start, 43, x, 1500}),
     ?assertEqual(normal, on(A, fun() ->
                                       R = erlang:monitor(process, T),
                                       receive {'DOWN', R, process, _, Why} -> Why
@@ -165,16 +166,18 @@ links_from_erlang(C) ->
 exit_signals(C) ->
     {A, _} = node_a(C),
     {_Port, CN} = start_c(C),
-    Down = fun(P, Do) -> on(A, fun() ->
-                                       R = erlang:monitor(process, P),
-                                       Do(),
-                                       receive {'DOWN', R, process, P, Why} -> Why
-                                       after 1500 -> alive end
-                               end) end,
+    %% The DOWN's reason, or alive when none came in Ms.
+    DownIn = fun(P, Do, Ms) -> on(A, fun() ->
+                                           R = erlang:monitor(process, P),
+                                           Do(),
+                                           receive {'DOWN', R, process, P, Why} -> Why
+                                           after Ms -> alive end
+                                   end) end,
+    Down = fun(P, Do) -> DownIn(P, Do, 5000) end,
     W1 = new_cache(A, CN, 1, x),
     ?assertEqual(killed, Down(W1, fun() -> exit(W1, kill) end)),
     W2 = new_cache(A, CN, 2, x),
-    ?assertEqual(alive, Down(W2, fun() -> exit(W2, normal), timer:sleep(300) end)),
+    ?assertEqual(alive, DownIn(W2, fun() -> exit(W2, normal), timer:sleep(300) end, 1500)),
     ?assertEqual({ok, x}, gcall(A, W2, get)),
     ?assertEqual(foo, Down(W2, fun() -> exit(W2, foo) end)),
     %% A trapping probe gets exit/2 as a message; kill still kills it.

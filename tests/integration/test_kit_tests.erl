@@ -135,7 +135,7 @@ never_ready_is_an_error_and_stopped() ->
         Pidfile = filename:join(Dir, "pid"),
         ?assertMatch({error, {timeout, [<<"waiting">>]}},
                      cnode_bridge_test:start_cnode(
-                       C, #{exe => "/bin/sh", timeout => 500,
+                       C, #{exe => "/bin/sh", timeout => 3000, % the shell's pidfile and line first
                             argv => ["-c", "echo $$ > " ++ Pidfile ++ "; echo waiting; exec sleep 60"]})),
         {ok, B} = file:read_file(Pidfile),
         OsPid = binary_to_integer(string:trim(B)),

@@ -35,8 +35,8 @@ defmodule CnodeBridge.GlobalTest do
     ref = Process.monitor(hd(pids))
     :ok = GenServer.call({:global, {:cache, 1}}, :stop)
     assert_receive {:DOWN, ^ref, :process, _, :normal}, 5000
-    # global_name_server gets its own DOWN at the same moment; poll briefly.
-    assert :cnb_cluster.wait_until(fn -> :global.whereis_name({:cache, 1}) == :undefined end, 1000)
+    # global_name_server gets its own DOWN at the same moment; poll for it.
+    assert :cnb_cluster.wait_until(fn -> :global.whereis_name({:cache, 1}) == :undefined end, 5000)
 
     for id <- 2..3, do: :ok = GenServer.call({:global, {:cache, id}}, :stop)
   end

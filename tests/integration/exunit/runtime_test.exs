@@ -35,7 +35,9 @@ defmodule CnodeBridge.RuntimeTest do
     :ok = GenServer.call(w, :stop)
     assert_receive {:DOWN, ^ref, :process, ^w, :normal}, 5000
 
-    {:ok, t} = GenServer.call({:cache_sup, c}, {:start, 9, :x, 100})
+    # A TTL long enough for the monitor to be taken first (the timer runs
+    # from the worker's start, before the start's reply comes back).
+    {:ok, t} = GenServer.call({:cache_sup, c}, {:start, 9, :x, 1500})
     ref = Process.monitor(t)
     assert_receive {:DOWN, ^ref, :process, ^t, :normal}, 5000
   end
