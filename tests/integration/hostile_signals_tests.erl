@@ -109,26 +109,36 @@ holder_loop(R, Acc) ->
         M -> holder_loop(R, [M | Acc])
     end.
 
-%% A process with N monitors on W. Asked {downs, Ms}: after Ms, the DOWN
-%% reasons it got, counted; {demonitor, K}: drops K monitors.
+%% A process with N monitors on W. Asked downs: the DOWN reasons it got,
+%% counted, once every DOWN for its monitors has come (synced/1);
+%% {demonitor, K}: drops K monitors.
 watcher(W, N) ->
     spawn(fun() ->
                   Refs = [erlang:monitor(process, W) || _ <- lists:seq(1, N)],
-                  watcher_loop(Refs)
+                  watcher_loop(W, Refs)
           end).
 
-watcher_loop(Refs) ->
+watcher_loop(W, Refs) ->
     receive
-        {{downs, Ms}, From} ->
-            timer:sleep(Ms),
+        {downs, From} ->
+            synced(node(W)),
             From ! {reply, self(), count_reasons(#{})},
-            watcher_loop(Refs);
+            watcher_loop(W, Refs);
         {{demonitor, K}, From} ->
             {Drop, Keep} = lists:split(K, Refs),
             [erlang:demonitor(R, [flush]) || R <- Drop],
             From ! {reply, self(), ok},
-            watcher_loop(Keep)
+            watcher_loop(W, Keep)
     end.
+
+%% A ping to the C node's echo (inline, on its I/O thread): its pong comes
+%% after every DOWN the C node sent for the monitors this process set before
+%% it (a refused MONITOR is answered by the I/O thread in wire order, and
+%% both travel the same connection). A message, not a call: a call's own
+%% monitor would be refused at the cap.
+synced(CN) ->
+    {echo, CN} ! {ping, self()},
+    receive {pong, _} -> ok after 10000 -> error(no_pong) end.
 
 count_reasons(Acc) ->
     receive
@@ -190,7 +200,7 @@ cap_refuses_with_one_log_line(C) ->
     P = call(B, ?MODULE, watcher, [W, 150]),
     %% 50 refused, or 51 when B's global_name_server (which monitors every
     %% registered pid, W too) took its slot before the watcher's monitors.
-    #{system_limit := Refused} = call(B, ?MODULE, ask, [P, {downs, 1500}, 10000]),
+    #{system_limit := Refused} = call(B, ?MODULE, ask, [P, downs, 10000]),
     ?assert(Refused =:= 50 orelse Refused =:= 51),
     %% A link from B past the cap: an exit system_limit.
     ?assertEqual({'EXIT', W, system_limit},
@@ -218,7 +228,7 @@ node_of(Peer) -> call(Peer, erlang, node, []).
 %% reasons that came after the burst.
 churn_at_cap(W, Cap, K) ->
     Refs = [erlang:monitor(process, W) || _ <- lists:seq(1, Cap)],
-    timer:sleep(500),
+    synced(node(W)),
     Refused = [R || R <- Refs, receive {'DOWN', R, process, W, system_limit} -> true
                                 after 0 -> false end],
     [Room | Accepted] = Refs -- Refused,
@@ -230,7 +240,7 @@ churn_at_cap(W, Cap, K) ->
     [erlang:demonitor(R) || R <- Drop],
     _ = [erlang:monitor(process, W) || _ <- lists:seq(1, K)],
     {reply, ok} = gen_server:wait_response(Busy, 5000),
-    timer:sleep(500),
+    synced(node(W)),
     {Refused =/= [], count_reasons(#{})}.
 
 %% A DEMONITOR sent before a MONITOR makes room for it, however far behind
