@@ -239,11 +239,17 @@ conflict(_C, Cl = #{nodes := [{A, NA}, {B, NB}, {Cc, _}], cnode := CN}, Make, Ex
     Loser = case Owner of W -> E; E -> W end,
     case Expect of
         killed when Loser =:= W ->
-            %% random_exit_name killed the C worker that lost.
-            ?assertMatch({'EXIT', {noproc, _}},
-                         catch cnb_cluster:call(A, gen_server, call, [W, get, 1000]));
+            %% random_exit_name killed the C worker that lost (the kill may
+            %% still be on its way).
+            ?assert(cnb_cluster:wait_until(
+                      fun() -> case catch cnb_cluster:call(A, gen_server, call, [W, get, 1000]) of
+                                   {'EXIT', {noproc, _}} -> true;
+                                   _ -> false
+                               end
+                      end, 5000));
         killed ->
-            ?assertNot(cnb_cluster:call(Cc, erlang, is_process_alive, [E]));
+            ?assert(cnb_cluster:wait_until(
+                      fun() -> not cnb_cluster:call(Cc, erlang, is_process_alive, [E]) end, 5000));
         notify when Loser =:= W ->
             {Ap, H} = get(probe_sub),
             ?assertEqual({probe_info, W, {global_name_conflict, Name}},

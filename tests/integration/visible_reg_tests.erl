@@ -187,8 +187,14 @@ timed_out_registration_leaves_no_lock(_Ctx, #{cnode := CN, nodes := Ns, peers :=
     P1 = probe(Cl),
     ?assertEqual(timeout, pcall(Cl, P1, {global_register, vr_timeout, random_exit, 1500})),
     HolderReq = {global, Holder},
-    Locks = [cnode_bridge_test:call(P, ets, lookup, [global_locks, global]) || P <- Ps],
-    [?assert(L =:= [] orelse element(2, hd(L)) =:= element(2, HolderReq)) || L <- Locks],
+    %% C sends its del_locks without waiting for their replies: poll.
+    NoneOfC = fun() ->
+                      lists:all(fun(P) ->
+                                        L = cnode_bridge_test:call(P, ets, lookup, [global_locks, global]),
+                                        L =:= [] orelse element(2, hd(L)) =:= element(2, HolderReq)
+                                end, Ps)
+              end,
+    ?assert(cnode_bridge_test:wait_until(NoneOfC, 5000)),
     %% C's own table: another requester gets global's lock there at once.
     ?assertEqual(true, cnode_bridge_test:call(hd(Ps -- [Least]), global, set_lock,
                                               [{global, probe_req}, [CN], 0], 10000)),
