@@ -94,14 +94,19 @@ linker(Parent, Target) ->
     receive stop -> ok end.
 
 %% A trapping process linked to and monitoring W; keeps every other message
-%% and hands them over when asked `dump`: {Ref, Messages}.
+%% and hands them over when asked `dump`: {Ref, Messages}. Returned once the
+%% C node has its link and monitor (a call of its own behind them).
 holder(W) ->
-    spawn(fun() ->
-                  process_flag(trap_exit, true),
-                  link(W),
-                  R = erlang:monitor(process, W),
-                  holder_loop(R, [])
-          end).
+    Me = self(),
+    H = spawn(fun() ->
+                      process_flag(trap_exit, true),
+                      link(W),
+                      R = erlang:monitor(process, W),
+                      {ok, _} = gen_server:call(W, get),
+                      Me ! {holding, self()},
+                      holder_loop(R, [])
+              end),
+    receive {holding, H} -> H after 10000 -> error(holder_not_ready) end.
 
 holder_loop(R, Acc) ->
     receive
@@ -264,7 +269,6 @@ nothing_sent_back_to_a_departed_node(C) ->
     {Port, CN} = start_c(C, ["--log-level", "debug"]),
     {ok, W} = call(A, gen_server, call, [{cache_sup, CN}, {start, 1, x}]),
     Hs = [call(B, ?MODULE, holder, [W]) || _ <- lists:seq(1, 5)],
-    %% The links and monitors are in place once a call behind them returns.
     ?assertEqual({ok, x}, call(B, gen_server, call, [W, get])),
     %% The C worker links to and monitors B's processes, too.
     {ok, P} = call(A, gen_server, call, [{probe, CN}, spawn]),
