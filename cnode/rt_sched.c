@@ -3,7 +3,8 @@
  * threads that takes them from it, BATCH signals at a time, taken off the
  * mailbox under one lock (a priority signal still overtakes those of them
  * not handled yet). A pool thread
- * out of work spins a while (opts.spin_us; one thread at a time) before it
+ * out of work spins a while (opts.spin_us; one thread at a time; not after
+ * runs of one-way messages only: pool_thread) before it
  * sleeps on a semaphore, so that the next hand-off from the I/O thread needs
  * no wake-up; the queue posts only for threads that sleep (a semaphore, not
  * a condition variable: a thread woken from pthread_cond_wait holds its
@@ -215,9 +216,16 @@ static void put_back(cnb_proc_t *p, sig_t *first)
 /* The signal this pool thread is handling (cnb__rt_wait_begin). */
 static __thread sig_t *handling;
 
+/* What a run handled, for the pool thread's spin policy (pool_thread). */
+typedef struct run_seen {
+    int msgs;  /* one-way messages */
+    int other; /* calls, and every other kind of signal */
+} run_seen_t;
+
 /* Runs up to BATCH of p's signals; p ends (and is freed) as soon as one
- * leaves it dead (those still taken go back first: its end answers them). */
-static void run(cnb_proc_t *p)
+ * leaves it dead (those still taken go back first: its end answers them).
+ * Counts what it handled into *seen. */
+static void run(cnb_proc_t *p, run_seen_t *seen)
 {
     int k = 0, ordinary = 0;
     while (k < BATCH) {
@@ -230,6 +238,10 @@ static void run(cnb_proc_t *p)
                 break;
             }
             sig_t *nx = s->next;
+            if (s->kind == SIG_MSG && !s->call)
+                seen->msgs++;
+            else
+                seen->other++;
             handling = s;
             cnb__proc_handle(p, s);
             handling = NULL;
@@ -251,7 +263,8 @@ void cnb__mbox_run_inline(cnb_proc_t *p)
 {
     cnb_rt_t *rt = p->node->rt;
     rt->inline_running = 1; /* what it sends to another inline worker queues */
-    run(p);
+    run_seen_t seen = {0, 0};
+    run(p, &seen);
     rt->inline_running = 0;
 }
 
@@ -325,12 +338,24 @@ static void *pool_thread(void *arg)
 {
     cnb_rt_t *rt = arg;
     pool_of = rt;
+    /* In a stream of one-way messages into a worker a spin for work always
+     * succeeds, so it would hold a core through the whole stream (beside
+     * the I/O thread and, on a small machine, the sender): a thread whose
+     * last run handled two messages or more and nothing else sleeps instead,
+     * and keeps doing so until a run handles anything but messages. */
+    int stream = 0;
     for (;;) {
-        spin_for_work(rt);
+        if (!stream)
+            spin_for_work(rt);
         cnb_proc_t *p = next_worker(rt);
         if (!p)
             return NULL;
-        run(p);
+        run_seen_t seen = {0, 0};
+        run(p, &seen);
+        if (seen.other)
+            stream = 0;
+        else if (seen.msgs >= 2)
+            stream = 1;
     }
 }
 
