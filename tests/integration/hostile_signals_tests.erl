@@ -7,7 +7,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 %% Run on the peer nodes.
--export([ask/3, flood/3, linker/2, holder/1, watcher/2, churn_at_cap/3]).
+-export([ask/3, flood/3, linker/2, holder/1, watcher/2, churn_at_cap/3, echo_ping/1]).
 
 %% Overridable (erlc -DMONITORS=N) to measure an older build in less time.
 -ifndef(MONITORS).
@@ -115,7 +115,7 @@ holder_loop(R, Acc) ->
     end.
 
 %% A process with N monitors on W. Asked downs: the DOWN reasons it got,
-%% counted, once every DOWN for its monitors has come (synced/1);
+%% counted, once every DOWN for its monitors has come (echo_ping/1);
 %% {demonitor, K}: drops K monitors.
 watcher(W, N) ->
     spawn(fun() ->
@@ -126,7 +126,7 @@ watcher(W, N) ->
 watcher_loop(W, Refs) ->
     receive
         {downs, From} ->
-            synced(node(W)),
+            _ = echo_ping(node(W)),
             From ! {reply, self(), count_reasons(#{})},
             watcher_loop(W, Refs);
         {{demonitor, K}, From} ->
@@ -136,14 +136,14 @@ watcher_loop(W, Refs) ->
             watcher_loop(W, Keep)
     end.
 
-%% A ping to the C node's echo (inline, on its I/O thread): its pong comes
-%% after every DOWN the C node sent for the monitors this process set before
-%% it (a refused MONITOR is answered by the I/O thread in wire order, and
-%% both travel the same connection). A message, not a call: a call's own
-%% monitor would be refused at the cap.
-synced(CN) ->
+%% A ping to the C node's echo (inline, on its I/O thread); echo's pid. Its
+%% pong comes after every DOWN the C node sent for the monitors this process
+%% set before it (a refused MONITOR is answered by the I/O thread in wire
+%% order, and both travel the same connection). A message, not a call: a
+%% call's own monitor would be refused at the cap.
+echo_ping(CN) ->
     {echo, CN} ! {ping, self()},
-    receive {pong, _} -> ok after 10000 -> error(no_pong) end.
+    receive {pong, Echo} -> Echo after 10000 -> error(no_pong) end.
 
 count_reasons(Acc) ->
     receive
@@ -163,9 +163,7 @@ flood_of_monitors_and_links(C) ->
     OsPid = cnb_cluster:cnode_os_pid(C, Port),
     {ok, Probe} = call(B, gen_server, call, [{probe, CN}, spawn]),
     ?assertEqual(hi, echo(B, CN, hi)),
-    Echo = call(B, erlang, apply, [fun() -> {echo, CN} ! {ping, self()},
-                                            receive {pong, E} -> E after 5000 -> timeout end
-                                    end, []]),
+    Echo = call(B, ?MODULE, echo_ping, [CN]),
     true = is_pid(Echo),
     Rss0 = rss_kb(OsPid),
     T0 = erlang:monotonic_time(millisecond),
@@ -233,7 +231,7 @@ node_of(Peer) -> call(Peer, erlang, node, []).
 %% reasons that came after the burst.
 churn_at_cap(W, Cap, K) ->
     Refs = [erlang:monitor(process, W) || _ <- lists:seq(1, Cap)],
-    synced(node(W)),
+    _ = echo_ping(node(W)),
     Refused = [R || R <- Refs, receive {'DOWN', R, process, W, system_limit} -> true
                                 after 0 -> false end],
     [Room | Accepted] = Refs -- Refused,
@@ -245,7 +243,7 @@ churn_at_cap(W, Cap, K) ->
     [erlang:demonitor(R) || R <- Drop],
     _ = [erlang:monitor(process, W) || _ <- lists:seq(1, K)],
     {reply, ok} = gen_server:wait_response(Busy, 5000),
-    synced(node(W)),
+    _ = echo_ping(node(W)),
     {Refused =/= [], count_reasons(#{})}.
 
 %% A DEMONITOR sent before a MONITOR makes room for it, however far behind

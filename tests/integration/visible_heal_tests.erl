@@ -80,13 +80,8 @@ cluster(Ctx, Order, Pop) ->
               fun() -> lists:member(CN, cnode_bridge_test:call(P, erlang, nodes, [])) end, 30000)
      || {P, _} <- Ns],
     [ok = sync_on(P) || {P, _} <- Ns],
-    %% global:sync() may return before a node's `resolved` reached C: a call
-    %% to C's global_name_server comes after it on the same connection, so
-    %% once these are answered C counts every node as known (and its own
-    %% registrations reach them all).
-    [true = cnode_bridge_test:call(P, gen_server, call,
-                                   [{global_name_server, CN}, {del_lock, {x, y}}, 10000])
-     || {P, _} <- Ns],
+    %% global:sync() may return before a node's `resolved` reached C.
+    [true = cnb_cnode:global_resolved(P, CN) || {P, _} <- Ns],
     #{nodes => Ns, cnode => CN, handle => H}.
 
 peers(#{nodes := Ns}) -> [P || {P, _} <- Ns].

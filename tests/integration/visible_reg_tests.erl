@@ -44,12 +44,8 @@ cluster(Ctx) ->
                                 end, Peers)
              end, 30000),
     [ok = cnode_bridge_test:call(P, global, sync, [], 60000) || P <- Peers],
-    %% Each node's sync session with C ended on C's side too: a call to C's
-    %% global_name_server comes after that node's `resolved` on the same
-    %% connection, so C counts every node as known once these are answered.
-    [true = cnode_bridge_test:call(P, gen_server, call,
-                                   [{global_name_server, CN}, {del_lock, {x, y}}, 10000])
-     || P <- Peers],
+    %% Each node's sync session with C ended on C's side too.
+    [true = cnb_cnode:global_resolved(P, CN) || P <- Peers],
     #{nodes => Ns, peers => Peers, cnode => CN, handle => H}.
 
 %% rex suspended on every Erlang node while F runs.

@@ -227,7 +227,7 @@ synced(P, CN) ->
     true = cnb_cluster:wait_until(
              fun() -> lists:member(CN, cnb_cluster:call(P, erlang, nodes, [])) end, 20000),
     ok = cnb_cluster:call(P, global, sync, [], 60000),
-    true = cnb_cluster:call(P, gen_server, call, [{global_name_server, CN}, {del_lock, {x, y}}, 10000]).
+    true = cnb_cnode:global_resolved(P, CN).
 
 %% @doc Starts the C node again under the same name (a new creation) after
 %% the old one was stopped or killed; anchored at the first live Erlang node.

@@ -1,10 +1,12 @@
 %% cnb_cnode: the real cnode program as the integration suites start it and read
 %% its log, on top of cnb_cluster (which owns the process and its output).
 %% Used by dist_tests, hostile_auth_tests, hostile_conn_tests,
-%% hostile_signals_tests, hostile_terms_tests, nif_tests and simultaneous_tests.
+%% hostile_signals_tests, hostile_terms_tests, nif_tests, simultaneous_tests,
+%% visible_heal_tests, visible_reg_tests and tests/reliability's rel_net.
 -module(cnb_cnode).
 
 -export([start/2, start/3, has_line/3, wait_line/3, count_lines/3, claim_name/3]).
+-export([global_resolved/2]).
 
 %% @doc Starts the cnode program with the context's cookie (`--cookie') and
 %% Args, and waits for its READY line; returns its port and node name.
@@ -57,3 +59,12 @@ claim_name(TcpPort, Name, AnswerAlive) ->
         _ -> ok
     end,
     {S, Status}.
+
+%% Returns once the visible C node CN has taken peer P's `resolved` (the end
+%% of P's :global sync session with it, on C's side too): global:sync() on P
+%% may return before it reached C, and a call to C's global_name_server comes
+%% after it on the same connection. Then C counts P as known, and its own
+%% registrations reach P.
+-spec global_resolved(pid(), node()) -> true.
+global_resolved(P, CN) ->
+    true = cnb_cluster:call(P, gen_server, call, [{global_name_server, CN}, {del_lock, {x, y}}, 10000]).
