@@ -109,14 +109,15 @@ write(Root, Path, Figures, Rounds, #{machine := Machine, plots := Plots}) ->
               "stands beside the BEAM's own equivalent measured in the same run on the same\n"
               "machine. *Ours vs BEAM* is how many times better ours is (above 1: ours wins;\n"
               "for times and bytes lower is better, for rates higher is better). Figures\n"
-              "named `target*` come from alternating rounds (C, BEAM, C, BEAM, ...) and are\n"
+              "named `target*` come from alternating rounds (C, BEAM, BEAM, C, ...) and are\n"
               "medians over the rounds.\n\n">>,
             header(Machine),
             <<"## Targets (issue 19)\n\n"
               "*C / BEAM* is the C median over the BEAM median (for times and bytes lower is\n"
               "better, for rates higher); the by-round column shows the spread of the\n"
               "same ratio in each round. A target is met when the ratio of the medians is\n"
-              "on the right side of its limit.\n\n">>,
+              "on the right side of its limit. For each target not met, what bounds it and\n"
+              "the figure reached here: \"Targets not met\" below.\n\n">>,
             case targets_table(Figures, Rounds) of
                 [] -> <<"No target figures in this run (section `targets` not run).\n">>;
                 T -> T

@@ -22,13 +22,17 @@ percentile(Xs, P) ->
     N = length(S),
     lists:nth(max(1, min(N, ceil(P * N / 100))), S).
 
-%% Runs C() and B() alternately, Rounds times each (C, B, C, B, ...); each
-%% returns a map of metric => value. Returns, per metric, the list of the C
-%% values and the list of the BEAM values, in round order.
+%% Runs C() and B() alternately, Rounds times each, C first in odd rounds and
+%% B first in even ones (C, B, B, C, C, B, ...: neither side always follows the
+%% other); each returns a map of metric => value. Returns, per metric, the list
+%% of the C values and the list of the BEAM values, in round order.
 -spec alternate(pos_integer(), fun(() -> map()), fun(() -> map())) ->
           #{term() => {[number()], [number()]}}.
 alternate(Rounds, C, B) ->
-    Results = [{C(), B()} || _ <- lists:seq(1, Rounds)],
+    Results = [case I rem 2 of
+                   1 -> Rc = C(), {Rc, B()};
+                   0 -> Rb = B(), {C(), Rb}
+               end || I <- lists:seq(1, Rounds)],
     Keys = maps:keys(element(1, hd(Results))),
     maps:from_list([{K, {[maps:get(K, Rc) || {Rc, _} <- Results],
                          [maps:get(K, Rb) || {_, Rb} <- Results]}} || K <- Keys]).
