@@ -13,12 +13,12 @@
 -export([run/2, params/1, global_cluster/3, demo_cnode/3, rss_bytes/1]).
 
 %% Rounds and sizes: quick (make bench-quick, under a minute) or full. The
-%% call round trips take `call_rounds' rounds (default `rounds'): a round costs
-%% under a second, and their ratio moves most from round to round.
+%% call round trips take `call_rounds' rounds: a round costs under a second,
+%% and their ratio moves most from round to round.
 -spec params(quick | full) -> map().
 params(quick) ->
-    #{rounds => 3, callers => [{1, 300}, {8, 60}, {64, 8}], msgs => 20000, pipelined => 10000,
-      to_beam => 20000, starts => 10, idle => 1000, lookups => 100000,
+    #{rounds => 3, call_rounds => 3, callers => [{1, 300}, {8, 60}, {64, 8}], msgs => 20000,
+      pipelined => 10000, to_beam => 20000, starts => 10, idle => 1000, lookups => 100000,
       sizes => [1000, 100000], plots => false}; % 1M keys: filling takes too long here
 params(full) ->
     #{rounds => 5, call_rounds => 11, callers => [{1, 3000}, {8, 600}, {64, 80}], msgs => 100000,
@@ -101,7 +101,7 @@ latency(B, CN, Srv, P, K, Calls) ->
     note(io_lib:format("call round trip, ~b callers", [K])),
     F = fun(Dest) -> fun() -> cnb_cluster:call(B, runtime_bench, call_latency_us,
                                                 [Dest, K, Calls], 300000) end end,
-    Alt = bench_stats:alternate(maps:get(call_rounds, P, maps:get(rounds, P)), F({echo, CN}), F(Srv)),
+    Alt = alt(P#{rounds := maps:get(call_rounds, P)}, F({echo, CN}), F(Srv)),
     Sfx = "_us_" ++ integer_to_list(K) ++ "c",
     lines("target", #{list_to_atom("call_p50" ++ Sfx) => maps:get(p50, Alt),
                       list_to_atom("call_p99" ++ Sfx) => maps:get(p99, Alt)},
